@@ -1,0 +1,130 @@
+using System.Text.Json;
+
+namespace ParetoQ.Runtime.Format;
+
+/// <summary>
+/// Reads one JSON object strictly: each field is fetched by name with its expected kind and range, and
+/// <see cref="RejectUnknown"/> refuses any field nobody asked for. Errors go through the caller's exception factory,
+/// so each domain (format, config) keeps its own exception type.
+/// </summary>
+internal sealed class StrictJson
+{
+    private readonly JsonElement _obj;
+    private readonly string _path;
+    private readonly Func<string, Exception> _error;
+    private readonly HashSet<string> _seen = new(StringComparer.Ordinal);
+
+    public StrictJson(JsonElement obj, string path, Func<string, Exception> error)
+    {
+        _obj = obj;
+        _path = path;
+        _error = error;
+        if (obj.ValueKind != JsonValueKind.Object) throw error($"'{path}' must be a JSON object, not {obj.ValueKind}");
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var p in obj.EnumerateObject())
+            if (!names.Add(p.Name)) throw error($"field '{Field(p.Name)}' appears twice");
+    }
+
+    public string Field(string name) => _path.Length == 0 ? name : $"{_path}.{name}";
+
+    public bool Has(string name) => _obj.TryGetProperty(name, out var v) && v.ValueKind != JsonValueKind.Null;
+
+    public JsonElement Get(string name, JsonValueKind kind)
+    {
+        _seen.Add(name);
+        if (!_obj.TryGetProperty(name, out var v)) throw _error($"field '{Field(name)}' is missing");
+        if (v.ValueKind != kind && !(kind == JsonValueKind.True && v.ValueKind == JsonValueKind.False))
+            throw _error($"field '{Field(name)}' must be {KindName(kind)}, not {v.ValueKind.ToString().ToLowerInvariant()}");
+        return v;
+    }
+
+    public JsonElement? GetOptional(string name, JsonValueKind kind)
+    {
+        return Seen(name) && Has(name) ? Get(name, kind) : null;
+    }
+
+    public StrictJson Object(string name) => new(Get(name, JsonValueKind.Object), Field(name), _error);
+
+    public StrictJson? OptionalObject(string name) => GetOptional(name, JsonValueKind.Object) is { } v ? new StrictJson(v, Field(name), _error) : null;
+
+    public string String(string name, int maxLength = 4096)
+    {
+        string s = Get(name, JsonValueKind.String).GetString()!;
+        if (s.Length > maxLength) throw _error($"field '{Field(name)}' is {s.Length} characters, more than {maxLength}");
+        return s;
+    }
+
+    public string? OptionalString(string name, int maxLength = 1 << 20) => Seen(name) && Has(name) ? String(name, maxLength) : null;
+
+    public bool Bool(string name) => Get(name, JsonValueKind.True).GetBoolean();
+
+    public bool OptionalBool(string name, bool fallback) => Seen(name) && Has(name) ? Bool(name) : fallback;
+
+    public long Int64(string name, long min, long max) => CheckedInt(Get(name, JsonValueKind.Number), Field(name), min, max);
+
+    public int Int(string name, int min, int max) => (int)Int64(name, min, max);
+
+    public int OptionalInt(string name, int min, int max, int fallback) => Seen(name) && Has(name) ? Int(name, min, max) : fallback;
+
+    public double Double(string name, double min, double max)
+    {
+        var v = Get(name, JsonValueKind.Number);
+        if (!v.TryGetDouble(out double d) || !double.IsFinite(d) || d < min || d > max)
+            throw _error($"field '{Field(name)}' = {v.GetRawText()} is outside [{min}, {max}]");
+        return d;
+    }
+
+    public double OptionalDouble(string name, double min, double max, double fallback) => Seen(name) && Has(name) ? Double(name, min, max) : fallback;
+
+    /// <summary>An array of at most <paramref name="maxLength"/> elements.</summary>
+    public JsonElement Array(string name, int maxLength)
+    {
+        var v = Get(name, JsonValueKind.Array);
+        int n = v.GetArrayLength();
+        if (n > maxLength) throw _error($"field '{Field(name)}' has {n} elements, more than {maxLength}");
+        return v;
+    }
+
+    public int[] IntArray(string name, int maxLength, int min, int max)
+    {
+        var v = Array(name, maxLength);
+        var result = new int[v.GetArrayLength()];
+        int i = 0;
+        foreach (var e in v.EnumerateArray())
+        {
+            if (e.ValueKind != JsonValueKind.Number) throw _error($"field '{Field(name)}[{i}]' must be a number");
+            result[i] = (int)CheckedInt(e, $"{Field(name)}[{i}]", min, max);
+            i++;
+        }
+        return result;
+    }
+
+    /// <summary>Refuses fields that no reader asked for: a field this build does not implement must not be silently ignored.</summary>
+    public void RejectUnknown()
+    {
+        foreach (var p in _obj.EnumerateObject())
+            if (!_seen.Contains(p.Name)) throw _error($"unknown field '{Field(p.Name)}' (not supported by this version of ParetoQ.Runtime)");
+    }
+
+    private long CheckedInt(JsonElement v, string field, long min, long max)
+    {
+        if (!v.TryGetInt64(out long x) || x < min || x > max)
+            throw _error($"field '{field}' = {Truncate(v.GetRawText())} must be an integer in [{min}, {max}]");
+        return x;
+    }
+
+    // Marks a field as known even when it is absent or null; always true so it can lead a condition.
+    private bool Seen(string name) => _seen.Add(name) || true;
+
+    private static string Truncate(string s) => s.Length <= 40 ? s : s[..40] + "…";
+
+    private static string KindName(JsonValueKind kind) => kind switch
+    {
+        JsonValueKind.Object => "an object",
+        JsonValueKind.Array => "an array",
+        JsonValueKind.String => "a string",
+        JsonValueKind.Number => "a number",
+        JsonValueKind.True or JsonValueKind.False => "a boolean",
+        _ => kind.ToString(),
+    };
+}
