@@ -1,0 +1,227 @@
+using ParetoQ.Runtime.Format;
+using ParetoQ.Runtime.Kernels;
+using ParetoQ.Runtime.Quantization;
+
+namespace ParetoQ.Runtime.Model;
+
+/// <summary>The CPU backend. Weights stay in the memory map; this build uses the scalar reference kernels (exact mode).</summary>
+public sealed class CpuBackend : IComputeBackend
+{
+    [ThreadStatic] private static float[]? t_scores;
+    [ThreadStatic] private static float[]? t_rope;
+
+    public string Name => "cpu-scalar";
+
+    public BackendWeight Upload(PqTensor tensor, int rows, int cols) => new CpuWeight(tensor, rows, cols);
+
+    public BackendBuffer Allocate(int length) => new CpuBuffer(length);
+
+    public BackendKvCache CreateKvCache(int capacity, int kvHeads, int headDim, KvCacheType type, bool ring) =>
+        new CpuKvCache(capacity, kvHeads, headDim, type, ring);
+
+    public void Embed(BackendWeight table, ReadOnlySpan<int> tokens, BackendBuffer x)
+    {
+        var dst = Data(x);
+        int dim = table.Cols;
+        for (int t = 0; t < tokens.Length; t++)
+            ScalarKernels.DequantizeRow(table.Format, table.Rows, dim, table.Tensor.Data, tokens[t], dst.AsSpan(t * dim, dim));
+    }
+
+    public void RmsNorm(BackendBuffer x, int firstToken, int tokens, BackendWeight weight, float eps, BackendBuffer y)
+    {
+        var src = Data(x);
+        var dst = Data(y);
+        int dim = weight.Cols;
+        var w = weight.Tensor.AsFloats();
+        for (int t = 0; t < tokens; t++)
+            ScalarKernels.RmsNorm(src.AsSpan((firstToken + t) * dim, dim), w, dst.AsSpan(t * dim, dim), eps);
+    }
+
+    public void MatMul(BackendWeight w, BackendBuffer x, BackendBuffer y, int tokens) =>
+        ScalarKernels.MatMul(w.Format, w.Rows, w.Cols, w.Tensor.Data, Data(x).AsSpan(0, tokens * w.Cols), Data(y).AsSpan(0, tokens * w.Rows), tokens);
+
+    public void PositionEncode(BackendBuffer qBuf, BackendBuffer kBuf, int tokens, int startPos, LayerAttention layer)
+    {
+        var q = Data(qBuf);
+        var k = Data(kBuf);
+        int hd = layer.HeadDim, half = hd / 2;
+        int qWidth = layer.Heads * hd, kWidth = layer.KvHeads * hd;
+        if (t_rope is null || t_rope.Length < hd) t_rope = new float[hd];
+        var cos = t_rope.AsSpan(0, half);
+        var sin = t_rope.AsSpan(half, half);
+        for (int t = 0; t < tokens; t++)
+        {
+            int pos = startPos + t;
+            var qt = q.AsSpan(t * qWidth, qWidth);
+            var kt = k.AsSpan(t * kWidth, kWidth);
+            if (layer.UseRope)
+            {
+                for (int i = 0; i < half; i++)
+                {
+                    float angle = pos * layer.RopeInvFreq[i];
+                    cos[i] = MathF.Cos(angle);
+                    sin[i] = MathF.Sin(angle);
+                }
+                bool interleaved = layer.RopeLayout == RopeLayout.Interleaved;
+                for (int h = 0; h < layer.Heads; h++) ScalarKernels.Rope(qt.Slice(h * hd, hd), cos, sin, interleaved);
+                for (int h = 0; h < layer.KvHeads; h++) ScalarKernels.Rope(kt.Slice(h * hd, hd), cos, sin, interleaved);
+                if (layer.QkNorm)
+                {
+                    for (int h = 0; h < layer.Heads; h++) ScalarKernels.RmsNorm(qt.Slice(h * hd, hd), default, qt.Slice(h * hd, hd), layer.QkNormEps);
+                    for (int h = 0; h < layer.KvHeads; h++) ScalarKernels.RmsNorm(kt.Slice(h * hd, hd), default, kt.Slice(h * hd, hd), layer.QkNormEps);
+                }
+            }
+            else if (layer.TemperatureTuning is { } tune)
+            {
+                float s = (float)(Math.Log(Math.Floor((pos + 1.0) / tune.FloorScale) + 1.0) * tune.AttnScale + 1.0);
+                foreach (ref float v in qt) v *= s;
+            }
+        }
+    }
+
+    public void Attention(BackendKvCache cacheHandle, BackendBuffer qBuf, BackendBuffer kBuf, BackendBuffer vBuf, BackendBuffer output, int tokens, int startPos, LayerAttention layer)
+    {
+        var cache = (CpuKvCache)cacheHandle;
+        var q = Data(qBuf);
+        var k = Data(kBuf);
+        var v = Data(vBuf);
+        var o = Data(output);
+        int hd = layer.HeadDim, qWidth = layer.Heads * hd, kvWidth = layer.KvHeads * hd;
+        int group = layer.Heads / layer.KvHeads;
+        float scale = 1f / MathF.Sqrt(hd);
+        if (t_scores is null || t_scores.Length < cache.Capacity) t_scores = new float[cache.Capacity];
+
+        for (int t = 0; t < tokens; t++)
+        {
+            int pos = startPos + t;
+            var kt = k.AsSpan(t * kvWidth, kvWidth);
+            var vt = v.AsSpan(t * kvWidth, kvWidth);
+            cache.Write(pos, kt, vt);
+            int first = layer.Kind == AttentionKind.Local ? Math.Max(0, pos - layer.Window + 1) : 0;
+            var scores = t_scores.AsSpan(0, pos - first + 1);
+            for (int h = 0; h < layer.Heads; h++)
+            {
+                int g = h / group;
+                var qh = q.AsSpan(t * qWidth + h * hd, hd);
+                var kOwn = kt.Slice(g * hd, hd);
+                for (int j = first; j < pos; j++) scores[j - first] = cache.DotKey(j, g, qh) * scale;
+                scores[pos - first] = ScalarKernels.Dot(qh, kOwn) * scale;
+                ScalarKernels.Softmax(scores);
+
+                var oh = o.AsSpan(t * qWidth + h * hd, hd);
+                oh.Clear();
+                for (int j = first; j < pos; j++) cache.AccumulateValue(j, g, scores[j - first], oh);
+                var vOwn = vt.Slice(g * hd, hd);
+                float p = scores[pos - first];
+                for (int i = 0; i < hd; i++) oh[i] += p * vOwn[i];
+            }
+        }
+    }
+
+    public void SwiGlu(BackendBuffer gate, BackendBuffer up, int count) =>
+        ScalarKernels.SwiGlu(Data(gate).AsSpan(0, count), Data(up).AsSpan(0, count));
+
+    public void Add(BackendBuffer x, BackendBuffer y, int count) =>
+        ScalarKernels.Add(Data(x).AsSpan(0, count), Data(y).AsSpan(0, count));
+
+    public void CopyToHost(BackendBuffer x, int offset, Span<float> destination) =>
+        Data(x).AsSpan(offset, destination.Length).CopyTo(destination);
+
+    public void Dispose() { }
+
+    private static float[] Data(BackendBuffer b) => ((CpuBuffer)b).Data;
+
+    private sealed class CpuWeight(PqTensor tensor, int rows, int cols) : BackendWeight(tensor, rows, cols);
+
+    private sealed class CpuBuffer(int length) : BackendBuffer(length)
+    {
+        public readonly float[] Data = new float[length];
+    }
+}
+
+/// <summary>
+/// KV cache in host memory: (capacity, kvHeads, headDim) keys and values, int8 with a scale and zero point per
+/// (position, head), or fp32. Position p lives in slot p for global layers and p mod capacity for ring (local) layers.
+/// </summary>
+public sealed class CpuKvCache : BackendKvCache
+{
+    private readonly sbyte[] _k8 = [], _v8 = [];
+    private readonly float[] _kScale = [], _vScale = [];
+    private readonly sbyte[] _kZero = [], _vZero = [];
+    private readonly float[] _k32 = [], _v32 = [];
+
+    public CpuKvCache(int capacity, int kvHeads, int headDim, KvCacheType type, bool ring) : base(capacity, kvHeads, headDim, type, ring)
+    {
+        long n = (long)capacity * kvHeads * headDim;
+        if (type == KvCacheType.Int8)
+        {
+            _k8 = new sbyte[n];
+            _v8 = new sbyte[n];
+            _kScale = new float[capacity * kvHeads];
+            _vScale = new float[capacity * kvHeads];
+            _kZero = new sbyte[capacity * kvHeads];
+            _vZero = new sbyte[capacity * kvHeads];
+        }
+        else
+        {
+            _k32 = new float[n];
+            _v32 = new float[n];
+        }
+    }
+
+    public override long Bytes => Type == KvCacheType.Int8
+        ? 2L * (_k8.Length + _kScale.Length * sizeof(float) + _kZero.Length)
+        : 2L * _k32.Length * sizeof(float);
+
+    private int Slot(int pos) => Ring ? pos % Capacity : pos;
+
+    /// <summary>Stores k, v (kvHeads·hd) of one position.</summary>
+    public void Write(int pos, ReadOnlySpan<float> k, ReadOnlySpan<float> v)
+    {
+        if (!Ring && pos >= Capacity) throw new InvalidOperationException($"position {pos} is past the KV cache capacity {Capacity}");
+        int slot = Slot(pos), hd = HeadDim;
+        for (int h = 0; h < KvHeads; h++)
+        {
+            int row = slot * KvHeads + h;
+            if (Type == KvCacheType.Int8)
+            {
+                (_kScale[row], _kZero[row]) = KvQuantizer.Quantize(k.Slice(h * hd, hd), _k8.AsSpan(row * hd, hd));
+                (_vScale[row], _vZero[row]) = KvQuantizer.Quantize(v.Slice(h * hd, hd), _v8.AsSpan(row * hd, hd));
+            }
+            else
+            {
+                k.Slice(h * hd, hd).CopyTo(_k32.AsSpan(row * hd, hd));
+                v.Slice(h * hd, hd).CopyTo(_v32.AsSpan(row * hd, hd));
+            }
+        }
+    }
+
+    /// <summary>q · k[pos, head].</summary>
+    public float DotKey(int pos, int head, ReadOnlySpan<float> q)
+    {
+        int row = Slot(pos) * KvHeads + head, hd = HeadDim;
+        if (Type == KvCacheType.F32) return ScalarKernels.Dot(q, _k32.AsSpan(row * hd, hd));
+        var k8 = _k8.AsSpan(row * hd, hd);
+        float scale = _kScale[row];
+        sbyte zero = _kZero[row];
+        float sum = 0;
+        for (int i = 0; i < hd; i++) sum += q[i] * KvQuantizer.Dequantize(k8[i], scale, zero);
+        return sum;
+    }
+
+    /// <summary>acc += p · v[pos, head].</summary>
+    public void AccumulateValue(int pos, int head, float p, Span<float> acc)
+    {
+        int row = Slot(pos) * KvHeads + head, hd = HeadDim;
+        if (Type == KvCacheType.F32)
+        {
+            var v = _v32.AsSpan(row * hd, hd);
+            for (int i = 0; i < hd; i++) acc[i] += p * v[i];
+            return;
+        }
+        var v8 = _v8.AsSpan(row * hd, hd);
+        float scale = _vScale[row];
+        sbyte zero = _vZero[row];
+        for (int i = 0; i < hd; i++) acc[i] += p * KvQuantizer.Dequantize(v8[i], scale, zero);
+    }
+}
