@@ -1,0 +1,160 @@
+using ParetoQ.Runtime.Format;
+using ParetoQ.Runtime.Model;
+using ParetoQ.Runtime.Quantization;
+using ParetoQ.TestModels;
+using Xunit.Abstractions;
+
+namespace ParetoQ.Runtime.Tests;
+
+public sealed class ModelForwardTests(ITestOutputHelper output)
+{
+    // Longer than the Pro test model's sliding window (8) several times over, so the ring buffer wraps.
+    private static readonly int[] Prompt = Enumerable.Range(0, 29).Select(i => (i * 37 + 11) % 250).ToArray();
+
+    public static TheoryData<string, WeightFormat, WeightFormat> Variants()
+    {
+        var data = new TheoryData<string, WeightFormat, WeightFormat>();
+        foreach (var f in new[] { WeightFormat.Binary, WeightFormat.Ternary, WeightFormat.Q2Seq, WeightFormat.Q3Row, WeightFormat.Q4Row, WeightFormat.Q4G32, WeightFormat.I8Row, WeightFormat.F32 })
+        {
+            data.Add("mobilellm", f, WeightFormat.F32);
+            data.Add("mobilellm-pro", f, WeightFormat.F32);
+        }
+        data.Add("mobilellm", WeightFormat.Q2Seq, WeightFormat.I8Row);
+        data.Add("mobilellm-pro", WeightFormat.Ternary, WeightFormat.BF16);
+        data.Add("mobilellm-pro", WeightFormat.Q4G32, WeightFormat.Q4G32);
+        data.Add("mobilellm-untied", WeightFormat.Q2Seq, WeightFormat.F16);
+        data.Add("mobilellm-layer-share", WeightFormat.Binary, WeightFormat.F32);
+        return data;
+    }
+
+    internal static ModelConfig ConfigFor(string variant) => variant switch
+    {
+        "mobilellm" => TestModelGenerator.MobileLlm(),
+        "mobilellm-untied" => TestModelGenerator.MobileLlm(tieEmbeddings: false),
+        "mobilellm-layer-share" => TestModelGenerator.MobileLlm(layerRepeat: 2),
+        "mobilellm-pro" => TestModelGenerator.MobileLlmPro(),
+        _ => throw new ArgumentException(variant),
+    };
+
+    [Theory]
+    [MemberData(nameof(Variants))]
+    public void Exact_mode_logits_match_the_dense_reference(string variant, WeightFormat projections, WeightFormat embedding)
+    {
+        using var dir = new TempDir();
+        var gen = TestModelGenerator.Write(dir.File("m.pq"), ConfigFor(variant), projections, embedding, seed: 7);
+        var expected = ReferenceTransformer.Forward(gen.Config, gen.DenseWeights, Prompt);
+
+        using var model = LanguageModel.Load(gen.Path);
+        // MaxBatch 5 feeds the prompt in uneven chunks, so chunked prefill is covered by the same comparison.
+        using var session = new Session(model, new SessionOptions { KvCache = KvCacheType.F32, MaxBatch = 5 });
+        int vocab = gen.Config.VocabSize;
+        var logits = new float[Prompt.Length * vocab];
+        session.Forward(Prompt, logits);
+
+        double err = RelativeError(logits, expected);
+        output.WriteLine($"{variant} {WeightFormats.Name(projections)}/{WeightFormats.Name(embedding)}: max |Δ| / max |ref| = {err:E2}");
+        Assert.True(err < 1e-4, $"relative error {err:E2} exceeds 1e-4");
+    }
+
+    [Theory]
+    [InlineData("mobilellm", WeightFormat.Q2Seq)]
+    [InlineData("mobilellm-pro", WeightFormat.Ternary)]
+    [InlineData("mobilellm-pro", WeightFormat.Q4G32)]
+    public void Decode_after_prefill_equals_full_recompute(string variant, WeightFormat projections)
+    {
+        using var dir = new TempDir();
+        var gen = TestModelGenerator.Write(dir.File("m.pq"), ConfigFor(variant), projections, WeightFormat.F32, seed: 3);
+        using var model = LanguageModel.Load(gen.Path);
+        foreach (var kv in new[] { KvCacheType.F32, KvCacheType.Int8 })
+        {
+            using var incremental = new Session(model, new SessionOptions { KvCache = kv });
+            incremental.Forward(Prompt.AsSpan(0, 12));
+            float[] last = [];
+            for (int i = 12; i < Prompt.Length; i++) last = incremental.Forward(Prompt.AsSpan(i, 1)).ToArray();
+
+            using var full = new Session(model, new SessionOptions { KvCache = kv, MaxBatch = Prompt.Length });
+            var recomputed = full.Forward(Prompt).ToArray();
+            double err = MaxAbsDiff(last, recomputed) / MaxAbs(recomputed);
+            output.WriteLine($"{variant} {kv}: decode vs recompute relative error {err:E2}");
+            Assert.True(err < 1e-5, $"{kv}: decode after prefill differs from full recompute by {err:E2}");
+            Assert.Equal(Prompt.Length, incremental.Position);
+        }
+    }
+
+    [Theory]
+    [InlineData("mobilellm")]
+    [InlineData("mobilellm-pro")]
+    public void Int8_kv_cache_changes_logits_by_a_small_bounded_amount(string variant)
+    {
+        using var dir = new TempDir();
+        var gen = TestModelGenerator.Write(dir.File("m.pq"), ConfigFor(variant), WeightFormat.Q2Seq, WeightFormat.F32, seed: 11);
+        using var model = LanguageModel.Load(gen.Path);
+        int vocab = gen.Config.VocabSize;
+        var exact = new float[Prompt.Length * vocab];
+        var int8 = new float[Prompt.Length * vocab];
+        using (var s = new Session(model, new SessionOptions { KvCache = KvCacheType.F32 })) s.Forward(Prompt, exact);
+        using (var s = new Session(model, new SessionOptions { KvCache = KvCacheType.Int8 })) s.Forward(Prompt, int8);
+        double err = MaxAbsDiff(int8, exact) / MaxAbs(exact);
+        output.WriteLine($"{variant}: int8 KV relative logit change {err:E2}");
+        Assert.True(err > 0, "int8 KV cache gave bit-identical logits: it is not being used");
+        Assert.True(err < 2e-2, $"int8 KV cache changed logits by {err:E2} (relative), more than 2e-2");
+    }
+
+    [Fact]
+    public void Local_layers_keep_only_a_window_sized_ring_buffer()
+    {
+        using var dir = new TempDir();
+        var gen = TestModelGenerator.Write(dir.File("m.pq"), TestModelGenerator.MobileLlmPro(slidingWindow: 8), WeightFormat.Q2Seq, WeightFormat.F32, seed: 1);
+        using var model = LanguageModel.Load(gen.Path);
+        using var s = new Session(model, new SessionOptions { ContextLength = 64, KvCache = KvCacheType.F32 });
+        // 2 global layers × 64 positions + 3 local layers × 8 positions, K and V, 1 head of 16 floats.
+        Assert.Equal((2 * 64 + 3 * 8) * 2 * 16 * 4L, s.KvCacheBytes);
+    }
+
+    [Fact]
+    public void Decode_steps_allocate_nothing()
+    {
+        using var dir = new TempDir();
+        var gen = TestModelGenerator.Write(dir.File("m.pq"), TestModelGenerator.MobileLlmPro(), WeightFormat.Q2Seq, WeightFormat.I8Row, seed: 5);
+        using var model = LanguageModel.Load(gen.Path);
+        using var s = new Session(model);
+        s.Forward(Prompt.AsSpan(0, 10));
+        s.Forward(Prompt.AsSpan(10, 1)); // warm-up
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 11; i < Prompt.Length; i++) s.Forward(Prompt.AsSpan(i, 1));
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+    }
+
+    [Fact]
+    public void Input_errors_are_clear()
+    {
+        using var dir = new TempDir();
+        var gen = TestModelGenerator.Write(dir.File("m.pq"), TestModelGenerator.MobileLlm(), WeightFormat.Q2Seq, WeightFormat.F32, seed: 2);
+        using var model = LanguageModel.Load(gen.Path);
+        using var s = new Session(model, new SessionOptions { ContextLength = 16 });
+        var oov = Assert.Throws<ArgumentOutOfRangeException>(() => s.Forward([1, 301]));
+        Assert.Contains("token id 301", oov.Message);
+        Assert.Throws<ArgumentException>(() => s.Forward(ReadOnlySpan<int>.Empty));
+        var over = Assert.Throws<ContextLengthExceededException>(() => s.Forward(new int[17]));
+        Assert.Contains("context length 16", over.Message);
+        Assert.Equal(0, s.Position);
+        Assert.Throws<ArgumentOutOfRangeException>(() => new Session(model, new SessionOptions { ContextLength = 100_000 }));
+    }
+
+    internal static double RelativeError(float[] actual, double[,] expected)
+    {
+        double maxDiff = 0, maxRef = 0;
+        int n = expected.GetLength(0), v = expected.GetLength(1);
+        for (int t = 0; t < n; t++)
+            for (int i = 0; i < v; i++)
+            {
+                maxDiff = Math.Max(maxDiff, Math.Abs(actual[t * v + i] - expected[t, i]));
+                maxRef = Math.Max(maxRef, Math.Abs(expected[t, i]));
+            }
+        return maxDiff / maxRef;
+    }
+
+    private static double MaxAbsDiff(float[] a, float[] b) => a.Zip(b, (x, y) => (double)Math.Abs(x - y)).Max();
+
+    private static double MaxAbs(float[] a) => a.Max(x => (double)Math.Abs(x));
+}

@@ -1,0 +1,146 @@
+using System.Text;
+using ParetoQ.Runtime.Format;
+using ParetoQ.Runtime.Model;
+using ParetoQ.Runtime.Quantization;
+
+namespace ParetoQ.TestModels;
+
+/// <summary>A generated model: its file, its config, and the dense fp32 value of every weight exactly as the file encodes it.</summary>
+public sealed record GeneratedModel(string Path, ModelConfig Config, IReadOnlyDictionary<string, float[]> DenseWeights);
+
+/// <summary>
+/// Writes small random-weight .pq models of both architectures at any weight format, deterministic from a seed.
+/// Shapes are deliberately odd (not multiples of the packing tiles) so padding paths are exercised.
+/// </summary>
+public static class TestModelGenerator
+{
+    /// <summary>A tiny MobileLLM v1 / ParetoQ config: LLaMA-style, GQA, rotate_half RoPE.</summary>
+    public static ModelConfig MobileLlm(bool tieEmbeddings = true, int layerRepeat = 1) => new()
+    {
+        Architecture = "mobilellm",
+        VocabSize = 301,
+        HiddenSize = 72,
+        IntermediateSize = 136,
+        NumLayers = 3,
+        NumHeads = 6,
+        NumKvHeads = 2,
+        HeadDim = 12,
+        MaxPositionEmbeddings = 256,
+        RmsNormEps = 1e-5f,
+        RopeTheta = 10000,
+        RopeLayout = RopeLayout.RotateHalf,
+        TieWordEmbeddings = tieEmbeddings,
+        LayerRepeat = layerRepeat,
+        LayerTypes = [AttentionKind.Global, AttentionKind.Global, AttentionKind.Global],
+        RopeLayers = [true, true, true],
+    };
+
+    /// <summary>
+    /// A tiny MobileLLM-Pro config: local/global 3:1 with a small sliding window, interleaved RoPE with llama3 scaling,
+    /// QK-norm on RoPE layers, NoPE global layers with temperature tuning (floor scale small enough to change within the test).
+    /// </summary>
+    public static ModelConfig MobileLlmPro(int slidingWindow = 8) => new()
+    {
+        Architecture = "mobilellm-pro",
+        VocabSize = 259,
+        HiddenSize = 80,
+        IntermediateSize = 176,
+        NumLayers = 5,
+        NumHeads = 5,
+        NumKvHeads = 1,
+        HeadDim = 16,
+        MaxPositionEmbeddings = 512,
+        RmsNormEps = 1e-5f,
+        RopeTheta = 500000,
+        RopeLayout = RopeLayout.Interleaved,
+        RopeScaling = new Llama3RopeScaling(8, 1, 4, 16),
+        TieWordEmbeddings = true,
+        LayerTypes = [AttentionKind.Global, AttentionKind.Local, AttentionKind.Local, AttentionKind.Local, AttentionKind.Global],
+        SlidingWindow = slidingWindow,
+        UseQkNorm = true,
+        RopeLayers = [false, true, true, true, false],
+        TemperatureTuning = new AttentionTemperatureTuning(4, 0.1),
+    };
+
+    /// <summary>Writes a model with random weights: projections in <paramref name="projections"/>, embedding (and head) in <paramref name="embedding"/>.</summary>
+    public static GeneratedModel Write(string path, ModelConfig config, WeightFormat projections, WeightFormat embedding, int seed, bool overwrite = true)
+    {
+        var rng = new Random(seed);
+        var dense = new Dictionary<string, float[]>(StringComparer.Ordinal);
+        var writer = new PqWriter(config.ToJson(), new PqProvenance(
+            $"random weights, seed {seed}", WeightFormats.NominalBits(projections).ToString(System.Globalization.CultureInfo.InvariantCulture),
+            "ParetoQ.TestModels", new Dictionary<string, string> { ["projections"] = WeightFormats.Name(projections), ["embedding"] = WeightFormats.Name(embedding) }));
+        writer.SetTokenizer(ByteTokenizer(config.VocabSize), ByteTokenizerRanks());
+
+        int dim = config.HiddenSize;
+        void AddMatrix(string name, int rows, int cols, WeightFormat format, float std)
+        {
+            var w = Gaussian(rng, rows * cols, std);
+            if (WeightFormats.IsFloat(format))
+            {
+                writer.AddFloatTensor(name, format, [rows, cols], w);
+                dense[name] = w.Select(v => FloatCodec.RoundTrip(format, v)).ToArray();
+                return;
+            }
+            var q = Quantizer.QuantizeMatrix(format, w, rows, cols);
+            writer.AddQuantizedTensor(name, q);
+            // The dense truth is ParetoQ's fake-quant formula applied with the scales the quantizer chose.
+            var fq = new float[w.Length];
+            for (int r = 0; r < rows; r++)
+                for (int c = 0; c < cols; c++)
+                    fq[r * cols + c] = Quantizer.FakeQuantize(format, w[r * cols + c], q.Scales[r * q.Groups + c / q.GroupSize]);
+            dense[name] = fq;
+        }
+        void AddNorm(string name)
+        {
+            var w = Gaussian(rng, dim, 0.1f).Select(v => 1 + v).ToArray();
+            writer.AddFloatTensor(name, WeightFormat.F32, [dim], w);
+            dense[name] = w;
+        }
+
+        AddMatrix("model.embed_tokens.weight", config.VocabSize, dim, embedding, 1f);
+        for (int i = 0; i < config.NumLayers; i++)
+        {
+            string p = $"model.layers.{i}.";
+            AddNorm(p + "input_layernorm.weight");
+            AddMatrix(p + "self_attn.q_proj.weight", config.QueryDim, dim, projections, 1.5f / MathF.Sqrt(dim));
+            AddMatrix(p + "self_attn.k_proj.weight", config.KvDim, dim, projections, 1.5f / MathF.Sqrt(dim));
+            AddMatrix(p + "self_attn.v_proj.weight", config.KvDim, dim, projections, 1f / MathF.Sqrt(dim));
+            AddMatrix(p + "self_attn.o_proj.weight", dim, config.QueryDim, projections, 0.5f / MathF.Sqrt(config.QueryDim));
+            AddNorm(p + "post_attention_layernorm.weight");
+            AddMatrix(p + "mlp.gate_proj.weight", config.IntermediateSize, dim, projections, 1f / MathF.Sqrt(dim));
+            AddMatrix(p + "mlp.up_proj.weight", config.IntermediateSize, dim, projections, 1f / MathF.Sqrt(dim));
+            AddMatrix(p + "mlp.down_proj.weight", dim, config.IntermediateSize, projections, 0.5f / MathF.Sqrt(config.IntermediateSize));
+        }
+        AddNorm("model.norm.weight");
+        if (!config.TieWordEmbeddings) AddMatrix("lm_head.weight", config.VocabSize, dim, embedding, 1f / MathF.Sqrt(dim));
+        writer.Write(path, overwrite);
+        return new GeneratedModel(path, config, dense);
+    }
+
+    /// <summary>A byte-level tiktoken vocabulary: rank i is the single byte i.</summary>
+    public static byte[] ByteTokenizerRanks()
+    {
+        var sb = new StringBuilder();
+        for (int b = 0; b < 256; b++) sb.Append(Convert.ToBase64String([(byte)b])).Append(' ').Append(b).Append('\n');
+        return Encoding.ASCII.GetBytes(sb.ToString());
+    }
+
+    public static PqTokenizerInfo ByteTokenizer(int vocabSize) => new(
+        TokenizerKinds.Tiktoken, BosId: 256, EosIds: [257], PadId: PqTokenizerInfo.None,
+        SpecialTokens: new Dictionary<string, int> { ["<|begin_of_text|>"] = 256, ["<|end_of_text|>"] = 257 }
+            .Where(kv => kv.Value < vocabSize).ToDictionary(),
+        ChatTemplate: null);
+
+    /// <summary>Deterministic normal samples (Box–Muller) with the given standard deviation.</summary>
+    public static float[] Gaussian(Random rng, int count, float std)
+    {
+        var v = new float[count];
+        for (int i = 0; i < count; i++)
+        {
+            double u1 = 1.0 - rng.NextDouble(), u2 = rng.NextDouble();
+            v[i] = (float)(Math.Sqrt(-2 * Math.Log(u1)) * Math.Cos(2 * Math.PI * u2) * std);
+        }
+        return v;
+    }
+}
