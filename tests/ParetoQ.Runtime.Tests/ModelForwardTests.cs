@@ -101,6 +101,20 @@ public sealed class ModelForwardTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void A_prompt_longer_than_one_batch_gives_the_last_tokens_logits()
+    {
+        using var dir = new TempDir();
+        var gen = TestModelGenerator.Write(dir.File("m.pq"), TestModelGenerator.MobileLlmPro(), WeightFormat.Q2Seq, WeightFormat.F32, seed: 4);
+        using var model = LanguageModel.Load(gen.Path);
+        using var chunked = new Session(model, new SessionOptions { KvCache = KvCacheType.F32, MaxBatch = 4 });
+        var last = chunked.Forward(Prompt).ToArray();
+        var expected = ReferenceTransformer.Forward(gen.Config, gen.DenseWeights, Prompt);
+        var expectedLast = new double[1, gen.Config.VocabSize];
+        for (int i = 0; i < gen.Config.VocabSize; i++) expectedLast[0, i] = expected[Prompt.Length - 1, i];
+        Assert.True(RelativeError(last, expectedLast) < 1e-4);
+    }
+
+    [Fact]
     public void Local_layers_keep_only_a_window_sized_ring_buffer()
     {
         using var dir = new TempDir();

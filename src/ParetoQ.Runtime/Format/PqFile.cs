@@ -114,6 +114,7 @@ public sealed unsafe class PqFile : IDisposable
                 foreach (var t in tensors) _byName[t.Name] = t;
                 if (XxHash3.HashToUInt64(TokenizerBytes) != tokHash) throw Error("tokenizer checksum mismatch (the file is corrupt)");
                 if (verifyChecksums) VerifyChecksums();
+                CheckScales();
             }
         }
         catch
@@ -232,6 +233,20 @@ public sealed unsafe class PqFile : IDisposable
         foreach (var t in Tensors)
             if (XxHash3.HashToUInt64(t.Data) != t.Checksum)
                 throw new PqFormatException(Path, t.Name, "checksum mismatch (the file is corrupt)");
+    }
+
+    // A negative, infinite or NaN scale would decode to silent garbage: refuse it at load (the scales are a tiny part of a tensor).
+    private void CheckScales()
+    {
+        foreach (var t in Tensors)
+        {
+            if (!WeightFormats.IsPacked(t.Format)) continue;
+            var layout = new PackedLayout(t.Format, t.Shape[0], t.Shape[1]);
+            var scales = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(t.Data[(int)layout.CodeBytes..]);
+            for (int i = 0; i < scales.Length; i++)
+                if (!float.IsFinite(scales[i]) || scales[i] < 0)
+                    throw new PqFormatException(Path, t.Name, $"scale #{i} is {scales[i]}, not a finite non-negative number");
+        }
     }
 
     public PqTensor this[string name] => TryGetTensor(name, out var t) ? t : throw new PqFormatException(Path, name, "is missing from the file");

@@ -103,6 +103,8 @@ public sealed class PqWriter
                 Pad(fs, dataOffset + dataLength);
                 fs.Flush(flushToDisk: true);
             }
+            // The reader is the definition of a valid file: never rename into place anything it would refuse.
+            using (PqFile.Open(temp)) { }
             File.Move(temp, full, overwrite);
         }
         finally

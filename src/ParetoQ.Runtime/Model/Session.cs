@@ -84,7 +84,7 @@ public sealed class Session : IDisposable
         for (int start = 0; start < tokens.Length; start += MaxBatch)
         {
             var chunk = tokens.Slice(start, Math.Min(MaxBatch, tokens.Length - start));
-            Step(chunk, lastOnly: start + chunk.Length == tokens.Length);
+            Step(chunk, start + chunk.Length == tokens.Length ? Logits.Last : Logits.None);
         }
         _be.CopyToHost(_logits, 0, _hostLogits);
         return _hostLogits;
@@ -100,7 +100,7 @@ public sealed class Session : IDisposable
         for (int start = 0; start < tokens.Length; start += MaxBatch)
         {
             var chunk = tokens.Slice(start, Math.Min(MaxBatch, tokens.Length - start));
-            Step(chunk, lastOnly: false);
+            Step(chunk, Logits.All);
             _be.CopyToHost(_logits, 0, logits.Slice(start * vocab, chunk.Length * vocab));
         }
     }
@@ -114,8 +114,10 @@ public sealed class Session : IDisposable
             if ((uint)t >= (uint)Config.VocabSize) throw new ArgumentOutOfRangeException(nameof(tokens), t, $"token id {t} is outside the vocabulary (0..{Config.VocabSize - 1})");
     }
 
+    private enum Logits { None, Last, All }
+
     // The forward pass over n ≤ MaxBatch tokens at positions Position..Position+n−1.
-    private void Step(ReadOnlySpan<int> tokens, bool lastOnly)
+    private void Step(ReadOnlySpan<int> tokens, Logits wanted)
     {
         var c = Config;
         var m = _model;
@@ -142,10 +144,11 @@ public sealed class Session : IDisposable
             _be.MatMul(w.Down, _gate, _xb, n);
             _be.Add(_x, _xb, n * c.HiddenSize);
         }
-        int first = lastOnly ? n - 1 : 0, count = n - first;
+        Position += n;
+        if (wanted == Logits.None) return;
+        int first = wanted == Logits.Last ? n - 1 : 0, count = n - first;
         _be.RmsNorm(_x, first, count, m.FinalNorm, c.RmsNormEps, _xb);
         _be.MatMul(m.Head, _xb, _logits, count);
-        Position += n;
     }
 
     public void Dispose() { }

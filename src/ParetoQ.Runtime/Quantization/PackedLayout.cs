@@ -21,6 +21,8 @@ public readonly struct PackedLayout
 {
     public const int TileRows = 4;
     public const int ChunkBytes = 16;
+    /// <summary>Largest rows or cols of a packed matrix; keeps every size and offset computation far from overflow.</summary>
+    public const int MaxDim = 1 << 28;
 
     public WeightFormat Format { get; }
     public int Rows { get; }
@@ -39,15 +41,16 @@ public readonly struct PackedLayout
     public PackedLayout(WeightFormat format, int rows, int cols)
     {
         if (!WeightFormats.IsPacked(format)) throw new ArgumentException($"{format} is not a packed integer format", nameof(format));
-        if (rows <= 0 || cols <= 0) throw new ArgumentOutOfRangeException(nameof(rows), $"matrix shape [{rows}, {cols}] must be positive");
+        if (rows <= 0 || cols <= 0 || rows > MaxDim || cols > MaxDim)
+            throw new ArgumentOutOfRangeException(nameof(rows), $"matrix shape [{rows}, {cols}] must be within 1..{MaxDim}");
         Format = format;
         Rows = rows;
         Cols = cols;
         CodeBits = WeightFormats.CodeBits(format);
         int block = BlockCols(format);
-        PaddedRows = checked((rows + TileRows - 1) / TileRows * TileRows);
-        PaddedCols = checked((int)(((long)cols + block - 1) / block * block));
-        ChunksPerRow = PaddedCols * CodeBits / 8 / ChunkBytes;
+        PaddedRows = (rows + TileRows - 1) / TileRows * TileRows;
+        PaddedCols = (cols + block - 1) / block * block;
+        ChunksPerRow = (int)((long)PaddedCols * CodeBits / 8 / ChunkBytes);
         GroupSize = WeightFormats.GroupSize(format) == 0 ? PaddedCols : WeightFormats.GroupSize(format);
         GroupsPerRow = PaddedCols / GroupSize;
         CodeBytes = (long)PaddedRows * ChunksPerRow * ChunkBytes;

@@ -9,8 +9,13 @@ public static class WeightPacker
     public static byte[] Pack(QuantizedMatrix m)
     {
         var layout = new PackedLayout(m.Format, m.Rows, m.Cols);
-        if (layout.GroupsPerRow != m.Groups && WeightFormats.GroupSize(m.Format) != 0)
-            throw new ArgumentException($"group-{layout.GroupSize} format needs cols padded to whole groups", nameof(m));
+        int expectedGroupSize = WeightFormats.GroupSize(m.Format) == 0 ? m.Cols : WeightFormats.GroupSize(m.Format);
+        if (m.GroupSize != expectedGroupSize || layout.GroupsPerRow != m.Groups)
+            throw new ArgumentException($"{WeightFormats.Name(m.Format)} needs group size {expectedGroupSize}, not {m.GroupSize}", nameof(m));
+        if (m.Codes.LongLength != (long)m.Rows * m.Cols || m.Scales.LongLength != (long)m.Rows * m.Groups)
+            throw new ArgumentException($"{m.Codes.LongLength} codes and {m.Scales.LongLength} scales do not fit [{m.Rows}, {m.Cols}] with {m.Groups} groups per row", nameof(m));
+        foreach (float s in m.Scales)
+            if (!float.IsFinite(s) || s < 0) throw new ArgumentException($"scale {s} is not a finite non-negative number", nameof(m));
         int maxCode = WeightFormats.MaxCode(m.Format);
         var dst = new byte[layout.TotalBytes];
         var rowCodes = new byte[layout.PaddedCols];
