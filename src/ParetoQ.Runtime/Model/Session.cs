@@ -78,7 +78,7 @@ public sealed class Session : IDisposable
     public void Reset() => Position = 0;
 
     /// <summary>Feeds tokens (prefill when many, decode when one) and returns the logits after the last one, valid until the next call.</summary>
-    public ReadOnlySpan<float> Forward(ReadOnlySpan<int> tokens)
+    public ReadOnlySpan<float> Forward(scoped ReadOnlySpan<int> tokens)
     {
         CheckTokens(tokens);
         for (int start = 0; start < tokens.Length; start += MaxBatch)
