@@ -56,6 +56,27 @@ public sealed class PqFileTests : IDisposable
     }
 
     [Fact]
+    public void Missing_file_or_directory_is_a_format_error_naming_the_path()
+    {
+        string missing = _dir.File("nope.pq");
+        Assert.StartsWith(missing + ": cannot open", Assert.Throws<PqFormatException>(() => PqFile.Open(missing)).Message);
+        Assert.StartsWith(_dir.Path + ": cannot open", Assert.Throws<PqFormatException>(() => PqFile.Open(_dir.Path)).Message);
+    }
+
+    [Fact]
+    public void Writer_refuses_inconsistent_tensors()
+    {
+        var writer = new PqWriter(TestModelGenerator.MobileLlm().ToJson(), new PqProvenance("s", "2", "t", new Dictionary<string, string>()));
+        Assert.Contains("needs 288", Assert.Throws<ArgumentException>(() => writer.AddTensor("n", WeightFormat.F32, [72], new byte[100])).Message);
+        Assert.Contains("not valid for q2_seq", Assert.Throws<ArgumentException>(() => writer.AddTensor("p", WeightFormat.Q2Seq, [72], new byte[100])).Message);
+        writer.AddFloatTensor("n", WeightFormat.F32, [2], [1f, 2f]);
+        Assert.Contains("added twice", Assert.Throws<ArgumentException>(() => writer.AddFloatTensor("n", WeightFormat.F32, [2], [1f, 2f])).Message);
+        Assert.Contains("needs a tokenizer", Assert.Throws<InvalidOperationException>(() => writer.Write(_dir.File("x.pq"))).Message);
+        var bad = new QuantizedMatrix(WeightFormat.Ternary, 1, 4, 4, [0, 1, 3, 2], [1f]);
+        Assert.Contains("code 3 out of range for ternary", Assert.Throws<ArgumentException>(() => WeightPacker.Pack(bad)).Message);
+    }
+
+    [Fact]
     public void Disposed_file_refuses_access()
     {
         var f = PqFile.Open(_model.Path);

@@ -39,10 +39,11 @@ public sealed class PqWriter
     public void AddTensor(string name, WeightFormat format, int[] shape, byte[] data)
     {
         if (string.IsNullOrEmpty(name) || name.Length > PqFile.MaxNameLength) throw new ArgumentException($"tensor name '{name}' is empty or too long", nameof(name));
-        if (!_names.Add(name)) throw new ArgumentException($"tensor '{name}' added twice", nameof(name));
+        if (_names.Contains(name)) throw new ArgumentException($"tensor '{name}' added twice", nameof(name));
         long expected = TensorSize.Bytes(format, shape);
         if (expected < 0) throw new ArgumentException($"tensor '{name}': shape [{string.Join(", ", shape)}] is not valid for {WeightFormats.Name(format)}", nameof(shape));
         if (expected != data.Length) throw new ArgumentException($"tensor '{name}': {data.Length} bytes, but {WeightFormats.Name(format)} [{string.Join(", ", shape)}] needs {expected}", nameof(data));
+        _names.Add(name);
         _tensors.Add((name, format, (int[])shape.Clone(), data));
     }
 
