@@ -19,7 +19,8 @@ internal sealed class StrictJson
         _obj = obj;
         _path = path;
         _error = error;
-        if (obj.ValueKind != JsonValueKind.Object) throw error($"'{path}' must be a JSON object, not {obj.ValueKind}");
+        if (obj.ValueKind != JsonValueKind.Object)
+            throw error($"{(path.Length == 0 ? "the top level" : $"'{path}'")} must be a JSON object, not {obj.ValueKind.ToString().ToLowerInvariant()}");
         var names = new HashSet<string>(StringComparer.Ordinal);
         foreach (var p in obj.EnumerateObject())
             if (!names.Add(p.Name)) throw error($"field '{Field(p.Name)}' appears twice");
@@ -38,10 +39,7 @@ internal sealed class StrictJson
         return v;
     }
 
-    public JsonElement? GetOptional(string name, JsonValueKind kind)
-    {
-        return Seen(name) && Has(name) ? Get(name, kind) : null;
-    }
+    public JsonElement? GetOptional(string name, JsonValueKind kind) => Present(name) ? Get(name, kind) : null;
 
     public StrictJson Object(string name) => new(Get(name, JsonValueKind.Object), Field(name), _error);
 
@@ -54,17 +52,17 @@ internal sealed class StrictJson
         return s;
     }
 
-    public string? OptionalString(string name, int maxLength = 1 << 20) => Seen(name) && Has(name) ? String(name, maxLength) : null;
+    public string? OptionalString(string name, int maxLength = 1 << 20) => Present(name) ? String(name, maxLength) : null;
 
     public bool Bool(string name) => Get(name, JsonValueKind.True).GetBoolean();
 
-    public bool OptionalBool(string name, bool fallback) => Seen(name) && Has(name) ? Bool(name) : fallback;
+    public bool OptionalBool(string name, bool fallback) => Present(name) ? Bool(name) : fallback;
 
     public long Int64(string name, long min, long max) => CheckedInt(Get(name, JsonValueKind.Number), Field(name), min, max);
 
     public int Int(string name, int min, int max) => (int)Int64(name, min, max);
 
-    public int OptionalInt(string name, int min, int max, int fallback) => Seen(name) && Has(name) ? Int(name, min, max) : fallback;
+    public int OptionalInt(string name, int min, int max, int fallback) => Present(name) ? Int(name, min, max) : fallback;
 
     public double Double(string name, double min, double max)
     {
@@ -74,7 +72,7 @@ internal sealed class StrictJson
         return d;
     }
 
-    public double OptionalDouble(string name, double min, double max, double fallback) => Seen(name) && Has(name) ? Double(name, min, max) : fallback;
+    public double OptionalDouble(string name, double min, double max, double fallback) => Present(name) ? Double(name, min, max) : fallback;
 
     /// <summary>An array of at most <paramref name="maxLength"/> elements.</summary>
     public JsonElement Array(string name, int maxLength)
@@ -113,8 +111,12 @@ internal sealed class StrictJson
         return x;
     }
 
-    // Marks a field as known even when it is absent or null; always true so it can lead a condition.
-    private bool Seen(string name) => _seen.Add(name) || true;
+    // For optional fields: marks the name as known (so RejectUnknown accepts it) and says whether a non-null value is there.
+    private bool Present(string name)
+    {
+        _seen.Add(name);
+        return Has(name);
+    }
 
     private static string Truncate(string s) => s.Length <= 40 ? s : s[..40] + "…";
 
