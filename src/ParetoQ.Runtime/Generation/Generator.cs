@@ -1,0 +1,123 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using ParetoQ.Runtime.Model;
+using ParetoQ.Runtime.Text;
+
+namespace ParetoQ.Runtime.Generation;
+
+public enum StopReason { MaxTokens, EndOfSequence, StopString, ContextFull, Cancelled }
+
+public sealed record GenerationOptions
+{
+    public int MaxTokens { get; init; } = 256;
+    public SamplerOptions Sampler { get; init; } = new();
+    /// <summary>Generation stops before the first occurrence of any of these; they are not emitted.</summary>
+    public IReadOnlyList<string> StopStrings { get; init; } = [];
+    /// <summary>Token ids that end generation (the model's EOS ids); they are not emitted.</summary>
+    public IReadOnlyList<int> EosIds { get; init; } = [];
+}
+
+public sealed record GenerationResult(string Text, int PromptTokens, int GeneratedTokens, TimeSpan Prefill, TimeSpan Decode, StopReason Reason)
+{
+    public double PrefillTokensPerSecond => PromptTokens / Math.Max(Prefill.TotalSeconds, 1e-9);
+    public double DecodeTokensPerSecond => GeneratedTokens / Math.Max(Decode.TotalSeconds, 1e-9);
+}
+
+/// <summary>
+/// The generation loop: prefill the prompt, then sample → stream text → feed the token back, until EOS, a stop string,
+/// MaxTokens, the end of the context, or cancellation. Text is streamed through a callback as soon as it is final
+/// (never half a character, never the start of what may become a stop string).
+/// </summary>
+public sealed class Generator(Session session, ITokenizer tokenizer)
+{
+    public GenerationResult Generate(ReadOnlySpan<int> prompt, GenerationOptions options, Action<string>? onText = null, CancellationToken cancellation = default)
+    {
+        if (prompt.IsEmpty) throw new ArgumentException("the prompt is empty", nameof(prompt));
+        if (options.MaxTokens < 0) throw new ArgumentOutOfRangeException(nameof(options), $"max tokens {options.MaxTokens} must be ≥ 0");
+        if (session.Position + prompt.Length > session.ContextLength)
+            throw new ContextLengthExceededException($"the prompt has {prompt.Length} tokens; with {session.Position} already in context that exceeds the context length {session.ContextLength}");
+        var sampler = new Sampler(session.Config.VocabSize, options.Sampler);
+        var history = new List<int>(prompt.Length + options.MaxTokens);
+        history.AddRange(prompt);
+        var decoder = new StreamingDecoder(tokenizer);
+        var text = new StopStringFilter(options.StopStrings, onText);
+
+        var clock = Stopwatch.StartNew();
+        var logits = session.Forward(prompt);
+        var prefill = clock.Elapsed;
+        clock.Restart();
+        int generated = 0;
+        var reason = StopReason.MaxTokens;
+        while (generated < options.MaxTokens)
+        {
+            if (cancellation.IsCancellationRequested) { reason = StopReason.Cancelled; break; }
+            int next = sampler.Sample(logits, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(history));
+            if (options.EosIds.Contains(next)) { reason = StopReason.EndOfSequence; break; }
+            generated++;
+            history.Add(next);
+            if (text.Add(decoder.Push(next))) { reason = StopReason.StopString; break; }
+            if (session.Position >= session.ContextLength) { reason = StopReason.ContextFull; break; }
+            logits = session.Forward([next]); // the cache holds every emitted token, so a chat can continue this session
+        }
+        if (reason != StopReason.StopString) text.Finish(decoder.Flush());
+        return new GenerationResult(text.Text, prompt.Length, generated, prefill, clock.Elapsed, reason);
+    }
+
+    /// <summary>The same loop as an async stream of text pieces; runs on the thread pool and honours cancellation.</summary>
+    public async IAsyncEnumerable<string> GenerateAsync(int[] prompt, GenerationOptions options, [EnumeratorCancellation] CancellationToken cancellation = default)
+    {
+        var channel = System.Threading.Channels.Channel.CreateUnbounded<string>();
+        var run = Task.Run(() =>
+        {
+            try { Generate(prompt, options, piece => channel.Writer.TryWrite(piece), cancellation); }
+            finally { channel.Writer.Complete(); }
+        }, CancellationToken.None);
+        await foreach (var piece in channel.Reader.ReadAllAsync(CancellationToken.None)) yield return piece;
+        await run;
+    }
+
+    /// <summary>Holds back text that could still grow into a stop string; cuts the output at the first stop string.</summary>
+    private sealed class StopStringFilter(IReadOnlyList<string> stops, Action<string>? emit)
+    {
+        private readonly System.Text.StringBuilder _all = new();
+        private int _emitted;
+
+        public string Text => _all.ToString(0, _emitted);
+
+        /// <summary>Adds text; returns true when a stop string has appeared (output ends before it).</summary>
+        public bool Add(string piece)
+        {
+            _all.Append(piece);
+            string all = _all.ToString();
+            foreach (var stop in stops)
+            {
+                int at = stop.Length == 0 ? -1 : all.IndexOf(stop, Math.Max(0, _emitted - stop.Length + 1), StringComparison.Ordinal);
+                if (at >= 0)
+                {
+                    EmitUpTo(Math.Max(at, _emitted));
+                    return true;
+                }
+            }
+            int hold = 0;
+            foreach (var stop in stops)
+                for (int k = Math.Min(stop.Length - 1, all.Length - _emitted); k > hold; k--)
+                    if (all.AsSpan(all.Length - k).SequenceEqual(stop.AsSpan(0, k))) { hold = k; break; }
+            EmitUpTo(all.Length - hold);
+            return false;
+        }
+
+        public void Finish(string tail)
+        {
+            _all.Append(tail);
+            EmitUpTo(_all.Length);
+        }
+
+        private void EmitUpTo(int end)
+        {
+            if (end <= _emitted) return;
+            string piece = _all.ToString(_emitted, end - _emitted);
+            _emitted = end;
+            emit?.Invoke(piece);
+        }
+    }
+}
