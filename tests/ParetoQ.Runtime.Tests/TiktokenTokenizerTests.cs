@@ -107,4 +107,22 @@ public sealed class TiktokenTokenizerTests
         var e = Assert.Throws<TokenizerException>(() => Tokenizers.FromFile(file, 200));
         Assert.Contains("but the model's vocabulary is 200", e.Message);
     }
+
+    [Fact]
+    public void Llama4_chat_template_wraps_messages_in_header_and_eot_tokens()
+    {
+        var tok = Llama4Like.Value;
+        int[] Enc(string s) => tok.Encode(s, addBos: false);
+        int[] ids = ChatTemplate.Llama4(tok, [new("system", "Be brief."), new("user", "Hi <|eot|>")]);
+        int[] expected =
+        [
+            200000,
+            200005, .. Enc("system"), 200006, .. Enc("\n\n"), .. Enc("Be brief."), 200008,
+            200005, .. Enc("user"), 200006, .. Enc("\n\n"), .. Enc("Hi <|eot|>"), 200008,
+            200005, .. Enc("assistant"), 200006, .. Enc("\n\n"),
+        ];
+        Assert.Equal(expected, ids);
+        Assert.Equal(2, ids.Count(id => id == 200008)); // the user's literal "<|eot|>" stayed text
+        Assert.Throws<ArgumentException>(() => ChatTemplate.Llama4(tok, [new("robot", "x")]));
+    }
 }
