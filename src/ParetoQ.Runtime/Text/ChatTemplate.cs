@@ -9,11 +9,13 @@ public static class ChatTemplate
 {
     public sealed record Message(string Role, string Content);
 
-    public static int[] Llama4(TiktokenTextTokenizer tokenizer, IReadOnlyList<Message> messages, bool addAssistantHeader = true)
+    /// <param name="continuation">The messages continue a conversation already in the session: no &lt;|begin_of_text|&gt;.</param>
+    public static int[] Llama4(TiktokenTextTokenizer tokenizer, IReadOnlyList<Message> messages, bool addAssistantHeader = true, bool continuation = false)
     {
         int begin = tokenizer.Special("<|begin_of_text|>"), headerStart = tokenizer.Special("<|header_start|>");
         int headerEnd = tokenizer.Special("<|header_end|>"), eot = tokenizer.Special("<|eot|>");
-        var ids = new List<int> { begin };
+        var ids = new List<int>();
+        if (!continuation) ids.Add(begin);
         void Header(string role)
         {
             ids.Add(headerStart);

@@ -1,0 +1,158 @@
+using System.CommandLine;
+using System.Diagnostics;
+using ParetoQ.Runtime.Format;
+using ParetoQ.Runtime.Generation;
+using ParetoQ.Runtime.Model;
+using ParetoQ.Runtime.Text;
+
+namespace ParetoQ.Cli;
+
+/// <summary>paretoq-run: generate text from a .pq model, chat with it, or measure its perplexity on a text file.</summary>
+public static class Program
+{
+    public const string DefaultModel = "models/default.pq";
+
+    public static int Main(string[] args)
+    {
+        var model = new Option<string?>("--model", "-m") { Description = $"The .pq model file (default: {DefaultModel} in the current directory or beside the program)" };
+        var prompt = new Option<string?>("--prompt", "-p") { Description = "The prompt; with --chat, the first user message" };
+        var maxTokens = new Option<int>("--max-tokens", "-n") { Description = "Most tokens to generate", DefaultValueFactory = _ => 256 };
+        var temperature = new Option<float>("--temperature") { Description = "Sampling temperature; 0 is greedy", DefaultValueFactory = _ => 0.8f };
+        var topK = new Option<int>("--top-k") { Description = "Keep the k most likely tokens; 0 keeps all", DefaultValueFactory = _ => 40 };
+        var topP = new Option<float>("--top-p") { Description = "Nucleus sampling threshold; 1 is off", DefaultValueFactory = _ => 0.95f };
+        var minP = new Option<float>("--min-p") { Description = "Drop tokens below this fraction of the best one's probability; 0 is off", DefaultValueFactory = _ => 0.05f };
+        var repeatPenalty = new Option<float>("--repeat-penalty") { Description = "Penalty on tokens of the last 64; 1 is off", DefaultValueFactory = _ => 1.1f };
+        var seed = new Option<ulong?>("--seed") { Description = "Random seed; the same seed gives the same text (default: random)" };
+        var context = new Option<int>("--context", "-c") { Description = "Context length in tokens (default: min(model maximum, 4096))" };
+        var kvCache = new Option<string>("--kv-cache") { Description = "KV cache type", DefaultValueFactory = _ => "int8" };
+        kvCache.AcceptOnlyFromAmong("int8", "f32");
+        var chat = new Option<bool>("--chat") { Description = "Use the model's chat template; without --prompt, chat interactively" };
+        var system = new Option<string?>("--system") { Description = "System message for --chat" };
+        var perplexity = new Option<string?>("--perplexity") { Description = "Print the model's perplexity over this UTF-8 text file instead of generating" };
+
+        var root = new RootCommand("paretoq-run: run a ParetoQ low-bit language model (.pq)")
+        {
+            model, prompt, maxTokens, temperature, topK, topP, minP, repeatPenalty, seed, context, kvCache, chat, system, perplexity,
+        };
+        root.SetAction(parse => Run(new Settings(
+            parse.GetValue(model), parse.GetValue(prompt), parse.GetValue(maxTokens),
+            new SamplerOptions
+            {
+                Temperature = parse.GetValue(temperature), TopK = parse.GetValue(topK), TopP = parse.GetValue(topP), MinP = parse.GetValue(minP),
+                RepeatPenalty = parse.GetValue(repeatPenalty), Seed = parse.GetValue(seed) ?? (ulong)Stopwatch.GetTimestamp(),
+            },
+            parse.GetValue(context), parse.GetValue(kvCache) == "f32" ? KvCacheType.F32 : KvCacheType.Int8,
+            parse.GetValue(chat), parse.GetValue(system), parse.GetValue(perplexity))));
+
+        var parsed = root.Parse(args);
+        if (parsed.Errors.Count > 0)
+        {
+            // One line: System.CommandLine's messages can span lines ("Must be one of:\n\t'int8'…").
+            string message = string.Join(' ', parsed.Errors[0].Message.Split((char[])['\n', '\r', '\t'], StringSplitOptions.RemoveEmptyEntries));
+            Console.Error.WriteLine($"paretoq-run: {message} (see --help)");
+            return 2;
+        }
+        return parsed.Invoke();
+    }
+
+    private sealed record Settings(string? Model, string? Prompt, int MaxTokens, SamplerOptions Sampler, int Context, KvCacheType KvCache, bool Chat, string? System, string? Perplexity);
+
+    private static int Run(Settings s)
+    {
+        try
+        {
+            s.Sampler.Validate();
+            if (s.MaxTokens < 0) throw new ArgumentException($"--max-tokens {s.MaxTokens} must be ≥ 0");
+            if (s.Prompt is not null && s.Prompt.Trim().Length == 0) throw new ArgumentException("the prompt is empty");
+            if (s.Prompt is null && !s.Chat && s.Perplexity is null) throw new ArgumentException("give --prompt TEXT, --chat or --perplexity FILE");
+            string path = ResolveModel(s.Model);
+            using var model = LanguageModel.Load(path);
+            var tokenizer = Tokenizers.FromFile(model.File, model.Config.VocabSize);
+            using var session = new Session(model, new SessionOptions { ContextLength = s.Context, KvCache = s.KvCache });
+            if (s.Perplexity is not null) return Perplexity.Run(session, tokenizer, s.Perplexity);
+            return s.Chat ? Chat(session, tokenizer, model.File, s) : Complete(session, tokenizer, model.File, s);
+        }
+        catch (Exception e) when (e is PqFormatException or ModelConfigException or TokenizerException or ArgumentException
+                                   or ContextLengthExceededException or IOException or UnauthorizedAccessException)
+        {
+            Console.Error.WriteLine($"paretoq-run: {e.Message}");
+            return 1;
+        }
+    }
+
+    private static string ResolveModel(string? given)
+    {
+        if (given is not null)
+        {
+            if (!File.Exists(given)) throw new FileNotFoundException($"model file '{given}' does not exist");
+            return given;
+        }
+        foreach (string dir in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
+            for (var d = new DirectoryInfo(dir); d is not null; d = d.Parent)
+                if (File.Exists(Path.Combine(d.FullName, DefaultModel))) return Path.Combine(d.FullName, DefaultModel);
+        throw new FileNotFoundException($"no --model given and the default model {DefaultModel} was not found (create it with tools/run-default.sh)");
+    }
+
+    private static int Complete(Session session, ITokenizer tokenizer, PqFile file, Settings s)
+    {
+        int[] ids = tokenizer.Encode(s.Prompt!, addBos: true);
+        var result = Generate(session, tokenizer, file, s, ids);
+        Console.WriteLine();
+        PrintStats(result);
+        return 0;
+    }
+
+    private static int Chat(Session session, ITokenizer tokenizer, PqFile file, Settings s)
+    {
+        if (tokenizer is not TiktokenTextTokenizer llama4 || !llama4.SpecialTokens.ContainsKey("<|header_start|>"))
+            throw new ArgumentException($"{file.Path} has no Llama-4 chat tokens; --chat needs an instruct model");
+        var first = new List<ChatTemplate.Message>();
+        if (s.System is not null) first.Add(new("system", s.System));
+        bool interactive = s.Prompt is null;
+        string? user = s.Prompt;
+        bool continuation = false;
+        while (true)
+        {
+            if (interactive)
+            {
+                Console.Error.Write("> ");
+                user = Console.ReadLine();
+                if (user is null || user.Trim() is "/exit" or "/quit") return 0;
+                if (user.Trim().Length == 0) continue;
+            }
+            var turn = continuation ? new List<ChatTemplate.Message>() : first;
+            turn.Add(new("user", user!));
+            int[] ids = ChatTemplate.Llama4(llama4, turn, continuation: continuation);
+            var result = Generate(session, tokenizer, file, s, ids);
+            Console.WriteLine();
+            PrintStats(result);
+            if (!interactive) return 0;
+            // Close the assistant turn so the next user message follows the template.
+            if (session.Position + 1 >= session.ContextLength) throw new ContextLengthExceededException($"the conversation filled the context of {session.ContextLength} tokens");
+            session.Forward([llama4.Special("<|eot|>")]);
+            continuation = true;
+        }
+    }
+
+    private static GenerationResult Generate(Session session, ITokenizer tokenizer, PqFile file, Settings s, int[] ids)
+    {
+        using var cancel = new CancellationTokenSource();
+        ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cancel.Cancel(); };
+        Console.CancelKeyPress += onCancel;
+        try
+        {
+            var stdout = Console.Out;
+            var options = new GenerationOptions { MaxTokens = s.MaxTokens, Sampler = s.Sampler, EosIds = file.Tokenizer.EosIds };
+            return new Generator(session, tokenizer).Generate(ids, options, text => { stdout.Write(text); stdout.Flush(); }, cancel.Token);
+        }
+        finally
+        {
+            Console.CancelKeyPress -= onCancel;
+        }
+    }
+
+    private static void PrintStats(GenerationResult r) =>
+        Console.Error.WriteLine(
+            $"prompt {r.PromptTokens} tokens, prefill {r.PrefillTokensPerSecond:F1} tok/s | generated {r.GeneratedTokens} tokens, " +
+            $"decode {r.DecodeTokensPerSecond:F1} tok/s | peak memory {Process.GetCurrentProcess().PeakWorkingSet64 / (1024.0 * 1024):F0} MiB | stop: {r.Reason}");
+}

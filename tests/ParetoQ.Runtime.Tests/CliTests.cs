@@ -1,0 +1,126 @@
+using System.Diagnostics;
+using System.Text;
+using ParetoQ.Runtime.Generation;
+using ParetoQ.Runtime.Model;
+using ParetoQ.Runtime.Quantization;
+using ParetoQ.Runtime.Text;
+using ParetoQ.TestModels;
+
+namespace ParetoQ.Runtime.Tests;
+
+/// <summary>Spawns the built paretoq-run and checks its output and exit codes, as a user would see them.</summary>
+public sealed class CliTests : IDisposable
+{
+    private readonly TempDir _dir = new();
+    private readonly string _model;
+
+    public CliTests()
+    {
+        _model = _dir.File("m.pq");
+        TestModelGenerator.Write(_model, TestModelGenerator.MobileLlmPro(), WeightFormat.Q2Seq, WeightFormat.F32, seed: 3);
+    }
+
+    public void Dispose() => _dir.Dispose();
+
+    private static (int Exit, string Out, string Err) Run(params string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false };
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "paretoq-run.dll"));
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        p.StandardInput.Close();
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(120_000))
+        {
+            p.Kill(entireProcessTree: true);
+            throw new TimeoutException("paretoq-run did not finish in 120 s");
+        }
+        return (p.ExitCode, stdout.Result, stderr.Result);
+    }
+
+    [Fact]
+    public void Generates_reproducibly_and_prints_one_statistics_line()
+    {
+        var a = Run("--model", _model, "--prompt", "Hello", "--max-tokens", "12", "--seed", "9", "--temperature", "30", "--top-k", "0", "--min-p", "0");
+        var b = Run("--model", _model, "--prompt", "Hello", "--max-tokens", "12", "--seed", "9", "--temperature", "30", "--top-k", "0", "--min-p", "0");
+        Assert.Equal(0, a.Exit);
+        Assert.Equal(a.Out, b.Out);
+        string stats = Assert.Single(a.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Matches(@"^prompt 6 tokens, prefill [\d.]+ tok/s \| generated 12 tokens, decode [\d.]+ tok/s \| peak memory \d+ MiB \| stop: MaxTokens$", stats);
+    }
+
+    [Fact]
+    public void Greedy_output_is_the_engines_greedy_text()
+    {
+        var cli = Run("--model", _model, "--prompt", "Hello", "--max-tokens", "10", "--temperature", "0");
+        using var model = LanguageModel.Load(_model);
+        var tokenizer = Tokenizers.FromFile(model.File, model.Config.VocabSize);
+        using var session = new Session(model);
+        var expected = new Generator(session, tokenizer).Generate(tokenizer.Encode("Hello", addBos: true),
+            new GenerationOptions { MaxTokens = 10, Sampler = new SamplerOptions { Temperature = 0 }, EosIds = model.File.Tokenizer.EosIds });
+        Assert.Equal(expected.Text + Environment.NewLine, cli.Out);
+    }
+
+    [Fact]
+    public void Perplexity_matches_the_mean_negative_log_likelihood_from_the_engine()
+    {
+        string text = "The quick brown fox jumps over the lazy dog. A second sentence follows it.";
+        string file = _dir.File("text.txt");
+        File.WriteAllText(file, text);
+        var cli = Run("--model", _model, "--perplexity", file, "--context", "256", "--kv-cache", "f32");
+        Assert.Equal(0, cli.Exit);
+
+        using var model = LanguageModel.Load(_model);
+        var tokenizer = Tokenizers.FromFile(model.File, model.Config.VocabSize);
+        int[] tokens = tokenizer.Encode(text, addBos: true);
+        using var session = new Session(model, new SessionOptions { ContextLength = 256, KvCache = KvCacheType.F32 });
+        int vocab = model.Config.VocabSize;
+        var logits = new float[tokens.Length * vocab];
+        session.Forward(tokens, logits);
+        double nll = 0;
+        for (int t = 0; t + 1 < tokens.Length; t++)
+        {
+            var row = logits.AsSpan(t * vocab, vocab);
+            double max = row.ToArray().Max(), sum = row.ToArray().Sum(l => Math.Exp(l - max));
+            nll += Math.Log(sum) - (row[tokens[t + 1]] - max);
+        }
+        double expected = Math.Exp(nll / (tokens.Length - 1));
+        var m = System.Text.RegularExpressions.Regex.Match(cli.Out, @"^perplexity ([\d.]+) over (\d+) tokens");
+        Assert.True(m.Success, cli.Out);
+        Assert.Equal(tokens.Length - 1, int.Parse(m.Groups[2].Value));
+        Assert.Equal(expected, double.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture), expected * 1e-3);
+    }
+
+    public static TheoryData<string[], int, string> Errors() => new()
+    {
+        { ["--model", "/nonexistent/m.pq", "--prompt", "x"], 1, "model file '/nonexistent/m.pq' does not exist" },
+        { ["--prompt", "x", "--bogus"], 2, "Unrecognized command or argument '--bogus'" },
+        { ["--model", "MODEL", "--prompt", "   "], 1, "the prompt is empty" },
+        { ["--model", "MODEL"], 1, "give --prompt TEXT, --chat or --perplexity FILE" },
+        { ["--model", "MODEL", "--prompt", "a long prompt that does not fit", "--context", "8"], 1, "exceeds the context length 8" },
+        { ["--model", "MODEL", "--prompt", "x", "--top-p", "0"], 1, "top-p 0 must be in (0, 1]" },
+        { ["--model", "MODEL", "--prompt", "x", "--kv-cache", "int4"], 2, "int4" },
+        { ["--model", "MODEL", "--chat", "--prompt", "hi"], 1, "has no Llama-4 chat tokens" },
+        { ["--model", "CORRUPT", "--prompt", "x"], 1, "checksum mismatch" },
+        { ["--model", "MODEL", "--perplexity", "BADUTF8"], 1, "is not valid UTF-8" },
+    };
+
+    [Theory]
+    [MemberData(nameof(Errors))]
+    public void Errors_are_one_line_with_a_nonzero_exit_and_no_stack_trace(string[] args, int exit, string expected)
+    {
+        string corrupt = _dir.File("corrupt.pq");
+        var bytes = File.ReadAllBytes(_model);
+        bytes[^10] ^= 0xFF;
+        File.WriteAllBytes(corrupt, bytes);
+        File.WriteAllBytes(_dir.File("bad.txt"), [0x41, 0xC3, 0x28, 0x42]);
+        var resolved = args.Select(a => a switch { "MODEL" => _model, "CORRUPT" => corrupt, "BADUTF8" => _dir.File("bad.txt"), _ => a }).ToArray();
+        var r = Run(resolved);
+        Assert.Equal(exit, r.Exit);
+        string line = Assert.Single(r.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.StartsWith("paretoq-run: ", line);
+        Assert.Contains(expected, line);
+        Assert.DoesNotContain("   at ", r.Err);
+    }
+}
