@@ -22,12 +22,15 @@ public sealed class CliTests : IDisposable
 
     public void Dispose() => _dir.Dispose();
 
-    private static (int Exit, string Out, string Err) Run(params string[] args)
+    private static (int Exit, string Out, string Err) Run(params string[] args) => RunWithInput("", args);
+
+    private static (int Exit, string Out, string Err) RunWithInput(string stdin, params string[] args)
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false };
         psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "paretoq-run.dll"));
         foreach (var a in args) psi.ArgumentList.Add(a);
         using var p = Process.Start(psi)!;
+        p.StandardInput.Write(stdin);
         p.StandardInput.Close();
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
@@ -47,7 +50,7 @@ public sealed class CliTests : IDisposable
         Assert.Equal(0, a.Exit);
         Assert.Equal(a.Out, b.Out);
         string stats = Assert.Single(a.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries));
-        Assert.Matches(@"^prompt 6 tokens, prefill [\d.]+ tok/s \| generated 12 tokens, decode [\d.]+ tok/s \| peak memory \d+ MiB \| stop: MaxTokens$", stats);
+        Assert.Matches(@"^prompt 6 tokens, prefill [\d.]+ tok/s \| generated \d+ tokens, decode [\d.]+ tok/s \| peak memory \d+ MiB \| stop: (MaxTokens|EndOfSequence)$", stats);
     }
 
     [Fact]
@@ -92,6 +95,27 @@ public sealed class CliTests : IDisposable
         Assert.Equal(expected, double.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture), expected * 1e-3);
     }
 
+    [Fact]
+    public void Chat_answers_a_prompt_and_holds_an_interactive_conversation()
+    {
+        var once = Run("--model", _model, "--chat", "--system", "Be brief.", "--prompt", "Hi", "--max-tokens", "6", "--temperature", "0");
+        Assert.Equal(0, once.Exit);
+        Assert.Matches(@"^prompt \d+ tokens", once.Err);
+
+        var talk = RunWithInput("Hi\nHow are you?\n/exit\n", "--model", _model, "--chat", "--max-tokens", "6", "--temperature", "0");
+        Assert.Equal(0, talk.Exit);
+        var stats = talk.Err.Split('\n').Where(l => l.Contains("tok/s")).ToArray();
+        Assert.Equal(2, stats.Length);
+        // The second turn continues the same session: its prompt is only the new turn, not the whole template again.
+        int first = int.Parse(System.Text.RegularExpressions.Regex.Match(stats[0], @"prompt (\d+)").Groups[1].Value);
+        int second = int.Parse(System.Text.RegularExpressions.Regex.Match(stats[1], @"prompt (\d+)").Groups[1].Value);
+        // Byte-level tokenizer: one token per ASCII char, one per special.
+        // <|begin_of_text|> <|header_start|> user <|header_end|> \n\n Hi <|eot|> <|header_start|> assistant <|header_end|> \n\n
+        Assert.Equal(1 + 1 + 4 + 1 + 2 + 2 + 1 + 1 + 9 + 1 + 2, first);
+        // <|header_start|> user <|header_end|> \n\n How are you? <|eot|> <|header_start|> assistant <|header_end|> \n\n
+        Assert.Equal(1 + 4 + 1 + 2 + 12 + 1 + 1 + 9 + 1 + 2, second);
+    }
+
     public static TheoryData<string[], int, string> Errors() => new()
     {
         { ["--model", "/nonexistent/m.pq", "--prompt", "x"], 1, "model file '/nonexistent/m.pq' does not exist" },
@@ -101,7 +125,7 @@ public sealed class CliTests : IDisposable
         { ["--model", "MODEL", "--prompt", "a long prompt that does not fit", "--context", "8"], 1, "exceeds the context length 8" },
         { ["--model", "MODEL", "--prompt", "x", "--top-p", "0"], 1, "top-p 0 must be in (0, 1]" },
         { ["--model", "MODEL", "--prompt", "x", "--kv-cache", "int4"], 2, "int4" },
-        { ["--model", "MODEL", "--chat", "--prompt", "hi"], 1, "has no Llama-4 chat tokens" },
+        { ["--model", "V1MODEL", "--chat", "--prompt", "hi"], 1, "has no Llama-4 chat tokens" },
         { ["--model", "CORRUPT", "--prompt", "x"], 1, "checksum mismatch" },
         { ["--model", "MODEL", "--perplexity", "BADUTF8"], 1, "is not valid UTF-8" },
     };
@@ -115,7 +139,9 @@ public sealed class CliTests : IDisposable
         bytes[^10] ^= 0xFF;
         File.WriteAllBytes(corrupt, bytes);
         File.WriteAllBytes(_dir.File("bad.txt"), [0x41, 0xC3, 0x28, 0x42]);
-        var resolved = args.Select(a => a switch { "MODEL" => _model, "CORRUPT" => corrupt, "BADUTF8" => _dir.File("bad.txt"), _ => a }).ToArray();
+        string v1 = _dir.File("v1.pq");
+        if (!File.Exists(v1)) TestModelGenerator.Write(v1, TestModelGenerator.MobileLlm(), WeightFormat.Q2Seq, WeightFormat.F32, seed: 1);
+        var resolved = args.Select(a => a switch { "MODEL" => _model, "V1MODEL" => v1, "CORRUPT" => corrupt, "BADUTF8" => _dir.File("bad.txt"), _ => a }).ToArray();
         var r = Run(resolved);
         Assert.Equal(exit, r.Exit);
         string line = Assert.Single(r.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries));

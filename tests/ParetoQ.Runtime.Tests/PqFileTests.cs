@@ -48,7 +48,7 @@ public sealed class PqFileTests : IDisposable
     public void Writer_refuses_to_overwrite_and_leaves_no_temporary_files()
     {
         var writer = new PqWriter(TestModelGenerator.MobileLlm().ToJson(), new PqProvenance("s", "2", "t", new Dictionary<string, string>()));
-        writer.SetTokenizer(TestModelGenerator.ByteTokenizer(301), TestModelGenerator.ByteTokenizerRanks());
+        writer.SetTokenizer(TestModelGenerator.ByteTokenizer(TestModelGenerator.MobileLlm()), TestModelGenerator.ByteTokenizerRanks());
         var e = Assert.Throws<IOException>(() => writer.Write(_model.Path));
         Assert.Contains("already exists", e.Message);
         Assert.Equal(_bytes, File.ReadAllBytes(_model.Path));

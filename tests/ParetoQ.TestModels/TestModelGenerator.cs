@@ -42,7 +42,7 @@ public static class TestModelGenerator
     public static ModelConfig MobileLlmPro(int slidingWindow = 8) => new()
     {
         Architecture = "mobilellm-pro",
-        VocabSize = 259,
+        VocabSize = 261,
         HiddenSize = 80,
         IntermediateSize = 176,
         NumLayers = 5,
@@ -70,7 +70,7 @@ public static class TestModelGenerator
         var writer = new PqWriter(config.ToJson(), new PqProvenance(
             $"random weights, seed {seed}", WeightFormats.NominalBits(projections).ToString(System.Globalization.CultureInfo.InvariantCulture),
             "ParetoQ.TestModels", new Dictionary<string, string> { ["projections"] = WeightFormats.Name(projections), ["embedding"] = WeightFormats.Name(embedding) }));
-        writer.SetTokenizer(ByteTokenizer(config.VocabSize), ByteTokenizerRanks());
+        writer.SetTokenizer(ByteTokenizer(config), ByteTokenizerRanks());
 
         int dim = config.HiddenSize;
         void AddMatrix(string name, int rows, int cols, WeightFormat format, float std)
@@ -126,11 +126,20 @@ public static class TestModelGenerator
         return Encoding.ASCII.GetBytes(sb.ToString());
     }
 
-    public static PqTokenizerInfo ByteTokenizer(int vocabSize) => new(
-        TokenizerKinds.Tiktoken, BosId: 256, EosIds: [257], PadId: PqTokenizerInfo.None,
-        SpecialTokens: new Dictionary<string, int> { ["<|begin_of_text|>"] = 256, ["<|end_of_text|>"] = 257 }
-            .Where(kv => kv.Value < vocabSize).ToDictionary(),
-        ChatTemplate: null);
+    /// <summary>Byte tokens 0..255, then Llama-4's text markers; MobileLLM-Pro test models also get its chat tokens.</summary>
+    public static PqTokenizerInfo ByteTokenizer(ModelConfig config)
+    {
+        var specials = new Dictionary<string, int> { ["<|begin_of_text|>"] = 256, ["<|end_of_text|>"] = 257 };
+        bool chat = config.Architecture == "mobilellm-pro";
+        if (chat)
+        {
+            specials["<|header_start|>"] = 258;
+            specials["<|header_end|>"] = 259;
+            specials["<|eot|>"] = 260;
+        }
+        return new PqTokenizerInfo(TokenizerKinds.Tiktoken, BosId: 256, EosIds: chat ? [257, 260] : [257], PadId: PqTokenizerInfo.None,
+            SpecialTokens: specials, ChatTemplate: chat ? "llama4" : null);
+    }
 
     /// <summary>Deterministic normal samples (Box–Muller) with the given standard deviation.</summary>
     public static float[] Gaussian(Random rng, int count, float std)
