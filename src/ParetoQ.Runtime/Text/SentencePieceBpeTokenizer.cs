@@ -6,13 +6,13 @@ namespace ParetoQ.Runtime.Text;
 /// <summary>
 /// SentencePiece-style BPE (LLaMA-1/2, Mistral): spaces become "▁", a "▁" dummy prefix is prepended, adjacent symbols are
 /// merged by merge rank (leftmost pair first on ties, as sentencepiece does), and characters outside the vocabulary fall
-/// back to their UTF-8 bytes as &lt;0xXX&gt; tokens. Read from a Hugging Face tokenizer.json.
+/// back to their UTF-8 bytes as &lt;0xXX&gt; tokens. Read from a Hugging Face tokenizer.json or a SentencePiece tokenizer.model.
 /// </summary>
 /// <remarks>
 /// Microsoft.ML.Tokenizers 2.0.1's SentencePiece BPE merges the rightmost of two equal-rank pairs first, which differs
 /// from LLaMA's reference on runs such as "FFF" or indentation; hence this encoder.
 /// </remarks>
-public sealed class SentencePieceBpeTokenizer : ITokenizer
+public sealed partial class SentencePieceBpeTokenizer : ITokenizer
 {
     private const char Space = '\u2581';
     private readonly string[] _pieces;                              // id → piece

@@ -12,8 +12,9 @@ public static class Tokenizers
         ITokenizer tokenizer = info.Kind switch
         {
             TokenizerKinds.HuggingFaceJson => SentencePieceBpeTokenizer.FromHuggingFaceJson(file.TokenizerBytes, source),
+            TokenizerKinds.SentencePiece => SentencePieceBpeTokenizer.FromSentencePieceModel(file.TokenizerBytes, source),
             TokenizerKinds.Tiktoken => new TiktokenTextTokenizer(file.TokenizerBytes, info.SpecialTokens, info.BosId, vocabSize, source),
-            _ => throw new TokenizerException(source, $"tokenizer kind '{info.Kind}' is not supported by this build yet (convert it to hf-json or tiktoken)"),
+            _ => throw new TokenizerException(source, $"tokenizer kind '{info.Kind}' is not supported"),
         };
         if (tokenizer.VocabSize > vocabSize)
             throw new TokenizerException(source, $"the tokenizer has {tokenizer.VocabSize} ids but the model's vocabulary is {vocabSize}");
