@@ -88,6 +88,11 @@ public sealed class Generator(Session session, ITokenizer tokenizer)
         public bool Add(string piece)
         {
             _all.Append(piece);
+            if (stops.Count == 0)
+            {
+                EmitUpTo(_all.Length);
+                return false;
+            }
             string all = _all.ToString();
             foreach (var stop in stops)
             {
