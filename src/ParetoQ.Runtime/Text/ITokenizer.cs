@@ -18,4 +18,13 @@ public interface ITokenizer
 
     /// <summary>Decodes a whole sequence as the reference tokenizer does (control tokens dropped, invalid UTF-8 as U+FFFD).</summary>
     string Decode(ReadOnlySpan<int> ids);
+
+    /// <summary>The concatenated <see cref="TokenBytes"/> of <paramref name="ids"/> as text (invalid UTF-8 as U+FFFD).</summary>
+    static string ConcatenatedText(ITokenizer tokenizer, ReadOnlySpan<int> ids)
+    {
+        var bytes = new List<byte>(ids.Length * 4);
+        Span<byte> buffer = stackalloc byte[MaxTokenBytes];
+        foreach (int id in ids) bytes.AddRange(buffer[..tokenizer.TokenBytes(id, buffer)]);
+        return System.Text.Encoding.UTF8.GetString(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(bytes));
+    }
 }

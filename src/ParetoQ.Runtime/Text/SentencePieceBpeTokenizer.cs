@@ -212,14 +212,7 @@ public sealed partial class SentencePieceBpeTokenizer : ITokenizer
 
     public string Decode(ReadOnlySpan<int> ids)
     {
-        var bytes = new List<byte>(ids.Length * 4);
-        Span<byte> buffer = stackalloc byte[ITokenizer.MaxTokenBytes];
-        foreach (int id in ids)
-        {
-            int count = TokenBytes(id, buffer);
-            for (int i = 0; i < count; i++) bytes.Add(buffer[i]);
-        }
-        string text = Encoding.UTF8.GetString(bytes.ToArray());
+        string text = ITokenizer.ConcatenatedText(this, ids);
         // The dummy prefix: the sequence's first space came from the normalizer, not from the user.
         return text.StartsWith(' ') ? text[1..] : text;
     }

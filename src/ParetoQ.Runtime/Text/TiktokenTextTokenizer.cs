@@ -95,14 +95,5 @@ public sealed partial class TiktokenTextTokenizer : ITokenizer
         return _bytes[id].Length;
     }
 
-    public string Decode(ReadOnlySpan<int> ids)
-    {
-        var bytes = new List<byte>();
-        foreach (int id in ids)
-        {
-            if ((uint)id >= (uint)_bytes.Length) throw new ArgumentOutOfRangeException(nameof(ids), id, $"token id {id} is outside the vocabulary (0..{_bytes.Length - 1})");
-            bytes.AddRange(_bytes[id]);
-        }
-        return Encoding.UTF8.GetString(bytes.ToArray());
-    }
+    public string Decode(ReadOnlySpan<int> ids) => ITokenizer.ConcatenatedText(this, ids);
 }
