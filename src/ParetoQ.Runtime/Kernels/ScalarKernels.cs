@@ -18,9 +18,13 @@ public static class ScalarKernels
     public static void MatMul(WeightFormat format, int rows, int cols, ReadOnlySpan<byte> w, ReadOnlySpan<float> x, Span<float> y, int tokens)
     {
         var row = RowScratch(cols);
+        // The layout and code scratch are set up once per matrix, not per row.
+        PackedLayout layout = WeightFormats.IsPacked(format) ? new PackedLayout(format, rows, cols) : default;
+        var codes = WeightFormats.IsPacked(format) ? CodeScratch(layout.PaddedCols) : null;
         for (int r = 0; r < rows; r++)
         {
-            DequantizeRow(format, rows, cols, w, r, row);
+            if (codes is null) FloatCodec.Decode(format, w, (long)r * cols, row.AsSpan(0, cols));
+            else WeightPacker.DequantizeRow(layout, w, r, codes, row);
             for (int t = 0; t < tokens; t++)
             {
                 var xt = x.Slice(t * cols, cols);
@@ -40,9 +44,7 @@ public static class ScalarKernels
             return;
         }
         var layout = new PackedLayout(format, rows, cols);
-        t_codes ??= new byte[layout.PaddedCols];
-        if (t_codes.Length < layout.PaddedCols) t_codes = new byte[layout.PaddedCols];
-        WeightPacker.DequantizeRow(layout, w, row, t_codes, dst);
+        WeightPacker.DequantizeRow(layout, w, row, CodeScratch(layout.PaddedCols), dst);
     }
 
     /// <summary>y = x / sqrt(mean(x²) + eps) · weight; x, y (dim). A null weight is the weightless L2 norm of Llama-4's QK-norm.</summary>
@@ -107,6 +109,12 @@ public static class ScalarKernels
         float sum = 0;
         for (int i = 0; i < a.Length; i++) sum += a[i] * b[i];
         return sum;
+    }
+
+    private static byte[] CodeScratch(int paddedCols)
+    {
+        if (t_codes is null || t_codes.Length < paddedCols) t_codes = new byte[paddedCols];
+        return t_codes;
     }
 
     private static float[] RowScratch(int cols)

@@ -84,8 +84,12 @@ public static class WeightPacker
     public static void DequantizeRow(in PackedLayout layout, ReadOnlySpan<byte> tensor, int row, Span<byte> codeScratch, Span<float> dst)
     {
         UnpackRow(layout, tensor, row, codeScratch);
-        for (int k = 0; k < layout.Cols; k++)
-            dst[k] = Quantizer.Dequantize(layout.Format, codeScratch[k], Scale(layout, tensor, row, k / layout.GroupSize));
+        for (int g = 0; g < layout.GroupsPerRow; g++)
+        {
+            float scale = Scale(layout, tensor, row, g);
+            int end = Math.Min(layout.Cols, (g + 1) * layout.GroupSize);
+            for (int k = g * layout.GroupSize; k < end; k++) dst[k] = Quantizer.Dequantize(layout.Format, codeScratch[k], scale);
+        }
     }
 
     // In-chunk weight m sits in byte m % 16, at bit plane m / 16 of width `bits`.
