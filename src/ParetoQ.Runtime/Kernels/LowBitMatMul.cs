@@ -1,0 +1,245 @@
+using System.Runtime.CompilerServices;
+using ParetoQ.Runtime.Quantization;
+
+namespace ParetoQ.Runtime.Kernels;
+
+/// <summary>A packed weight matrix as the integer kernels read it: the layout plus raw pointers into the tensor (the memory map).</summary>
+public readonly unsafe struct PackedMatrix
+{
+    public readonly PackedLayout Layout;
+    /// <summary>Codes: (tiles, chunks per row, 4 rows, 16 bytes).</summary>
+    public readonly byte* Codes;
+    /// <summary>Scales: (tiles, groups per row, 4 rows).</summary>
+    public readonly float* Scales;
+
+    public PackedMatrix(PackedLayout layout, byte* tensor)
+    {
+        Layout = layout;
+        Codes = tensor;
+        Scales = (float*)(tensor + layout.CodeBytes);
+    }
+
+    public int Tiles => Layout.PaddedRows / PackedLayout.TileRows;
+    /// <summary>Bytes of one tile's codes.</summary>
+    public long TileBytes => (long)Layout.ChunksPerRow * PackedLayout.TileRows * PackedLayout.ChunkBytes;
+    public byte* Tile(int tile) => Codes + tile * TileBytes;
+}
+
+/// <summary>Code widths as types, so each kernel path is compiled once per width with the width folded to a constant.</summary>
+internal interface ICodeWidth
+{
+    static abstract int Bits { get; }
+}
+internal struct Width1 : ICodeWidth { public static int Bits => 1; }
+internal struct Width2 : ICodeWidth { public static int Bits => 2; }
+internal struct Width3 : ICodeWidth { public static int Bits => 3; }
+internal struct Width4 : ICodeWidth { public static int Bits => 4; }
+internal struct Width8 : ICodeWidth { public static int Bits => 8; }
+
+/// <summary>
+/// One kernel path's inner loop: integer dot products of a 4-row tile's codes with int8 activations.
+/// A unit is the smallest run of chunks that decodes on its own: 3 chunks (128 weights) for 3-bit, 1 chunk otherwise.
+/// </summary>
+internal unsafe interface ITileKernel
+{
+    /// <summary>
+    /// sums[(g·count + t)·4 + r] = Σ code·x over units [unitBegin + g·unitsPerGroup, +unitsPerGroup) of row 4·tile + r,
+    /// for token token0 + t, t &lt; count ≤ 4, g &lt; groups.
+    /// </summary>
+    static abstract void Sums(in PackedMatrix w, int tile, int unitBegin, int groups, int unitsPerGroup,
+        QuantizedActivations x, int token0, int count, int* sums);
+}
+
+/// <summary>Per-format facts the integer kernels need: unit geometry and the affine code offset.</summary>
+public static class CodeUnits
+{
+    /// <summary>Chunks in one decodable unit.</summary>
+    public static int UnitChunks(int bits) => bits == 3 ? 3 : 1;
+    /// <summary>Bit planes of 16 codes in one unit; each plane meets 16 consecutive activations.</summary>
+    public static int Planes(int bits) => bits == 3 ? 8 : 8 / bits;
+    /// <summary>Weights (columns) in one unit.</summary>
+    public static int UnitCols(int bits) => 16 * Planes(bits);
+
+    /// <summary>
+    /// value = scale · Multiplier · (A · code − B): the affine form of each format's grid (REFERENCE.md §1), so that
+    /// Σ value·x = scale · Multiplier · (A · Σ code·x − B · Σ x) and the inner loops multiply unsigned codes only.
+    /// </summary>
+    public static (int A, int B, float Multiplier) Affine(WeightFormat format) => format switch
+    {
+        WeightFormat.Binary => (2, 1, 1f),
+        WeightFormat.Ternary => (1, 1, 1f / 1.5f),
+        WeightFormat.Q2Seq => (2, 3, 0.25f),
+        WeightFormat.Q3Row => (1, 4, 1f),
+        WeightFormat.Q4Row or WeightFormat.Q4G32 => (1, 8, 1f),
+        WeightFormat.I8Row => (1, 128, 1f),
+        _ => throw new ArgumentException($"{format} is not a packed integer format", nameof(format)),
+    };
+}
+
+/// <summary>
+/// y = x · Wᵀ for packed low-bit W and int8 activations, on any <see cref="KernelPath"/>. The path computes the integer
+/// sums; this driver owns the loop over tiles and tokens and the one float epilogue, so all paths agree bit for bit.
+/// </summary>
+public static unsafe class LowBitMatMul
+{
+    private const int TokenBlock = 4;
+    private const int MaxGroupsPerCall = 16;
+    // Weight bytes per cache block in prefill: small enough to stay in L1/L2 while every token block passes over it.
+    private const long BlockBytes = 24 * 1024;
+
+    /// <summary>Throws unless int32 sums cannot overflow for this shape (every real model is far inside the bound).</summary>
+    public static void CheckShape(in PackedLayout layout)
+    {
+        long worst = (long)WeightFormats.MaxCode(layout.Format) * 127 * Math.Min(layout.PaddedCols, layout.GroupSize);
+        if (worst * CodeUnits.Affine(layout.Format).A > int.MaxValue)
+            throw new NotSupportedException($"{WeightFormats.Name(layout.Format)} rows of {layout.Cols} columns could overflow the int32 accumulators; use exact mode");
+    }
+
+    /// <summary>
+    /// Rows of tiles [tileBegin, tileEnd) of y (x.Tokens, rows) = x · Wᵀ. Each tile is written by exactly one call, so
+    /// threads may run disjoint tile ranges at once.
+    /// </summary>
+    public static void Run(KernelPath path, in PackedMatrix w, QuantizedActivations x, float* y, int tileBegin, int tileEnd)
+    {
+        int bits = w.Layout.CodeBits;
+        switch (path)
+        {
+            case KernelPath.Scalar: Drive<ScalarTileKernel>(w, x, y, tileBegin, tileEnd); break;
+            case KernelPath.Avx512:
+                switch (bits)
+                {
+                    case 1: Drive<Avx512TileKernel<Width1>>(w, x, y, tileBegin, tileEnd); break;
+                    case 2: Drive<Avx512TileKernel<Width2>>(w, x, y, tileBegin, tileEnd); break;
+                    case 3: Drive<Avx512TileKernel<Width3>>(w, x, y, tileBegin, tileEnd); break;
+                    case 4: Drive<Avx512TileKernel<Width4>>(w, x, y, tileBegin, tileEnd); break;
+                    default: Drive<Avx512TileKernel<Width8>>(w, x, y, tileBegin, tileEnd); break;
+                }
+                break;
+            case KernelPath.AvxVnni:
+                switch (bits)
+                {
+                    case 1: Drive<Avx2TileKernel<Width1, UseVnni>>(w, x, y, tileBegin, tileEnd); break;
+                    case 2: Drive<Avx2TileKernel<Width2, UseVnni>>(w, x, y, tileBegin, tileEnd); break;
+                    case 3: Drive<Avx2TileKernel<Width3, UseVnni>>(w, x, y, tileBegin, tileEnd); break;
+                    case 4: Drive<Avx2TileKernel<Width4, UseVnni>>(w, x, y, tileBegin, tileEnd); break;
+                    default: Drive<Avx2TileKernel<Width8, UseVnni>>(w, x, y, tileBegin, tileEnd); break;
+                }
+                break;
+            case KernelPath.Avx2:
+                switch (bits)
+                {
+                    case 1: Drive<Avx2TileKernel<Width1, UseMaddubs>>(w, x, y, tileBegin, tileEnd); break;
+                    case 2: Drive<Avx2TileKernel<Width2, UseMaddubs>>(w, x, y, tileBegin, tileEnd); break;
+                    case 3: Drive<Avx2TileKernel<Width3, UseMaddubs>>(w, x, y, tileBegin, tileEnd); break;
+                    case 4: Drive<Avx2TileKernel<Width4, UseMaddubs>>(w, x, y, tileBegin, tileEnd); break;
+                    default: Drive<Avx2TileKernel<Width8, UseMaddubs>>(w, x, y, tileBegin, tileEnd); break;
+                }
+                break;
+            case KernelPath.Neon:
+                switch (bits)
+                {
+                    case 1: Drive<NeonTileKernel<Width1>>(w, x, y, tileBegin, tileEnd); break;
+                    case 2: Drive<NeonTileKernel<Width2>>(w, x, y, tileBegin, tileEnd); break;
+                    case 3: Drive<NeonTileKernel<Width3>>(w, x, y, tileBegin, tileEnd); break;
+                    case 4: Drive<NeonTileKernel<Width4>>(w, x, y, tileBegin, tileEnd); break;
+                    default: Drive<NeonTileKernel<Width8>>(w, x, y, tileBegin, tileEnd); break;
+                }
+                break;
+            default: throw new ArgumentOutOfRangeException(nameof(path), path, "unknown kernel path");
+        }
+    }
+
+    private static void Drive<TKernel>(in PackedMatrix w, QuantizedActivations x, float* y, int tileBegin, int tileEnd)
+        where TKernel : ITileKernel
+    {
+        var layout = w.Layout;
+        int units = layout.PaddedCols / CodeUnits.UnitCols(layout.CodeBits);
+        bool grouped = layout.GroupsPerRow > 1;
+        int unitsPerGroup = grouped ? layout.GroupSize / CodeUnits.UnitCols(layout.CodeBits) : units;
+        int tilesPerBlock = x.Tokens <= TokenBlock ? tileEnd - tileBegin : (int)Math.Max(1, BlockBytes / w.TileBytes);
+        int* sums = stackalloc int[MaxGroupsPerCall * TokenBlock * PackedLayout.TileRows];
+        float* acc = stackalloc float[TokenBlock * PackedLayout.TileRows];
+        for (int block = tileBegin; block < tileEnd; block += tilesPerBlock)
+        {
+            int blockEnd = Math.Min(tileEnd, block + tilesPerBlock);
+            for (int t0 = 0; t0 < x.Tokens; t0 += TokenBlock)
+            {
+                int count = Math.Min(TokenBlock, x.Tokens - t0);
+                for (int tile = block; tile < blockEnd; tile++)
+                {
+                    if (!grouped)
+                    {
+                        TKernel.Sums(w, tile, 0, 1, units, x, t0, count, sums);
+                        StorePerRow(w, x, y, tile, t0, count, sums);
+                        continue;
+                    }
+                    new Span<float>(acc, TokenBlock * PackedLayout.TileRows).Clear();
+                    for (int g0 = 0; g0 < layout.GroupsPerRow; g0 += MaxGroupsPerCall)
+                    {
+                        int groups = Math.Min(MaxGroupsPerCall, layout.GroupsPerRow - g0);
+                        TKernel.Sums(w, tile, g0 * unitsPerGroup, groups, unitsPerGroup, x, t0, count, sums);
+                        AccumulateGroups(w, x, tile, g0, groups, t0, count, sums, acc);
+                    }
+                    StoreGrouped(w, x, y, tile, t0, count, acc);
+                }
+            }
+        }
+    }
+
+    // y = (A·S − B·X) · (α·multiplier) · xScale, per row; the one place per-row results are formed.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StorePerRow(in PackedMatrix w, QuantizedActivations x, float* y, int tile, int t0, int count, int* sums)
+    {
+        var layout = w.Layout;
+        var (a, b, multiplier) = CodeUnits.Affine(layout.Format);
+        for (int t = 0; t < count; t++)
+        {
+            long xSum = x.Sum(t0 + t);
+            float xScale = x.Scales[t0 + t];
+            float* yt = y + (long)(t0 + t) * layout.Rows;
+            for (int r = 0; r < PackedLayout.TileRows; r++)
+            {
+                int row = tile * PackedLayout.TileRows + r;
+                if (row >= layout.Rows) break;
+                float alpha = Quantizer.EffectiveScale(layout.Format, w.Scales[(long)tile * PackedLayout.TileRows + r]);
+                yt[row] = (a * (long)sums[t * PackedLayout.TileRows + r] - b * xSum) * (alpha * multiplier) * xScale;
+            }
+        }
+    }
+
+    // acc[t, r] += s_g · (S_g − B·X_g) for each group, in group order.
+    private static void AccumulateGroups(in PackedMatrix w, QuantizedActivations x, int tile, int g0, int groups, int t0, int count, int* sums, float* acc)
+    {
+        var layout = w.Layout;
+        int b = CodeUnits.Affine(layout.Format).B;
+        int groupsPerSum = layout.GroupSize / QuantizedActivations.SumGroup;
+        for (int g = 0; g < groups; g++)
+        {
+            float* scales = w.Scales + ((long)tile * layout.GroupsPerRow + g0 + g) * PackedLayout.TileRows;
+            for (int t = 0; t < count; t++)
+            {
+                int* xg = x.GroupSums + (long)(t0 + t) * x.GroupsPerToken + (g0 + g) * groupsPerSum;
+                long xSum = 0;
+                for (int i = 0; i < groupsPerSum; i++) xSum += xg[i];
+                int* s = sums + (g * count + t) * PackedLayout.TileRows;
+                for (int r = 0; r < PackedLayout.TileRows; r++)
+                    acc[t * PackedLayout.TileRows + r] += scales[r] * (s[r] - b * xSum);
+            }
+        }
+    }
+
+    private static void StoreGrouped(in PackedMatrix w, QuantizedActivations x, float* y, int tile, int t0, int count, float* acc)
+    {
+        var layout = w.Layout;
+        for (int t = 0; t < count; t++)
+        {
+            float* yt = y + (long)(t0 + t) * layout.Rows;
+            for (int r = 0; r < PackedLayout.TileRows; r++)
+            {
+                int row = tile * PackedLayout.TileRows + r;
+                if (row >= layout.Rows) break;
+                yt[row] = acc[t * PackedLayout.TileRows + r] * x.Scales[t0 + t];
+            }
+        }
+    }
+}

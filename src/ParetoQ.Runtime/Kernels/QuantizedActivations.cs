@@ -1,0 +1,142 @@
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+
+namespace ParetoQ.Runtime.Kernels;
+
+/// <summary>
+/// Activations quantized to int8 per token for the integer kernels: x ≈ Scale[t] · Values[t, k], symmetric, with
+/// Scale = max|x| / 127 so values lie in −127..127 (never −128, which the sign tricks of some paths could not negate).
+/// Rows are zero-padded to <see cref="Stride"/> (a multiple of 128, the widest block of any packed format) and the sums
+/// of every 32 values are kept, so kernels can fix up the unsigned weight-code offsets (REFERENCE.md §1).
+/// The buffers are native and 64-byte aligned, allocated once and reused: quantizing allocates nothing.
+/// </summary>
+public sealed unsafe class QuantizedActivations : IDisposable
+{
+    public const int StrideMultiple = 128;
+    public const int SumGroup = 32;
+
+    private sbyte* _values;       // (capacity tokens, Stride)
+    private float* _scales;       // (capacity tokens)
+    private int* _groupSums;      // (capacity tokens, Stride / 32)
+    private int _capacityBytes, _capacityTokens;
+
+    public int Tokens { get; private set; }
+    public int Cols { get; private set; }
+    /// <summary>Padded length of one token's row.</summary>
+    public int Stride { get; private set; }
+    public int GroupsPerToken => Stride / SumGroup;
+
+    public sbyte* Values => _values;
+    public float* Scales => _scales;
+    /// <summary>(tokens, Stride / 32) sums of 32 consecutive values.</summary>
+    public int* GroupSums => _groupSums;
+
+    public ReadOnlySpan<sbyte> Row(int token) => new(_values + (long)token * Stride, Stride);
+
+    /// <summary>Sum of the values of one token (all groups).</summary>
+    public int Sum(int token)
+    {
+        int s = 0;
+        int* g = _groupSums + (long)token * GroupsPerToken;
+        for (int i = 0; i < GroupsPerToken; i++) s += g[i];
+        return s;
+    }
+
+    /// <summary>Quantizes x (tokens, cols) row by row.</summary>
+    public void Quantize(ReadOnlySpan<float> x, int tokens, int cols)
+    {
+        if (tokens <= 0 || cols <= 0) throw new ArgumentOutOfRangeException(nameof(tokens), $"cannot quantize ({tokens}, {cols}) activations");
+        if (x.Length < (long)tokens * cols) throw new ArgumentException($"x holds {x.Length} floats, fewer than ({tokens}, {cols})", nameof(x));
+        int stride = (cols + StrideMultiple - 1) / StrideMultiple * StrideMultiple;
+        Reserve(tokens, stride);
+        Tokens = tokens;
+        Cols = cols;
+        Stride = stride;
+        for (int t = 0; t < tokens; t++)
+        {
+            var src = x.Slice(t * cols, cols);
+            var dst = new Span<sbyte>(_values + (long)t * stride, stride);
+            _scales[t] = QuantizeRow(src, dst);
+            var sums = new Span<int>(_groupSums + (long)t * (stride / SumGroup), stride / SumGroup);
+            for (int g = 0; g < sums.Length; g++)
+            {
+                int s = 0;
+                foreach (sbyte v in dst.Slice(g * SumGroup, SumGroup)) s += v;
+                sums[g] = s;
+            }
+        }
+    }
+
+    /// <summary>
+    /// One token: dst[k] = round(x[k] · 127 / max|x|) (half to even), zero past x.Length; returns the scale max|x| / 127.
+    /// The vector and scalar parts compute the same products and roundings, so the result never depends on the CPU.
+    /// </summary>
+    public static float QuantizeRow(ReadOnlySpan<float> x, Span<sbyte> dst)
+    {
+        float absMax = 0;
+        int k = 0;
+        if (Vector128.IsHardwareAccelerated)
+        {
+            var m = Vector128<float>.Zero;
+            for (; k + 4 <= x.Length; k += 4) m = Vector128.Max(m, Vector128.Abs(Vector128.Create(x.Slice(k, 4))));
+            absMax = MathF.Max(MathF.Max(m[0], m[1]), MathF.Max(m[2], m[3]));
+        }
+        for (; k < x.Length; k++) absMax = MathF.Max(absMax, MathF.Abs(x[k]));
+        dst.Clear();
+        if (!float.IsFinite(absMax)) return float.NaN; // NaN or ∞ in x: the outputs become NaN, never a silent number
+        if (absMax == 0) return 0;
+        float inv = 127f / absMax;
+        k = 0;
+        if (Vector128.IsHardwareAccelerated)
+        {
+            var vInv = Vector128.Create(inv);
+            for (; k + 16 <= x.Length; k += 16)
+            {
+                var q0 = Vector128.ConvertToInt32(Vector128.Round(Vector128.Create(x.Slice(k, 4)) * vInv));
+                var q1 = Vector128.ConvertToInt32(Vector128.Round(Vector128.Create(x.Slice(k + 4, 4)) * vInv));
+                var q2 = Vector128.ConvertToInt32(Vector128.Round(Vector128.Create(x.Slice(k + 8, 4)) * vInv));
+                var q3 = Vector128.ConvertToInt32(Vector128.Round(Vector128.Create(x.Slice(k + 12, 4)) * vInv));
+                Vector128.Narrow(Vector128.Narrow(q0, q1), Vector128.Narrow(q2, q3)).CopyTo(dst.Slice(k, 16));
+            }
+        }
+        for (; k < x.Length; k++) dst[k] = (sbyte)(int)MathF.Round(x[k] * inv);
+        return absMax / 127f;
+    }
+
+    private void Reserve(int tokens, int stride)
+    {
+        long bytes = (long)tokens * stride;
+        if (bytes > int.MaxValue) throw new ArgumentOutOfRangeException(nameof(tokens), $"({tokens}, {stride}) activations are too large");
+        if (bytes > _capacityBytes)
+        {
+            Free(ref _values);
+            Free(ref _groupSums);
+            _values = (sbyte*)NativeMemory.AlignedAlloc((nuint)bytes, 64);
+            _groupSums = (int*)NativeMemory.AlignedAlloc((nuint)(bytes / SumGroup * sizeof(int)), 64);
+            _capacityBytes = (int)bytes;
+        }
+        if (tokens > _capacityTokens)
+        {
+            Free(ref _scales);
+            _scales = (float*)NativeMemory.AlignedAlloc((nuint)(tokens * sizeof(float)), 64);
+            _capacityTokens = tokens;
+        }
+    }
+
+    private static void Free<T>(ref T* p) where T : unmanaged
+    {
+        if (p != null) NativeMemory.AlignedFree(p);
+        p = null;
+    }
+
+    public void Dispose()
+    {
+        Free(ref _values);
+        Free(ref _groupSums);
+        Free(ref _scales);
+        _capacityBytes = _capacityTokens = 0;
+        GC.SuppressFinalize(this);
+    }
+
+    ~QuantizedActivations() => Dispose();
+}

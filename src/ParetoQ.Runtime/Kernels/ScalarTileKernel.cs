@@ -1,0 +1,36 @@
+using ParetoQ.Runtime.Quantization;
+
+namespace ParetoQ.Runtime.Kernels;
+
+/// <summary>
+/// The reference integer kernel: unpack each row's codes with <see cref="WeightPacker.UnpackRow"/> and sum code·x in a
+/// plain loop. Every SIMD path must produce exactly these sums.
+/// </summary>
+internal unsafe struct ScalarTileKernel : ITileKernel
+{
+    [ThreadStatic] private static byte[]? t_codes;
+
+    public static void Sums(in PackedMatrix w, int tile, int unitBegin, int groups, int unitsPerGroup,
+        QuantizedActivations x, int token0, int count, int* sums)
+    {
+        var layout = w.Layout;
+        int unitCols = CodeUnits.UnitCols(layout.CodeBits);
+        if (t_codes is null || t_codes.Length < layout.PaddedCols) t_codes = new byte[layout.PaddedCols];
+        var tensor = new ReadOnlySpan<byte>(w.Codes, checked((int)layout.CodeBytes));
+        for (int r = 0; r < PackedLayout.TileRows; r++)
+        {
+            WeightPacker.UnpackRow(layout, tensor, tile * PackedLayout.TileRows + r, t_codes);
+            for (int g = 0; g < groups; g++)
+            {
+                int begin = (unitBegin + g * unitsPerGroup) * unitCols, end = begin + unitsPerGroup * unitCols;
+                for (int t = 0; t < count; t++)
+                {
+                    var xt = x.Row(token0 + t);
+                    int s = 0;
+                    for (int k = begin; k < end; k++) s += t_codes[k] * xt[k];
+                    sums[(g * count + t) * PackedLayout.TileRows + r] = s;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,22 @@
+using ParetoQ.KernelCheck;
+using ParetoQ.Runtime.Kernels;
+
+// Runs the kernel suite on every path this CPU supports (the Scalar reference against itself is skipped) and prints
+// "N passed, N failed". Exit code 1 on any failure. Used under qemu for the NEON path.
+var paths = KernelDispatch.Supported.Where(p => p != KernelPath.Scalar).ToArray();
+Console.WriteLine($"kernel paths: {string.Join(", ", paths.Select(KernelDispatch.Name))} (best {KernelDispatch.Name(KernelDispatch.Best)})");
+int passed = 0, failed = 0;
+foreach (var c in KernelSuite.Cases(paths))
+{
+    string? problem;
+    try { problem = KernelSuite.Run(c); }
+    catch (Exception e) { problem = e.GetType().Name + ": " + e.Message; }
+    if (problem is null) passed++;
+    else
+    {
+        failed++;
+        if (failed <= 20) Console.WriteLine($"FAIL {c}: {problem}");
+    }
+}
+Console.WriteLine($"{passed} passed, {failed} failed");
+return failed == 0 && passed > 0 ? 0 : 1;

@@ -1,0 +1,72 @@
+using ParetoQ.KernelCheck;
+using ParetoQ.Runtime.Kernels;
+using ParetoQ.Runtime.Quantization;
+
+namespace ParetoQ.Runtime.Tests;
+
+/// <summary>
+/// The kernel suite (tests/ParetoQ.KernelCheck, also run under qemu for NEON) on every path this CPU supports. To cover
+/// a lower path the machine would not pick, the suite runs each supported path explicitly rather than only the best one.
+/// </summary>
+public class KernelTests
+{
+    public static TheoryData<string, string> PathsAndFormats()
+    {
+        var data = new TheoryData<string, string>();
+        foreach (var p in KernelDispatch.Supported.Where(p => p != KernelPath.Scalar))
+            foreach (var f in KernelSuite.Formats)
+                data.Add(KernelDispatch.Name(p), WeightFormats.Name(f));
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(PathsAndFormats))]
+    public void Path_equals_scalar_reference_exactly(string pathName, string formatName)
+    {
+        var path = KernelDispatch.Parse(pathName);
+        Assert.True(WeightFormats.TryParse(formatName, out var format));
+        var failures = KernelSuite.Cases([path]).Where(c => c.Format == format)
+            .Select(c => (c, problem: KernelSuite.Run(c))).Where(r => r.problem is not null)
+            .Select(r => $"{r.c}: {r.problem}").ToList();
+        Assert.True(failures.Count == 0, string.Join("\n", failures.Take(10)));
+    }
+
+    [Fact]
+    public void Scalar_integer_path_is_within_the_quantization_bound_of_exact_mode()
+    {
+        var failures = KernelSuite.Cases([KernelPath.Scalar]).Select(c => (c, problem: KernelSuite.Run(c)))
+            .Where(r => r.problem is not null).Select(r => $"{r.c}: {r.problem}").ToList();
+        Assert.True(failures.Count == 0, string.Join("\n", failures.Take(10)));
+    }
+
+    [Fact]
+    public void This_x64_machine_runs_every_x86_path()
+    {
+        // The CI and development machines have AVX-512 and AVX-VNNI; if this fails, the suite silently covers less.
+        if (!System.Runtime.Intrinsics.X86.Avx512BW.IsSupported) return;
+        Assert.Contains(KernelPath.Avx2, KernelDispatch.Supported);
+        Assert.Contains(KernelPath.Avx512, KernelDispatch.Supported);
+        Assert.Equal(KernelPath.Avx512, KernelDispatch.Best);
+    }
+
+    [Fact]
+    public void Activation_quantization_rounds_half_to_even_and_pads_with_zeros()
+    {
+        var x = new float[] { 127f, 0.5f, 1.5f, -2.5f, -127f, 63.5f, 0f, 3f, 1f };
+        var dst = new sbyte[16];
+        float scale = QuantizedActivations.QuantizeRow(x, dst);
+        Assert.Equal(1f, scale);
+        Assert.Equal(new sbyte[] { 127, 0, 2, -2, -127, 64, 0, 3, 1, 0, 0, 0, 0, 0, 0, 0 }, dst);
+        Assert.True(float.IsNaN(QuantizedActivations.QuantizeRow([1f, float.NaN], dst)));
+        Assert.Equal(0f, QuantizedActivations.QuantizeRow([0f, -0f], dst));
+    }
+
+    [Fact]
+    public void Unknown_or_unsupported_path_names_are_refused_with_the_supported_list()
+    {
+        var e = Assert.Throws<ArgumentException>(() => KernelDispatch.Parse("sse9"));
+        Assert.Contains("avx512", e.Message);
+        if (!KernelDispatch.IsSupported(KernelPath.Neon))
+            Assert.Contains("not supported by this CPU", Assert.Throws<NotSupportedException>(() => KernelDispatch.Parse("neon")).Message);
+    }
+}
