@@ -44,7 +44,7 @@ public sealed class ModelForwardTests(ITestOutputHelper output)
         var gen = TestModelGenerator.Write(dir.File("m.pq"), ConfigFor(variant), projections, embedding, seed: 7);
         var expected = ReferenceTransformer.Forward(gen.Config, gen.DenseWeights, Prompt);
 
-        using var model = LanguageModel.Load(gen.Path);
+        using var model = LanguageModel.Load(gen.Path, CpuBackendOptions.ExactMode);
         // MaxBatch 5 feeds the prompt in uneven chunks, so chunked prefill is covered by the same comparison.
         using var session = new Session(model, new SessionOptions { KvCache = KvCacheType.F32, MaxBatch = 5 });
         int vocab = gen.Config.VocabSize;
@@ -54,6 +54,31 @@ public sealed class ModelForwardTests(ITestOutputHelper output)
         double err = RelativeError(logits, expected);
         output.WriteLine($"{variant} {WeightFormats.Name(projections)}/{WeightFormats.Name(embedding)}: max |Δ| / max |ref| = {err:E2}");
         Assert.True(err < 1e-4, $"relative error {err:E2} exceeds 1e-4");
+    }
+
+    [Theory]
+    [MemberData(nameof(Variants))]
+    public void Fast_kernels_stay_within_tolerance_of_exact_mode(string variant, WeightFormat projections, WeightFormat embedding)
+    {
+        using var dir = new TempDir();
+        var gen = TestModelGenerator.Write(dir.File("m.pq"), ConfigFor(variant), projections, embedding, seed: 7);
+        int vocab = gen.Config.VocabSize;
+        var exact = new float[Prompt.Length * vocab];
+        var fast = new float[Prompt.Length * vocab];
+        using (var model = LanguageModel.Load(gen.Path, CpuBackendOptions.ExactMode))
+        using (var s = new Session(model, new SessionOptions { KvCache = KvCacheType.F32, MaxBatch = 5 }))
+            s.Forward(Prompt, exact);
+        using (var model = LanguageModel.Load(gen.Path, new CpuBackendOptions { Threads = 2 }))
+        using (var s = new Session(model, new SessionOptions { KvCache = KvCacheType.F32, MaxBatch = 5 }))
+        {
+            Assert.False(((CpuBackend)model.Backend).Exact);
+            s.Forward(Prompt, fast);
+        }
+        double err = MaxAbsDiff(fast, exact) / MaxAbs(exact);
+        output.WriteLine($"{variant} {WeightFormats.Name(projections)}/{WeightFormats.Name(embedding)}: fast vs exact relative error {err:E2}");
+        // int8 activations cost about 1/254 of each input's range per matmul; 29 tokens through 3–5 layers stay well under 5%.
+        Assert.True(err < 5e-2, $"fast kernels differ from exact mode by {err:E2} (relative)");
+        if (WeightFormats.IsPacked(projections)) Assert.True(err > 0, "fast mode gave exact-mode logits: the integer kernels are not in use");
     }
 
     [Theory]
@@ -105,7 +130,7 @@ public sealed class ModelForwardTests(ITestOutputHelper output)
     {
         using var dir = new TempDir();
         var gen = TestModelGenerator.Write(dir.File("m.pq"), TestModelGenerator.MobileLlmPro(), WeightFormat.Q2Seq, WeightFormat.F32, seed: 4);
-        using var model = LanguageModel.Load(gen.Path);
+        using var model = LanguageModel.Load(gen.Path, CpuBackendOptions.ExactMode);
         using var chunked = new Session(model, new SessionOptions { KvCache = KvCacheType.F32, MaxBatch = 4 });
         var last = chunked.Forward(Prompt).ToArray();
         var expected = ReferenceTransformer.Forward(gen.Config, gen.DenseWeights, Prompt);
@@ -130,7 +155,7 @@ public sealed class ModelForwardTests(ITestOutputHelper output)
     {
         using var dir = new TempDir();
         var gen = TestModelGenerator.Write(dir.File("m.pq"), TestModelGenerator.MobileLlmPro(), WeightFormat.Q2Seq, WeightFormat.I8Row, seed: 5);
-        using var model = LanguageModel.Load(gen.Path);
+        using var model = LanguageModel.Load(gen.Path, new CpuBackendOptions { Threads = 2 });
         using var s = new Session(model);
         s.Forward(Prompt.AsSpan(0, 10));
         s.Forward(Prompt.AsSpan(10, 1)); // warm-up

@@ -15,13 +15,17 @@ public static class ScalarKernels
     /// y = x · Wᵀ. W (rows, cols) in any format; x (tokens, cols); y (tokens, rows).
     /// Each weight row is decoded once and applied to every token.
     /// </summary>
-    public static void MatMul(WeightFormat format, int rows, int cols, ReadOnlySpan<byte> w, ReadOnlySpan<float> x, Span<float> y, int tokens)
+    public static void MatMul(WeightFormat format, int rows, int cols, ReadOnlySpan<byte> w, ReadOnlySpan<float> x, Span<float> y, int tokens) =>
+        MatMulRows(format, rows, cols, w, x, y, tokens, 0, rows);
+
+    /// <summary><see cref="MatMul"/> restricted to weight rows [rowBegin, rowEnd): the other outputs are left untouched.</summary>
+    public static void MatMulRows(WeightFormat format, int rows, int cols, ReadOnlySpan<byte> w, ReadOnlySpan<float> x, Span<float> y, int tokens, int rowBegin, int rowEnd)
     {
         var row = RowScratch(cols);
         // The layout and code scratch are set up once per matrix, not per row.
         PackedLayout layout = WeightFormats.IsPacked(format) ? new PackedLayout(format, rows, cols) : default;
         var codes = WeightFormats.IsPacked(format) ? CodeScratch(layout.PaddedCols) : null;
-        for (int r = 0; r < rows; r++)
+        for (int r = rowBegin; r < rowEnd; r++)
         {
             if (codes is null) FloatCodec.Decode(format, w, (long)r * cols, row.AsSpan(0, cols));
             else WeightPacker.DequantizeRow(layout, w, r, codes, row);

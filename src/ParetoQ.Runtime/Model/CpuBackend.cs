@@ -1,18 +1,58 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Kernels;
 using ParetoQ.Runtime.Quantization;
 
 namespace ParetoQ.Runtime.Model;
 
-/// <summary>The CPU backend. Weights stay in the memory map; this build uses the scalar reference kernels (exact mode).</summary>
-public sealed class CpuBackend : IComputeBackend
+public sealed record CpuBackendOptions
+{
+    /// <summary>Exact mode: fp32 activations through the scalar reference kernels, for accuracy checks. Off: int8 activations through the SIMD kernels.</summary>
+    public bool Exact { get; init; }
+    /// <summary>Worker threads, the caller included; 0 means <see cref="WorkerPool.DefaultThreads"/>.</summary>
+    public int Threads { get; init; }
+    /// <summary>The kernel path; null means <see cref="KernelDispatch.Default"/> (the best one, or PARETOQ_KERNELS).</summary>
+    public KernelPath? Kernels { get; init; }
+
+    public static CpuBackendOptions ExactMode { get; } = new() { Exact = true, Threads = 1 };
+}
+
+/// <summary>
+/// The CPU backend. Weights stay in the memory map and the kernels read them in place. Matmuls are split by row tiles over
+/// a persistent <see cref="WorkerPool"/>; the fast mode quantizes each matmul input to int8 once per call.
+/// </summary>
+public sealed unsafe class CpuBackend : IComputeBackend
 {
     [ThreadStatic] private static float[]? t_scores;
     [ThreadStatic] private static float[]? t_rope;
+    // Per calling thread, so sessions on different threads never share a job (the pool runs a busy caller's job inline).
+    [ThreadStatic] private static MatMulJob? t_matmul;
 
-    public string Name => "cpu-scalar";
+    private readonly WorkerPool _pool;
 
-    public BackendWeight Upload(PqTensor tensor, int rows, int cols) => new CpuWeight(tensor, rows, cols);
+    public bool Exact { get; }
+    public KernelPath Kernels { get; }
+    public int Threads => _pool.Threads;
+    public string Name => Exact ? "cpu-exact" : $"cpu-{KernelDispatch.Name(Kernels)}";
+
+    public CpuBackend(CpuBackendOptions? options = null)
+    {
+        options ??= new CpuBackendOptions();
+        Exact = options.Exact;
+        Kernels = options.Kernels ?? (Exact ? KernelPath.Scalar : KernelDispatch.Default);
+        if (!KernelDispatch.IsSupported(Kernels))
+            throw new NotSupportedException($"kernel path '{KernelDispatch.Name(Kernels)}' is not supported by this CPU");
+        if (options.Threads < 0) throw new ArgumentOutOfRangeException(nameof(options), options.Threads, "thread count must be positive (0 = default)");
+        _pool = new WorkerPool(options.Threads == 0 ? WorkerPool.DefaultThreads : options.Threads);
+    }
+
+    public BackendWeight Upload(PqTensor tensor, int rows, int cols)
+    {
+        var w = new CpuWeight(tensor, rows, cols);
+        if (!Exact && w.IsPacked) LowBitMatMul.CheckShape(w.Packed.Layout);
+        return w;
+    }
 
     public BackendBuffer Allocate(int length) => new CpuBuffer(length);
 
@@ -37,8 +77,20 @@ public sealed class CpuBackend : IComputeBackend
             ScalarKernels.RmsNorm(src.AsSpan((firstToken + t) * dim, dim), w, dst.AsSpan(t * dim, dim), eps);
     }
 
-    public void MatMul(BackendWeight w, BackendBuffer x, BackendBuffer y, int tokens) =>
-        ScalarKernels.MatMul(w.Format, w.Rows, w.Cols, w.Tensor.Data, Data(x).AsSpan(0, tokens * w.Cols), Data(y).AsSpan(0, tokens * w.Rows), tokens);
+    public void MatMul(BackendBuffer x, int tokens, params ReadOnlySpan<MatMulOutput> outputs)
+    {
+        if (outputs.IsEmpty) return;
+        int cols = outputs[0].Weight.Cols;
+        foreach (var o in outputs)
+        {
+            if (o.Weight.Cols != cols) throw new ArgumentException($"fused matmuls must share an input width: {o.Weight.Tensor.Name} has {o.Weight.Cols} columns, not {cols}", nameof(outputs));
+            if ((long)tokens * o.Weight.Rows > o.Output.Length) throw new ArgumentException($"output of {o.Weight.Tensor.Name} holds {o.Output.Length} floats, fewer than {tokens}x{o.Weight.Rows}", nameof(outputs));
+        }
+        if ((long)tokens * cols > x.Length) throw new ArgumentException($"input holds {x.Length} floats, fewer than {tokens}x{cols}", nameof(x));
+        var job = t_matmul ??= new MatMulJob();
+        int tiles = job.Prepare(this, (CpuBuffer)x, tokens, outputs);
+        _pool.Run(job, tiles);
+    }
 
     public void PositionEncode(BackendBuffer qBuf, BackendBuffer kBuf, int tokens, int startPos, LayerAttention layer)
     {
@@ -127,15 +179,80 @@ public sealed class CpuBackend : IComputeBackend
     public void CopyToHost(BackendBuffer x, int offset, Span<float> destination) =>
         Data(x).AsSpan(offset, destination.Length).CopyTo(destination);
 
-    public void Dispose() { }
+    public void Dispose() => _pool.Dispose();
 
     private static float[] Data(BackendBuffer b) => ((CpuBuffer)b).Data;
 
-    private sealed class CpuWeight(PqTensor tensor, int rows, int cols) : BackendWeight(tensor, rows, cols);
+    private sealed class CpuWeight : BackendWeight
+    {
+        public readonly PackedMatrix Packed;   // valid when IsPacked
+        public readonly bool IsPacked;
+
+        public CpuWeight(PqTensor tensor, int rows, int cols) : base(tensor, rows, cols)
+        {
+            IsPacked = WeightFormats.IsPacked(tensor.Format);
+            if (IsPacked) Packed = new PackedMatrix(new PackedLayout(tensor.Format, rows, cols), tensor.Pointer);
+        }
+
+        /// <summary>Units of parallel work: tiles of 4 rows, for packed and float formats alike.</summary>
+        public int Tiles => (Rows + PackedLayout.TileRows - 1) / PackedLayout.TileRows;
+    }
 
     private sealed class CpuBuffer(int length) : BackendBuffer(length)
     {
-        public readonly float[] Data = new float[length];
+        // Pinned, so kernels can hold raw pointers to it.
+        public readonly float[] Data = GC.AllocateArray<float>(length, pinned: true);
+        public float* Pointer => (float*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(Data));
+    }
+
+    // One fused matmul call: the outputs' tiles are numbered one after another and the pool splits that range.
+    private sealed class MatMulJob : IParallelJob
+    {
+        private const int MaxOutputs = 4;
+        private readonly CpuWeight[] _weights = new CpuWeight[MaxOutputs];
+        private readonly CpuBuffer[] _outputs = new CpuBuffer[MaxOutputs];
+        private readonly int[] _firstTile = new int[MaxOutputs + 1];
+        private readonly QuantizedActivations _activations = new();
+        private CpuBackend _backend = null!;
+        private CpuBuffer _x = null!;
+        private int _count, _tokens;
+
+        public int Prepare(CpuBackend backend, CpuBuffer x, int tokens, ReadOnlySpan<MatMulOutput> outputs)
+        {
+            if (outputs.Length > MaxOutputs) throw new ArgumentException($"at most {MaxOutputs} fused matmuls", nameof(outputs));
+            _backend = backend;
+            _x = x;
+            _tokens = tokens;
+            _count = outputs.Length;
+            bool quantize = false;
+            for (int i = 0; i < outputs.Length; i++)
+            {
+                _weights[i] = (CpuWeight)outputs[i].Weight;
+                _outputs[i] = (CpuBuffer)outputs[i].Output;
+                _firstTile[i + 1] = _firstTile[i] + _weights[i].Tiles;
+                quantize |= _weights[i].IsPacked;
+            }
+            if (quantize && !backend.Exact) _activations.Quantize(x.Data.AsSpan(0, tokens * _weights[0].Cols), tokens, _weights[0].Cols);
+            return _firstTile[_count];
+        }
+
+        public void Execute(int begin, int end)
+        {
+            for (int i = 0; i < _count; i++)
+            {
+                int lo = Math.Max(begin, _firstTile[i]) - _firstTile[i], hi = Math.Min(end, _firstTile[i + 1]) - _firstTile[i];
+                if (lo >= hi) continue;
+                var w = _weights[i];
+                if (w.IsPacked && !_backend.Exact)
+                {
+                    LowBitMatMul.Run(_backend.Kernels, w.Packed, _activations, _outputs[i].Pointer, lo, hi);
+                    continue;
+                }
+                int rowEnd = Math.Min(w.Rows, hi * PackedLayout.TileRows);
+                ScalarKernels.MatMulRows(w.Format, w.Rows, w.Cols, w.Tensor.Data, _x.Data.AsSpan(0, _tokens * w.Cols),
+                    _outputs[i].Data.AsSpan(0, _tokens * w.Rows), _tokens, lo * PackedLayout.TileRows, rowEnd);
+            }
+        }
     }
 }
 

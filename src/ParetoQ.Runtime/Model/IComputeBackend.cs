@@ -12,6 +12,9 @@ public abstract class BackendWeight(PqTensor tensor, int rows, int cols)
     public int Cols { get; } = cols;
 }
 
+/// <summary>One product of a fused <see cref="IComputeBackend.MatMul"/>: the weight and the buffer that receives x · Wᵀ.</summary>
+public readonly record struct MatMulOutput(BackendWeight Weight, BackendBuffer Output);
+
 /// <summary>An fp32 activation buffer that lives on the backend (host memory for the CPU, device memory for accelerators).</summary>
 public abstract class BackendBuffer(int length)
 {
@@ -72,8 +75,11 @@ public interface IComputeBackend : IDisposable
     /// <summary>y (tokens, dim) = RMSNorm of x rows [firstToken, firstToken + tokens), scaled by weight (1, dim).</summary>
     void RmsNorm(BackendBuffer x, int firstToken, int tokens, BackendWeight weight, float eps, BackendBuffer y);
 
-    /// <summary>y (tokens, w.Rows) = x (tokens, w.Cols) · Wᵀ.</summary>
-    void MatMul(BackendWeight w, BackendBuffer x, BackendBuffer y, int tokens);
+    /// <summary>
+    /// For each output: y (tokens, w.Rows) = x (tokens, w.Cols) · Wᵀ. Matmuls that read the same input go in one call
+    /// (q, k, v; gate, up), so the input is quantized once and one parallel pass covers them all.
+    /// </summary>
+    void MatMul(BackendBuffer x, int tokens, params ReadOnlySpan<MatMulOutput> outputs);
 
     /// <summary>In place on q (tokens, heads·hd) and k (tokens, kvHeads·hd): RoPE, QK-norm and NoPE temperature tuning as the layer asks.</summary>
     void PositionEncode(BackendBuffer q, BackendBuffer k, int tokens, int startPos, LayerAttention layer);

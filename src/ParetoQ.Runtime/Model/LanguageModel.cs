@@ -32,18 +32,42 @@ public sealed class LanguageModel : IDisposable
     public IReadOnlyList<LayerAttention> Attention { get; }
 
     private readonly bool _ownsFile;
+    private bool _ownsBackend;
 
-    /// <summary>Opens a .pq file and loads it on the CPU backend.</summary>
+    /// <summary>
+    /// Opens a .pq file and loads it on <paramref name="backend"/>, or on a new <see cref="CpuBackend"/> with default
+    /// options, which the model then owns and disposes.
+    /// </summary>
     public static LanguageModel Load(string path, IComputeBackend? backend = null)
     {
         var file = PqFile.Open(path);
+        IComputeBackend? owned = null;
         try
         {
-            return new LanguageModel(file, backend ?? new CpuBackend(), ownsFile: true);
+            if (backend is null) backend = owned = new CpuBackend();
+            return new LanguageModel(file, backend, ownsFile: true) { _ownsBackend = owned is not null };
         }
         catch
         {
+            owned?.Dispose();
             file.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Opens a .pq file on a new CPU backend with these options (threads, kernel path, exact mode).</summary>
+    public static LanguageModel Load(string path, CpuBackendOptions options)
+    {
+        var backend = new CpuBackend(options);
+        try
+        {
+            var model = Load(path, backend);
+            model._ownsBackend = true;
+            return model;
+        }
+        catch
+        {
+            backend.Dispose();
             throw;
         }
     }
@@ -144,6 +168,7 @@ public sealed class LanguageModel : IDisposable
 
     public void Dispose()
     {
+        if (_ownsBackend) Backend.Dispose();
         if (_ownsFile) File.Dispose();
     }
 }

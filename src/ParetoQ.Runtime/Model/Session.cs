@@ -129,26 +129,23 @@ public sealed class Session : IDisposable
             var a = m.Attention[l / c.LayerRepeat];
             // attention block
             _be.RmsNorm(_x, 0, n, w.AttentionNorm, c.RmsNormEps, _xb);
-            _be.MatMul(w.Query, _xb, _q, n);
-            _be.MatMul(w.Key, _xb, _k, n);
-            _be.MatMul(w.Value, _xb, _v, n);
+            _be.MatMul(_xb, n, new(w.Query, _q), new(w.Key, _k), new(w.Value, _v));
             _be.PositionEncode(_q, _k, n, pos, a);
             _be.Attention(_caches[l], _q, _k, _v, _att, n, pos, a);
-            _be.MatMul(w.Output, _att, _xb, n);
+            _be.MatMul(_att, n, new MatMulOutput(w.Output, _xb));
             _be.Add(_x, _xb, n * c.HiddenSize);
             // SwiGLU MLP block
             _be.RmsNorm(_x, 0, n, w.FfnNorm, c.RmsNormEps, _xb);
-            _be.MatMul(w.Gate, _xb, _gate, n);
-            _be.MatMul(w.Up, _xb, _up, n);
+            _be.MatMul(_xb, n, new(w.Gate, _gate), new(w.Up, _up));
             _be.SwiGlu(_gate, _up, n * c.IntermediateSize);
-            _be.MatMul(w.Down, _gate, _xb, n);
+            _be.MatMul(_gate, n, new MatMulOutput(w.Down, _xb));
             _be.Add(_x, _xb, n * c.HiddenSize);
         }
         Position += n;
         if (wanted == Logits.None) return;
         int first = wanted == Logits.Last ? n - 1 : 0, count = n - first;
         _be.RmsNorm(_x, first, count, m.FinalNorm, c.RmsNormEps, _xb);
-        _be.MatMul(m.Head, _xb, _logits, count);
+        _be.MatMul(_xb, count, new MatMulOutput(m.Head, _logits));
     }
 
     public void Dispose() { }

@@ -1,0 +1,151 @@
+using System.Diagnostics;
+using System.Runtime.ExceptionServices;
+
+namespace ParetoQ.Runtime.Kernels;
+
+/// <summary>A unit of parallel work: <see cref="Execute"/> is called once per worker with its contiguous share of the items.</summary>
+public interface IParallelJob
+{
+    void Execute(int begin, int end);
+}
+
+/// <summary>
+/// Persistent worker threads for the kernels. <see cref="Run"/> splits items [0, count) into one contiguous range per
+/// thread, runs range 0 on the calling thread, and returns when all ranges are done. Workers spin briefly between jobs
+/// (decode issues hundreds of small matmuls per token), then sleep, so an idle pool costs no CPU. Run allocates nothing.
+/// Several sessions may share one pool: a Run that finds the pool busy runs its job on the caller's thread alone.
+/// </summary>
+public sealed class WorkerPool : IDisposable
+{
+    private static readonly long s_spinTicks = Stopwatch.Frequency / 5000; // 200 µs of spinning before a worker sleeps
+
+    private readonly Thread[] _workers;
+    private readonly SemaphoreSlim[] _wake;
+    private readonly int[] _sleeping;
+    private int _generation;          // bumped once per Run; workers watch it
+    private int _pending;             // workers still running the current job
+    private IParallelJob? _job;
+    private int _count;
+    private volatile bool _stopping;
+    private ExceptionDispatchInfo? _failure;
+    private int _busy;
+
+    /// <summary>Threads that run work, the caller included.</summary>
+    public int Threads { get; }
+
+    /// <summary>The default thread count: one per core the process may use.</summary>
+    public static int DefaultThreads => Environment.ProcessorCount;
+
+    public WorkerPool(int threads)
+    {
+        if (threads < 1 || threads > 1024) throw new ArgumentOutOfRangeException(nameof(threads), threads, "thread count must be within 1..1024");
+        Threads = threads;
+        _workers = new Thread[threads - 1];
+        _wake = new SemaphoreSlim[threads - 1];
+        _sleeping = new int[threads - 1];
+        for (int i = 0; i < _workers.Length; i++)
+        {
+            _wake[i] = new SemaphoreSlim(0);
+            int index = i + 1;
+            _workers[i] = new Thread(() => WorkerLoop(index)) { IsBackground = true, Name = $"paretoq-worker-{index}" };
+            _workers[i].Start();
+        }
+    }
+
+    /// <summary>Share of worker <paramref name="index"/> in [0, count): contiguous and balanced to within one item.</summary>
+    public static (int Begin, int End) Share(int count, int parts, int index) =>
+        ((int)((long)count * index / parts), (int)((long)count * (index + 1) / parts));
+
+    public void Run(IParallelJob job, int count)
+    {
+        ObjectDisposedException.ThrowIf(_stopping, this);
+        if (count <= 0) return;
+        if (Threads == 1 || count == 1)
+        {
+            job.Execute(0, count);
+            return;
+        }
+        if (Interlocked.Exchange(ref _busy, 1) != 0)
+        {
+            job.Execute(0, count);
+            return;
+        }
+        try
+        {
+            _job = job;
+            _count = count;
+            _failure = null;
+            Volatile.Write(ref _pending, _workers.Length);
+            Interlocked.Increment(ref _generation);
+            for (int i = 0; i < _workers.Length; i++)
+                if (Interlocked.Exchange(ref _sleeping[i], 0) == 1) _wake[i].Release();
+            RunShare(0);
+            var spin = new SpinWait();
+            while (Volatile.Read(ref _pending) != 0) spin.SpinOnce(sleep1Threshold: -1);
+            _job = null;
+            _failure?.Throw();
+        }
+        finally
+        {
+            Volatile.Write(ref _busy, 0);
+        }
+    }
+
+    private void RunShare(int index)
+    {
+        var (begin, end) = Share(_count, Threads, index);
+        if (begin >= end) return;
+        try
+        {
+            _job!.Execute(begin, end);
+        }
+        catch (Exception e)
+        {
+            Interlocked.CompareExchange(ref _failure, ExceptionDispatchInfo.Capture(e), null);
+        }
+    }
+
+    private void WorkerLoop(int index)
+    {
+        int seen = 0;
+        while (true)
+        {
+            long spinUntil = Stopwatch.GetTimestamp() + s_spinTicks;
+            while (Volatile.Read(ref _generation) == seen && !_stopping)
+            {
+                if (Stopwatch.GetTimestamp() < spinUntil)
+                {
+                    Thread.SpinWait(20);
+                    continue;
+                }
+                // Announce the sleep, then look once more: a Run that started in between either sees the flag (and
+                // releases us) or we see its generation (and take the flag back, or absorb the release it already sent).
+                Interlocked.Exchange(ref _sleeping[index - 1], 1); // a full fence: the flag is visible before we re-read the generation
+                if (Volatile.Read(ref _generation) != seen || _stopping)
+                {
+                    if (Interlocked.Exchange(ref _sleeping[index - 1], 0) == 0) _wake[index - 1].Wait();
+                    break;
+                }
+                _wake[index - 1].Wait();
+                spinUntil = Stopwatch.GetTimestamp() + s_spinTicks;
+            }
+            if (_stopping) return;
+            seen = Volatile.Read(ref _generation);
+            RunShare(index);
+            Interlocked.Decrement(ref _pending);
+        }
+    }
+
+    public void Dispose()
+    {
+        if (_stopping) return;
+        _stopping = true;
+        for (int i = 0; i < _workers.Length; i++)
+        {
+            Interlocked.Exchange(ref _sleeping[i], 0);
+            _wake[i].Release();
+        }
+        foreach (var t in _workers) t.Join();
+        foreach (var s in _wake) s.Dispose();
+    }
+}
