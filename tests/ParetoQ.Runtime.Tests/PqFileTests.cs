@@ -1,3 +1,4 @@
+using ParetoQ.Runtime.Text;
 using System.Buffers.Binary;
 using System.Text.RegularExpressions;
 using ParetoQ.Runtime.Format;
@@ -30,7 +31,7 @@ public sealed class PqFileTests : IDisposable
         Assert.Equal(256, f.Tokenizer.BosId);
         Assert.Equal([257], f.Tokenizer.EosIds);
         Assert.Equal(256, f.Tokenizer.SpecialTokens["<|begin_of_text|>"]);
-        Assert.Equal(TestModelGenerator.ByteTokenizerRanks(), f.TokenizerBytes.ToArray());
+        Assert.Equal(ByteLevelVocabulary.Ranks(), f.TokenizerBytes.ToArray());
         Assert.Equal("2", f.Provenance.Bits);
         Assert.Equal("q2_seq", f.Provenance.Settings["projections"]);
         Assert.Equal(1 + 1 + 3 * 9, f.Tensors.Count);
@@ -48,7 +49,7 @@ public sealed class PqFileTests : IDisposable
     public void Writer_refuses_to_overwrite_and_leaves_no_temporary_files()
     {
         var writer = new PqWriter(TestModelGenerator.MobileLlm().ToJson(), new PqProvenance("s", "2", "t", new Dictionary<string, string>()));
-        writer.SetTokenizer(TestModelGenerator.ByteTokenizer(TestModelGenerator.MobileLlm()), TestModelGenerator.ByteTokenizerRanks());
+        writer.SetTokenizer(ByteLevelVocabulary.Info(chatTokens: false), ByteLevelVocabulary.Ranks());
         var e = Assert.Throws<IOException>(() => writer.Write(_model.Path));
         Assert.Contains("already exists", e.Message);
         Assert.Equal(_bytes, File.ReadAllBytes(_model.Path));

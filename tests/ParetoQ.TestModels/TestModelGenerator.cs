@@ -1,3 +1,4 @@
+using ParetoQ.Runtime.Text;
 using System.Text;
 using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Model;
@@ -70,7 +71,7 @@ public static class TestModelGenerator
         var writer = new PqWriter(config.ToJson(), new PqProvenance(
             $"random weights, seed {seed}", WeightFormats.NominalBits(projections).ToString(System.Globalization.CultureInfo.InvariantCulture),
             "ParetoQ.TestModels", new Dictionary<string, string> { ["projections"] = WeightFormats.Name(projections), ["embedding"] = WeightFormats.Name(embedding) }));
-        writer.SetTokenizer(ByteTokenizer(config), ByteTokenizerRanks());
+        writer.SetTokenizer(ByteLevelVocabulary.Info(chatTokens: config.Architecture == "mobilellm-pro"), ByteLevelVocabulary.Ranks());
 
         int dim = config.HiddenSize;
         void AddMatrix(string name, int rows, int cols, WeightFormat format, float std)
@@ -116,29 +117,6 @@ public static class TestModelGenerator
         if (!config.TieWordEmbeddings) AddMatrix("lm_head.weight", config.VocabSize, dim, embedding, 1f / MathF.Sqrt(dim));
         writer.Write(path, overwrite);
         return new GeneratedModel(path, config, dense);
-    }
-
-    /// <summary>A byte-level tiktoken vocabulary: rank i is the single byte i.</summary>
-    public static byte[] ByteTokenizerRanks()
-    {
-        var sb = new StringBuilder();
-        for (int b = 0; b < 256; b++) sb.Append(Convert.ToBase64String([(byte)b])).Append(' ').Append(b).Append('\n');
-        return Encoding.ASCII.GetBytes(sb.ToString());
-    }
-
-    /// <summary>Byte tokens 0..255, then Llama-4's text markers; MobileLLM-Pro test models also get its chat tokens.</summary>
-    public static PqTokenizerInfo ByteTokenizer(ModelConfig config)
-    {
-        var specials = new Dictionary<string, int> { ["<|begin_of_text|>"] = 256, ["<|end_of_text|>"] = 257 };
-        bool chat = config.Architecture == "mobilellm-pro";
-        if (chat)
-        {
-            specials["<|header_start|>"] = 258;
-            specials["<|header_end|>"] = 259;
-            specials["<|eot|>"] = 260;
-        }
-        return new PqTokenizerInfo(TokenizerKinds.Tiktoken, BosId: 256, EosIds: chat ? [257, 260] : [257], PadId: PqTokenizerInfo.None,
-            SpecialTokens: specials, ChatTemplate: chat ? "llama4" : null);
     }
 
     /// <summary>Deterministic normal samples (Box–Muller) with the given standard deviation.</summary>

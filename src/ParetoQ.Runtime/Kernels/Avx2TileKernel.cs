@@ -23,6 +23,9 @@ internal unsafe struct Avx2TileKernel<TWidth, TMultiply> : ITileKernel
 {
     private const int ChunkStride = 64;
 
+    public static void GroupedDot(in PackedMatrix w, int tile, QuantizedActivations x, int token0, int count, float* acc) =>
+        LowBitMatMul.GroupedDotFromSums<Avx2TileKernel<TWidth, TMultiply>>(w, tile, x, token0, count, acc);
+
     public static void Sums(in PackedMatrix w, int tile, int unitBegin, int groups, int unitsPerGroup,
         QuantizedActivations x, int token0, int count, int* sums)
     {

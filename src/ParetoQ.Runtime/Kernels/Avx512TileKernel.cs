@@ -7,7 +7,7 @@ namespace ParetoQ.Runtime.Kernels;
 /// <summary>
 /// AVX-512BW: one 64-byte load is the same chunk of all 4 rows of a tile (one 128-bit lane per row), and each 16-byte
 /// activation block is broadcast to the 4 lanes. Codes (u8) × activations (s8) go through vpmaddubsw into int16, summed
-/// over a unit's planes (no overflow: at most 8 planes · 2 · 7 · 127), then vpmaddwd into int32.
+/// over a batch of units in two chains (sized so int16 cannot overflow), then vpmaddwd into int32.
 /// 8-bit codes are split into nibbles so vpmaddubsw cannot saturate.
 /// </summary>
 internal unsafe struct Avx512TileKernel<TWidth> : ITileKernel where TWidth : struct, ICodeWidth
@@ -37,83 +37,190 @@ internal unsafe struct Avx512TileKernel<TWidth> : ITileKernel where TWidth : str
         }
     }
 
-    // Codes of plane j (16 consecutive weights per row) of the unit at p.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<byte> Plane(byte* p, int j)
-    {
-        if (TWidth.Bits == 3)
-        {
-            var lo = Vector512.Load(p + (j >> 2) * ChunkStride).AsUInt16();
-            var hi = Vector512.Load(p + 2 * ChunkStride).AsUInt16();
-            // bit j of each high-bit byte lands on bit 2 of the same byte: right shift first so no bit crosses a byte
-            var high = Vector512.ShiftLeft(Vector512.ShiftRightLogical(hi, j), 2).AsByte() & Vector512.Create((byte)4);
-            return (Vector512.ShiftRightLogical(lo, 2 * (j & 3)).AsByte() & Vector512.Create((byte)3)) | high;
-        }
-        var v = Vector512.Load(p).AsUInt16();
-        byte mask = (byte)((1 << TWidth.Bits) - 1);
-        return Vector512.ShiftRightLogical(v, j * TWidth.Bits).AsByte() & Vector512.Create(mask);
-    }
-
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<sbyte> Broadcast(sbyte* x) => Avx512F.BroadcastVector128ToVector512((int*)x).AsSByte();
 
+    public static void GroupedDot(in PackedMatrix w, int tile, QuantizedActivations x, int token0, int count, float* acc)
+    {
+        var layout = w.Layout;
+        if (TWidth.Bits != 4 || layout.GroupSize != QuantizedActivations.SumGroup || CodeUnits.Affine(layout.Format).B != 8)
+        {
+            LowBitMatMul.GroupedDotFromSums<Avx512TileKernel<TWidth>>(w, tile, x, token0, count, acc);
+            return;
+        }
+        // 4-bit, one group per 32-weight unit. Four groups at a time: their lane sums are transposed into one
+        // (group, row) vector, offset-corrected and scaled in a few instructions instead of 16 scalar epilogues.
+        int groups = layout.GroupsPerRow;
+        var ones = Vector512.Create((short)1);
+        var m15 = Vector512.Create((byte)15);
+        var toGroupRow = Vector512.Create(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        var expand = Vector512.Create(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+        int* tail = stackalloc int[4];
+        for (int t = 0; t < count; t++)
+        {
+            byte* p = w.Tile(tile);
+            float* scales = w.Scales + (long)tile * groups * 4;
+            sbyte* xt = x.Values + (long)(token0 + t) * x.Stride;
+            int* xg = x.GroupSums + (long)(token0 + t) * x.GroupsPerToken;
+            var sum = Vector128<float>.Zero;
+            int g = 0;
+            for (; g + 4 <= groups; g += 4, p += 4 * ChunkStride, xt += 128)
+            {
+                var a0 = GroupLanes(p, xt, m15, ones);
+                var a1 = GroupLanes(p + ChunkStride, xt + 32, m15, ones);
+                var a2 = GroupLanes(p + 2 * ChunkStride, xt + 64, m15, ones);
+                var a3 = GroupLanes(p + 3 * ChunkStride, xt + 96, m15, ones);
+                var ab = Avx512F.UnpackLow(a0, a1) + Avx512F.UnpackHigh(a0, a1);
+                var cd = Avx512F.UnpackLow(a2, a3) + Avx512F.UnpackHigh(a2, a3);
+                var rowGroup = Avx512F.UnpackLow(ab.AsInt64(), cd.AsInt64()).AsInt32() + Avx512F.UnpackHigh(ab.AsInt64(), cd.AsInt64()).AsInt32();
+                var s = Avx512F.PermuteVar16x32(rowGroup, toGroupRow);
+                var xs = Avx512F.PermuteVar16x32(Avx512F.BroadcastVector128ToVector512(xg + g), expand);
+                var terms = Vector512.Load(scales + g * 4) * Vector512.ConvertToSingle(s - (xs << 3));
+                sum += terms.GetLower().GetLower();
+                sum += terms.GetLower().GetUpper();
+                sum += terms.GetUpper().GetLower();
+                sum += terms.GetUpper().GetUpper();
+            }
+            for (; g < groups; g++, p += ChunkStride, xt += 32)
+            {
+                Store(GroupLanes(p, xt, m15, ones), tail);
+                var d = Vector128.Load(tail) - Vector128.Create(xg[g] << 3);
+                sum += Vector128.Load(scales + g * 4) * Vector128.ConvertToSingle(d);
+            }
+            sum.Store(acc + t * 4);
+        }
+    }
+
+    // One 32-weight group of 4 rows: int32 lanes, four partial sums per row.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> GroupLanes(byte* p, sbyte* x, Vector512<byte> m15, Vector512<short> ones)
+    {
+        var v = Vector512.Load(p).AsUInt16();
+        var s16 = Avx512BW.MultiplyAddAdjacent(v.AsByte() & m15, Broadcast(x)) + Avx512BW.MultiplyAddAdjacent((v >> 4).AsByte() & m15, Broadcast(x + 16));
+        return Avx512BW.MultiplyAddAdjacent(s16, ones);
+    }
+
+    // Units whose int16 partial sums may be added before widening: each of the two chains gains at most
+    // (planes / 2) · 2 · maxCode · 127 per unit, which must stay below 32767.
+    private static int BatchUnits => TWidth.Bits switch { 1 => 16, 2 => 16, 3 => 4, 4 => 8, _ => 1 };
+
+    // s0, s1 += this unit's code·x products (two chains for instruction-level parallelism), shifts as constants.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Unit(byte* p, sbyte* x, ref Vector512<short> s0, ref Vector512<short> s1)
+    {
+        if (TWidth.Bits == 3)
+        {
+            var lo0 = Vector512.Load(p).AsUInt16();
+            var lo1 = Vector512.Load(p + ChunkStride).AsUInt16();
+            var hi = Vector512.Load(p + 2 * ChunkStride).AsUInt16();
+            var m3 = Vector512.Create((byte)3);
+            var m4 = Vector512.Create((byte)4);
+            // high bit j of each byte moved to bit 2 of the same byte by one shift of 2 − j (no bit crosses a byte)
+            s0 += Avx512BW.MultiplyAddAdjacent((lo0.AsByte() & m3) | ((hi << 2).AsByte() & m4), Broadcast(x));
+            s1 += Avx512BW.MultiplyAddAdjacent(((lo0 >> 2).AsByte() & m3) | ((hi << 1).AsByte() & m4), Broadcast(x + 16));
+            s0 += Avx512BW.MultiplyAddAdjacent(((lo0 >> 4).AsByte() & m3) | (hi.AsByte() & m4), Broadcast(x + 32));
+            s1 += Avx512BW.MultiplyAddAdjacent(((lo0 >> 6).AsByte() & m3) | ((hi >> 1).AsByte() & m4), Broadcast(x + 48));
+            s0 += Avx512BW.MultiplyAddAdjacent((lo1.AsByte() & m3) | ((hi >> 2).AsByte() & m4), Broadcast(x + 64));
+            s1 += Avx512BW.MultiplyAddAdjacent(((lo1 >> 2).AsByte() & m3) | ((hi >> 3).AsByte() & m4), Broadcast(x + 80));
+            s0 += Avx512BW.MultiplyAddAdjacent(((lo1 >> 4).AsByte() & m3) | ((hi >> 4).AsByte() & m4), Broadcast(x + 96));
+            s1 += Avx512BW.MultiplyAddAdjacent(((lo1 >> 6).AsByte() & m3) | ((hi >> 5).AsByte() & m4), Broadcast(x + 112));
+            return;
+        }
+        var v = Vector512.Load(p).AsUInt16();
+        if (TWidth.Bits == 2)
+        {
+            var m = Vector512.Create((byte)3);
+            s0 += Avx512BW.MultiplyAddAdjacent(v.AsByte() & m, Broadcast(x));
+            s1 += Avx512BW.MultiplyAddAdjacent((v >> 2).AsByte() & m, Broadcast(x + 16));
+            s0 += Avx512BW.MultiplyAddAdjacent((v >> 4).AsByte() & m, Broadcast(x + 32));
+            s1 += Avx512BW.MultiplyAddAdjacent((v >> 6).AsByte() & m, Broadcast(x + 48));
+        }
+        else if (TWidth.Bits == 4)
+        {
+            var m = Vector512.Create((byte)15);
+            s0 += Avx512BW.MultiplyAddAdjacent(v.AsByte() & m, Broadcast(x));
+            s1 += Avx512BW.MultiplyAddAdjacent((v >> 4).AsByte() & m, Broadcast(x + 16));
+        }
+        else if (TWidth.Bits == 1)
+        {
+            var m = Vector512.Create((byte)1);
+            s0 += Avx512BW.MultiplyAddAdjacent(v.AsByte() & m, Broadcast(x));
+            s1 += Avx512BW.MultiplyAddAdjacent((v >> 1).AsByte() & m, Broadcast(x + 16));
+            s0 += Avx512BW.MultiplyAddAdjacent((v >> 2).AsByte() & m, Broadcast(x + 32));
+            s1 += Avx512BW.MultiplyAddAdjacent((v >> 3).AsByte() & m, Broadcast(x + 48));
+            s0 += Avx512BW.MultiplyAddAdjacent((v >> 4).AsByte() & m, Broadcast(x + 64));
+            s1 += Avx512BW.MultiplyAddAdjacent((v >> 5).AsByte() & m, Broadcast(x + 80));
+            s0 += Avx512BW.MultiplyAddAdjacent((v >> 6).AsByte() & m, Broadcast(x + 96));
+            s1 += Avx512BW.MultiplyAddAdjacent((v >> 7).AsByte() & m, Broadcast(x + 112));
+        }
+    }
+
+    // 8-bit codes: acc += Σ low nibble·x + 16 · Σ high nibble·x, widened per unit.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Unit8(Vector512<int> acc, Vector512<byte> v, sbyte* x)
+    {
+        var xv = Broadcast(x);
+        var m = Vector512.Create((byte)15);
+        var lo = Avx512BW.MultiplyAddAdjacent(v & m, xv);
+        var hi = Avx512BW.MultiplyAddAdjacent((v.AsUInt16() >> 4).AsByte() & m, xv);
+        return acc + Avx512BW.MultiplyAddAdjacent(lo, Vector512.Create((short)1)) + Avx512BW.MultiplyAddAdjacent(hi, Vector512.Create((short)16));
+    }
+
     private static Vector512<int> Dot1(byte* p, sbyte* x, int units)
     {
-        int planes = CodeUnits.Planes(TWidth.Bits), unitBytes = CodeUnits.UnitChunks(TWidth.Bits) * ChunkStride;
+        int unitBytes = CodeUnits.UnitChunks(TWidth.Bits) * ChunkStride, unitCols = CodeUnits.UnitCols(TWidth.Bits);
         var ones = Vector512.Create((short)1);
         var acc = Vector512<int>.Zero;
-        for (int u = 0; u < units; u++, p += unitBytes, x += planes * 16)
+        if (TWidth.Bits == 8)
         {
-            if (TWidth.Bits == 8)
-            {
-                var v = Vector512.Load(p);
-                var xv = Broadcast(x);
-                var lo = Avx512BW.MultiplyAddAdjacent(v & Vector512.Create((byte)15), xv);
-                var hi = Avx512BW.MultiplyAddAdjacent(Vector512.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & Vector512.Create((byte)15), xv);
-                acc += Avx512BW.MultiplyAddAdjacent(lo, ones) + Avx512BW.MultiplyAddAdjacent(hi, Vector512.Create((short)16));
-                continue;
-            }
-            var s16 = Vector512<short>.Zero;
-            for (int j = 0; j < planes; j++) s16 += Avx512BW.MultiplyAddAdjacent(Plane(p, j), Broadcast(x + j * 16));
-            acc += Avx512BW.MultiplyAddAdjacent(s16, ones);
+            for (int u = 0; u < units; u++, p += unitBytes, x += unitCols) acc = Unit8(acc, Vector512.Load(p), x);
+            return acc;
+        }
+        for (int u = 0; u < units;)
+        {
+            int end = Math.Min(units, u + BatchUnits);
+            Vector512<short> s0 = default, s1 = default;
+            for (; u < end; u++, p += unitBytes, x += unitCols) Unit(p, x, ref s0, ref s1);
+            acc += Avx512BW.MultiplyAddAdjacent(s0, ones) + Avx512BW.MultiplyAddAdjacent(s1, ones);
         }
         return acc;
     }
 
-    // Four tokens share each decoded plane: the decode is paid once per 4 dot products.
+    // Four tokens share each load of the codes: the weights are read once per 4 dot products.
     private static void Dot4(byte* p, sbyte* x, int stride, int units, int* sums)
     {
-        int planes = CodeUnits.Planes(TWidth.Bits), unitBytes = CodeUnits.UnitChunks(TWidth.Bits) * ChunkStride;
+        int unitBytes = CodeUnits.UnitChunks(TWidth.Bits) * ChunkStride, unitCols = CodeUnits.UnitCols(TWidth.Bits);
         var ones = Vector512.Create((short)1);
         Vector512<int> a0 = default, a1 = default, a2 = default, a3 = default;
-        for (int u = 0; u < units; u++, p += unitBytes, x += planes * 16)
+        if (TWidth.Bits == 8)
         {
-            if (TWidth.Bits == 8)
+            for (int u = 0; u < units; u++, p += unitBytes, x += unitCols)
             {
                 var v = Vector512.Load(p);
-                var lo = v & Vector512.Create((byte)15);
-                var hi = Vector512.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & Vector512.Create((byte)15);
-                var sixteen = Vector512.Create((short)16);
-                a0 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(lo, Broadcast(x)), ones) + Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(hi, Broadcast(x)), sixteen);
-                a1 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(lo, Broadcast(x + stride)), ones) + Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(hi, Broadcast(x + stride)), sixteen);
-                a2 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(lo, Broadcast(x + 2 * stride)), ones) + Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(hi, Broadcast(x + 2 * stride)), sixteen);
-                a3 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(lo, Broadcast(x + 3 * stride)), ones) + Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(hi, Broadcast(x + 3 * stride)), sixteen);
-                continue;
+                a0 = Unit8(a0, v, x);
+                a1 = Unit8(a1, v, x + stride);
+                a2 = Unit8(a2, v, x + 2 * stride);
+                a3 = Unit8(a3, v, x + 3 * stride);
             }
-            Vector512<short> s0 = default, s1 = default, s2 = default, s3 = default;
-            for (int j = 0; j < planes; j++)
+        }
+        else
+        {
+            for (int u = 0; u < units;)
             {
-                var c = Plane(p, j);
-                sbyte* xj = x + j * 16;
-                s0 += Avx512BW.MultiplyAddAdjacent(c, Broadcast(xj));
-                s1 += Avx512BW.MultiplyAddAdjacent(c, Broadcast(xj + stride));
-                s2 += Avx512BW.MultiplyAddAdjacent(c, Broadcast(xj + 2 * stride));
-                s3 += Avx512BW.MultiplyAddAdjacent(c, Broadcast(xj + 3 * stride));
+                int end = Math.Min(units, u + BatchUnits);
+                Vector512<short> s00 = default, s01 = default, s10 = default, s11 = default, s20 = default, s21 = default, s30 = default, s31 = default;
+                for (; u < end; u++, p += unitBytes, x += unitCols)
+                {
+                    Unit(p, x, ref s00, ref s01);
+                    Unit(p, x + stride, ref s10, ref s11);
+                    Unit(p, x + 2 * stride, ref s20, ref s21);
+                    Unit(p, x + 3 * stride, ref s30, ref s31);
+                }
+                a0 += Avx512BW.MultiplyAddAdjacent(s00, ones) + Avx512BW.MultiplyAddAdjacent(s01, ones);
+                a1 += Avx512BW.MultiplyAddAdjacent(s10, ones) + Avx512BW.MultiplyAddAdjacent(s11, ones);
+                a2 += Avx512BW.MultiplyAddAdjacent(s20, ones) + Avx512BW.MultiplyAddAdjacent(s21, ones);
+                a3 += Avx512BW.MultiplyAddAdjacent(s30, ones) + Avx512BW.MultiplyAddAdjacent(s31, ones);
             }
-            a0 += Avx512BW.MultiplyAddAdjacent(s0, ones);
-            a1 += Avx512BW.MultiplyAddAdjacent(s1, ones);
-            a2 += Avx512BW.MultiplyAddAdjacent(s2, ones);
-            a3 += Avx512BW.MultiplyAddAdjacent(s3, ones);
         }
         Store(a0, sums);
         Store(a1, sums + 4);

@@ -48,6 +48,12 @@ internal unsafe interface ITileKernel
     /// </summary>
     static abstract void Sums(in PackedMatrix w, int tile, int unitBegin, int groups, int unitsPerGroup,
         QuantizedActivations x, int token0, int count, int* sums);
+
+    /// <summary>
+    /// For group-scaled formats: acc[t·4 + r] = Σ_g scale[g, r] · (S_g − B·X_g), with g in increasing order and each term
+    /// rounded as <see cref="LowBitMatMul.GroupedDotFromSums{TKernel}"/> rounds it, so every path gives the same floats.
+    /// </summary>
+    static abstract void GroupedDot(in PackedMatrix w, int tile, QuantizedActivations x, int token0, int count, float* acc);
 }
 
 /// <summary>Per-format facts the integer kernels need: unit geometry and the affine code offset.</summary>
@@ -155,9 +161,8 @@ public static unsafe class LowBitMatMul
         var layout = w.Layout;
         int units = layout.PaddedCols / CodeUnits.UnitCols(layout.CodeBits);
         bool grouped = layout.GroupsPerRow > 1;
-        int unitsPerGroup = grouped ? layout.GroupSize / CodeUnits.UnitCols(layout.CodeBits) : units;
         int tilesPerBlock = x.Tokens <= TokenBlock ? tileEnd - tileBegin : (int)Math.Max(1, BlockBytes / w.TileBytes);
-        int* sums = stackalloc int[MaxGroupsPerCall * TokenBlock * PackedLayout.TileRows];
+        int* sums = stackalloc int[TokenBlock * PackedLayout.TileRows];
         float* acc = stackalloc float[TokenBlock * PackedLayout.TileRows];
         for (int block = tileBegin; block < tileEnd; block += tilesPerBlock)
         {
@@ -173,13 +178,7 @@ public static unsafe class LowBitMatMul
                         StorePerRow(w, x, y, tile, t0, count, sums);
                         continue;
                     }
-                    new Span<float>(acc, TokenBlock * PackedLayout.TileRows).Clear();
-                    for (int g0 = 0; g0 < layout.GroupsPerRow; g0 += MaxGroupsPerCall)
-                    {
-                        int groups = Math.Min(MaxGroupsPerCall, layout.GroupsPerRow - g0);
-                        TKernel.Sums(w, tile, g0 * unitsPerGroup, groups, unitsPerGroup, x, t0, count, sums);
-                        AccumulateGroups(w, x, tile, g0, groups, t0, count, sums, acc);
-                    }
+                    TKernel.GroupedDot(w, tile, x, t0, count, acc);
                     StoreGrouped(w, x, y, tile, t0, count, acc);
                 }
             }
@@ -207,23 +206,35 @@ public static unsafe class LowBitMatMul
         }
     }
 
-    // acc[t, r] += s_g · (S_g − B·X_g) for each group, in group order.
-    private static void AccumulateGroups(in PackedMatrix w, QuantizedActivations x, int tile, int g0, int groups, int t0, int count, int* sums, float* acc)
+    /// <summary>
+    /// The reference <see cref="ITileKernel.GroupedDot"/>: integer sums per group from the path's <c>Sums</c>, then
+    /// acc[t, r] += scale · (float)(S_g − B·X_g) in group order (one multiply, one add: no fused multiply-add).
+    /// </summary>
+    internal static void GroupedDotFromSums<TKernel>(in PackedMatrix w, int tile, QuantizedActivations x, int token0, int count, float* acc)
+        where TKernel : ITileKernel
     {
         var layout = w.Layout;
         int b = CodeUnits.Affine(layout.Format).B;
+        int unitsPerGroup = layout.GroupSize / CodeUnits.UnitCols(layout.CodeBits);
         int groupsPerSum = layout.GroupSize / QuantizedActivations.SumGroup;
-        for (int g = 0; g < groups; g++)
+        int* sums = stackalloc int[MaxGroupsPerCall * TokenBlock * PackedLayout.TileRows];
+        new Span<float>(acc, count * PackedLayout.TileRows).Clear();
+        for (int g0 = 0; g0 < layout.GroupsPerRow; g0 += MaxGroupsPerCall)
         {
-            float* scales = w.Scales + ((long)tile * layout.GroupsPerRow + g0 + g) * PackedLayout.TileRows;
-            for (int t = 0; t < count; t++)
+            int groups = Math.Min(MaxGroupsPerCall, layout.GroupsPerRow - g0);
+            TKernel.Sums(w, tile, g0 * unitsPerGroup, groups, unitsPerGroup, x, token0, count, sums);
+            for (int g = 0; g < groups; g++)
             {
-                int* xg = x.GroupSums + (long)(t0 + t) * x.GroupsPerToken + (g0 + g) * groupsPerSum;
-                long xSum = 0;
-                for (int i = 0; i < groupsPerSum; i++) xSum += xg[i];
-                int* s = sums + (g * count + t) * PackedLayout.TileRows;
-                for (int r = 0; r < PackedLayout.TileRows; r++)
-                    acc[t * PackedLayout.TileRows + r] += scales[r] * (s[r] - b * xSum);
+                float* scales = w.Scales + ((long)tile * layout.GroupsPerRow + g0 + g) * PackedLayout.TileRows;
+                for (int t = 0; t < count; t++)
+                {
+                    int* xg = x.GroupSums + (long)(token0 + t) * x.GroupsPerToken + (g0 + g) * groupsPerSum;
+                    int xSum = 0;
+                    for (int i = 0; i < groupsPerSum; i++) xSum += xg[i];
+                    int* s = sums + (g * count + t) * PackedLayout.TileRows;
+                    for (int r = 0; r < PackedLayout.TileRows; r++)
+                        acc[t * PackedLayout.TileRows + r] += scales[r] * (float)(s[r] - b * xSum);
+                }
             }
         }
     }

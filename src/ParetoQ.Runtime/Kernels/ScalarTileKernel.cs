@@ -10,6 +10,9 @@ internal unsafe struct ScalarTileKernel : ITileKernel
 {
     [ThreadStatic] private static byte[]? t_codes;
 
+    public static void GroupedDot(in PackedMatrix w, int tile, QuantizedActivations x, int token0, int count, float* acc) =>
+        LowBitMatMul.GroupedDotFromSums<ScalarTileKernel>(w, tile, x, token0, count, acc);
+
     public static void Sums(in PackedMatrix w, int tile, int unitBegin, int groups, int unitsPerGroup,
         QuantizedActivations x, int token0, int count, int* sums)
     {

@@ -1,0 +1,79 @@
+using ParetoQ.Runtime.Model;
+using ParetoQ.Runtime.Quantization;
+
+namespace ParetoQ.Bench;
+
+/// <summary>
+/// <c>paretoq-bench model</c>: prefill and decode speed of whole models. For each prompt length P a fresh session
+/// prefills P random tokens (timed), then decodes tokens one by one at context ≈ P (timed). Models are generated once
+/// into a cache folder and memory-mapped like any .pq.
+/// </summary>
+public static class ModelBench
+{
+    /// <summary>The matrix: MobileLLM-ParetoQ-1B at every ParetoQ width, MobileLLM-Pro-1B at 2-bit and int4-g32.</summary>
+    public static readonly (string Preset, WeightFormat Projections)[] DefaultModels =
+    [
+        ("mobilellm-1b", WeightFormat.Binary), ("mobilellm-1b", WeightFormat.Ternary), ("mobilellm-1b", WeightFormat.Q2Seq),
+        ("mobilellm-1b", WeightFormat.Q3Row), ("mobilellm-1b", WeightFormat.Q4Row),
+        ("mobilellm-pro-1b", WeightFormat.Q2Seq), ("mobilellm-pro-1b", WeightFormat.Q4G32),
+    ];
+
+    public static string EnsureModel(string dir, string preset, WeightFormat projections, WeightFormat head, TextWriter progress)
+    {
+        Directory.CreateDirectory(dir);
+        string path = Path.Combine(dir, $"{preset}-{WeightFormats.Name(projections)}-head-{WeightFormats.Name(head)}.v1.pq");
+        if (!File.Exists(path))
+        {
+            progress.WriteLine($"generating {path} ...");
+            RandomModels.Write(path, RandomModels.Preset(preset), projections, head, seed: 1);
+        }
+        return path;
+    }
+
+    public static void Run(BenchReport report, string path, string label, CpuBackendOptions backend, IReadOnlyList<int> prompts,
+        int decodeTokens, double? bandwidthGBs, TextWriter progress)
+    {
+        using var model = LanguageModel.Load(path, backend);
+        var c = model.Config;
+        var rng = new Random(7);
+        long weightBytes = model.File.Tensors.Sum(t => t.Length);
+        // Decode reads every weight once per token; the tied head is the embedding, read once more as the head.
+        long headBytes = model.Head.Tensor.Length;
+        long bytesPerToken = weightBytes - (c.TieWordEmbeddings ? 0 : model.Embedding.Tensor.Length) + (c.TieWordEmbeddings ? headBytes : 0);
+        foreach (int p in prompts)
+        {
+            int context = p + decodeTokens + 1;
+            using var session = new Session(model, new SessionOptions { ContextLength = Math.Min(context, c.MaxPositionEmbeddings), MaxBatch = Math.Min(p, 512) });
+            var prompt = Enumerable.Range(0, p).Select(_ => rng.Next(c.VocabSize)).ToArray();
+            // Warm-up: touch every page of the map and JIT the paths, outside the timing.
+            session.Forward(prompt.AsSpan(0, Math.Min(p, 16)));
+            session.Reset();
+            double prefill = Timing.Seconds(() => session.Forward(prompt));
+            var next = new int[1];
+            double decode = Timing.Seconds(() =>
+            {
+                for (int i = 0; i < decodeTokens; i++)
+                {
+                    next[0] = rng.Next(c.VocabSize);
+                    session.Forward(next);
+                }
+            });
+            double decodeTps = decodeTokens / decode;
+            long kvBytes = session.KvCacheBytes * (p + decodeTokens / 2) / Math.Max(1, session.ContextLength);
+            progress.Write('.');
+            var row = new List<(string, object)>
+            {
+                ("model", label), ("weights_MB", weightBytes / 1e6), ("prompt", p), ("prefill_tok/s", p / prefill),
+                ("decode_ctx", p), ("decode_tok/s", decodeTps), ("read_MB/token", (bytesPerToken + kvBytes) / 1e6),
+            };
+            if (bandwidthGBs is { } bw)
+            {
+                double bound = bw * 1e9 / (bytesPerToken + kvBytes);
+                row.Add(("roofline_tok/s", bound));
+                row.Add(("roofline_frac", decodeTps / bound));
+            }
+            report.Row([.. row]);
+        }
+        progress.WriteLine();
+    }
+}

@@ -1,0 +1,178 @@
+using System.CommandLine;
+using ParetoQ.Runtime.Kernels;
+using ParetoQ.Runtime.Model;
+using ParetoQ.Runtime.Quantization;
+
+namespace ParetoQ.Bench;
+
+/// <summary>paretoq-bench: kernel, memory-bandwidth and whole-model speed on this machine, as tables or JSON.</summary>
+public static class Program
+{
+    public static int Main(string[] args)
+    {
+        var root = new RootCommand("paretoq-bench: measure ParetoQ.Runtime kernels, memory bandwidth and model speed");
+        root.Subcommands.Add(KernelsCommand());
+        root.Subcommands.Add(BandwidthCommand());
+        root.Subcommands.Add(ModelCommand());
+        var parsed = root.Parse(args);
+        if (parsed.Errors.Count > 0)
+        {
+            string message = string.Join(' ', parsed.Errors[0].Message.Split((char[])['\n', '\r', '\t'], StringSplitOptions.RemoveEmptyEntries));
+            Console.Error.WriteLine($"paretoq-bench: {message} (see --help)");
+            return 2;
+        }
+        try
+        {
+            return parsed.Invoke();
+        }
+        catch (Exception e) when (e is ArgumentException or NotSupportedException or IOException or UnauthorizedAccessException
+                                   or Runtime.Format.PqFormatException or ModelConfigException)
+        {
+            Console.Error.WriteLine($"paretoq-bench: {e.Message}");
+            return 1;
+        }
+    }
+
+    private static Option<int> Threads() => new("--threads", "-t") { Description = "Worker threads (default: one per core)" };
+    private static Option<bool> Json() => new("--json") { Description = "Write results as JSON to stdout" };
+    private static Option<double> MinTime() => new("--min-time") { Description = "Seconds to repeat each measurement for", DefaultValueFactory = _ => 0.3 };
+
+    private static Command KernelsCommand()
+    {
+        var threads = Threads();
+        var json = Json();
+        var minTime = MinTime();
+        var formats = new Option<string>("--formats") { Description = "Comma-separated weight formats", DefaultValueFactory = _ => "binary,ternary,q2_seq,q3_row,q4_row,q4_g32,i8_row" };
+        var paths = new Option<string>("--paths") { Description = "Kernel paths: best, all, or a comma-separated list (scalar, avx2, avxvnni, avx512, neon)", DefaultValueFactory = _ => "best" };
+        var shapes = new Option<string?>("--shapes") { Description = "Only shapes whose name contains one of these comma-separated words (e.g. up,head)" };
+        var tokens = new Option<string>("--n") { Description = "Comma-separated token counts (1 = decode GEMV, 512 = prefill GEMM)", DefaultValueFactory = _ => "1,512" };
+        var cmd = new Command("kernels", "Time each packed matmul per format and path at MobileLLM shapes: µs, GOPS, weight GB/s")
+        {
+            threads, json, minTime, formats, paths, shapes, tokens,
+        };
+        cmd.SetAction(parse =>
+        {
+            using var pool = new WorkerPool(ThreadCount(parse.GetValue(threads)));
+            var report = new BenchReport("kernels");
+            report.Fact("threads", pool.Threads);
+            report.Fact("best_path", KernelDispatch.Name(KernelDispatch.Best));
+            string? filter = parse.GetValue(shapes);
+            var selected = KernelBench.DefaultShapes.Where(s => filter is null || Split(filter).Any(f => s.Name.Contains(f, StringComparison.OrdinalIgnoreCase))).ToList();
+            if (selected.Count == 0) throw new ArgumentException($"no shape matches '{filter}'");
+            KernelBench.Run(report, pool, ParsePaths(parse.GetValue(paths)!), ParseFormats(parse.GetValue(formats)!), selected,
+                Split(parse.GetValue(tokens)!).Select(ParsePositive).ToList(), parse.GetValue(minTime), Console.Error);
+            report.Print(parse.GetValue(json), Console.Out);
+            return 0;
+        });
+        return cmd;
+    }
+
+    private static Command BandwidthCommand()
+    {
+        var threads = Threads();
+        var json = Json();
+        var size = new Option<int>("--size-mb") { Description = "Buffer size in MiB (far larger than the caches)", DefaultValueFactory = _ => 1024 };
+        var cmd = new Command("bandwidth", "Measure memory read bandwidth: the decode roofline") { threads, json, size };
+        cmd.SetAction(parse =>
+        {
+            var report = new BenchReport("bandwidth");
+            int max = ThreadCount(parse.GetValue(threads));
+            foreach (int t in Enumerable.Range(1, max).Where(t => t == 1 || t == max || (t & (t - 1)) == 0))
+            {
+                using var pool = new WorkerPool(t);
+                double gbs = BandwidthBench.Measure(pool, (long)ParsePositive(parse.GetValue(size).ToString()) << 20);
+                report.Row(("threads", t), ("read_GB/s", gbs));
+            }
+            report.Print(parse.GetValue(json), Console.Out);
+            return 0;
+        });
+        return cmd;
+    }
+
+    private static Command ModelCommand()
+    {
+        var threads = Threads();
+        var json = Json();
+        var modelFile = new Option<string?>("--model", "-m") { Description = "Benchmark this .pq file instead of generated ones" };
+        var presets = new Option<string?>("--preset") { Description = "Generated architecture: mobilellm-1b, mobilellm-pro-1b or tiny (default: the full matrix)" };
+        var formats = new Option<string?>("--formats") { Description = "Projection formats for --preset (comma-separated)" };
+        var head = new Option<string>("--head") { Description = "Embedding/head format of generated models: i8_row, q4_g32, f16, bf16, f32", DefaultValueFactory = _ => "i8_row" };
+        var prompts = new Option<string>("--prompts") { Description = "Prompt lengths to prefill; decode is timed right after each", DefaultValueFactory = _ => "128,512,2048" };
+        var decode = new Option<int>("--decode") { Description = "Tokens decoded after each prefill", DefaultValueFactory = _ => 32 };
+        var kernels = new Option<string?>("--kernels") { Description = "Kernel path (default: the best one)" };
+        var exact = new Option<bool>("--exact") { Description = "Exact mode: fp32 activations, scalar kernels" };
+        var dir = new Option<string>("--dir") { Description = "Where generated models are cached", DefaultValueFactory = _ => Path.Combine(Path.GetTempPath(), "paretoq-bench") };
+        var bandwidth = new Option<double>("--bandwidth") { Description = "Read bandwidth in GB/s for the roofline column; 0 measures it first", DefaultValueFactory = _ => 0 };
+        var cmd = new Command("model", "Prefill and decode tokens/s of whole models")
+        {
+            threads, json, modelFile, presets, formats, head, prompts, decode, kernels, exact, dir, bandwidth,
+        };
+        cmd.SetAction(parse =>
+        {
+            var options = new CpuBackendOptions
+            {
+                Threads = ThreadCount(parse.GetValue(threads)), Exact = parse.GetValue(exact),
+                Kernels = parse.GetValue(kernels) is { } k ? KernelDispatch.Parse(k) : null,
+            };
+            var report = new BenchReport("model");
+            report.Fact("threads", options.Threads);
+            report.Fact("kernels", options.Exact ? "exact" : KernelDispatch.Name(options.Kernels ?? KernelDispatch.Default));
+            double bw = parse.GetValue(bandwidth);
+            if (bw <= 0)
+            {
+                using var pool = new WorkerPool(options.Threads);
+                bw = BandwidthBench.Measure(pool, 512L << 20);
+            }
+            report.Fact("read_GB/s", bw);
+            var promptLengths = Split(parse.GetValue(prompts)!).Select(ParsePositive).ToList();
+            int decodeTokens = parse.GetValue(decode);
+            if (decodeTokens < 1) throw new ArgumentException("--decode must be at least 1");
+            if (parse.GetValue(modelFile) is { } file)
+            {
+                ModelBench.Run(report, file, Path.GetFileName(file), options, promptLengths, decodeTokens, bw, Console.Error);
+            }
+            else
+            {
+                if (!WeightFormats.TryParse(parse.GetValue(head)!, out var headFormat)) throw new ArgumentException($"unknown head format '{parse.GetValue(head)}'");
+                var matrix = ModelBench.DefaultModels.AsEnumerable();
+                if (parse.GetValue(presets) is { } p)
+                {
+                    RandomModels.Preset(p);
+                    var fs = parse.GetValue(formats) is { } f ? ParseFormats(f) : [WeightFormat.Q2Seq];
+                    matrix = fs.Select(x => (p, x));
+                }
+                foreach (var (preset, projections) in matrix)
+                {
+                    string path = ModelBench.EnsureModel(parse.GetValue(dir)!, preset, projections, headFormat, Console.Error);
+                    ModelBench.Run(report, path, $"{preset} {WeightFormats.Name(projections)}", options, promptLengths, decodeTokens, bw, Console.Error);
+                }
+            }
+            report.Print(parse.GetValue(json), Console.Out);
+            return 0;
+        });
+        return cmd;
+    }
+
+    private static int ThreadCount(int requested) => requested switch
+    {
+        0 => WorkerPool.DefaultThreads,
+        < 0 or > 1024 => throw new ArgumentException($"--threads {requested} is outside 1..1024"),
+        _ => requested,
+    };
+
+    private static string[] Split(string list) => list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+
+    private static int ParsePositive(string s) =>
+        int.TryParse(s, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int v) && v > 0
+            ? v : throw new ArgumentException($"'{s}' is not a positive integer");
+
+    private static List<WeightFormat> ParseFormats(string list) => Split(list).Select(n =>
+        WeightFormats.TryParse(n, out var f) && WeightFormats.IsPacked(f) ? f : throw new ArgumentException($"unknown packed format '{n}'")).ToList();
+
+    private static List<KernelPath> ParsePaths(string list) => list switch
+    {
+        "best" => [KernelDispatch.Default],
+        "all" => [.. KernelDispatch.Supported],
+        _ => Split(list).Select(KernelDispatch.Parse).ToList(),
+    };
+}
