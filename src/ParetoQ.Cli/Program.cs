@@ -28,11 +28,13 @@ public static class Program
         kvCache.AcceptOnlyFromAmong("int8", "f32");
         var chat = new Option<bool>("--chat") { Description = "Use the model's chat template; without --prompt, chat interactively" };
         var system = new Option<string?>("--system") { Description = "System message for --chat" };
+        var threads = new Option<int>("--threads", "-t") { Description = "Worker threads (default: one per core)" };
+        var exact = new Option<bool>("--exact") { Description = "Exact mode: fp32 activations through the scalar reference kernels (slow; for accuracy checks)" };
         var perplexity = new Option<string?>("--perplexity") { Description = "Print the model's perplexity over this UTF-8 text file instead of generating" };
 
         var root = new RootCommand("paretoq-run: run a ParetoQ low-bit language model (.pq)")
         {
-            model, prompt, maxTokens, temperature, topK, topP, minP, repeatPenalty, seed, context, kvCache, chat, system, perplexity,
+            model, prompt, maxTokens, temperature, topK, topP, minP, repeatPenalty, seed, context, kvCache, chat, system, perplexity, threads, exact,
         };
         root.SetAction(parse => Run(new Settings(
             parse.GetValue(model), parse.GetValue(prompt), parse.GetValue(maxTokens),
@@ -42,7 +44,7 @@ public static class Program
                 RepeatPenalty = parse.GetValue(repeatPenalty), Seed = parse.GetValue(seed) ?? (ulong)Stopwatch.GetTimestamp(),
             },
             parse.GetValue(context), parse.GetValue(kvCache) == "f32" ? KvCacheType.F32 : KvCacheType.Int8,
-            parse.GetValue(chat), parse.GetValue(system), parse.GetValue(perplexity))));
+            parse.GetValue(chat), parse.GetValue(system), parse.GetValue(perplexity), parse.GetValue(threads), parse.GetValue(exact))));
 
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)
@@ -55,7 +57,7 @@ public static class Program
         return parsed.Invoke();
     }
 
-    private sealed record Settings(string? Model, string? Prompt, int MaxTokens, SamplerOptions Sampler, int Context, KvCacheType KvCache, bool Chat, string? System, string? Perplexity);
+    private sealed record Settings(string? Model, string? Prompt, int MaxTokens, SamplerOptions Sampler, int Context, KvCacheType KvCache, bool Chat, string? System, string? Perplexity, int Threads, bool Exact);
 
     private static int Run(Settings s)
     {
@@ -65,15 +67,16 @@ public static class Program
             if (s.MaxTokens < 0) throw new ArgumentException($"--max-tokens {s.MaxTokens} must be ≥ 0");
             if (s.Prompt is not null && s.Prompt.Trim().Length == 0) throw new ArgumentException("the prompt is empty");
             if (s.Prompt is null && !s.Chat && s.Perplexity is null) throw new ArgumentException("give --prompt TEXT, --chat or --perplexity FILE");
+            if (s.Threads < 0 || s.Threads > 1024) throw new ArgumentException($"--threads {s.Threads} is outside 1..1024");
             string path = ResolveModel(s.Model);
-            using var model = LanguageModel.Load(path);
+            using var model = LanguageModel.Load(path, new CpuBackendOptions { Threads = s.Threads, Exact = s.Exact });
             var tokenizer = Tokenizers.FromFile(model.File, model.Config.VocabSize);
             using var session = new Session(model, new SessionOptions { ContextLength = s.Context, KvCache = s.KvCache });
             if (s.Perplexity is not null) return Perplexity.Run(session, tokenizer, s.Perplexity);
             return s.Chat ? Chat(session, tokenizer, model.File, s) : Complete(session, tokenizer, model.File, s);
         }
         catch (Exception e) when (e is PqFormatException or ModelConfigException or TokenizerException or ArgumentException
-                                   or ContextLengthExceededException or IOException or UnauthorizedAccessException)
+                                   or ContextLengthExceededException or IOException or UnauthorizedAccessException or NotSupportedException)
         {
             Console.Error.WriteLine($"paretoq-run: {e.Message}");
             return 1;

@@ -1,3 +1,4 @@
+using ParetoQ.Runtime.Kernels;
 using System.Diagnostics;
 using System.Text;
 using ParetoQ.Runtime.Generation;
@@ -24,9 +25,12 @@ public sealed class CliTests : IDisposable
 
     private static (int Exit, string Out, string Err) Run(params string[] args) => RunWithInput("", args);
 
-    private static (int Exit, string Out, string Err) RunWithInput(string stdin, params string[] args)
+    private static (int Exit, string Out, string Err) RunWithInput(string stdin, params string[] args) => RunWithEnvironment(stdin, [], args);
+
+    private static (int Exit, string Out, string Err) RunWithEnvironment(string stdin, (string Name, string Value)[] environment, params string[] args)
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false };
+        foreach (var (name, value) in environment) psi.Environment[name] = value;
         psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "paretoq-run.dll"));
         foreach (var a in args) psi.ArgumentList.Add(a);
         using var p = Process.Start(psi)!;
@@ -51,6 +55,29 @@ public sealed class CliTests : IDisposable
         Assert.Equal(a.Out, b.Out);
         string stats = Assert.Single(a.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries));
         Assert.Matches(@"^prompt 6 tokens, prefill [\d.]+ tok/s \| generated \d+ tokens, decode [\d.]+ tok/s \| peak memory \d+ MiB \| stop: (MaxTokens|EndOfSequence)$", stats);
+    }
+
+    [Fact]
+    public void Thread_counts_and_kernel_paths_give_the_same_greedy_text_and_bad_settings_are_named()
+    {
+        var one = Run("--model", _model, "--prompt", "Hello", "--max-tokens", "10", "--temperature", "0", "--threads", "1");
+        var two = Run("--model", _model, "--prompt", "Hello", "--max-tokens", "10", "--temperature", "0", "--threads", "2");
+        Assert.Equal(0, one.Exit);
+        // Each output row is computed whole by one thread with the same code, so the split cannot change a bit.
+        Assert.Equal(one.Out, two.Out);
+        if (KernelDispatch.IsSupported(KernelPath.Avx2))
+        {
+            // Every integer path computes the same sums, so the text does not depend on the path either.
+            var avx2 = RunWithEnvironment("", [("PARETOQ_KERNELS", "avx2")], "--model", _model, "--prompt", "Hello", "--max-tokens", "10", "--temperature", "0");
+            Assert.Equal(one.Out, avx2.Out);
+        }
+        var badThreads = Run("--model", _model, "--prompt", "Hello", "--threads", "-3");
+        Assert.Equal(1, badThreads.Exit);
+        Assert.Contains("--threads -3", badThreads.Err);
+        var badPath = RunWithEnvironment("", [("PARETOQ_KERNELS", "sse9")], "--model", _model, "--prompt", "Hello");
+        Assert.Equal(1, badPath.Exit);
+        Assert.Contains("unknown kernel path 'sse9'", badPath.Err);
+        Assert.Single(badPath.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries));
     }
 
     [Fact]

@@ -28,6 +28,7 @@ public sealed unsafe class CpuBackend : IComputeBackend
     [ThreadStatic] private static float[]? t_rope;
     // Per calling thread, so sessions on different threads never share a job (the pool runs a busy caller's job inline).
     [ThreadStatic] private static MatMulJob? t_matmul;
+    [ThreadStatic] private static AttentionJob? t_attention;
 
     private readonly WorkerPool _pool;
 
@@ -134,6 +135,11 @@ public sealed unsafe class CpuBackend : IComputeBackend
     public void Attention(BackendKvCache cacheHandle, BackendBuffer qBuf, BackendBuffer kBuf, BackendBuffer vBuf, BackendBuffer output, int tokens, int startPos, LayerAttention layer)
     {
         var cache = (CpuKvCache)cacheHandle;
+        if (!Exact && cache.Type == KvCacheType.Int8)
+        {
+            FastAttention(cache, (CpuBuffer)qBuf, (CpuBuffer)kBuf, (CpuBuffer)vBuf, (CpuBuffer)output, tokens, startPos, layer);
+            return;
+        }
         var q = Data(qBuf);
         var k = Data(kBuf);
         var v = Data(vBuf);
@@ -166,6 +172,120 @@ public sealed unsafe class CpuBackend : IComputeBackend
                 var vOwn = vt.Slice(g * hd, hd);
                 float p = scores[pos - first];
                 for (int i = 0; i < hd; i++) oh[i] += p * vOwn[i];
+            }
+        }
+    }
+
+    // Int8 KV: work items are (token, KV head) pairs. A global cache takes the whole chunk's K/V first (each token still
+    // sees only positions up to its own); a ring cache is written token by token, since a later token's slot may be one
+    // an earlier token of the chunk still needs.
+    private void FastAttention(CpuKvCache cache, CpuBuffer q, CpuBuffer k, CpuBuffer v, CpuBuffer o, int tokens, int startPos, LayerAttention layer)
+    {
+        var job = t_attention ??= new AttentionJob();
+        job.Set(cache, q, k, v, o, startPos, layer);
+        int kvWidth = layer.KvHeads * layer.HeadDim;
+        if (!cache.Ring)
+        {
+            for (int t = 0; t < tokens; t++) cache.Write(startPos + t, k.Data.AsSpan(t * kvWidth, kvWidth), v.Data.AsSpan(t * kvWidth, kvWidth));
+            job.Token = -1;
+            _pool.Run(job, tokens * layer.KvHeads);
+            return;
+        }
+        for (int t = 0; t < tokens; t++)
+        {
+            cache.Write(startPos + t, k.Data.AsSpan(t * kvWidth, kvWidth), v.Data.AsSpan(t * kvWidth, kvWidth));
+            job.Token = t;
+            _pool.Run(job, layer.KvHeads);
+        }
+    }
+
+    /// <summary>
+    /// Attention of the query heads sharing one KV head, for one token, over the int8 cache: q is quantized to int8 per
+    /// head so q·k is an integer dot product, and one pass with an online softmax accumulates the int8 values.
+    /// </summary>
+    private sealed class AttentionJob : IParallelJob
+    {
+        private CpuKvCache _cache = null!;
+        private CpuBuffer _q = null!, _k = null!, _v = null!, _o = null!;
+        private int _startPos;
+        private LayerAttention _layer = null!;
+        /// <summary>The token when items are KV heads of one token; −1 when items are (token, KV head) pairs.</summary>
+        public int Token;
+
+        public void Set(CpuKvCache cache, CpuBuffer q, CpuBuffer k, CpuBuffer v, CpuBuffer o, int startPos, LayerAttention layer)
+        {
+            (_cache, _q, _k, _v, _o, _startPos, _layer) = (cache, q, k, v, o, startPos, layer);
+        }
+
+        public void Execute(int begin, int end)
+        {
+            int kvHeads = _layer.KvHeads;
+            for (int item = begin; item < end; item++)
+            {
+                if (Token >= 0) HeadGroup(Token, item);
+                else HeadGroup(item / kvHeads, item % kvHeads);
+            }
+        }
+
+        private void HeadGroup(int t, int g)
+        {
+            var layer = _layer;
+            var cache = _cache;
+            int hd = layer.HeadDim, group = layer.Heads / layer.KvHeads;
+            int qWidth = layer.Heads * hd, kvWidth = layer.KvHeads * hd;
+            int pos = _startPos + t;
+            int first = layer.Kind == AttentionKind.Local ? Math.Max(0, pos - layer.Window + 1) : 0;
+            float invSqrt = 1f / MathF.Sqrt(hd);
+            float* kOwn = _k.Pointer + t * kvWidth + g * hd;
+            float* vOwn = _v.Pointer + t * kvWidth + g * hd;
+            sbyte* keys = cache.Keys, values = cache.Values;
+            float[] kScale = cache.KeyScales, vScale = cache.ValueScales;
+            sbyte[] kZero = cache.KeyZeros, vZero = cache.ValueZeros;
+            sbyte* q8 = stackalloc sbyte[hd];
+            float* acc = stackalloc float[hd];
+            for (int h = g * group; h < (g + 1) * group; h++)
+            {
+                float* qh = _q.Pointer + t * qWidth + h * hd;
+                float qScale = QuantizedActivations.QuantizeRow(new ReadOnlySpan<float>(qh, hd), new Span<sbyte>(q8, hd));
+                int qSum = 0;
+                for (int i = 0; i < hd; i++) qSum += q8[i];
+                new Span<float>(acc, hd).Clear();
+                float max = float.NegativeInfinity, denom = 0, zeroTerm = 0;
+                for (int j = first; j < pos; j++)
+                {
+                    int row = cache.Row(j, g);
+                    int dot = AttentionKernels.DotInt8(q8, keys + (long)row * hd, hd);
+                    float score = qScale * kScale[row] * (dot - kZero[row] * qSum) * invSqrt;
+                    if (score > max)
+                    {
+                        float f = MathF.Exp(max - score);
+                        denom *= f;
+                        zeroTerm *= f;
+                        AttentionKernels.Scale(acc, f, hd);
+                        max = score;
+                    }
+                    float p = MathF.Exp(score - max);
+                    denom += p;
+                    float weight = p * vScale[row];
+                    AttentionKernels.AccumulateInt8(acc, values + (long)row * hd, weight, hd);
+                    zeroTerm += weight * vZero[row];
+                }
+                // The token's own K/V, at full precision.
+                float own = ScalarKernels.Dot(new ReadOnlySpan<float>(qh, hd), new ReadOnlySpan<float>(kOwn, hd)) * invSqrt;
+                if (own > max)
+                {
+                    float f = MathF.Exp(max - own);
+                    denom *= f;
+                    zeroTerm *= f;
+                    AttentionKernels.Scale(acc, f, hd);
+                    max = own;
+                }
+                float pOwn = MathF.Exp(own - max);
+                denom += pOwn;
+                AttentionKernels.Accumulate(acc, vOwn, pOwn, hd);
+                float* oh = _o.Pointer + t * qWidth + h * hd;
+                float inv = 1f / denom;
+                for (int i = 0; i < hd; i++) oh[i] = (acc[i] - zeroTerm) * inv;
             }
         }
     }
@@ -272,8 +392,8 @@ public sealed class CpuKvCache : BackendKvCache
         long n = (long)capacity * kvHeads * headDim;
         if (type == KvCacheType.Int8)
         {
-            _k8 = new sbyte[n];
-            _v8 = new sbyte[n];
+            _k8 = GC.AllocateArray<sbyte>(checked((int)n), pinned: true);
+            _v8 = GC.AllocateArray<sbyte>(checked((int)n), pinned: true);
             _kScale = new float[capacity * kvHeads];
             _vScale = new float[capacity * kvHeads];
             _kZero = new sbyte[capacity * kvHeads];
@@ -291,6 +411,15 @@ public sealed class CpuKvCache : BackendKvCache
         : 2L * _k32.Length * sizeof(float);
 
     private int Slot(int pos) => Ring ? pos % Capacity : pos;
+
+    /// <summary>Index of (position, head) among the cached vectors: its int8 data starts at index · HeadDim.</summary>
+    internal int Row(int pos, int head) => Slot(pos) * KvHeads + head;
+    internal unsafe sbyte* Keys => (sbyte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_k8));
+    internal unsafe sbyte* Values => (sbyte*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(_v8));
+    internal float[] KeyScales => _kScale;
+    internal sbyte[] KeyZeros => _kZero;
+    internal float[] ValueScales => _vScale;
+    internal sbyte[] ValueZeros => _vZero;
 
     /// <summary>Stores k, v (kvHeads·hd) of one position.</summary>
     public void Write(int pos, ReadOnlySpan<float> k, ReadOnlySpan<float> v)
