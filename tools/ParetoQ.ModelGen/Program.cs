@@ -4,9 +4,10 @@ using ParetoQ.TestModels;
 
 // paretoq-modelgen: writes a deterministic random-weight test model of either architecture at any weight format. Usage:
 //   paretoq-modelgen [--arch mobilellm|mobilellm-pro] [--format q2_seq|ternary|binary|q3_row|q4_row|q4_g32|i8_row|f32]
-//                    [--seed N] [-o FILE.pq] [--force]
+//                    [--head i8_row|q4_g32|f16|bf16|f32] [--seed N] [-o FILE.pq] [--force]
+// --head sets the embedding/head format (default f32); int8 or 4-bit shrinks the largest per-token read at low bits.
 // An existing output file is replaced only with --force.
-string arch = "mobilellm-pro", formatName = "q2_seq", output = "test-model.pq";
+string arch = "mobilellm-pro", formatName = "q2_seq", headName = "f32", output = "test-model.pq";
 int seed = 1;
 bool force = false;
 for (int i = 0; i < args.Length; i++)
@@ -16,6 +17,7 @@ for (int i = 0; i < args.Length; i++)
     {
         case "--arch": arch = Next(); break;
         case "--format": formatName = Next(); break;
+        case "--head": headName = Next(); break;
         case "--seed": seed = int.Parse(Next()); break;
         case "-o": output = Next(); break;
         case "--force": force = true; break;
@@ -27,6 +29,11 @@ for (int i = 0; i < args.Length; i++)
 if (!WeightFormats.TryParse(formatName, out var format) || !WeightFormats.IsKnown(format))
 {
     Console.Error.WriteLine($"error: unknown format '{formatName}'");
+    return 2;
+}
+if (!WeightFormats.TryParse(headName, out var head) || head is WeightFormat.Binary or WeightFormat.Ternary)
+{
+    Console.Error.WriteLine($"error: unsupported head format '{headName}' (i8_row, q4_g32, q4_row, q3_row, q2_seq, f16, bf16 or f32)");
     return 2;
 }
 var config = arch switch
@@ -48,9 +55,9 @@ if (File.Exists(output) && !force)
 }
 try
 {
-    TestModelGenerator.Write(output, config, format, WeightFormat.F32, seed, overwrite: force);
+    TestModelGenerator.Write(output, config, format, head, seed, overwrite: force);
     using var file = PqFile.Open(output);
-    Console.WriteLine($"wrote {output}: {file.FileLength} bytes, {file.Tensors.Count} tensors, {config.Architecture}, projections {formatName}, provenance '{file.Provenance.Source}'");
+    Console.WriteLine($"wrote {output}: {file.FileLength} bytes, {file.Tensors.Count} tensors, {config.Architecture}, projections {formatName}, head {headName}, provenance '{file.Provenance.Source}'");
     return 0;
 }
 catch (Exception e) when (e is PqFormatException or IOException)
