@@ -37,9 +37,8 @@ public static class ModelBench
         var c = model.Config;
         var rng = new Random(7);
         long weightBytes = model.File.Tensors.Sum(t => t.Length);
-        // Decode reads every weight once per token; the tied head is the embedding, read once more as the head.
-        long headBytes = model.Head.Tensor.Length;
-        long bytesPerToken = weightBytes - (c.TieWordEmbeddings ? 0 : model.Embedding.Tensor.Length) + (c.TieWordEmbeddings ? headBytes : 0);
+        // Decode reads every weight once per token except the embedding table (one row); a tied head reads it whole.
+        long bytesPerToken = weightBytes - model.Embedding.Tensor.Length + (c.TieWordEmbeddings ? model.Head.Tensor.Length : 0);
         foreach (int p in prompts)
         {
             int context = p + decodeTokens + 1;
@@ -59,6 +58,7 @@ public static class ModelBench
                 }
             });
             double decodeTps = decodeTokens / decode;
+            // KV read per decoded token, approximately: the filled fraction of the caches.
             long kvBytes = session.KvCacheBytes * (p + decodeTokens / 2) / Math.Max(1, session.ContextLength);
             progress.Write('.');
             var row = new List<(string, object)>
