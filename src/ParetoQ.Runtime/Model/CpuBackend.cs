@@ -227,6 +227,17 @@ public sealed unsafe class CpuBackend : IComputeBackend
             }
         }
 
+        // Online softmax: a new maximum rescales everything accumulated so far by exp(old − new).
+        private static void RaiseMax(float score, ref float max, ref float denom, ref float zeroTerm, float* acc, int hd)
+        {
+            if (!(score > max)) return;
+            float f = MathF.Exp(max - score);
+            denom *= f;
+            zeroTerm *= f;
+            AttentionKernels.Scale(acc, f, hd);
+            max = score;
+        }
+
         private void HeadGroup(int t, int g)
         {
             var layer = _layer;
@@ -256,14 +267,7 @@ public sealed unsafe class CpuBackend : IComputeBackend
                     int row = cache.Row(j, g);
                     int dot = AttentionKernels.DotInt8(q8, keys + (long)row * hd, hd);
                     float score = qScale * kScale[row] * (dot - kZero[row] * qSum) * invSqrt;
-                    if (score > max)
-                    {
-                        float f = MathF.Exp(max - score);
-                        denom *= f;
-                        zeroTerm *= f;
-                        AttentionKernels.Scale(acc, f, hd);
-                        max = score;
-                    }
+                    RaiseMax(score, ref max, ref denom, ref zeroTerm, acc, hd);
                     float p = MathF.Exp(score - max);
                     denom += p;
                     float weight = p * vScale[row];
@@ -272,14 +276,7 @@ public sealed unsafe class CpuBackend : IComputeBackend
                 }
                 // The token's own K/V, at full precision.
                 float own = ScalarKernels.Dot(new ReadOnlySpan<float>(qh, hd), new ReadOnlySpan<float>(kOwn, hd)) * invSqrt;
-                if (own > max)
-                {
-                    float f = MathF.Exp(max - own);
-                    denom *= f;
-                    zeroTerm *= f;
-                    AttentionKernels.Scale(acc, f, hd);
-                    max = own;
-                }
+                RaiseMax(own, ref max, ref denom, ref zeroTerm, acc, hd);
                 float pOwn = MathF.Exp(own - max);
                 denom += pOwn;
                 AttentionKernels.Accumulate(acc, vOwn, pOwn, hd);
