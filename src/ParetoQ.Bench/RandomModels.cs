@@ -59,22 +59,17 @@ public static class RandomModels
         void Matrix(string name, int rows, int cols, WeightFormat format, float std) => writer.AddTensor(name, format, [rows, cols], RandomTensor(format, rows, cols, std, rng));
         void Norm(string name) => writer.AddFloatTensor(name, WeightFormat.F32, [dim], Enumerable.Repeat(1f, dim).ToArray());
 
-        Matrix("model.embed_tokens.weight", config.VocabSize, dim, embedding, 1f);
-        for (int i = 0; i < config.NumLayers; i++)
+        foreach (var t in ModelTensors.For(config))
         {
-            string p = $"model.layers.{i}.";
-            Norm(p + "input_layernorm.weight");
-            Matrix(p + "self_attn.q_proj.weight", config.QueryDim, dim, projections, 1f / MathF.Sqrt(dim));
-            Matrix(p + "self_attn.k_proj.weight", config.KvDim, dim, projections, 1f / MathF.Sqrt(dim));
-            Matrix(p + "self_attn.v_proj.weight", config.KvDim, dim, projections, 1f / MathF.Sqrt(dim));
-            Matrix(p + "self_attn.o_proj.weight", dim, config.QueryDim, projections, 0.5f / MathF.Sqrt(config.QueryDim));
-            Norm(p + "post_attention_layernorm.weight");
-            Matrix(p + "mlp.gate_proj.weight", config.IntermediateSize, dim, projections, 1f / MathF.Sqrt(dim));
-            Matrix(p + "mlp.up_proj.weight", config.IntermediateSize, dim, projections, 1f / MathF.Sqrt(dim));
-            Matrix(p + "mlp.down_proj.weight", dim, config.IntermediateSize, projections, 0.5f / MathF.Sqrt(config.IntermediateSize));
+            if (t.IsNorm) Norm(t.Name);
+            else Matrix(t.Name, t.Rows, t.Cols, t.Role is TensorRole.Embedding or TensorRole.Head ? embedding : projections, t.Role switch
+            {
+                TensorRole.Embedding => 1f,
+                TensorRole.Output => 0.5f / MathF.Sqrt(config.QueryDim),
+                TensorRole.Down => 0.5f / MathF.Sqrt(config.IntermediateSize),
+                _ => 1f / MathF.Sqrt(dim),
+            });
         }
-        Norm("model.norm.weight");
-        if (!config.TieWordEmbeddings) Matrix("lm_head.weight", config.VocabSize, dim, embedding, 1f / MathF.Sqrt(dim));
         writer.Write(path, overwrite: true);
     }
 

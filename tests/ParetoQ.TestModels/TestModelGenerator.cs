@@ -99,22 +99,18 @@ public static class TestModelGenerator
             dense[name] = w;
         }
 
-        AddMatrix("model.embed_tokens.weight", config.VocabSize, dim, embedding, 1f);
-        for (int i = 0; i < config.NumLayers; i++)
+        foreach (var t in ModelTensors.For(config))
         {
-            string p = $"model.layers.{i}.";
-            AddNorm(p + "input_layernorm.weight");
-            AddMatrix(p + "self_attn.q_proj.weight", config.QueryDim, dim, projections, 1.5f / MathF.Sqrt(dim));
-            AddMatrix(p + "self_attn.k_proj.weight", config.KvDim, dim, projections, 1.5f / MathF.Sqrt(dim));
-            AddMatrix(p + "self_attn.v_proj.weight", config.KvDim, dim, projections, 1f / MathF.Sqrt(dim));
-            AddMatrix(p + "self_attn.o_proj.weight", dim, config.QueryDim, projections, 0.5f / MathF.Sqrt(config.QueryDim));
-            AddNorm(p + "post_attention_layernorm.weight");
-            AddMatrix(p + "mlp.gate_proj.weight", config.IntermediateSize, dim, projections, 1f / MathF.Sqrt(dim));
-            AddMatrix(p + "mlp.up_proj.weight", config.IntermediateSize, dim, projections, 1f / MathF.Sqrt(dim));
-            AddMatrix(p + "mlp.down_proj.weight", dim, config.IntermediateSize, projections, 0.5f / MathF.Sqrt(config.IntermediateSize));
+            if (t.IsNorm) AddNorm(t.Name);
+            else AddMatrix(t.Name, t.Rows, t.Cols, t.Role is TensorRole.Embedding or TensorRole.Head ? embedding : projections, t.Role switch
+            {
+                TensorRole.Embedding => 1f,
+                TensorRole.Query or TensorRole.Key => 1.5f / MathF.Sqrt(dim),
+                TensorRole.Output => 0.5f / MathF.Sqrt(config.QueryDim),
+                TensorRole.Down => 0.5f / MathF.Sqrt(config.IntermediateSize),
+                _ => 1f / MathF.Sqrt(dim), // v, gate, up, untied head
+            });
         }
-        AddNorm("model.norm.weight");
-        if (!config.TieWordEmbeddings) AddMatrix("lm_head.weight", config.VocabSize, dim, embedding, 1f / MathF.Sqrt(dim));
         writer.Write(path, overwrite);
         return new GeneratedModel(path, config, dense);
     }

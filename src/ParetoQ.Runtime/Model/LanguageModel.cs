@@ -81,8 +81,10 @@ public sealed class LanguageModel : IDisposable
         int dim = c.HiddenSize;
         var used = new HashSet<string>(StringComparer.Ordinal);
 
-        BackendWeight Matrix(string name, int rows, int cols)
+        BackendWeight Matrix(TensorRole role, int layer = -1)
         {
+            string name = ModelTensors.Name(role, layer);
+            var (rows, cols) = ModelTensors.Shape(c, role);
             var t = file[name];
             used.Add(name);
             if (t.Shape.Count != 2 || t.Shape[0] != rows || t.Shape[1] != cols)
@@ -90,8 +92,9 @@ public sealed class LanguageModel : IDisposable
             return backend.Upload(t, rows, cols);
         }
 
-        BackendWeight Norm(string name)
+        BackendWeight Norm(TensorRole role, int layer = -1)
         {
+            string name = ModelTensors.Name(role, layer);
             var t = file[name];
             used.Add(name);
             if (t.Format != WeightFormat.F32) throw new PqFormatException(file.Path, name, $"norm weights must be f32, not {WeightFormats.Name(t.Format)}");
@@ -99,17 +102,18 @@ public sealed class LanguageModel : IDisposable
             return backend.Upload(t, 1, dim);
         }
 
-        Embedding = Matrix("model.embed_tokens.weight", c.VocabSize, dim);
-        FinalNorm = Norm("model.norm.weight");
+        Embedding = Matrix(TensorRole.Embedding);
+        FinalNorm = Norm(TensorRole.FinalNorm);
         if (c.TieWordEmbeddings)
         {
-            if (file.TryGetTensor("lm_head.weight", out _))
-                throw new PqFormatException(file.Path, "lm_head.weight", "is present but the config says tie_word_embeddings");
+            string head = ModelTensors.Name(TensorRole.Head);
+            if (file.TryGetTensor(head, out _))
+                throw new PqFormatException(file.Path, head, "is present but the config says tie_word_embeddings");
             Head = Embedding;
         }
         else
         {
-            Head = Matrix("lm_head.weight", c.VocabSize, dim);
+            Head = Matrix(TensorRole.Head);
         }
 
         var layers = new LayerWeights[c.NumLayers];
@@ -117,17 +121,16 @@ public sealed class LanguageModel : IDisposable
         float[] invFreq = RopeInverseFrequencies(c);
         for (int i = 0; i < c.NumLayers; i++)
         {
-            string p = $"model.layers.{i}.";
             layers[i] = new LayerWeights(
-                Norm(p + "input_layernorm.weight"),
-                Matrix(p + "self_attn.q_proj.weight", c.QueryDim, dim),
-                Matrix(p + "self_attn.k_proj.weight", c.KvDim, dim),
-                Matrix(p + "self_attn.v_proj.weight", c.KvDim, dim),
-                Matrix(p + "self_attn.o_proj.weight", dim, c.QueryDim),
-                Norm(p + "post_attention_layernorm.weight"),
-                Matrix(p + "mlp.gate_proj.weight", c.IntermediateSize, dim),
-                Matrix(p + "mlp.up_proj.weight", c.IntermediateSize, dim),
-                Matrix(p + "mlp.down_proj.weight", dim, c.IntermediateSize));
+                Norm(TensorRole.AttentionNorm, i),
+                Matrix(TensorRole.Query, i),
+                Matrix(TensorRole.Key, i),
+                Matrix(TensorRole.Value, i),
+                Matrix(TensorRole.Output, i),
+                Norm(TensorRole.FfnNorm, i),
+                Matrix(TensorRole.Gate, i),
+                Matrix(TensorRole.Up, i),
+                Matrix(TensorRole.Down, i));
             attention[i] = new LayerAttention(
                 c.LayerTypes[i], c.SlidingWindow, c.NumHeads, c.NumKvHeads, c.HeadDim,
                 c.RopeLayers[i], c.RopeLayout, invFreq, c.UseQkNorm, c.RmsNormEps, c.TemperatureTuning);
