@@ -25,13 +25,16 @@ public static unsafe class KernelBench
         ("llama 4096x14336", 4096, 14336),
     ];
 
+    private const long ColdBytes = 512L << 20;
+
     private sealed class Job(KernelPath path, PackedMatrix w, QuantizedActivations x, float* y) : IParallelJob
     {
         public void Execute(int begin, int end) => LowBitMatMul.Run(path, w, x, y, begin, end);
     }
 
     public static void Run(BenchReport report, WorkerPool pool, IReadOnlyList<KernelPath> paths, IReadOnlyList<WeightFormat> formats,
-        IReadOnlyList<(string Name, int Rows, int Cols)> shapes, IReadOnlyList<int> tokenCounts, double minSeconds, TextWriter progress)
+        IReadOnlyList<(string Name, int Rows, int Cols)> shapes, IReadOnlyList<int> tokenCounts, double minSeconds, TextWriter progress,
+        bool cold = false)
     {
         var rng = new Random(1);
         foreach (var (name, rows, cols) in shapes)
@@ -39,13 +42,17 @@ public static unsafe class KernelBench
             foreach (var format in formats)
             {
                 var layout = new PackedLayout(format, rows, cols);
-                byte* w = (byte*)NativeMemory.AlignedAlloc((nuint)layout.TotalBytes, 64);
+                // --cold: calls rotate over copies adding up to far more than the caches, so weights come from DRAM as in a model.
+                int copies = cold ? (int)Math.Max(1, (ColdBytes + layout.TotalBytes - 1) / layout.TotalBytes) : 1;
+                byte* w = (byte*)NativeMemory.AlignedAlloc((nuint)(layout.TotalBytes * copies), 64);
                 try
                 {
                     var span = new Span<byte>(w, checked((int)layout.TotalBytes));
                     rng.NextBytes(span[..(int)layout.CodeBytes]);
                     MemoryMarshal.Cast<byte, float>(span[(int)layout.CodeBytes..]).Fill(0.01f);
-                    var matrix = new PackedMatrix(layout, w);
+                    for (int c = 1; c < copies; c++) span.CopyTo(new Span<byte>(w + c * layout.TotalBytes, span.Length));
+                    var matrices = Enumerable.Range(0, copies).Select(c => new PackedMatrix(layout, w + c * layout.TotalBytes)).ToArray();
+                    var matrix = matrices[0];
                     foreach (int n in tokenCounts)
                     {
                         if (n > 1 && rows > 100_000) continue; // prefill only ever computes the head for the last token
@@ -58,8 +65,9 @@ public static unsafe class KernelBench
                         {
                             foreach (var path in paths)
                             {
-                                var job = new Job(path, matrix, x, y);
-                                double s = Timing.Median(() => pool.Run(job, matrix.Tiles), minSeconds);
+                                var jobs = matrices.Select(m => new Job(path, m, x, y)).ToArray();
+                                int next = 0;
+                                double s = Timing.Median(() => pool.Run(jobs[next++ % copies], matrix.Tiles), minSeconds);
                                 double gops = 2.0 * rows * cols * n / s / 1e9;
                                 double gbs = layout.TotalBytes / s / 1e9;
                                 progress.Write('.');

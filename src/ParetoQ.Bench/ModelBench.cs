@@ -31,9 +31,11 @@ public static class ModelBench
     }
 
     public static void Run(BenchReport report, string path, string label, CpuBackendOptions backend, IReadOnlyList<int> prompts,
-        int decodeTokens, double? bandwidthGBs, TextWriter progress)
+        int decodeTokens, double? bandwidthGBs, TextWriter progress, bool profile = false)
     {
-        using var model = LanguageModel.Load(path, backend);
+        // --profile: time every backend operation of the decode steps and print where a token's time goes.
+        using var profiler = profile ? new ProfilingBackend(new CpuBackend(backend)) : null;
+        using var model = profiler is null ? LanguageModel.Load(path, backend) : LanguageModel.Load(path, profiler);
         var c = model.Config;
         var rng = new Random(7);
         long weightBytes = model.File.Tensors.Sum(t => t.Length);
@@ -49,6 +51,7 @@ public static class ModelBench
             session.Reset();
             double prefill = Timing.Seconds(() => session.Forward(prompt));
             var next = new int[1];
+            profiler?.Clear();
             double decode = Timing.Seconds(() =>
             {
                 for (int i = 0; i < decodeTokens; i++)
@@ -73,7 +76,18 @@ public static class ModelBench
                 row.Add(("roofline_frac", decodeTps / bound));
             }
             report.Row([.. row]);
+            if (profiler is not null) PrintProfile(profiler, $"{label}, decode at context {p}", decodeTokens, decode, progress);
         }
         progress.WriteLine();
+    }
+
+    private static void PrintProfile(ProfilingBackend profiler, string title, int tokens, double seconds, TextWriter output)
+    {
+        var profile = new BenchReport("profile");
+        profile.Fact("profile", title);
+        foreach (var (op, s, calls) in profiler.Totals.OrderByDescending(t => t.Seconds))
+            profile.Row(("operation", op), ("ms/token", s * 1e3 / tokens), ("share", s / seconds), ("calls/token", calls / (double)tokens));
+        output.WriteLine();
+        profile.Print(json: false, output);
     }
 }

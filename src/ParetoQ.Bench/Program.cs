@@ -46,9 +46,10 @@ public static class Program
         var paths = new Option<string>("--paths") { Description = "Kernel paths: best, all, or a comma-separated list (scalar, avx2, avxvnni, avx512, neon)", DefaultValueFactory = _ => "best" };
         var shapes = new Option<string?>("--shapes") { Description = "Only shapes whose name contains one of these comma-separated words (e.g. up,head)" };
         var tokens = new Option<string>("--n") { Description = "Comma-separated token counts (1 = decode GEMV, 512 = prefill GEMM)", DefaultValueFactory = _ => "1,512" };
+        var cold = new Option<bool>("--cold") { Description = "Rotate over copies of each matrix adding up to 512 MiB, so weights stream from DRAM as in a model" };
         var cmd = new Command("kernels", "Time each packed matmul per format and path at MobileLLM shapes: µs, GOPS, weight GB/s")
         {
-            threads, json, minTime, formats, paths, shapes, tokens,
+            threads, json, minTime, formats, paths, shapes, tokens, cold,
         };
         cmd.SetAction(parse =>
         {
@@ -60,7 +61,7 @@ public static class Program
             var selected = KernelBench.DefaultShapes.Where(s => filter is null || Split(filter).Any(f => s.Name.Contains(f, StringComparison.OrdinalIgnoreCase))).ToList();
             if (selected.Count == 0) throw new ArgumentException($"no shape matches '{filter}'");
             KernelBench.Run(report, pool, ParsePaths(parse.GetValue(paths)!), ParseFormats(parse.GetValue(formats)!), selected,
-                Split(parse.GetValue(tokens)!).Select(ParsePositive).ToList(), parse.GetValue(minTime), Console.Error);
+                Split(parse.GetValue(tokens)!).Select(ParsePositive).ToList(), parse.GetValue(minTime), Console.Error, parse.GetValue(cold));
             report.Print(parse.GetValue(json), Console.Out);
             return 0;
         });
@@ -103,9 +104,10 @@ public static class Program
         var exact = new Option<bool>("--exact") { Description = "Exact mode: fp32 activations, scalar kernels" };
         var dir = new Option<string>("--dir") { Description = "Where generated models are cached", DefaultValueFactory = _ => Path.Combine(Path.GetTempPath(), "paretoq-bench") };
         var bandwidth = new Option<double>("--bandwidth") { Description = "Read bandwidth in GB/s for the roofline column; 0 measures it first", DefaultValueFactory = _ => 0 };
+        var profile = new Option<bool>("--profile") { Description = "Print the decode time per backend operation (to stderr)" };
         var cmd = new Command("model", "Prefill and decode tokens/s of whole models")
         {
-            threads, json, modelFile, presets, formats, head, prompts, decode, kernels, exact, dir, bandwidth,
+            threads, json, modelFile, presets, formats, head, prompts, decode, kernels, exact, dir, bandwidth, profile,
         };
         cmd.SetAction(parse =>
         {
@@ -129,7 +131,7 @@ public static class Program
             if (decodeTokens < 1) throw new ArgumentException("--decode must be at least 1");
             if (parse.GetValue(modelFile) is { } file)
             {
-                ModelBench.Run(report, file, Path.GetFileName(file), options, promptLengths, decodeTokens, bw, Console.Error);
+                ModelBench.Run(report, file, Path.GetFileName(file), options, promptLengths, decodeTokens, bw, Console.Error, parse.GetValue(profile));
             }
             else
             {
@@ -144,7 +146,7 @@ public static class Program
                 foreach (var (preset, projections) in matrix)
                 {
                     string path = ModelBench.EnsureModel(parse.GetValue(dir)!, preset, projections, headFormat, Console.Error);
-                    ModelBench.Run(report, path, $"{preset} {WeightFormats.Name(projections)}", options, promptLengths, decodeTokens, bw, Console.Error);
+                    ModelBench.Run(report, path, $"{preset} {WeightFormats.Name(projections)}", options, promptLengths, decodeTokens, bw, Console.Error, parse.GetValue(profile));
                 }
             }
             report.Print(parse.GetValue(json), Console.Out);

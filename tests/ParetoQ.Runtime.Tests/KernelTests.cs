@@ -34,6 +34,45 @@ public class KernelTests
         Assert.True(failures.Count == 0, string.Join("\n", failures.Take(10)));
     }
 
+    public static TheoryData<string> Paths()
+    {
+        var data = new TheoryData<string>();
+        foreach (var p in KernelDispatch.Supported.Where(p => p != KernelPath.Scalar).DefaultIfEmpty(KernelPath.Scalar))
+            data.Add(KernelDispatch.Name(p));
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(Paths))]
+    public void Attention_kernels_equal_scalar_reference_exactly(string pathName)
+    {
+        var failures = AttentionSuite.Cases([KernelDispatch.Parse(pathName)])
+            .Select(c => (c, problem: AttentionSuite.Run(c))).Where(r => r.problem is not null)
+            .Select(r => $"{r.c}: {r.problem}").ToList();
+        Assert.True(failures.Count == 0, string.Join("\n", failures.Take(10)));
+    }
+
+    [Fact]
+    public void Vector_swiglu_matches_the_scalar_reference()
+    {
+        var rng = new Random(3);
+        // Odd length for the tails; large magnitudes where e^−g overflows or vanishes; infinities and NaN pass through.
+        var gate = Enumerable.Range(0, 1003).Select(i => (float)((rng.NextDouble() * 2 - 1) * (i % 5 == 0 ? 120 : 8))).ToArray();
+        gate[7] = float.PositiveInfinity;
+        gate[8] = float.NegativeInfinity;
+        gate[9] = float.NaN;
+        var up = Enumerable.Range(0, gate.Length).Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray();
+        var expected = (float[])gate.Clone();
+        ScalarKernels.SwiGlu(expected, up);
+        var actual = (float[])gate.Clone();
+        ActivationKernels.SwiGlu(actual, up);
+        for (int i = 0; i < gate.Length; i++)
+        {
+            if (!float.IsFinite(expected[i])) { Assert.Equal(expected[i], actual[i]); continue; }
+            Assert.True(Math.Abs(actual[i] - expected[i]) <= 4e-7f * Math.Abs(expected[i]) + 1e-30f, $"element {i} (gate {gate[i]}): {actual[i]:R}, scalar {expected[i]:R}");
+        }
+    }
+
     [Fact]
     public void Scalar_integer_path_is_within_the_quantization_bound_of_exact_mode()
     {

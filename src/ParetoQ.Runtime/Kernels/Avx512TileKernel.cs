@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -52,7 +53,6 @@ internal unsafe struct Avx512TileKernel<TWidth> : ITileKernel where TWidth : str
         // (group, row) vector, offset-corrected and scaled in a few instructions instead of 16 scalar epilogues.
         int groups = layout.GroupsPerRow;
         var ones = Vector512.Create((short)1);
-        var m15 = Vector512.Create((byte)15);
         var toGroupRow = Vector512.Create(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
         var expand = Vector512.Create(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
         int* tail = stackalloc int[4];
@@ -66,10 +66,10 @@ internal unsafe struct Avx512TileKernel<TWidth> : ITileKernel where TWidth : str
             int g = 0;
             for (; g + 4 <= groups; g += 4, p += 4 * ChunkStride, xt += 128)
             {
-                var a0 = GroupLanes(p, xt, m15, ones);
-                var a1 = GroupLanes(p + ChunkStride, xt + 32, m15, ones);
-                var a2 = GroupLanes(p + 2 * ChunkStride, xt + 64, m15, ones);
-                var a3 = GroupLanes(p + 3 * ChunkStride, xt + 96, m15, ones);
+                var a0 = GroupLanes(p, xt, ones);
+                var a1 = GroupLanes(p + ChunkStride, xt + 32, ones);
+                var a2 = GroupLanes(p + 2 * ChunkStride, xt + 64, ones);
+                var a3 = GroupLanes(p + 3 * ChunkStride, xt + 96, ones);
                 var ab = Avx512F.UnpackLow(a0, a1) + Avx512F.UnpackHigh(a0, a1);
                 var cd = Avx512F.UnpackLow(a2, a3) + Avx512F.UnpackHigh(a2, a3);
                 var rowGroup = Avx512F.UnpackLow(ab.AsInt64(), cd.AsInt64()).AsInt32() + Avx512F.UnpackHigh(ab.AsInt64(), cd.AsInt64()).AsInt32();
@@ -83,7 +83,7 @@ internal unsafe struct Avx512TileKernel<TWidth> : ITileKernel where TWidth : str
             }
             for (; g < groups; g++, p += ChunkStride, xt += 32)
             {
-                Store(GroupLanes(p, xt, m15, ones), tail);
+                Store(GroupLanes(p, xt, ones), tail);
                 var d = Vector128.Load(tail) - Vector128.Create(xg[g] << 3);
                 sum += Vector128.Load(scales + g * 4) * Vector128.ConvertToSingle(d);
             }
@@ -93,10 +93,10 @@ internal unsafe struct Avx512TileKernel<TWidth> : ITileKernel where TWidth : str
 
     // One 32-weight group of 4 rows: int32 lanes, four partial sums per row.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<int> GroupLanes(byte* p, sbyte* x, Vector512<byte> m15, Vector512<short> ones)
+    private static Vector512<int> GroupLanes(byte* p, sbyte* x, Vector512<short> ones)
     {
-        var v = Vector512.Load(p).AsUInt16();
-        var s16 = Avx512BW.MultiplyAddAdjacent(v.AsByte() & m15, Broadcast(x)) + Avx512BW.MultiplyAddAdjacent((v >> 4).AsByte() & m15, Broadcast(x + 16));
+        var v = Vector512.Load(p);
+        var s16 = Avx512BW.MultiplyAddAdjacent(Plane(v, 0), Broadcast(x)) + Avx512BW.MultiplyAddAdjacent(Plane(v, 4), Broadcast(x + 16));
         return Avx512BW.MultiplyAddAdjacent(s16, ones);
     }
 
@@ -110,49 +110,68 @@ internal unsafe struct Avx512TileKernel<TWidth> : ITileKernel where TWidth : str
     {
         if (TWidth.Bits == 3)
         {
-            var lo0 = Vector512.Load(p).AsUInt16();
-            var lo1 = Vector512.Load(p + ChunkStride).AsUInt16();
-            var hi = Vector512.Load(p + 2 * ChunkStride).AsUInt16();
-            var m3 = Vector512.Create((byte)3);
-            var m4 = Vector512.Create((byte)4);
-            // high bit j of each byte moved to bit 2 of the same byte by one shift of 2 − j (no bit crosses a byte)
-            s0 += Avx512BW.MultiplyAddAdjacent((lo0.AsByte() & m3) | ((hi << 2).AsByte() & m4), Broadcast(x));
-            s1 += Avx512BW.MultiplyAddAdjacent(((lo0 >> 2).AsByte() & m3) | ((hi << 1).AsByte() & m4), Broadcast(x + 16));
-            s0 += Avx512BW.MultiplyAddAdjacent(((lo0 >> 4).AsByte() & m3) | (hi.AsByte() & m4), Broadcast(x + 32));
-            s1 += Avx512BW.MultiplyAddAdjacent(((lo0 >> 6).AsByte() & m3) | ((hi >> 1).AsByte() & m4), Broadcast(x + 48));
-            s0 += Avx512BW.MultiplyAddAdjacent((lo1.AsByte() & m3) | ((hi >> 2).AsByte() & m4), Broadcast(x + 64));
-            s1 += Avx512BW.MultiplyAddAdjacent(((lo1 >> 2).AsByte() & m3) | ((hi >> 3).AsByte() & m4), Broadcast(x + 80));
-            s0 += Avx512BW.MultiplyAddAdjacent(((lo1 >> 4).AsByte() & m3) | ((hi >> 4).AsByte() & m4), Broadcast(x + 96));
-            s1 += Avx512BW.MultiplyAddAdjacent(((lo1 >> 6).AsByte() & m3) | ((hi >> 5).AsByte() & m4), Broadcast(x + 112));
+            var lo0 = Vector512.Load(p);
+            var lo1 = Vector512.Load(p + ChunkStride);
+            var hi = Vector512.Load(p + 2 * ChunkStride);
+            // low two bits from lo0/lo1, high bit j of hi moved to bit 2 of the same byte
+            s0 += Avx512BW.MultiplyAddAdjacent(Field(lo0, 0, 2, 0) | Field(hi, 0, 1, 2), Broadcast(x));
+            s1 += Avx512BW.MultiplyAddAdjacent(Field(lo0, 2, 2, 0) | Field(hi, 1, 1, 2), Broadcast(x + 16));
+            s0 += Avx512BW.MultiplyAddAdjacent(Field(lo0, 4, 2, 0) | Field(hi, 2, 1, 2), Broadcast(x + 32));
+            s1 += Avx512BW.MultiplyAddAdjacent(Field(lo0, 6, 2, 0) | Field(hi, 3, 1, 2), Broadcast(x + 48));
+            s0 += Avx512BW.MultiplyAddAdjacent(Field(lo1, 0, 2, 0) | Field(hi, 4, 1, 2), Broadcast(x + 64));
+            s1 += Avx512BW.MultiplyAddAdjacent(Field(lo1, 2, 2, 0) | Field(hi, 5, 1, 2), Broadcast(x + 80));
+            s0 += Avx512BW.MultiplyAddAdjacent(Field(lo1, 4, 2, 0) | Field(hi, 6, 1, 2), Broadcast(x + 96));
+            s1 += Avx512BW.MultiplyAddAdjacent(Field(lo1, 6, 2, 0) | Field(hi, 7, 1, 2), Broadcast(x + 112));
             return;
         }
-        var v = Vector512.Load(p).AsUInt16();
+        var v = Vector512.Load(p);
         if (TWidth.Bits == 2)
         {
-            var m = Vector512.Create((byte)3);
-            s0 += Avx512BW.MultiplyAddAdjacent(v.AsByte() & m, Broadcast(x));
-            s1 += Avx512BW.MultiplyAddAdjacent((v >> 2).AsByte() & m, Broadcast(x + 16));
-            s0 += Avx512BW.MultiplyAddAdjacent((v >> 4).AsByte() & m, Broadcast(x + 32));
-            s1 += Avx512BW.MultiplyAddAdjacent((v >> 6).AsByte() & m, Broadcast(x + 48));
+            s0 += Avx512BW.MultiplyAddAdjacent(Plane(v, 0), Broadcast(x));
+            s1 += Avx512BW.MultiplyAddAdjacent(Plane(v, 2), Broadcast(x + 16));
+            s0 += Avx512BW.MultiplyAddAdjacent(Plane(v, 4), Broadcast(x + 32));
+            s1 += Avx512BW.MultiplyAddAdjacent(Plane(v, 6), Broadcast(x + 48));
         }
         else if (TWidth.Bits == 4)
         {
-            var m = Vector512.Create((byte)15);
-            s0 += Avx512BW.MultiplyAddAdjacent(v.AsByte() & m, Broadcast(x));
-            s1 += Avx512BW.MultiplyAddAdjacent((v >> 4).AsByte() & m, Broadcast(x + 16));
+            s0 += Avx512BW.MultiplyAddAdjacent(Plane(v, 0), Broadcast(x));
+            s1 += Avx512BW.MultiplyAddAdjacent(Plane(v, 4), Broadcast(x + 16));
         }
         else if (TWidth.Bits == 1)
         {
-            var m = Vector512.Create((byte)1);
-            s0 += Avx512BW.MultiplyAddAdjacent(v.AsByte() & m, Broadcast(x));
-            s1 += Avx512BW.MultiplyAddAdjacent((v >> 1).AsByte() & m, Broadcast(x + 16));
-            s0 += Avx512BW.MultiplyAddAdjacent((v >> 2).AsByte() & m, Broadcast(x + 32));
-            s1 += Avx512BW.MultiplyAddAdjacent((v >> 3).AsByte() & m, Broadcast(x + 48));
-            s0 += Avx512BW.MultiplyAddAdjacent((v >> 4).AsByte() & m, Broadcast(x + 64));
-            s1 += Avx512BW.MultiplyAddAdjacent((v >> 5).AsByte() & m, Broadcast(x + 80));
-            s0 += Avx512BW.MultiplyAddAdjacent((v >> 6).AsByte() & m, Broadcast(x + 96));
-            s1 += Avx512BW.MultiplyAddAdjacent((v >> 7).AsByte() & m, Broadcast(x + 112));
+            s0 += Avx512BW.MultiplyAddAdjacent(Plane(v, 0), Broadcast(x));
+            s1 += Avx512BW.MultiplyAddAdjacent(Plane(v, 1), Broadcast(x + 16));
+            s0 += Avx512BW.MultiplyAddAdjacent(Plane(v, 2), Broadcast(x + 32));
+            s1 += Avx512BW.MultiplyAddAdjacent(Plane(v, 3), Broadcast(x + 48));
+            s0 += Avx512BW.MultiplyAddAdjacent(Plane(v, 4), Broadcast(x + 64));
+            s1 += Avx512BW.MultiplyAddAdjacent(Plane(v, 5), Broadcast(x + 80));
+            s0 += Avx512BW.MultiplyAddAdjacent(Plane(v, 6), Broadcast(x + 96));
+            s1 += Avx512BW.MultiplyAddAdjacent(Plane(v, 7), Broadcast(x + 112));
         }
+    }
+
+    /// <summary>The code of width Bits starting at bit <paramref name="shift"/> of every byte.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<byte> Plane(Vector512<byte> v, [ConstantExpected] int shift) => Field(v, shift, TWidth.Bits, 0);
+
+    /// <summary>
+    /// Bits [from, from + count) of every byte moved to [to, to + count), the other bits zero. With GFNI one affine
+    /// transform does the shift and the mask: result bit i is the parity of matrix byte (7 − i) ANDed with the input,
+    /// so byte (7 − i) holds the one source bit. Otherwise a 16-bit shift, then a byte mask (no bit crosses a byte once masked).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<byte> Field(Vector512<byte> v, [ConstantExpected] int from, int count, [ConstantExpected] int to)
+    {
+        var mask = Vector512.Create((byte)(((1 << count) - 1) << to));
+        if (from == to) return v & mask;
+        if (Gfni.V512.IsSupported)
+        {
+            ulong matrix = 0;
+            for (int i = 0; i < count; i++) matrix |= (1UL << (from + i)) << (8 * (7 - to - i));
+            return Gfni.V512.GaloisFieldAffineTransform(v, Vector512.Create(matrix).AsByte(), 0);
+        }
+        var w = v.AsUInt16();
+        return (from > to ? w >> (from - to) : w << (to - from)).AsByte() & mask;
     }
 
     // 8-bit codes: acc += Σ low nibble·x + 16 · Σ high nibble·x, widened per unit.
@@ -160,9 +179,8 @@ internal unsafe struct Avx512TileKernel<TWidth> : ITileKernel where TWidth : str
     private static Vector512<int> Unit8(Vector512<int> acc, Vector512<byte> v, sbyte* x)
     {
         var xv = Broadcast(x);
-        var m = Vector512.Create((byte)15);
-        var lo = Avx512BW.MultiplyAddAdjacent(v & m, xv);
-        var hi = Avx512BW.MultiplyAddAdjacent((v.AsUInt16() >> 4).AsByte() & m, xv);
+        var lo = Avx512BW.MultiplyAddAdjacent(Field(v, 0, 4, 0), xv);
+        var hi = Avx512BW.MultiplyAddAdjacent(Field(v, 4, 4, 0), xv);
         return acc + Avx512BW.MultiplyAddAdjacent(lo, Vector512.Create((short)1)) + Avx512BW.MultiplyAddAdjacent(hi, Vector512.Create((short)16));
     }
 

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
 using ParetoQ.Runtime.Quantization;
 
 namespace ParetoQ.Runtime.Kernels;
@@ -93,11 +94,15 @@ public static unsafe class LowBitMatMul
     // Weight bytes per cache block in prefill: small enough to stay in L1/L2 while every token block passes over it.
     private const long BlockBytes = 24 * 1024;
 
-    /// <summary>Throws unless int32 sums cannot overflow for this shape (every real model is far inside the bound).</summary>
+    /// <summary>
+    /// Throws unless int32 cannot overflow for this shape, neither in the sums nor in A·S − B·X (every real model is far
+    /// inside the bound: it allows 44k columns for int8 codes and over 700k for 4 bits and fewer).
+    /// </summary>
     public static void CheckShape(in PackedLayout layout)
     {
-        long worst = (long)WeightFormats.MaxCode(layout.Format) * 127 * Math.Min(layout.PaddedCols, layout.GroupSize);
-        if (worst * CodeUnits.Affine(layout.Format).A > int.MaxValue)
+        var (a, b, _) = CodeUnits.Affine(layout.Format);
+        long worst = ((long)WeightFormats.MaxCode(layout.Format) * a + b) * 127 * Math.Min(layout.PaddedCols, layout.GroupSize);
+        if (worst > int.MaxValue)
             throw new NotSupportedException($"{WeightFormats.Name(layout.Format)} rows of {layout.Cols} columns could overflow the int32 accumulators; use exact mode");
     }
 
@@ -185,24 +190,25 @@ public static unsafe class LowBitMatMul
         }
     }
 
-    // y = (A·S − B·X) · (α·multiplier) · xScale, per row; the one place per-row results are formed.
+    // y = (A·S − B·X) · (α·multiplier) · xScale, per row; the one place per-row results are formed. A·S − B·X is exact in
+    // int32 (CheckShape), so the float result has one rounding there, then two multiplies, on every path.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void StorePerRow(in PackedMatrix w, QuantizedActivations x, float* y, int tile, int t0, int count, int* sums)
     {
         var layout = w.Layout;
         var (a, b, multiplier) = CodeUnits.Affine(layout.Format);
+        var scale = Vector128.Load(w.Scales + (long)tile * PackedLayout.TileRows);
+        if (WeightFormats.IsParetoQ(layout.Format)) scale = Vector128.Max(scale, Vector128.Create(Quantizer.MinAlpha));
+        var rowScale = scale * multiplier;
+        int row0 = tile * PackedLayout.TileRows;
+        bool full = row0 + PackedLayout.TileRows <= layout.Rows;
         for (int t = 0; t < count; t++)
         {
-            long xSum = x.Sum(t0 + t);
-            float xScale = x.Scales[t0 + t];
-            float* yt = y + (long)(t0 + t) * layout.Rows;
-            for (int r = 0; r < PackedLayout.TileRows; r++)
-            {
-                int row = tile * PackedLayout.TileRows + r;
-                if (row >= layout.Rows) break;
-                float alpha = Quantizer.EffectiveScale(layout.Format, w.Scales[(long)tile * PackedLayout.TileRows + r]);
-                yt[row] = (a * (long)sums[t * PackedLayout.TileRows + r] - b * xSum) * (alpha * multiplier) * xScale;
-            }
+            var diff = Vector128.Load(sums + t * PackedLayout.TileRows) * a - Vector128.Create(b * x.Sum(t0 + t));
+            var result = Vector128.ConvertToSingle(diff) * rowScale * x.Scales[t0 + t];
+            float* yt = y + (long)(t0 + t) * layout.Rows + row0;
+            if (full) result.Store(yt);
+            else for (int r = 0; r < layout.Rows - row0; r++) yt[r] = result[r];
         }
     }
 

@@ -17,6 +17,7 @@ public sealed unsafe class QuantizedActivations : IDisposable
 
     private sbyte* _values;       // (capacity tokens, Stride)
     private float* _scales;       // (capacity tokens)
+    private int* _sums;           // (capacity tokens): Σ of each token's values
     private int* _groupSums;      // (capacity tokens, Stride / 32)
     private int _capacityBytes, _capacityTokens;
 
@@ -34,13 +35,7 @@ public sealed unsafe class QuantizedActivations : IDisposable
     public ReadOnlySpan<sbyte> Row(int token) => new(_values + (long)token * Stride, Stride);
 
     /// <summary>Sum of the values of one token (all groups).</summary>
-    public int Sum(int token)
-    {
-        int s = 0;
-        int* g = _groupSums + (long)token * GroupsPerToken;
-        for (int i = 0; i < GroupsPerToken; i++) s += g[i];
-        return s;
-    }
+    public int Sum(int token) => _sums[token];
 
     /// <summary>Quantizes x (tokens, cols) row by row.</summary>
     public void Quantize(ReadOnlySpan<float> x, int tokens, int cols)
@@ -58,12 +53,15 @@ public sealed unsafe class QuantizedActivations : IDisposable
             var dst = new Span<sbyte>(_values + (long)t * stride, stride);
             _scales[t] = QuantizeRow(src, dst);
             var sums = new Span<int>(_groupSums + (long)t * (stride / SumGroup), stride / SumGroup);
+            int total = 0;
             for (int g = 0; g < sums.Length; g++)
             {
                 int s = 0;
                 foreach (sbyte v in dst.Slice(g * SumGroup, SumGroup)) s += v;
                 sums[g] = s;
+                total += s;
             }
+            _sums[t] = total;
         }
     }
 
@@ -118,7 +116,9 @@ public sealed unsafe class QuantizedActivations : IDisposable
         if (tokens > _capacityTokens)
         {
             Free(ref _scales);
+            Free(ref _sums);
             _scales = (float*)NativeMemory.AlignedAlloc((nuint)(tokens * sizeof(float)), 64);
+            _sums = (int*)NativeMemory.AlignedAlloc((nuint)(tokens * sizeof(int)), 64);
             _capacityTokens = tokens;
         }
     }
@@ -134,6 +134,7 @@ public sealed unsafe class QuantizedActivations : IDisposable
         Free(ref _values);
         Free(ref _groupSums);
         Free(ref _scales);
+        Free(ref _sums);
         _capacityBytes = _capacityTokens = 0;
         GC.SuppressFinalize(this);
     }

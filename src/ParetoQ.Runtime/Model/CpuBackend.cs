@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Kernels;
 using ParetoQ.Runtime.Quantization;
@@ -182,7 +183,7 @@ public sealed unsafe class CpuBackend : IComputeBackend
     private void FastAttention(CpuKvCache cache, CpuBuffer q, CpuBuffer k, CpuBuffer v, CpuBuffer o, int tokens, int startPos, LayerAttention layer)
     {
         var job = t_attention ??= new AttentionJob();
-        job.Set(cache, q, k, v, o, startPos, layer);
+        job.Set(cache, q, k, v, o, startPos, layer, Kernels);
         int kvWidth = layer.KvHeads * layer.HeadDim;
         if (!cache.Ring)
         {
@@ -200,95 +201,133 @@ public sealed unsafe class CpuBackend : IComputeBackend
     }
 
     /// <summary>
-    /// Attention of the query heads sharing one KV head, for one token, over the int8 cache: q is quantized to int8 per
-    /// head so q·k is an integer dot product, and one pass with an online softmax accumulates the int8 values.
+    /// Attention of the query heads sharing one KV head, for one token, over the int8 cache, four heads at a time: q is
+    /// quantized to int8 per head so q·k is an integer dot product; a first pass gives every cached position's score, the
+    /// softmax is taken with vector exp, and a second pass accumulates the int8 values weighted by it.
     /// </summary>
     private sealed class AttentionJob : IParallelJob
     {
+        private const int H = AttentionKernels.Heads;
+        // Per worker thread: scores and weights of one head block over the cache, (positions, 4).
+        [ThreadStatic] private static float[]? t_weights;
+        [ThreadStatic] private static int[]? t_dots;
+
         private CpuKvCache _cache = null!;
         private CpuBuffer _q = null!, _k = null!, _v = null!, _o = null!;
         private int _startPos;
         private LayerAttention _layer = null!;
+        private KernelPath _path;
         /// <summary>The token when items are KV heads of one token; −1 when items are (token, KV head) pairs.</summary>
         public int Token;
 
-        public void Set(CpuKvCache cache, CpuBuffer q, CpuBuffer k, CpuBuffer v, CpuBuffer o, int startPos, LayerAttention layer)
+        public void Set(CpuKvCache cache, CpuBuffer q, CpuBuffer k, CpuBuffer v, CpuBuffer o, int startPos, LayerAttention layer, KernelPath path)
         {
-            (_cache, _q, _k, _v, _o, _startPos, _layer) = (cache, q, k, v, o, startPos, layer);
+            (_cache, _q, _k, _v, _o, _startPos, _layer, _path) = (cache, q, k, v, o, startPos, layer, path);
         }
 
         public void Execute(int begin, int end)
         {
             int kvHeads = _layer.KvHeads;
-            for (int item = begin; item < end; item++)
+            if (t_weights is null || t_weights.Length < _cache.Capacity * H)
             {
-                if (Token >= 0) HeadGroup(Token, item);
-                else HeadGroup(item / kvHeads, item % kvHeads);
+                t_weights = GC.AllocateArray<float>(_cache.Capacity * H, pinned: true);
+                t_dots = GC.AllocateArray<int>(_cache.Capacity * H, pinned: true);
             }
+            fixed (float* weights = t_weights)
+            fixed (int* dots = t_dots)
+                for (int item = begin; item < end; item++)
+                {
+                    if (Token >= 0) HeadGroup(Token, item, weights, dots);
+                    else HeadGroup(item / kvHeads, item % kvHeads, weights, dots);
+                }
         }
 
-        // Online softmax: a new maximum rescales everything accumulated so far by exp(old − new).
-        private static void RaiseMax(float score, ref float max, ref float denom, ref float zeroTerm, float* acc, int hd)
-        {
-            if (!(score > max)) return;
-            float f = MathF.Exp(max - score);
-            denom *= f;
-            zeroTerm *= f;
-            AttentionKernels.Scale(acc, f, hd);
-            max = score;
-        }
-
-        private void HeadGroup(int t, int g)
+        private void HeadGroup(int t, int g, float* weights, int* dots)
         {
             var layer = _layer;
             var cache = _cache;
-            int hd = layer.HeadDim, group = layer.Heads / layer.KvHeads;
-            int qWidth = layer.Heads * hd, kvWidth = layer.KvHeads * hd;
+            int hd = layer.HeadDim, group = layer.Heads / layer.KvHeads, kvHeads = layer.KvHeads;
+            int qWidth = layer.Heads * hd, kvWidth = kvHeads * hd;
             int pos = _startPos + t;
             int first = layer.Kind == AttentionKind.Local ? Math.Max(0, pos - layer.Window + 1) : 0;
+            int count = pos - first;
+            long stride = (long)kvHeads * hd;
             float invSqrt = 1f / MathF.Sqrt(hd);
             float* kOwn = _k.Pointer + t * kvWidth + g * hd;
             float* vOwn = _v.Pointer + t * kvWidth + g * hd;
-            sbyte* keys = cache.Keys, values = cache.Values;
             float[] kScale = cache.KeyScales, vScale = cache.ValueScales;
             sbyte[] kZero = cache.KeyZeros, vZero = cache.ValueZeros;
-            sbyte* q8 = stackalloc sbyte[hd];
-            float* acc = stackalloc float[hd];
-            for (int h = g * group; h < (g + 1) * group; h++)
+            sbyte* q8 = stackalloc sbyte[H * hd];
+            float* acc = stackalloc float[H * hd];
+            for (int h0 = 0; h0 < group; h0 += H)
             {
-                float* qh = _q.Pointer + t * qWidth + h * hd;
-                float qScale = QuantizedActivations.QuantizeRow(new ReadOnlySpan<float>(qh, hd), new Span<sbyte>(q8, hd));
-                int qSum = 0;
-                for (int i = 0; i < hd; i++) qSum += q8[i];
-                new Span<float>(acc, hd).Clear();
-                float max = float.NegativeInfinity, denom = 0, zeroTerm = 0;
-                for (int j = first; j < pos; j++)
+                int heads = Math.Min(H, group - h0);
+                // Quantize the block's query heads; missing heads of a short block are zero and their results unused.
+                new Span<sbyte>(q8, H * hd).Clear();
+                Vector128<float> qScale = default, qSum = default, own = default;
+                for (int h = 0; h < heads; h++)
                 {
-                    int row = cache.Row(j, g);
-                    int dot = AttentionKernels.DotInt8(q8, keys + (long)row * hd, hd);
-                    float score = qScale * kScale[row] * (dot - kZero[row] * qSum) * invSqrt;
-                    RaiseMax(score, ref max, ref denom, ref zeroTerm, acc, hd);
-                    float p = MathF.Exp(score - max);
-                    denom += p;
-                    float weight = p * vScale[row];
-                    AttentionKernels.AccumulateInt8(acc, values + (long)row * hd, weight, hd);
-                    zeroTerm += weight * vZero[row];
+                    float* qh = _q.Pointer + t * qWidth + (g * group + h0 + h) * hd;
+                    qScale = qScale.WithElement(h, QuantizedActivations.QuantizeRow(new ReadOnlySpan<float>(qh, hd), new Span<sbyte>(q8 + h * hd, hd)) * invSqrt);
+                    int sum = 0;
+                    for (int i = 0; i < hd; i++) sum += q8[h * hd + i];
+                    qSum = qSum.WithElement(h, sum);
+                    // The token's own K/V are used at full precision.
+                    own = own.WithElement(h, ScalarKernels.Dot(new ReadOnlySpan<float>(qh, hd), new ReadOnlySpan<float>(kOwn, hd)) * invSqrt);
                 }
-                // The token's own K/V, at full precision.
-                float own = ScalarKernels.Dot(new ReadOnlySpan<float>(qh, hd), new ReadOnlySpan<float>(kOwn, hd)) * invSqrt;
-                RaiseMax(own, ref max, ref denom, ref zeroTerm, acc, hd);
-                float pOwn = MathF.Exp(own - max);
-                denom += pOwn;
-                AttentionKernels.Accumulate(acc, vOwn, pOwn, hd);
-                float* oh = _o.Pointer + t * qWidth + h * hd;
-                float inv = 1f / denom;
-                for (int i = 0; i < hd; i++) oh[i] = (acc[i] - zeroTerm) * inv;
+
+                // Pass 1: scores of the cached positions (runs of contiguous slots; a ring wraps at most once).
+                for (int j = first; j < pos;)
+                {
+                    int slot = cache.Slot(j), run = Math.Min(pos - j, cache.Capacity - slot);
+                    AttentionKernels.DotInt8x4(_path, q8, cache.Keys + (long)cache.Row(j, g) * hd, stride, run, hd, dots + (j - first) * H);
+                    j += run;
+                }
+                var max = own;
+                for (int j = 0; j < count; j++)
+                {
+                    int row = cache.Row(first + j, g);
+                    var dot = Vector128.ConvertToSingle(Vector128.Load(dots + j * H)) - kZero[row] * qSum;
+                    var score = dot * qScale * kScale[row];
+                    score.Store(weights + j * H);
+                    max = Vector128.Max(max, score);
+                }
+
+                // Softmax numerators; the weights fold in each value row's scale, and its zero point goes in zeroTerm.
+                Vector128<float> denom = Vector128.Exp(own - max), pOwn = denom, zeroTerm = default;
+                for (int j = 0; j < count; j++)
+                {
+                    int row = cache.Row(first + j, g);
+                    var p = Vector128.Exp(Vector128.Load(weights + j * H) - max);
+                    denom += p;
+                    var w = p * vScale[row];
+                    zeroTerm += w * vZero[row];
+                    w.Store(weights + j * H);
+                }
+
+                // Pass 2: Σ weight · int8 value.
+                new Span<float>(acc, H * hd).Clear();
+                for (int j = first; j < pos;)
+                {
+                    int slot = cache.Slot(j), run = Math.Min(pos - j, cache.Capacity - slot);
+                    AttentionKernels.AccumulateInt8x4(_path, acc, cache.Values + (long)cache.Row(j, g) * hd, stride, run, hd, weights + (j - first) * H);
+                    j += run;
+                }
+                for (int h = 0; h < heads; h++)
+                {
+                    float* oh = _o.Pointer + t * qWidth + (g * group + h0 + h) * hd;
+                    float zero = zeroTerm[h], po = pOwn[h], inv = 1f / denom[h];
+                    for (int i = 0; i < hd; i++) oh[i] = (acc[h * hd + i] - zero + po * vOwn[i]) * inv;
+                }
             }
         }
     }
 
-    public void SwiGlu(BackendBuffer gate, BackendBuffer up, int count) =>
-        ScalarKernels.SwiGlu(Data(gate).AsSpan(0, count), Data(up).AsSpan(0, count));
+    public void SwiGlu(BackendBuffer gate, BackendBuffer up, int count)
+    {
+        if (Exact) ScalarKernels.SwiGlu(Data(gate).AsSpan(0, count), Data(up).AsSpan(0, count));
+        else ActivationKernels.SwiGlu(Data(gate).AsSpan(0, count), Data(up).AsSpan(0, count));
+    }
 
     public void Add(BackendBuffer x, BackendBuffer y, int count) =>
         ScalarKernels.Add(Data(x).AsSpan(0, count), Data(y).AsSpan(0, count));
@@ -407,7 +446,7 @@ public sealed class CpuKvCache : BackendKvCache
         ? 2L * (_k8.Length + _kScale.Length * sizeof(float) + _kZero.Length)
         : 2L * _k32.Length * sizeof(float);
 
-    private int Slot(int pos) => Ring ? pos % Capacity : pos;
+    internal int Slot(int pos) => Ring ? pos % Capacity : pos;
 
     /// <summary>Index of (position, head) among the cached vectors: its int8 data starts at index · HeadDim.</summary>
     internal int Row(int pos, int head) => Slot(pos) * KvHeads + head;
