@@ -162,6 +162,30 @@ public sealed class QuantizerTests
         Assert.All(q, v => Assert.Equal(0, v));
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(7)]
+    [InlineData(64)]
+    [InlineData(131)]
+    public void Kv_int8_quantization_follows_the_formula_element_by_element(int length)
+    {
+        var rng = new Random(length);
+        for (int trial = 0; trial < 50; trial++)
+        {
+            // Values on the rounding midpoints as well as random ones, so round-half-to-even is exercised.
+            var x = Enumerable.Range(0, length).Select(i => trial % 2 == 0 ? (float)(rng.NextDouble() * 6 - 2) : (i - length / 2) * 0.5f).ToArray();
+            var q = new sbyte[length];
+            var (scale, zero) = KvQuantizer.Quantize(x, q);
+            float min = Math.Min(0, x.Min()), max = Math.Max(0, x.Max());
+            Assert.Equal(max == min ? 1f : (max - min) / 255f, scale);
+            for (int i = 0; i < length; i++)
+                Assert.Equal((sbyte)Math.Clamp((int)MathF.Round(x[i] / scale) + zero, -128, 127), q[i]);
+        }
+        var bad = new float[length];
+        bad[length - 1] = float.NaN;
+        Assert.True(float.IsNaN(KvQuantizer.Quantize(bad, new sbyte[length]).Scale));
+    }
+
     [Fact]
     public void Bf16_rounds_to_nearest_even()
     {
