@@ -33,7 +33,7 @@ public static class ModelBench
     public static void Run(BenchReport report, string path, string label, CpuBackendOptions backend, IReadOnlyList<int> prompts,
         int decodeTokens, double? bandwidthGBs, TextWriter progress, bool profile = false)
     {
-        // --profile: time every backend operation of the decode steps and print where a token's time goes.
+        // --profile: time every backend operation of the prefill and of the decode steps, and print where a token's time goes.
         using var profiler = profile ? new ProfilingBackend(new CpuBackend(backend)) : null;
         using var model = profiler is null ? LanguageModel.Load(path, backend) : LanguageModel.Load(path, profiler);
         var c = model.Config;
@@ -49,7 +49,9 @@ public static class ModelBench
             // Warm-up: touch every page of the map and JIT the paths, outside the timing.
             session.Forward(prompt.AsSpan(0, Math.Min(p, 16)));
             session.Reset();
+            profiler?.Clear();
             double prefill = Timing.Seconds(() => session.Forward(prompt));
+            if (profiler is not null) PrintProfile(profiler, $"{label}, prefill of {p}", p, prefill, progress);
             var next = new int[1];
             profiler?.Clear();
             double decode = Timing.Seconds(() =>

@@ -104,7 +104,7 @@ public static class Program
         var exact = new Option<bool>("--exact") { Description = "Exact mode: fp32 activations, scalar kernels" };
         var dir = new Option<string>("--dir") { Description = "Where generated models are cached", DefaultValueFactory = _ => Path.Combine(Path.GetTempPath(), "paretoq-bench") };
         var bandwidth = new Option<double>("--bandwidth") { Description = "Read bandwidth in GB/s for the roofline column; 0 measures it first", DefaultValueFactory = _ => 0 };
-        var profile = new Option<bool>("--profile") { Description = "Print the decode time per backend operation (to stderr)" };
+        var profile = new Option<bool>("--profile") { Description = "Print the prefill and decode time per backend operation (to stderr)" };
         var cmd = new Command("model", "Prefill and decode tokens/s of whole models")
         {
             threads, json, modelFile, presets, formats, head, prompts, decode, kernels, exact, dir, bandwidth, profile,
