@@ -16,9 +16,12 @@ internal static class PqBytes
     }
 
     /// <summary>Builds a file from metadata text and a data section; <paramref name="editHeader"/> may change header fields before the header checksum is computed.</summary>
-    public static byte[] Build(string metadata, byte[] data, Action<byte[]>? editHeader = null)
+    public static byte[] Build(string metadata, byte[] data, Action<byte[]>? editHeader = null) =>
+        Build(Encoding.UTF8.GetBytes(metadata), data, editHeader);
+
+    /// <summary>As above, from the metadata's raw bytes (which may be invalid UTF-8).</summary>
+    public static byte[] Build(byte[] meta, byte[] data, Action<byte[]>? editHeader = null)
     {
-        byte[] meta = Encoding.UTF8.GetBytes(metadata);
         long dataOffset = (PqFile.HeaderSize + meta.Length + 63) / 64 * 64;
         var file = new byte[dataOffset + data.Length];
         PqFile.Magic.CopyTo(file);

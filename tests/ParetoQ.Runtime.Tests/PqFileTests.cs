@@ -108,6 +108,7 @@ public sealed class PqFileTests : IDisposable
         { "duplicate tensor", "appears twice in the tensor table" },
         { "unknown field", "unknown field 'compression'" },
         { "not JSON", "metadata is not valid JSON" },
+        { "invalid UTF-8", "metadata is not valid UTF-8" },
         { "unknown tokenizer", "unknown tokenizer kind 'wordpiece'" },
         { "huge shape", "must be an integer in [1, 2147483647]" },
         { "overflowing packed shape", "tensor 'model.layers.0.self_attn.q_proj.weight': shape [4, 536870928] is not valid for format q2_seq" },
@@ -151,12 +152,23 @@ public sealed class PqFileTests : IDisposable
             "duplicate tensor" => PqBytes.WithMetadata(_bytes, m => m.Replace("\"name\": \"model.layers.0.mlp.up_proj.weight\"", normEntry)),
             "unknown field" => PqBytes.WithMetadata(_bytes, m => m.Replace("\"tensors\":", "\"compression\": \"zstd\",\n  \"tensors\":")),
             "not JSON" => PqBytes.WithMetadata(_bytes, m => m[..^3]),
+            "invalid UTF-8" => InvalidUtf8InMetadata(),
             "unknown tokenizer" => PqBytes.WithMetadata(_bytes, m => m.Replace("\"kind\": \"tiktoken\"", "\"kind\": \"wordpiece\"")),
             "overflowing packed shape" => EditTensorField("model.layers.0.self_attn.q_proj.weight", "shape", _ => "[4, 536870928]"),
             "negative scale" => NegativeScale(),
             "huge shape" => EditTensorField("model.norm.weight", "shape", _ => "[72, 99999999999]"),
             _ => throw new ArgumentException(corruption),
         };
+    }
+
+    // A 0xFF byte inside a JSON string: valid checksums, so only the UTF-8 check can catch it.
+    private byte[] InvalidUtf8InMetadata()
+    {
+        var (meta, data) = PqBytes.Split(_bytes);
+        byte[] bytes = System.Text.Encoding.UTF8.GetBytes(meta);
+        int at = meta.IndexOf("\"name\": \"", StringComparison.Ordinal) + 9;
+        bytes[at] = 0xFF;
+        return PqBytes.Build(bytes, data);
     }
 
     private byte[] Reseal(Action<byte[]> edit)

@@ -117,4 +117,13 @@ public sealed class SentencePieceTokenizerTests
         Assert.Throws<ArgumentOutOfRangeException>(() => Llama.Value.Decode([32000]));
         Assert.Throws<ArgumentOutOfRangeException>(() => Llama.Value.Decode([-1]));
     }
+
+    [Fact]
+    public void Invalid_utf8_in_tokenizer_json_is_refused_by_name()
+    {
+        byte[] json = Encoding.UTF8.GetBytes("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}}}");
+        json[json.Length - 8] = 0xC3;   // a lead byte with no continuation, inside the vocabulary key
+        var e = Assert.Throws<TokenizerException>(() => SentencePieceBpeTokenizer.FromHuggingFaceJson(json, "bad.json"));
+        Assert.Contains("not valid UTF-8", e.Message);
+    }
 }

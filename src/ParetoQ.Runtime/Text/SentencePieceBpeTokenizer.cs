@@ -45,6 +45,8 @@ public sealed partial class SentencePieceBpeTokenizer : ITokenizer
     /// <summary>Reads a tokenizer.json whose model is SentencePiece-style BPE with byte fallback (LLaMA-2, Mistral).</summary>
     public static SentencePieceBpeTokenizer FromHuggingFaceJson(ReadOnlySpan<byte> json, string source)
     {
+        // The parser checks UTF-8 only when a string is read; refuse it up front so no later read can fail.
+        if (!System.Text.Unicode.Utf8.IsValid(json)) throw new TokenizerException(source, "tokenizer.json is not valid UTF-8");
         JsonDocument doc;
         try { doc = JsonDocument.Parse(json.ToArray(), new JsonDocumentOptions { MaxDepth = 64 }); }
         catch (JsonException e) { throw new TokenizerException(source, $"tokenizer.json is not valid JSON: {e.Message}"); }
