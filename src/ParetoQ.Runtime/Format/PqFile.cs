@@ -89,18 +89,7 @@ public sealed unsafe class PqFile : IDisposable
             var meta = new ReadOnlySpan<byte>(_base + HeaderSize, (int)metaLength);
             if (XxHash3.HashToUInt64(meta) != metaHash) throw Error("metadata checksum mismatch (the file is corrupt)");
 
-            // The parser checks UTF-8 only when a string is read; refuse it up front so no later read can fail.
-            if (!System.Text.Unicode.Utf8.IsValid(meta)) throw Error("metadata is not valid UTF-8");
-            JsonDocument doc;
-            try
-            {
-                doc = JsonDocument.Parse(meta.ToArray(), new JsonDocumentOptions { MaxDepth = 16 });
-            }
-            catch (JsonException e)
-            {
-                throw Error($"metadata is not valid JSON: {e.Message}");
-            }
-            using (doc)
+            using (var doc = StrictJson.Parse(meta.ToArray(), 16, "metadata", msg => Error(msg)))
             {
                 var root = new StrictJson(doc.RootElement, "", msg => Error(msg));
                 Config = root.Get("config", JsonValueKind.Object).Clone();

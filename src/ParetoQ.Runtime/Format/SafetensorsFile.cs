@@ -26,7 +26,9 @@ public enum SourceDType { F32, F16, BF16 }
 public sealed record SourceTensor(string Name, SourceDType DType, long[] Shape, string File, long Offset, long Length)
 {
     public long Elements => Shape.Aggregate(1L, (a, b) => a * b);
-    public int ElementBytes => DType == SourceDType.F32 ? 4 : 2;
+    public int ElementBytes => BytesPerElement(DType);
+
+    public static int BytesPerElement(SourceDType dtype) => dtype == SourceDType.F32 ? 4 : 2;
 }
 
 /// <summary>
@@ -156,21 +158,10 @@ public sealed class SafetensorsFile : IDisposable
         var header = new byte[headerLength];
         if (RandomAccess.Read(handle, header, 8) != header.Length) throw Error("the header could not be read whole");
         if (header[0] != (byte)'{') throw Error("the header does not start with '{' (not safetensors)");
-        // The JSON parser checks UTF-8 only when a string is read; check it all first so no read can fail later.
-        if (!System.Text.Unicode.Utf8.IsValid(header)) throw Error("the header is not valid UTF-8");
         long dataStart = 8 + (long)headerLength, dataLength = fileLength - dataStart;
 
-        JsonDocument doc;
-        try
-        {
-            // Invalid UTF-8 is refused by the parser; the format allows trailing spaces as padding.
-            doc = JsonDocument.Parse(header, new JsonDocumentOptions { MaxDepth = 8 });
-        }
-        catch (JsonException e)
-        {
-            throw Error($"the header is not valid JSON: {e.Message}");
-        }
-        using (doc)
+        // The format pads the header with trailing spaces, which JSON allows.
+        using (var doc = StrictJson.Parse(header, 8, "the header", msg => Error(msg)))
         {
             if (doc.RootElement.ValueKind != JsonValueKind.Object) throw Error("the header must be a JSON object");
             var tensors = new List<SourceTensor>();
@@ -250,7 +241,7 @@ public sealed class SafetensorsFile : IDisposable
         foreach (long d in shape)
             if (d != 0 && elements > long.MaxValue / d / 4) throw Error($"shape [{string.Join(", ", shape)}] is too large");
             else elements *= d;
-        long bytes = elements * (dtype == SourceDType.F32 ? 4 : 2);
+        long bytes = elements * SourceTensor.BytesPerElement(dtype);
         if (bytes != end - begin) throw Error($"shape [{string.Join(", ", shape)}] of {dtypeText} needs {bytes} bytes, but data_offsets span {end - begin}");
         return new SourceTensor(name, dtype, shape, path, dataStart + begin, end - begin);
     }
@@ -339,17 +330,7 @@ public sealed class SafetensorsCheckpoint : IDisposable
         {
             throw new CheckpointException(path, null, $"cannot read: {e.Message}", e);
         }
-        if (!System.Text.Unicode.Utf8.IsValid(bytes)) throw Error("the index is not valid UTF-8");
-        JsonDocument doc;
-        try
-        {
-            doc = JsonDocument.Parse(bytes, new JsonDocumentOptions { MaxDepth = 8 });
-        }
-        catch (JsonException e)
-        {
-            throw Error($"not valid JSON: {e.Message}");
-        }
-        using (doc)
+        using (var doc = StrictJson.Parse(bytes, 8, "the index", Error))
         {
             var json = new StrictJson(doc.RootElement, "", Error);
             json.OptionalObject("metadata");   // total_size and friends: informational

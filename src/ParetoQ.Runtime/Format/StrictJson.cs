@@ -14,6 +14,23 @@ internal sealed class StrictJson
     private readonly Func<string, Exception> _error;
     private readonly HashSet<string> _seen = new(StringComparer.Ordinal);
 
+    /// <summary>
+    /// Parses UTF-8 JSON from an untrusted file. The encoding is checked whole first: the parser checks it only when a
+    /// string is read, so a bad byte would otherwise surface later as an exception outside the caller's domain.
+    /// </summary>
+    public static JsonDocument Parse(ReadOnlyMemory<byte> utf8, int maxDepth, string what, Func<string, Exception> error)
+    {
+        if (!System.Text.Unicode.Utf8.IsValid(utf8.Span)) throw error($"{what} is not valid UTF-8");
+        try
+        {
+            return JsonDocument.Parse(utf8, new JsonDocumentOptions { MaxDepth = maxDepth });
+        }
+        catch (JsonException e)
+        {
+            throw error($"{what} is not valid JSON: {e.Message}");
+        }
+    }
+
     public StrictJson(JsonElement obj, string path, Func<string, Exception> error)
     {
         _obj = obj;

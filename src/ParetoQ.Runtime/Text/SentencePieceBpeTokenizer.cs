@@ -1,5 +1,6 @@
 using System.Text;
 using System.Text.Json;
+using ParetoQ.Runtime.Format;
 
 namespace ParetoQ.Runtime.Text;
 
@@ -45,12 +46,7 @@ public sealed partial class SentencePieceBpeTokenizer : ITokenizer
     /// <summary>Reads a tokenizer.json whose model is SentencePiece-style BPE with byte fallback (LLaMA-2, Mistral).</summary>
     public static SentencePieceBpeTokenizer FromHuggingFaceJson(ReadOnlySpan<byte> json, string source)
     {
-        // The parser checks UTF-8 only when a string is read; refuse it up front so no later read can fail.
-        if (!System.Text.Unicode.Utf8.IsValid(json)) throw new TokenizerException(source, "tokenizer.json is not valid UTF-8");
-        JsonDocument doc;
-        try { doc = JsonDocument.Parse(json.ToArray(), new JsonDocumentOptions { MaxDepth = 64 }); }
-        catch (JsonException e) { throw new TokenizerException(source, $"tokenizer.json is not valid JSON: {e.Message}"); }
-        using (doc)
+        using (var doc = StrictJson.Parse(json.ToArray(), 64, "tokenizer.json", msg => new TokenizerException(source, msg)))
         {
             var root = doc.RootElement;
             if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("model", out var model) || model.ValueKind != JsonValueKind.Object)
