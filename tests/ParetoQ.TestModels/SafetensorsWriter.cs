@@ -59,7 +59,7 @@ public static class SafetensorsWriter
     /// <summary>The bytes of values in a source dtype (BF16 rounds to nearest even, F16 as .NET's Half does).</summary>
     public static byte[] Encode(SourceDType dtype, float[] values)
     {
-        int size = dtype == SourceDType.F32 ? 4 : 2;
+        int size = SourceTensor.BytesPerElement(dtype);
         var bytes = new byte[values.Length * size];
         for (int i = 0; i < values.Length; i++)
         {

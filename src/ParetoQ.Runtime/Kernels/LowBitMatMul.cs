@@ -197,9 +197,7 @@ public static unsafe class LowBitMatMul
     {
         var layout = w.Layout;
         var (a, b, multiplier) = CodeUnits.Affine(layout.Format);
-        var scale = Vector128.Load(w.Scales + (long)tile * PackedLayout.TileRows);
-        if (WeightFormats.IsParetoQ(layout.Format)) scale = Vector128.Max(scale, Vector128.Create(Quantizer.MinAlpha));
-        var rowScale = scale * multiplier;
+        var rowScale = Quantizer.EffectiveScale(layout.Format, Vector128.Load(w.Scales + (long)tile * PackedLayout.TileRows)) * multiplier;
         int row0 = tile * PackedLayout.TileRows;
         bool full = row0 + PackedLayout.TileRows <= layout.Rows;
         for (int t = 0; t < count; t++)

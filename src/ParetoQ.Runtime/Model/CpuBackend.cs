@@ -277,11 +277,10 @@ public sealed unsafe class CpuBackend : IComputeBackend
                 }
 
                 // Pass 1: scores of the cached positions (runs of contiguous slots; a ring wraps at most once).
-                for (int j = first; j < pos;)
+                for (int j = first, run; j < pos; j += run)
                 {
-                    int slot = cache.Slot(j), run = Math.Min(pos - j, cache.Capacity - slot);
+                    run = cache.ContiguousRun(j, pos);
                     AttentionKernels.DotInt8x4(_path, q8, cache.Keys + (long)cache.Row(j, g) * hd, stride, run, hd, dots + (j - first) * H);
-                    j += run;
                 }
                 var max = own;
                 for (int j = 0; j < count; j++)
@@ -307,11 +306,10 @@ public sealed unsafe class CpuBackend : IComputeBackend
 
                 // Pass 2: Σ weight · int8 value.
                 new Span<float>(acc, H * hd).Clear();
-                for (int j = first; j < pos;)
+                for (int j = first, run; j < pos; j += run)
                 {
-                    int slot = cache.Slot(j), run = Math.Min(pos - j, cache.Capacity - slot);
+                    run = cache.ContiguousRun(j, pos);
                     AttentionKernels.AccumulateInt8x4(_path, acc, cache.Values + (long)cache.Row(j, g) * hd, stride, run, hd, weights + (j - first) * H);
-                    j += run;
                 }
                 for (int h = 0; h < heads; h++)
                 {
@@ -446,7 +444,10 @@ public sealed class CpuKvCache : BackendKvCache
         ? 2L * (_k8.Length + _kScale.Length * sizeof(float) + _kZero.Length)
         : 2L * _k32.Length * sizeof(float);
 
-    internal int Slot(int pos) => Ring ? pos % Capacity : pos;
+    private int Slot(int pos) => Ring ? pos % Capacity : pos;
+
+    /// <summary>How many of positions [pos, end) sit in consecutive slots from pos's slot on (a ring wraps at most once per window).</summary>
+    internal int ContiguousRun(int pos, int end) => Math.Min(end - pos, Capacity - Slot(pos));
 
     /// <summary>Index of (position, head) among the cached vectors: its int8 data starts at index · HeadDim.</summary>
     internal int Row(int pos, int head) => Slot(pos) * KvHeads + head;

@@ -1,3 +1,5 @@
+using System.Runtime.Intrinsics;
+
 namespace ParetoQ.Runtime.Quantization;
 
 /// <summary>
@@ -39,6 +41,10 @@ public static class Quantizer
     /// <summary>The scale actually used: ParetoQ grids clamp α ≥ 1e-5; PTQ scales are used as computed (0 for an all-zero group).</summary>
     public static float EffectiveScale(WeightFormat format, float scale) =>
         WeightFormats.IsParetoQ(format) ? MathF.Max(scale, MinAlpha) : scale;
+
+    /// <summary><see cref="EffectiveScale(WeightFormat, float)"/> of four scales (the rows of a kernel tile).</summary>
+    public static Vector128<float> EffectiveScale(WeightFormat format, Vector128<float> scales) =>
+        WeightFormats.IsParetoQ(format) ? Vector128.Max(scales, Vector128.Create(MinAlpha)) : scales;
 
     /// <summary>The forward quantizer Q(w) of REFERENCE.md §1, written exactly as the formulas read.</summary>
     public static float FakeQuantize(WeightFormat format, float w, float scale)
