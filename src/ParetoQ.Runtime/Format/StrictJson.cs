@@ -114,6 +114,12 @@ internal sealed class StrictJson
         return result;
     }
 
+    /// <summary>Marks fields as read on purpose without using them (informational fields of foreign files).</summary>
+    public void Ignore(params string[] names)
+    {
+        foreach (string n in names) _seen.Add(n);
+    }
+
     /// <summary>Refuses fields that no reader asked for: a field this build does not implement must not be silently ignored.</summary>
     public void RejectUnknown()
     {
@@ -129,7 +135,7 @@ internal sealed class StrictJson
     }
 
     // For optional fields: marks the name as known (so RejectUnknown accepts it) and says whether a non-null value is there.
-    private bool Present(string name)
+    public bool Present(string name)
     {
         _seen.Add(name);
         return Has(name);

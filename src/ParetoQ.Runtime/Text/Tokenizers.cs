@@ -5,20 +5,21 @@ namespace ParetoQ.Runtime.Text;
 /// <summary>Builds the tokenizer embedded in a .pq file; a model's tokenizer is always the one inside its file.</summary>
 public static class Tokenizers
 {
-    public static ITokenizer FromFile(PqFile file, int vocabSize)
+    public static ITokenizer FromFile(PqFile file, int vocabSize) => Create(file.Tokenizer, file.TokenizerBytes, vocabSize, file.Path);
+
+    /// <summary>The tokenizer that <paramref name="info"/> and <paramref name="bytes"/> describe, checked against the model's vocabulary.</summary>
+    public static ITokenizer Create(PqTokenizerInfo info, ReadOnlySpan<byte> bytes, int vocabSize, string source)
     {
-        var info = file.Tokenizer;
-        string source = file.Path;
         ITokenizer tokenizer = info.Kind switch
         {
-            TokenizerKinds.HuggingFaceJson => SentencePieceBpeTokenizer.FromHuggingFaceJson(file.TokenizerBytes, source),
-            TokenizerKinds.SentencePiece => SentencePieceBpeTokenizer.FromSentencePieceModel(file.TokenizerBytes, source),
-            TokenizerKinds.Tiktoken => new TiktokenTextTokenizer(file.TokenizerBytes, info.SpecialTokens, info.BosId, vocabSize, source),
+            TokenizerKinds.HuggingFaceJson => SentencePieceBpeTokenizer.FromHuggingFaceJson(bytes, source),
+            TokenizerKinds.SentencePiece => SentencePieceBpeTokenizer.FromSentencePieceModel(bytes, source),
+            TokenizerKinds.Tiktoken => new TiktokenTextTokenizer(bytes, info.SpecialTokens, info.BosId, vocabSize, source),
             _ => throw new TokenizerException(source, $"tokenizer kind '{info.Kind}' is not supported"),
         };
         if (tokenizer.VocabSize > vocabSize)
             throw new TokenizerException(source, $"the tokenizer has {tokenizer.VocabSize} ids but the model's vocabulary is {vocabSize}");
-        foreach (int id in info.EosIds.Append(info.BosId))
+        foreach (int id in info.EosIds.Append(info.BosId).Append(info.PadId))
             if (id >= vocabSize) throw new TokenizerException(source, $"special id {id} is outside the model's vocabulary ({vocabSize})");
         return tokenizer;
     }
