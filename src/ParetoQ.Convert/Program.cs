@@ -94,7 +94,7 @@ public static class Program
                 _ => "floating point",
             };
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"  {what,-10} {WeightFormats.Name(group.Key.Format)} x{group.Count()}: {origin}; max |error| {group.Max(t => t.MaxError):G3}, relative error {Rms(group):G3}"));
+                $"  {what,-14} {WeightFormats.Name(group.Key.Format)} x{group.Count()}: {origin}; max |error| {group.Max(t => t.MaxError):G3}, relative error {Rms(group):G3}"));
         }
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"  size       {report.FileBytes / 1e6:F1} MB; projections {report.ProjectionBitsPerWeight:F3} bits/weight (codes + scales), whole file {report.FileBitsPerWeight:F3} bits/parameter"));

@@ -1,5 +1,4 @@
 using ParetoQ.Runtime.Kernels;
-using System.Diagnostics;
 using System.Text;
 using ParetoQ.Runtime.Generation;
 using ParetoQ.Runtime.Model;
@@ -27,24 +26,8 @@ public sealed class CliTests : IDisposable
 
     private static (int Exit, string Out, string Err) RunWithInput(string stdin, params string[] args) => RunWithEnvironment(stdin, [], args);
 
-    private static (int Exit, string Out, string Err) RunWithEnvironment(string stdin, (string Name, string Value)[] environment, params string[] args)
-    {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true, UseShellExecute = false };
-        foreach (var (name, value) in environment) psi.Environment[name] = value;
-        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "paretoq-run.dll"));
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        p.StandardInput.Write(stdin);
-        p.StandardInput.Close();
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(120_000))
-        {
-            p.Kill(entireProcessTree: true);
-            throw new TimeoutException("paretoq-run did not finish in 120 s");
-        }
-        return (p.ExitCode, stdout.Result, stderr.Result);
-    }
+    private static (int Exit, string Out, string Err) RunWithEnvironment(string stdin, (string Name, string Value)[] environment, params string[] args) =>
+        ProgramRunner.Run("paretoq-run", stdin, environment, args);
 
     [Fact]
     public void Generates_reproducibly_and_prints_one_statistics_line()

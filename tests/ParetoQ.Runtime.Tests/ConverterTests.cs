@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using ParetoQ.Runtime.Conversion;
 using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Model;
@@ -277,11 +276,13 @@ public sealed class ConverterTests(ITestOutputHelper output)
         var src = HfCheckpointWriter.Write(dir.File("hf"), "mobilellm", HfCheckpointWriter.TinyMobileLlm(), HfWeights.Snapped, WeightFormat.Q2Seq, pytorchBin: true, LlamaTokenizer(), seed: 23);
         string pq = dir.File("m.pq");
         var convert = Run(src.Directory, "-o", pq);
+        output.WriteLine(convert.Out);
         Assert.True(convert.Exit == 0, convert.Err);
         Assert.Contains("q2_seq x14: snapped grid", convert.Out);
         Assert.Matches(@"projections \d\.\d{3} bits/weight", convert.Out);
 
         var inspect = Run("inspect", pq);
+        output.WriteLine(inspect.Out);
         Assert.Equal(0, inspect.Exit);
         Assert.Contains("\"architecture\": \"mobilellm\"", inspect.Out);
         Assert.Contains("model.layers.1.mlp.down_proj.weight", inspect.Out);
@@ -303,19 +304,5 @@ public sealed class ConverterTests(ITestOutputHelper output)
         Assert.Equal(2, Run(src.Directory, "-o", pq, "--bits", "5").Exit);
     }
 
-    private static (int Exit, string Out, string Err) Run(params string[] args)
-    {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "paretoq-convert.dll"));
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(120_000))
-        {
-            p.Kill(entireProcessTree: true);
-            throw new TimeoutException("paretoq-convert did not finish in 120 s");
-        }
-        return (p.ExitCode, stdout.Result, stderr.Result);
-    }
+    private static (int Exit, string Out, string Err) Run(params string[] args) => ProgramRunner.Run("paretoq-convert", "", [], args);
 }

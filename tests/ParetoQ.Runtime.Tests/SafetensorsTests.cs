@@ -7,7 +7,7 @@ namespace ParetoQ.Runtime.Tests;
 
 public sealed class SafetensorsTests
 {
-    private static float[] Values(int n, int seed)
+    internal static float[] Values(int n, int seed)
     {
         var rng = new Random(seed);
         return Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray();

@@ -13,18 +13,12 @@ namespace ParetoQ.Runtime.Tests;
 /// </summary>
 public sealed class TorchCheckpointTests
 {
-    private static float[] Values(int n, int seed)
-    {
-        var rng = new Random(seed);
-        return Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray();
-    }
-
     private static readonly Tensor[] Sample =
     [
-        new("model.embed_tokens.weight", SourceDType.BF16, [7, 5], Values(35, 1)),
-        new("model.norm.weight", SourceDType.F32, [5], Values(5, 2)),
-        new("h.f16", SourceDType.F16, [3, 2, 2], Values(12, 3)),
-        new("lm_head.weight", SourceDType.BF16, [7, 5], Values(35, 1)),
+        new("model.embed_tokens.weight", SourceDType.BF16, [7, 5], SafetensorsTests.Values(35, 1)),
+        new("model.norm.weight", SourceDType.F32, [5], SafetensorsTests.Values(5, 2)),
+        new("h.f16", SourceDType.F16, [3, 2, 2], SafetensorsTests.Values(12, 3)),
+        new("lm_head.weight", SourceDType.BF16, [7, 5], SafetensorsTests.Values(35, 1)),
     ];
 
     private static float RoundTrip(SourceDType dtype, float v) => dtype switch

@@ -38,29 +38,12 @@ public sealed class SafetensorsFile : ICheckpointFile
         _byName = tensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
     }
 
-    public static SafetensorsFile Open(string path)
+    public static SafetensorsFile Open(string path) => SourceTensorReader.OpenFile(path, handle =>
     {
-        SafeFileHandle handle;
-        try
-        {
-            handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
-        {
-            throw new CheckpointException(path, null, $"cannot open: {e.Message}", e);
-        }
-        try
-        {
-            long length = RandomAccess.GetLength(handle);
-            var (tensors, metadata) = ReadHeader(path, handle, length);
-            return new SafetensorsFile(path, handle, length, tensors, metadata);
-        }
-        catch
-        {
-            handle.Dispose();
-            throw;
-        }
-    }
+        long length = RandomAccess.GetLength(handle);
+        var (tensors, metadata) = ReadHeader(path, handle, length);
+        return new SafetensorsFile(path, handle, length, tensors, metadata);
+    });
 
     public bool TryGet(string name, out SourceTensor tensor) => _byName.TryGetValue(name, out tensor!);
 

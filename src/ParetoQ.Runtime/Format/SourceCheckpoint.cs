@@ -84,6 +84,29 @@ public static class SourceCheckpoint
 /// <summary>Positional reads of a source tensor's elements, converted to fp32; never past the tensor or the file.</summary>
 internal static class SourceTensorReader
 {
+    /// <summary>Opens a weight file for positional reads and builds its reader; the handle is closed if building fails.</summary>
+    public static T OpenFile<T>(string path, Func<SafeFileHandle, T> build)
+    {
+        SafeFileHandle handle;
+        try
+        {
+            handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
+        {
+            throw new CheckpointException(path, null, $"cannot open: {e.Message}", e);
+        }
+        try
+        {
+            return build(handle);
+        }
+        catch
+        {
+            handle.Dispose();
+            throw;
+        }
+    }
+
     public static void Read(SafeFileHandle handle, string path, SourceTensor tensor, long start, Span<float> destination)
     {
         if (tensor.File != path) throw new ArgumentException($"tensor '{tensor.Name}' belongs to {tensor.File}, not {path}", nameof(tensor));

@@ -22,27 +22,8 @@ public sealed class TorchFile : ICheckpointFile
         Tensors = tensors;
     }
 
-    public static TorchFile Open(string path)
-    {
-        SafeFileHandle handle;
-        try
-        {
-            handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
-        {
-            throw new CheckpointException(path, null, $"cannot open: {e.Message}", e);
-        }
-        try
-        {
-            return new TorchFile(path, handle, ReadTensors(path, handle));
-        }
-        catch
-        {
-            handle.Dispose();
-            throw;
-        }
-    }
+    public static TorchFile Open(string path) =>
+        SourceTensorReader.OpenFile(path, handle => new TorchFile(path, handle, ReadTensors(path, handle)));
 
     public void Read(SourceTensor tensor, long start, Span<float> destination) => SourceTensorReader.Read(_handle, Path, tensor, start, destination);
 
