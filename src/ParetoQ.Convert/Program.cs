@@ -82,7 +82,7 @@ public static class Program
         Console.WriteLine($"converted {Path.GetFullPath(directory)} ({report.Source.Family}, {report.WeightFiles}) -> {report.Output}");
         Console.WriteLine($"  model      {c.Architecture}: {c.NumLayers} layers{(c.LayerRepeat > 1 ? $" x{c.LayerRepeat} shared" : "")}, dim {c.HiddenSize}, heads {c.NumHeads}/{c.NumKvHeads}, FFN {c.IntermediateSize}, vocab {c.VocabSize}, context {c.MaxPositionEmbeddings}, {(c.TieWordEmbeddings ? "tied" : "separate")} head");
         Console.WriteLine($"  tokenizer  {report.Tokenizer.Description}");
-        foreach (var group in report.Tensors.Where(t => t.Rows > 1).GroupBy(t => (t.Origin, t.Format, IsProjection(t.Name))))
+        foreach (var group in report.Tensors.Where(t => !t.Spec.IsNorm).GroupBy(t => (t.Origin, t.Format, t.IsProjection)))
         {
             string what = group.Key.Item3 ? "projections" : "embedding/head";
             string origin = group.Key.Origin switch
@@ -105,8 +105,6 @@ public static class Program
                     $"    {t.Name,-52} {WeightFormats.Name(t.Format),-8} [{t.Rows}, {t.Cols}] {t.Origin,-15} max|err| {t.MaxError:G3} rel {t.RelativeError:G3}"));
         return 0;
     }
-
-    private static bool IsProjection(string name) => name.Contains("_proj.", StringComparison.Ordinal);
 
     private static double Rms(IEnumerable<TensorReport> tensors) => Math.Sqrt(tensors.Average(t => t.RelativeError * t.RelativeError));
 
@@ -132,10 +130,12 @@ public static class Program
 
     private static int Verify(string path)
     {
-        using (var file = PqFile.Open(path, verifyChecksums: true))
-            Console.WriteLine($"{path}: header, metadata, tokenizer and {file.Tensors.Count} tensor checksums OK");
-        using var model = LanguageModel.Load(path);
-        Tokenizers.FromFile(model.File, model.Config.VocabSize);
+        // One open hashes everything once; the model and tokenizer are then built on that same mapping.
+        using var file = PqFile.Open(path, verifyChecksums: true);
+        Console.WriteLine($"{path}: header, metadata, tokenizer and {file.Tensors.Count} tensor checksums OK");
+        using var backend = new CpuBackend(new CpuBackendOptions { Threads = 1 });
+        using var model = new LanguageModel(file, backend);
+        Tokenizers.FromFile(file, model.Config.VocabSize);
         Console.WriteLine($"{path}: config valid ({model.Config.Architecture}, {model.Config.NumLayers} layers), every tensor matches it, tokenizer loads");
         return 0;
     }

@@ -71,7 +71,7 @@ public sealed class ConverterTests(ITestOutputHelper output)
         {
             string name = src.Stored.ContainsKey(spec.Name) ? spec.Name : spec.Name.Replace(".mlp.", ".feed_forward.", StringComparison.Ordinal);
             var w = src.Stored[name];
-            dense[spec.Name] = spec.Name.Contains("_proj.", StringComparison.Ordinal) ? projection(name, w) : w;
+            dense[spec.Name] = spec.IsProjection ? projection(name, w) : w;
         }
         return dense;
     }
@@ -108,7 +108,7 @@ public sealed class ConverterTests(ITestOutputHelper output)
         var src = HfCheckpointWriter.Write(dir.File("hf"), "mobilellm", HfCheckpointWriter.TinyMobileLlm(), HfWeights.Snapped, grid, pytorchBin: false, LlamaTokenizer(), seed: (int)grid);
         var report = Convert(src.Directory, dir.File("m.pq"));
 
-        var projections = report.Tensors.Where(t => t.Name.Contains("_proj.", StringComparison.Ordinal)).ToList();
+        var projections = report.Tensors.Where(t => t.IsProjection).ToList();
         Assert.All(projections, t => Assert.Equal((TensorOrigin.Snapped, grid), (t.Origin, t.Format)));
         // Lossless: every weight the runtime uses, rounded to BF16, is the stored BF16 value bit for bit.
         using (var file = PqFile.Open(dir.File("m.pq")))
@@ -139,7 +139,7 @@ public sealed class ConverterTests(ITestOutputHelper output)
         var src = HfCheckpointWriter.Write(dir.File("hf"), "llama", cfg, HfWeights.Snapped, WeightFormat.Ternary, pytorchBin: true, LlamaTokenizer(),
             configExtra: "\"w_bits\": 0", seed: 5, headTensorToo: true);
         var report = Convert(src.Directory, dir.File("m.pq"), head: WeightFormat.I8Row);
-        Assert.All(report.Tensors.Where(t => t.Name.Contains("_proj.", StringComparison.Ordinal)), t => Assert.Equal(WeightFormat.Ternary, t.Format));
+        Assert.All(report.Tensors.Where(t => t.IsProjection), t => Assert.Equal(WeightFormat.Ternary, t.Format));
         Assert.Equal(WeightFormat.I8Row, report.Tensors.Single(t => t.Name == "model.embed_tokens.weight").Format);
         using var file = PqFile.Open(dir.File("m.pq"));
         Assert.Equal("1.58", file.Provenance.Bits);
@@ -154,7 +154,7 @@ public sealed class ConverterTests(ITestOutputHelper output)
         var src = HfCheckpointWriter.Write(dir.File("hf"), "llama", HfCheckpointWriter.TinyMobileLlm(), HfWeights.LatentWithClip, WeightFormat.Q2Seq, pytorchBin: true, LlamaTokenizer(),
             configExtra: "\"w_bits\": 2", seed: 11);
         var report = Convert(src.Directory, dir.File("m.pq"));
-        Assert.All(report.Tensors.Where(t => t.Name.Contains("_proj.", StringComparison.Ordinal)), t => Assert.Equal((TensorOrigin.TrainedClip, WeightFormat.Q2Seq), (t.Origin, t.Format)));
+        Assert.All(report.Tensors.Where(t => t.IsProjection), t => Assert.Equal((TensorOrigin.TrainedClip, WeightFormat.Q2Seq), (t.Origin, t.Format)));
         var dense = Dense(src, (name, w) =>
         {
             var clip = src.Stored[name[..^".weight".Length] + ".weight_clip_val"];
@@ -175,7 +175,7 @@ public sealed class ConverterTests(ITestOutputHelper output)
 
         var report = Convert(src.Directory, dir.File("m.pq"), BitsChoice.Bits4);
         Assert.Equal(2, report.Source.Config.LayerRepeat);
-        Assert.All(report.Tensors.Where(t => t.Name.Contains("_proj.", StringComparison.Ordinal)), t => Assert.Equal((TensorOrigin.RoundToNearest, WeightFormat.Q4Row), (t.Origin, t.Format)));
+        Assert.All(report.Tensors.Where(t => t.IsProjection), t => Assert.Equal((TensorOrigin.RoundToNearest, WeightFormat.Q4Row), (t.Origin, t.Format)));
         var dense = Dense(src, (name, w) =>
         {
             var spec = ModelTensors.For(src.Config).Single(s => s.Name == name);
@@ -198,7 +198,7 @@ public sealed class ConverterTests(ITestOutputHelper output)
         Assert.Contains(src.Stored.Keys, k => k.Contains(".feed_forward.gate_proj.", StringComparison.Ordinal));
         var report = Convert(src.Directory, dir.File("m.pq"));
         var expectedFormat = fakeQuantScales ? WeightFormat.Q4Row : WeightFormat.Q4G32;
-        Assert.All(report.Tensors.Where(t => t.Name.Contains("_proj.", StringComparison.Ordinal)), t => Assert.Equal(expectedFormat, t.Format));
+        Assert.All(report.Tensors.Where(t => t.IsProjection), t => Assert.Equal(expectedFormat, t.Format));
         var dense = Dense(src, (name, w) =>
         {
             int rows = ModelTensors.For(cfg).Single(s => s.Name == name.Replace(".feed_forward.", ".mlp.", StringComparison.Ordinal)).Rows;
@@ -239,6 +239,10 @@ public sealed class ConverterTests(ITestOutputHelper output)
         Expect<ModelConfigException>("unknown field 'rope_interleave'");
         File.WriteAllText(Path.Combine(src.Directory, "config.json"), config.Replace("\"hidden_act\": \"silu\"", "\"hidden_act\": \"gelu\""));
         Expect<ModelConfigException>("hidden_act 'gelu' is not implemented");
+        File.WriteAllText(Path.Combine(src.Directory, "config.json"), config.Replace("\"num_key_value_heads\": 2", "\"num_key_value_heads\": 3"));
+        Expect<ModelConfigException>("num_attention_heads 4 is not a multiple of num_key_value_heads 3");
+        File.WriteAllText(Path.Combine(src.Directory, "config.json"), config.Replace("\"use_cache\": true", "\"use_cache\": true, \"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4.0}"));
+        Expect<ModelConfigException>("rope_scaling.rope_type 'yarn' is not implemented");
         File.WriteAllText(Path.Combine(src.Directory, "config.json"), config.Replace("\"w_bits\": 2", "\"w_bits\": 1"));
         Expect<CheckpointException>("row 0 is not on the binary grid");
         File.WriteAllText(Path.Combine(src.Directory, "config.json"), config);

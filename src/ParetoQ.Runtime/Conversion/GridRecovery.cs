@@ -14,10 +14,18 @@ public static class GridRecovery
     /// <summary>The ParetoQ grids, in the order auto-detection tries them: fewest levels first.</summary>
     public static readonly WeightFormat[] Grids = [WeightFormat.Binary, WeightFormat.Ternary, WeightFormat.Q2Seq, WeightFormat.Q3Row, WeightFormat.Q4Row];
 
+    // Per format: its nonzero levels (the value of each code at α = 1), largest magnitude first.
+    private static readonly float[][] LevelsByMagnitude = Enumerable.Range(0, (int)WeightFormat.Q4G32 + 1).Select(f =>
+        Grids.Contains((WeightFormat)f)
+            ? Enumerable.Range(0, WeightFormats.MaxCode((WeightFormat)f) + 1).Select(c => Quantizer.Dequantize((WeightFormat)f, c, 1f))
+                .Where(l => l != 0).OrderByDescending(MathF.Abs).ToArray()
+            : []).ToArray();
+
     /// <summary>
     /// Tries to write row's codes and α. <paramref name="maxError"/> is max |dequantized − stored| in fp32: zero when
     /// α·level is exactly representable in the source dtype, otherwise below half a unit in its last place.
     /// </summary>
+    /// <remarks><paramref name="format"/> must be one of <see cref="Grids"/>.</remarks>
     public static bool TryRecoverRow(WeightFormat format, ReadOnlySpan<float> row, SourceDType dtype, Span<byte> codes, out float alpha, out float maxError)
     {
         alpha = 0;
@@ -37,11 +45,9 @@ public static class GridRecovery
             return true;
         }
         // The largest weight sits on some level; try each level it could be, largest first (smallest α: the finest grid).
-        int sign = MathF.Sign(row[maxAt]);
-        var levels = Enumerable.Range(0, WeightFormats.MaxCode(format) + 1).Select(c => Quantizer.Dequantize(format, c, 1f))
-            .Where(l => l != 0 && MathF.Sign(l) == sign).OrderByDescending(MathF.Abs);
-        foreach (float level in levels)
+        foreach (float level in LevelsByMagnitude[(int)format])
         {
+            if (MathF.Sign(level) != MathF.Sign(row[maxAt])) continue;
             float guess = row[maxAt] / level;
             if (!(guess > 0) || !float.IsFinite(guess)) continue;
             for (int i = 0; i < row.Length; i++) codes[i] = Quantizer.Quantize(format, row[i], guess);
@@ -74,7 +80,8 @@ public static class GridRecovery
             if (lo > hi) return false;
         }
         float mid = (float)((lo + hi) / 2);
-        foreach (float candidate in new[] { mid, MathF.BitIncrement(mid), MathF.BitDecrement(mid), (float)lo, (float)hi })
+        ReadOnlySpan<float> candidates = [mid, MathF.BitIncrement(mid), MathF.BitDecrement(mid), (float)lo, (float)hi];
+        foreach (float candidate in candidates)
         {
             if (!(candidate > 0) || !Reproduces(format, row, dtype, codes, candidate, out maxError)) continue;
             alpha = candidate;

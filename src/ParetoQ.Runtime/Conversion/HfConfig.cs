@@ -86,7 +86,14 @@ public sealed record HfConfig(
         float eps = (float)c.OptionalDouble("rms_norm_eps", 1e-12, 0.1, 1e-6);
         double theta = c.OptionalDouble("rope_theta", 1, 1e12, 10000);
         bool tie = c.OptionalBool("tie_word_embeddings", family == SourceFamily.MobileLlmPro);
-        Llama3RopeScaling? scaling = ReadRopeScaling(c, Error);
+        // Older configs name the scaling type "type"; the fields are otherwise those of the .pq schema.
+        Llama3RopeScaling? scaling = null;
+        if (c.OptionalObject("rope_scaling") is { } rs)
+        {
+            string type = rs.Present("rope_type") ? rs.String("rope_type", 32) : rs.String("type", 32);
+            rs.Ignore("type");
+            scaling = ModelConfig.ParseRopeScaling(rs, type, Error);
+        }
         int? wBits = c.Present("w_bits") ? c.Int("w_bits", 0, 32) : null;
         if (wBits is > 4 and < 16) throw Error($"w_bits {wBits} is not a ParetoQ bit width (0 = ternary, 1, 2, 3, 4, or ≥ 16 for full precision)");
 
@@ -118,21 +125,8 @@ public sealed record HfConfig(
                 c.OptionalInt("num_experts_per_tok", 0, 1 << 16, 0);
                 c.OptionalInt("interleave_moe_layer_step", 0, 4096, 0);
                 if (c.GetOptional("moe_layers", JsonValueKind.Array) is { } moe && moe.GetArrayLength() > 0) throw Error("moe_layers is not empty: mixture-of-experts layers are not implemented");
-                if (c.GetOptional("layer_types", JsonValueKind.Array) is not null)
-                {
-                    var arr = c.Array("layer_types", layers);
-                    if (arr.GetArrayLength() != layers) throw Error($"layer_types has {arr.GetArrayLength()} entries for {layers} layers");
-                    int i = 0;
-                    foreach (var e in arr.EnumerateArray())
-                        layerTypes[i++] = e.ValueKind == JsonValueKind.String ? e.GetString() switch
-                        {
-                            "full_attention" => AttentionKind.Global,
-                            "sliding_attention" => AttentionKind.Local,
-                            var other => throw Error($"layer_types[{i - 1}] = '{other}' is not implemented (full_attention or sliding_attention)"),
-                        } : throw Error($"layer_types[{i - 1}] must be a string");
-                }
+                layerTypes = ModelConfig.ParseLayerTypes(c, layers, Error);
                 window = c.OptionalInt("sliding_window", 1, int.MaxValue, 0);
-                if (layerTypes.Contains(AttentionKind.Local) && window == 0) throw Error("layer_types has sliding_attention layers but sliding_window is missing");
                 qkNorm = c.OptionalBool("use_qk_norm", false);
                 if (c.Present("no_rope_layers"))
                 {
@@ -181,7 +175,6 @@ public sealed record HfConfig(
         c.Ignore(Informational);
         c.RejectUnknown();
 
-        if (heads % kvHeads != 0) throw Error($"num_attention_heads {heads} is not a multiple of num_key_value_heads {kvHeads}");
         var config = new ModelConfig
         {
             Architecture = architecture,
@@ -205,24 +198,8 @@ public sealed record HfConfig(
             RopeLayers = ropeLayers,
             TemperatureTuning = tuning,
         };
-        // The runtime's own parser is the final word on what it can run.
+        // The runtime's own parser is the final word on what it can run (head grouping, sliding window, ranges).
         using (var check = JsonDocument.Parse(config.ToJson())) ModelConfig.Parse(check.RootElement, path);
         return new HfConfig(family, config, wBits, bos, eos, pad, notes);
-    }
-
-    private static Llama3RopeScaling? ReadRopeScaling(StrictJson c, Func<string, ModelConfigException> error)
-    {
-        if (c.OptionalObject("rope_scaling") is not { } rs) return null;
-        // Older configs name the type "type".
-        string type = rs.Present("rope_type") ? rs.String("rope_type", 32) : rs.String("type", 32);
-        rs.Ignore("type", "rope_type");
-        Llama3RopeScaling? result = null;
-        if (type == "llama3")
-            result = new Llama3RopeScaling(rs.Double("factor", 1, 1e6), rs.Double("low_freq_factor", 1e-6, 1e6), rs.Double("high_freq_factor", 1e-6, 1e6),
-                rs.Int("original_max_position_embeddings", 1, int.MaxValue));
-        else if (type != "default")
-            throw error($"rope_scaling type '{type}' is not implemented (default, llama3)");
-        rs.RejectUnknown();
-        return result;
     }
 }

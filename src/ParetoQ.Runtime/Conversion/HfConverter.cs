@@ -57,11 +57,17 @@ public enum TensorOrigin
 
 /// <param name="MaxError">Snapped: max |runtime value − stored value|. Others: max |runtime value − source value|.</param>
 /// <param name="RelativeError">‖runtime − source‖ / ‖source‖ over the tensor.</param>
-public sealed record TensorReport(string Name, TensorOrigin Origin, WeightFormat Format, int Rows, int Cols, long Bytes, double MaxError, double RelativeError);
+public sealed record TensorReport(TensorSpec Spec, TensorOrigin Origin, WeightFormat Format, long Bytes, double MaxError, double RelativeError)
+{
+    public string Name => Spec.Name;
+    public int Rows => Spec.Rows;
+    public int Cols => Spec.Cols;
+    public bool IsProjection => Spec.IsProjection;
+}
 
 public sealed record ConversionReport(string Output, long FileBytes, HfConfig Source, HfTokenizer Tokenizer, string WeightFiles, IReadOnlyList<TensorReport> Tensors, IReadOnlyList<string> Notes)
 {
-    private IEnumerable<TensorReport> Projections => Tensors.Where(t => t.Name.Contains(".layers.", StringComparison.Ordinal) && t.Rows > 1);
+    private IEnumerable<TensorReport> Projections => Tensors.Where(t => t.IsProjection);
 
     /// <summary>Stored bits per weight of the quantized projections (codes and scales).</summary>
     public double ProjectionBitsPerWeight => Projections.Sum(t => t.Bytes) * 8.0 / Math.Max(1, Projections.Sum(t => (long)t.Rows * t.Cols));
@@ -80,7 +86,7 @@ public static class HfConverter
     public static ConversionReport Convert(string directory, string output, ConversionOptions options)
     {
         if (!options.Overwrite && File.Exists(output)) throw new IOException($"{output} already exists (pass --force to replace it)");
-        if (WeightFormats.IsParetoQ(options.Head) || options.Head is not (WeightFormat.I8Row or WeightFormat.Q4G32) && !WeightFormats.IsFloat(options.Head))
+        if (options.Head is not (WeightFormat.I8Row or WeightFormat.Q4G32) && !WeightFormats.IsFloat(options.Head))
             throw new ArgumentException($"the head format must be int8, q4, f16, bf16 or f32, not {WeightFormats.Name(options.Head)}");
         var hf = HfConfig.Read(directory);
         var tokenizer = HfTokenizer.Read(directory, hf);
@@ -111,7 +117,7 @@ public static class HfConverter
             if (spec.IsNorm)
             {
                 writer.AddFloatTensor(spec.Name, WeightFormat.F32, [spec.Cols], w);
-                reports.Add(new TensorReport(spec.Name, TensorOrigin.Float, WeightFormat.F32, 1, spec.Cols, spec.Cols * 4L, 0, 0));
+                reports.Add(new TensorReport(spec, TensorOrigin.Float, WeightFormat.F32, spec.Cols * 4L, 0, 0));
             }
             else if (spec.Role is TensorRole.Embedding or TensorRole.Head)
             {
@@ -130,7 +136,7 @@ public static class HfConverter
         if (unused.Count > 0)
             throw new CheckpointException(directory, null, $"{unused.Count} tensor(s) the model does not use, so the checkpoint holds something not implemented: {string.Join(", ", unused.Take(5))}{(unused.Count > 5 ? ", …" : "")}");
 
-        var projectionFormats = reports.Where(r => r.Rows > 1 && r.Name.Contains(".layers.", StringComparison.Ordinal)).Select(r => r.Format).Distinct().ToList();
+        var projectionFormats = reports.Where(r => r.IsProjection).Select(r => r.Format).Distinct().ToList();
         string bits = projectionFormats.Count == 1 ? WeightFormats.NominalBits(projectionFormats[0]).ToString(CultureInfo.InvariantCulture) : "mixed";
         writer.Provenance = new PqProvenance(Path.GetFullPath(directory), bits, options.Tool, new Dictionary<string, string>
         {
@@ -138,7 +144,7 @@ public static class HfConverter
             ["source_files"] = string.Join(", ", source.Files.Select(Path.GetFileName)),
             ["bits_option"] = ConversionOptions.BitsNames.First(kv => kv.Value == options.Bits).Key,
             ["head"] = WeightFormats.Name(options.Head),
-            ["projection_origin"] = string.Join(", ", reports.Where(r => r.Name.Contains("_proj", StringComparison.Ordinal)).Select(r => r.Origin.ToString()).Distinct()),
+            ["projection_origin"] = string.Join(", ", reports.Where(r => r.IsProjection).Select(r => r.Origin.ToString()).Distinct()),
         });
         writer.Write(output, options.Overwrite);
         return new ConversionReport(output, new FileInfo(output).Length, hf, tokenizer, string.Join(", ", source.Files.Select(Path.GetFileName)), reports, notes);
@@ -177,30 +183,30 @@ public static class HfConverter
             case BitsChoice.Int4: return AddQuantized(writer, spec, w, WeightFormat.Q4G32, TensorOrigin.RoundToNearest, null);
             case BitsChoice.Int8: return AddQuantized(writer, spec, w, WeightFormat.I8Row, TensorOrigin.RoundToNearest, null);
         }
+        var codes = new byte[w.Length]; // one buffer for every grid tried
         if (ParetoQFormat(options.Bits) is { } chosen)
         {
             // Snapped values are recovered exactly; a full-precision source is quantized round-to-nearest (PTQ),
             // unless config.json says the checkpoint is QAT-snapped, in which case an off-grid row is an error.
-            if (TryAddSnapped(writer, spec, src, w, chosen, out var report, out string? failure)) return report!;
+            if (TryAddSnapped(writer, spec, src, w, chosen, codes, out var report, out string? failure)) return report!;
             if (FromWBits(hf.WBits) is not null) throw new CheckpointException(src.File, src.Name, failure!);
             return AddQuantized(writer, spec, w, chosen, TensorOrigin.RoundToNearest, null, notes);
         }
         if (FromWBits(hf.WBits) is { } declared)
         {
-            if (TryAddSnapped(writer, spec, src, w, declared, out var report, out string? failure)) return report!;
+            if (TryAddSnapped(writer, spec, src, w, declared, codes, out var report, out string? failure)) return report!;
             throw new CheckpointException(src.File, src.Name, $"{failure} (config.json has w_bits {hf.WBits}; pass --bits to quantize it anew)");
         }
         foreach (var grid in GridRecovery.Grids)
-            if (TryAddSnapped(writer, spec, src, w, grid, out var report, out _)) return report!;
+            if (TryAddSnapped(writer, spec, src, w, grid, codes, out var report, out _)) return report!;
         if (hf.WBits is null && hf.Family == SourceFamily.MobileLlmPro)
             return AddQuantized(writer, spec, w, WeightFormat.Q4G32, TensorOrigin.RoundToNearest, null);
         throw new CheckpointException(src.File, src.Name,
             "is full precision, not snapped to a ParetoQ grid: pass --bits 1|1.58|2|3|4 (round-to-nearest PTQ), int4, int8, or bf16/f16/f32 to keep it");
     }
 
-    private static bool TryAddSnapped(PqWriter writer, TensorSpec spec, SourceTensor src, float[] w, WeightFormat format, out TensorReport? report, out string? failure)
+    private static bool TryAddSnapped(PqWriter writer, TensorSpec spec, SourceTensor src, float[] w, WeightFormat format, byte[] codes, out TensorReport? report, out string? failure)
     {
-        var codes = new byte[w.Length];
         var alphas = new float[spec.Rows];
         double maxError = 0, errSq = 0, normSq = 0;
         for (int r = 0; r < spec.Rows; r++)
@@ -223,7 +229,7 @@ public static class HfConverter
         var matrix = new QuantizedMatrix(format, spec.Rows, spec.Cols, spec.Cols, codes, alphas);
         byte[] packed = WeightPacker.Pack(matrix);
         writer.AddTensor(spec.Name, format, [spec.Rows, spec.Cols], packed);
-        report = new TensorReport(spec.Name, TensorOrigin.Snapped, format, spec.Rows, spec.Cols, packed.Length, maxError, normSq > 0 ? Math.Sqrt(errSq / normSq) : 0);
+        report = new TensorReport(spec, TensorOrigin.Snapped, format, packed.Length, maxError, normSq > 0 ? Math.Sqrt(errSq / normSq) : 0);
         failure = null;
         return true;
     }
@@ -244,7 +250,7 @@ public static class HfConverter
                 errSq += d * d;
                 normSq += v * v;
             }
-        return new TensorReport(spec.Name, origin, format, spec.Rows, spec.Cols, packed.Length, maxError, normSq > 0 ? Math.Sqrt(errSq / normSq) : 0);
+        return new TensorReport(spec, origin, format, packed.Length, maxError, normSq > 0 ? Math.Sqrt(errSq / normSq) : 0);
     }
 
     private static TensorReport AddPlain(PqWriter writer, TensorSpec spec, float[] w, WeightFormat format)
@@ -254,7 +260,7 @@ public static class HfConverter
         writer.AddTensor(spec.Name, format, [spec.Rows, spec.Cols], bytes);
         double maxError = 0;
         foreach (float v in w) maxError = Math.Max(maxError, Math.Abs(FloatCodec.RoundTrip(format, v) - v));
-        return new TensorReport(spec.Name, TensorOrigin.Float, format, spec.Rows, spec.Cols, bytes.Length, maxError, 0);
+        return new TensorReport(spec, TensorOrigin.Float, format, bytes.Length, maxError, 0);
     }
 
     private static float[] ReadRowScales(ISourceCheckpoint source, SourceTensor t, int rows)

@@ -28,22 +28,11 @@ public sealed record HfTokenizer(PqTokenizerInfo Info, byte[] Bytes, string Desc
     {
         var notes = new List<string>();
         string model = Path.Combine(directory, "tokenizer.model"), json = Path.Combine(directory, "tokenizer.json");
-        string kind, file;
-        if (File.Exists(model))
-        {
-            file = model;
-            kind = LooksLikeTiktoken(ReadBounded(model, 4096, prefixOnly: true)) ? TokenizerKinds.Tiktoken : TokenizerKinds.SentencePiece;
-        }
-        else if (File.Exists(json))
-        {
-            file = json;
-            kind = TokenizerKinds.HuggingFaceJson;
-        }
-        else
-        {
-            throw new TokenizerException(directory, "no tokenizer.model or tokenizer.json in the checkpoint directory");
-        }
+        string file = File.Exists(model) ? model
+            : File.Exists(json) ? json
+            : throw new TokenizerException(directory, "no tokenizer.model or tokenizer.json in the checkpoint directory");
         byte[] bytes = ReadBounded(file, MaxTokenizerBytes);
+        string kind = file == json ? TokenizerKinds.HuggingFaceJson : LooksLikeTiktoken(bytes) ? TokenizerKinds.Tiktoken : TokenizerKinds.SentencePiece;
 
         var tokConfig = ReadJsonIfPresent(Path.Combine(directory, "tokenizer_config.json"));
         var specials = new Dictionary<string, int>(StringComparer.Ordinal);
@@ -94,11 +83,11 @@ public sealed record HfTokenizer(PqTokenizerInfo Info, byte[] Bytes, string Desc
     }
 
     // A tiktoken file is lines of "base64 rank"; a SentencePiece model is a protobuf starting with field 1 (0x0A).
-    private static bool LooksLikeTiktoken(byte[] prefix)
+    private static bool LooksLikeTiktoken(byte[] bytes)
     {
-        int end = Array.IndexOf(prefix, (byte)'\n');
+        int end = Array.IndexOf(bytes, (byte)'\n', 0, Math.Min(bytes.Length, 4096));
         if (end <= 0) return false;
-        string line = Encoding.ASCII.GetString(prefix, 0, end).TrimEnd('\r');
+        string line = Encoding.ASCII.GetString(bytes, 0, end).TrimEnd('\r');
         int space = line.IndexOf(' ');
         return space > 0 && line[(space + 1)..].All(char.IsAsciiDigit) && line[..space].All(ch => char.IsAsciiLetterOrDigit(ch) || ch is '+' or '/' or '=');
     }
@@ -153,13 +142,13 @@ public sealed record HfTokenizer(PqTokenizerInfo Info, byte[] Bytes, string Desc
         return StrictJson.Parse(ReadBounded(path, 16 << 20), 64, Path.GetFileName(path), msg => new TokenizerException(path, msg));
     }
 
-    private static byte[] ReadBounded(string path, long limit, bool prefixOnly = false)
+    private static byte[] ReadBounded(string path, long limit)
     {
         try
         {
             using var fs = File.OpenRead(path);
-            if (!prefixOnly && fs.Length > limit) throw new TokenizerException(path, $"is {fs.Length} bytes, more than the {limit} a tokenizer file may be");
-            var bytes = new byte[Math.Min(fs.Length, limit)];
+            if (fs.Length > limit) throw new TokenizerException(path, $"is {fs.Length} bytes, more than the {limit} a tokenizer file may be");
+            var bytes = new byte[fs.Length];
             fs.ReadExactly(bytes);
             return bytes;
         }

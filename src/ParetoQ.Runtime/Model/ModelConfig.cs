@@ -87,41 +87,8 @@ public sealed class ModelConfig
             _ => throw error($"rope_layout '{layoutName}' is not implemented (use rotate_half or interleaved)"),
         };
 
-        Llama3RopeScaling? scaling = null;
-        if (c.OptionalObject("rope_scaling") is { } rs)
-        {
-            string type = rs.String("rope_type", 32);
-            if (type == "llama3")
-            {
-                scaling = new Llama3RopeScaling(
-                    rs.Double("factor", 1, 1e6), rs.Double("low_freq_factor", 1e-6, 1e6), rs.Double("high_freq_factor", 1e-6, 1e6),
-                    rs.Int("original_max_position_embeddings", 1, int.MaxValue));
-                if (scaling.HighFreqFactor <= scaling.LowFreqFactor) throw error("rope_scaling.high_freq_factor must exceed low_freq_factor");
-            }
-            else if (type != "default")
-            {
-                throw error($"rope_scaling.rope_type '{type}' is not implemented (supported: default, llama3)");
-            }
-            rs.RejectUnknown();
-        }
-
-        var types = new AttentionKind[layers];
-        if (c.GetOptional("layer_types", JsonValueKind.Array) is not null)
-        {
-            var arr = c.Array("layer_types", layers);
-            if (arr.GetArrayLength() != layers) throw error($"layer_types has {arr.GetArrayLength()} entries for {layers} layers");
-            int i = 0;
-            foreach (var e in arr.EnumerateArray())
-            {
-                types[i] = e.ValueKind == JsonValueKind.String ? e.GetString() switch
-                {
-                    "full_attention" => AttentionKind.Global,
-                    "sliding_attention" => AttentionKind.Local,
-                    var other => throw error($"layer_types[{i}] = '{other}' is not implemented (full_attention or sliding_attention)"),
-                } : throw error($"layer_types[{i}] must be a string");
-                i++;
-            }
-        }
+        Llama3RopeScaling? scaling = c.OptionalObject("rope_scaling") is { } rs ? ParseRopeScaling(rs, rs.String("rope_type", 32), error) : null;
+        var types = ParseLayerTypes(c, layers, error);
         int window = c.OptionalInt("sliding_window", 1, int.MaxValue, 0);
         if (types.Contains(AttentionKind.Local) && window == 0) throw error("layer_types has sliding_attention layers but sliding_window is missing");
 
@@ -165,6 +132,49 @@ public sealed class ModelConfig
         };
         c.RejectUnknown();
         return config;
+    }
+
+    /// <summary>
+    /// The <c>rope_scaling</c> object, whose type the caller has read (its field name differs between schemas):
+    /// <c>default</c> (none) or <c>llama3</c>. Shared with the Hugging Face config mapping, which uses the same fields.
+    /// </summary>
+    internal static Llama3RopeScaling? ParseRopeScaling(StrictJson rs, string type, Func<string, Exception> error)
+    {
+        Llama3RopeScaling? scaling = null;
+        if (type == "llama3")
+        {
+            scaling = new Llama3RopeScaling(
+                rs.Double("factor", 1, 1e6), rs.Double("low_freq_factor", 1e-6, 1e6), rs.Double("high_freq_factor", 1e-6, 1e6),
+                rs.Int("original_max_position_embeddings", 1, int.MaxValue));
+            if (scaling.HighFreqFactor <= scaling.LowFreqFactor) throw error("rope_scaling.high_freq_factor must exceed low_freq_factor");
+        }
+        else if (type != "default")
+        {
+            throw error($"rope_scaling.rope_type '{type}' is not implemented (supported: default, llama3)");
+        }
+        rs.RejectUnknown();
+        return scaling;
+    }
+
+    /// <summary>The optional <c>layer_types</c> array (all global when absent); Hugging Face configs use the same field.</summary>
+    internal static AttentionKind[] ParseLayerTypes(StrictJson c, int layers, Func<string, Exception> error)
+    {
+        var types = new AttentionKind[layers];
+        if (c.GetOptional("layer_types", JsonValueKind.Array) is null) return types;
+        var arr = c.Array("layer_types", layers);
+        if (arr.GetArrayLength() != layers) throw error($"layer_types has {arr.GetArrayLength()} entries for {layers} layers");
+        int i = 0;
+        foreach (var e in arr.EnumerateArray())
+        {
+            types[i] = e.ValueKind == JsonValueKind.String ? e.GetString() switch
+            {
+                "full_attention" => AttentionKind.Global,
+                "sliding_attention" => AttentionKind.Local,
+                var other => throw error($"layer_types[{i}] = '{other}' is not implemented (full_attention or sliding_attention)"),
+            } : throw error($"layer_types[{i}] must be a string");
+            i++;
+        }
+        return types;
     }
 
     /// <summary>The JSON object <see cref="Parse"/> reads; what writers embed in a .pq file.</summary>

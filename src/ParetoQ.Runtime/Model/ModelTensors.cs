@@ -10,6 +10,9 @@ public enum TensorRole
 public sealed record TensorSpec(string Name, TensorRole Role, int Rows, int Cols)
 {
     public bool IsNorm => Role is TensorRole.AttentionNorm or TensorRole.FfnNorm or TensorRole.FinalNorm;
+
+    /// <summary>The attention and MLP linear layers: the weights ParetoQ quantizes.</summary>
+    public bool IsProjection => Role is TensorRole.Query or TensorRole.Key or TensorRole.Value or TensorRole.Output or TensorRole.Gate or TensorRole.Up or TensorRole.Down;
 }
 
 /// <summary>The tensor table of the one decoder architecture: names, shapes and the order writers emit them in.</summary>
