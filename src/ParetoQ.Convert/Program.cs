@@ -13,8 +13,10 @@ public static class Program
 {
     public static int Main(string[] args)
     {
-        var input = new Argument<string>("HF_DIR") { Description = "Hugging Face checkpoint directory (config.json, safetensors or pytorch_model.bin, tokenizer files)" };
-        var output = new Option<string>("--output", "-o") { Description = "The .pq file to write", Required = true };
+        var input = new Argument<string>("INPUT") { Description = "Hugging Face checkpoint directory (config.json, safetensors or pytorch_model.bin, tokenizer files); with --to gguf, a .pq file" };
+        var output = new Option<string>("--output", "-o") { Description = "The file to write", Required = true };
+        var to = new Option<string>("--to") { Description = "Output format: pq (from a Hugging Face directory) or gguf (from a .pq file, for llama.cpp)", DefaultValueFactory = _ => "pq" };
+        to.AcceptOnlyFromAmong("pq", "gguf");
         var bits = new Option<string>("--bits") { Description = "Projection weights: auto (detect snapped grids, use trained clip values), 1, 1.58, 2, 3, 4 (ParetoQ grids; round-to-nearest when not snapped), int4 (group-32), int8, bf16, f16, f32", DefaultValueFactory = _ => "auto" };
         bits.AcceptOnlyFromAmong([.. ConversionOptions.BitsNames.Keys]);
         var head = new Option<string>("--head") { Description = "Embedding and output head format", DefaultValueFactory = _ => "int8" };
@@ -22,13 +24,22 @@ public static class Program
         var force = new Option<bool>("--force") { Description = "Replace the output file if it exists" };
         var verbose = new Option<bool>("--verbose", "-v") { Description = "Print every tensor's origin, format and reconstruction error" };
 
-        var root = new RootCommand("paretoq-convert: convert Hugging Face checkpoints to .pq, and inspect or verify .pq files") { input, output, bits, head, force, verbose };
-        root.SetAction(p => Guard(() => Convert(p.GetValue(input)!, p.GetValue(output)!, new ConversionOptions
+        var root = new RootCommand("paretoq-convert: convert Hugging Face checkpoints to .pq and .pq to GGUF, and inspect or verify .pq files") { input, output, to, bits, head, force, verbose };
+        root.SetAction(p => Guard(() =>
         {
-            Bits = ConversionOptions.BitsNames[p.GetValue(bits)!],
-            Head = ConversionOptions.HeadNames[p.GetValue(head)!],
-            Overwrite = p.GetValue(force),
-        }, p.GetValue(verbose))));
+            if (p.GetValue(to) == "gguf")
+            {
+                if (p.GetResult(bits) is { Implicit: false } || p.GetResult(head) is { Implicit: false })
+                    throw new ArgumentException("--bits and --head choose how a Hugging Face checkpoint is quantized; GGUF export keeps the .pq file's formats");
+                return ExportGguf(p.GetValue(input)!, p.GetValue(output)!, p.GetValue(force), p.GetValue(verbose));
+            }
+            return Convert(p.GetValue(input)!, p.GetValue(output)!, new ConversionOptions
+            {
+                Bits = ConversionOptions.BitsNames[p.GetValue(bits)!],
+                Head = ConversionOptions.HeadNames[p.GetValue(head)!],
+                Overwrite = p.GetValue(force),
+            }, p.GetValue(verbose));
+        }));
 
         var file = new Argument<string>("MODEL") { Description = "A .pq file" };
         var inspect = new Command("inspect", "Print a .pq file's config, tokenizer, provenance and tensors") { file };
@@ -56,7 +67,7 @@ public static class Program
             return action();
         }
         catch (Exception e) when (e is CheckpointException or PqFormatException or ModelConfigException or TokenizerException or ArgumentException
-                                   or IOException or UnauthorizedAccessException or OutOfMemoryException)
+                                   or NotSupportedException or IOException or UnauthorizedAccessException or OutOfMemoryException)
         {
             Console.Error.WriteLine();
             Console.Error.WriteLine($"paretoq-convert: {e.Message}");
@@ -64,19 +75,17 @@ public static class Program
         }
     }
 
+    /// <summary>A one-line progress bar on stderr when it is a terminal; null otherwise.</summary>
+    private static Action<int, int, string>? ProgressBar() => Console.IsErrorRedirected ? null : (done, total, name) =>
+    {
+        int filled = done * 30 / total;
+        Console.Error.Write($"\r[{new string('#', filled)}{new string('.', 30 - filled)}] {done}/{total} {name,-60}");
+        if (done == total) Console.Error.WriteLine();
+    };
+
     private static int Convert(string directory, string output, ConversionOptions options, bool verbose)
     {
-        bool live = !Console.IsErrorRedirected;
-        var report = HfConverter.Convert(directory, output, options with
-        {
-            Progress = (done, total, name) =>
-            {
-                if (!live) return;
-                int filled = done * 30 / total;
-                Console.Error.Write($"\r[{new string('#', filled)}{new string('.', 30 - filled)}] {done}/{total} {name,-60}");
-            },
-        });
-        if (live) Console.Error.WriteLine();
+        var report = HfConverter.Convert(directory, output, options with { Progress = ProgressBar() });
 
         var c = report.Source.Config;
         Console.WriteLine($"converted {Path.GetFullPath(directory)} ({report.Source.Family}, {report.WeightFiles}) -> {report.Output}");
@@ -103,6 +112,25 @@ public static class Program
             foreach (var t in report.Tensors)
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"    {t.Name,-52} {WeightFormats.Name(t.Format),-8} [{t.Rows}, {t.Cols}] {t.Origin,-15} max|err| {t.MaxError:G3} rel {t.RelativeError:G3}"));
+        return 0;
+    }
+
+    private static int ExportGguf(string input, string output, bool force, bool verbose)
+    {
+        if (Directory.Exists(input)) throw new ArgumentException($"{input} is a directory; --to gguf exports a .pq file (convert the checkpoint to .pq first)");
+        if (!File.Exists(input)) throw new FileNotFoundException($"model file '{input}' does not exist");
+        var report = GgufExporter.Export(input, output, force, ProgressBar());
+        var c = report.Config;
+        Console.WriteLine($"exported {Path.GetFullPath(input)} -> {report.Output} (GGUF v{GgufWriter.Version}, llama architecture)");
+        Console.WriteLine($"  model      {report.Blocks} blocks, dim {c.HiddenSize}, heads {c.NumHeads}/{c.NumKvHeads}, FFN {c.IntermediateSize}, vocab {c.VocabSize}, {(c.TieWordEmbeddings ? "tied" : "separate")} head");
+        foreach (var group in report.Tensors.GroupBy(t => (t.SourceFormat, t.Type, t.Fallback)))
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"  {WeightFormats.Name(group.Key.SourceFormat),-8} -> {group.Key.Type,-6} x{group.Count()}: {(group.Key.Type is GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 && group.Key.Fallback is null ? "copied" : $"same levels, scales rounded to fp16 (max relative change {group.Max(t => t.MaxScaleError):G3})")}{(group.Key.Fallback is { } why ? $"; wider type because {why}" : "")}"));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  size       {report.FileBytes / 1e6:F1} MB"));
+        foreach (string note in report.Notes) Console.WriteLine($"  note       {note}");
+        if (verbose)
+            foreach (var t in report.Tensors)
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"    {t.Name,-28} {t.Type,-6} from {t.Source} ({WeightFormats.Name(t.SourceFormat)}), {t.Bytes} bytes, scale rounding {t.MaxScaleError:G3}"));
         return 0;
     }
 

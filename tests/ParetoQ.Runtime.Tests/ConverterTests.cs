@@ -16,7 +16,7 @@ public sealed class ConverterTests(ITestOutputHelper output)
 {
     private static readonly int[] Prompt = [1, 15043, 3186, 29892, 278, 4996, 17354, 1701, 29916, 432, 17204];
 
-    private static Dictionary<string, byte[]> LlamaTokenizer() => new()
+    internal static Dictionary<string, byte[]> LlamaTokenizer() => new()
     {
         ["tokenizer.json"] = File.ReadAllBytes(TestData.Path("llama2/tokenizer.json")),
         ["tokenizer_config.json"] = """

@@ -44,8 +44,7 @@ public sealed class SentencePieceModelTests
         Assert.Contains("model type 1 is not supported", Assert.Throws<TokenizerException>(() => SentencePieceBpeTokenizer.FromSentencePieceModel(unigram, "u.model")).Message);
     }
 
-    // ModelProto { 1: pieces { 1: piece, 2: score, 3: type }, 2: trainer_spec { 3: model_type, 35: byte_fallback },
-    //              3: normalizer_spec { 1: name, 3: add_dummy_prefix, 4: remove_extra_whitespaces, 5: escape_whitespaces } }
+    // Each piece's score is minus the rank of the first merge that makes it.
     private static byte[] WriteModel(string tokenizerJson, int modelType = 2)
     {
         using var doc = JsonDocument.Parse(File.ReadAllBytes(tokenizerJson));
@@ -55,46 +54,7 @@ public sealed class SentencePieceModelTests
         int rank = 0;
         foreach (var m in model.GetProperty("merges").EnumerateArray())
             firstMerge.TryAdd(m.GetString()!.Replace(" ", ""), rank++);
-
-        var output = new MemoryStream();
-        for (int id = 0; id < pieces.Length; id++)
-        {
-            string p = pieces[id];
-            int type = id == 0 ? 2 : id <= 2 ? 3 : p.StartsWith("<0x", StringComparison.Ordinal) && p.Length == 6 ? 6 : 1;
-            float score = firstMerge.TryGetValue(p, out int r) ? -r : 0;
-            var piece = new MemoryStream();
-            WriteBytes(piece, 1, Encoding.UTF8.GetBytes(p));
-            WriteKey(piece, 2, 5);
-            piece.Write(BitConverter.GetBytes(score));
-            WriteKey(piece, 3, 0);
-            WriteVarint(piece, (ulong)type);
-            WriteBytes(output, 1, piece.ToArray());
-        }
-        var trainer = new MemoryStream();
-        WriteKey(trainer, 3, 0); WriteVarint(trainer, (ulong)modelType);
-        WriteKey(trainer, 35, 0); WriteVarint(trainer, 1);
-        WriteBytes(output, 2, trainer.ToArray());
-        var normalizer = new MemoryStream();
-        WriteBytes(normalizer, 1, "identity"u8.ToArray());
-        WriteKey(normalizer, 3, 0); WriteVarint(normalizer, 1);
-        WriteKey(normalizer, 4, 0); WriteVarint(normalizer, 0);
-        WriteKey(normalizer, 5, 0); WriteVarint(normalizer, 1);
-        WriteBytes(output, 3, normalizer.ToArray());
-        return output.ToArray();
-    }
-
-    private static void WriteKey(Stream s, int field, int wire) => WriteVarint(s, (ulong)(field << 3 | wire));
-
-    private static void WriteVarint(Stream s, ulong v)
-    {
-        for (; v >= 0x80; v >>= 7) s.WriteByte((byte)(v | 0x80));
-        s.WriteByte((byte)v);
-    }
-
-    private static void WriteBytes(Stream s, int field, byte[] bytes)
-    {
-        WriteKey(s, field, 2);
-        WriteVarint(s, (ulong)bytes.Length);
-        s.Write(bytes);
+        return SentencePieceModelWriter.Write(pieces.Select((p, id) => new SentencePiece(p, firstMerge.TryGetValue(p, out int r) ? -r : 0,
+            id == 0 ? PieceType.Unknown : id <= 2 ? PieceType.Control : p.StartsWith("<0x", StringComparison.Ordinal) && p.Length == 6 ? PieceType.Byte : PieceType.Normal)), modelType);
     }
 }

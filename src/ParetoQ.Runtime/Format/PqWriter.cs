@@ -59,8 +59,6 @@ public sealed class PqWriter
     public void Write(string path, bool overwrite = false)
     {
         if (_tokenizer is not { } tokenizer) throw new InvalidOperationException("a .pq file needs a tokenizer: call SetTokenizer first");
-        if (!overwrite && File.Exists(path)) throw new IOException($"{path} already exists (pass overwrite to replace it)");
-
         // Data section layout: tokenizer first, then tensors in insertion order, each 64-byte aligned.
         long cursor = 0;
         long tokOffset = cursor;
@@ -86,32 +84,21 @@ public sealed class PqWriter
         BinaryPrimitives.WriteUInt64LittleEndian(header.AsSpan(40), XxHash3.HashToUInt64(meta));
         BinaryPrimitives.WriteUInt64LittleEndian(header.AsSpan(56), XxHash3.HashToUInt64(header.AsSpan(0, 56)));
 
-        string full = System.IO.Path.GetFullPath(path);
-        string temp = System.IO.Path.Combine(System.IO.Path.GetDirectoryName(full)!, $".{System.IO.Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
-        try
+        AtomicFile.Write(path, overwrite, fs =>
         {
-            using (var fs = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
+            fs.Write(header);
+            fs.Write(meta);
+            AtomicFile.ZeroFill(fs, dataOffset);
+            fs.Write(tokenizer.Bytes);
+            for (int i = 0; i < _tensors.Count; i++)
             {
-                fs.Write(header);
-                fs.Write(meta);
-                Pad(fs, dataOffset);
-                fs.Write(tokenizer.Bytes);
-                for (int i = 0; i < _tensors.Count; i++)
-                {
-                    Pad(fs, dataOffset + offsets[i]);
-                    fs.Write(_tensors[i].Data);
-                }
-                Pad(fs, dataOffset + dataLength);
-                fs.Flush(flushToDisk: true);
+                AtomicFile.ZeroFill(fs, dataOffset + offsets[i]);
+                fs.Write(_tensors[i].Data);
             }
-            // The reader is the definition of a valid file: never rename into place anything it would refuse.
-            using (PqFile.Open(temp)) { }
-            File.Move(temp, full, overwrite);
-        }
-        finally
-        {
-            if (File.Exists(temp)) File.Delete(temp);
-        }
+            AtomicFile.ZeroFill(fs, dataOffset + dataLength);
+        },
+        // The reader is the definition of a valid file: never rename into place anything it would refuse.
+        check: temp => { using (PqFile.Open(temp)) { } });
     }
 
     private byte[] BuildMetadata(PqTokenizerInfo tok, byte[] tokBytes, long tokOffset, long[] offsets)
@@ -172,10 +159,4 @@ public sealed class PqWriter
     private static string Hex(ulong v) => v.ToString("x16");
 
     private static long Align(long x) => (x + PqFile.Alignment - 1) / PqFile.Alignment * PqFile.Alignment;
-
-    private static void Pad(FileStream fs, long target)
-    {
-        Span<byte> zeros = stackalloc byte[PqFile.Alignment];
-        while (fs.Position < target) fs.Write(zeros[..(int)Math.Min(zeros.Length, target - fs.Position)]);
-    }
 }

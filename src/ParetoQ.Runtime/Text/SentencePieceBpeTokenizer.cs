@@ -130,6 +130,26 @@ public sealed partial class SentencePieceBpeTokenizer : ITokenizer
         return Encoding.UTF8.GetString(ms.ToArray());
     }
 
+    /// <summary>
+    /// The vocabulary as SentencePiece pieces, for formats that store one (GGUF). Scores reproduce this encoder under
+    /// sentencepiece's rule, where the adjacent pair whose concatenation scores highest merges first: a piece scores
+    /// minus the rank of the best merge that makes it, and pieces no merge makes score below every merge.
+    /// </summary>
+    public SentencePiece[] Pieces()
+    {
+        var rank = new int[_pieces.Length];
+        Array.Fill(rank, int.MaxValue);
+        foreach (var (r, merged) in _merges.Values) rank[merged] = Math.Min(rank[merged], r);
+        int unmade = _merges.Count == 0 ? 0 : _merges.Values.Max(m => m.Rank) + 1;
+        var result = new SentencePiece[_pieces.Length];
+        for (int id = 0; id < _pieces.Length; id++)
+        {
+            PieceType type = id == UnknownId ? PieceType.Unknown : _control[id] ? PieceType.Control : _byteOfId[id] >= 0 ? PieceType.Byte : PieceType.Normal;
+            result[id] = new SentencePiece(_pieces[id], -(rank[id] == int.MaxValue ? unmade : rank[id]), type);
+        }
+        return result;
+    }
+
     public int[] Encode(string text, bool addBos)
     {
         var output = new List<int>(text.Length / 3 + 2);

@@ -3,10 +3,15 @@ using System.Text;
 
 namespace ParetoQ.Runtime.Text;
 
+/// <summary>SentencePiece's piece types; GGUF's <c>tokenizer.ggml.token_type</c> uses the same numbers.</summary>
+public enum PieceType { Normal = 1, Unknown = 2, Control = 3, UserDefined = 4, Unused = 5, Byte = 6 }
+
+/// <summary>One vocabulary entry as a SentencePiece model holds it.</summary>
+public readonly record struct SentencePiece(string Piece, float Score, PieceType Type);
+
+// sentencepiece_model.proto: ModelProto { 1: repeated SentencePiece pieces; 2: TrainerSpec; 3: NormalizerSpec }
 public sealed partial class SentencePieceBpeTokenizer
 {
-    // sentencepiece_model.proto: ModelProto { 1: repeated SentencePiece pieces; 2: TrainerSpec; 3: NormalizerSpec }
-    private enum PieceType { Normal = 1, Unknown = 2, Control = 3, UserDefined = 4, Unused = 5, Byte = 6 }
 
     /// <summary>
     /// Reads a SentencePiece <c>tokenizer.model</c> (a ModelProto protobuf) of type BPE with byte fallback, as LLaMA-1/2 ship.
