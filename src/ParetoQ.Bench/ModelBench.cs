@@ -18,14 +18,15 @@ public static class ModelBench
         ("mobilellm-pro-1b", WeightFormat.Q2Seq), ("mobilellm-pro-1b", WeightFormat.Q4G32),
     ];
 
-    public static string EnsureModel(string dir, string preset, WeightFormat projections, WeightFormat head, TextWriter progress)
+    public static string EnsureModel(string dir, string preset, WeightFormat projections, WeightFormat head, string? llamaTokenizerJson, TextWriter progress)
     {
         Directory.CreateDirectory(dir);
-        string path = Path.Combine(dir, $"{preset}-{WeightFormats.Name(projections)}-head-{WeightFormats.Name(head)}.v1.pq");
+        string vocabulary = llamaTokenizerJson is null ? "" : $"-tok-{System.IO.Hashing.XxHash3.HashToUInt64(File.ReadAllBytes(llamaTokenizerJson)):x16}";
+        string path = Path.Combine(dir, $"{preset}-{WeightFormats.Name(projections)}-head-{WeightFormats.Name(head)}{vocabulary}.v2.pq");
         if (!File.Exists(path))
         {
             progress.WriteLine($"generating {path} ...");
-            RandomModels.Write(path, RandomModels.Preset(preset), projections, head, seed: 1);
+            RandomModels.Write(path, RandomModels.Preset(preset), projections, head, seed: 1, llamaTokenizerJson);
         }
         return path;
     }

@@ -14,6 +14,7 @@ public static class Program
         root.Subcommands.Add(KernelsCommand());
         root.Subcommands.Add(BandwidthCommand());
         root.Subcommands.Add(ModelCommand());
+        root.Subcommands.Add(MultipleChoiceCommand());
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)
         {
@@ -26,7 +27,7 @@ public static class Program
             return parsed.Invoke();
         }
         catch (Exception e) when (e is ArgumentException or NotSupportedException or IOException or UnauthorizedAccessException
-                                   or Runtime.Format.PqFormatException or ModelConfigException)
+                                   or Runtime.Format.PqFormatException or ModelConfigException or Runtime.Text.TokenizerException)
         {
             Console.Error.WriteLine($"paretoq-bench: {e.Message}");
             return 1;
@@ -105,9 +106,10 @@ public static class Program
         var dir = new Option<string>("--dir") { Description = "Where generated models are cached", DefaultValueFactory = _ => Path.Combine(Path.GetTempPath(), "paretoq-bench") };
         var bandwidth = new Option<double>("--bandwidth") { Description = "Read bandwidth in GB/s for the roofline column; 0 measures it first", DefaultValueFactory = _ => 0 };
         var profile = new Option<bool>("--profile") { Description = "Print the prefill and decode time per backend operation (to stderr)" };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "Give generated models this LLaMA-style tokenizer.json instead of the byte-level vocabulary, so they export to GGUF (paretoq-convert --to gguf)" };
         var cmd = new Command("model", "Prefill and decode tokens/s of whole models")
         {
-            threads, json, modelFile, presets, formats, head, prompts, decode, kernels, exact, dir, bandwidth, profile,
+            threads, json, modelFile, presets, formats, head, prompts, decode, kernels, exact, dir, bandwidth, profile, tokenizer,
         };
         cmd.SetAction(parse =>
         {
@@ -145,10 +147,55 @@ public static class Program
                 }
                 foreach (var (preset, projections) in matrix)
                 {
-                    string path = ModelBench.EnsureModel(parse.GetValue(dir)!, preset, projections, headFormat, Console.Error);
-                    ModelBench.Run(report, path, $"{preset} {WeightFormats.Name(projections)}", options, promptLengths, decodeTokens, bw, Console.Error, parse.GetValue(profile));
+                    string path = ModelBench.EnsureModel(parse.GetValue(dir)!, preset, projections, headFormat, parse.GetValue(tokenizer), Console.Error);
+                    ModelBench.Run(report, path, $"{preset} {WeightFormats.Name(projections)} ({Path.GetFileName(path)})", options, promptLengths, decodeTokens, bw, Console.Error, parse.GetValue(profile));
                 }
             }
+            report.Print(parse.GetValue(json), Console.Out);
+            return 0;
+        });
+        return cmd;
+    }
+
+    private static Command MultipleChoiceCommand()
+    {
+        var threads = Threads();
+        var json = Json();
+        var jsonl = new Option<string>("--jsonl") { Description = "Questions, one JSON object per line: {\"context\": …, \"choices\": [ … ], \"label\": index}", Required = true };
+        var modelFile = new Option<string>("--model", "-m") { Description = "The .pq model", Required = true };
+        var limit = new Option<int>("--limit") { Description = "Score only the first N questions; 0 scores all" };
+        var context = new Option<int>("--context", "-c") { Description = "Context length (default: min(model maximum, 4096))" };
+        var exact = new Option<bool>("--exact") { Description = "Exact mode: fp32 activations, scalar kernels" };
+        var cmd = new Command("mc", "Multiple-choice accuracy: each choice scored by its log-likelihood after the context (ARC, PIQA, HellaSwag style)")
+        {
+            threads, json, jsonl, modelFile, limit, context, exact,
+        };
+        cmd.SetAction(parse =>
+        {
+            var items = MultipleChoice.Read(parse.GetValue(jsonl)!);
+            if (parse.GetValue(limit) is var n && n < 0) throw new ArgumentException($"--limit {n} must be ≥ 0");
+            if (n > 0) items = items.Take(n).ToList();
+            using var model = LanguageModel.Load(parse.GetValue(modelFile)!, new CpuBackendOptions { Threads = ThreadCount(parse.GetValue(threads)), Exact = parse.GetValue(exact) });
+            var tokenizer = Runtime.Text.Tokenizers.FromFile(model.File, model.Config.VocabSize);
+            using var session = new Session(model, new SessionOptions { ContextLength = parse.GetValue(context) });
+            var timer = System.Diagnostics.Stopwatch.StartNew();
+            var scores = new List<ChoiceScore>();
+            foreach (var score in MultipleChoice.Score(session, tokenizer, items))
+            {
+                scores.Add(score);
+                if (!Console.IsErrorRedirected) Console.Error.Write($"\r{scores.Count}/{items.Count} questions, accuracy {scores.Count(s => s.Picked == s.Item.Label) / (double)scores.Count:P1}");
+            }
+            if (!Console.IsErrorRedirected) Console.Error.WriteLine();
+            double acc = scores.Count(s => s.Picked == s.Item.Label) / (double)scores.Count;
+            double accNorm = scores.Count(s => s.PickedNormalized == s.Item.Label) / (double)scores.Count;
+            var report = new BenchReport("mc");
+            report.Fact("model", parse.GetValue(modelFile)!);
+            report.Fact("questions", scores.Count);
+            report.Fact("acc", acc);
+            report.Fact("acc_stderr", Math.Sqrt(acc * (1 - acc) / Math.Max(1, scores.Count - 1)));
+            report.Fact("acc_norm", accNorm);
+            report.Fact("chance", scores.Average(s => 1.0 / s.Item.Choices.Count));
+            report.Fact("seconds", timer.Elapsed.TotalSeconds);
             report.Print(parse.GetValue(json), Console.Out);
             return 0;
         });

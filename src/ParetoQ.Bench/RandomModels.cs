@@ -47,14 +47,27 @@ public static class RandomModels
 
     public static readonly string[] PresetNames = ["mobilellm-1b", "mobilellm-pro-1b", "tiny"];
 
-    /// <summary>Writes a random model of <paramref name="config"/> with projections and embedding in the given formats.</summary>
-    public static void Write(string path, ModelConfig config, WeightFormat projections, WeightFormat embedding, int seed)
+    /// <summary>
+    /// Writes a random model of <paramref name="config"/> with projections and embedding in the given formats, and the
+    /// byte-level vocabulary or, given <paramref name="llamaTokenizerJson"/>, that LLaMA-style tokenizer.json (such models
+    /// export to GGUF, so llama.cpp can run the same weights).
+    /// </summary>
+    public static void Write(string path, ModelConfig config, WeightFormat projections, WeightFormat embedding, int seed, string? llamaTokenizerJson = null)
     {
         var rng = new Random(seed);
         var writer = new PqWriter(config.ToJson(), new PqProvenance($"random weights for benchmarks, seed {seed}",
             WeightFormats.NominalBits(projections).ToString(System.Globalization.CultureInfo.InvariantCulture), "paretoq-bench",
             new Dictionary<string, string> { ["projections"] = WeightFormats.Name(projections), ["embedding"] = WeightFormats.Name(embedding) }));
-        writer.SetTokenizer(ByteLevelVocabulary.Info(chatTokens: false), ByteLevelVocabulary.Ranks());
+        if (llamaTokenizerJson is null) writer.SetTokenizer(ByteLevelVocabulary.Info(chatTokens: false), ByteLevelVocabulary.Ranks());
+        else
+        {
+            byte[] bytes = File.ReadAllBytes(llamaTokenizerJson);
+            var tokenizer = SentencePieceBpeTokenizer.FromHuggingFaceJson(bytes, llamaTokenizerJson);
+            if (tokenizer.VocabSize != config.VocabSize) throw new ArgumentException($"{llamaTokenizerJson} has {tokenizer.VocabSize} ids; the model's vocabulary is {config.VocabSize}");
+            int eos = Array.FindIndex(tokenizer.Pieces(), p => p.Piece == "</s>");
+            if (tokenizer.BosId < 0 || eos < 0) throw new ArgumentException($"{llamaTokenizerJson} has no <s> and </s> pieces");
+            writer.SetTokenizer(new PqTokenizerInfo(TokenizerKinds.HuggingFaceJson, tokenizer.BosId, [eos], PqTokenizerInfo.None, new Dictionary<string, int>(), null), bytes);
+        }
         int dim = config.HiddenSize;
         void Matrix(string name, int rows, int cols, WeightFormat format, float std) => writer.AddTensor(name, format, [rows, cols], RandomTensor(format, rows, cols, std, rng));
         void Norm(string name) => writer.AddFloatTensor(name, WeightFormat.F32, [dim], Enumerable.Repeat(1f, dim).ToArray());
@@ -64,7 +77,9 @@ public static class RandomModels
             if (t.IsNorm) Norm(t.Name);
             else Matrix(t.Name, t.Rows, t.Cols, t.Role is TensorRole.Embedding or TensorRole.Head ? embedding : projections, t.Role switch
             {
-                TensorRole.Embedding => 1f,
+                // Logits of std ~3 (the final norm gives h an RMS of 1): a plausible next-token distribution, so
+                // perplexity comparisons with llama.cpp on these weights are meaningful rather than overflowing.
+                TensorRole.Embedding => 3f / MathF.Sqrt(dim),
                 TensorRole.Output => 0.5f / MathF.Sqrt(config.QueryDim),
                 TensorRole.Down => 0.5f / MathF.Sqrt(config.IntermediateSize),
                 _ => 1f / MathF.Sqrt(dim),

@@ -1,17 +1,29 @@
 using System.Text;
+using ParetoQ.Runtime.Generation;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Text;
 
 namespace ParetoQ.Cli;
 
-/// <summary>
-/// Perplexity over a text file with sliding windows: each window is the session's context length and starts half a
-/// context after the previous one; a token is scored once, in the first window that contains it after the overlap, so
-/// every token but those of the first window is predicted from at least half a context of history.
-/// </summary>
+/// <summary>How a text longer than the context is cut into evaluated windows.</summary>
+internal enum PerplexityMode
+{
+    /// <summary>
+    /// Sliding windows of the context length, each starting half a context after the previous one; every token is
+    /// scored once, in the first window that holds it after the overlap, so all but the first window's tokens see at
+    /// least half a context of history.
+    /// </summary>
+    Windows,
+    /// <summary>
+    /// llama.cpp's protocol (<c>llama-perplexity -c N</c>): independent chunks of N tokens whose first token is replaced
+    /// by BOS, scoring only each chunk's second half; needs at least 2N tokens, and a trailing partial chunk is dropped.
+    /// </summary>
+    Chunks,
+}
+
 internal static class Perplexity
 {
-    public static int Run(Session session, ITokenizer tokenizer, string path)
+    public static int Run(Session session, ITokenizer tokenizer, string path, PerplexityMode mode)
     {
         byte[] bytes = File.ReadAllBytes(path);
         string text;
@@ -25,6 +37,33 @@ internal static class Perplexity
         var logits = new float[session.MaxBatch * vocab];
         double nll = 0;
         long scored = 0;
+        if (mode == PerplexityMode.Chunks)
+        {
+            if (tokens.Length < 2 * window)
+                throw new ArgumentException($"{path} has {tokens.Length} tokens; chunked perplexity with a context of {window} needs at least {2 * window}");
+            int first = window / 2;
+            var chunk = new int[window];
+            for (int begin = 0; begin + window <= tokens.Length; begin += window)
+            {
+                tokens.AsSpan(begin, window).CopyTo(chunk);
+                if (tokenizer.BosId >= 0) chunk[0] = tokenizer.BosId;
+                session.Reset();
+                for (int start = 0; start < window; start += session.MaxBatch)
+                {
+                    int n = Math.Min(session.MaxBatch, window - start);
+                    session.Forward(chunk.AsSpan(start, n), logits);
+                    for (int i = 0; i < n; i++)
+                    {
+                        int target = start + i + 1;
+                        if (target <= first || target >= window) continue;
+                        nll += TokenScoring.NegativeLogLikelihood(logits.AsSpan(i * vocab, vocab), chunk[target]);
+                        scored++;
+                    }
+                }
+            }
+            Console.WriteLine($"perplexity {Math.Exp(nll / scored):F4} over {scored} tokens of {path} ({tokens.Length / window} chunks of {window}, second halves scored as llama-perplexity does)");
+            return 0;
+        }
         for (int begin = 0, scoredEnd = 1; scoredEnd < tokens.Length; begin += stride)
         {
             int end = Math.Min(begin + window, tokens.Length);
@@ -37,7 +76,7 @@ internal static class Perplexity
                 {
                     int target = start + i + 1; // logits after token start+i predict token start+i+1
                     if (target < scoredEnd || target >= end) continue;
-                    nll += NegativeLogLikelihood(logits.AsSpan(i * vocab, vocab), tokens[target]);
+                    nll += TokenScoring.NegativeLogLikelihood(logits.AsSpan(i * vocab, vocab), tokens[target]);
                     scored++;
                 }
             }
@@ -46,14 +85,5 @@ internal static class Perplexity
         double ppl = Math.Exp(nll / scored);
         Console.WriteLine($"perplexity {ppl:F4} over {scored} tokens of {path} (window {window}, stride {stride})");
         return 0;
-    }
-
-    private static double NegativeLogLikelihood(ReadOnlySpan<float> logits, int target)
-    {
-        float max = float.NegativeInfinity;
-        foreach (float l in logits) max = MathF.Max(max, l);
-        double sum = 0;
-        foreach (float l in logits) sum += Math.Exp(l - max);
-        return Math.Log(sum) - (logits[target] - max);
     }
 }

@@ -31,10 +31,12 @@ public static class Program
         var threads = new Option<int>("--threads", "-t") { Description = "Worker threads (default: one per core)" };
         var exact = new Option<bool>("--exact") { Description = "Exact mode: fp32 activations through the scalar reference kernels (slow; for accuracy checks)" };
         var perplexity = new Option<string?>("--perplexity") { Description = "Print the model's perplexity over this UTF-8 text file instead of generating" };
+        var perplexityMode = new Option<string>("--perplexity-mode") { Description = "windows: sliding windows with half-context overlap, every token scored once; chunks: llama-perplexity's protocol (chunks of --context tokens starting with BOS, second halves scored), comparable with llama-perplexity -c N", DefaultValueFactory = _ => "windows" };
+        perplexityMode.AcceptOnlyFromAmong("windows", "chunks");
 
         var root = new RootCommand("paretoq-run: run a ParetoQ low-bit language model (.pq)")
         {
-            model, prompt, maxTokens, temperature, topK, topP, minP, repeatPenalty, seed, context, kvCache, chat, system, perplexity, threads, exact,
+            model, prompt, maxTokens, temperature, topK, topP, minP, repeatPenalty, seed, context, kvCache, chat, system, perplexity, perplexityMode, threads, exact,
         };
         root.SetAction(parse => Run(new Settings(
             parse.GetValue(model), parse.GetValue(prompt), parse.GetValue(maxTokens),
@@ -44,7 +46,8 @@ public static class Program
                 RepeatPenalty = parse.GetValue(repeatPenalty), Seed = parse.GetValue(seed) ?? (ulong)Stopwatch.GetTimestamp(),
             },
             parse.GetValue(context), parse.GetValue(kvCache) == "f32" ? KvCacheType.F32 : KvCacheType.Int8,
-            parse.GetValue(chat), parse.GetValue(system), parse.GetValue(perplexity), parse.GetValue(threads), parse.GetValue(exact))));
+            parse.GetValue(chat), parse.GetValue(system), parse.GetValue(perplexity),
+            parse.GetValue(perplexityMode) == "chunks" ? PerplexityMode.Chunks : PerplexityMode.Windows, parse.GetValue(threads), parse.GetValue(exact))));
 
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)
@@ -57,7 +60,7 @@ public static class Program
         return parsed.Invoke();
     }
 
-    private sealed record Settings(string? Model, string? Prompt, int MaxTokens, SamplerOptions Sampler, int Context, KvCacheType KvCache, bool Chat, string? System, string? Perplexity, int Threads, bool Exact);
+    private sealed record Settings(string? Model, string? Prompt, int MaxTokens, SamplerOptions Sampler, int Context, KvCacheType KvCache, bool Chat, string? System, string? Perplexity, PerplexityMode PerplexityMode, int Threads, bool Exact);
 
     private static int Run(Settings s)
     {
@@ -72,7 +75,7 @@ public static class Program
             using var model = LanguageModel.Load(path, new CpuBackendOptions { Threads = s.Threads, Exact = s.Exact });
             var tokenizer = Tokenizers.FromFile(model.File, model.Config.VocabSize);
             using var session = new Session(model, new SessionOptions { ContextLength = s.Context, KvCache = s.KvCache });
-            if (s.Perplexity is not null) return Perplexity.Run(session, tokenizer, s.Perplexity);
+            if (s.Perplexity is not null) return Perplexity.Run(session, tokenizer, s.Perplexity, s.PerplexityMode);
             return s.Chat ? Chat(session, tokenizer, model.File, s) : Complete(session, tokenizer, model.File, s);
         }
         catch (Exception e) when (e is PqFormatException or ModelConfigException or TokenizerException or ArgumentException

@@ -106,6 +106,48 @@ public sealed class CliTests : IDisposable
     }
 
     [Fact]
+    public void Chunked_perplexity_follows_llama_perplexity_protocol()
+    {
+        // llama-perplexity -c N: chunks of N tokens, the first replaced by BOS, logits N/2 … N−2 scored; a partial chunk is dropped.
+        string text = string.Join(" ", File.ReadLines(TestData.Path("brown/text.txt")).Take(3));
+        string file = _dir.File("brown3.txt");
+        File.WriteAllText(file, text);
+        var cli = Run("--model", _model, "--perplexity", file, "--perplexity-mode", "chunks", "--context", "64", "--kv-cache", "f32");
+        Assert.True(cli.Exit == 0, cli.Err);
+
+        using var model = LanguageModel.Load(_model);
+        var tokenizer = Tokenizers.FromFile(model.File, model.Config.VocabSize);
+        int[] tokens = tokenizer.Encode(text, addBos: true);
+        using var session = new Session(model, new SessionOptions { ContextLength = 64, KvCache = KvCacheType.F32 });
+        int vocab = model.Config.VocabSize, chunks = tokens.Length / 64;
+        Assert.True(chunks >= 3);
+        var logits = new float[64 * vocab];
+        double nll = 0;
+        for (int c = 0; c < chunks; c++)
+        {
+            int[] chunk = tokens[(c * 64)..((c + 1) * 64)];
+            chunk[0] = tokenizer.BosId;
+            session.Reset();
+            session.Forward(chunk, logits);
+            for (int t = 32; t <= 62; t++)
+            {
+                var row = logits.AsSpan(t * vocab, vocab).ToArray();
+                double max = row.Max();
+                nll += Math.Log(row.Sum(l => Math.Exp(l - max))) - (row[chunk[t + 1]] - max);
+            }
+        }
+        double expected = Math.Exp(nll / (chunks * 31));
+        var m = System.Text.RegularExpressions.Regex.Match(cli.Out, @"^perplexity ([\d.]+) over (\d+) tokens .*\((\d+) chunks of 64");
+        Assert.True(m.Success, cli.Out);
+        Assert.Equal(chunks * 31, int.Parse(m.Groups[2].Value));
+        Assert.Equal(expected, double.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture), expected * 1e-3);
+
+        var shortText = Run("--model", _model, "--perplexity", file, "--perplexity-mode", "chunks", "--context", "512");
+        Assert.Equal(1, shortText.Exit);
+        Assert.Contains("needs at least 1024", shortText.Err);
+    }
+
+    [Fact]
     public void Chat_answers_a_prompt_and_holds_an_interactive_conversation()
     {
         var once = Run("--model", _model, "--chat", "--system", "Be brief.", "--prompt", "Hi", "--max-tokens", "6", "--temperature", "0");
