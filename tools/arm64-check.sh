@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Cross-compiles the kernel suite and paretoq-bench to linux-arm64 with NativeAOT and runs them under qemu:
-# the NEON/sdot kernels against the scalar reference, then a tiny whole-model benchmark as a smoke test.
+# Cross-compiles the kernel suite, paretoq-bench and libparetoq to linux-arm64 with NativeAOT and runs them under qemu:
+# the NEON/sdot kernels against the scalar reference, a tiny whole-model benchmark as a smoke test, and the C API
+# tests (native/tests/test_api.c, cross-compiled) against the arm64 libparetoq.so. Pass a model for the C tests
+# (default: models/default.pq).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -19,6 +21,7 @@ isa=(-p:IlcInstructionSet=armv8.2-a%2Cdotprod -p:CppCompilerAndLinker=clang -p:O
 out=artifacts/linux-arm64
 dotnet publish tests/ParetoQ.KernelCheck -r linux-arm64 -c Release -p:PublishAot=true -p:InvariantGlobalization=true "${isa[@]}" -o "$out"
 dotnet publish src/ParetoQ.Bench -r linux-arm64 -c Release -p:PublishAot=true -p:InvariantGlobalization=true "${isa[@]}" -o "$out"
+dotnet publish src/ParetoQ.Native -r linux-arm64 -c Release -p:PublishAot=true -p:InvariantGlobalization=true "${isa[@]}" -o "$out"
 run() { qemu-aarch64-static -L /usr/aarch64-linux-gnu "$@"; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -27,3 +30,5 @@ cat "$tmp/kernels.txt"
 head -n 1 "$tmp/kernels.txt" | grep -q neon || { echo "the NEON path did not run under qemu" >&2; exit 1; }
 tail -n 1 "$tmp/kernels.txt" | grep -Eq '^[1-9][0-9]* passed, 0 failed$' || { echo "arm64 kernel suite failed" >&2; exit 1; }
 run "$out/paretoq-bench" model --preset tiny --formats q2_seq,q4_g32 --prompts 16 --decode 4 --bandwidth 1 --dir "$tmp"
+aarch64-linux-gnu-gcc -std=c11 -O1 -Wall -Wextra -Werror -Inative/include native/tests/test_api.c -o "$tmp/test_api" -L"$out" -lparetoq -lpthread
+LD_LIBRARY_PATH="$PWD/$out" run "$tmp/test_api" "${1:-models/default.pq}"

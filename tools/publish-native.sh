@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Publishes the NativeAOT programs: tools/publish-native.sh [RID] (default linux-x64) → artifacts/RID/{paretoq-run,paretoq-bench,paretoq-convert}
+# Publishes the NativeAOT programs and libparetoq: tools/publish-native.sh [RID] (default linux-x64) →
+# artifacts/RID/{paretoq-run,paretoq-bench,paretoq-convert,libparetoq.so}
 #
 # Instruction-set baselines (IlcInstructionSet), chosen so one binary runs on every CPU of its class while the kernels
 # still pick their path at run time:
@@ -21,7 +22,7 @@ case "$rid" in
       extra+=(-p:CppCompilerAndLinker=clang -p:ObjCopyName=aarch64-linux-gnu-objcopy)
     fi ;;
 esac
-for project in src/ParetoQ.Cli src/ParetoQ.Bench src/ParetoQ.Convert; do
+for project in src/ParetoQ.Cli src/ParetoQ.Bench src/ParetoQ.Convert src/ParetoQ.Native; do
   dotnet publish "$project" -r "$rid" -c Release -p:PublishAot=true -p:InvariantGlobalization=true "${extra[@]}" -o "artifacts/$rid"
 done
-echo "native binaries: artifacts/$rid/paretoq-run artifacts/$rid/paretoq-bench artifacts/$rid/paretoq-convert"
+echo "native binaries: artifacts/$rid/paretoq-run artifacts/$rid/paretoq-bench artifacts/$rid/paretoq-convert artifacts/$rid/libparetoq.so"

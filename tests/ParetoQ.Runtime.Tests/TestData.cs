@@ -11,7 +11,7 @@ internal static class TestData
         return path;
     }
 
-    private static string RepoRoot()
+    internal static string RepoRoot()
     {
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
             if (File.Exists(System.IO.Path.Combine(dir.FullName, "ParetoQ.Runtime.sln"))) return dir.FullName;

@@ -17,8 +17,10 @@ public sealed record GenerationOptions
     public IReadOnlyList<int> EosIds { get; init; } = [];
 }
 
-public sealed record GenerationResult(string Text, int PromptTokens, int GeneratedTokens, TimeSpan Prefill, TimeSpan Decode, StopReason Reason)
+/// <param name="Tokens">The generated ids, each fed to the session (an EOS that ended generation is not among them).</param>
+public sealed record GenerationResult(string Text, int PromptTokens, IReadOnlyList<int> Tokens, TimeSpan Prefill, TimeSpan Decode, StopReason Reason)
 {
+    public int GeneratedTokens => Tokens.Count;
     public double PrefillTokensPerSecond => PromptTokens / Math.Max(Prefill.TotalSeconds, 1e-9);
     public double DecodeTokensPerSecond => GeneratedTokens / Math.Max(Decode.TotalSeconds, 1e-9);
 }
@@ -60,7 +62,7 @@ public sealed class Generator(Session session, ITokenizer tokenizer)
             logits = session.Forward([next]); // the cache holds every emitted token, so a chat can continue this session
         }
         if (reason != StopReason.StopString) text.Finish(decoder.Flush());
-        return new GenerationResult(text.Text, prompt.Length, generated, prefill, clock.Elapsed, reason);
+        return new GenerationResult(text.Text, prompt.Length, history.GetRange(prompt.Length, generated), prefill, clock.Elapsed, reason);
     }
 
     /// <summary>The same loop as an async stream of text pieces; runs on the thread pool and honours cancellation.</summary>

@@ -1,0 +1,63 @@
+using System.Runtime.InteropServices;
+using ParetoQ.Runtime.Generation;
+using ParetoQ.Runtime.Model;
+
+namespace ParetoQ.Native;
+
+/// <summary>
+/// One conversation behind a pq_context handle: its own CPU backend (worker threads), a model view over the shared
+/// memory map, a session (KV cache), the tokens fed so far and the last logits in native memory for pq_get_logits.
+/// Calls take <see cref="Gate"/>; an overlapping call on the same context is refused rather than run concurrently.
+/// </summary>
+internal sealed unsafe class NativeContext : IDisposable
+{
+    public NativeModel Model { get; }
+    public Session Session { get; }
+    public List<int> History { get; } = [];
+    public object Gate { get; } = new();
+    public float* Logits { get; }
+    public bool HasLogits { get; set; }
+    /// <summary>Set under <see cref="Gate"/> by pq_context_free, for a call that found the handle just before it went.</summary>
+    public bool Disposed { get; set; }
+    private readonly CpuBackend _backend;
+    private readonly LanguageModel _view;
+    private Sampler? _sampler;
+    private SamplerOptions? _samplerOptions;
+
+    public NativeContext(NativeModel model, CpuBackendOptions backend, SessionOptions session)
+    {
+        Model = model;
+        _backend = new CpuBackend(backend);
+        try
+        {
+            _view = new LanguageModel(model.File, _backend);
+            Session = new Session(_view, session);
+            Logits = (float*)NativeMemory.AlignedAlloc((nuint)model.Config.VocabSize * sizeof(float), 64);
+        }
+        catch
+        {
+            _backend.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The sampler for these options, kept across calls so its random stream continues; new options restart it.</summary>
+    public Sampler SamplerFor(SamplerOptions options)
+    {
+        if (_sampler is null || _samplerOptions != options)
+        {
+            _sampler = new Sampler(Model.Config.VocabSize, options);
+            _samplerOptions = options;
+        }
+        return _sampler;
+    }
+
+    public void Dispose()
+    {
+        Session.Dispose();
+        _view.Dispose();
+        _backend.Dispose();
+        NativeMemory.AlignedFree(Logits);
+        Model.Release();
+    }
+}
