@@ -16,7 +16,8 @@
  *   - Functions return pq_status (PQ_OK = 0, errors < 0) unless stated otherwise. On an error, pq_last_error() gives a
  *     message naming the problem, for the calling thread. No call crashes on bad input: null or freed handles, null or
  *     short buffers, invalid UTF-8, a missing or corrupt file and out-of-range parameters all return errors.
- *   - Strings are UTF-8. A text argument comes with a byte length; a length of -1 means NUL-terminated.
+ *   - Strings are UTF-8. A text argument comes with a byte length; a length of -1 means NUL-terminated, and a NULL
+ *     text is accepted only with length 0.
  *   - Buffers are owned by the caller. Functions that fill a buffer return the count written, or, when the buffer is
  *     too small, minus the count needed (nothing useful is written then); PQ_SIZE_ERROR signals an error.
  *   - Parameter structs start with their own size: pass them as returned by the *_default_params() functions, which

@@ -122,6 +122,7 @@ static void test_model_info_and_tokens(pq_model *model) {
     CHECK(pq_tokenize(model, "Hello", -1, 1, tokens, 2) == -6);         /* too small: the count needed */
     CHECK_ERROR(pq_tokenize(model, "\xC3\x28", -1, 1, tokens, 16), PQ_SIZE_ERROR, "not valid UTF-8");
     CHECK_ERROR(pq_tokenize(model, NULL, -1, 1, tokens, 16), PQ_SIZE_ERROR, "text is null");
+    CHECK(pq_tokenize(model, NULL, 0, 1, tokens, 16) == 1 && tokens[0] == info.bos_id); /* empty text */
     CHECK_ERROR(pq_tokenize(model, "Hi", -1, 1, NULL, 4), PQ_SIZE_ERROR, "tokens is null");
     CHECK_ERROR(pq_tokenize(NULL, "Hi", -1, 1, tokens, 16), PQ_SIZE_ERROR, "model handle");
 

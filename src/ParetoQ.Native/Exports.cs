@@ -315,6 +315,7 @@ public static unsafe class Exports
     /// <summary>UTF-8 text from C: <paramref name="length"/> bytes, or up to the NUL when −1; invalid UTF-8 is refused.</summary>
     private static string Text(byte* text, int length, string name)
     {
+        if (text == null && length == 0) return "";
         if (text == null) throw new ArgumentException($"{name} is null");
         if (length < -1) throw new ArgumentException($"{name} length {length} is invalid (−1 means NUL-terminated)");
         var bytes = length == -1 ? MemoryMarshal.CreateReadOnlySpanFromNullTerminated(text) : new ReadOnlySpan<byte>(text, length);
