@@ -31,4 +31,5 @@ head -n 1 "$tmp/kernels.txt" | grep -q neon || { echo "the NEON path did not run
 tail -n 1 "$tmp/kernels.txt" | grep -Eq '^[1-9][0-9]* passed, 0 failed$' || { echo "arm64 kernel suite failed" >&2; exit 1; }
 run "$out/paretoq-bench" model --preset tiny --formats q2_seq,q4_g32 --prompts 16 --decode 4 --bandwidth 1 --dir "$tmp"
 aarch64-linux-gnu-gcc -std=c11 -O1 -Wall -Wextra -Werror -Inative/include native/tests/test_api.c -o "$tmp/test_api" -L"$out" -lparetoq -lpthread
-LD_LIBRARY_PATH="$PWD/$out" run "$tmp/test_api" "${1:-models/default.pq}"
+# Memory is checked on x64 only: under qemu the resident size is mostly qemu's own, ever-growing translation cache.
+PARETOQ_STRESS_NO_MEMORY_CHECK=1 LD_LIBRARY_PATH="$PWD/$out" run "$tmp/test_api" "${1:-models/default.pq}"
