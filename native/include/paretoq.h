@@ -28,8 +28,10 @@
  *     pq_context_new). pq_model_free may be called while contexts are alive: the handle becomes invalid at once, and
  *     the weights stay mapped until the last of its contexts is freed.
  *   - A pq_context belongs to one thread at a time: calls on the same context must not overlap (an overlapping call
- *     is refused with PQ_ERR_BUSY, never run concurrently). Different contexts run in parallel, each on its own worker
- *     threads (pq_context_params.threads).
+ *     is refused with PQ_ERR_BUSY, never run concurrently; so is a call into the context from its own pq_generate
+ *     callback). pq_context_free waits for a call running on another thread; called from the context's own callback,
+ *     it invalidates the handle at once and the context is released when the running call returns. Different
+ *     contexts run in parallel, each on its own worker threads (pq_context_params.threads).
  *   - pq_last_error is per thread.
  */
 #ifndef PARETOQ_H

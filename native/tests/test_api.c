@@ -313,6 +313,30 @@ static void test_busy_context(pq_model *model) {
     pq_context_free(s.ctx);
 }
 
+/* A callback may not call into its own context (refused as busy), but may free it: the running call then stops using
+ * it and releases it when it returns. */
+typedef struct reentry { pq_context *ctx; int32_t decode_status; int free_it; } reentry;
+
+static int32_t call_back_in(const char *text, int32_t length, void *user_data) {
+    (void)text; (void)length;
+    reentry *r = user_data;
+    pq_token t = 1;
+    r->decode_status = pq_decode(r->ctx, &t, 1);
+    if (r->free_it) pq_context_free(r->ctx);
+    return 0;
+}
+
+static void test_reentry(pq_model *model) {
+    reentry r = {.ctx = new_context(model, 64)};
+    CHECK(pq_generate(r.ctx, "Hello", -1, NULL, 4, call_back_in, &r, NULL) == PQ_OK);
+    CHECK(r.decode_status == PQ_ERR_BUSY);
+    int32_t position = pq_context_position(r.ctx);
+    CHECK(position >= 6 && position <= 10);
+    r.free_it = 1;
+    pq_generate(r.ctx, " again", -1, NULL, 4, call_back_in, &r, NULL);
+    CHECK_ERROR(pq_context_position(r.ctx), PQ_ERR_INVALID_HANDLE, "context handle");
+}
+
 /* Several contexts on one model, on their own threads, for a bounded time: each greedy completion must equal the
  * single-threaded one, and memory must stay flat after warm-up. */
 typedef struct worker { pq_model *model; const char *expected; int rounds; int mismatches; } worker;
@@ -412,6 +436,7 @@ int main(int argc, char **argv) {
     test_model_outlived_by_context();
     test_errors_are_per_thread();
     test_busy_context(model);
+    test_reentry(model);
     test_threads(model);
     pq_model_free(model);
     if (failures) {

@@ -140,11 +140,16 @@ public static unsafe class Exports
         try
         {
             if (HandleTable.Remove<NativeContext>(context) is not { } c) return;
-            lock (c.Gate) // waits for a call still running on it
+            int me = Environment.CurrentManagedThreadId;
+            if (Volatile.Read(ref c.BusyThread) == me)
             {
-                c.Disposed = true;
-                c.Dispose();
+                c.Disposed = true; // freed from a callback of its own running call, which disposes it on return
+                return;
             }
+            var wait = new SpinWait();
+            while (Interlocked.CompareExchange(ref c.BusyThread, me, 0) != 0) wait.SpinOnce(); // a call on another thread finishes first
+            c.Disposed = true;
+            c.Dispose();
         }
         catch (Exception e) { Errors.From("pq_context_free", e); }
     }
@@ -260,20 +265,23 @@ public static unsafe class Exports
         return (int)PqStatus.Ok;
     });
 
-    // Runs body on a live context, one call at a time: an overlapping call gets PQ_ERR_BUSY, a freed context PQ_ERR_INVALID_HANDLE.
+    // Runs body on a live context, one call at a time: an overlapping call (another thread's, or a callback's re-entry)
+    // gets PQ_ERR_BUSY, a freed context PQ_ERR_INVALID_HANDLE.
     private static int OnContext(string function, nint context, Func<NativeContext, int> body)
     {
         try
         {
             if (HandleTable.Get<NativeContext>(context) is not { } c) return Errors.NoHandle(function, "context");
-            if (!Monitor.TryEnter(c.Gate)) return Errors.Set(PqStatus.Busy, function, "another call on this context is running (a context belongs to one thread at a time)");
+            if (Interlocked.CompareExchange(ref c.BusyThread, Environment.CurrentManagedThreadId, 0) != 0)
+                return Errors.Set(PqStatus.Busy, function, "another call on this context is running (a context belongs to one thread at a time, and callbacks may not call into their own context)");
             try
             {
                 return c.Disposed ? Errors.NoHandle(function, "context") : body(c);
             }
             finally
             {
-                Monitor.Exit(c.Gate);
+                if (c.Disposed) c.Dispose(); // it was freed from inside this call
+                Volatile.Write(ref c.BusyThread, 0);
             }
         }
         catch (Exception e) { return Errors.From(function, e); }

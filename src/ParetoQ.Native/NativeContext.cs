@@ -7,17 +7,20 @@ namespace ParetoQ.Native;
 /// <summary>
 /// One conversation behind a pq_context handle: its own CPU backend (worker threads), a model view over the shared
 /// memory map, a session (KV cache), the tokens fed so far and the last logits in native memory for pq_get_logits.
-/// Calls take <see cref="Gate"/>; an overlapping call on the same context is refused rather than run concurrently.
+/// A call marks the context busy with its thread (<see cref="BusyThread"/>); any other call meanwhile, from another
+/// thread or from a callback of the running one, is refused rather than run.
 /// </summary>
 internal sealed unsafe class NativeContext : IDisposable
 {
     public NativeModel Model { get; }
     public Session Session { get; }
     public List<int> History { get; } = [];
-    public object Gate { get; } = new();
+    /// <summary>The managed id of the thread running a call on this context; 0 when idle.</summary>
+    public int BusyThread;
     public float* Logits { get; }
     public bool HasLogits { get; set; }
-    /// <summary>Set under <see cref="Gate"/> by pq_context_free, for a call that found the handle just before it went.</summary>
+    /// <summary>Set by pq_context_free: for a call that found the handle just before it went, and for a free from
+    /// inside a running call's callback (that call disposes the context when it returns).</summary>
     public bool Disposed { get; set; }
     private readonly CpuBackend _backend;
     private readonly LanguageModel _view;
@@ -52,8 +55,12 @@ internal sealed unsafe class NativeContext : IDisposable
         return _sampler;
     }
 
+    private int _released;
+
+    /// <summary>Releases the context once; later calls do nothing.</summary>
     public void Dispose()
     {
+        if (Interlocked.Exchange(ref _released, 1) != 0) return;
         Session.Dispose();
         _view.Dispose();
         _backend.Dispose();
