@@ -1,0 +1,245 @@
+using System.Numerics;
+
+namespace ParetoQ.Trainer;
+
+/// <summary>
+/// Forward and backward passes of the decoder's operations over flat row-major arrays, in the manner of llm.c. Generic
+/// in the element type: training runs them in float, and the gradient checks in double against central differences.
+/// Every backward <b>accumulates</b> into its input gradients (+=), so a value used twice (the tied embedding and head,
+/// shared layers) simply receives both contributions; callers zero gradients once per step.
+/// </summary>
+public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
+{
+    /// <summary>y[n, o] = Σ_i x[n, i]·w[o, i]: a linear layer, weights [out, in] as in PyTorch.</summary>
+    public static void MatMul(ReadOnlySpan<T> x, ReadOnlySpan<T> w, Span<T> y, int n, int inDim, int outDim)
+    {
+        for (int t = 0; t < n; t++)
+        {
+            var xt = x.Slice(t * inDim, inDim);
+            for (int o = 0; o < outDim; o++) y[t * outDim + o] = Dot(xt, w.Slice(o * inDim, inDim));
+        }
+    }
+
+    /// <summary>dx += dy·w, dw += dyᵀ·x.</summary>
+    public static void MatMulBackward(ReadOnlySpan<T> dy, ReadOnlySpan<T> x, ReadOnlySpan<T> w, Span<T> dx, Span<T> dw, int n, int inDim, int outDim)
+    {
+        for (int t = 0; t < n; t++)
+        {
+            var xt = x.Slice(t * inDim, inDim);
+            var dxt = dx.Slice(t * inDim, inDim);
+            for (int o = 0; o < outDim; o++)
+            {
+                T g = dy[t * outDim + o];
+                if (g == T.Zero) continue;
+                var wo = w.Slice(o * inDim, inDim);
+                var dwo = dw.Slice(o * inDim, inDim);
+                for (int i = 0; i < inDim; i++)
+                {
+                    dxt[i] += g * wo[i];
+                    dwo[i] += g * xt[i];
+                }
+            }
+        }
+    }
+
+    /// <summary>y = x / rms(x) · weight per row; keeps 1/rms per row for the backward.</summary>
+    public static void RmsNorm(ReadOnlySpan<T> x, ReadOnlySpan<T> weight, Span<T> y, Span<T> rstd, int n, int dim, T eps)
+    {
+        for (int t = 0; t < n; t++)
+        {
+            var xt = x.Slice(t * dim, dim);
+            T r = T.One / T.Sqrt(Dot(xt, xt) / T.CreateChecked(dim) + eps);
+            rstd[t] = r;
+            for (int i = 0; i < dim; i++) y[t * dim + i] = xt[i] * r * weight[i];
+        }
+    }
+
+    /// <summary>With u = x·r: dweight += dy·u; dx += r·(dy·w − u·mean(dy·w·u)).</summary>
+    public static void RmsNormBackward(ReadOnlySpan<T> dy, ReadOnlySpan<T> x, ReadOnlySpan<T> weight, ReadOnlySpan<T> rstd, Span<T> dx, Span<T> dweight, int n, int dim)
+    {
+        for (int t = 0; t < n; t++)
+        {
+            T r = rstd[t];
+            T dot = T.Zero;
+            for (int i = 0; i < dim; i++) dot += dy[t * dim + i] * weight[i] * x[t * dim + i] * r;
+            T mean = dot / T.CreateChecked(dim);
+            for (int i = 0; i < dim; i++)
+            {
+                T u = x[t * dim + i] * r;
+                T g = dy[t * dim + i];
+                dweight[i] += g * u;
+                dx[t * dim + i] += r * (g * weight[i] - u * mean);
+            }
+        }
+    }
+
+    /// <summary>h = silu(gate)·up, elementwise.</summary>
+    public static void SwiGlu(ReadOnlySpan<T> gate, ReadOnlySpan<T> up, Span<T> h)
+    {
+        for (int i = 0; i < h.Length; i++) h[i] = gate[i] * Sigmoid(gate[i]) * up[i];
+    }
+
+    /// <summary>dgate += dh·up·silu'(gate), dup += dh·silu(gate), with silu'(g) = σ(g)·(1 + g·(1 − σ(g))).</summary>
+    public static void SwiGluBackward(ReadOnlySpan<T> dh, ReadOnlySpan<T> gate, ReadOnlySpan<T> up, Span<T> dgate, Span<T> dup)
+    {
+        for (int i = 0; i < dh.Length; i++)
+        {
+            T s = Sigmoid(gate[i]);
+            dgate[i] += dh[i] * up[i] * s * (T.One + gate[i] * (T.One - s));
+            dup[i] += dh[i] * gate[i] * s;
+        }
+    }
+
+    /// <summary>
+    /// Rotates each head of x [n, heads, headDim] in place by position (start + t) with frequencies invFreq
+    /// [headDim/2]; pair p is (p, p + hd/2) for rotate-half and (2p, 2p + 1) interleaved. <paramref name="inverse"/>
+    /// rotates by the negative angle, which is the backward (a rotation's transpose).
+    /// </summary>
+    public static void Rope(Span<T> x, int n, int heads, int headDim, int start, ReadOnlySpan<double> invFreq, bool interleaved, bool inverse = false)
+    {
+        int half = headDim / 2;
+        for (int t = 0; t < n; t++)
+            for (int p = 0; p < half; p++)
+            {
+                double angle = (start + t) * invFreq[p];
+                T cos = T.CreateChecked(Math.Cos(angle)), sin = T.CreateChecked(inverse ? -Math.Sin(angle) : Math.Sin(angle));
+                for (int h = 0; h < heads; h++)
+                {
+                    int b = (t * heads + h) * headDim;
+                    int i = interleaved ? b + 2 * p : b + p, j = interleaved ? i + 1 : i + half;
+                    T a = x[i], c = x[j];
+                    x[i] = a * cos - c * sin;
+                    x[j] = a * sin + c * cos;
+                }
+            }
+    }
+
+    /// <summary>
+    /// Causal attention with grouped KV heads: q [n, H, hd], k and v [n, Hkv, hd], out [n, H, hd]; query t sees keys
+    /// max(0, t − window + 1) … t (window 0 = all). probs [H, n, n] keeps the softmax for the backward.
+    /// </summary>
+    public static void Attention(ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, Span<T> output, Span<T> probs, int n, int heads, int kvHeads, int headDim, int window)
+    {
+        T scale = T.One / T.Sqrt(T.CreateChecked(headDim));
+        int group = heads / kvHeads;
+        for (int h = 0; h < heads; h++)
+        {
+            int kh = h / group;
+            for (int t = 0; t < n; t++)
+            {
+                int first = window > 0 ? Math.Max(0, t - window + 1) : 0;
+                var row = probs.Slice((h * n + t) * n, n);
+                row.Clear();
+                var qt = q.Slice((t * heads + h) * headDim, headDim);
+                T max = T.NegativeInfinity;
+                for (int s = first; s <= t; s++)
+                {
+                    row[s] = Dot(qt, k.Slice((s * kvHeads + kh) * headDim, headDim)) * scale;
+                    max = T.Max(max, row[s]);
+                }
+                T sum = T.Zero;
+                for (int s = first; s <= t; s++) sum += row[s] = T.Exp(row[s] - max);
+                var ot = output.Slice((t * heads + h) * headDim, headDim);
+                ot.Clear();
+                for (int s = first; s <= t; s++)
+                {
+                    T p = row[s] /= sum;
+                    var vs = v.Slice((s * kvHeads + kh) * headDim, headDim);
+                    for (int d = 0; d < headDim; d++) ot[d] += p * vs[d];
+                }
+            }
+        }
+    }
+
+    /// <summary>dq, dk, dv += the gradients of <see cref="Attention"/> given dout and its saved probs.</summary>
+    public static void AttentionBackward(ReadOnlySpan<T> dout, ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, ReadOnlySpan<T> probs,
+        Span<T> dq, Span<T> dk, Span<T> dv, int n, int heads, int kvHeads, int headDim, int window)
+    {
+        T scale = T.One / T.Sqrt(T.CreateChecked(headDim));
+        int group = heads / kvHeads;
+        for (int h = 0; h < heads; h++)
+        {
+            int kh = h / group;
+            for (int t = 0; t < n; t++)
+            {
+                int first = window > 0 ? Math.Max(0, t - window + 1) : 0;
+                var row = probs.Slice((h * n + t) * n, n);
+                var dot = dout.Slice((t * heads + h) * headDim, headDim);
+                // dp[s] = dout·v[s]; dscore[s] = p[s]·(dp[s] − Σ p·dp)
+                T weighted = T.Zero;
+                for (int s = first; s <= t; s++) weighted += row[s] * Dot(dot, v.Slice((s * kvHeads + kh) * headDim, headDim));
+                var qt = q.Slice((t * heads + h) * headDim, headDim);
+                var dqt = dq.Slice((t * heads + h) * headDim, headDim);
+                for (int s = first; s <= t; s++)
+                {
+                    var vs = v.Slice((s * kvHeads + kh) * headDim, headDim);
+                    var ks = k.Slice((s * kvHeads + kh) * headDim, headDim);
+                    var dvs = dv.Slice((s * kvHeads + kh) * headDim, headDim);
+                    var dks = dk.Slice((s * kvHeads + kh) * headDim, headDim);
+                    T p = row[s];
+                    T dscore = p * (Dot(dot, vs) - weighted) * scale;
+                    for (int d = 0; d < headDim; d++)
+                    {
+                        dvs[d] += p * dot[d];
+                        dqt[d] += dscore * ks[d];
+                        dks[d] += dscore * qt[d];
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>x[t] = table[tokens[t]] (rows of dim).</summary>
+    public static void Embed(ReadOnlySpan<int> tokens, ReadOnlySpan<T> table, Span<T> x, int dim)
+    {
+        for (int t = 0; t < tokens.Length; t++) table.Slice(tokens[t] * dim, dim).CopyTo(x.Slice(t * dim, dim));
+    }
+
+    /// <summary>dtable[tokens[t]] += dx[t].</summary>
+    public static void EmbedBackward(ReadOnlySpan<int> tokens, ReadOnlySpan<T> dx, Span<T> dtable, int dim)
+    {
+        for (int t = 0; t < tokens.Length; t++)
+        {
+            var row = dtable.Slice(tokens[t] * dim, dim);
+            var g = dx.Slice(t * dim, dim);
+            for (int i = 0; i < dim; i++) row[i] += g[i];
+        }
+    }
+
+    /// <summary>
+    /// Mean next-token cross-entropy over the positions whose target is ≥ 0 (−1 masks a position), and its gradient
+    /// into dlogits (overwritten): (softmax − onehot)·<paramref name="gradScale"/>/count.
+    /// </summary>
+    public static T CrossEntropy(ReadOnlySpan<T> logits, ReadOnlySpan<int> targets, Span<T> dlogits, int vocab, T gradScale)
+    {
+        int count = 0;
+        foreach (int target in targets) if (target >= 0) count++;
+        T loss = T.Zero;
+        dlogits[..(targets.Length * vocab)].Clear();
+        if (count == 0) return loss;
+        T weight = gradScale / T.CreateChecked(count);
+        for (int t = 0; t < targets.Length; t++)
+        {
+            if (targets[t] < 0) continue;
+            var row = logits.Slice(t * vocab, vocab);
+            var grad = dlogits.Slice(t * vocab, vocab);
+            T max = T.NegativeInfinity;
+            foreach (T l in row) max = T.Max(max, l);
+            T sum = T.Zero;
+            for (int i = 0; i < vocab; i++) sum += grad[i] = T.Exp(row[i] - max);
+            loss += T.Log(sum) - (row[targets[t]] - max);
+            for (int i = 0; i < vocab; i++) grad[i] = grad[i] / sum * weight;
+            grad[targets[t]] -= weight;
+        }
+        return loss / T.CreateChecked(count);
+    }
+
+    private static T Sigmoid(T x) => T.One / (T.One + T.Exp(-x));
+
+    private static T Dot(ReadOnlySpan<T> a, ReadOnlySpan<T> b)
+    {
+        T sum = T.Zero;
+        for (int i = 0; i < a.Length; i++) sum += a[i] * b[i];
+        return sum;
+    }
+}
