@@ -1,0 +1,265 @@
+using System.Numerics;
+using ParetoQ.Runtime.Model;
+using ParetoQ.Runtime.Quantization;
+
+namespace ParetoQ.Trainer;
+
+/// <summary>Where one tensor lives in the flat parameter buffer.</summary>
+public sealed record ParameterSlot(TensorSpec Spec, int Offset)
+{
+    public int Length => Spec.Rows * Spec.Cols;
+}
+
+/// <summary>
+/// The runtime's decoder (<see cref="ModelConfig"/>) as a trainable model: all parameters in one flat buffer in
+/// <see cref="ModelTensors.For"/> order (so the optimizer and checkpoints see one array), a forward that keeps the
+/// activations of one sequence, and a backward that accumulates into a gradient buffer of the same layout.
+/// With <see cref="Projections"/> set (float only), every q/k/v/o/gate/up/down weight goes through ParetoQ's
+/// fake-quantizer with its per-row α (<see cref="Alphas"/>), exactly as the exported model computes.
+/// </summary>
+public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee754<T>
+{
+    public ModelConfig Config { get; }
+    public T[] Parameters { get; }
+    public T[] Gradients { get; }
+    public IReadOnlyList<ParameterSlot> Slots { get; }
+    /// <summary>The ParetoQ grid of the projections during QAT; null trains in full precision.</summary>
+    public WeightFormat? Projections { get; }
+    /// <summary>Per-row α of every projection, concatenated in slot order (QAT only).</summary>
+    public float[] Alphas { get; }
+    public float[] AlphaGradients { get; }
+
+    private readonly Dictionary<string, ParameterSlot> _byName;
+    private readonly Dictionary<string, int> _alphaOffset = new(StringComparer.Ordinal);
+    private readonly double[] _invFreq;
+    private readonly T[] _quantized;       // projection weights after fake-quant, same layout as Parameters (QAT only)
+    private readonly T[] _quantizedGrads;  // ∂L/∂Wq before the straight-through step (QAT only)
+    private Activations? _acts;
+
+    public TransformerModel(ModelConfig config, WeightFormat? projections = null)
+    {
+        if (config.UseQkNorm || config.RopeLayers.Any(r => !r) || config.TemperatureTuning is not null || config.RopeScaling is not null)
+            throw new NotSupportedException("the trainer implements MobileLLM v1 / LLaMA layers (GQA, RoPE, sliding windows); QK-norm, NoPE layers, temperature tuning and RoPE scaling are not implemented");
+        if (projections is { } p && (!WeightFormats.IsParetoQ(p) || typeof(T) != typeof(float)))
+            throw new ArgumentException($"QAT needs a ParetoQ grid and float parameters, not {WeightFormats.Name(p)} over {typeof(T).Name}");
+        Config = config;
+        Projections = projections;
+        var slots = new List<ParameterSlot>();
+        int offset = 0, alphas = 0;
+        foreach (var spec in ModelTensors.For(config))
+        {
+            slots.Add(new ParameterSlot(spec, offset));
+            offset += spec.Rows * spec.Cols;
+            if (projections is not null && spec.IsProjection)
+            {
+                _alphaOffset[spec.Name] = alphas;
+                alphas += spec.Rows;
+            }
+        }
+        Slots = slots;
+        _byName = slots.ToDictionary(s => s.Spec.Name, StringComparer.Ordinal);
+        Parameters = new T[offset];
+        Gradients = new T[offset];
+        Alphas = new float[alphas];
+        AlphaGradients = new float[alphas];
+        _quantized = projections is null ? [] : new T[offset];
+        _quantizedGrads = projections is null ? [] : new T[offset];
+        _invFreq = Enumerable.Range(0, config.HeadDim / 2).Select(i => 1.0 / Math.Pow(config.RopeTheta, 2.0 * i / config.HeadDim)).ToArray();
+    }
+
+    public ParameterSlot Slot(string name) => _byName[name];
+    public Span<T> Tensor(string name) => Parameters.AsSpan(_byName[name].Offset, _byName[name].Length);
+
+    /// <summary>ParetoQ's initial α per row of every projection, from the current (full-precision) weights.</summary>
+    public void InitializeAlphas()
+    {
+        if (Projections is not { } format) throw new InvalidOperationException("no projection grid: this model trains in full precision");
+        var weights = (float[])(object)Parameters;
+        foreach (var (name, first) in _alphaOffset)
+        {
+            var slot = _byName[name];
+            for (int r = 0; r < slot.Spec.Rows; r++)
+                Alphas[first + r] = Quantizer.InitialScale(format, weights.AsSpan(slot.Offset + r * slot.Spec.Cols, slot.Spec.Cols));
+        }
+    }
+
+    /// <summary>The α of one projection's rows (QAT only).</summary>
+    public Span<float> AlphasOf(string name) => Alphas.AsSpan(_alphaOffset[name], _byName[name].Spec.Rows);
+
+    /// <summary>
+    /// Runs one sequence and returns the mean cross-entropy of predicting <paramref name="targets"/> (−1 = unscored);
+    /// <paramref name="logits"/> (tokens × vocab), when given, receives the logits. Activations are kept for <see cref="Backward"/>.
+    /// </summary>
+    public T Forward(ReadOnlySpan<int> tokens, ReadOnlySpan<int> targets, Span<T> logits = default)
+    {
+        var c = Config;
+        int n = tokens.Length, d = c.HiddenSize;
+        if (n == 0 || n > c.MaxPositionEmbeddings) throw new ArgumentException($"{n} tokens: a sequence needs 1..{c.MaxPositionEmbeddings}");
+        if (targets.Length != n) throw new ArgumentException("one target per token");
+        var a = _acts = _acts is { } existing && existing.Tokens == n ? existing : new Activations(c, n);
+        tokens.CopyTo(a.TokenIds);
+        targets.CopyTo(a.Targets);
+        ReadOnlySpan<T> weights = Parameters;
+        if (Projections is { } format)
+        {
+            Parameters.CopyTo(_quantized, 0);
+            var master = (float[])(object)Parameters;
+            var quantized = (float[])(object)_quantized;
+            foreach (var (name, first) in _alphaOffset)
+            {
+                var s = _byName[name];
+                FakeQuantizer.Forward(format, master.AsSpan(s.Offset, s.Length), Alphas.AsSpan(first, s.Spec.Rows), quantized.AsSpan(s.Offset, s.Length), s.Spec.Rows, s.Spec.Cols);
+            }
+            weights = _quantized;
+        }
+
+        Ops<T>.Embed(tokens, W(weights, ModelTensors.Name(TensorRole.Embedding)), a.Residual[0], d);
+        for (int l = 0; l < c.EffectiveLayers; l++)
+        {
+            var L = a.Layers[l];
+            int layer = l / c.LayerRepeat;
+            ReadOnlySpan<T> x = a.Residual[l];
+            Ops<T>.RmsNorm(x, W(weights, TensorRole.AttentionNorm, layer), L.Norm1, L.Rstd1, n, d, T.CreateChecked(c.RmsNormEps));
+            Ops<T>.MatMul(L.Norm1, W(weights, TensorRole.Query, layer), L.Q, n, d, c.QueryDim);
+            Ops<T>.MatMul(L.Norm1, W(weights, TensorRole.Key, layer), L.K, n, d, c.KvDim);
+            Ops<T>.MatMul(L.Norm1, W(weights, TensorRole.Value, layer), L.V, n, d, c.KvDim);
+            bool interleaved = c.RopeLayout == RopeLayout.Interleaved;
+            Ops<T>.Rope(L.Q, n, c.NumHeads, c.HeadDim, 0, _invFreq, interleaved);
+            Ops<T>.Rope(L.K, n, c.NumKvHeads, c.HeadDim, 0, _invFreq, interleaved);
+            Ops<T>.Attention(L.Q, L.K, L.V, L.Attended, L.Probs, n, c.NumHeads, c.NumKvHeads, c.HeadDim, Window(layer));
+            Ops<T>.MatMul(L.Attended, W(weights, TensorRole.Output, layer), L.Mid, n, c.QueryDim, d);
+            for (int i = 0; i < n * d; i++) L.Mid[i] += x[i];
+            Ops<T>.RmsNorm(L.Mid, W(weights, TensorRole.FfnNorm, layer), L.Norm2, L.Rstd2, n, d, T.CreateChecked(c.RmsNormEps));
+            Ops<T>.MatMul(L.Norm2, W(weights, TensorRole.Gate, layer), L.Gate, n, d, c.IntermediateSize);
+            Ops<T>.MatMul(L.Norm2, W(weights, TensorRole.Up, layer), L.Up, n, d, c.IntermediateSize);
+            Ops<T>.SwiGlu(L.Gate, L.Up, L.Hidden);
+            var next = a.Residual[l + 1];
+            Ops<T>.MatMul(L.Hidden, W(weights, TensorRole.Down, layer), next, n, c.IntermediateSize, d);
+            for (int i = 0; i < n * d; i++) next[i] += L.Mid[i];
+        }
+        Ops<T>.RmsNorm(a.Residual[c.EffectiveLayers], W(weights, ModelTensors.Name(TensorRole.FinalNorm)), a.FinalNorm, a.FinalRstd, n, d, T.CreateChecked(c.RmsNormEps));
+        Ops<T>.MatMul(a.FinalNorm, W(weights, HeadName), a.Logits, n, d, c.VocabSize);
+        if (!logits.IsEmpty) a.Logits.CopyTo(logits);
+        return Ops<T>.CrossEntropy(a.Logits, targets, a.LogitGrads, c.VocabSize, T.One);
+    }
+
+    /// <summary>Accumulates ∂loss/∂parameters (and ∂loss/∂α in QAT) of the last <see cref="Forward"/>, scaled by <paramref name="scale"/>.</summary>
+    public void Backward(T scale)
+    {
+        var a = _acts ?? throw new InvalidOperationException("Backward needs a Forward first");
+        var c = Config;
+        int n = a.Tokens, d = c.HiddenSize;
+        ReadOnlySpan<T> weights = Projections is null ? Parameters : _quantized;
+        // Projection gradients land in ∂L/∂Wq first during QAT, then pass the straight-through step into Gradients.
+        T[] projectionGrads = Projections is null ? Gradients : _quantizedGrads;
+        if (Projections is not null) Array.Clear(_quantizedGrads);
+
+        var s = a.Scratch;
+        var dx = a.ResidualGrad;
+        var dlogits = a.LogitGrads;
+        for (int i = 0; i < dlogits.Length; i++) dlogits[i] *= scale;
+        var dnorm = s.Norm1;
+        dnorm.AsSpan().Clear();
+        Ops<T>.MatMulBackward(dlogits, a.FinalNorm, W(weights, HeadName), dnorm, G(HeadName), n, d, c.VocabSize);
+        dx.AsSpan().Clear();
+        Ops<T>.RmsNormBackward(dnorm, a.Residual[c.EffectiveLayers], W(weights, ModelTensors.Name(TensorRole.FinalNorm)), a.FinalRstd, dx,
+            G(ModelTensors.Name(TensorRole.FinalNorm)), n, d);
+
+        for (int l = c.EffectiveLayers - 1; l >= 0; l--)
+        {
+            var L = a.Layers[l];
+            int layer = l / c.LayerRepeat;
+            Span<T> P(TensorRole role) => projectionGrads.AsSpan(_byName[ModelTensors.Name(role, layer)].Offset, _byName[ModelTensors.Name(role, layer)].Length);
+            // MLP block: dx flows to the residual unchanged and through down → SwiGLU → gate/up → norm.
+            // (Scratch reuses one layer's shapes for gradients; Norm1 holds ∂L/∂(normed input) of either norm.)
+            s.Hidden.AsSpan().Clear();
+            Ops<T>.MatMulBackward(dx, L.Hidden, W(weights, TensorRole.Down, layer), s.Hidden, P(TensorRole.Down), n, c.IntermediateSize, d);
+            s.Gate.AsSpan().Clear();
+            s.Up.AsSpan().Clear();
+            Ops<T>.SwiGluBackward(s.Hidden, L.Gate, L.Up, s.Gate, s.Up);
+            s.Norm1.AsSpan().Clear();
+            Ops<T>.MatMulBackward(s.Gate, L.Norm2, W(weights, TensorRole.Gate, layer), s.Norm1, P(TensorRole.Gate), n, d, c.IntermediateSize);
+            Ops<T>.MatMulBackward(s.Up, L.Norm2, W(weights, TensorRole.Up, layer), s.Norm1, P(TensorRole.Up), n, d, c.IntermediateSize);
+            Ops<T>.RmsNormBackward(s.Norm1, L.Mid, W(weights, TensorRole.FfnNorm, layer), L.Rstd2, dx, G(ModelTensors.Name(TensorRole.FfnNorm, layer)), n, d);
+            // Attention block.
+            s.Attended.AsSpan().Clear();
+            Ops<T>.MatMulBackward(dx, L.Attended, W(weights, TensorRole.Output, layer), s.Attended, P(TensorRole.Output), n, c.QueryDim, d);
+            s.Q.AsSpan().Clear();
+            s.K.AsSpan().Clear();
+            s.V.AsSpan().Clear();
+            Ops<T>.AttentionBackward(s.Attended, L.Q, L.K, L.V, L.Probs, s.Q, s.K, s.V, n, c.NumHeads, c.NumKvHeads, c.HeadDim, Window(layer));
+            bool interleaved = c.RopeLayout == RopeLayout.Interleaved;
+            Ops<T>.Rope(s.Q, n, c.NumHeads, c.HeadDim, 0, _invFreq, interleaved, inverse: true);
+            Ops<T>.Rope(s.K, n, c.NumKvHeads, c.HeadDim, 0, _invFreq, interleaved, inverse: true);
+            s.Norm1.AsSpan().Clear();
+            Ops<T>.MatMulBackward(s.Q, L.Norm1, W(weights, TensorRole.Query, layer), s.Norm1, P(TensorRole.Query), n, d, c.QueryDim);
+            Ops<T>.MatMulBackward(s.K, L.Norm1, W(weights, TensorRole.Key, layer), s.Norm1, P(TensorRole.Key), n, d, c.KvDim);
+            Ops<T>.MatMulBackward(s.V, L.Norm1, W(weights, TensorRole.Value, layer), s.Norm1, P(TensorRole.Value), n, d, c.KvDim);
+            Ops<T>.RmsNormBackward(s.Norm1, a.Residual[l], W(weights, TensorRole.AttentionNorm, layer), L.Rstd1, dx, G(ModelTensors.Name(TensorRole.AttentionNorm, layer)), n, d);
+        }
+        Ops<T>.EmbedBackward(a.TokenIds, dx, G(ModelTensors.Name(TensorRole.Embedding)), d);
+
+        if (Projections is { } format)
+        {
+            var master = (float[])(object)Parameters;
+            var grads = (float[])(object)Gradients;
+            var dq = (float[])(object)_quantizedGrads;
+            foreach (var (name, first) in _alphaOffset)
+            {
+                var slot = _byName[name];
+                FakeQuantizer.Backward(format, master.AsSpan(slot.Offset, slot.Length), Alphas.AsSpan(first, slot.Spec.Rows), dq.AsSpan(slot.Offset, slot.Length),
+                    grads.AsSpan(slot.Offset, slot.Length), AlphaGradients.AsSpan(first, slot.Spec.Rows), slot.Spec.Rows, slot.Spec.Cols);
+            }
+        }
+    }
+
+    public void ZeroGradients()
+    {
+        Array.Clear(Gradients);
+        Array.Clear(AlphaGradients);
+    }
+
+    private string HeadName => ModelTensors.Name(Config.TieWordEmbeddings ? TensorRole.Embedding : TensorRole.Head);
+
+    private int Window(int layer) => Config.LayerTypes[layer] == AttentionKind.Local ? Config.SlidingWindow : 0;
+
+    private ReadOnlySpan<T> W(ReadOnlySpan<T> weights, string name) => weights.Slice(_byName[name].Offset, _byName[name].Length);
+    private ReadOnlySpan<T> W(ReadOnlySpan<T> weights, TensorRole role, int layer) => W(weights, ModelTensors.Name(role, layer));
+    private Span<T> G(string name) => Gradients.AsSpan(_byName[name].Offset, _byName[name].Length);
+
+    /// <summary>Per-layer forward state kept for the backward.</summary>
+    private sealed class LayerActivations(ModelConfig c, int n)
+    {
+        public T[] Norm1 { get; } = new T[n * c.HiddenSize];
+        public T[] Rstd1 { get; } = new T[n];
+        public T[] Q { get; } = new T[n * c.QueryDim];
+        public T[] K { get; } = new T[n * c.KvDim];
+        public T[] V { get; } = new T[n * c.KvDim];
+        public T[] Probs { get; } = new T[c.NumHeads * n * n];
+        public T[] Attended { get; } = new T[n * c.QueryDim];
+        public T[] Mid { get; } = new T[n * c.HiddenSize];
+        public T[] Norm2 { get; } = new T[n * c.HiddenSize];
+        public T[] Rstd2 { get; } = new T[n];
+        public T[] Gate { get; } = new T[n * c.IntermediateSize];
+        public T[] Up { get; } = new T[n * c.IntermediateSize];
+        public T[] Hidden { get; } = new T[n * c.IntermediateSize];
+    }
+
+    /// <summary>Everything one sequence needs, allocated once per sequence length and reused across steps.</summary>
+    private sealed class Activations(ModelConfig c, int n)
+    {
+        public int Tokens { get; } = n;
+        public int[] TokenIds { get; } = new int[n];
+        public int[] Targets { get; } = new int[n];
+        /// <summary>The residual stream entering each layer, and after the last one.</summary>
+        public T[][] Residual { get; } = Enumerable.Range(0, c.EffectiveLayers + 1).Select(_ => new T[n * c.HiddenSize]).ToArray();
+        public LayerActivations[] Layers { get; } = Enumerable.Range(0, c.EffectiveLayers).Select(_ => new LayerActivations(c, n)).ToArray();
+        public T[] FinalNorm { get; } = new T[n * c.HiddenSize];
+        public T[] FinalRstd { get; } = new T[n];
+        public T[] Logits { get; } = new T[n * c.VocabSize];
+        public T[] LogitGrads { get; } = new T[n * c.VocabSize];
+        public T[] ResidualGrad { get; } = new T[n * c.HiddenSize];
+        /// <summary>Gradient buffers of one layer, reused layer after layer in the backward.</summary>
+        public LayerActivations Scratch { get; } = new(c, n);
+    }
+}

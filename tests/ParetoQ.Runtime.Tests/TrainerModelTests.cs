@@ -1,0 +1,88 @@
+using ParetoQ.Runtime.Format;
+using ParetoQ.Runtime.Model;
+using ParetoQ.Runtime.Quantization;
+using ParetoQ.Runtime.Text;
+using ParetoQ.Trainer;
+using Xunit;
+
+namespace ParetoQ.Runtime.Tests;
+
+/// <summary>
+/// The whole trainable model: its loss gradient against central differences in double precision (every parameter,
+/// with GQA, a sliding-window layer, layer sharing and the tied head in play), and, in QAT, its logits against the
+/// runtime's exact-mode logits for the exported .pq.
+/// </summary>
+public sealed class TrainerModelTests
+{
+    private static ModelConfig Tiny(RopeLayout rope, int vocab = 13, int layerRepeat = 2) => new()
+    {
+        Architecture = "mobilellm", VocabSize = vocab, HiddenSize = 8, IntermediateSize = 12, NumLayers = 2, NumHeads = 2, NumKvHeads = 1, HeadDim = 4,
+        MaxPositionEmbeddings = 64, RmsNormEps = 1e-5f, RopeTheta = 10000, RopeLayout = rope, TieWordEmbeddings = true, LayerRepeat = layerRepeat,
+        LayerTypes = [AttentionKind.Global, AttentionKind.Local], SlidingWindow = 3, RopeLayers = [true, true],
+    };
+
+    private static void Fill<T>(TransformerModel<T> model, int seed) where T : unmanaged, System.Numerics.IFloatingPointIeee754<T>
+    {
+        var rng = new Random(seed);
+        foreach (var slot in model.Slots)
+            for (int i = 0; i < slot.Length; i++)
+                model.Parameters[slot.Offset + i] = T.CreateChecked(slot.Spec.IsNorm ? 1 + 0.1 * (rng.NextDouble() - 0.5) : (rng.NextDouble() * 2 - 1) * 0.5);
+    }
+
+    [Theory]
+    [InlineData(RopeLayout.RotateHalf)]
+    [InlineData(RopeLayout.Interleaved)]
+    public void The_loss_gradient_matches_finite_differences_for_every_parameter(RopeLayout rope)
+    {
+        var model = new TransformerModel<double>(Tiny(rope));
+        Fill(model, 7);
+        int[] tokens = [1, 5, 9, 2, 12, 0, 7];
+        int[] targets = [5, 9, 2, 12, 0, 7, -1];
+        model.ZeroGradients();
+        model.Forward(tokens, targets);
+        model.Backward(1);
+        var analytic = (double[])model.Gradients.Clone();
+        const double eps = 1e-6;
+        for (int i = 0; i < model.Parameters.Length; i++)
+        {
+            double saved = model.Parameters[i];
+            model.Parameters[i] = saved + eps;
+            double plus = model.Forward(tokens, targets);
+            model.Parameters[i] = saved - eps;
+            double minus = model.Forward(tokens, targets);
+            model.Parameters[i] = saved;
+            double numeric = (plus - minus) / (2 * eps);
+            var slot = model.Slots.Last(s => s.Offset <= i);
+            Assert.True(Math.Abs(numeric - analytic[i]) <= 1e-6 * Math.Max(1, Math.Abs(numeric)), $"{slot.Spec.Name}[{i - slot.Offset}]: analytic {analytic[i]}, numeric {numeric}");
+        }
+    }
+
+    [Theory]
+    [InlineData(WeightFormat.Binary)]
+    [InlineData(WeightFormat.Ternary)]
+    [InlineData(WeightFormat.Q2Seq)]
+    [InlineData(WeightFormat.Q3Row)]
+    [InlineData(WeightFormat.Q4Row)]
+    public void QAT_logits_equal_the_runtime_logits_of_the_exported_model(WeightFormat grid)
+    {
+        var config = Tiny(RopeLayout.RotateHalf, vocab: ByteLevelVocabulary.Size(chatTokens: false), layerRepeat: 1);
+        var model = new TransformerModel<float>(config, grid);
+        Fill(model, 11);
+        model.InitializeAlphas();
+        int[] tokens = [256, 72, 101, 108, 108, 111, 44, 32, 119, 111, 114];
+        var logits = new float[tokens.Length * config.VocabSize];
+        model.Forward(tokens, Enumerable.Repeat(-1, tokens.Length).ToArray(), logits);
+
+        using var dir = new TempDir();
+        string path = dir.File("qat.pq");
+        PqExport.Write(model, path, ByteLevelVocabulary.Info(chatTokens: false), ByteLevelVocabulary.Ranks(), new PqProvenance("test", "2", "trainer test", new Dictionary<string, string>()));
+        using var runtime = LanguageModel.Load(path, CpuBackendOptions.ExactMode);
+        using var session = new Session(runtime, new SessionOptions { ContextLength = 64, KvCache = KvCacheType.F32 });
+        var expected = new float[tokens.Length * config.VocabSize];
+        session.Forward(tokens, expected);
+        double worst = 0, scale = expected.Max(MathF.Abs);
+        for (int i = 0; i < logits.Length; i++) worst = Math.Max(worst, Math.Abs(logits[i] - expected[i]));
+        Assert.True(worst <= 1e-4 * scale, $"{WeightFormats.Name(grid)}: max |trainer − runtime| {worst} of logits up to {scale}");
+        Assert.Equal(grid, runtime.File[ModelTensors.Name(TensorRole.Down, 1)].Format);
+    }
+}
