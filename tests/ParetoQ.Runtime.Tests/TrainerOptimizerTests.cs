@@ -1,0 +1,85 @@
+using System.Text;
+using ParetoQ.Runtime.Model;
+using ParetoQ.Runtime.Quantization;
+using ParetoQ.Runtime.Text;
+using ParetoQ.Trainer;
+using Xunit;
+
+namespace ParetoQ.Runtime.Tests;
+
+/// <summary>AdamW and its schedule, and short real trainings on Brown-corpus text: full precision, then QAT.</summary>
+public sealed class TrainerOptimizerTests
+{
+    [Fact]
+    public void The_schedule_warms_up_linearly_then_follows_a_cosine()
+    {
+        var s = new AdamWSettings { LearningRate = 1e-3, MinLearningRate = 1e-4, WarmupSteps = 4, TotalSteps = 14 };
+        Assert.Equal(0.25e-3, s.RateAt(0), 12);
+        Assert.Equal(1e-3, s.RateAt(3), 12);
+        Assert.Equal(1e-3, s.RateAt(4), 12);
+        Assert.Equal(0.55e-3, s.RateAt(9), 12);  // halfway through the cosine
+        Assert.Equal(1e-4, s.RateAt(14), 12);
+        Assert.Equal(1e-4, s.RateAt(100), 12);
+        Assert.Throws<ArgumentException>(() => new AdamWSettings { WarmupSteps = 5, TotalSteps = 2 }.Validate());
+        Assert.Throws<ArgumentException>(() => new AdamWSettings { LearningRate = 0 }.Validate());
+    }
+
+    private static ModelConfig Small(int vocab) => new()
+    {
+        Architecture = "mobilellm", VocabSize = vocab, HiddenSize = 32, IntermediateSize = 64, NumLayers = 2, NumHeads = 4, NumKvHeads = 2, HeadDim = 8,
+        MaxPositionEmbeddings = 64, RmsNormEps = 1e-5f, RopeTheta = 10000, RopeLayout = RopeLayout.RotateHalf, TieWordEmbeddings = true,
+        LayerTypes = [AttentionKind.Global, AttentionKind.Global], RopeLayers = [true, true],
+    };
+
+    // Byte-level tokens of the first Brown paragraphs: 32-token windows, each target the next token.
+    private static int[] BrownBytes() =>
+        [.. Encoding.UTF8.GetBytes(string.Join("\n", File.ReadLines(TestData.Path("brown/text.txt")).Take(40))).Select(b => (int)b)];
+
+    private static double Train(TransformerModel<float> model, AdamW optimizer, int[] data, int steps, int first = 0)
+    {
+        double last = 0;
+        for (int step = first; step < first + steps; step++)
+        {
+            int start = step * 37 % (data.Length - 33);
+            model.ZeroGradients();
+            last = model.Forward(data.AsSpan(start, 32), data.AsSpan(start + 1, 32));
+            model.Backward(1f);
+            optimizer.Update(model);
+        }
+        return last;
+    }
+
+    private static double Evaluate(TransformerModel<float> model, int[] data)
+    {
+        double sum = 0;
+        for (int w = 0; w < 8; w++) sum += model.Forward(data.AsSpan(w * 101, 32), data.AsSpan(w * 101 + 1, 32));
+        return sum / 8;
+    }
+
+    [Fact]
+    public void Training_lowers_the_loss_in_full_precision_and_then_in_QAT()
+    {
+        int[] data = BrownBytes();
+        var config = Small(ByteLevelVocabulary.Size(chatTokens: false));
+        var model = new TransformerModel<float>(config);
+        var rng = new Random(1);
+        foreach (var slot in model.Slots)
+            for (int i = 0; i < slot.Length; i++)
+                model.Parameters[slot.Offset + i] = slot.Spec.IsNorm ? 1f : (float)((rng.NextDouble() * 2 - 1) * 0.1);
+        double before = Evaluate(model, data);
+        Train(model, new AdamW(model, new AdamWSettings { LearningRate = 3e-3, TotalSteps = 150 }), data, 150);
+        double pretrained = Evaluate(model, data);
+        Assert.True(pretrained < before - 1.5, $"pretraining: loss {before:F3} → {pretrained:F3}");
+
+        // QAT from the pretrained weights at 2 bits: quantizing first costs loss, training recovers some of it.
+        var qat = new TransformerModel<float>(config, WeightFormat.Q2Seq);
+        model.Parameters.CopyTo(qat.Parameters, 0);
+        qat.InitializeAlphas();
+        double quantized = Evaluate(qat, data);
+        Train(qat, new AdamW(qat, new AdamWSettings { LearningRate = 1e-3, TotalSteps = 60 }), data, 60);
+        double recovered = Evaluate(qat, data);
+        Assert.True(quantized > pretrained, $"2-bit PTQ {quantized:F3} vs full precision {pretrained:F3}");
+        Assert.True(recovered < quantized - 0.1, $"QAT: loss {quantized:F3} → {recovered:F3}");
+        Assert.Contains(qat.Alphas, a => a != 0);
+    }
+}
