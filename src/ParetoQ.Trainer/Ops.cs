@@ -31,13 +31,8 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
             {
                 T g = dy[t * outDim + o];
                 if (g == T.Zero) continue;
-                var wo = w.Slice(o * inDim, inDim);
-                var dwo = dw.Slice(o * inDim, inDim);
-                for (int i = 0; i < inDim; i++)
-                {
-                    dxt[i] += g * wo[i];
-                    dwo[i] += g * xt[i];
-                }
+                AddScaled(dxt, g, w.Slice(o * inDim, inDim));
+                AddScaled(dw.Slice(o * inDim, inDim), g, xt);
             }
         }
     }
@@ -236,10 +231,23 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
 
     private static T Sigmoid(T x) => T.One / (T.One + T.Exp(-x));
 
+    // The two inner loops of every matmul, over System.Numerics vectors of T (8 floats or 4 doubles with AVX2).
     private static T Dot(ReadOnlySpan<T> a, ReadOnlySpan<T> b)
     {
-        T sum = T.Zero;
-        for (int i = 0; i < a.Length; i++) sum += a[i] * b[i];
+        var acc = Vector<T>.Zero;
+        int i = 0, width = Vector<T>.Count;
+        for (; i <= a.Length - width; i += width) acc += new Vector<T>(a[i..]) * new Vector<T>(b[i..]);
+        T sum = Vector.Sum(acc);
+        for (; i < a.Length; i++) sum += a[i] * b[i];
         return sum;
+    }
+
+    // y += g·x
+    private static void AddScaled(Span<T> y, T g, ReadOnlySpan<T> x)
+    {
+        int i = 0, width = Vector<T>.Count;
+        var gv = new Vector<T>(g);
+        for (; i <= y.Length - width; i += width) (new Vector<T>(y[i..]) + gv * new Vector<T>(x[i..])).CopyTo(y[i..]);
+        for (; i < y.Length; i++) y[i] += g * x[i];
     }
 }
