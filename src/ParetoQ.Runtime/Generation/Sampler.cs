@@ -37,7 +37,7 @@ public sealed class Sampler
     private readonly float[] _keys;     // (vocab) candidate logits, sorted descending
     private readonly int[] _ids;        // (vocab) candidate token ids, same order
     private readonly bool[] _penalized; // (vocab) scratch, all false between calls
-    private ulong _state;
+    private Pcg32 _random;
 
     public Sampler(int vocabSize, SamplerOptions options)
     {
@@ -47,7 +47,7 @@ public sealed class Sampler
         _keys = new float[vocabSize];
         _ids = new int[vocabSize];
         _penalized = new bool[vocabSize];
-        _state = options.Seed * 6364136223846793005UL + 1442695040888963407UL;
+        _random = Pcg32.FromSeed(options.Seed);
     }
 
     /// <param name="recent">Tokens generated or fed so far; the last RepeatWindow of them are penalized.</param>
@@ -96,7 +96,7 @@ public sealed class Sampler
 
         float total = 0;
         for (int i = 0; i < keep; i++) total += _keys[i];
-        float r = NextFloat() * total;
+        float r = _random.NextFloat() * total;
         for (int i = 0; i < keep; i++)
         {
             r -= _keys[i];
@@ -176,16 +176,5 @@ public sealed class Sampler
         int best = 0;
         for (int i = 1; i < logits.Length; i++) if (logits[i] > logits[best]) best = i;
         return best;
-    }
-
-    // PCG32 (XSH-RR): 24 random bits → [0, 1).
-    private float NextFloat()
-    {
-        ulong old = _state;
-        _state = old * 6364136223846793005UL + 1442695040888963407UL;
-        uint xorshifted = (uint)(((old >> 18) ^ old) >> 27);
-        int rot = (int)(old >> 59);
-        uint x = (xorshifted >> rot) | (xorshifted << (-rot & 31));
-        return (x >> 8) * (1f / (1 << 24));
     }
 }

@@ -1,0 +1,86 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+
+namespace ParetoQ.Trainer;
+
+public sealed record LoopSettings
+{
+    /// <summary>Optimizer steps of the whole run (a resumed run continues up to it).</summary>
+    public required int Steps { get; init; }
+    public int SequenceLength { get; init; } = 256;
+    /// <summary>Sequences whose gradients are accumulated into one step.</summary>
+    public int SequencesPerStep { get; init; } = 8;
+    public int EvaluateEvery { get; init; } = 100;
+    public int EvaluationWindows { get; init; } = 32;
+    public int CheckpointEvery { get; init; } = 200;
+    public string? CheckpointPath { get; init; }
+    /// <summary>JSON lines, one per step: step, loss, lr, grad_norm, tokens, seconds, and val_loss when evaluated.</summary>
+    public string? MetricsPath { get; init; }
+
+    public void Validate(int contextLength)
+    {
+        if (Steps < 1 || SequencesPerStep < 1 || EvaluateEvery < 1 || EvaluationWindows < 1 || CheckpointEvery < 1)
+            throw new ArgumentException("steps, sequences per step, evaluation and checkpoint intervals and windows must all be ≥ 1");
+        if (SequenceLength < 2 || SequenceLength > contextLength) throw new ArgumentException($"sequence length {SequenceLength} must be within 2..{contextLength}");
+    }
+}
+
+public sealed record StepReport(int Step, int Steps, double Loss, double LearningRate, double GradientNorm, double? ValidationLoss, long Tokens, double Seconds);
+
+/// <summary>
+/// The training loop: each step accumulates the gradients of <see cref="LoopSettings.SequencesPerStep"/> random windows,
+/// takes one AdamW step, logs a metrics line, evaluates on fixed validation windows and checkpoints on schedule.
+/// Nothing is allocated per step once the first one has run.
+/// </summary>
+public static class TrainingLoop
+{
+    /// <summary>Mean loss over <paramref name="windows"/> evenly spaced windows of the validation tokens (always the same ones).</summary>
+    public static double ValidationLoss(TransformerModel<float> model, int[] tokens, int length, int windows)
+    {
+        int room = tokens.Length - length - 1;
+        if (room < 0) throw new ArgumentException($"{tokens.Length} validation tokens hold no window of {length + 1}");
+        double sum = 0;
+        for (int w = 0; w < windows; w++)
+        {
+            int start = (int)((long)room * w / Math.Max(1, windows - 1));
+            sum += model.Forward(tokens.AsSpan(start, length), tokens.AsSpan(start + 1, length));
+        }
+        return sum / windows;
+    }
+
+    public static void Run(TrainingState state, int[] train, int[] validation, LoopSettings settings, Action<StepReport>? onStep = null,
+        CancellationToken cancellation = default)
+    {
+        var (model, optimizer) = (state.Model, state.Optimizer);
+        settings.Validate(model.Config.MaxPositionEmbeddings);
+        var sampler = new WindowSampler(train, settings.SequenceLength, state.SamplerState);
+        var clock = Stopwatch.StartNew();
+        long tokens = 0;
+        float accumulate = 1f / settings.SequencesPerStep;
+        using var metrics = settings.MetricsPath is null ? null : new StreamWriter(settings.MetricsPath, append: true, new UTF8Encoding(false));
+        while (optimizer.Step < settings.Steps && !cancellation.IsCancellationRequested)
+        {
+            model.ZeroGradients();
+            double loss = 0;
+            for (int s = 0; s < settings.SequencesPerStep; s++)
+            {
+                int start = sampler.Next();
+                loss += model.Forward(train.AsSpan(start, settings.SequenceLength), train.AsSpan(start + 1, settings.SequenceLength)) * accumulate;
+                model.Backward(accumulate);
+                tokens += settings.SequenceLength;
+            }
+            var (norm, lr) = optimizer.Update(model);
+            int step = optimizer.Step;
+            double? validationLoss = step % settings.EvaluateEvery == 0 || step == settings.Steps
+                ? ValidationLoss(model, validation, settings.SequenceLength, settings.EvaluationWindows) : null;
+            if (settings.CheckpointPath is { } path && (step % settings.CheckpointEvery == 0 || step == settings.Steps))
+                Checkpoint.Save(path, model, optimizer, sampler.State, state.Run);
+            var report = new StepReport(step, settings.Steps, loss, lr, norm, validationLoss, tokens, clock.Elapsed.TotalSeconds);
+            metrics?.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{{\"step\":{step},\"loss\":{loss:R},\"lr\":{lr:R},\"grad_norm\":{norm:R},\"tokens\":{tokens},\"seconds\":{report.Seconds:F3}{(validationLoss is { } v ? $",\"val_loss\":{v:R}" : "")}}}"));
+            metrics?.Flush();
+            onStep?.Invoke(report);
+        }
+    }
+}
