@@ -61,12 +61,9 @@ public static class RandomModels
         if (llamaTokenizerJson is null) writer.SetTokenizer(ByteLevelVocabulary.Info(chatTokens: false), ByteLevelVocabulary.Ranks());
         else
         {
-            byte[] bytes = File.ReadAllBytes(llamaTokenizerJson);
-            var tokenizer = SentencePieceBpeTokenizer.FromHuggingFaceJson(bytes, llamaTokenizerJson);
-            if (tokenizer.VocabSize != config.VocabSize) throw new ArgumentException($"{llamaTokenizerJson} has {tokenizer.VocabSize} ids; the model's vocabulary is {config.VocabSize}");
-            int eos = Array.FindIndex(tokenizer.Pieces(), p => p.Piece == "</s>");
-            if (tokenizer.BosId < 0 || eos < 0) throw new ArgumentException($"{llamaTokenizerJson} has no <s> and </s> pieces");
-            writer.SetTokenizer(new PqTokenizerInfo(TokenizerKinds.HuggingFaceJson, tokenizer.BosId, [eos], PqTokenizerInfo.None, new Dictionary<string, int>(), null), bytes);
+            var (info, bytes) = Tokenizers.LlamaTokenizerJson(llamaTokenizerJson);
+            Tokenizers.Create(info, bytes, config.VocabSize, llamaTokenizerJson); // refuses a vocabulary larger than the model's
+            writer.SetTokenizer(info, bytes);
         }
         int dim = config.HiddenSize;
         void Matrix(string name, int rows, int cols, WeightFormat format, float std) => writer.AddTensor(name, format, [rows, cols], RandomTensor(format, rows, cols, std, rng));

@@ -31,7 +31,7 @@ public sealed record StepReport(int Step, int Steps, double Loss, double Learnin
 /// <summary>
 /// The training loop: each step accumulates the gradients of <see cref="LoopSettings.SequencesPerStep"/> random windows,
 /// takes one AdamW step, logs a metrics line, evaluates on fixed validation windows and checkpoints on schedule.
-/// Nothing is allocated per step once the first one has run.
+/// Nothing is allocated per step once the first one has run. Cancelling stops after the current step and checkpoints it.
 /// </summary>
 public static class TrainingLoop
 {
@@ -82,5 +82,8 @@ public static class TrainingLoop
             metrics?.Flush();
             onStep?.Invoke(report);
         }
+        // Stopped early (Ctrl+C): keep the last completed step.
+        if (cancellation.IsCancellationRequested && settings.CheckpointPath is { } final)
+            Checkpoint.Save(final, model, optimizer, sampler.State, state.Run);
     }
 }

@@ -70,6 +70,32 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
     public ParameterSlot Slot(string name) => _byName[name];
     public Span<T> Tensor(string name) => Parameters.AsSpan(_byName[name].Offset, _byName[name].Length);
 
+    /// <summary>
+    /// GPT-2-style initialisation from a seed: matrices N(0, 0.02²), the projections that write into the residual stream
+    /// (o, down) scaled by 1/√(2·layers), norm weights 1.
+    /// </summary>
+    public void InitializeRandom(ulong seed)
+    {
+        var random = Runtime.Generation.Pcg32.FromSeed(seed);
+        double residualScale = 1 / Math.Sqrt(2.0 * Config.EffectiveLayers);
+        foreach (var slot in Slots)
+        {
+            var values = Parameters.AsSpan(slot.Offset, slot.Length);
+            if (slot.Spec.IsNorm)
+            {
+                values.Fill(T.One);
+                continue;
+            }
+            double std = 0.02 * (slot.Spec.Role is TensorRole.Output or TensorRole.Down ? residualScale : 1);
+            for (int i = 0; i < values.Length; i++)
+            {
+                // Box-Muller from two uniforms in (0, 1].
+                double u1 = (random.NextUInt() + 1.0) / 4294967296.0, u2 = random.NextUInt() / 4294967296.0;
+                values[i] = T.CreateChecked(std * Math.Sqrt(-2 * Math.Log(u1)) * Math.Cos(2 * Math.PI * u2));
+            }
+        }
+    }
+
     /// <summary>ParetoQ's initial α per row of every projection, from the current (full-precision) weights.</summary>
     public void InitializeAlphas()
     {

@@ -23,4 +23,17 @@ public static class Tokenizers
             if (id >= vocabSize) throw new TokenizerException(source, $"special id {id} is outside the model's vocabulary ({vocabSize})");
         return tokenizer;
     }
+
+    /// <summary>
+    /// A LLaMA-style tokenizer.json (SentencePiece BPE with byte fallback) ready to embed in a .pq written by our own
+    /// tools: BOS is &lt;s&gt;, EOS &lt;/s&gt;, no chat template.
+    /// </summary>
+    public static (PqTokenizerInfo Info, byte[] Bytes) LlamaTokenizerJson(string path)
+    {
+        byte[] bytes = File.ReadAllBytes(path);
+        var tokenizer = SentencePieceBpeTokenizer.FromHuggingFaceJson(bytes, path);
+        int eos = Array.FindIndex(tokenizer.Pieces(), p => p.Piece == "</s>");
+        if (tokenizer.BosId < 0 || eos < 0) throw new TokenizerException(path, "has no <s> and </s> pieces");
+        return (new PqTokenizerInfo(TokenizerKinds.HuggingFaceJson, tokenizer.BosId, [eos], PqTokenizerInfo.None, new Dictionary<string, int>(), null), bytes);
+    }
 }

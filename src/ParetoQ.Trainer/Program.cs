@@ -1,0 +1,227 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text;
+using ParetoQ.Runtime.Format;
+using ParetoQ.Runtime.Generation;
+using ParetoQ.Runtime.Model;
+using ParetoQ.Runtime.Quantization;
+using ParetoQ.Runtime.Text;
+
+namespace ParetoQ.Trainer;
+
+/// <summary>paretoq-train: tokenize a corpus, pretrain in full precision, QAT to 1–4 bits, export to .pq.</summary>
+public static class Program
+{
+    public static int Main(string[] args)
+    {
+        var root = new RootCommand("paretoq-train: train MobileLLM-style models in full precision and with ParetoQ quantization-aware training");
+        root.Subcommands.Add(DataCommand());
+        root.Subcommands.Add(TrainCommand("pretrain", "Train a new model in full precision"));
+        root.Subcommands.Add(TrainCommand("qat", "Quantization-aware training from a full-precision checkpoint"));
+        root.Subcommands.Add(ExportCommand());
+        var parsed = root.Parse(args);
+        if (parsed.Errors.Count > 0)
+        {
+            string message = string.Join(' ', parsed.Errors[0].Message.Split((char[])['\n', '\r', '\t'], StringSplitOptions.RemoveEmptyEntries));
+            Console.Error.WriteLine($"paretoq-train: {message} (see --help)");
+            return 2;
+        }
+        try
+        {
+            return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+        }
+        catch (Exception e) when (e is ArgumentException or IOException or InvalidDataException or UnauthorizedAccessException or NotSupportedException
+                                   or PqFormatException or ModelConfigException or TokenizerException or ArithmeticException)
+        {
+            if (!Console.IsErrorRedirected) Console.Error.WriteLine();
+            Console.Error.WriteLine($"paretoq-train: {e.Message}");
+            return 1;
+        }
+    }
+
+    /// <summary>The model sizes <c>pretrain --model</c> knows.</summary>
+    public static ModelConfig Preset(string name, int vocab) => name switch
+    {
+        // CI's smoke run: seconds per step on 2 cores.
+        "tiny" => Config(vocab, dim: 32, layers: 2, heads: 4, kvHeads: 2, ffn: 64, context: 128),
+        // The shipped experiment: MobileLLM's deep-thin shape at ~7M non-embedding parameters (8.2M tied embedding).
+        "mobilellm-7m" => Config(vocab, dim: 256, layers: 10, heads: 4, kvHeads: 1, ffn: 704, context: 512),
+        _ => throw new ArgumentException($"unknown model '{name}' (tiny or mobilellm-7m)"),
+    };
+
+    private static ModelConfig Config(int vocab, int dim, int layers, int heads, int kvHeads, int ffn, int context) => new()
+    {
+        Architecture = "mobilellm", VocabSize = vocab, HiddenSize = dim, IntermediateSize = ffn, NumLayers = layers, NumHeads = heads,
+        NumKvHeads = kvHeads, HeadDim = dim / heads, MaxPositionEmbeddings = context, RmsNormEps = 1e-5f, RopeTheta = 10000,
+        RopeLayout = RopeLayout.RotateHalf, TieWordEmbeddings = true,
+        LayerTypes = Enumerable.Repeat(AttentionKind.Global, layers).ToArray(), RopeLayers = Enumerable.Repeat(true, layers).ToArray(),
+    };
+
+    private static Command DataCommand()
+    {
+        var text = new Option<string[]>("--text") { Description = "UTF-8 text files; every non-empty line is one document", Required = true, AllowMultipleArgumentsPerToken = true };
+        var tokenizer = new Option<string>("--tokenizer") { Description = "A LLaMA-style tokenizer.json", Required = true };
+        var output = new Option<string>("--output", "-o") { Description = "Directory for train.tokens, val.tokens and tokenizer.json", Required = true };
+        var every = new Option<int>("--validation-every") { Description = "Every N-th document goes to the validation split", DefaultValueFactory = _ => 20 };
+        var force = new Option<bool>("--force") { Description = "Replace existing token files" };
+        var cmd = new Command("data", "Tokenize text files into training and validation token files") { text, tokenizer, output, every, force };
+        cmd.SetAction(p =>
+        {
+            string dir = p.GetValue(output)!;
+            var (info, bytes) = Tokenizers.LlamaTokenizerJson(p.GetValue(tokenizer)!);
+            var tok = SentencePieceBpeTokenizer.FromHuggingFaceJson(bytes, p.GetValue(tokenizer)!);
+            Directory.CreateDirectory(dir);
+            var utf8 = new UTF8Encoding(false, throwOnInvalidBytes: true);
+            IEnumerable<string> Documents()
+            {
+                foreach (string file in p.GetValue(text)!)
+                {
+                    string content;
+                    try { content = utf8.GetString(File.ReadAllBytes(file)); }
+                    catch (DecoderFallbackException e) { throw new ArgumentException($"{file} is not valid UTF-8 (byte {e.Index})"); }
+                    foreach (string line in content.Split('\n')) yield return line.TrimEnd('\r');
+                }
+            }
+            var report = TokenData.Build(Documents(), tok, tok.VocabSize, Path.Combine(dir, "train.tokens"), Path.Combine(dir, "val.tokens"), p.GetValue(every), p.GetValue(force));
+            AtomicFile.Write(Path.Combine(dir, "tokenizer.json"), overwrite: true, fs => fs.Write(bytes));
+            Console.WriteLine($"{report.Documents} documents: {report.TrainTokens} training and {report.ValidationTokens} validation tokens in {dir} (vocabulary {tok.VocabSize}, BOS {info.BosId})");
+            return 0;
+        });
+        return cmd;
+    }
+
+    private static Command TrainCommand(string name, string description)
+    {
+        bool qat = name == "qat";
+        var data = new Option<string>("--data") { Description = "Directory made by `paretoq-train data`", Required = true };
+        var output = new Option<string>("--output", "-o") { Description = "Checkpoint to write (metrics go beside it as .jsonl)", Required = true };
+        var model = new Option<string>("--model") { Description = "Model size: tiny or mobilellm-7m", DefaultValueFactory = _ => "tiny" };
+        var from = new Option<string>("--from") { Description = "The full-precision checkpoint to start from", Required = qat };
+        var bits = new Option<string>("--bits") { Description = "ParetoQ grid: 1, 1.58, 2, 3 or 4", Required = qat };
+        bits.AcceptOnlyFromAmong("1", "1.58", "2", "3", "4");
+        var steps = new Option<int>("--steps") { Description = "Optimizer steps", Required = true };
+        var seq = new Option<int>("--seq") { Description = "Tokens per training sequence", DefaultValueFactory = _ => 128 };
+        var batch = new Option<int>("--batch") { Description = "Sequences per step (gradient accumulation)", DefaultValueFactory = _ => 8 };
+        var lr = new Option<double>("--lr") { Description = "Peak learning rate", DefaultValueFactory = _ => qat ? 2e-4 : 3e-3 };
+        var minLr = new Option<double>("--min-lr") { Description = "Learning rate at the end of the cosine", DefaultValueFactory = _ => qat ? 2e-5 : 3e-4 };
+        var warmup = new Option<int>("--warmup") { Description = "Linear warmup steps", DefaultValueFactory = _ => qat ? 0 : 20 };
+        var clip = new Option<double>("--clip") { Description = "Gradient-norm clipping; 0 = off", DefaultValueFactory = _ => 1.0 };
+        var evalEvery = new Option<int>("--eval-every") { Description = "Steps between validation losses", DefaultValueFactory = _ => 50 };
+        var checkpointEvery = new Option<int>("--checkpoint-every") { Description = "Steps between checkpoints", DefaultValueFactory = _ => 100 };
+        var seed = new Option<ulong>("--seed") { Description = "Seed of the initialisation and of the data order", DefaultValueFactory = _ => 1 };
+        var resume = new Option<bool>("--resume") { Description = "Continue the checkpoint at --output" };
+        var force = new Option<bool>("--force") { Description = "Replace an existing checkpoint and metrics" };
+        var cmd = new Command(name, description) { data, output, steps, seq, batch, lr, minLr, warmup, clip, evalEvery, checkpointEvery, seed, resume, force };
+        if (qat) { cmd.Options.Add(from); cmd.Options.Add(bits); }
+        else cmd.Options.Add(model);
+        cmd.SetAction(p =>
+        {
+            string ckpt = p.GetValue(output)!, metrics = Path.ChangeExtension(ckpt, ".jsonl"), dir = p.GetValue(data)!;
+            TrainingState state;
+            if (p.GetValue(resume))
+            {
+                state = Checkpoint.Load(ckpt);
+            }
+            else
+            {
+                if (!p.GetValue(force) && (File.Exists(ckpt) || File.Exists(metrics)))
+                    throw new IOException($"{ckpt} or its metrics already exist (use --resume to continue, --force to start over)");
+                File.Delete(metrics);
+                var settings = new AdamWSettings
+                {
+                    LearningRate = p.GetValue(lr), MinLearningRate = p.GetValue(minLr), WarmupSteps = p.GetValue(warmup),
+                    TotalSteps = p.GetValue(steps), ClipNorm = p.GetValue(clip),
+                };
+                var run = new Dictionary<string, string> { ["phase"] = name, ["data"] = Path.GetFullPath(dir), ["seed"] = p.GetValue(seed).ToString(CultureInfo.InvariantCulture) };
+                TransformerModel<float> m;
+                if (qat)
+                {
+                    var pretrained = Checkpoint.Load(p.GetValue(from)!);
+                    if (pretrained.Model.Projections is not null) throw new ArgumentException($"{p.GetValue(from)} is already a QAT checkpoint; start from a full-precision one");
+                    m = new TransformerModel<float>(pretrained.Model.Config, WeightFormats.FromParetoQBits(double.Parse(p.GetValue(bits)!, CultureInfo.InvariantCulture)));
+                    pretrained.Model.Parameters.CopyTo(m.Parameters, 0);
+                    m.InitializeAlphas();
+                    run["from"] = Path.GetFullPath(p.GetValue(from)!);
+                    run["bits"] = p.GetValue(bits)!;
+                }
+                else
+                {
+                    int vocab = SentencePieceBpeTokenizer.FromHuggingFaceJson(File.ReadAllBytes(Path.Combine(dir, "tokenizer.json")), dir).VocabSize;
+                    m = new TransformerModel<float>(Preset(p.GetValue(model)!, vocab));
+                    m.InitializeRandom(p.GetValue(seed));
+                    run["model"] = p.GetValue(model)!;
+                }
+                state = new TrainingState(m, new AdamW(m, settings), Pcg32.FromSeed(p.GetValue(seed) + 1).State, run);
+            }
+            int vocabSize = state.Model.Config.VocabSize;
+            int[] train = TokenData.Read(Path.Combine(dir, "train.tokens"), vocabSize), validation = TokenData.Read(Path.Combine(dir, "val.tokens"), vocabSize);
+            var loop = new LoopSettings
+            {
+                Steps = p.GetValue(steps), SequenceLength = p.GetValue(seq), SequencesPerStep = p.GetValue(batch),
+                EvaluateEvery = p.GetValue(evalEvery), CheckpointEvery = p.GetValue(checkpointEvery), CheckpointPath = ckpt, MetricsPath = metrics,
+            };
+            var c = state.Model.Config;
+            long nonEmbedding = state.Model.Slots.Where(s => s.Spec.Role is not (TensorRole.Embedding or TensorRole.Head)).Sum(s => (long)s.Length);
+            Console.WriteLine($"{name}: {c.NumLayers} layers, dim {c.HiddenSize}, {nonEmbedding / 1e6:F2}M non-embedding parameters, " +
+                $"{(state.Model.Projections is { } g ? $"projections {WeightFormats.Name(g)}" : "full precision")}; {train.Length} training tokens; " +
+                $"step {state.Optimizer.Step} → {loop.Steps}");
+            StepReport? last = null;
+            using var cancel = new CancellationTokenSource();
+            Console.CancelKeyPress += (_, e) => { e.Cancel = true; cancel.Cancel(); };
+            TrainingLoop.Run(state, train, validation, loop, r =>
+            {
+                last = r;
+                double rate = r.Tokens / Math.Max(r.Seconds, 1e-9), eta = (r.Steps - r.Step) * (double)loop.SequenceLength * loop.SequencesPerStep / Math.Max(rate, 1e-9);
+                string line = string.Create(CultureInfo.InvariantCulture,
+                    $"step {r.Step}/{r.Steps} loss {r.Loss:F4}{(r.ValidationLoss is { } v ? $" val {v:F4}" : "")} lr {r.LearningRate:G3} |g| {r.GradientNorm:F2} {rate:F0} tok/s ETA {TimeSpan.FromSeconds(eta):hh\\:mm\\:ss}");
+                if (!Console.IsErrorRedirected) Console.Error.Write($"\r{line,-110}");
+                else if (r.ValidationLoss is not null) Console.Error.WriteLine(line);
+            }, cancel.Token);
+            if (!Console.IsErrorRedirected) Console.Error.WriteLine();
+            if (last is { } end)
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"{(cancel.IsCancellationRequested ? "stopped" : "done")} at step {end.Step}: loss {end.Loss:F4}{(end.ValidationLoss is { } v ? $", validation {v:F4} (perplexity {Math.Exp(v):F1})" : "")}; checkpoint {ckpt}, metrics {metrics}"));
+            return 0;
+        });
+        return cmd;
+    }
+
+    private static Command ExportCommand()
+    {
+        var checkpoint = new Option<string>("--checkpoint") { Description = "A checkpoint of pretrain or qat", Required = true };
+        var output = new Option<string>("--output", "-o") { Description = "The .pq file to write", Required = true };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "tokenizer.json to embed (default: the one beside the run's token data)" };
+        var head = new Option<string>("--head") { Description = "Embedding/head format: f32, f16, bf16, i8_row", DefaultValueFactory = _ => "i8_row" };
+        head.AcceptOnlyFromAmong("f32", "f16", "bf16", "i8_row");
+        var ptq = new Option<string?>("--ptq") { Description = "Round-to-nearest quantize a full-precision checkpoint to this grid (1, 1.58, 2, 3, 4): the no-training baseline" };
+        ptq.AcceptOnlyFromAmong("1", "1.58", "2", "3", "4");
+        var force = new Option<bool>("--force") { Description = "Replace the output file" };
+        var cmd = new Command("export", "Write a checkpoint as a .pq model the runtime runs") { checkpoint, output, tokenizer, head, ptq, force };
+        cmd.SetAction(p =>
+        {
+            var state = Checkpoint.Load(p.GetValue(checkpoint)!);
+            var model = state.Model;
+            if (p.GetValue(ptq) is { } bits)
+            {
+                if (model.Projections is not null) throw new ArgumentException("--ptq quantizes a full-precision checkpoint; this one is already QAT");
+                var quantized = new TransformerModel<float>(model.Config, WeightFormats.FromParetoQBits(double.Parse(bits, CultureInfo.InvariantCulture)));
+                model.Parameters.CopyTo(quantized.Parameters, 0);
+                quantized.InitializeAlphas();
+                model = quantized;
+            }
+            string tokenizerPath = p.GetValue(tokenizer) ?? (state.Run.TryGetValue("data", out var d) ? Path.Combine(d, "tokenizer.json")
+                : throw new ArgumentException("the checkpoint does not name its data directory; give --tokenizer"));
+            var (info, bytes) = Tokenizers.LlamaTokenizerJson(tokenizerPath);
+            WeightFormats.TryParse(p.GetValue(head)!, out var headFormat);
+            string bitsName = model.Projections is { } g ? WeightFormats.NominalBits(g).ToString(CultureInfo.InvariantCulture) : "32";
+            var settings = state.Run.ToDictionary(k => k.Key, k => k.Value);
+            settings["step"] = state.Optimizer.Step.ToString(CultureInfo.InvariantCulture);
+            if (p.GetValue(ptq) is { } ptqBits) settings["ptq"] = ptqBits;
+            PqExport.Write(model, p.GetValue(output)!, info, bytes, new PqProvenance(Path.GetFullPath(p.GetValue(checkpoint)!), bitsName, "paretoq-train", settings),
+                headFormat, p.GetValue(force));
+            Console.WriteLine($"exported {p.GetValue(checkpoint)} (step {state.Optimizer.Step}{(p.GetValue(ptq) is { } b ? $", round-to-nearest {b}-bit" : "")}) -> {p.GetValue(output)}: {new FileInfo(p.GetValue(output)!).Length / 1e6:F2} MB");
+            return 0;
+        });
+        return cmd;
+    }
+}

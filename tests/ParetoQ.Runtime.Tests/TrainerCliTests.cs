@@ -1,0 +1,61 @@
+using System.Globalization;
+using System.Text.Json;
+using Xunit;
+
+namespace ParetoQ.Runtime.Tests;
+
+/// <summary>
+/// CI's smoke train through the real command line: tokenize Brown-corpus text with the LLaMA-2 tokenizer, pretrain
+/// the tiny model for a few steps (the loss must fall), QAT it to 2 bits, export both ways, and run the exports.
+/// </summary>
+public sealed class TrainerCliTests
+{
+    private static (int Exit, string Out, string Err) Train(params string[] args) => ProgramRunner.Run("paretoq-train", "", [], args);
+
+    private static double[] Losses(string metrics) =>
+        [.. File.ReadAllLines(metrics).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("loss").GetDouble())];
+
+    [Fact]
+    public void Tokenize_pretrain_QAT_export_and_run()
+    {
+        using var dir = new TempDir();
+        File.WriteAllLines(dir.File("text.txt"), File.ReadLines(TestData.Path("brown/text.txt")).Take(1500));
+        File.WriteAllLines(dir.File("eval.txt"), File.ReadLines(TestData.Path("brown/text.txt")).Skip(5000).Take(10));
+        var run = Train("data", "--text", dir.File("text.txt"), "--tokenizer", TestData.Path("llama2/tokenizer.json"), "-o", dir.File("data"));
+        Assert.True(run.Exit == 0, run.Err);
+        Assert.Matches(@"^1500 documents: \d+ training and \d+ validation tokens", run.Out);
+
+        run = Train("pretrain", "--data", dir.File("data"), "-o", dir.File("fp.ckpt"), "--steps", "16", "--seq", "32", "--batch", "4", "--warmup", "4", "--lr", "0.01", "--min-lr", "0.001", "--eval-every", "8");
+        Assert.True(run.Exit == 0, run.Err);
+        double[] losses = Losses(dir.File("fp.jsonl"));
+        Assert.Equal(16, losses.Length);
+        Assert.True(losses[^3..].Average() < losses[..3].Average() - 0.5, $"loss {losses[0]:F3} → {losses[^1]:F3}");
+
+        run = Train("pretrain", "--data", dir.File("data"), "-o", dir.File("fp.ckpt"), "--steps", "16");
+        Assert.Equal(1, run.Exit);
+        Assert.Contains("already exist", run.Err);
+
+        run = Train("qat", "--from", dir.File("fp.ckpt"), "--bits", "2", "--data", dir.File("data"), "-o", dir.File("q2.ckpt"), "--steps", "4", "--seq", "48", "--batch", "2");
+        Assert.True(run.Exit == 0, run.Err);
+        Assert.Contains("projections q2_seq", run.Out);
+
+        run = Train("export", "--checkpoint", dir.File("q2.ckpt"), "-o", dir.File("q2.pq"));
+        Assert.True(run.Exit == 0, run.Err);
+        run = Train("export", "--checkpoint", dir.File("fp.ckpt"), "--ptq", "1.58", "-o", dir.File("ptq.pq"));
+        Assert.True(run.Exit == 0, run.Err);
+        Assert.Contains("round-to-nearest 1.58-bit", run.Out);
+
+        var generate = ProgramRunner.Run("paretoq-run", "", [], "--model", dir.File("q2.pq"), "--prompt", "The jury said", "-n", "8", "--temperature", "0");
+        Assert.True(generate.Exit == 0, generate.Err);
+        foreach (string model in new[] { "q2.pq", "ptq.pq" })
+        {
+            var ppl = ProgramRunner.Run("paretoq-run", "", [], "--model", dir.File(model), "--perplexity", dir.File("eval.txt"), "--context", "64");
+            Assert.True(ppl.Exit == 0, ppl.Err);
+            double value = double.Parse(System.Text.RegularExpressions.Regex.Match(ppl.Out, @"^perplexity ([\d.]+)").Groups[1].Value, CultureInfo.InvariantCulture);
+            Assert.InRange(value, 10, 32000 * 4);
+        }
+        var inspect = ProgramRunner.Run("paretoq-convert", "", [], "inspect", dir.File("q2.pq"));
+        Assert.Contains("q2_seq", inspect.Out);
+        Assert.Contains("tool paretoq-train", inspect.Out);
+    }
+}
