@@ -5,14 +5,25 @@ namespace ParetoQ.Trainer;
 /// <summary>
 /// Forward and backward passes of the decoder's operations over flat row-major arrays, in the manner of llm.c. Generic
 /// in the element type: training runs them in float, and the gradient checks in double against central differences.
+/// Float matmuls run on <see cref="Gemm"/>; the loops here are the reference (and run in double in the tests).
 /// Every backward <b>accumulates</b> into its input gradients (+=), so a value used twice (the tied embedding and head,
 /// shared layers) simply receives both contributions; callers zero gradients once per step.
 /// </summary>
 public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
+    [ThreadStatic] private static float[]? t_transposed;
+
     /// <summary>y[n, o] = Σ_i x[n, i]·w[o, i]: a linear layer, weights [out, in] as in PyTorch.</summary>
     public static void MatMul(ReadOnlySpan<T> x, ReadOnlySpan<T> w, Span<T> y, int n, int inDim, int outDim)
     {
+        if (typeof(T) == typeof(float))
+        {
+            // y = x·wᵀ through the float GEMM, with wᵀ [in, out] transposed into scratch.
+            var wt = Gemm.Scratch(ref t_transposed, (long)inDim * outDim);
+            Gemm.Transpose(Gemm.AsFloats(w), wt, outDim, inDim);
+            Gemm.Shared.Multiply(Gemm.AsFloats(x), wt, Gemm.AsFloats(y), n, outDim, inDim, accumulate: false);
+            return;
+        }
         for (int t = 0; t < n; t++)
         {
             var xt = x.Slice(t * inDim, inDim);
@@ -23,6 +34,15 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
     /// <summary>dx += dy·w, dw += dyᵀ·x.</summary>
     public static void MatMulBackward(ReadOnlySpan<T> dy, ReadOnlySpan<T> x, ReadOnlySpan<T> w, Span<T> dx, Span<T> dw, int n, int inDim, int outDim)
     {
+        if (typeof(T) == typeof(float))
+        {
+            // dx [n, in] += dy [n, out]·w [out, in]; dw [out, in] += dyᵀ [out, n]·x [n, in].
+            Gemm.Shared.Multiply(Gemm.AsFloats(dy), Gemm.AsFloats(w), Gemm.AsFloats(dx), n, inDim, outDim, accumulate: true);
+            var dyt = Gemm.Scratch(ref t_transposed, (long)n * outDim);
+            Gemm.Transpose(Gemm.AsFloats(dy), dyt, n, outDim);
+            Gemm.Shared.Multiply(dyt, Gemm.AsFloats(x), Gemm.AsFloats(dw), outDim, inDim, n, accumulate: true);
+            return;
+        }
         for (int t = 0; t < n; t++)
         {
             var xt = x.Slice(t * inDim, inDim);

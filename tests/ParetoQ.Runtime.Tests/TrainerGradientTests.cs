@@ -181,3 +181,43 @@ public sealed class TrainerGradientTests
         Assert.Throws<ArgumentException>(() => FakeQuantizer.Backward(WeightFormat.I8Row, w, [1f], w, dw, dalpha, 1, 6));
     }
 }
+
+/// <summary>The float GEMM path of the trainer's matmuls against the generic loops run in double, on odd shapes and tails.</summary>
+public sealed class TrainerGemmTests
+{
+    [Theory]
+    [InlineData(1, 1, 1)]
+    [InlineData(3, 5, 7)]
+    [InlineData(4, 16, 9)]
+    [InlineData(5, 17, 33)]
+    [InlineData(9, 40, 31)]
+    [InlineData(13, 64, 100)]
+    public void Float_matmuls_match_the_double_reference(int n, int inDim, int outDim)
+    {
+        var rng = new Random(n * 1000 + inDim * 10 + outDim);
+        double[] x = [.. Enumerable.Range(0, n * inDim).Select(_ => rng.NextDouble() - 0.5)];
+        double[] w = [.. Enumerable.Range(0, outDim * inDim).Select(_ => rng.NextDouble() - 0.5)];
+        double[] dy = [.. Enumerable.Range(0, n * outDim).Select(_ => rng.NextDouble() - 0.5)];
+        float[] F(double[] v) => [.. v.Select(d => (float)d)];
+
+        var y = new double[n * outDim];
+        Ops<double>.MatMul(x, w, y, n, inDim, outDim);
+        var yf = new float[n * outDim];
+        Ops<float>.MatMul(F(x), F(w), yf, n, inDim, outDim);
+        AssertClose(y, yf, inDim);
+
+        // The backward accumulates: start both from the same nonzero gradients.
+        double[] dx = [.. Enumerable.Range(0, n * inDim).Select(i => 0.01 * i)], dw = [.. Enumerable.Range(0, outDim * inDim).Select(i => -0.01 * i)];
+        float[] dxf = F(dx), dwf = F(dw);
+        Ops<double>.MatMulBackward(dy, x, w, dx, dw, n, inDim, outDim);
+        Ops<float>.MatMulBackward(F(dy), F(x), F(w), dxf, dwf, n, inDim, outDim);
+        AssertClose(dx, dxf, outDim);
+        AssertClose(dw, dwf, n);
+    }
+
+    private static void AssertClose(double[] expected, float[] actual, int terms)
+    {
+        for (int i = 0; i < expected.Length; i++)
+            Assert.True(Math.Abs(expected[i] - actual[i]) <= 1e-6 * terms + 1e-5 * Math.Abs(expected[i]), $"[{i}]: {actual[i]} vs {expected[i]}");
+    }
+}
