@@ -249,6 +249,39 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
         return loss / T.CreateChecked(count);
     }
 
+    /// <summary>
+    /// Knowledge distillation: the mean over scored positions (target ≥ 0) of KL(teacher ‖ student) between the softmaxes
+    /// of <paramref name="teacher"/> and <paramref name="student"/> logits. Its gradient, (softmax(student) −
+    /// softmax(teacher))·<paramref name="gradScale"/>/count, is <b>added</b> to dlogits, so it mixes with
+    /// <see cref="CrossEntropy"/>'s.
+    /// </summary>
+    public static T Distillation(ReadOnlySpan<T> student, ReadOnlySpan<T> teacher, ReadOnlySpan<int> targets, Span<T> dlogits, int vocab, T gradScale)
+    {
+        int count = 0;
+        foreach (int target in targets) if (target >= 0) count++;
+        if (count == 0) return T.Zero;
+        T loss = T.Zero, weight = gradScale / T.CreateChecked(count);
+        for (int t = 0; t < targets.Length; t++)
+        {
+            if (targets[t] < 0) continue;
+            var s = student.Slice(t * vocab, vocab);
+            var q = teacher.Slice(t * vocab, vocab);
+            T sMax = T.NegativeInfinity, qMax = T.NegativeInfinity;
+            for (int i = 0; i < vocab; i++) { sMax = T.Max(sMax, s[i]); qMax = T.Max(qMax, q[i]); }
+            T sSum = T.Zero, qSum = T.Zero;
+            for (int i = 0; i < vocab; i++) { sSum += T.Exp(s[i] - sMax); qSum += T.Exp(q[i] - qMax); }
+            T sLog = T.Log(sSum), qLog = T.Log(qSum);
+            var grad = dlogits.Slice(t * vocab, vocab);
+            for (int i = 0; i < vocab; i++)
+            {
+                T logP = q[i] - qMax - qLog, logQ = s[i] - sMax - sLog, p = T.Exp(logP);
+                loss += p * (logP - logQ);
+                grad[i] += (T.Exp(logQ) - p) * weight;
+            }
+        }
+        return loss / T.CreateChecked(count);
+    }
+
     private static T Sigmoid(T x) => T.One / (T.One + T.Exp(-x));
 
     // The two inner loops of every matmul, over System.Numerics vectors of T (8 floats or 4 doubles with AVX2).

@@ -110,9 +110,10 @@ public static class Program
         var checkpointEvery = new Option<int>("--checkpoint-every") { Description = "Steps between checkpoints", DefaultValueFactory = _ => 100 };
         var seed = new Option<ulong>("--seed") { Description = "Seed of the initialisation and of the data order", DefaultValueFactory = _ => 1 };
         var resume = new Option<bool>("--resume") { Description = "Continue the checkpoint at --output" };
+        var distill = new Option<float>("--distill") { Description = "Share of the loss that is KL divergence to the --from model's logits (knowledge distillation), 0..1", DefaultValueFactory = _ => 0f };
         var force = new Option<bool>("--force") { Description = "Replace an existing checkpoint and metrics" };
         var cmd = new Command(name, description) { data, output, steps, seq, batch, lr, minLr, warmup, clip, evalEvery, checkpointEvery, seed, resume, force };
-        if (qat) { cmd.Options.Add(from); cmd.Options.Add(bits); }
+        if (qat) { cmd.Options.Add(from); cmd.Options.Add(bits); cmd.Options.Add(distill); }
         else cmd.Options.Add(model);
         cmd.SetAction(p =>
         {
@@ -143,6 +144,7 @@ public static class Program
                     m.InitializeAlphas();
                     run["from"] = Path.GetFullPath(p.GetValue(from)!);
                     run["bits"] = p.GetValue(bits)!;
+                    run["distill"] = p.GetValue(distill).ToString(CultureInfo.InvariantCulture);
                 }
                 else
                 {
@@ -155,8 +157,12 @@ public static class Program
             }
             int vocabSize = state.Model.Config.VocabSize;
             int[] train = TokenData.Read(Path.Combine(dir, "train.tokens"), vocabSize), validation = TokenData.Read(Path.Combine(dir, "val.tokens"), vocabSize);
+            // Distillation's teacher is the full-precision checkpoint QAT started from (named in the run, so --resume finds it).
+            float distillWeight = state.Run.TryGetValue("distill", out var w) ? float.Parse(w, CultureInfo.InvariantCulture) : 0f;
+            var teacher = distillWeight > 0 ? Checkpoint.Load(state.Run["from"]).Model : null;
             var loop = new LoopSettings
             {
+                Teacher = teacher, DistillWeight = distillWeight,
                 Steps = p.GetValue(steps), SequenceLength = p.GetValue(seq), SequencesPerStep = p.GetValue(batch),
                 EvaluateEvery = p.GetValue(evalEvery), CheckpointEvery = p.GetValue(checkpointEvery), CheckpointPath = ckpt, MetricsPath = metrics,
             };

@@ -17,12 +17,16 @@ public sealed record LoopSettings
     public string? CheckpointPath { get; init; }
     /// <summary>JSON lines, one per step: step, loss, lr, grad_norm, tokens, seconds, and val_loss when evaluated.</summary>
     public string? MetricsPath { get; init; }
+    /// <summary>A full-precision teacher for knowledge distillation (same vocabulary), and the KL share of the loss.</summary>
+    public TransformerModel<float>? Teacher { get; init; }
+    public float DistillWeight { get; init; }
 
     public void Validate(int contextLength)
     {
         if (Steps < 1 || SequencesPerStep < 1 || EvaluateEvery < 1 || EvaluationWindows < 1 || CheckpointEvery < 1)
             throw new ArgumentException("steps, sequences per step, evaluation and checkpoint intervals and windows must all be ≥ 1");
         if (SequenceLength < 2 || SequenceLength > contextLength) throw new ArgumentException($"sequence length {SequenceLength} must be within 2..{contextLength}");
+        if (DistillWeight is < 0 or > 1 || (DistillWeight > 0 && Teacher is null)) throw new ArgumentException($"distillation weight {DistillWeight} needs a teacher and must be within 0..1");
     }
 }
 
@@ -58,6 +62,8 @@ public static class TrainingLoop
         var clock = Stopwatch.StartNew();
         long tokens = 0;
         float accumulate = 1f / settings.SequencesPerStep;
+        var teacherLogits = settings.Teacher is null ? null : new float[settings.SequenceLength * model.Config.VocabSize];
+        if (settings.Teacher is { } t && t.Config.VocabSize != model.Config.VocabSize) throw new ArgumentException("the teacher's vocabulary differs from the model's");
         using var metrics = settings.MetricsPath is null ? null : new StreamWriter(settings.MetricsPath, append: true, new UTF8Encoding(false));
         while (optimizer.Step < settings.Steps && !cancellation.IsCancellationRequested)
         {
@@ -66,7 +72,10 @@ public static class TrainingLoop
             for (int s = 0; s < settings.SequencesPerStep; s++)
             {
                 int start = sampler.Next();
-                loss += model.Forward(train.AsSpan(start, settings.SequenceLength), train.AsSpan(start + 1, settings.SequenceLength)) * accumulate;
+                var inputs = train.AsSpan(start, settings.SequenceLength);
+                var targets = train.AsSpan(start + 1, settings.SequenceLength);
+                if (settings.Teacher is { } teacher) teacher.Forward(inputs, targets, teacherLogits);
+                loss += model.Forward(inputs, targets, default, teacherLogits, settings.DistillWeight) * accumulate;
                 model.Backward(accumulate);
                 tokens += settings.SequenceLength;
             }

@@ -115,8 +115,10 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
     /// <summary>
     /// Runs one sequence and returns the mean cross-entropy of predicting <paramref name="targets"/> (−1 = unscored);
     /// <paramref name="logits"/> (tokens × vocab), when given, receives the logits. Activations are kept for <see cref="Backward"/>.
+    /// With <paramref name="teacherLogits"/>, the loss is (1 − w)·cross-entropy + w·KL(teacher ‖ model) for
+    /// w = <paramref name="distillWeight"/> (knowledge distillation).
     /// </summary>
-    public T Forward(ReadOnlySpan<int> tokens, ReadOnlySpan<int> targets, Span<T> logits = default)
+    public T Forward(ReadOnlySpan<int> tokens, ReadOnlySpan<int> targets, Span<T> logits = default, ReadOnlySpan<T> teacherLogits = default, T distillWeight = default)
     {
         var c = Config;
         int n = tokens.Length, d = c.HiddenSize;
@@ -166,7 +168,12 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
         Ops<T>.RmsNorm(a.Residual[c.EffectiveLayers], W(weights, ModelTensors.Name(TensorRole.FinalNorm)), a.FinalNorm, a.FinalRstd, n, d, T.CreateChecked(c.RmsNormEps));
         Ops<T>.MatMul(a.FinalNorm, W(weights, HeadName), a.Logits, n, d, c.VocabSize);
         if (!logits.IsEmpty) a.Logits.CopyTo(logits);
-        return Ops<T>.CrossEntropy(a.Logits, targets, a.LogitGrads, c.VocabSize, T.One);
+        if (teacherLogits.IsEmpty) return Ops<T>.CrossEntropy(a.Logits, targets, a.LogitGrads, c.VocabSize, T.One);
+        if (teacherLogits.Length != a.Logits.Length) throw new ArgumentException($"{teacherLogits.Length} teacher logits for {a.Logits.Length}");
+        if (!(distillWeight >= T.Zero && distillWeight <= T.One)) throw new ArgumentException($"distillation weight {distillWeight} must be within 0..1");
+        T ce = Ops<T>.CrossEntropy(a.Logits, targets, a.LogitGrads, c.VocabSize, T.One - distillWeight);
+        T kl = Ops<T>.Distillation(a.Logits, teacherLogits, targets, a.LogitGrads, c.VocabSize, distillWeight);
+        return (T.One - distillWeight) * ce + distillWeight * kl;
     }
 
     /// <summary>Accumulates ∂loss/∂parameters (and ∂loss/∂α in QAT) of the last <see cref="Forward"/>, scaled by <paramref name="scale"/>.</summary>

@@ -35,7 +35,7 @@ public sealed class TrainerCliTests
         Assert.Equal(1, run.Exit);
         Assert.Contains("already exist", run.Err);
 
-        run = Train("qat", "--from", dir.File("fp.ckpt"), "--bits", "2", "--data", dir.File("data"), "-o", dir.File("q2.ckpt"), "--steps", "4", "--seq", "48", "--batch", "2");
+        run = Train("qat", "--from", dir.File("fp.ckpt"), "--bits", "2", "--data", dir.File("data"), "-o", dir.File("q2.ckpt"), "--steps", "4", "--seq", "48", "--batch", "2", "--distill", "0.5");
         Assert.True(run.Exit == 0, run.Err);
         Assert.Contains("projections q2_seq", run.Out);
 

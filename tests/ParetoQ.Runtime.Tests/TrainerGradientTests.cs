@@ -139,6 +139,24 @@ public sealed class TrainerGradientTests
         Assert.All(dlogits.Skip(vocab).Take(vocab), g => Assert.Equal(0, g)); // the masked position gets no gradient
     }
 
+    [Fact]
+    public void Distillation_gradient_matches_finite_differences_and_vanishes_at_the_teacher()
+    {
+        var rng = new Random(8);
+        int vocab = 6;
+        int[] targets = [1, -1, 4];
+        double[] student = Random(rng, 3 * vocab, 2), teacher = Random(rng, 3 * vocab, 2);
+        double Loss() => Ops<double>.Distillation(student, teacher, targets, new double[student.Length], vocab, 1);
+        var grad = new double[student.Length];
+        double kl = Ops<double>.Distillation(student, teacher, targets, grad, vocab, 1);
+        Assert.True(kl > 0);
+        CheckGradient("dstudent", student, grad, Loss);
+        Assert.All(grad.Skip(vocab).Take(vocab), g => Assert.Equal(0, g));
+        var same = new double[student.Length];
+        Assert.Equal(0, Ops<double>.Distillation(teacher, teacher, targets, same, vocab, 1), 12);
+        Assert.All(same, g => Assert.Equal(0, g, 12));
+    }
+
     // Hand-computed from REFERENCE.md §1 (the working is in the comments): dwq = [1, 2, 3, 4] (binary: 2 rows of 3).
     [Theory]
     [InlineData(WeightFormat.Ternary, new[] { 0.5f, -1.2f, 0.2f, 0.995f }, 1.0f, new[] { 1f, 0, 3, 0 }, 0.7833333)]

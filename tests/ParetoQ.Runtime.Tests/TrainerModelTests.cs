@@ -57,6 +57,33 @@ public sealed class TrainerModelTests
         }
     }
 
+    [Fact]
+    public void The_distillation_loss_gradient_matches_finite_differences()
+    {
+        var model = new TransformerModel<double>(Tiny(RopeLayout.RotateHalf));
+        Fill(model, 12);
+        int[] tokens = [3, 1, 4, 1, 5, 9];
+        int[] targets = [1, 4, 1, 5, 9, -1];
+        var rng = new Random(13);
+        double[] teacher = [.. Enumerable.Range(0, tokens.Length * 13).Select(_ => rng.NextDouble() * 4 - 2)];
+        model.ZeroGradients();
+        model.Forward(tokens, targets, default, teacher, 0.3);
+        model.Backward(1);
+        var analytic = (double[])model.Gradients.Clone();
+        const double eps = 1e-6;
+        for (int i = 0; i < model.Parameters.Length; i += 3) // every third parameter keeps the test quick
+        {
+            double saved = model.Parameters[i];
+            model.Parameters[i] = saved + eps;
+            double plus = model.Forward(tokens, targets, default, teacher, 0.3);
+            model.Parameters[i] = saved - eps;
+            double minus = model.Forward(tokens, targets, default, teacher, 0.3);
+            model.Parameters[i] = saved;
+            double numeric = (plus - minus) / (2 * eps);
+            Assert.True(Math.Abs(numeric - analytic[i]) <= 1e-6 * Math.Max(1, Math.Abs(numeric)), $"[{i}]: analytic {analytic[i]}, numeric {numeric}");
+        }
+    }
+
     [Theory]
     [InlineData(WeightFormat.Binary)]
     [InlineData(WeightFormat.Ternary)]
