@@ -7,8 +7,8 @@ namespace ParetoQ.Trainer;
 
 /// <summary>
 /// The trainer's float matrix multiply, C[m, n] (+)= A[m, k]·B[k, n] over row-major arrays: a register tile of 4 rows ×
-/// 2 vectors of C held across the whole k loop (one broadcast of A and two loads of B per 8 or 16 multiply-adds), rows
-/// split over a persistent <see cref="WorkerPool"/>. <see cref="Ops{T}"/> routes its float matmuls here and keeps its
+/// 2 vectors of C (one broadcast of A and two loads of B per 8 or 16 multiply-adds), column panels of C split over a
+/// persistent <see cref="WorkerPool"/>, k in blocks so each panel's slice of B is reused from L1 by every row block. <see cref="Ops{T}"/> routes its float matmuls here and keeps its
 /// generic loops as the reference (the tests run them in double). Allocates nothing after warm-up.
 /// </summary>
 public sealed unsafe class Gemm : IParallelJob
@@ -55,85 +55,77 @@ public sealed unsafe class Gemm : IParallelJob
                 _b = pb;
                 _c = pc;
                 (_m, _n, _k, _accumulate) = (m, n, k, accumulate);
-                _pool.Run(this, (m + 3) / 4);
+                _pool.Run(this, (n + PanelWidth - 1) / PanelWidth);
                 _a = _b = _c = null;
             }
         }
     }
 
-    /// <summary>Row blocks [begin, end) of 4 rows of C (the last block may be short).</summary>
+    private static int PanelWidth => 2 * Vector<float>.Count;
+    private const int KBlock = 256; // rows of a B panel per pass: PanelWidth × 256 floats stay in L1 while every row block of A passes
+
+    /// <summary>
+    /// Column panels [begin, end) of C. Each panel is done in k-blocks, and within a k-block every 4-row block of A runs
+    /// against the same slice of B, which stays in L1; A's k-block (m × 256 floats) stays in L2.
+    /// </summary>
     public void Execute(int begin, int end)
     {
-        for (int block = begin; block < end; block++)
+        int width = PanelWidth;
+        for (int panel = begin; panel < end; panel++)
         {
-            int r0 = block * 4;
-            if (r0 + 4 <= _m) Rows4(r0);
-            else for (int r = r0; r < _m; r++) Row1(r);
+            int j = panel * width, columns = Math.Min(width, _n - j);
+            for (int k0 = 0; k0 < _k; k0 += KBlock)
+            {
+                int k1 = Math.Min(_k, k0 + KBlock);
+                bool add = _accumulate || k0 > 0;
+                int r = 0;
+                if (columns == width)
+                    for (; r + 4 <= _m; r += 4) Tile4(r, j, k0, k1, add);
+                for (; r < _m; r++) Narrow(r, j, columns, k0, k1, add); // tail rows, or every row of a partial last panel
+            }
         }
     }
 
-    private void Rows4(int r0)
+    // 4 rows × 2 vectors of C, accumulated over k0..k1.
+    private void Tile4(int r0, int j, int k0, int k1, bool add)
     {
-        int n = _n, k = _k, width = Vector<float>.Count, j = 0;
+        int n = _n, k = _k, width = Vector<float>.Count;
         float* a0 = _a + (long)r0 * k, a1 = a0 + k, a2 = a1 + k, a3 = a2 + k;
-        float* c0 = _c + (long)r0 * n, c1 = c0 + n, c2 = c1 + n, c3 = c2 + n;
-        for (; j <= n - 2 * width; j += 2 * width)
+        Vector<float> s00 = default, s01 = default, s10 = default, s11 = default, s20 = default, s21 = default, s30 = default, s31 = default;
+        float* bp = _b + (long)k0 * n + j;
+        for (int kk = k0; kk < k1; kk++, bp += n)
         {
-            Vector<float> s00 = default, s01 = default, s10 = default, s11 = default, s20 = default, s21 = default, s30 = default, s31 = default;
-            float* bp = _b + j;
-            for (int kk = 0; kk < k; kk++, bp += n)
-            {
-                var b0 = Unsafe.ReadUnaligned<Vector<float>>(bp);
-                var b1 = Unsafe.ReadUnaligned<Vector<float>>(bp + width);
-                var x = new Vector<float>(a0[kk]); s00 = Vector.FusedMultiplyAdd(x, b0, s00); s01 = Vector.FusedMultiplyAdd(x, b1, s01);
-                x = new Vector<float>(a1[kk]); s10 = Vector.FusedMultiplyAdd(x, b0, s10); s11 = Vector.FusedMultiplyAdd(x, b1, s11);
-                x = new Vector<float>(a2[kk]); s20 = Vector.FusedMultiplyAdd(x, b0, s20); s21 = Vector.FusedMultiplyAdd(x, b1, s21);
-                x = new Vector<float>(a3[kk]); s30 = Vector.FusedMultiplyAdd(x, b0, s30); s31 = Vector.FusedMultiplyAdd(x, b1, s31);
-            }
-            Store(c0 + j, s00, s01, width);
-            Store(c1 + j, s10, s11, width);
-            Store(c2 + j, s20, s21, width);
-            Store(c3 + j, s30, s31, width);
+            var b0 = Unsafe.ReadUnaligned<Vector<float>>(bp);
+            var b1 = Unsafe.ReadUnaligned<Vector<float>>(bp + width);
+            var x = new Vector<float>(a0[kk]); s00 = Vector.FusedMultiplyAdd(x, b0, s00); s01 = Vector.FusedMultiplyAdd(x, b1, s01);
+            x = new Vector<float>(a1[kk]); s10 = Vector.FusedMultiplyAdd(x, b0, s10); s11 = Vector.FusedMultiplyAdd(x, b1, s11);
+            x = new Vector<float>(a2[kk]); s20 = Vector.FusedMultiplyAdd(x, b0, s20); s21 = Vector.FusedMultiplyAdd(x, b1, s21);
+            x = new Vector<float>(a3[kk]); s30 = Vector.FusedMultiplyAdd(x, b0, s30); s31 = Vector.FusedMultiplyAdd(x, b1, s31);
         }
-        for (; j < n; j++)
-        {
-            float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-            float* bp = _b + j;
-            for (int kk = 0; kk < k; kk++, bp += n)
-            {
-                float bv = *bp;
-                s0 += a0[kk] * bv; s1 += a1[kk] * bv; s2 += a2[kk] * bv; s3 += a3[kk] * bv;
-            }
-            c0[j] = _accumulate ? c0[j] + s0 : s0;
-            c1[j] = _accumulate ? c1[j] + s1 : s1;
-            c2[j] = _accumulate ? c2[j] + s2 : s2;
-            c3[j] = _accumulate ? c3[j] + s3 : s3;
-        }
+        float* c0 = _c + (long)r0 * n + j;
+        Store(c0, s00, s01, width, add);
+        Store(c0 + n, s10, s11, width, add);
+        Store(c0 + 2 * n, s20, s21, width, add);
+        Store(c0 + 3 * n, s30, s31, width, add);
     }
 
-    private void Row1(int r)
+    // One row of C over `columns` (≤ one panel) columns: the tails of rows and of columns.
+    private void Narrow(int r, int j, int columns, int k0, int k1, bool add)
     {
-        int n = _n, k = _k, width = Vector<float>.Count, j = 0;
-        float* ar = _a + (long)r * k, cr = _c + (long)r * n;
-        for (; j <= n - width; j += width)
-        {
-            Vector<float> s = default;
-            float* bp = _b + j;
-            for (int kk = 0; kk < k; kk++, bp += n) s = Vector.FusedMultiplyAdd(new Vector<float>(ar[kk]), Unsafe.ReadUnaligned<Vector<float>>(bp), s);
-            if (_accumulate) s += Unsafe.ReadUnaligned<Vector<float>>(cr + j);
-            Unsafe.WriteUnaligned(cr + j, s);
-        }
-        for (; j < n; j++)
+        int n = _n, k = _k;
+        float* ar = _a + (long)r * k, cr = _c + (long)r * n + j;
+        for (int q = 0; q < columns; q++)
         {
             float s = 0;
-            for (int kk = 0; kk < k; kk++) s += ar[kk] * _b[(long)kk * n + j];
-            cr[j] = _accumulate ? cr[j] + s : s;
+            float* bp = _b + (long)k0 * n + j + q;
+            for (int kk = k0; kk < k1; kk++, bp += n) s += ar[kk] * *bp;
+            cr[q] = add ? cr[q] + s : s;
         }
     }
 
-    private void Store(float* c, Vector<float> lo, Vector<float> hi, int width)
+    private static void Store(float* c, Vector<float> lo, Vector<float> hi, int width, bool add)
     {
-        if (_accumulate)
+        if (add)
         {
             lo += Unsafe.ReadUnaligned<Vector<float>>(c);
             hi += Unsafe.ReadUnaligned<Vector<float>>(c + width);
