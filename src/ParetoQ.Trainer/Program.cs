@@ -19,6 +19,7 @@ public static class Program
         root.Subcommands.Add(TrainCommand("pretrain", "Train a new model in full precision"));
         root.Subcommands.Add(TrainCommand("qat", "Quantization-aware training from a full-precision checkpoint"));
         root.Subcommands.Add(ExportCommand());
+        root.Subcommands.Add(ChartCommand());
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)
         {
@@ -187,6 +188,47 @@ public static class Program
             if (last is { } end)
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"{(cancel.IsCancellationRequested ? "stopped" : "done")} at step {end.Step}: loss {end.Loss:F4}{(end.ValidationLoss is { } v ? $", validation {v:F4} (perplexity {Math.Exp(v):F1})" : "")}; checkpoint {ckpt}, metrics {metrics}"));
+            return 0;
+        });
+        return cmd;
+    }
+
+    private static Command ChartCommand()
+    {
+        var metrics = new Option<string[]>("--metrics") { Description = "Metrics files (.jsonl) written by pretrain or qat", Required = true, AllowMultipleArgumentsPerToken = true };
+        var output = new Option<string>("--output", "-o") { Description = "The PNG to write", Required = true };
+        var title = new Option<string>("--title") { Description = "Chart title", DefaultValueFactory = _ => "training loss" };
+        var cmd = new Command("chart", "Plot training and validation loss curves as a PNG") { metrics, output, title };
+        cmd.SetAction(p =>
+        {
+            var series = new List<ChartSeries>();
+            foreach (string file in p.GetValue(metrics)!)
+            {
+                var train = new List<(double, double)>();
+                var validation = new List<(double, double)>();
+                int line = 0;
+                foreach (string text in File.ReadLines(file))
+                {
+                    line++;
+                    try
+                    {
+                        using var doc = System.Text.Json.JsonDocument.Parse(text);
+                        var root = doc.RootElement;
+                        double step = root.GetProperty("step").GetDouble();
+                        train.Add((step, root.GetProperty("loss").GetDouble()));
+                        if (root.TryGetProperty("val_loss", out var v)) validation.Add((step, v.GetDouble()));
+                    }
+                    catch (Exception e) when (e is System.Text.Json.JsonException or KeyNotFoundException or InvalidOperationException)
+                    {
+                        throw new InvalidDataException($"{file}:{line}: not a metrics line ({e.Message})");
+                    }
+                }
+                string name = Path.GetFileNameWithoutExtension(file);
+                series.Add(new ChartSeries($"{name} train", train));
+                if (validation.Count > 0) series.Add(new ChartSeries($"{name} val", validation, Markers: true));
+            }
+            Chart.Write(p.GetValue(output)!, p.GetValue(title)!, "step", "loss (nats/token)", series);
+            Console.WriteLine($"wrote {p.GetValue(output)} ({series.Count} series)");
             return 0;
         });
         return cmd;

@@ -54,6 +54,9 @@ public sealed class TrainerCliTests
             double value = double.Parse(System.Text.RegularExpressions.Regex.Match(ppl.Out, @"^perplexity ([\d.]+)").Groups[1].Value, CultureInfo.InvariantCulture);
             Assert.InRange(value, 10, 32000 * 4);
         }
+        run = Train("chart", "--metrics", dir.File("fp.jsonl"), dir.File("q2.jsonl"), "-o", dir.File("loss.png"));
+        Assert.True(run.Exit == 0, run.Err);
+        Assert.Contains("4 series", run.Out); // training and validation of both runs
         var inspect = ProgramRunner.Run("paretoq-convert", "", [], "inspect", dir.File("q2.pq"));
         Assert.Contains("q2_seq", inspect.Out);
         Assert.Contains("tool paretoq-train", inspect.Out);
