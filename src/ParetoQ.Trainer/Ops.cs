@@ -156,12 +156,7 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
                 for (int s = first; s <= t; s++) sum += row[s] = T.Exp(row[s] - max);
                 var ot = output.Slice((t * heads + h) * headDim, headDim);
                 ot.Clear();
-                for (int s = first; s <= t; s++)
-                {
-                    T p = row[s] /= sum;
-                    var vs = v.Slice((s * kvHeads + kh) * headDim, headDim);
-                    for (int d = 0; d < headDim; d++) ot[d] += p * vs[d];
-                }
+                for (int s = first; s <= t; s++) AddScaled(ot, row[s] /= sum, v.Slice((s * kvHeads + kh) * headDim, headDim));
             }
         }
     }
@@ -193,12 +188,9 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
                     var dks = dk.Slice((s * kvHeads + kh) * headDim, headDim);
                     T p = row[s];
                     T dscore = p * (Dot(dot, vs) - weighted) * scale;
-                    for (int d = 0; d < headDim; d++)
-                    {
-                        dvs[d] += p * dot[d];
-                        dqt[d] += dscore * ks[d];
-                        dks[d] += dscore * qt[d];
-                    }
+                    AddScaled(dvs, p, dot);
+                    AddScaled(dqt, dscore, ks);
+                    AddScaled(dks, dscore, qt);
                 }
             }
         }
