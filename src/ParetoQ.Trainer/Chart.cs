@@ -6,7 +6,10 @@ using ParetoQ.Runtime.Format;
 
 namespace ParetoQ.Trainer;
 
-/// <summary>One line of a chart: its name in the legend and its (x, y) points; <see cref="Markers"/> draws dots instead of a line.</summary>
+/// <summary>
+/// One line of a chart: its name in the legend and its (x, y) points; <see cref="Markers"/> draws dots instead of a line.
+/// A series with an empty name draws in the colour of the named series before it and has no legend entry.
+/// </summary>
 public sealed record ChartSeries(string Name, IReadOnlyList<(double X, double Y)> Points, bool Markers = false);
 
 /// <summary>
@@ -49,15 +52,18 @@ public static class Chart
         canvas.Text(8, Top - 24, yLabel, ink);
         canvas.Text(Left + plotW / 2 - title.Length * 3, 12, title, ink);
 
+        int legendRows = 0, colorIndex = -1;
         for (int i = 0; i < series.Count; i++)
         {
-            var color = Palette[i % Palette.Length];
+            if (series[i].Name.Length > 0) colorIndex++; // markers without a name share their line's colour
+            var color = Palette[Math.Max(0, colorIndex) % Palette.Length];
             var pts = series[i].Points.Where(p => double.IsFinite(p.X) && double.IsFinite(p.Y)).ToList();
             if (series[i].Markers)
                 foreach (var p in pts) canvas.Dot(Px(p.X), Py(p.Y), 3, color);
             else
                 for (int k = 1; k < pts.Count; k++) canvas.Line(Px(pts[k - 1].X), Py(pts[k - 1].Y), Px(pts[k].X), Py(pts[k].Y), color, thick: true);
-            int ly = Top + 10 + i * 18;
+            if (series[i].Name.Length == 0) continue; // an unnamed series (markers over a named line) has no legend entry
+            int ly = Top + 10 + legendRows++ * 18;
             canvas.Line(Width - Right + 14, ly + 3, Width - Right + 34, ly + 3, color, thick: true);
             canvas.Text(Width - Right + 40, ly, series[i].Name, ink);
         }

@@ -62,7 +62,7 @@ public static class Program
     {
         var text = new Option<string[]>("--text") { Description = "UTF-8 text files; every non-empty line is one document", Required = true, AllowMultipleArgumentsPerToken = true };
         var tokenizer = new Option<string>("--tokenizer") { Description = "A LLaMA-style tokenizer.json", Required = true };
-        var output = new Option<string>("--output", "-o") { Description = "Directory for train.tokens, val.tokens and tokenizer.json", Required = true };
+        var output = new Option<string>("--output", "-o") { Description = "Directory for train.tokens, val.tokens, val.txt (the held-out text) and tokenizer.json", Required = true };
         var every = new Option<int>("--validation-every") { Description = "Every N-th document goes to the validation split", DefaultValueFactory = _ => 20 };
         var force = new Option<bool>("--force") { Description = "Replace existing token files" };
         var cmd = new Command("data", "Tokenize text files into training and validation token files") { text, tokenizer, output, every, force };
@@ -83,7 +83,7 @@ public static class Program
                     foreach (string line in content.Split('\n')) yield return line.TrimEnd('\r');
                 }
             }
-            var report = TokenData.Build(Documents(), tok, tok.VocabSize, Path.Combine(dir, "train.tokens"), Path.Combine(dir, "val.tokens"), p.GetValue(every), p.GetValue(force));
+            var report = TokenData.Build(Documents(), tok, tok.VocabSize, Path.Combine(dir, "train.tokens"), Path.Combine(dir, "val.tokens"), p.GetValue(every), p.GetValue(force), Path.Combine(dir, "val.txt"));
             AtomicFile.Write(Path.Combine(dir, "tokenizer.json"), overwrite: true, fs => fs.Write(bytes));
             Console.WriteLine($"{report.Documents} documents: {report.TrainTokens} training and {report.ValidationTokens} validation tokens in {dir} (vocabulary {tok.VocabSize}, BOS {info.BosId})");
             return 0;
@@ -195,14 +195,33 @@ public static class Program
 
     private static Command ChartCommand()
     {
-        var metrics = new Option<string[]>("--metrics") { Description = "Metrics files (.jsonl) written by pretrain or qat", Required = true, AllowMultipleArgumentsPerToken = true };
+        var metrics = new Option<string[]>("--metrics") { Description = "Metrics files (.jsonl) written by pretrain or qat", AllowMultipleArgumentsPerToken = true };
+        var points = new Option<string?>("--points") { Description = "Instead of metrics: a CSV of series,x,y lines (header first), one line and markers per series" };
         var output = new Option<string>("--output", "-o") { Description = "The PNG to write", Required = true };
         var title = new Option<string>("--title") { Description = "Chart title", DefaultValueFactory = _ => "training loss" };
-        var cmd = new Command("chart", "Plot training and validation loss curves as a PNG") { metrics, output, title };
+        var xLabel = new Option<string>("--x-label") { Description = "Horizontal axis label", DefaultValueFactory = _ => "step" };
+        var yLabel = new Option<string>("--y-label") { Description = "Vertical axis label", DefaultValueFactory = _ => "loss (nats/token)" };
+        var cmd = new Command("chart", "Plot loss curves from metrics files, or any series from a CSV, as a PNG") { metrics, points, output, title, xLabel, yLabel };
         cmd.SetAction(p =>
         {
             var series = new List<ChartSeries>();
-            foreach (string file in p.GetValue(metrics)!)
+            if (p.GetValue(points) is { } csv)
+            {
+                var rows = File.ReadAllLines(csv).Skip(1).Where(l => l.Trim().Length > 0).Select((l, i) =>
+                {
+                    string[] f = l.Split(',');
+                    if (f.Length != 3 || !double.TryParse(f[1], CultureInfo.InvariantCulture, out double x) || !double.TryParse(f[2], CultureInfo.InvariantCulture, out double y))
+                        throw new InvalidDataException($"{csv}:{i + 2}: expected series,x,y");
+                    return (Series: f[0].Trim(), X: x, Y: y);
+                }).ToList();
+                foreach (var group in rows.GroupBy(r => r.Series))
+                {
+                    var pts = group.Select(r => (r.X, r.Y)).OrderBy(q => q.X).ToList();
+                    series.Add(new ChartSeries(group.Key, pts));
+                    series.Add(new ChartSeries("", pts, Markers: true));
+                }
+            }
+            foreach (string file in p.GetValue(metrics) ?? [])
             {
                 var train = new List<(double, double)>();
                 var validation = new List<(double, double)>();
@@ -227,7 +246,8 @@ public static class Program
                 series.Add(new ChartSeries($"{name} train", train));
                 if (validation.Count > 0) series.Add(new ChartSeries($"{name} val", validation, Markers: true));
             }
-            Chart.Write(p.GetValue(output)!, p.GetValue(title)!, "step", "loss (nats/token)", series);
+            if (series.Count == 0) throw new ArgumentException("give --metrics files or --points");
+            Chart.Write(p.GetValue(output)!, p.GetValue(title)!, p.GetValue(xLabel)!, p.GetValue(yLabel)!, series);
             Console.WriteLine($"wrote {p.GetValue(output)} ({series.Count} series)");
             return 0;
         });

@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using System.IO.Hashing;
+using System.Text;
 using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Generation;
 using ParetoQ.Runtime.Text;
@@ -22,21 +23,28 @@ public static class TokenData
 
     public sealed record BuildReport(long Documents, long TrainTokens, long ValidationTokens);
 
+    /// <param name="validationText">Receives the validation documents as text, one per line (held-out text for
+    /// <c>paretoq-run --perplexity</c> on exported models).</param>
     public static BuildReport Build(IEnumerable<string> documents, ITokenizer tokenizer, int vocabSize, string trainPath, string validationPath,
-        int validationEvery = 20, bool overwrite = false)
+        int validationEvery = 20, bool overwrite = false, string? validationText = null)
     {
         if (validationEvery < 2) throw new ArgumentException($"validation-every {validationEvery} must be at least 2");
         var train = new List<int>();
         var validation = new List<int>();
+        var heldOut = new StringBuilder();
         long count = 0;
         foreach (string document in documents)
         {
             if (document.Trim().Length == 0) continue;
-            (++count % validationEvery == 0 ? validation : train).AddRange(tokenizer.Encode(document, addBos: true));
+            bool isValidation = ++count % validationEvery == 0;
+            (isValidation ? validation : train).AddRange(tokenizer.Encode(document, addBos: true));
+            if (isValidation) heldOut.Append(document).Append('\n');
         }
         if (train.Count == 0 || validation.Count == 0) throw new ArgumentException($"{count} documents are too few for a training and a validation split (1 in {validationEvery})");
         Write(trainPath, train, vocabSize, overwrite);
         Write(validationPath, validation, vocabSize, overwrite);
+        if (validationText is not null)
+            AtomicFile.Write(validationText, overwrite, fs => fs.Write(new UTF8Encoding(false).GetBytes(heldOut.ToString())));
         return new BuildReport(count, train.Count, validation.Count);
     }
 

@@ -57,6 +57,14 @@ public sealed class TrainerCliTests
         run = Train("chart", "--metrics", dir.File("fp.jsonl"), dir.File("q2.jsonl"), "-o", dir.File("loss.png"));
         Assert.True(run.Exit == 0, run.Err);
         Assert.Contains("4 series", run.Out); // training and validation of both runs
+        File.WriteAllText(dir.File("ppl.csv"), "series,x,y\nQAT,1,300\nQAT,2,200\nPTQ,2,900\n");
+        run = Train("chart", "--points", dir.File("ppl.csv"), "--x-label", "bits per weight", "-o", dir.File("ppl.png"));
+        Assert.True(run.Exit == 0, run.Err);
+        Assert.Contains("4 series", run.Out); // a line and its markers per series
+        File.WriteAllText(dir.File("bad.csv"), "series,x,y\nQAT,one,300\n");
+        run = Train("chart", "--points", dir.File("bad.csv"), "-o", dir.File("bad.png"));
+        Assert.Equal(1, run.Exit);
+        Assert.Contains("bad.csv:2: expected series,x,y", run.Err);
         var inspect = ProgramRunner.Run("paretoq-convert", "", [], "inspect", dir.File("q2.pq"));
         Assert.Contains("q2_seq", inspect.Out);
         Assert.Contains("tool paretoq-train", inspect.Out);
