@@ -61,8 +61,9 @@ public static class RandomModels
         if (llamaTokenizerJson is null) writer.SetTokenizer(ByteLevelVocabulary.Info(chatTokens: false), ByteLevelVocabulary.Ranks());
         else
         {
-            var (info, bytes) = Tokenizers.LlamaTokenizerJson(llamaTokenizerJson);
-            Tokenizers.Create(info, bytes, config.VocabSize, llamaTokenizerJson); // refuses a vocabulary larger than the model's
+            var (info, bytes, tokenizer) = Tokenizers.LlamaTokenizerJson(llamaTokenizerJson);
+            if (tokenizer.VocabSize > config.VocabSize)
+                throw new TokenizerException(llamaTokenizerJson, $"the tokenizer has {tokenizer.VocabSize} ids but the model's vocabulary is {config.VocabSize}");
             writer.SetTokenizer(info, bytes);
         }
         int dim = config.HiddenSize;

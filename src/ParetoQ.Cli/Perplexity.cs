@@ -33,8 +33,8 @@ internal static class Perplexity
         if (tokens.Length < 2) throw new ArgumentException($"{path} has fewer than 2 tokens; nothing to score");
 
         if (session.ContextLength < 2) throw new ArgumentException("perplexity needs a context of at least 2 tokens");
-        int window = session.ContextLength, stride = Math.Max(1, window / 2), vocab = session.Config.VocabSize;
-        var logits = new float[session.MaxBatch * vocab];
+        int window = session.ContextLength, stride = Math.Max(1, window / 2);
+        var logits = new float[session.MaxBatch * session.Config.VocabSize];
         double nll = 0;
         long scored = 0;
         if (mode == PerplexityMode.Chunks)
@@ -47,19 +47,8 @@ internal static class Perplexity
             {
                 tokens.AsSpan(begin, window).CopyTo(chunk);
                 if (tokenizer.BosId >= 0) chunk[0] = tokenizer.BosId;
-                session.Reset();
-                for (int start = 0; start < window; start += session.MaxBatch)
-                {
-                    int n = Math.Min(session.MaxBatch, window - start);
-                    session.Forward(chunk.AsSpan(start, n), logits);
-                    for (int i = 0; i < n; i++)
-                    {
-                        int target = start + i + 1;
-                        if (target <= first || target >= window) continue;
-                        nll += TokenScoring.NegativeLogLikelihood(logits.AsSpan(i * vocab, vocab), chunk[target]);
-                        scored++;
-                    }
-                }
+                nll -= TokenScoring.LogLikelihood(session, chunk, first + 1, logits); // targets first+1 … window−1
+                scored += window - first - 1;
             }
             Console.WriteLine($"perplexity {Math.Exp(nll / scored):F4} over {scored} tokens of {path} ({tokens.Length / window} chunks of {window}, second halves scored as llama-perplexity does)");
             return 0;
@@ -67,19 +56,8 @@ internal static class Perplexity
         for (int begin = 0, scoredEnd = 1; scoredEnd < tokens.Length; begin += stride)
         {
             int end = Math.Min(begin + window, tokens.Length);
-            session.Reset();
-            for (int start = begin; start < end; start += session.MaxBatch)
-            {
-                int n = Math.Min(session.MaxBatch, end - start);
-                session.Forward(tokens.AsSpan(start, n), logits);
-                for (int i = 0; i < n; i++)
-                {
-                    int target = start + i + 1; // logits after token start+i predict token start+i+1
-                    if (target < scoredEnd || target >= end) continue;
-                    nll += TokenScoring.NegativeLogLikelihood(logits.AsSpan(i * vocab, vocab), tokens[target]);
-                    scored++;
-                }
-            }
+            nll -= TokenScoring.LogLikelihood(session, tokens.AsSpan(begin, end - begin), scoredEnd - begin, logits); // targets scoredEnd … end−1
+            scored += end - scoredEnd;
             scoredEnd = end;
         }
         double ppl = Math.Exp(nll / scored);

@@ -69,8 +69,7 @@ public static class Program
         cmd.SetAction(p =>
         {
             string dir = p.GetValue(output)!;
-            var (info, bytes) = Tokenizers.LlamaTokenizerJson(p.GetValue(tokenizer)!);
-            var tok = SentencePieceBpeTokenizer.FromHuggingFaceJson(bytes, p.GetValue(tokenizer)!);
+            var (info, bytes, tok) = Tokenizers.LlamaTokenizerJson(p.GetValue(tokenizer)!);
             Directory.CreateDirectory(dir);
             var utf8 = new UTF8Encoding(false, throwOnInvalidBytes: true);
             IEnumerable<string> Documents()
@@ -149,7 +148,7 @@ public static class Program
                 }
                 else
                 {
-                    int vocab = SentencePieceBpeTokenizer.FromHuggingFaceJson(File.ReadAllBytes(Path.Combine(dir, "tokenizer.json")), dir).VocabSize;
+                    int vocab = Tokenizers.LlamaTokenizerJson(Path.Combine(dir, "tokenizer.json")).Tokenizer.VocabSize;
                     m = new TransformerModel<float>(Preset(p.GetValue(model)!, vocab));
                     m.InitializeRandom(p.GetValue(seed));
                     run["model"] = p.GetValue(model)!;
@@ -279,7 +278,7 @@ public static class Program
             }
             string tokenizerPath = p.GetValue(tokenizer) ?? (state.Run.TryGetValue("data", out var d) ? Path.Combine(d, "tokenizer.json")
                 : throw new ArgumentException("the checkpoint does not name its data directory; give --tokenizer"));
-            var (info, bytes) = Tokenizers.LlamaTokenizerJson(tokenizerPath);
+            var (info, bytes, _) = Tokenizers.LlamaTokenizerJson(tokenizerPath);
             WeightFormats.TryParse(p.GetValue(head)!, out var headFormat);
             string bitsName = model.Projections is { } g ? WeightFormats.NominalBits(g).ToString(CultureInfo.InvariantCulture) : "32";
             var settings = state.Run.ToDictionary(k => k.Key, k => k.Value);

@@ -26,14 +26,14 @@ public static class Tokenizers
 
     /// <summary>
     /// A LLaMA-style tokenizer.json (SentencePiece BPE with byte fallback) ready to embed in a .pq written by our own
-    /// tools: BOS is &lt;s&gt;, EOS &lt;/s&gt;, no chat template.
+    /// tools: BOS is &lt;s&gt;, EOS &lt;/s&gt;, no chat template. The tokenizer itself comes along, so callers parse it once.
     /// </summary>
-    public static (PqTokenizerInfo Info, byte[] Bytes) LlamaTokenizerJson(string path)
+    public static (PqTokenizerInfo Info, byte[] Bytes, SentencePieceBpeTokenizer Tokenizer) LlamaTokenizerJson(string path)
     {
         byte[] bytes = File.ReadAllBytes(path);
         var tokenizer = SentencePieceBpeTokenizer.FromHuggingFaceJson(bytes, path);
         int eos = Array.FindIndex(tokenizer.Pieces(), p => p.Piece == "</s>");
         if (tokenizer.BosId < 0 || eos < 0) throw new TokenizerException(path, "has no <s> and </s> pieces");
-        return (new PqTokenizerInfo(TokenizerKinds.HuggingFaceJson, tokenizer.BosId, [eos], PqTokenizerInfo.None, new Dictionary<string, int>(), null), bytes);
+        return (new PqTokenizerInfo(TokenizerKinds.HuggingFaceJson, tokenizer.BosId, [eos], PqTokenizerInfo.None, new Dictionary<string, int>(), null), bytes, tokenizer);
     }
 }
