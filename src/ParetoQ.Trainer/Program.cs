@@ -139,9 +139,7 @@ public static class Program
                 {
                     var pretrained = Checkpoint.Load(p.GetValue(from)!);
                     if (pretrained.Model.Projections is not null) throw new ArgumentException($"{p.GetValue(from)} is already a QAT checkpoint; start from a full-precision one");
-                    m = new TransformerModel<float>(pretrained.Model.Config, WeightFormats.FromParetoQBits(double.Parse(p.GetValue(bits)!, CultureInfo.InvariantCulture)));
-                    pretrained.Model.Parameters.CopyTo(m.Parameters, 0);
-                    m.InitializeAlphas();
+                    m = pretrained.Model.WithProjections(WeightFormats.FromParetoQBits(double.Parse(p.GetValue(bits)!, CultureInfo.InvariantCulture)));
                     run["from"] = Path.GetFullPath(p.GetValue(from)!);
                     run["bits"] = p.GetValue(bits)!;
                     run["distill"] = p.GetValue(distill).ToString(CultureInfo.InvariantCulture);
@@ -271,10 +269,7 @@ public static class Program
             if (p.GetValue(ptq) is { } bits)
             {
                 if (model.Projections is not null) throw new ArgumentException("--ptq quantizes a full-precision checkpoint; this one is already QAT");
-                var quantized = new TransformerModel<float>(model.Config, WeightFormats.FromParetoQBits(double.Parse(bits, CultureInfo.InvariantCulture)));
-                model.Parameters.CopyTo(quantized.Parameters, 0);
-                quantized.InitializeAlphas();
-                model = quantized;
+                model = model.WithProjections(WeightFormats.FromParetoQBits(double.Parse(bits, CultureInfo.InvariantCulture)));
             }
             string tokenizerPath = p.GetValue(tokenizer) ?? (state.Run.TryGetValue("data", out var d) ? Path.Combine(d, "tokenizer.json")
                 : throw new ArgumentException("the checkpoint does not name its data directory; give --tokenizer"));

@@ -96,6 +96,19 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
         }
     }
 
+    /// <summary>
+    /// A QAT model with this full-precision model's weights and ParetoQ's initial α for <paramref name="grid"/>: the start
+    /// of quantization-aware training, or, untrained, the round-to-nearest (PTQ) baseline.
+    /// </summary>
+    public TransformerModel<T> WithProjections(WeightFormat grid)
+    {
+        if (Projections is not null) throw new ArgumentException($"this model's projections are already {WeightFormats.Name(Projections.Value)}; start from a full-precision one");
+        var quantized = new TransformerModel<T>(Config, grid);
+        Parameters.CopyTo(quantized.Parameters, 0);
+        quantized.InitializeAlphas();
+        return quantized;
+    }
+
     /// <summary>ParetoQ's initial α per row of every projection, from the current (full-precision) weights.</summary>
     public void InitializeAlphas()
     {

@@ -72,9 +72,7 @@ public sealed class TrainerOptimizerTests
         Assert.True(pretrained < before - 1.5, $"pretraining: loss {before:F3} → {pretrained:F3}");
 
         // QAT from the pretrained weights at 2 bits: quantizing first costs loss, training recovers some of it.
-        var qat = new TransformerModel<float>(config, WeightFormat.Q2Seq);
-        model.Parameters.CopyTo(qat.Parameters, 0);
-        qat.InitializeAlphas();
+        var qat = model.WithProjections(WeightFormat.Q2Seq);
         double quantized = Evaluate(qat, data);
         Train(qat, new AdamW(qat, new AdamWSettings { LearningRate = 1e-3, TotalSteps = 60 }), data, 60);
         double recovered = Evaluate(qat, data);
