@@ -220,25 +220,9 @@ public static class Program
             }
             foreach (string file in p.GetValue(metrics) ?? [])
             {
-                var train = new List<(double, double)>();
-                var validation = new List<(double, double)>();
-                int line = 0;
-                foreach (string text in File.ReadLines(file))
-                {
-                    line++;
-                    try
-                    {
-                        using var doc = System.Text.Json.JsonDocument.Parse(text);
-                        var root = doc.RootElement;
-                        double step = root.GetProperty("step").GetDouble();
-                        train.Add((step, root.GetProperty("loss").GetDouble()));
-                        if (root.TryGetProperty("val_loss", out var v)) validation.Add((step, v.GetDouble()));
-                    }
-                    catch (Exception e) when (e is System.Text.Json.JsonException or KeyNotFoundException or InvalidOperationException)
-                    {
-                        throw new InvalidDataException($"{file}:{line}: not a metrics line ({e.Message})");
-                    }
-                }
+                var lines = TrainingLoop.ReadMetrics(file);
+                var train = lines.Select(l => ((double)l.Step, l.Loss)).ToList();
+                var validation = lines.Where(l => l.ValidationLoss is not null).Select(l => ((double)l.Step, l.ValidationLoss!.Value)).ToList();
                 string name = Path.GetFileNameWithoutExtension(file);
                 series.Add(new ChartSeries($"{name} train", train));
                 if (validation.Count > 0) series.Add(new ChartSeries($"{name} val", validation, Markers: true));

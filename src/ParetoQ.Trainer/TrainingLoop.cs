@@ -59,8 +59,11 @@ public static class TrainingLoop
         var (model, optimizer) = (state.Model, state.Optimizer);
         settings.Validate(model.Config.MaxPositionEmbeddings);
         var sampler = new WindowSampler(train, settings.SequenceLength, state.SamplerState);
+        // A resumed run carries on the metrics of the checkpointed steps: lines logged after the checkpoint are dropped
+        // (those steps run again), and tokens and seconds continue from the checkpoint.
+        double secondsBefore = settings.MetricsPath is { } log ? KeepMetricsUpTo(log, optimizer.Step) : 0;
         var clock = Stopwatch.StartNew();
-        long tokens = 0;
+        long tokens = (long)optimizer.Step * settings.SequencesPerStep * settings.SequenceLength;
         float accumulate = 1f / settings.SequencesPerStep;
         var teacherLogits = settings.Teacher is null ? null : new float[settings.SequenceLength * model.Config.VocabSize];
         if (settings.Teacher is { } t && t.Config.VocabSize != model.Config.VocabSize) throw new ArgumentException("the teacher's vocabulary differs from the model's");
@@ -85,7 +88,7 @@ public static class TrainingLoop
                 ? ValidationLoss(model, validation, settings.SequenceLength, settings.EvaluationWindows) : null;
             if (settings.CheckpointPath is { } path && (step % settings.CheckpointEvery == 0 || step == settings.Steps))
                 Checkpoint.Save(path, model, optimizer, sampler.State, state.Run);
-            var report = new StepReport(step, settings.Steps, loss, lr, norm, validationLoss, tokens, clock.Elapsed.TotalSeconds);
+            var report = new StepReport(step, settings.Steps, loss, lr, norm, validationLoss, tokens, secondsBefore + clock.Elapsed.TotalSeconds);
             metrics?.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"{{\"step\":{step},\"loss\":{loss:R},\"lr\":{lr:R},\"grad_norm\":{norm:R},\"tokens\":{tokens},\"seconds\":{report.Seconds:F3}{(validationLoss is { } v ? $",\"val_loss\":{v:R}" : "")}}}"));
             metrics?.Flush();
@@ -95,4 +98,38 @@ public static class TrainingLoop
         if (cancellation.IsCancellationRequested && settings.CheckpointPath is { } final)
             Checkpoint.Save(final, model, optimizer, sampler.State, state.Run);
     }
+
+    /// <summary>The lines of a metrics file (written by <see cref="Run"/>), with the file and line named when one is malformed.</summary>
+    public static List<MetricsLine> ReadMetrics(string path)
+    {
+        var lines = new List<MetricsLine>();
+        foreach (string text in File.ReadLines(path))
+        {
+            try
+            {
+                using var doc = System.Text.Json.JsonDocument.Parse(text);
+                var root = doc.RootElement;
+                lines.Add(new MetricsLine(root.GetProperty("step").GetInt32(), root.GetProperty("loss").GetDouble(),
+                    root.TryGetProperty("val_loss", out var v) ? v.GetDouble() : null, root.GetProperty("seconds").GetDouble(), text));
+            }
+            catch (Exception e) when (e is System.Text.Json.JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
+            {
+                throw new InvalidDataException($"{path}:{lines.Count + 1}: not a metrics line ({e.Message})");
+            }
+        }
+        return lines;
+    }
+
+    /// <summary>Drops metrics lines of steps after <paramref name="step"/>; returns the seconds logged at that step (0 if none).</summary>
+    private static double KeepMetricsUpTo(string path, int step)
+    {
+        if (!File.Exists(path)) return 0;
+        var lines = ReadMetrics(path);
+        var kept = lines.TakeWhile(l => l.Step <= step).ToList();
+        if (kept.Count < lines.Count) File.WriteAllLines(path, kept.Select(l => l.Text), new UTF8Encoding(false));
+        return kept.Count > 0 ? kept[^1].Seconds : 0;
+    }
 }
+
+/// <summary>One step's line of a metrics file, and its text.</summary>
+public sealed record MetricsLine(int Step, double Loss, double? ValidationLoss, double Seconds, string Text);

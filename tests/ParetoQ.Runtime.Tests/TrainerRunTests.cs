@@ -73,11 +73,17 @@ public sealed class TrainerRunTests
         Assert.Equal(6, resumed.Optimizer.Step);
         Assert.Equal("test", resumed.Run["phase"]);
         var after = new List<StepReport>();
-        TrainingLoop.Run(resumed, train, validation, settings with { CheckpointPath = dir.File("resumed.ckpt"), MetricsPath = null }, after.Add);
+        File.Copy(dir.File("run.jsonl"), dir.File("resumed.jsonl")); // as if the run had logged steps 7..12 and then died
+        TrainingLoop.Run(resumed, train, validation, settings with { CheckpointPath = dir.File("resumed.ckpt"), MetricsPath = dir.File("resumed.jsonl") }, after.Add);
         Assert.Equal(straight.Skip(6).Select(r => r.Loss), after.Select(r => r.Loss));
         Assert.Equal(straight[^1].ValidationLoss, after[^1].ValidationLoss);
         Assert.Equal(File.ReadAllBytes(dir.File("run.ckpt")), File.ReadAllBytes(dir.File("resumed.ckpt")));
         Assert.Equal(12, File.ReadAllLines(dir.File("run.jsonl")).Length);
+        // The resumed metrics log each step once, in order, with the token count carried on.
+        var steps = File.ReadAllLines(dir.File("resumed.jsonl")).Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement).ToArray();
+        Assert.Equal(Enumerable.Range(1, 12), steps.Select(e => e.GetProperty("step").GetInt32()));
+        Assert.Equal(straight[^1].Tokens, steps[^1].GetProperty("tokens").GetInt64());
+        Assert.Equal(straight[^1].Tokens, after[^1].Tokens);
 
         byte[] damaged = File.ReadAllBytes(dir.File("run.ckpt"));
         damaged[damaged.Length / 2] ^= 4;
