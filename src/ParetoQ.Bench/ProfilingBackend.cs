@@ -94,5 +94,7 @@ public sealed class ProfilingBackend(IComputeBackend inner) : IComputeBackend
         Add("copy_to_host", start);
     }
 
+    public void CopyFromHost(ReadOnlySpan<float> source, BackendBuffer x, int offset) => inner.CopyFromHost(source, x, offset);
+
     public void Dispose() => inner.Dispose();
 }

@@ -333,6 +333,9 @@ public sealed unsafe class CpuBackend : IComputeBackend
     public void CopyToHost(BackendBuffer x, int offset, Span<float> destination) =>
         Data(x).AsSpan(offset, destination.Length).CopyTo(destination);
 
+    public void CopyFromHost(ReadOnlySpan<float> source, BackendBuffer x, int offset) =>
+        source.CopyTo(Data(x).AsSpan(offset, source.Length));
+
     public void Dispose() => _pool.Dispose();
 
     private static float[] Data(BackendBuffer b) => ((CpuBuffer)b).Data;

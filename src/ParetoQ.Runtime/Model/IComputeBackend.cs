@@ -16,9 +16,11 @@ public abstract class BackendWeight(PqTensor tensor, int rows, int cols)
 public readonly record struct MatMulOutput(BackendWeight Weight, BackendBuffer Output);
 
 /// <summary>An fp32 activation buffer that lives on the backend (host memory for the CPU, device memory for accelerators).</summary>
-public abstract class BackendBuffer(int length)
+public abstract class BackendBuffer(int length) : IDisposable
 {
     public int Length { get; } = length;
+    /// <summary>Frees device memory; host buffers leave it to the GC.</summary>
+    public virtual void Dispose() { }
 }
 
 public enum KvCacheType
@@ -30,7 +32,7 @@ public enum KvCacheType
 }
 
 /// <summary>One effective layer's KV cache. <see cref="Capacity"/> positions; a ring buffer when <see cref="Ring"/> (local layers).</summary>
-public abstract class BackendKvCache(int capacity, int kvHeads, int headDim, KvCacheType type, bool ring)
+public abstract class BackendKvCache(int capacity, int kvHeads, int headDim, KvCacheType type, bool ring) : IDisposable
 {
     public int Capacity { get; } = capacity;
     public int KvHeads { get; } = kvHeads;
@@ -39,6 +41,8 @@ public abstract class BackendKvCache(int capacity, int kvHeads, int headDim, KvC
     public bool Ring { get; } = ring;
     /// <summary>Bytes held by the cache.</summary>
     public abstract long Bytes { get; }
+    /// <summary>Frees device memory; host caches leave it to the GC.</summary>
+    public virtual void Dispose() { }
 }
 
 /// <summary>Everything attention needs to know about one layer; built once from the config.</summary>
@@ -97,4 +101,7 @@ public interface IComputeBackend : IDisposable
     void Add(BackendBuffer x, BackendBuffer y, int count);
 
     void CopyToHost(BackendBuffer x, int offset, Span<float> destination);
+
+    /// <summary>Writes host values into x from <paramref name="offset"/> on (tests and tools; the forward pass needs only <see cref="Embed"/>).</summary>
+    void CopyFromHost(ReadOnlySpan<float> source, BackendBuffer x, int offset);
 }

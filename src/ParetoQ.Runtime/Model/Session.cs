@@ -96,7 +96,11 @@ public sealed class Session : IDisposable
         CheckTokens(tokens);
         int vocab = Config.VocabSize;
         if (logits.Length < (long)tokens.Length * vocab) throw new ArgumentException($"logits holds {logits.Length} floats; {tokens.Length} tokens need {(long)tokens.Length * vocab}", nameof(logits));
-        if (_logits.Length < MaxBatch * vocab) _logits = _be.Allocate(MaxBatch * vocab);
+        if (_logits.Length < MaxBatch * vocab)
+        {
+            _logits.Dispose();
+            _logits = _be.Allocate(MaxBatch * vocab);
+        }
         for (int start = 0; start < tokens.Length; start += MaxBatch)
         {
             var chunk = tokens.Slice(start, Math.Min(MaxBatch, tokens.Length - start));
@@ -148,5 +152,10 @@ public sealed class Session : IDisposable
         _be.MatMul(_xb, count, new MatMulOutput(m.Head, _logits));
     }
 
-    public void Dispose() { }
+    /// <summary>Frees the caches and buffers (device memory on accelerators).</summary>
+    public void Dispose()
+    {
+        foreach (var cache in _caches) cache.Dispose();
+        foreach (var buffer in (BackendBuffer[])[_x, _xb, _q, _k, _v, _att, _gate, _up, _logits]) buffer.Dispose();
+    }
 }

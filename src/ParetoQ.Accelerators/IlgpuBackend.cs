@@ -1,0 +1,337 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using ILGPU;
+using ILGPU.Runtime;
+using ParetoQ.Runtime.Format;
+using ParetoQ.Runtime.Model;
+using ParetoQ.Runtime.Quantization;
+
+namespace ParetoQ.Accelerators;
+
+/// <summary>
+/// The compute backend on an ILGPU accelerator (CUDA, OpenCL, or ILGPU's CPU simulator for tests). Weights are uploaded
+/// once in the .pq file's own layout; activations, KV caches and the position tables stay on the device. Per forward
+/// step only the token ids go in (<see cref="Embed"/>) and only the requested logits come out (<see cref="CopyToHost"/>).
+/// Activations stay fp32 (no int8 activation quantization), so results track the CPU's exact mode.
+/// </summary>
+public sealed class IlgpuBackend : IComputeBackend
+{
+    private readonly Context _context;
+    private readonly Accelerator _accelerator;
+    private readonly int _warp;
+    private readonly List<IDisposable> _owned = [];
+    private readonly Dictionary<object, PositionTable> _positionTables = new(ReferenceEqualityComparer.Instance);
+    private MemoryBuffer1D<int, Stride1D.Dense>? _tokens;
+    private MemoryBuffer1D<float, Stride1D.Dense>? _scores;
+
+    private readonly Action<KernelConfig, ArrayView<int>, DeviceMatrix, ArrayView<float>, ArrayView<float>> _packedMatMul, _floatMatMul;
+    private readonly Action<Index2D, ArrayView<int>, DeviceMatrix, ArrayView<int>, ArrayView<float>> _embed;
+    private readonly Action<KernelConfig, ArrayView<float>, int, int, ArrayView<int>, float, ArrayView<float>> _rmsNorm;
+    private readonly Action<Index2D, ArrayView<float>, ArrayView<float>, ArrayView<float>, PositionShape> _positionEncode;
+    private readonly Action<Index2D, ArrayView<float>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, AttentionShape> _kvWrite;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, ArrayView<float>, AttentionShape> _attention;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _swiGlu, _add;
+
+    public string Name { get; }
+    public AcceleratorType AcceleratorType => _accelerator.AcceleratorType;
+    public int WarpSize => _warp;
+    /// <summary>Device memory held by uploaded weights.</summary>
+    public long WeightBytes { get; private set; }
+
+    /// <summary>Takes ownership of <paramref name="context"/> and creates an accelerator on <paramref name="device"/>; the kernels are compiled here.</summary>
+    public IlgpuBackend(Context context, Device device)
+    {
+        _context = context;
+        try
+        {
+            _accelerator = device.CreateAccelerator(context);
+            _warp = _accelerator.WarpSize;
+            if (_warp < 4 || (_warp & (_warp - 1)) != 0) throw new NotSupportedException($"{device.Name}: warp size {_warp} is not a power of two ≥ 4, which the kernels need");
+            Name = $"ilgpu-{_accelerator.AcceleratorType.ToString().ToLowerInvariant()} ({device.Name})";
+            _packedMatMul = _accelerator.LoadStreamKernel<ArrayView<int>, DeviceMatrix, ArrayView<float>, ArrayView<float>>(DeviceKernels.PackedMatMul);
+            _floatMatMul = _accelerator.LoadStreamKernel<ArrayView<int>, DeviceMatrix, ArrayView<float>, ArrayView<float>>(DeviceKernels.FloatMatMul);
+            _embed = _accelerator.LoadAutoGroupedStreamKernel<Index2D, ArrayView<int>, DeviceMatrix, ArrayView<int>, ArrayView<float>>(DeviceKernels.Embed);
+            _rmsNorm = _accelerator.LoadStreamKernel<ArrayView<float>, int, int, ArrayView<int>, float, ArrayView<float>>(DeviceKernels.RmsNorm);
+            _positionEncode = _accelerator.LoadAutoGroupedStreamKernel<Index2D, ArrayView<float>, ArrayView<float>, ArrayView<float>, PositionShape>(DeviceKernels.PositionEncode);
+            _kvWrite = _accelerator.LoadAutoGroupedStreamKernel<Index2D, ArrayView<float>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, AttentionShape>(DeviceKernels.KvWrite);
+            _attention = _accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, ArrayView<float>, AttentionShape>(DeviceKernels.Attention);
+            _swiGlu = _accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(DeviceKernels.SwiGlu);
+            _add = _accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(DeviceKernels.Add);
+        }
+        catch
+        {
+            _accelerator?.Dispose();
+            context.Dispose();
+            throw;
+        }
+    }
+
+    public BackendWeight Upload(PqTensor tensor, int rows, int cols)
+    {
+        var format = tensor.Format;
+        var m = new DeviceMatrix { Format = (int)format, Rows = rows, Cols = cols };
+        long bytes;
+        if (WeightFormats.IsFloat(format))
+        {
+            bytes = (long)rows * cols * FloatCodec.ElementBytes(format);
+        }
+        else
+        {
+            var layout = new PackedLayout(format, rows, cols);
+            bytes = layout.TotalBytes;
+            m.CodeBits = layout.CodeBits;
+            m.ChunksPerRow = layout.ChunksPerRow;
+            m.GroupsPerRow = layout.GroupsPerRow;
+            m.ScaleWord = checked((int)(layout.CodeBytes / 4));
+            m.ClampScale = WeightFormats.IsParetoQ(format) ? 1 : 0;
+            (m.C1, m.C0) = format switch
+            {
+                WeightFormat.Binary => (2f, -1f),
+                WeightFormat.Ternary => (1 / 1.5f, -1 / 1.5f),
+                WeightFormat.Q2Seq => (0.5f, -0.75f),
+                WeightFormat.Q3Row => (1f, -4f),
+                WeightFormat.I8Row => (1f, -128f),
+                _ => (1f, -8f), // q4_row, q4_g32
+            };
+        }
+        var data = tensor.Data;
+        if (data.Length != bytes) throw new ArgumentException($"{tensor.Name} holds {data.Length} bytes; a [{rows}, {cols}] {WeightFormats.Name(format)} matrix needs {bytes}");
+        if (bytes / 4 >= int.MaxValue) throw new NotSupportedException($"{tensor.Name}: {bytes} bytes is more than one device buffer of this backend holds (8 GiB)");
+        var words = Own(_accelerator.Allocate1D<int>((bytes + 3) / 4));
+        if (bytes % 4 == 0)
+        {
+            words.View.CopyFromCPU(ref Unsafe.As<byte, int>(ref MemoryMarshal.GetReference(data)), bytes / 4);
+        }
+        else
+        {
+            var padded = new int[(bytes + 3) / 4];
+            data.CopyTo(MemoryMarshal.AsBytes(padded.AsSpan()));
+            words.View.CopyFromCPU(padded);
+        }
+        WeightBytes += words.LengthInBytes;
+        return new DeviceWeight(tensor, rows, cols, words, m);
+    }
+
+    public BackendBuffer Allocate(int length) => new DeviceBuffer(_accelerator.Allocate1D<float>(Math.Max(1, length)), length);
+
+    public BackendKvCache CreateKvCache(int capacity, int kvHeads, int headDim, KvCacheType type, bool ring) =>
+        new DeviceKvCache(_accelerator, capacity, kvHeads, headDim, type, ring);
+
+    public void Embed(BackendWeight table, ReadOnlySpan<int> tokens, BackendBuffer x)
+    {
+        var w = (DeviceWeight)table;
+        CheckLength(x, (long)tokens.Length * w.Cols, "embedding output");
+        if (_tokens is null || _tokens.Length < tokens.Length)
+        {
+            _tokens?.Dispose();
+            _tokens = _accelerator.Allocate1D<int>(Math.Max(64, tokens.Length));
+        }
+        _tokens.View.SubView(0, tokens.Length).CopyFromCPU(ref MemoryMarshal.GetReference(tokens), tokens.Length);
+        _embed(new Index2D(w.Cols, tokens.Length), w.Words.View, w.Matrix, _tokens.View, View(x));
+    }
+
+    public void RmsNorm(BackendBuffer x, int firstToken, int tokens, BackendWeight weight, float eps, BackendBuffer y)
+    {
+        var w = (DeviceWeight)weight;
+        if (w.Format != WeightFormat.F32) throw new ArgumentException($"{w.Tensor.Name} is {WeightFormats.Name(w.Format)}; norm weights must be f32");
+        int dim = w.Cols;
+        CheckLength(x, (long)(firstToken + tokens) * dim, "norm input");
+        CheckLength(y, (long)tokens * dim, "norm output");
+        _rmsNorm(new KernelConfig(tokens, _warp), View(x), firstToken, dim, w.Words.View, eps, View(y));
+    }
+
+    public void MatMul(BackendBuffer x, int tokens, params ReadOnlySpan<MatMulOutput> outputs)
+    {
+        foreach (var o in outputs)
+        {
+            var w = (DeviceWeight)o.Weight;
+            CheckLength(x, (long)tokens * w.Cols, $"input of {w.Tensor.Name}");
+            CheckLength(o.Output, (long)tokens * w.Rows, $"output of {w.Tensor.Name}");
+            if (w.Matrix.CodeBits == 0)
+                _floatMatMul(new KernelConfig(new Index2D(w.Rows, tokens), new Index2D(_warp, 1)), w.Words.View, w.Matrix, View(x), View(o.Output));
+            else
+                _packedMatMul(new KernelConfig(new Index2D((w.Rows + 3) / 4, tokens), new Index2D(_warp, 1)), w.Words.View, w.Matrix, View(x), View(o.Output));
+        }
+    }
+
+    public void PositionEncode(BackendBuffer q, BackendBuffer k, int tokens, int startPos, LayerAttention layer)
+    {
+        var shape = new PositionShape
+        {
+            Heads = layer.Heads, KvHeads = layer.KvHeads, HeadDim = layer.HeadDim, StartPos = startPos,
+            Rope = layer.UseRope ? 1 : 0, Interleaved = layer.RopeLayout == RopeLayout.Interleaved ? 1 : 0,
+            QkNorm = layer.QkNorm ? 1 : 0, QkNormEps = layer.QkNormEps, Temperature = layer.TemperatureTuning is null ? 0 : 1,
+        };
+        if (!layer.UseRope && layer.TemperatureTuning is null) return;
+        var table = PositionTableFor(layer, startPos + tokens);
+        _positionEncode(new Index2D(layer.Heads + layer.KvHeads, tokens), View(q), View(k), table.View, shape);
+    }
+
+    public void Attention(BackendKvCache cacheHandle, BackendBuffer q, BackendBuffer k, BackendBuffer v, BackendBuffer output, int tokens, int startPos, LayerAttention layer)
+    {
+        var cache = (DeviceKvCache)cacheHandle;
+        if (!cache.Ring && startPos + tokens > cache.Capacity) throw new InvalidOperationException($"positions up to {startPos + tokens - 1} are past the KV cache capacity {cache.Capacity}");
+        var shape = new AttentionShape
+        {
+            Heads = layer.Heads, KvHeads = layer.KvHeads, HeadDim = layer.HeadDim, Capacity = cache.Capacity, Ring = cache.Ring ? 1 : 0,
+            Window = layer.Kind == AttentionKind.Local ? layer.Window : 0, StartPos = startPos, Int8 = cache.Type == KvCacheType.Int8 ? 1 : 0,
+            Scale = 1f / MathF.Sqrt(layer.HeadDim), ValueOffset = cache.ValueOffset, ValueRowOffset = cache.ValueRowOffset,
+        };
+        // A global cache takes the chunk's K/V at once (each token still sees only positions up to its own); in a ring a
+        // later token's slot may hold a position an earlier token still needs, so ring caches go token by token.
+        int perLaunch = cache.Ring ? 1 : tokens;
+        var scores = ScoreScratch((long)layer.Heads * perLaunch * cache.Capacity);
+        for (int t = 0; t < tokens; t += perLaunch)
+        {
+            shape.FirstToken = t;
+            _kvWrite(new Index2D(layer.KvHeads, perLaunch), View(k), View(v), cache.Codes.View, cache.Scales.View, cache.Zeros.View, cache.Full.View, shape);
+            _attention(new KernelConfig(new Index2D(layer.Heads, perLaunch), new Index2D(_warp, 1)), View(q), View(k), View(v), View(output),
+                cache.Codes.View, cache.Scales.View, cache.Zeros.View, cache.Full.View, scores, shape);
+        }
+    }
+
+    public void SwiGlu(BackendBuffer gate, BackendBuffer up, int count)
+    {
+        if (count == 0) return;
+        _swiGlu(count, View(gate).SubView(0, count), View(up).SubView(0, count));
+    }
+
+    public void Add(BackendBuffer x, BackendBuffer y, int count)
+    {
+        if (count == 0) return;
+        _add(count, View(x).SubView(0, count), View(y).SubView(0, count));
+    }
+
+    public void CopyToHost(BackendBuffer x, int offset, Span<float> destination)
+    {
+        CheckLength(x, (long)offset + destination.Length, "copy source");
+        if (destination.IsEmpty) return;
+        View(x).SubView(offset, destination.Length).CopyToCPU(ref MemoryMarshal.GetReference(destination), destination.Length);
+    }
+
+    public void CopyFromHost(ReadOnlySpan<float> source, BackendBuffer x, int offset)
+    {
+        CheckLength(x, (long)offset + source.Length, "copy destination");
+        if (source.IsEmpty) return;
+        View(x).SubView(offset, source.Length).CopyFromCPU(ref MemoryMarshal.GetReference(source), source.Length);
+    }
+
+    public void Dispose()
+    {
+        foreach (var d in _owned) d.Dispose();
+        foreach (var t in _positionTables.Values) t.Memory.Dispose();
+        _tokens?.Dispose();
+        _scores?.Dispose();
+        _accelerator.Dispose();
+        _context.Dispose();
+    }
+
+    private T Own<T>(T disposable) where T : IDisposable
+    {
+        _owned.Add(disposable);
+        return disposable;
+    }
+
+    private static ArrayView<float> View(BackendBuffer b) => ((DeviceBuffer)b).Memory.View;
+
+    private static void CheckLength(BackendBuffer b, long needed, string what)
+    {
+        if (needed > b.Length) throw new ArgumentException($"{what} holds {b.Length} floats, fewer than the {needed} needed");
+    }
+
+    private ArrayView<float> ScoreScratch(long length)
+    {
+        if (_scores is null || _scores.Length < length)
+        {
+            _scores?.Dispose();
+            _scores = _accelerator.Allocate1D<float>(length);
+        }
+        return _scores.View;
+    }
+
+    // RoPE layers: cos and sin of position · inverse frequency, (positions, hd) as (cos hd/2, sin hd/2), computed on the
+    // host exactly as the CPU backend does. NoPE layers with temperature tuning: the per-position factor. Grown by doubling.
+    private sealed record PositionTable(MemoryBuffer1D<float, Stride1D.Dense> Memory, int Positions)
+    {
+        public ArrayView<float> View => Memory.View;
+    }
+
+    private PositionTable PositionTableFor(LayerAttention layer, int positions)
+    {
+        object key = layer.UseRope ? layer.RopeInvFreq : layer.TemperatureTuning!;
+        if (_positionTables.TryGetValue(key, out var table) && table.Positions >= positions) return table;
+        int count = Math.Max(positions, Math.Max(256, (table?.Positions ?? 0) * 2));
+        float[] host;
+        if (layer.UseRope)
+        {
+            int hd = layer.HeadDim, half = hd / 2;
+            host = new float[(long)count * hd];
+            for (int pos = 0; pos < count; pos++)
+                for (int i = 0; i < half; i++)
+                {
+                    float angle = pos * layer.RopeInvFreq[i];
+                    host[(long)pos * hd + i] = MathF.Cos(angle);
+                    host[(long)pos * hd + half + i] = MathF.Sin(angle);
+                }
+        }
+        else
+        {
+            var tune = layer.TemperatureTuning!;
+            host = new float[count];
+            for (int pos = 0; pos < count; pos++)
+                host[pos] = (float)(Math.Log(Math.Floor((pos + 1.0) / tune.FloorScale) + 1.0) * tune.AttnScale + 1.0);
+        }
+        table?.Memory.Dispose();
+        var memory = _accelerator.Allocate1D(host);
+        return _positionTables[key] = new PositionTable(memory, count);
+    }
+
+    private sealed class DeviceWeight(PqTensor tensor, int rows, int cols, MemoryBuffer1D<int, Stride1D.Dense> words, DeviceMatrix matrix)
+        : BackendWeight(tensor, rows, cols)
+    {
+        public MemoryBuffer1D<int, Stride1D.Dense> Words { get; } = words;
+        public DeviceMatrix Matrix { get; } = matrix;
+    }
+
+    private sealed class DeviceBuffer(MemoryBuffer1D<float, Stride1D.Dense> memory, int length) : BackendBuffer(length)
+    {
+        public MemoryBuffer1D<float, Stride1D.Dense> Memory { get; } = memory;
+        public override void Dispose() => Memory.Dispose();
+    }
+
+    // Keys then values in each array: int8 codes with a scale and zero point per (slot, head), or fp32. The arrays of
+    // the unused type hold one element (kernels take both).
+    private sealed class DeviceKvCache : BackendKvCache
+    {
+        public MemoryBuffer1D<sbyte, Stride1D.Dense> Codes { get; }
+        public MemoryBuffer1D<float, Stride1D.Dense> Scales { get; }
+        public MemoryBuffer1D<sbyte, Stride1D.Dense> Zeros { get; }
+        public MemoryBuffer1D<float, Stride1D.Dense> Full { get; }
+        public long ValueOffset { get; }
+        public int ValueRowOffset { get; }
+
+        public DeviceKvCache(Accelerator accelerator, int capacity, int kvHeads, int headDim, KvCacheType type, bool ring)
+            : base(capacity, kvHeads, headDim, type, ring)
+        {
+            long elements = (long)capacity * kvHeads * headDim;
+            int rows = checked(capacity * kvHeads);
+            bool int8 = type == KvCacheType.Int8;
+            ValueOffset = elements;
+            ValueRowOffset = rows;
+            Codes = accelerator.Allocate1D<sbyte>(int8 ? 2 * elements : 1);
+            Scales = accelerator.Allocate1D<float>(int8 ? 2 * rows : 1);
+            Zeros = accelerator.Allocate1D<sbyte>(int8 ? 2 * rows : 1);
+            Full = accelerator.Allocate1D<float>(int8 ? 1 : 2 * elements);
+        }
+
+        public override long Bytes => Codes.LengthInBytes + Scales.LengthInBytes + Zeros.LengthInBytes + Full.LengthInBytes;
+
+        public override void Dispose()
+        {
+            Codes.Dispose();
+            Scales.Dispose();
+            Zeros.Dispose();
+            Full.Dispose();
+        }
+    }
+}

@@ -1,0 +1,26 @@
+namespace ParetoQ.Runtime.Model;
+
+/// <summary>
+/// The programs' --device choice: the CPU backend, or an ILGPU accelerator. ILGPU compiles its kernels at run time, so
+/// only JIT-hosted builds carry it (ParetoQ.Accelerators); NativeAOT builds pass no accelerator factory and say so.
+/// </summary>
+public static class ComputeDevice
+{
+    public static readonly string[] Names = ["auto", "cpu", "cuda", "opencl", "ilgpu-cpu"];
+
+    /// <summary>
+    /// The backend for <paramref name="device"/>. <paramref name="accelerators"/> opens the first ILGPU device of a kind
+    /// (cuda, opencl, ilgpu-cpu), or returns null when there is none. auto takes CUDA, then OpenCL, then the CPU.
+    /// </summary>
+    public static IComputeBackend Create(string device, CpuBackendOptions cpu, Func<string, IComputeBackend?>? accelerators)
+    {
+        if (!Names.Contains(device)) throw new ArgumentException($"--device {device}: choose one of {string.Join(", ", Names)}");
+        if (device == "cpu" || (device == "auto" && (accelerators is null || cpu.Exact))) return new CpuBackend(cpu);
+        if (cpu.Exact) throw new ArgumentException($"--exact is a mode of the CPU backend; it cannot be combined with --device {device}");
+        if (accelerators is null)
+            throw new NotSupportedException($"--device {device} runs through ILGPU, which compiles its kernels at run time and so is not part of " +
+                "this NativeAOT build; use the JIT-hosted build of this program (dotnet run -c Release --project src/ParetoQ.Cli or src/ParetoQ.Bench -- ...)");
+        if (device == "auto") return accelerators("cuda") ?? accelerators("opencl") ?? new CpuBackend(cpu);
+        return accelerators(device) ?? throw new NotSupportedException($"--device {device}: ILGPU found no such device here (paretoq-bench devices lists what it finds)");
+    }
+}

@@ -1,0 +1,186 @@
+using ParetoQ.Accelerators;
+using ParetoQ.Runtime.Format;
+using ParetoQ.Runtime.Kernels;
+using ParetoQ.Runtime.Model;
+using ParetoQ.Runtime.Quantization;
+using ParetoQ.Runtime.Text;
+using ParetoQ.TestModels;
+
+namespace ParetoQ.Runtime.Tests;
+
+/// <summary>
+/// Every ILGPU kernel against the CPU reference, on ILGPU's CPU accelerator: matmuls and embedding rows of every weight
+/// format on shapes that are not multiples of the tiles, then norms, position encoding, int8/fp32 attention (global
+/// and ring caches, chunked) and the elementwise ops through the backend interface, side by side with the CPU exact mode.
+/// </summary>
+public sealed class AcceleratorKernelTests : IClassFixture<AcceleratorKernelTests.Matrices>
+{
+    private static readonly WeightFormat[] AllFormats =
+    [
+        WeightFormat.Binary, WeightFormat.Ternary, WeightFormat.Q2Seq, WeightFormat.Q3Row, WeightFormat.Q4Row, WeightFormat.Q4G32,
+        WeightFormat.I8Row, WeightFormat.F32, WeightFormat.F16, WeightFormat.BF16,
+    ];
+
+    // (rows, cols): tail rows of a 4-row tile, columns that pad to every block size, a row of one chunk or less.
+    private static readonly (int Rows, int Cols)[] Shapes = [(13, 200), (6, 72), (3, 5), (9, 385)];
+
+    /// <summary>One .pq file holding a random matrix of every format and shape.</summary>
+    public sealed class Matrices : IDisposable
+    {
+        private readonly TempDir _dir = new();
+        public PqFile File { get; }
+
+        public Matrices()
+        {
+            var rng = new Random(5);
+            var writer = new PqWriter(TestModelGenerator.MobileLlm().ToJson(), new PqProvenance("kernel test", "2", "test", new Dictionary<string, string>()));
+            writer.SetTokenizer(ByteLevelVocabulary.Info(chatTokens: false), ByteLevelVocabulary.Ranks());
+            foreach (var format in AllFormats)
+                foreach (var (rows, cols) in Shapes)
+                {
+                    var w = TestModelGenerator.Gaussian(rng, rows * cols, 0.5f);
+                    if (WeightFormats.IsFloat(format)) writer.AddFloatTensor(Name(format, rows, cols), format, [rows, cols], w);
+                    else writer.AddQuantizedTensor(Name(format, rows, cols), Quantizer.QuantizeMatrix(format, w, rows, cols));
+                }
+            writer.Write(_dir.File("matrices.pq"));
+            File = PqFile.Open(_dir.File("matrices.pq"));
+        }
+
+        public static string Name(WeightFormat f, int rows, int cols) => $"{WeightFormats.Name(f)}.{rows}x{cols}";
+
+        public void Dispose()
+        {
+            File.Dispose();
+            _dir.Dispose();
+        }
+    }
+
+    private readonly Matrices _matrices;
+
+    public AcceleratorKernelTests(Matrices matrices) => _matrices = matrices;
+
+    public static TheoryData<WeightFormat> Formats() => new(AllFormats);
+
+    [Theory]
+    [MemberData(nameof(Formats))]
+    public void Matmul_and_embedding_rows_match_the_scalar_reference(WeightFormat format)
+    {
+        using var backend = IlgpuDevices.CreateCpu();
+        CheckMatMul(backend, format);
+    }
+
+    [Fact]
+    public void Matmul_matches_at_the_NVIDIA_warp_size_of_32()
+    {
+        // The GPU's lane layout: eight lanes per row walk a row's chunks, which the narrow test warp never does.
+        using var backend = IlgpuDevices.CreateCpu(warpSize: 32);
+        Assert.Equal(32, backend.WarpSize);
+        foreach (var format in new[] { WeightFormat.Q2Seq, WeightFormat.Q3Row, WeightFormat.Q4G32, WeightFormat.F16 }) CheckMatMul(backend, format);
+    }
+
+    private void CheckMatMul(IlgpuBackend backend, WeightFormat format)
+    {
+        var rng = new Random(11);
+        foreach (var (rows, cols) in Shapes)
+        {
+            var tensor = _matrices.File[Matrices.Name(format, rows, cols)];
+            var weight = backend.Upload(tensor, rows, cols);
+            foreach (int tokens in new[] { 1, 3 })
+            {
+                var x = TestModelGenerator.Gaussian(rng, tokens * cols, 1f);
+                var expected = new float[tokens * rows];
+                ScalarKernels.MatMul(format, rows, cols, tensor.Data, x, expected, tokens);
+                using var input = Upload(backend, x);
+                using var output = backend.Allocate(tokens * rows);
+                backend.MatMul(input, tokens, new MatMulOutput(weight, output));
+                AssertClose(expected, Download(backend, output, tokens * rows), 2e-5, $"{WeightFormats.Name(format)} {rows}x{cols}, {tokens} tokens");
+            }
+
+            // Embedding rows, in an order with repeats: the same dequantization arithmetic as the CPU, so exactly equal.
+            int[] ids = [rows - 1, 0, rows / 2, rows - 1];
+            using var embedded = backend.Allocate(ids.Length * cols);
+            backend.Embed(weight, ids, embedded);
+            var rowsExpected = new float[ids.Length * cols];
+            for (int t = 0; t < ids.Length; t++) ScalarKernels.DequantizeRow(format, rows, cols, tensor.Data, ids[t], rowsExpected.AsSpan(t * cols, cols));
+            Assert.Equal(rowsExpected, Download(backend, embedded, ids.Length * cols));
+        }
+    }
+
+    [Theory]
+    [InlineData(KvCacheType.Int8, false)]
+    [InlineData(KvCacheType.Int8, true)]
+    [InlineData(KvCacheType.F32, false)]
+    [InlineData(KvCacheType.F32, true)]
+    public void Norm_position_encoding_attention_and_elementwise_ops_match_the_CPU_exact_mode(KvCacheType kvType, bool local)
+    {
+        var config = TestModelGenerator.MobileLlmPro(slidingWindow: 6);
+        using var dir = new TempDir();
+        var gen = TestModelGenerator.Write(dir.File("pro.pq"), config, WeightFormat.Q2Seq, WeightFormat.F32, seed: 3);
+        using var file = PqFile.Open(gen.Path);
+        using var gpu = IlgpuDevices.CreateCpu();
+        using var cpu = new CpuBackend(CpuBackendOptions.ExactMode);
+        var rng = new Random(23);
+
+        int hd = config.HeadDim, heads = config.NumHeads, kvHeads = config.NumKvHeads, dim = config.HiddenSize;
+        // Layer 1 is local RoPE with QK-norm; layer 0 is global NoPE with temperature tuning.
+        int layerIndex = local ? 1 : 0;
+        using var model = LanguageModel.Load(gen.Path, CpuBackendOptions.ExactMode);
+        var layer = model.Attention[layerIndex];
+        var norm = file[$"model.layers.{layerIndex}.input_layernorm.weight"];
+        var gpuNorm = gpu.Upload(norm, 1, dim);
+        var cpuNorm = cpu.Upload(norm, 1, dim);
+        // The ring holds fewer slots than positions, so it wraps more than once over the chunks.
+        int capacity = local ? layer.Window : 40;
+        using var gpuCache = gpu.CreateKvCache(capacity, kvHeads, hd, kvType, ring: local);
+        using var cpuCache = cpu.CreateKvCache(capacity, kvHeads, hd, kvType, ring: local);
+
+        int position = 0;
+        foreach (int tokens in new[] { 5, 1, 7, 1, 1, 9 })
+        {
+            var x = TestModelGenerator.Gaussian(rng, (tokens + 1) * dim, 1f);
+            var q = TestModelGenerator.Gaussian(rng, tokens * heads * hd, 1f);
+            var k = TestModelGenerator.Gaussian(rng, tokens * kvHeads * hd, 1f);
+            var v = TestModelGenerator.Gaussian(rng, tokens * kvHeads * hd, 1f);
+            var results = new List<float[]>();
+            foreach (var be in new IComputeBackend[] { cpu, gpu })
+            {
+                using BackendBuffer bx = Upload(be, x), bq = Upload(be, q), bk = Upload(be, k), bv = Upload(be, v);
+                using BackendBuffer normed = be.Allocate(tokens * dim), attended = be.Allocate(tokens * heads * hd);
+                be.RmsNorm(bx, 1, tokens, be == gpu ? gpuNorm : cpuNorm, config.RmsNormEps, normed);
+                be.PositionEncode(bq, bk, tokens, position, layer);
+                be.Attention(be == gpu ? gpuCache : cpuCache, bq, bk, bv, attended, tokens, position, layer);
+                be.SwiGlu(bq, bx, tokens * dim);
+                be.Add(bk, bv, tokens * kvHeads * hd);
+                results.Add([.. Download(be, normed, tokens * dim), .. Download(be, bq, tokens * heads * hd), .. Download(be, bk, tokens * kvHeads * hd),
+                    .. Download(be, attended, tokens * heads * hd)]);
+            }
+            AssertClose(results[0], results[1], 2e-5, $"{kvType} {(local ? "local" : "global")} chunk of {tokens} at {position}");
+            position += tokens;
+        }
+    }
+
+    internal static BackendBuffer Upload(IComputeBackend backend, float[] values)
+    {
+        var buffer = backend.Allocate(values.Length);
+        backend.CopyFromHost(values, buffer, 0);
+        return buffer;
+    }
+
+    internal static float[] Download(IComputeBackend backend, BackendBuffer buffer, int count)
+    {
+        var host = new float[count];
+        backend.CopyToHost(buffer, 0, host);
+        return host;
+    }
+
+    internal static void AssertClose(float[] expected, float[] actual, double tolerance, string what)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        double scale = Math.Max(1e-6, expected.Max(MathF.Abs));
+        for (int i = 0; i < expected.Length; i++)
+        {
+            double error = Math.Abs(expected[i] - actual[i]) / scale;
+            Assert.True(error <= tolerance, $"{what}: element {i}: {actual[i]} vs {expected[i]} (relative to max {scale:G4}: {error:E2})");
+        }
+    }
+}
