@@ -385,6 +385,14 @@ public static class DeviceKernels
         }
     }
 
+    /// <summary>Reads every word of data once, grid-stride (for the bandwidth measurement); the XOR keeps the loads alive.</summary>
+    public static void ReadWords(Index1D index, ArrayView<int> data, ArrayView<int> sink)
+    {
+        int acc = 0;
+        for (long i = index; i < data.Length; i += sink.Length) acc ^= data[i];
+        sink[index] = acc;
+    }
+
     // ---- warp reductions (every lane gets the result) ---------------------------------------------------------------
 
     private static float WarpSum(float value, int warp)

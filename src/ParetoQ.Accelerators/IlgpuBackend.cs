@@ -31,6 +31,7 @@ public sealed class IlgpuBackend : IComputeBackend
     private readonly Action<Index2D, ArrayView<float>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, AttentionShape> _kvWrite;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, ArrayView<float>, AttentionShape> _attention;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _swiGlu, _add;
+    private readonly Action<Index1D, ArrayView<int>, ArrayView<int>> _readWords;
 
     public string Name { get; }
     public AcceleratorType AcceleratorType => _accelerator.AcceleratorType;
@@ -57,6 +58,7 @@ public sealed class IlgpuBackend : IComputeBackend
             _attention = _accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, ArrayView<float>, AttentionShape>(DeviceKernels.Attention);
             _swiGlu = _accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(DeviceKernels.SwiGlu);
             _add = _accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(DeviceKernels.Add);
+            _readWords = _accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<int>>(DeviceKernels.ReadWords);
         }
         catch
         {
@@ -214,6 +216,24 @@ public sealed class IlgpuBackend : IComputeBackend
         CheckLength(x, (long)offset + source.Length, "copy destination");
         if (source.IsEmpty) return;
         View(x).SubView(offset, source.Length).CopyFromCPU(ref MemoryMarshal.GetReference(source), source.Length);
+    }
+
+    /// <summary>Device-memory read bandwidth in GB/s: the best of several passes over a buffer of <paramref name="bytes"/> (the decode roofline).</summary>
+    public double MeasureReadBandwidth(long bytes)
+    {
+        using var data = _accelerator.Allocate1D<int>(bytes / 4);
+        data.MemSetToZero();
+        using var sink = _accelerator.Allocate1D<int>(Math.Max(1024, _accelerator.MaxNumThreads * 4L));
+        double best = double.MaxValue;
+        for (int pass = 0; pass < 6; pass++)
+        {
+            _accelerator.Synchronize();
+            long start = System.Diagnostics.Stopwatch.GetTimestamp();
+            _readWords((int)sink.Length, data.View, sink.View);
+            _accelerator.Synchronize();
+            if (pass > 0) best = Math.Min(best, System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds); // pass 0 compiles and warms up
+        }
+        return data.LengthInBytes / best / 1e9;
     }
 
     public void Dispose()

@@ -47,7 +47,9 @@ public static class IlgpuDevices
         return context.Devices.Select(d =>
         {
             string kind = d.AcceleratorType switch { AcceleratorType.Cuda => "cuda", AcceleratorType.OpenCL => "opencl", _ => "ilgpu-cpu" };
-            return $"{kind,-9}  {d.Name}: {d.MemorySize / (1024.0 * 1024 * 1024):F1} GiB, {d.NumMultiprocessors} multiprocessors, warp {d.WarpSize}, " +
+            // The CPU simulator reports an unbounded size: its memory is the host's.
+            string memory = d.AcceleratorType == AcceleratorType.CPU ? "host memory" : $"{d.MemorySize / (1024.0 * 1024 * 1024):F1} GiB";
+            return $"{kind,-9}  {d.Name}: {memory}, {d.NumMultiprocessors} multiprocessors, warp {d.WarpSize}, " +
                 $"up to {d.MaxNumThreadsPerGroup} threads per group";
         }).ToList();
     }

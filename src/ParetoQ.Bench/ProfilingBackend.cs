@@ -96,5 +96,6 @@ public sealed class ProfilingBackend(IComputeBackend inner) : IComputeBackend
 
     public void CopyFromHost(ReadOnlySpan<float> source, BackendBuffer x, int offset) => inner.CopyFromHost(source, x, offset);
 
-    public void Dispose() => inner.Dispose();
+    /// <summary>The wrapped backend belongs to the caller and stays open.</summary>
+    public void Dispose() { }
 }

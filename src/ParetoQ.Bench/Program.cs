@@ -8,6 +8,12 @@ namespace ParetoQ.Bench;
 /// <summary>paretoq-bench: kernel, memory-bandwidth and whole-model speed on this machine, as tables or JSON.</summary>
 public static class Program
 {
+#if PARETOQ_ILGPU
+    private static readonly Func<string, IComputeBackend?>? Accelerators = ParetoQ.Accelerators.IlgpuDevices.TryCreate;
+#else
+    private static readonly Func<string, IComputeBackend?>? Accelerators = null;
+#endif
+
     public static int Main(string[] args)
     {
         var root = new RootCommand("paretoq-bench: measure ParetoQ.Runtime kernels, memory bandwidth and model speed");
@@ -15,6 +21,7 @@ public static class Program
         root.Subcommands.Add(BandwidthCommand());
         root.Subcommands.Add(ModelCommand());
         root.Subcommands.Add(MultipleChoiceCommand());
+        root.Subcommands.Add(DevicesCommand());
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)
         {
@@ -107,9 +114,11 @@ public static class Program
         var bandwidth = new Option<double>("--bandwidth") { Description = "Read bandwidth in GB/s for the roofline column; 0 measures it first", DefaultValueFactory = _ => 0 };
         var profile = new Option<bool>("--profile") { Description = "Print the prefill and decode time per backend operation (to stderr)" };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "Give generated models this LLaMA-style tokenizer.json instead of the byte-level vocabulary, so they export to GGUF (paretoq-convert --to gguf)" };
+        var device = new Option<string>("--device") { Description = "cpu, or through ILGPU (JIT-hosted build only): cuda, opencl, ilgpu-cpu, auto", DefaultValueFactory = _ => "cpu" };
+        device.AcceptOnlyFromAmong(ComputeDevice.Names);
         var cmd = new Command("model", "Prefill and decode tokens/s of whole models")
         {
-            threads, json, modelFile, presets, formats, head, prompts, decode, kernels, exact, dir, bandwidth, profile, tokenizer,
+            threads, json, modelFile, presets, formats, head, prompts, decode, kernels, exact, dir, bandwidth, profile, tokenizer, device,
         };
         cmd.SetAction(parse =>
         {
@@ -119,21 +128,23 @@ public static class Program
                 Kernels = parse.GetValue(kernels) is { } k ? KernelDispatch.Parse(k) : null,
             };
             var report = new BenchReport("model");
-            report.Fact("threads", options.Threads);
-            report.Fact("kernels", options.Exact ? "exact" : KernelDispatch.Name(options.Kernels ?? KernelDispatch.Default));
-            double bw = parse.GetValue(bandwidth);
-            if (bw <= 0)
+            // One backend for every model of the run (an accelerator compiles its kernels once); models load onto it in turn.
+            using var backend = ComputeDevice.Create(parse.GetValue(device)!, options, Accelerators);
+            report.Fact("device", backend.Name);
+            if (backend is CpuBackend)
             {
-                using var pool = new WorkerPool(options.Threads);
-                bw = BandwidthBench.Measure(pool, 512L << 20);
+                report.Fact("threads", options.Threads);
+                report.Fact("kernels", options.Exact ? "exact" : KernelDispatch.Name(options.Kernels ?? KernelDispatch.Default));
             }
+            double bw = parse.GetValue(bandwidth);
+            if (bw <= 0) bw = ReadBandwidth(backend, options.Threads);
             report.Fact("read_GB/s", bw);
             var promptLengths = Split(parse.GetValue(prompts)!).Select(ParsePositive).ToList();
             int decodeTokens = parse.GetValue(decode);
             if (decodeTokens < 1) throw new ArgumentException("--decode must be at least 1");
             if (parse.GetValue(modelFile) is { } file)
             {
-                ModelBench.Run(report, file, Path.GetFileName(file), options, promptLengths, decodeTokens, bw, Console.Error, parse.GetValue(profile));
+                ModelBench.Run(report, file, Path.GetFileName(file), backend, promptLengths, decodeTokens, bw, Console.Error, parse.GetValue(profile));
             }
             else
             {
@@ -148,10 +159,36 @@ public static class Program
                 foreach (var (preset, projections) in matrix)
                 {
                     string path = ModelBench.EnsureModel(parse.GetValue(dir)!, preset, projections, headFormat, parse.GetValue(tokenizer), Console.Error);
-                    ModelBench.Run(report, path, $"{preset} {WeightFormats.Name(projections)} ({Path.GetFileName(path)})", options, promptLengths, decodeTokens, bw, Console.Error, parse.GetValue(profile));
+                    ModelBench.Run(report, path, $"{preset} {WeightFormats.Name(projections)} ({Path.GetFileName(path)})", backend, promptLengths, decodeTokens, bw, Console.Error, parse.GetValue(profile));
                 }
             }
             report.Print(parse.GetValue(json), Console.Out);
+            return 0;
+        });
+        return cmd;
+    }
+
+    /// <summary>Read bandwidth of the memory the backend's weights live in: host RAM for the CPU, device memory for an accelerator.</summary>
+    private static double ReadBandwidth(IComputeBackend backend, int threads)
+    {
+#if PARETOQ_ILGPU
+        if (backend is ParetoQ.Accelerators.IlgpuBackend gpu) return gpu.MeasureReadBandwidth(1L << 30);
+#endif
+        using var pool = new WorkerPool(threads);
+        return BandwidthBench.Measure(pool, 512L << 20);
+    }
+
+    private static Command DevicesCommand()
+    {
+        var cmd = new Command("devices", "List the compute devices this build can run models on (--device)");
+        cmd.SetAction(_ =>
+        {
+            Console.WriteLine($"cpu        {Environment.ProcessorCount} logical cores, kernels {KernelDispatch.Name(KernelDispatch.Default)}");
+#if PARETOQ_ILGPU
+            foreach (string line in ParetoQ.Accelerators.IlgpuDevices.Describe()) Console.WriteLine(line);
+#else
+            Console.WriteLine("(this NativeAOT build has no ILGPU devices: ILGPU compiles kernels at run time; use the JIT-hosted build, dotnet run -c Release --project src/ParetoQ.Bench -- devices)");
+#endif
             return 0;
         });
         return cmd;

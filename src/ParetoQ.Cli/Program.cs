@@ -12,6 +12,12 @@ public static class Program
 {
     public const string DefaultModel = "models/default.pq";
 
+#if PARETOQ_ILGPU
+    private static readonly Func<string, IComputeBackend?>? Accelerators = ParetoQ.Accelerators.IlgpuDevices.TryCreate;
+#else
+    private static readonly Func<string, IComputeBackend?>? Accelerators = null;
+#endif
+
     public static int Main(string[] args)
     {
         var model = new Option<string?>("--model", "-m") { Description = $"The .pq model file (default: {DefaultModel} in the current directory or beside the program)" };
@@ -30,13 +36,15 @@ public static class Program
         var system = new Option<string?>("--system") { Description = "System message for --chat" };
         var threads = new Option<int>("--threads", "-t") { Description = "Worker threads (default: one per core)" };
         var exact = new Option<bool>("--exact") { Description = "Exact mode: fp32 activations through the scalar reference kernels (slow; for accuracy checks)" };
+        var device = new Option<string>("--device") { Description = "cpu, or through ILGPU (JIT-hosted build only): cuda, opencl, ilgpu-cpu (a simulator, for tests), auto (cuda, then opencl, then cpu)", DefaultValueFactory = _ => "cpu" };
+        device.AcceptOnlyFromAmong(ComputeDevice.Names);
         var perplexity = new Option<string?>("--perplexity") { Description = "Print the model's perplexity over this UTF-8 text file instead of generating" };
         var perplexityMode = new Option<string>("--perplexity-mode") { Description = "windows: sliding windows with half-context overlap, every token scored once; chunks: llama-perplexity's protocol (chunks of --context tokens starting with BOS, second halves scored), comparable with llama-perplexity -c N", DefaultValueFactory = _ => "windows" };
         perplexityMode.AcceptOnlyFromAmong("windows", "chunks");
 
         var root = new RootCommand("paretoq-run: run a ParetoQ low-bit language model (.pq)")
         {
-            model, prompt, maxTokens, temperature, topK, topP, minP, repeatPenalty, seed, context, kvCache, chat, system, perplexity, perplexityMode, threads, exact,
+            model, prompt, maxTokens, temperature, topK, topP, minP, repeatPenalty, seed, context, kvCache, chat, system, perplexity, perplexityMode, threads, exact, device,
         };
         root.SetAction(parse => Run(new Settings(
             parse.GetValue(model), parse.GetValue(prompt), parse.GetValue(maxTokens),
@@ -47,7 +55,7 @@ public static class Program
             },
             parse.GetValue(context), parse.GetValue(kvCache) == "f32" ? KvCacheType.F32 : KvCacheType.Int8,
             parse.GetValue(chat), parse.GetValue(system), parse.GetValue(perplexity),
-            parse.GetValue(perplexityMode) == "chunks" ? PerplexityMode.Chunks : PerplexityMode.Windows, parse.GetValue(threads), parse.GetValue(exact))));
+            parse.GetValue(perplexityMode) == "chunks" ? PerplexityMode.Chunks : PerplexityMode.Windows, parse.GetValue(threads), parse.GetValue(exact), parse.GetValue(device)!)));
 
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)
@@ -60,7 +68,7 @@ public static class Program
         return parsed.Invoke();
     }
 
-    private sealed record Settings(string? Model, string? Prompt, int MaxTokens, SamplerOptions Sampler, int Context, KvCacheType KvCache, bool Chat, string? System, string? Perplexity, PerplexityMode PerplexityMode, int Threads, bool Exact);
+    private sealed record Settings(string? Model, string? Prompt, int MaxTokens, SamplerOptions Sampler, int Context, KvCacheType KvCache, bool Chat, string? System, string? Perplexity, PerplexityMode PerplexityMode, int Threads, bool Exact, string Device);
 
     private static int Run(Settings s)
     {
@@ -72,7 +80,8 @@ public static class Program
             if (s.Prompt is null && !s.Chat && s.Perplexity is null) throw new ArgumentException("give --prompt TEXT, --chat or --perplexity FILE");
             if (s.Threads < 0 || s.Threads > 1024) throw new ArgumentException($"--threads {s.Threads} is outside 1..1024");
             string path = ResolveModel(s.Model);
-            using var model = LanguageModel.Load(path, new CpuBackendOptions { Threads = s.Threads, Exact = s.Exact });
+            using var backend = ComputeDevice.Create(s.Device, new CpuBackendOptions { Threads = s.Threads, Exact = s.Exact }, Accelerators);
+            using var model = LanguageModel.Load(path, backend);
             var tokenizer = Tokenizers.FromFile(model.File, model.Config.VocabSize);
             using var session = new Session(model, new SessionOptions { ContextLength = s.Context, KvCache = s.KvCache });
             if (s.Perplexity is not null) return Perplexity.Run(session, tokenizer, s.Perplexity, s.PerplexityMode);
