@@ -64,6 +64,15 @@ public sealed class CliTests : IDisposable
     }
 
     [Fact]
+    public void An_ILGPU_device_gives_the_exact_modes_greedy_text()
+    {
+        var exact = Run("--model", _model, "--prompt", "Hello", "--max-tokens", "10", "--temperature", "0", "--exact");
+        var device = Run("--model", _model, "--prompt", "Hello", "--max-tokens", "10", "--temperature", "0", "--device", "ilgpu-cpu");
+        Assert.Equal(0, device.Exit);
+        Assert.Equal(exact.Out, device.Out);
+    }
+
+    [Fact]
     public void Greedy_output_is_the_engines_greedy_text()
     {
         var cli = Run("--model", _model, "--prompt", "Hello", "--max-tokens", "10", "--temperature", "0");
@@ -180,6 +189,8 @@ public sealed class CliTests : IDisposable
         { ["--model", "V1MODEL", "--chat", "--prompt", "hi"], 1, "has no Llama-4 chat tokens" },
         { ["--model", "CORRUPT", "--prompt", "x"], 1, "checksum mismatch" },
         { ["--model", "MODEL", "--perplexity", "BADUTF8"], 1, "is not valid UTF-8" },
+        { ["--model", "MODEL", "--prompt", "x", "--device", "tpu"], 2, "tpu" },
+        { ["--model", "MODEL", "--prompt", "x", "--device", "ilgpu-cpu", "--exact"], 1, "--exact is a mode of the CPU backend" },
     };
 
     [Theory]
