@@ -19,6 +19,7 @@ public static class Program
         root.Subcommands.Add(TrainCommand("pretrain", "Train a new model in full precision"));
         root.Subcommands.Add(TrainCommand("qat", "Quantization-aware training from a full-precision checkpoint"));
         root.Subcommands.Add(ExportCommand());
+        root.Subcommands.Add(ImportCommand());
         root.Subcommands.Add(ChartCommand());
         var parsed = root.Parse(args);
         if (parsed.Errors.Count > 0)
@@ -32,7 +33,7 @@ public static class Program
             return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
         }
         catch (Exception e) when (e is ArgumentException or IOException or InvalidDataException or UnauthorizedAccessException or NotSupportedException
-                                   or PqFormatException or ModelConfigException or TokenizerException or ArithmeticException)
+                                   or PqFormatException or ModelConfigException or TokenizerException or ArithmeticException or CheckpointException)
         {
             if (!Console.IsErrorRedirected) Console.Error.WriteLine();
             Console.Error.WriteLine($"paretoq-train: {e.Message}");
@@ -230,6 +231,27 @@ public static class Program
             if (series.Count == 0) throw new ArgumentException("give --metrics files or --points");
             Chart.Write(p.GetValue(output)!, p.GetValue(title)!, p.GetValue(xLabel)!, p.GetValue(yLabel)!, series);
             Console.WriteLine($"wrote {p.GetValue(output)} ({series.Count} series)");
+            return 0;
+        });
+        return cmd;
+    }
+
+    private static Command ImportCommand()
+    {
+        var model = new Option<string>("--model", "-m") { Description = "A .pq file (quantized tensors are dequantized) or a Hugging Face checkpoint directory", Required = true };
+        var output = new Option<string>("--output", "-o") { Description = "The full-precision checkpoint to write (qat --from takes it)", Required = true };
+        var force = new Option<bool>("--force") { Description = "Replace an existing checkpoint" };
+        var cmd = new Command("import", "Make a full-precision checkpoint from an existing model, to QAT from") { model, output, force };
+        cmd.SetAction(p =>
+        {
+            string source = p.GetValue(model)!, ckpt = p.GetValue(output)!;
+            if (!p.GetValue(force) && File.Exists(ckpt)) throw new IOException($"{ckpt} already exists (use --force to replace it)");
+            var imported = Directory.Exists(source) ? ModelImport.FromHuggingFace(source)
+                : File.Exists(source) ? ModelImport.FromPq(source) : throw new FileNotFoundException($"'{source}' is neither a .pq file nor a directory");
+            var run = new Dictionary<string, string> { ["phase"] = "import", ["source"] = Path.GetFullPath(source) };
+            Checkpoint.Save(ckpt, imported, new AdamW(imported, new AdamWSettings()), Pcg32.FromSeed(1).State, run);
+            var c = imported.Config;
+            Console.WriteLine($"imported {source}: {c.NumLayers} layers, dim {c.HiddenSize}, vocabulary {c.VocabSize} -> {ckpt}");
             return 0;
         });
         return cmd;

@@ -41,6 +41,12 @@ public sealed class TrainerCliTests
 
         run = Train("export", "--checkpoint", dir.File("q2.ckpt"), "-o", dir.File("q2.pq"));
         Assert.True(run.Exit == 0, run.Err);
+        // The exported model imports back as a full-precision starting point for another QAT run.
+        run = Train("import", "--model", dir.File("q2.pq"), "-o", dir.File("imported.ckpt"));
+        Assert.True(run.Exit == 0, run.Err);
+        Assert.Contains("imported", run.Out);
+        run = Train("qat", "--from", dir.File("imported.ckpt"), "--bits", "1.58", "--data", dir.File("data"), "-o", dir.File("t.ckpt"), "--steps", "1", "--seq", "16", "--batch", "1");
+        Assert.True(run.Exit == 0, run.Err);
         run = Train("export", "--checkpoint", dir.File("fp.ckpt"), "--ptq", "1.58", "-o", dir.File("ptq.pq"));
         Assert.True(run.Exit == 0, run.Err);
         Assert.Contains("round-to-nearest 1.58-bit", run.Out);

@@ -2,6 +2,7 @@ using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
 using ParetoQ.Runtime.Text;
+using ParetoQ.TestModels;
 using ParetoQ.Trainer;
 using Xunit;
 
@@ -102,5 +103,38 @@ public sealed class TrainerModelTests
         for (int i = 0; i < logits.Length; i++) worst = Math.Max(worst, Math.Abs(logits[i] - expected[i]));
         Assert.True(worst <= 1e-4 * scale, $"{WeightFormats.Name(grid)}: max |trainer − runtime| {worst} of logits up to {scale}");
         Assert.Equal(grid, runtime.File[ModelTensors.Name(TensorRole.Down, 1)].Format);
+    }
+
+    [Fact]
+    public void Import_gives_back_the_weights_of_a_pq_file_and_of_a_Hugging_Face_directory()
+    {
+        using var dir = new TempDir();
+        // A .pq: f32 tensors come back bit for bit; quantized ones as the runtime dequantizes them (here: the fake-quant values).
+        var config = Tiny(RopeLayout.RotateHalf, vocab: ByteLevelVocabulary.Size(chatTokens: false), layerRepeat: 1);
+        var original = new TransformerModel<float>(config, WeightFormat.Ternary);
+        Fill(original, 5);
+        original.InitializeAlphas();
+        var provenance = new PqProvenance("test", "1.58", "trainer test", new Dictionary<string, string>());
+        PqExport.Write(original, dir.File("t.pq"), ByteLevelVocabulary.Info(chatTokens: false), ByteLevelVocabulary.Ranks(), provenance, WeightFormat.F32);
+        var imported = ModelImport.FromPq(dir.File("t.pq"));
+        Assert.Null(imported.Projections);
+        foreach (var slot in original.Slots)
+        {
+            var expected = original.Parameters.AsSpan(slot.Offset, slot.Length).ToArray();
+            if (slot.Spec.IsProjection)
+            {
+                var alphas = original.AlphasOf(slot.Spec.Name);
+                for (int i = 0; i < expected.Length; i++) expected[i] = Quantizer.FakeQuantize(WeightFormat.Ternary, expected[i], alphas[i / slot.Spec.Cols]);
+            }
+            Assert.Equal(expected, imported.Parameters.AsSpan(slot.Offset, slot.Length).ToArray());
+        }
+
+        // A Hugging Face directory (bf16 safetensors, the LLaMA-2 tokenizer): every stored value, in the trainer's layout.
+        var hf = HfCheckpointWriter.Write(dir.File("hf"), "mobilellm", HfCheckpointWriter.TinyMobileLlm(), HfWeights.FullPrecision, WeightFormat.Q2Seq,
+            pytorchBin: false, ConverterTests.LlamaTokenizer());
+        var fromHf = ModelImport.FromHuggingFace(hf.Directory);
+        foreach (var slot in fromHf.Slots)
+            Assert.Equal(hf.Stored[slot.Spec.Name], fromHf.Parameters.AsSpan(slot.Offset, slot.Length).ToArray());
+        Assert.StartsWith(dir.File("config.json"), Assert.ThrowsAny<Exception>(() => ModelImport.FromHuggingFace(dir.Path)).Message);
     }
 }

@@ -1,0 +1,42 @@
+using ParetoQ.Runtime.Conversion;
+using ParetoQ.Runtime.Kernels;
+using ParetoQ.Runtime.Model;
+using ParetoQ.Runtime.Quantization;
+
+namespace ParetoQ.Trainer;
+
+/// <summary>
+/// Full-precision starting weights for QAT from a model the runtime loads: a .pq file (validated by the runtime's own
+/// loader; quantized tensors are dequantized) or a Hugging Face directory (converted to f32 by the converter first).
+/// </summary>
+public static class ModelImport
+{
+    public static TransformerModel<float> FromPq(string path)
+    {
+        using var loaded = LanguageModel.Load(path, CpuBackendOptions.ExactMode);
+        var model = new TransformerModel<float>(loaded.Config);
+        foreach (var slot in model.Slots)
+        {
+            var spec = slot.Spec;
+            var tensor = loaded.File[spec.Name];
+            var values = model.Parameters.AsSpan(slot.Offset, slot.Length);
+            for (int r = 0; r < spec.Rows; r++)
+                ScalarKernels.DequantizeRow(tensor.Format, spec.Rows, spec.Cols, tensor.Data, r, values.Slice(r * spec.Cols, spec.Cols));
+        }
+        return model;
+    }
+
+    public static TransformerModel<float> FromHuggingFace(string directory)
+    {
+        string converted = Path.Combine(Path.GetTempPath(), $"paretoq-import-{Guid.NewGuid():N}.pq");
+        try
+        {
+            HfConverter.Convert(directory, converted, new ConversionOptions { Bits = BitsChoice.F32, Head = WeightFormat.F32, Tool = "paretoq-train import" });
+            return FromPq(converted);
+        }
+        finally
+        {
+            File.Delete(converted);
+        }
+    }
+}
