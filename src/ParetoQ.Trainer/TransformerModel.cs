@@ -30,6 +30,7 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
     public float[] AlphaGradients { get; }
 
     private readonly Dictionary<string, ParameterSlot> _byName;
+    private readonly ParameterSlot[][] _byRole; // [role][layer]; one entry for embedding, final norm and head (the forward and backward look tensors up by role: no names, no allocation)
     private readonly Dictionary<string, int> _alphaOffset = new(StringComparer.Ordinal);
     private readonly double[] _invFreq;
     private readonly T[] _quantized;       // projection weights after fake-quant, same layout as Parameters (QAT only)
@@ -58,6 +59,9 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
         }
         Slots = slots;
         _byName = slots.ToDictionary(s => s.Spec.Name, StringComparer.Ordinal);
+        _byRole = Enum.GetValues<TensorRole>().Select(role => role is TensorRole.Embedding or TensorRole.FinalNorm or TensorRole.Head
+            ? slots.Where(s => s.Spec.Role == role).Take(1).ToArray()
+            : Enumerable.Range(0, config.NumLayers).Select(l => _byName[ModelTensors.Name(role, l)]).ToArray()).ToArray();
         Parameters = new T[offset];
         Gradients = new T[offset];
         Alphas = new float[alphas];
@@ -154,7 +158,7 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
             weights = _quantized;
         }
 
-        Ops<T>.Embed(tokens, W(weights, ModelTensors.Name(TensorRole.Embedding)), a.Residual[0], d);
+        Ops<T>.Embed(tokens, W(weights, TensorRole.Embedding), a.Residual[0], d);
         for (int l = 0; l < c.EffectiveLayers; l++)
         {
             var L = a.Layers[l];
@@ -178,8 +182,8 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
             Ops<T>.MatMul(L.Hidden, W(weights, TensorRole.Down, layer), next, n, c.IntermediateSize, d);
             for (int i = 0; i < n * d; i++) next[i] += L.Mid[i];
         }
-        Ops<T>.RmsNorm(a.Residual[c.EffectiveLayers], W(weights, ModelTensors.Name(TensorRole.FinalNorm)), a.FinalNorm, a.FinalRstd, n, d, T.CreateChecked(c.RmsNormEps));
-        Ops<T>.MatMul(a.FinalNorm, W(weights, HeadName), a.Logits, n, d, c.VocabSize);
+        Ops<T>.RmsNorm(a.Residual[c.EffectiveLayers], W(weights, TensorRole.FinalNorm), a.FinalNorm, a.FinalRstd, n, d, T.CreateChecked(c.RmsNormEps));
+        Ops<T>.MatMul(a.FinalNorm, W(weights, HeadRole), a.Logits, n, d, c.VocabSize);
         if (!logits.IsEmpty) a.Logits.CopyTo(logits);
         if (teacherLogits.IsEmpty) return Ops<T>.CrossEntropy(a.Logits, targets, a.LogitGrads, c.VocabSize, T.One);
         if (teacherLogits.Length != a.Logits.Length) throw new ArgumentException($"{teacherLogits.Length} teacher logits for {a.Logits.Length}");
@@ -206,16 +210,16 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
         for (int i = 0; i < dlogits.Length; i++) dlogits[i] *= scale;
         var dnorm = s.Norm1;
         dnorm.AsSpan().Clear();
-        Ops<T>.MatMulBackward(dlogits, a.FinalNorm, W(weights, HeadName), dnorm, G(HeadName), n, d, c.VocabSize);
+        Ops<T>.MatMulBackward(dlogits, a.FinalNorm, W(weights, HeadRole), dnorm, G(HeadRole), n, d, c.VocabSize);
         dx.AsSpan().Clear();
-        Ops<T>.RmsNormBackward(dnorm, a.Residual[c.EffectiveLayers], W(weights, ModelTensors.Name(TensorRole.FinalNorm)), a.FinalRstd, dx,
-            G(ModelTensors.Name(TensorRole.FinalNorm)), n, d);
+        Ops<T>.RmsNormBackward(dnorm, a.Residual[c.EffectiveLayers], W(weights, TensorRole.FinalNorm), a.FinalRstd, dx,
+            G(TensorRole.FinalNorm), n, d);
 
         for (int l = c.EffectiveLayers - 1; l >= 0; l--)
         {
             var L = a.Layers[l];
             int layer = l / c.LayerRepeat;
-            Span<T> P(TensorRole role) => projectionGrads.AsSpan(_byName[ModelTensors.Name(role, layer)].Offset, _byName[ModelTensors.Name(role, layer)].Length);
+            Span<T> P(TensorRole role) => projectionGrads.AsSpan(SlotOf(role, layer).Offset, SlotOf(role, layer).Length);
             // MLP block: dx flows to the residual unchanged and through down → SwiGLU → gate/up → norm.
             // (Scratch reuses one layer's shapes for gradients; Norm1 holds ∂L/∂(normed input) of either norm.)
             s.Hidden.AsSpan().Clear();
@@ -226,7 +230,7 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
             s.Norm1.AsSpan().Clear();
             Ops<T>.MatMulBackward(s.Gate, L.Norm2, W(weights, TensorRole.Gate, layer), s.Norm1, P(TensorRole.Gate), n, d, c.IntermediateSize);
             Ops<T>.MatMulBackward(s.Up, L.Norm2, W(weights, TensorRole.Up, layer), s.Norm1, P(TensorRole.Up), n, d, c.IntermediateSize);
-            Ops<T>.RmsNormBackward(s.Norm1, L.Mid, W(weights, TensorRole.FfnNorm, layer), L.Rstd2, dx, G(ModelTensors.Name(TensorRole.FfnNorm, layer)), n, d);
+            Ops<T>.RmsNormBackward(s.Norm1, L.Mid, W(weights, TensorRole.FfnNorm, layer), L.Rstd2, dx, G(TensorRole.FfnNorm, layer), n, d);
             // Attention block.
             s.Attended.AsSpan().Clear();
             Ops<T>.MatMulBackward(dx, L.Attended, W(weights, TensorRole.Output, layer), s.Attended, P(TensorRole.Output), n, c.QueryDim, d);
@@ -241,9 +245,9 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
             Ops<T>.MatMulBackward(s.Q, L.Norm1, W(weights, TensorRole.Query, layer), s.Norm1, P(TensorRole.Query), n, d, c.QueryDim);
             Ops<T>.MatMulBackward(s.K, L.Norm1, W(weights, TensorRole.Key, layer), s.Norm1, P(TensorRole.Key), n, d, c.KvDim);
             Ops<T>.MatMulBackward(s.V, L.Norm1, W(weights, TensorRole.Value, layer), s.Norm1, P(TensorRole.Value), n, d, c.KvDim);
-            Ops<T>.RmsNormBackward(s.Norm1, a.Residual[l], W(weights, TensorRole.AttentionNorm, layer), L.Rstd1, dx, G(ModelTensors.Name(TensorRole.AttentionNorm, layer)), n, d);
+            Ops<T>.RmsNormBackward(s.Norm1, a.Residual[l], W(weights, TensorRole.AttentionNorm, layer), L.Rstd1, dx, G(TensorRole.AttentionNorm, layer), n, d);
         }
-        Ops<T>.EmbedBackward(a.TokenIds, dx, G(ModelTensors.Name(TensorRole.Embedding)), d);
+        Ops<T>.EmbedBackward(a.TokenIds, dx, G(TensorRole.Embedding), d);
 
         if (Projections is { } format)
         {
@@ -265,13 +269,13 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
         Array.Clear(AlphaGradients);
     }
 
-    private string HeadName => ModelTensors.Name(Config.TieWordEmbeddings ? TensorRole.Embedding : TensorRole.Head);
+    private TensorRole HeadRole => Config.TieWordEmbeddings ? TensorRole.Embedding : TensorRole.Head;
 
     private int Window(int layer) => Config.LayerTypes[layer] == AttentionKind.Local ? Config.SlidingWindow : 0;
 
-    private ReadOnlySpan<T> W(ReadOnlySpan<T> weights, string name) => weights.Slice(_byName[name].Offset, _byName[name].Length);
-    private ReadOnlySpan<T> W(ReadOnlySpan<T> weights, TensorRole role, int layer) => W(weights, ModelTensors.Name(role, layer));
-    private Span<T> G(string name) => Gradients.AsSpan(_byName[name].Offset, _byName[name].Length);
+    private ParameterSlot SlotOf(TensorRole role, int layer = 0) => _byRole[(int)role][layer];
+    private ReadOnlySpan<T> W(ReadOnlySpan<T> weights, TensorRole role, int layer = 0) => weights.Slice(SlotOf(role, layer).Offset, SlotOf(role, layer).Length);
+    private Span<T> G(TensorRole role, int layer = 0) => Gradients.AsSpan(SlotOf(role, layer).Offset, SlotOf(role, layer).Length);
 
     /// <summary>Per-layer forward state kept for the backward.</summary>
     private sealed class LayerActivations(ModelConfig c, int n)

@@ -90,4 +90,19 @@ public sealed class TrainerRunTests
         File.WriteAllBytes(dir.File("bad.ckpt"), damaged);
         Assert.Contains("checksum", Assert.Throws<InvalidDataException>(() => Checkpoint.Load(dir.File("bad.ckpt"))).Message);
     }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Steps_after_the_first_allocate_almost_nothing(bool qat)
+    {
+        using var dir = new TempDir();
+        var (train, validation) = Tokens(dir);
+        var settings = new LoopSettings { Steps = 10, SequenceLength = 24, SequencesPerStep = 2, EvaluateEvery = 100, EvaluationWindows = 2, CheckpointEvery = 100, MetricsPath = dir.File("m.jsonl") };
+        var allocated = new List<long>();
+        TrainingLoop.Run(Fresh(qat ? WeightFormat.Q2Seq : null), train, validation, settings, _ => allocated.Add(GC.GetAllocatedBytesForCurrentThread()));
+        // Activations, gradients, scratch and GEMM panels are reused; what is left per step is the metrics line and the report.
+        double perStep = (allocated[^1] - allocated[2]) / (double)(allocated.Count - 3);
+        Assert.True(perStep < 4096, $"{perStep:F0} bytes allocated per training step");
+    }
 }
