@@ -11,8 +11,7 @@ namespace ParetoQ.Runtime.Tests;
 /// <summary>Whole generated models on the ILGPU backend (its CPU accelerator) against the CPU exact mode.</summary>
 public sealed class AcceleratorModelTests(ITestOutputHelper output)
 {
-    // Several times the Pro model's sliding window (8), so its ring caches wrap during prefill and decode.
-    private static readonly int[] Prompt = Enumerable.Range(0, 29).Select(i => (i * 37 + 11) % 250).ToArray();
+    private static readonly int[] Prompt = ModelForwardTests.Prompt; // wraps the Pro model's ring caches several times
 
     [Theory]
     [InlineData("mobilellm", WeightFormat.Q2Seq, WeightFormat.I8Row, KvCacheType.Int8)]

@@ -9,7 +9,7 @@ namespace ParetoQ.Runtime.Tests;
 public sealed class ModelForwardTests(ITestOutputHelper output)
 {
     // Longer than the Pro test model's sliding window (8) several times over, so the ring buffer wraps.
-    private static readonly int[] Prompt = Enumerable.Range(0, 29).Select(i => (i * 37 + 11) % 250).ToArray();
+    internal static readonly int[] Prompt = Enumerable.Range(0, 29).Select(i => (i * 37 + 11) % 250).ToArray();
 
     public static TheoryData<string, WeightFormat, WeightFormat> Variants()
     {
