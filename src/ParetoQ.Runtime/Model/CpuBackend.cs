@@ -406,8 +406,10 @@ public sealed unsafe class CpuBackend : IComputeBackend
                     continue;
                 }
                 int rowEnd = Math.Min(w.Rows, hi * PackedLayout.TileRows);
-                ScalarKernels.MatMulRows(w.Format, w.Rows, w.Cols, w.Tensor.Data, _x.Data.AsSpan(0, _tokens * w.Cols),
-                    _outputs[i].Data.AsSpan(0, _tokens * w.Rows), _tokens, lo * PackedLayout.TileRows, rowEnd);
+                var x = _x.Data.AsSpan(0, _tokens * w.Cols);
+                var y = _outputs[i].Data.AsSpan(0, _tokens * w.Rows);
+                if (_backend.Exact) ScalarKernels.MatMulRows(w.Format, w.Rows, w.Cols, w.Tensor.Data, x, y, _tokens, lo * PackedLayout.TileRows, rowEnd);
+                else FloatMatMul.Rows(w.Format, w.Rows, w.Cols, w.Tensor.Data, x, y, _tokens, lo * PackedLayout.TileRows, rowEnd);
             }
         }
     }

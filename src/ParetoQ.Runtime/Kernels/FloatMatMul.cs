@@ -1,0 +1,50 @@
+using System.Numerics;
+using System.Runtime.InteropServices;
+using ParetoQ.Runtime.Quantization;
+
+namespace ParetoQ.Runtime.Kernels;
+
+/// <summary>
+/// The fast path's matmul for dense f32/f16/bf16 weights (full-precision baselines, unquantized heads): y = x · Wᵀ over
+/// rows [rowBegin, rowEnd), with portable vectors (AVX2/AVX-512 on x64, NEON on arm64). f32 rows are read in place;
+/// f16 and bf16 rows are widened once into a per-thread scratch row and then serve every token. Sums run in a different
+/// order than <see cref="ScalarKernels.MatMulRows"/>, its reference, so results agree to rounding.
+/// </summary>
+public static class FloatMatMul
+{
+    [ThreadStatic] private static float[]? t_row;
+
+    public static void Rows(WeightFormat format, int rows, int cols, ReadOnlySpan<byte> w, ReadOnlySpan<float> x, Span<float> y, int tokens, int rowBegin, int rowEnd)
+    {
+        if (!WeightFormats.IsFloat(format)) throw new ArgumentException($"{WeightFormats.Name(format)} is not a dense float format", nameof(format));
+        if ((long)rows * cols * FloatCodec.ElementBytes(format) > w.Length) throw new ArgumentException($"weights hold {w.Length} bytes, fewer than [{rows}, {cols}] {WeightFormats.Name(format)}", nameof(w));
+        if ((long)tokens * cols > x.Length || (long)tokens * rows > y.Length) throw new ArgumentException("x or y is shorter than tokens × width");
+        if (t_row is null || t_row.Length < cols) t_row = new float[cols];
+        for (int r = rowBegin; r < rowEnd; r++)
+        {
+            ReadOnlySpan<float> row;
+            if (format == WeightFormat.F32) row = MemoryMarshal.Cast<byte, float>(w.Slice((int)((long)r * cols * 4), cols * 4));
+            else
+            {
+                FloatCodec.Decode(format, w, (long)r * cols, t_row.AsSpan(0, cols));
+                row = t_row.AsSpan(0, cols);
+            }
+            for (int t = 0; t < tokens; t++) y[t * rows + r] = Dot(row, x.Slice(t * cols, cols));
+        }
+    }
+
+    /// <summary>Σ a[i]·b[i] with two vector accumulators and a scalar tail.</summary>
+    public static float Dot(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
+    {
+        int width = Vector<float>.Count, i = 0;
+        Vector<float> s0 = Vector<float>.Zero, s1 = Vector<float>.Zero;
+        for (; i + 2 * width <= a.Length; i += 2 * width)
+        {
+            s0 = Vector.FusedMultiplyAdd(new Vector<float>(a.Slice(i)), new Vector<float>(b.Slice(i)), s0);
+            s1 = Vector.FusedMultiplyAdd(new Vector<float>(a.Slice(i + width)), new Vector<float>(b.Slice(i + width)), s1);
+        }
+        float sum = Vector.Sum(s0 + s1);
+        for (; i < a.Length; i++) sum += a[i] * b[i];
+        return sum;
+    }
+}
