@@ -5,6 +5,8 @@
 # curves and perplexity against bits. Every stage resumes where it stopped, so rerun it to continue.
 #   STEPS=1500 tools/qat-experiment.sh          # the real run (hours on 2 cores); results in .cache/qat/results.md
 #   MODEL=tiny STEPS=8 tools/qat-experiment.sh  # a quick end-to-end check of the pipeline
+# QAT_LR / QAT_MIN_LR set the QAT cosine (default 5e-4 → 5e-5) and BITS the widths (default "1 1.58 2 3 4"); with OUT
+# pointing at a directory holding another run's fp.ckpt, only the QAT stages run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-.cache/qat}
@@ -14,6 +16,9 @@ qat_steps=${QAT_STEPS:-$(( (steps + 9) / 10 ))}
 seq=${SEQ:-256}
 batch=${BATCH:-8}
 eval_bytes=${EVAL_BYTES:-200000}
+qat_lr=${QAT_LR:-5e-4}
+qat_min_lr=${QAT_MIN_LR:-5e-5}
+widths=${BITS:-1 1.58 2 3 4}
 mkdir -p "$out"
 
 bash tools/fetch-training-data.sh >/dev/null
@@ -43,8 +48,8 @@ echo "series,x,y" > "$out/results.csv"
   echo "|---|---|---|---|"
   echo "| 32 (full precision) | $fp | | $(stat -c %s "$out/fp.pq") bytes |"
 } > "$out/results.md"
-for bits in 1 1.58 2 3 4; do
-  run "$out/q$bits.ckpt" qat --from "$out/fp.ckpt" --bits "$bits" --steps "$qat_steps" --lr 5e-4 --min-lr 5e-5 "${common[@]}"
+for bits in $widths; do
+  run "$out/q$bits.ckpt" qat --from "$out/fp.ckpt" --bits "$bits" --steps "$qat_steps" --lr "$qat_lr" --min-lr "$qat_min_lr" "${common[@]}"
   "$T" export --checkpoint "$out/q$bits.ckpt" -o "$out/q$bits.pq" --force >/dev/null
   "$T" export --checkpoint "$out/fp.ckpt" --ptq "$bits" -o "$out/ptq$bits.pq" --force >/dev/null
   qat=$(perplexity "$out/q$bits.pq"); ptq=$(perplexity "$out/ptq$bits.pq")

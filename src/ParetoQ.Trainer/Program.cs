@@ -196,7 +196,7 @@ public static class Program
         var metrics = new Option<string[]>("--metrics") { Description = "Metrics files (.jsonl) written by pretrain or qat", AllowMultipleArgumentsPerToken = true };
         var points = new Option<string?>("--points") { Description = "Instead of metrics: a CSV of series,x,y lines (header first), one line and markers per series" };
         var output = new Option<string>("--output", "-o") { Description = "The PNG to write", Required = true };
-        var title = new Option<string>("--title") { Description = "Chart title", DefaultValueFactory = _ => "training loss" };
+        var title = new Option<string>("--title") { Description = "Chart title", DefaultValueFactory = _ => "training loss (dots: validation)" };
         var xLabel = new Option<string>("--x-label") { Description = "Horizontal axis label", DefaultValueFactory = _ => "step" };
         var yLabel = new Option<string>("--y-label") { Description = "Vertical axis label", DefaultValueFactory = _ => "loss (nats/token)" };
         var cmd = new Command("chart", "Plot loss curves from metrics files, or any series from a CSV, as a PNG") { metrics, points, output, title, xLabel, yLabel };
@@ -225,8 +225,9 @@ public static class Program
                 var train = lines.Select(l => ((double)l.Step, l.Loss)).ToList();
                 var validation = lines.Where(l => l.ValidationLoss is not null).Select(l => ((double)l.Step, l.ValidationLoss!.Value)).ToList();
                 string name = Path.GetFileNameWithoutExtension(file);
-                series.Add(new ChartSeries($"{name} train", train));
-                if (validation.Count > 0) series.Add(new ChartSeries($"{name} val", validation, Markers: true));
+                // One colour per run: the training loss as its line, the validation losses as dots on it.
+                series.Add(new ChartSeries(name, train));
+                if (validation.Count > 0) series.Add(new ChartSeries("", validation, Markers: true));
             }
             if (series.Count == 0) throw new ArgumentException("give --metrics files or --points");
             Chart.Write(p.GetValue(output)!, p.GetValue(title)!, p.GetValue(xLabel)!, p.GetValue(yLabel)!, series);
