@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Cross-compiles the kernel suite, paretoq-bench and libparetoq to linux-arm64 with NativeAOT and runs them under qemu:
 # the NEON/sdot kernels against the scalar reference, a tiny whole-model benchmark as a smoke test, and the C API
-# tests (native/tests/test_api.c, cross-compiled) against the arm64 libparetoq.so. Pass a model for the C tests
-# (default: models/default.pq).
+# tests (native/tests/test_api.c, cross-compiled) against the arm64 libparetoq.so. Pass a byte-level-vocabulary model
+# for the C tests (tools/ParetoQ.ModelGen writes one; default: build/byte-level.pq).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -32,4 +32,4 @@ tail -n 1 "$tmp/kernels.txt" | grep -Eq '^[1-9][0-9]* passed, 0 failed$' || { ec
 run "$out/paretoq-bench" model --preset tiny --formats q2_seq,q4_g32 --prompts 16 --decode 4 --bandwidth 1 --dir "$tmp"
 aarch64-linux-gnu-gcc -std=c11 -O1 -Wall -Wextra -Werror -Inative/include native/tests/test_api.c -o "$tmp/test_api" -L"$out" -lparetoq -lpthread
 # Memory is checked on x64 only: under qemu the resident size is mostly qemu's own, ever-growing translation cache.
-PARETOQ_STRESS_NO_MEMORY_CHECK=1 LD_LIBRARY_PATH="$PWD/$out" run "$tmp/test_api" "${1:-models/default.pq}"
+PARETOQ_STRESS_NO_MEMORY_CHECK=1 LD_LIBRARY_PATH="$PWD/$out" run "$tmp/test_api" "${1:-build/byte-level.pq}"

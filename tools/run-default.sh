@@ -1,9 +1,6 @@
 #!/usr/bin/env bash
-# The main job on the shipped default model: creates models/default.pq when it is missing (see models/README.md),
-# then streams a completion from it with paretoq-run. Extra arguments go to paretoq-run.
+# The main job on the shipped default model, models/mobilellm-7m-2bit.pq (2-bit ParetoQ QAT, trained by
+# tools/qat-experiment.sh; see models/README.md): streams a completion with paretoq-run. Extra arguments go to paretoq-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -f models/default.pq ]; then
-  dotnet run --project tools/ParetoQ.ModelGen -c Release -- --arch mobilellm-pro --format q2_seq --seed 1 -o models/default.pq
-fi
-dotnet run --project src/ParetoQ.Cli -c Release -- --model models/default.pq --prompt "Hello" --max-tokens 32 --seed 1 "$@"
+dotnet run --project src/ParetoQ.Cli -c Release -- --model models/mobilellm-7m-2bit.pq --prompt "The president said that" --max-tokens 48 --seed 1 "$@"

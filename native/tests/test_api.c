@@ -1,5 +1,5 @@
 /* Every libparetoq function, its error paths, and concurrent use. Usage: test_api MODEL.pq
- * The model must be a byte-level-vocabulary model (models/default.pq): "Hello" is then BOS + 5 byte tokens. */
+ * The model must be a byte-level-vocabulary model (tools/ParetoQ.ModelGen writes one): "Hello" is then BOS + 5 byte tokens. */
 #define _DEFAULT_SOURCE /* mkstemp, usleep, clock_gettime */
 #include <pthread.h>
 #include <stdint.h>

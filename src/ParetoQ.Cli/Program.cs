@@ -10,7 +10,7 @@ namespace ParetoQ.Cli;
 /// <summary>paretoq-run: generate text from a .pq model, chat with it, or measure its perplexity on a text file.</summary>
 public static class Program
 {
-    public const string DefaultModel = "models/default.pq";
+    public const string DefaultModel = "models/mobilellm-7m-2bit.pq";
 
 #if PARETOQ_ILGPU
     private static readonly Func<string, IComputeBackend?>? Accelerators = ParetoQ.Accelerators.IlgpuDevices.TryCreate;
@@ -105,7 +105,7 @@ public static class Program
         foreach (string dir in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
             for (var d = new DirectoryInfo(dir); d is not null; d = d.Parent)
                 if (File.Exists(Path.Combine(d.FullName, DefaultModel))) return Path.Combine(d.FullName, DefaultModel);
-        throw new FileNotFoundException($"no --model given and the default model {DefaultModel} was not found (create it with tools/run-default.sh)");
+        throw new FileNotFoundException($"no --model given and the default model {DefaultModel} was not found (it ships in the repository; see models/README.md)");
     }
 
     private static int Complete(Session session, ITokenizer tokenizer, PqFile file, Settings s)
