@@ -16,7 +16,7 @@ public struct DeviceMatrix
     public int ChunksPerRow;  // packed: 16-byte chunks per row
     public int GroupsPerRow;  // packed: scales per row (1, or PaddedCols / 32 for q4_g32)
     public int ScaleWord;     // packed: index of the first scale among the words (CodeBytes / 4)
-    public float C1, C0;      // packed: value(code) = scale · (C1 · code + C0)
+    public float C1, C0;      // packed: value(code) = scale · (C1 · code + C0), from CodeUnits.Affine
     public int ClampScale;    // 1 for the ParetoQ grids, whose α is used as max(α, 1e-5)
 }
 

@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using ILGPU;
 using ILGPU.Runtime;
 using ParetoQ.Runtime.Format;
+using ParetoQ.Runtime.Kernels;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
 
@@ -86,15 +87,8 @@ public sealed class IlgpuBackend : IComputeBackend
             m.GroupsPerRow = layout.GroupsPerRow;
             m.ScaleWord = checked((int)(layout.CodeBytes / 4));
             m.ClampScale = WeightFormats.IsParetoQ(format) ? 1 : 0;
-            (m.C1, m.C0) = format switch
-            {
-                WeightFormat.Binary => (2f, -1f),
-                WeightFormat.Ternary => (1 / 1.5f, -1 / 1.5f),
-                WeightFormat.Q2Seq => (0.5f, -0.75f),
-                WeightFormat.Q3Row => (1f, -4f),
-                WeightFormat.I8Row => (1f, -128f),
-                _ => (1f, -8f), // q4_row, q4_g32
-            };
+            var (a, b, multiplier) = CodeUnits.Affine(format); // value = scale · multiplier · (a · code − b), as the CPU kernels use it
+            (m.C1, m.C0) = (multiplier * a, -multiplier * b);
         }
         var data = tensor.Data;
         if (data.Length != bytes) throw new ArgumentException($"{tensor.Name} holds {data.Length} bytes; a [{rows}, {cols}] {WeightFormats.Name(format)} matrix needs {bytes}");
@@ -296,10 +290,8 @@ public sealed class IlgpuBackend : IComputeBackend
         }
         else
         {
-            var tune = layer.TemperatureTuning!;
             host = new float[count];
-            for (int pos = 0; pos < count; pos++)
-                host[pos] = (float)(Math.Log(Math.Floor((pos + 1.0) / tune.FloorScale) + 1.0) * tune.AttnScale + 1.0);
+            for (int pos = 0; pos < count; pos++) host[pos] = layer.TemperatureTuning!.Factor(pos);
         }
         table?.Memory.Dispose();
         var memory = _accelerator.Allocate1D(host);

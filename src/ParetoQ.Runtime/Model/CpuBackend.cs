@@ -127,7 +127,7 @@ public sealed unsafe class CpuBackend : IComputeBackend
             }
             else if (layer.TemperatureTuning is { } tune)
             {
-                float s = (float)(Math.Log(Math.Floor((pos + 1.0) / tune.FloorScale) + 1.0) * tune.AttnScale + 1.0);
+                float s = tune.Factor(pos);
                 foreach (ref float v in qt) v *= s;
             }
         }

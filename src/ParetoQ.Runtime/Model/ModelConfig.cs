@@ -24,7 +24,11 @@ public enum AttentionKind
 public sealed record Llama3RopeScaling(double Factor, double LowFreqFactor, double HighFreqFactor, int OriginalMaxPositionEmbeddings);
 
 /// <summary>Llama-4 attention temperature tuning on NoPE layers: q *= log1p(floor((pos + 1) / FloorScale)) · AttnScale + 1.</summary>
-public sealed record AttentionTemperatureTuning(double FloorScale, double AttnScale);
+public sealed record AttentionTemperatureTuning(double FloorScale, double AttnScale)
+{
+    /// <summary>The factor q is multiplied by at <paramref name="position"/>.</summary>
+    public float Factor(int position) => (float)(Math.Log(Math.Floor((position + 1.0) / FloorScale) + 1.0) * AttnScale + 1.0);
+}
 
 /// <summary>
 /// The architecture of a model, read strictly from the "config" object of a .pq file (docs/FORMAT.md lists the fields).
