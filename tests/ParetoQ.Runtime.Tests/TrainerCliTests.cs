@@ -47,6 +47,12 @@ public sealed class TrainerCliTests
         Assert.Contains("imported", run.Out);
         run = Train("qat", "--from", dir.File("imported.ckpt"), "--bits", "1.58", "--data", dir.File("data"), "-o", dir.File("t.ckpt"), "--steps", "1", "--seq", "16", "--batch", "1");
         Assert.True(run.Exit == 0, run.Err);
+        run = Train("import", "--model", dir.File("q2.pq"), "-o", dir.File("imported.ckpt"));
+        Assert.Equal(1, run.Exit);
+        Assert.Contains("imported.ckpt already exists (use --force", run.Err);
+        run = Train("import", "--model", dir.File("missing.pq"), "-o", dir.File("other.ckpt"));
+        Assert.Equal(1, run.Exit);
+        Assert.Contains("is neither a .pq file nor a directory", run.Err);
         run = Train("export", "--checkpoint", dir.File("fp.ckpt"), "--ptq", "1.58", "-o", dir.File("ptq.pq"));
         Assert.True(run.Exit == 0, run.Err);
         Assert.Contains("round-to-nearest 1.58-bit", run.Out);
@@ -67,6 +73,10 @@ public sealed class TrainerCliTests
         run = Train("chart", "--points", dir.File("ppl.csv"), "--x-label", "bits per weight", "-o", dir.File("ppl.png"));
         Assert.True(run.Exit == 0, run.Err);
         Assert.Contains("4 series", run.Out); // a line and its markers per series
+        File.WriteAllText(dir.File("bad.jsonl"), "{\"step\":1,\"loss\":2.5,\"seconds\":1}\n{\"step\":2}\n");
+        run = Train("chart", "--metrics", dir.File("bad.jsonl"), "-o", dir.File("bad.png"));
+        Assert.Equal(1, run.Exit);
+        Assert.Contains("bad.jsonl:2: not a metrics line", run.Err);
         File.WriteAllText(dir.File("bad.csv"), "series,x,y\nQAT,one,300\n");
         run = Train("chart", "--points", dir.File("bad.csv"), "-o", dir.File("bad.png"));
         Assert.Equal(1, run.Exit);
