@@ -1,4 +1,3 @@
-using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using ILGPU;
 using ILGPU.Runtime;
@@ -96,7 +95,7 @@ public sealed class IlgpuBackend : IComputeBackend
         var words = Own(_accelerator.Allocate1D<int>((bytes + 3) / 4));
         if (bytes % 4 == 0)
         {
-            words.View.CopyFromCPU(ref Unsafe.As<byte, int>(ref MemoryMarshal.GetReference(data)), bytes / 4);
+            words.View.AsContiguous().CopyFromCPU(MemoryMarshal.Cast<byte, int>(data));
         }
         else
         {
@@ -122,7 +121,7 @@ public sealed class IlgpuBackend : IComputeBackend
             _tokens?.Dispose();
             _tokens = _accelerator.Allocate1D<int>(Math.Max(64, tokens.Length));
         }
-        _tokens.View.SubView(0, tokens.Length).CopyFromCPU(ref MemoryMarshal.GetReference(tokens), tokens.Length);
+        _tokens.View.AsContiguous().SubView(0, tokens.Length).CopyFromCPU(tokens);
         _embed(new Index2D(w.Cols, tokens.Length), w.Words.View, w.Matrix, _tokens.View, View(x));
     }
 
@@ -198,18 +197,20 @@ public sealed class IlgpuBackend : IComputeBackend
         _add(count, View(x).SubView(0, count), View(y).SubView(0, count));
     }
 
+    // Host copies go through ILGPU's span overloads, which pin: its ref-taking overloads expect an already pinned buffer,
+    // and a GC between taking the address and copying would write through a stale pointer into the managed heap.
     public void CopyToHost(BackendBuffer x, int offset, Span<float> destination)
     {
         CheckLength(x, (long)offset + destination.Length, "copy source");
         if (destination.IsEmpty) return;
-        View(x).SubView(offset, destination.Length).CopyToCPU(ref MemoryMarshal.GetReference(destination), destination.Length);
+        View(x).SubView(offset, destination.Length).CopyToCPU(destination);
     }
 
     public void CopyFromHost(ReadOnlySpan<float> source, BackendBuffer x, int offset)
     {
         CheckLength(x, (long)offset + source.Length, "copy destination");
         if (source.IsEmpty) return;
-        View(x).SubView(offset, source.Length).CopyFromCPU(ref MemoryMarshal.GetReference(source), source.Length);
+        View(x).SubView(offset, source.Length).CopyFromCPU(source);
     }
 
     /// <summary>Device-memory read bandwidth in GB/s: the best of several passes over a buffer of <paramref name="bytes"/> (the decode roofline).</summary>
