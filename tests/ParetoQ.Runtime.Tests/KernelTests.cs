@@ -52,36 +52,15 @@ public class KernelTests
         Assert.True(failures.Count == 0, string.Join("\n", failures.Take(10)));
     }
 
+    public static TheoryData<string> FloatCases() => new(FloatSuite.Cases().Select(c => c.Name));
+
     [Theory]
-    [InlineData("f32")]
-    [InlineData("f16")]
-    [InlineData("bf16")]
-    public void Dense_float_matmul_matches_the_scalar_reference(string formatName)
+    [MemberData(nameof(FloatCases))]
+    public void Dense_float_path_matches_the_scalar_reference(string name)
     {
-        Assert.True(WeightFormats.TryParse(formatName, out var format));
-        var rng = new Random(17);
-        // Widths below, at and past the vector widths (8, 16) with tails; a row range that starts and ends inside the matrix.
-        foreach (int cols in new[] { 1, 5, 16, 33, 257 })
-            foreach (int tokens in new[] { 1, 3 })
-            {
-                const int rows = 7;
-                var values = Enumerable.Range(0, rows * cols).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
-                byte[] w = FloatCodec.Encode(format, values);
-                var x = Enumerable.Range(0, tokens * cols).Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray();
-                var expected = new float[tokens * rows];
-                ScalarKernels.MatMulRows(format, rows, cols, w, x, expected, tokens, 1, rows - 1);
-                var actual = new float[tokens * rows];
-                FloatMatMul.Rows(format, rows, cols, w, x, actual, tokens, 1, rows - 1);
-                for (int t = 0; t < tokens; t++)
-                    for (int r = 0; r < rows; r++)
-                    {
-                        int i = t * rows + r;
-                        if (r == 0 || r == rows - 1) { Assert.Equal(0f, actual[i]); continue; } // outside the range: untouched
-                        double magnitude = 0;
-                        for (int k = 0; k < cols; k++) magnitude += Math.Abs(FloatCodec.RoundTrip(format, values[r * cols + k]) * x[t * cols + k]);
-                        Assert.True(Math.Abs(actual[i] - expected[i]) <= 1e-6 * magnitude + 1e-30, $"{formatName} cols {cols} token {t} row {r}: {actual[i]:R} vs {expected[i]:R}");
-                    }
-            }
+        // Widening of f16/bf16 on all bit patterns, then f32/f16/bf16 matmuls (FloatSuite, also run under qemu for NEON).
+        string? problem = FloatSuite.Cases().Single(c => c.Name == name).Run();
+        Assert.True(problem is null, $"{name}: {problem}");
     }
 
     [Fact]
