@@ -1,4 +1,5 @@
 using System.CommandLine;
+using ParetoQ.CommandLine;
 using ParetoQ.Runtime.Kernels;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
@@ -23,12 +24,7 @@ public static class Program
         root.Subcommands.Add(MultipleChoiceCommand());
         root.Subcommands.Add(DevicesCommand());
         var parsed = root.Parse(args);
-        if (parsed.Errors.Count > 0)
-        {
-            string message = string.Join(' ', parsed.Errors[0].Message.Split((char[])['\n', '\r', '\t'], StringSplitOptions.RemoveEmptyEntries));
-            Console.Error.WriteLine($"paretoq-bench: {message} (see --help)");
-            return 2;
-        }
+        if (UsageErrors.Report(parsed, "paretoq-bench")) return UsageErrors.ExitCode;
         try
         {
             return parsed.Invoke();

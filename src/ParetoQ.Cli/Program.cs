@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
+using ParetoQ.CommandLine;
 using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Generation;
 using ParetoQ.Runtime.Model;
@@ -58,13 +59,7 @@ public static class Program
             parse.GetValue(perplexityMode) == "chunks" ? PerplexityMode.Chunks : PerplexityMode.Windows, parse.GetValue(threads), parse.GetValue(exact), parse.GetValue(device)!)));
 
         var parsed = root.Parse(args);
-        if (parsed.Errors.Count > 0)
-        {
-            // One line: System.CommandLine's messages can span lines ("Must be one of:\n\t'int8'…").
-            string message = string.Join(' ', parsed.Errors[0].Message.Split((char[])['\n', '\r', '\t'], StringSplitOptions.RemoveEmptyEntries));
-            Console.Error.WriteLine($"paretoq-run: {message} (see --help)");
-            return 2;
-        }
+        if (UsageErrors.Report(parsed, "paretoq-run")) return UsageErrors.ExitCode;
         return parsed.Invoke();
     }
 

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using ParetoQ.CommandLine;
 using ParetoQ.Runtime.Conversion;
 using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Model;
@@ -51,12 +52,7 @@ public static class Program
         root.Subcommands.Add(verify);
 
         var parsed = root.Parse(args);
-        if (parsed.Errors.Count > 0)
-        {
-            string message = string.Join(' ', parsed.Errors[0].Message.Split((char[])['\n', '\r', '\t'], StringSplitOptions.RemoveEmptyEntries));
-            Console.Error.WriteLine($"paretoq-convert: {message} (see --help)");
-            return 2;
-        }
+        if (UsageErrors.Report(parsed, "paretoq-convert")) return UsageErrors.ExitCode;
         return parsed.Invoke();
     }
 

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Text;
+using ParetoQ.CommandLine;
 using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Generation;
 using ParetoQ.Runtime.Model;
@@ -22,12 +23,7 @@ public static class Program
         root.Subcommands.Add(ImportCommand());
         root.Subcommands.Add(ChartCommand());
         var parsed = root.Parse(args);
-        if (parsed.Errors.Count > 0)
-        {
-            string message = string.Join(' ', parsed.Errors[0].Message.Split((char[])['\n', '\r', '\t'], StringSplitOptions.RemoveEmptyEntries));
-            Console.Error.WriteLine($"paretoq-train: {message} (see --help)");
-            return 2;
-        }
+        if (UsageErrors.Report(parsed, "paretoq-train")) return UsageErrors.ExitCode;
         try
         {
             return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });

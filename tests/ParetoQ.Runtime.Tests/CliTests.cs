@@ -63,6 +63,22 @@ public sealed class CliTests : IDisposable
         Assert.Single(badPath.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries));
     }
 
+    [Theory]
+    [InlineData("paretoq-run", new[] { "--kv-cache", "int4", "--prompt", "Hi" }, "'int4'")]
+    [InlineData("paretoq-bench", new[] { "kernels", "--bogus" }, "'--bogus'")]
+    [InlineData("paretoq-convert", new[] { "inspect" }, "MODEL")]
+    [InlineData("paretoq-train", new[] { "frobnicate" }, "'frobnicate'")]
+    public void Every_program_reports_a_usage_error_on_one_line_with_exit_code_2(string program, string[] args, string named)
+    {
+        var r = ProgramRunner.Run(program, "", [], args);
+        Assert.Equal(2, r.Exit);
+        string line = Assert.Single(r.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.StartsWith(program + ": ", line);
+        Assert.EndsWith("(see --help)", line);
+        Assert.Contains(named, line);
+        Assert.Equal("", r.Out);
+    }
+
     [Fact]
     public void An_ILGPU_device_gives_the_exact_modes_greedy_text()
     {
