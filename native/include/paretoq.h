@@ -137,7 +137,7 @@ typedef int32_t (*pq_text_callback)(const char *text, int32_t length, void *user
 PQ_API uint32_t pq_abi_version(void);
 /* The library's version, e.g. "0.5.0 (abi 1)"; a static string. */
 PQ_API const char *pq_version_string(void);
-/* The calling thread's last error message; "" when none. Valid until this thread's next failing call. */
+/* The calling thread's last error message; "" when none. Valid until this thread's next failing call or its exit. */
 PQ_API const char *pq_last_error(void);
 
 PQ_API pq_model_params pq_model_default_params(void);

@@ -10,17 +10,36 @@ namespace ParetoQ.Native;
 /// <summary>pq_last_error: one UTF-8 message per thread, in native memory so C can hold the pointer.</summary>
 internal static unsafe class Errors
 {
-    [ThreadStatic] private static byte* t_message;
+    /// <summary>A thread's message. When the thread exits, its thread-static reference goes and the finalizer frees the text.</summary>
+    private sealed class ThreadMessage
+    {
+        public byte* Text;
+
+        public ThreadMessage() => Interlocked.Increment(ref s_liveThreadMessages);
+
+        ~ThreadMessage()
+        {
+            NativeMemory.Free(Text);
+            Interlocked.Decrement(ref s_liveThreadMessages);
+        }
+    }
+
+    [ThreadStatic] private static ThreadMessage? t_message;
+    private static long s_liveThreadMessages;
 
     private static readonly byte* s_none = Persistent("");
 
-    public static byte* Message => t_message != null ? t_message : s_none;
+    public static byte* Message => t_message is { } m ? m.Text : s_none;
+
+    /// <summary>Threads whose message has not been freed yet (the test of freeing at thread exit reads it).</summary>
+    internal static long LiveThreadMessages => Interlocked.Read(ref s_liveThreadMessages);
 
     public static int Set(PqStatus status, string function, string message)
     {
-        byte* old = t_message;
-        t_message = Persistent($"{function}: {message}");
-        if (old != null) NativeMemory.Free(old);
+        var slot = t_message ??= new ThreadMessage();
+        byte* old = slot.Text;
+        slot.Text = Persistent($"{function}: {message}");
+        NativeMemory.Free(old);
         return (int)status;
     }
 
