@@ -93,16 +93,15 @@ public sealed class IlgpuBackend : IComputeBackend
         if (data.Length != bytes) throw new ArgumentException($"{tensor.Name} holds {data.Length} bytes; a [{rows}, {cols}] {WeightFormats.Name(format)} matrix needs {bytes}");
         if (bytes / 4 >= int.MaxValue) throw new NotSupportedException($"{tensor.Name}: {bytes} bytes is more than one device buffer of this backend holds (8 GiB)");
         var words = Own(_accelerator.Allocate1D<int>((bytes + 3) / 4));
-        if (bytes % 4 == 0)
-        {
-            words.View.AsContiguous().CopyFromCPU(MemoryMarshal.Cast<byte, int>(data));
-        }
+        ReadOnlySpan<int> source;
+        if (bytes % 4 == 0) source = MemoryMarshal.Cast<byte, int>(data);
         else
         {
             var padded = new int[(bytes + 3) / 4];
             data.CopyTo(MemoryMarshal.AsBytes(padded.AsSpan()));
-            words.View.CopyFromCPU(padded);
+            source = padded;
         }
+        words.View.AsContiguous().CopyFromCPU(source);
         WeightBytes += words.LengthInBytes;
         return new DeviceWeight(tensor, rows, cols, words, m);
     }

@@ -56,7 +56,7 @@ public static class FloatMatMul
             (bf16 ? low << 16 : HalfToSingleBits(low)).CopyTo(bits.Slice(i));
             (bf16 ? high << 16 : HalfToSingleBits(high)).CopyTo(bits.Slice(i + width / 2));
         }
-        for (; i < halves.Length; i++) dst[i] = bf16 ? FloatCodec.Bf16ToSingle(halves[i]) : (float)BitConverter.UInt16BitsToHalf(halves[i]);
+        FloatCodec.Decode(format, w, start + i, dst[i..]); // the tail
     }
 
     private static Vector<uint> HalfToSingleBits(Vector<uint> half)
