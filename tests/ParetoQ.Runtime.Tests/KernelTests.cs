@@ -64,6 +64,13 @@ public class KernelTests
     }
 
     [Fact]
+    public void Widening_refuses_a_format_that_is_not_16_bit_float()
+    {
+        var e = Assert.Throws<ArgumentException>(() => FloatMatMul.WidenRow(WeightFormat.F32, new byte[16], 0, new float[4]));
+        Assert.Contains("f32 is not a 16-bit float format", e.Message);
+    }
+
+    [Fact]
     public void Vector_swiglu_matches_the_scalar_reference()
     {
         var rng = new Random(3);
