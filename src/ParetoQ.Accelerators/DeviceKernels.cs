@@ -1,5 +1,6 @@
 using ILGPU;
 using ILGPU.Algorithms;
+using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
 
 namespace ParetoQ.Accelerators;
@@ -331,7 +332,7 @@ public static class DeviceKernels
         int h = Grid.IdxX, t = a.FirstToken + Grid.IdxY;
         int lane = Group.IdxX, warp = Group.DimX, hd = a.HeadDim;
         int g = h / (a.Heads / a.KvHeads), pos = a.StartPos + t;
-        int first = a.Window > 0 ? XMath.Max(0, pos - a.Window + 1) : 0, count = pos - first;
+        int first = AttentionWindow.FirstVisible(pos, a.Window), count = pos - first;
         long qh = (long)(t * a.Heads + h) * hd, own = (long)(t * a.KvHeads + g) * hd;
         long scores = ((long)Grid.IdxY * a.Heads + h) * a.Capacity;
 

@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using ILGPU;
 using ILGPU.Runtime;
+using ParetoQ.Runtime.Backends;
 using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Kernels;
 using ParetoQ.Runtime.Model;
@@ -21,8 +22,6 @@ public sealed class IlgpuBackend : IComputeBackend
     private readonly int _warp;
     private readonly List<IDisposable> _owned = [];
     private readonly Dictionary<object, PositionTable> _positionTables = new(ReferenceEqualityComparer.Instance);
-    private MemoryBuffer1D<int, Stride1D.Dense>? _tokens;
-    private MemoryBuffer1D<float, Stride1D.Dense>? _scores;
 
     private readonly Action<KernelConfig, ArrayView<int>, DeviceMatrix, ArrayView<float>, ArrayView<float>> _packedMatMul, _floatMatMul;
     private readonly Action<Index2D, ArrayView<int>, DeviceMatrix, ArrayView<int>, ArrayView<float>> _embed;
@@ -111,20 +110,19 @@ public sealed class IlgpuBackend : IComputeBackend
     public BackendKvCache CreateKvCache(int capacity, int kvHeads, int headDim, KvCacheType type, bool ring) =>
         new DeviceKvCache(_accelerator, capacity, kvHeads, headDim, type, ring);
 
-    public void Embed(BackendWeight table, ReadOnlySpan<int> tokens, BackendBuffer x)
+    public BackendScratch CreateScratch(ScratchShape shape) => new DeviceScratch(_accelerator, shape);
+
+    public void Embed(BackendScratch scratch, BackendWeight table, ReadOnlySpan<int> tokens, BackendBuffer x)
     {
         var w = (DeviceWeight)table;
+        var s = (DeviceScratch)scratch;
         CheckLength(x, (long)tokens.Length * w.Cols, "embedding output");
-        if (_tokens is null || _tokens.Length < tokens.Length)
-        {
-            _tokens?.Dispose();
-            _tokens = _accelerator.Allocate1D<int>(Math.Max(64, tokens.Length));
-        }
-        _tokens.View.AsContiguous().SubView(0, tokens.Length).CopyFromCPU(tokens);
-        _embed(new Index2D(w.Cols, tokens.Length), w.Words.View, w.Matrix, _tokens.View, View(x));
+        if (tokens.Length > s.Tokens.Length) throw new ArgumentException($"{tokens.Length} tokens are more than the {s.Tokens.Length} the scratch holds");
+        s.Tokens.View.AsContiguous().SubView(0, tokens.Length).CopyFromCPU(tokens);
+        _embed(new Index2D(w.Cols, tokens.Length), w.Words.View, w.Matrix, s.Tokens.View, View(x));
     }
 
-    public void RmsNorm(BackendBuffer x, int firstToken, int tokens, BackendWeight weight, float eps, BackendBuffer y)
+    public void RmsNorm(BackendBuffer x, BackendWeight weight, int firstToken, int tokens, float eps, BackendBuffer y)
     {
         var w = (DeviceWeight)weight;
         if (w.Format != WeightFormat.F32) throw new ArgumentException($"{w.Tensor.Name} is {WeightFormats.Name(w.Format)}; norm weights must be f32");
@@ -134,7 +132,7 @@ public sealed class IlgpuBackend : IComputeBackend
         _rmsNorm(new KernelConfig(tokens, _warp), View(x), firstToken, dim, w.Words.View, eps, View(y));
     }
 
-    public void MatMul(BackendBuffer x, int tokens, params ReadOnlySpan<MatMulOutput> outputs)
+    public void MatMul(BackendScratch scratch, BackendBuffer x, int tokens, params ReadOnlySpan<MatMulOutput> outputs)
     {
         foreach (var o in outputs)
         {
@@ -148,7 +146,7 @@ public sealed class IlgpuBackend : IComputeBackend
         }
     }
 
-    public void PositionEncode(BackendBuffer q, BackendBuffer k, int tokens, int startPos, LayerAttention layer)
+    public void PositionEncode(int tokens, int startPos, LayerAttention layer, BackendBuffer q, BackendBuffer k)
     {
         var shape = new PositionShape
         {
@@ -161,20 +159,23 @@ public sealed class IlgpuBackend : IComputeBackend
         _positionEncode(new Index2D(layer.Heads + layer.KvHeads, tokens), View(q), View(k), table.View, shape);
     }
 
-    public void Attention(BackendKvCache cacheHandle, BackendBuffer q, BackendBuffer k, BackendBuffer v, BackendBuffer output, int tokens, int startPos, LayerAttention layer)
+    public void Attention(BackendScratch scratch, BackendBuffer q, BackendBuffer k, BackendBuffer v, int tokens, int startPos,
+        LayerAttention layer, BackendKvCache cacheHandle, BackendBuffer output)
     {
         var cache = (DeviceKvCache)cacheHandle;
         if (!cache.Ring && startPos + tokens > cache.Capacity) throw new InvalidOperationException($"positions up to {startPos + tokens - 1} are past the KV cache capacity {cache.Capacity}");
         var shape = new AttentionShape
         {
             Heads = layer.Heads, KvHeads = layer.KvHeads, HeadDim = layer.HeadDim, Capacity = cache.Capacity, Ring = cache.Ring ? 1 : 0,
-            Window = layer.Kind == AttentionKind.Local ? layer.Window : 0, StartPos = startPos, Int8 = cache.Type == KvCacheType.Int8 ? 1 : 0,
+            Window = layer.Window, StartPos = startPos, Int8 = cache.Type == KvCacheType.Int8 ? 1 : 0,
             Scale = 1f / MathF.Sqrt(layer.HeadDim), ValueOffset = cache.ValueOffset, ValueRowOffset = cache.ValueRowOffset,
         };
         // A global cache takes the chunk's K/V at once (each token still sees only positions up to its own); in a ring a
         // later token's slot may hold a position an earlier token still needs, so ring caches go token by token.
         int perLaunch = cache.Ring ? 1 : tokens;
-        var scores = ScoreScratch((long)layer.Heads * perLaunch * cache.Capacity);
+        var scores = ((DeviceScratch)scratch).Scores.View;
+        if (scores.Length < (long)layer.Heads * perLaunch * cache.Capacity)
+            throw new ArgumentException($"the scratch holds {scores.Length} scores, fewer than {layer.Heads}x{perLaunch}x{cache.Capacity}");
         for (int t = 0; t < tokens; t += perLaunch)
         {
             shape.FirstToken = t;
@@ -184,13 +185,13 @@ public sealed class IlgpuBackend : IComputeBackend
         }
     }
 
-    public void SwiGlu(BackendBuffer gate, BackendBuffer up, int count)
+    public void SwiGlu(BackendBuffer up, int count, BackendBuffer gate)
     {
         if (count == 0) return;
         _swiGlu(count, View(gate).SubView(0, count), View(up).SubView(0, count));
     }
 
-    public void Add(BackendBuffer x, BackendBuffer y, int count)
+    public void Add(BackendBuffer y, int count, BackendBuffer x)
     {
         if (count == 0) return;
         _add(count, View(x).SubView(0, count), View(y).SubView(0, count));
@@ -205,7 +206,7 @@ public sealed class IlgpuBackend : IComputeBackend
         View(x).SubView(offset, destination.Length).CopyToCPU(destination);
     }
 
-    public void CopyFromHost(ReadOnlySpan<float> source, BackendBuffer x, int offset)
+    public void CopyFromHost(ReadOnlySpan<float> source, int offset, BackendBuffer x)
     {
         CheckLength(x, (long)offset + source.Length, "copy destination");
         if (source.IsEmpty) return;
@@ -234,8 +235,6 @@ public sealed class IlgpuBackend : IComputeBackend
     {
         foreach (var d in _owned) d.Dispose();
         foreach (var t in _positionTables.Values) t.Memory.Dispose();
-        _tokens?.Dispose();
-        _scores?.Dispose();
         _accelerator.Dispose();
         _context.Dispose();
     }
@@ -251,16 +250,6 @@ public sealed class IlgpuBackend : IComputeBackend
     private static void CheckLength(BackendBuffer b, long needed, string what)
     {
         if (needed > b.Length) throw new ArgumentException($"{what} holds {b.Length} floats, fewer than the {needed} needed");
-    }
-
-    private ArrayView<float> ScoreScratch(long length)
-    {
-        if (_scores is null || _scores.Length < length)
-        {
-            _scores?.Dispose();
-            _scores = _accelerator.Allocate1D<float>(length);
-        }
-        return _scores.View;
     }
 
     // RoPE layers: cos and sin of position · inverse frequency, (positions, hd) as (cos hd/2, sin hd/2), computed on the
@@ -303,6 +292,21 @@ public sealed class IlgpuBackend : IComputeBackend
     {
         public MemoryBuffer1D<int, Stride1D.Dense> Words { get; } = words;
         public DeviceMatrix Matrix { get; } = matrix;
+    }
+
+    // One session's device scratch: its step's token ids, and the attention scores of every head of a step's tokens
+    // over the largest cache.
+    private sealed class DeviceScratch(Accelerator accelerator, ScratchShape shape) : BackendScratch(shape)
+    {
+        public MemoryBuffer1D<int, Stride1D.Dense> Tokens { get; } = accelerator.Allocate1D<int>(shape.Tokens);  // (tokens)
+        public MemoryBuffer1D<float, Stride1D.Dense> Scores { get; } =                                         // (heads, tokens, KV positions)
+            accelerator.Allocate1D<float>((long)shape.Heads * shape.Tokens * shape.KvPositions);
+
+        public override void Dispose()
+        {
+            Tokens.Dispose();
+            Scores.Dispose();
+        }
     }
 
     private sealed class DeviceBuffer(MemoryBuffer1D<float, Stride1D.Dense> memory, int length) : BackendBuffer(length)

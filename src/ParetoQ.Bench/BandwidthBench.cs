@@ -14,7 +14,7 @@ public static unsafe class BandwidthBench
     {
         public long Sink;
 
-        public void Execute(int begin, int end)
+        public void Execute(int begin, int end, int worker)
         {
             long chunk = bytes / parts / 256 * 256;
             var acc = Vector256<ulong>.Zero;

@@ -29,7 +29,7 @@ public static unsafe class KernelBench
 
     private sealed class Job(KernelPath path, PackedMatrix w, QuantizedActivations x, float* y) : IParallelJob
     {
-        public void Execute(int begin, int end) => LowBitMatMul.Run(path, w, x, y, begin, end);
+        public void Execute(int begin, int end, int worker) => LowBitMatMul.Run(path, w, x, begin, end, y);
     }
 
     public static void Run(BenchReport report, WorkerPool pool, IReadOnlyList<KernelPath> paths, IReadOnlyList<WeightFormat> formats,
@@ -56,7 +56,7 @@ public static unsafe class KernelBench
                     foreach (int n in tokenCounts)
                     {
                         if (n > 1 && rows > 100_000) continue; // prefill only ever computes the head for the last token
-                        using var x = new QuantizedActivations();
+                        using var x = new QuantizedActivations(n, cols);
                         var xf = new float[n * cols];
                         for (int i = 0; i < xf.Length; i++) xf[i] = (float)(rng.NextDouble() * 2 - 1);
                         x.Quantize(xf, n, cols);

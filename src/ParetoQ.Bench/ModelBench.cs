@@ -1,3 +1,4 @@
+using ParetoQ.Runtime.Backends;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
 

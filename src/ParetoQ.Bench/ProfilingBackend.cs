@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using ParetoQ.Runtime.Backends;
 using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Model;
 
@@ -31,22 +32,23 @@ public sealed class ProfilingBackend(IComputeBackend inner) : IComputeBackend
     public BackendBuffer Allocate(int length) => inner.Allocate(length);
     public BackendKvCache CreateKvCache(int capacity, int kvHeads, int headDim, KvCacheType type, bool ring) =>
         inner.CreateKvCache(capacity, kvHeads, headDim, type, ring);
+    public BackendScratch CreateScratch(ScratchShape shape) => inner.CreateScratch(shape);
 
-    public void Embed(BackendWeight table, ReadOnlySpan<int> tokens, BackendBuffer x)
+    public void Embed(BackendScratch scratch, BackendWeight table, ReadOnlySpan<int> tokens, BackendBuffer x)
     {
         long start = Stopwatch.GetTimestamp();
-        inner.Embed(table, tokens, x);
+        inner.Embed(scratch, table, tokens, x);
         Add("embed", start);
     }
 
-    public void RmsNorm(BackendBuffer x, int firstToken, int tokens, BackendWeight weight, float eps, BackendBuffer y)
+    public void RmsNorm(BackendBuffer x, BackendWeight weight, int firstToken, int tokens, float eps, BackendBuffer y)
     {
         long start = Stopwatch.GetTimestamp();
-        inner.RmsNorm(x, firstToken, tokens, weight, eps, y);
+        inner.RmsNorm(x, weight, firstToken, tokens, eps, y);
         Add("rms_norm", start);
     }
 
-    public void MatMul(BackendBuffer x, int tokens, params ReadOnlySpan<MatMulOutput> outputs)
+    public void MatMul(BackendScratch scratch, BackendBuffer x, int tokens, params ReadOnlySpan<MatMulOutput> outputs)
     {
         var key = (outputs[0].Weight, outputs.Length);
         if (!_matMulNames.TryGetValue(key, out var name))
@@ -55,35 +57,36 @@ public sealed class ProfilingBackend(IComputeBackend inner) : IComputeBackend
             name = _matMulNames[key] = $"matmul {outputs.Length}x {w.Rows}x{w.Cols} {Runtime.Quantization.WeightFormats.Name(w.Format)}";
         }
         long start = Stopwatch.GetTimestamp();
-        inner.MatMul(x, tokens, outputs);
+        inner.MatMul(scratch, x, tokens, outputs);
         Add(name, start);
     }
 
-    public void PositionEncode(BackendBuffer q, BackendBuffer k, int tokens, int startPos, LayerAttention layer)
+    public void PositionEncode(int tokens, int startPos, LayerAttention layer, BackendBuffer q, BackendBuffer k)
     {
         long start = Stopwatch.GetTimestamp();
-        inner.PositionEncode(q, k, tokens, startPos, layer);
+        inner.PositionEncode(tokens, startPos, layer, q, k);
         Add("position_encode", start);
     }
 
-    public void Attention(BackendKvCache cache, BackendBuffer q, BackendBuffer k, BackendBuffer v, BackendBuffer output, int tokens, int startPos, LayerAttention layer)
+    public void Attention(BackendScratch scratch, BackendBuffer q, BackendBuffer k, BackendBuffer v, int tokens, int startPos,
+        LayerAttention layer, BackendKvCache cache, BackendBuffer output)
     {
         long start = Stopwatch.GetTimestamp();
-        inner.Attention(cache, q, k, v, output, tokens, startPos, layer);
+        inner.Attention(scratch, q, k, v, tokens, startPos, layer, cache, output);
         Add($"attention {layer.Kind.ToString().ToLowerInvariant()}", start);
     }
 
-    public void SwiGlu(BackendBuffer gate, BackendBuffer up, int count)
+    public void SwiGlu(BackendBuffer up, int count, BackendBuffer gate)
     {
         long start = Stopwatch.GetTimestamp();
-        inner.SwiGlu(gate, up, count);
+        inner.SwiGlu(up, count, gate);
         Add("swiglu", start);
     }
 
-    public void Add(BackendBuffer x, BackendBuffer y, int count)
+    public void Add(BackendBuffer y, int count, BackendBuffer x)
     {
         long start = Stopwatch.GetTimestamp();
-        inner.Add(x, y, count);
+        inner.Add(y, count, x);
         Add("add", start);
     }
 
@@ -94,7 +97,7 @@ public sealed class ProfilingBackend(IComputeBackend inner) : IComputeBackend
         Add("copy_to_host", start);
     }
 
-    public void CopyFromHost(ReadOnlySpan<float> source, BackendBuffer x, int offset) => inner.CopyFromHost(source, x, offset);
+    public void CopyFromHost(ReadOnlySpan<float> source, int offset, BackendBuffer x) => inner.CopyFromHost(source, offset, x);
 
     /// <summary>The wrapped backend belongs to the caller and stays open.</summary>
     public void Dispose() { }

@@ -1,5 +1,7 @@
 using System.CommandLine;
 using ParetoQ.CommandLine;
+using ParetoQ.Runtime.Backends;
+using ParetoQ.Runtime.Backends.Cpu;
 using ParetoQ.Runtime.Kernels;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
@@ -210,7 +212,7 @@ public static class Program
             if (n > 0) items = items.Take(n).ToList();
             using var model = LanguageModel.Load(parse.GetValue(modelFile)!, new CpuBackendOptions { Threads = ThreadCount(parse.GetValue(threads)), Exact = parse.GetValue(exact) });
             var tokenizer = Runtime.Text.Tokenizers.FromFile(model.File, model.Config.VocabSize);
-            using var session = new Session(model, new SessionOptions { ContextLength = parse.GetValue(context) });
+            using var session = new Session(model, new SessionOptions { AllLogits = true, ContextLength = parse.GetValue(context) });
             var timer = System.Diagnostics.Stopwatch.StartNew();
             var scores = new List<ChoiceScore>();
             foreach (var score in MultipleChoice.Score(session, tokenizer, items))
@@ -235,12 +237,7 @@ public static class Program
         return cmd;
     }
 
-    private static int ThreadCount(int requested) => requested switch
-    {
-        0 => WorkerPool.DefaultThreads,
-        < 0 or > 1024 => throw new ArgumentException($"--threads {requested} is outside 1..1024"),
-        _ => requested,
-    };
+    private static int ThreadCount(int requested) => Runtime.Kernels.ThreadCount.Check(requested, "--threads");
 
     private static string[] Split(string list) => list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
 

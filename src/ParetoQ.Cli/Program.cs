@@ -1,8 +1,11 @@
 using System.CommandLine;
 using System.Diagnostics;
 using ParetoQ.CommandLine;
+using ParetoQ.Runtime.Backends;
+using ParetoQ.Runtime.Backends.Cpu;
 using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Generation;
+using ParetoQ.Runtime.Kernels;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Text;
 
@@ -73,12 +76,12 @@ public static class Program
             if (s.MaxTokens < 0) throw new ArgumentException($"--max-tokens {s.MaxTokens} must be ≥ 0");
             if (s.Prompt is not null && s.Prompt.Trim().Length == 0) throw new ArgumentException("the prompt is empty");
             if (s.Prompt is null && !s.Chat && s.Perplexity is null) throw new ArgumentException("give --prompt TEXT, --chat or --perplexity FILE");
-            if (s.Threads < 0 || s.Threads > 1024) throw new ArgumentException($"--threads {s.Threads} is outside 1..1024");
+            ThreadCount.Check(s.Threads, "--threads");
             string path = ResolveModel(s.Model);
             using var backend = ComputeDevice.Create(s.Device, new CpuBackendOptions { Threads = s.Threads, Exact = s.Exact }, Accelerators);
             using var model = LanguageModel.Load(path, backend);
             var tokenizer = Tokenizers.FromFile(model.File, model.Config.VocabSize);
-            using var session = new Session(model, new SessionOptions { ContextLength = s.Context, KvCache = s.KvCache });
+            using var session = new Session(model, new SessionOptions { ContextLength = s.Context, KvCache = s.KvCache, AllLogits = s.Perplexity is not null });
             if (s.Perplexity is not null) return Perplexity.Run(session, tokenizer, s.Perplexity, s.PerplexityMode);
             return s.Chat ? Chat(session, tokenizer, model.File, s) : Complete(session, tokenizer, model.File, s);
         }

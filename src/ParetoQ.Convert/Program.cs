@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using ParetoQ.CommandLine;
+using ParetoQ.Runtime.Backends.Cpu;
 using ParetoQ.Runtime.Conversion;
 using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Model;

@@ -1,7 +1,10 @@
 using System.Runtime.InteropServices;
 using System.Text;
 using ParetoQ.Abi;
+using ParetoQ.Runtime.Backends;
+using ParetoQ.Runtime.Backends.Cpu;
 using ParetoQ.Runtime.Generation;
+using ParetoQ.Runtime.Kernels;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Text;
 
@@ -115,7 +118,7 @@ public static unsafe class Exports
             {
                 var p = parameters == null ? DefaultContextParams : *parameters;
                 CheckSize(p.Size, sizeof(PqContextParams), "pq_context_params", "pq_context_default_params");
-                if (p.Threads is < 0 or > 1024) throw new ArgumentException($"threads {p.Threads} is outside 0..1024");
+                ThreadCount.Check(p.Threads);
                 if (p.ContextLength < 0) throw new ArgumentException($"context_length {p.ContextLength} is negative");
                 if (p.KvType is not ((int)PqKvType.Int8 or (int)PqKvType.F32)) throw new ArgumentException($"kv_type {p.KvType} is not PQ_KV_INT8 (0) or PQ_KV_F32 (1)");
                 if (p.Exact is not (0 or 1)) throw new ArgumentException($"exact is {p.Exact}; use 0 or 1");

@@ -1,4 +1,6 @@
 using System.Runtime.InteropServices;
+using ParetoQ.Runtime.Backends;
+using ParetoQ.Runtime.Backends.Cpu;
 using ParetoQ.Runtime.Generation;
 using ParetoQ.Runtime.Model;
 
@@ -22,7 +24,7 @@ internal sealed unsafe class NativeContext : IDisposable
     /// <summary>Set by pq_context_free: for a call that found the handle just before it went, and for a free from
     /// inside a running call's callback (that call disposes the context when it returns).</summary>
     public bool Disposed { get; set; }
-    private readonly CpuBackend _backend;
+    private readonly HostBackend _backend;
     private readonly LanguageModel _view;
     private Sampler? _sampler;
     private SamplerOptions? _samplerOptions;
@@ -30,7 +32,7 @@ internal sealed unsafe class NativeContext : IDisposable
     public NativeContext(NativeModel model, CpuBackendOptions backend, SessionOptions session)
     {
         Model = model;
-        _backend = new CpuBackend(backend);
+        _backend = ComputeDevice.Cpu(backend);
         try
         {
             _view = new LanguageModel(model.File, _backend);

@@ -1,3 +1,4 @@
+using ParetoQ.Runtime.Backends.Cpu;
 using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Text;

@@ -21,7 +21,7 @@ public sealed unsafe class Gemm : IParallelJob
     {
         get
         {
-            lock (s_lock) return s_shared ??= new Gemm(WorkerPool.DefaultThreads);
+            lock (s_lock) return s_shared ??= new Gemm(0);
         }
     }
 
@@ -30,7 +30,7 @@ public sealed unsafe class Gemm : IParallelJob
         lock (s_lock)
         {
             s_shared?._pool.Dispose();
-            s_shared = new Gemm(threads == 0 ? WorkerPool.DefaultThreads : threads);
+            s_shared = new Gemm(threads);
         }
     }
 
@@ -68,7 +68,7 @@ public sealed unsafe class Gemm : IParallelJob
     /// Column panels [begin, end) of C. Each panel is done in k-blocks, and within a k-block every 4-row block of A runs
     /// against the same slice of B, which stays in L1; A's k-block (m × 256 floats) stays in L2.
     /// </summary>
-    public void Execute(int begin, int end)
+    public void Execute(int begin, int end, int worker)
     {
         int width = PanelWidth;
         for (int panel = begin; panel < end; panel++)

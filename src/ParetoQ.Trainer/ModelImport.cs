@@ -1,3 +1,4 @@
+using ParetoQ.Runtime.Backends.Cpu;
 using ParetoQ.Runtime.Conversion;
 using ParetoQ.Runtime.Kernels;
 using ParetoQ.Runtime.Model;
@@ -20,8 +21,9 @@ public static class ModelImport
             var spec = slot.Spec;
             var tensor = loaded.File[spec.Name];
             var values = model.Parameters.AsSpan(slot.Offset, slot.Length);
+            var codes = new byte[spec.Cols + QuantizedActivations.StrideMultiple]; // a packed row's padded codes
             for (int r = 0; r < spec.Rows; r++)
-                ScalarKernels.DequantizeRow(tensor.Format, spec.Rows, spec.Cols, tensor.Data, r, values.Slice(r * spec.Cols, spec.Cols));
+                ScalarKernels.DequantizeRow(tensor.Format, spec.Rows, spec.Cols, tensor.Data, r, codes, values.Slice(r * spec.Cols, spec.Cols));
         }
         return model;
     }

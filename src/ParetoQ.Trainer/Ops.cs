@@ -1,4 +1,5 @@
 using System.Numerics;
+using ParetoQ.Runtime.Model;
 
 namespace ParetoQ.Trainer;
 
@@ -142,7 +143,7 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
             int kh = h / group;
             for (int t = 0; t < n; t++)
             {
-                int first = window > 0 ? Math.Max(0, t - window + 1) : 0;
+                int first = AttentionWindow.FirstVisible(t, window);
                 var row = probs.Slice((h * n + t) * n, n);
                 row.Clear();
                 var qt = q.Slice((t * heads + h) * headDim, headDim);
@@ -172,7 +173,7 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
             int kh = h / group;
             for (int t = 0; t < n; t++)
             {
-                int first = window > 0 ? Math.Max(0, t - window + 1) : 0;
+                int first = AttentionWindow.FirstVisible(t, window);
                 var row = probs.Slice((h * n + t) * n, n);
                 var dot = dout.Slice((t * heads + h) * headDim, headDim);
                 // dp[s] = dout·v[s]; dscore[s] = p[s]·(dp[s] − Σ p·dp)

@@ -271,7 +271,7 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
 
     private TensorRole HeadRole => Config.TieWordEmbeddings ? TensorRole.Embedding : TensorRole.Head;
 
-    private int Window(int layer) => Config.LayerTypes[layer] == AttentionKind.Local ? Config.SlidingWindow : 0;
+    private int Window(int layer) => AttentionWindow.Of(Config, layer);
 
     private ParameterSlot SlotOf(TensorRole role, int layer = 0) => _byRole[(int)role][layer];
     private ReadOnlySpan<T> W(ReadOnlySpan<T> weights, TensorRole role, int layer = 0) => weights.Slice(SlotOf(role, layer).Offset, SlotOf(role, layer).Length);

@@ -2,67 +2,71 @@ using ParetoQ.Runtime.Kernels;
 
 namespace ParetoQ.KernelCheck;
 
-public sealed record AttentionCase(KernelPath Path, int HeadDim, int Positions, int Stride)
+public sealed record AttentionCase(KernelPath Path, int HeadDim, int Group, int Positions, bool Ring)
 {
-    public override string ToString() => $"attention {KernelDispatch.Name(Path)} hd={HeadDim} positions={Positions} stride={Stride}";
+    public override string ToString() =>
+        $"attention {KernelDispatch.Name(Path)} hd={HeadDim} group={Group} positions={Positions}{(Ring ? " ring" : "")}";
 }
 
 /// <summary>
-/// The attention inner loops (<see cref="AttentionKernels"/>) on a path against Scalar, bit for bit: head sizes with and
-/// without vector tails, position counts from none to many, rows strided as in a multi-head cache, extreme int8 values.
+/// Int8 attention (<see cref="Int8Attention.HeadGroup"/>) on a path against the Scalar path bit for bit, and the Scalar
+/// path against the plain-loop <see cref="Int8Attention.Reference"/> to rounding: head sizes with and without vector
+/// tails, groups that fill four-head blocks or leave them short, position counts from none to many, a ring cache that
+/// wraps, and extreme int8 values.
 /// </summary>
 public static unsafe class AttentionSuite
 {
-    public static readonly int[] HeadDims = [8, 16, 24, 64, 80, 128];
+    public static readonly int[] HeadDims = [8, 16, 24, 64, 80];
+    public static readonly int[] Groups = [1, 3, 4, 5];
     public static readonly int[] PositionCounts = [0, 1, 3, 17, 130];
 
     public static IEnumerable<AttentionCase> Cases(IEnumerable<KernelPath> paths) =>
-        from p in paths from hd in HeadDims from n in PositionCounts from extra in (int[])[0, 3 * hd + 8]
-        select new AttentionCase(p, hd, n, hd + extra);
+        from p in paths from hd in HeadDims from g in Groups from n in PositionCounts from ring in (bool[])[false, true]
+        select new AttentionCase(p, hd, g, n, ring);
 
-    /// <summary>Null when the path equals Scalar exactly; otherwise what differs.</summary>
+    /// <summary>Null when the path equals Scalar exactly and Scalar agrees with the reference; otherwise what differs.</summary>
     public static string? Run(AttentionCase c)
     {
-        const int H = AttentionKernels.Heads;
-        int hd = c.HeadDim, n = c.Positions;
+        const int KvHeads = 2, G = 1; // the cache holds two KV heads; the case reads the second, so rows are strided
+        int hd = c.HeadDim, n = c.Positions, pos = n + (c.Ring ? 7 : 0), first = pos - n;
+        int capacity = c.Ring ? Math.Max(1, n) + 2 : pos + 1;
         var rng = new Random(c.GetHashCode());
-        var q = new sbyte[H * hd];
-        var rows = new sbyte[Math.Max(1, n * c.Stride)];
-        // Half the cases at the int8 extremes, where a widening or saturation slip would show.
         bool extreme = (hd + n) % 2 == 0;
-        for (int i = 0; i < q.Length; i++) q[i] = extreme ? (sbyte)(i % 2 == 0 ? 127 : -127) : (sbyte)rng.Next(-127, 128);
-        for (int i = 0; i < rows.Length; i++) rows[i] = extreme ? (sbyte)(i % 3 == 0 ? -128 : 127) : (sbyte)rng.Next(-128, 128);
-        var weights = new float[Math.Max(1, n * H)];
-        for (int i = 0; i < weights.Length; i++) weights[i] = (float)(rng.NextDouble() * 2 - 1);
-        var accStart = new float[H * hd];
-        for (int i = 0; i < accStart.Length; i++) accStart[i] = (float)rng.NextDouble();
-
-        var dots = new int[Math.Max(1, n * H)];
-        var dotsRef = new int[dots.Length];
-        var acc = (float[])accStart.Clone();
-        var accRef = (float[])accStart.Clone();
-        fixed (sbyte* qp = q, rp = rows)
-        fixed (int* d = dots, dr = dotsRef)
-        fixed (float* w = weights, a = acc, ar = accRef)
+        var keys = new sbyte[capacity * KvHeads * hd];
+        var values = new sbyte[keys.Length];
+        for (int i = 0; i < keys.Length; i++)
         {
-            AttentionKernels.DotInt8x4(c.Path, qp, rp, c.Stride, n, hd, d);
-            AttentionKernels.DotInt8x4(KernelPath.Scalar, qp, rp, c.Stride, n, hd, dr);
-            AttentionKernels.AccumulateInt8x4(c.Path, a, rp, c.Stride, n, hd, w);
-            AttentionKernels.AccumulateInt8x4(KernelPath.Scalar, ar, rp, c.Stride, n, hd, w);
+            keys[i] = extreme ? (sbyte)(i % 3 == 0 ? -128 : 127) : (sbyte)rng.Next(-128, 128);
+            values[i] = extreme ? (sbyte)(i % 2 == 0 ? 127 : -128) : (sbyte)rng.Next(-128, 128);
         }
-        for (int i = 0; i < n * H; i++)
-            if (dots[i] != dotsRef[i]) return $"dot of position {i / H} head {i % H}: {dots[i]}, scalar {dotsRef[i]}";
-        // The scalar dot itself, from the definition.
-        for (int j = 0; j < n; j++)
-            for (int h = 0; h < H; h++)
-            {
-                long s = 0;
-                for (int i = 0; i < hd; i++) s += q[h * hd + i] * rows[j * c.Stride + i];
-                if (s != dotsRef[j * H + h]) return $"scalar dot of position {j} head {h} is {dotsRef[j * H + h]}, not {s}";
-            }
-        for (int i = 0; i < acc.Length; i++)
-            if (BitConverter.SingleToInt32Bits(acc[i]) != BitConverter.SingleToInt32Bits(accRef[i]))
-                return $"accumulator {i}: {acc[i]:R}, scalar {accRef[i]:R}";
+        var scales = Enumerable.Range(0, 2 * capacity * KvHeads).Select(_ => (float)(rng.NextDouble() * 0.02 + 1e-3)).ToArray();
+        var zeros = Enumerable.Range(0, 2 * capacity * KvHeads).Select(_ => (sbyte)rng.Next(-128, 128)).ToArray();
+        float[] Floats(int count, double range) => Enumerable.Range(0, count).Select(_ => (float)((rng.NextDouble() * 2 - 1) * range)).ToArray();
+        var q = Floats(c.Group * hd, 3);
+        var kOwn = Floats(hd, 1);
+        var vOwn = Floats(hd, 1);
+        var actual = new float[c.Group * hd];
+        var scalar = new float[actual.Length];
+        var reference = new float[actual.Length];
+        var weights = new float[Math.Max(1, n) * Int8Attention.Heads];
+        var dots = new int[weights.Length];
+        fixed (sbyte* k = keys, v = values, z = zeros)
+        fixed (float* s = scales, qp = q, ko = kOwn, vo = vOwn, a = actual, sc = scalar, r = reference, w = weights)
+        fixed (int* d = dots)
+        {
+            int rows = capacity * KvHeads;
+            var cache = new Int8KvView(k, v, s, z, s + rows, z + rows, capacity, KvHeads, hd, c.Ring);
+            Int8Attention.HeadGroup(c.Path, qp, ko, vo, cache, G, c.Group, first, pos, w, d, a);
+            Int8Attention.HeadGroup(KernelPath.Scalar, qp, ko, vo, cache, G, c.Group, first, pos, w, d, sc);
+            Int8Attention.Reference(qp, ko, vo, cache, G, c.Group, first, pos, r);
+        }
+        for (int i = 0; i < actual.Length; i++)
+            if (BitConverter.SingleToInt32Bits(actual[i]) != BitConverter.SingleToInt32Bits(scalar[i]))
+                return $"output {i}: {actual[i]:R}, scalar {scalar[i]:R}";
+        float maxRef = reference.Max(MathF.Abs);
+        for (int i = 0; i < scalar.Length; i++)
+            if (!(MathF.Abs(scalar[i] - reference[i]) <= 1e-5f * maxRef + 1e-7f))
+                return $"output {i}: scalar {scalar[i]:R}, reference {reference[i]:R}";
         return null;
     }
 }

@@ -54,9 +54,9 @@ public static class FloatSuite
                 byte[] w = FloatCodec.Encode(format, values);
                 var x = Enumerable.Range(0, tokens * cols).Select(_ => (float)(rng.NextDouble() * 4 - 2)).ToArray();
                 var expected = new float[tokens * rows];
-                ScalarKernels.MatMulRows(format, rows, cols, w, x, expected, tokens, 1, rows - 1);
+                ScalarKernels.MatMulRows(format, rows, cols, w, x, tokens, 1, rows - 1, [], new float[cols], expected);
                 var actual = new float[tokens * rows];
-                FloatMatMul.Rows(format, rows, cols, w, x, actual, tokens, 1, rows - 1);
+                FloatMatMul.Rows(format, rows, cols, w, x, tokens, 1, rows - 1, new float[cols], actual);
                 for (int t = 0; t < tokens; t++)
                     for (int r = 0; r < rows; r++)
                     {

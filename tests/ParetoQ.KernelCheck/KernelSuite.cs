@@ -47,7 +47,7 @@ public static unsafe class KernelSuite
         var x = MakeActivations(c.Tokens, c.Cols, rng, c.Data);
 
         var layout = new PackedLayout(c.Format, c.Rows, c.Cols);
-        using var q = new QuantizedActivations();
+        using var q = new QuantizedActivations(c.Tokens, c.Cols);
         q.Quantize(x, c.Tokens, c.Cols);
         var expected = new float[c.Tokens * c.Rows];
         var actual = new float[c.Tokens * c.Rows];
@@ -55,11 +55,11 @@ public static unsafe class KernelSuite
         fixed (float* e = expected, a = actual)
         {
             var pm = new PackedMatrix(layout, w);
-            LowBitMatMul.Run(KernelPath.Scalar, pm, q, e, 0, pm.Tiles);
+            LowBitMatMul.Run(KernelPath.Scalar, pm, q, 0, pm.Tiles, e);
             // Split the tiles in two calls, as the worker pool does.
             int half = pm.Tiles / 2;
-            LowBitMatMul.Run(c.Path, pm, q, a, 0, half);
-            LowBitMatMul.Run(c.Path, pm, q, a, half, pm.Tiles);
+            LowBitMatMul.Run(c.Path, pm, q, 0, half, a);
+            LowBitMatMul.Run(c.Path, pm, q, half, pm.Tiles, a);
         }
         for (int i = 0; i < expected.Length; i++)
             if (BitConverter.SingleToInt32Bits(expected[i]) != BitConverter.SingleToInt32Bits(actual[i]))
@@ -68,11 +68,12 @@ public static unsafe class KernelSuite
         // Scalar integer result against fp32 exact mode: the only difference is rounding x to int8, at most half a step
         // of the token's scale per element, so |Δy| ≤ ½·scale·Σ|w| (plus fp32 summation slack).
         var exact = new float[c.Tokens * c.Rows];
-        ScalarKernels.MatMul(c.Format, c.Rows, c.Cols, packed, x, exact, c.Tokens);
+        ScalarKernels.MatMul(c.Format, c.Rows, c.Cols, packed, x, c.Tokens, exact);
         var row = new float[c.Cols];
+        var codes = new byte[layout.PaddedCols];
         for (int r = 0; r < c.Rows; r++)
         {
-            ScalarKernels.DequantizeRow(c.Format, c.Rows, c.Cols, packed, r, row);
+            ScalarKernels.DequantizeRow(c.Format, c.Rows, c.Cols, packed, r, codes, row);
             double absW = row.Sum(v => (double)Math.Abs(v));
             for (int t = 0; t < c.Tokens; t++)
             {

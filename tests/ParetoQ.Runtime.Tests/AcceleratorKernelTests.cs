@@ -1,4 +1,7 @@
 using ParetoQ.Accelerators;
+using ParetoQ.Runtime.Backends;
+using ParetoQ.Runtime.Backends.Cpu;
+using ParetoQ.Runtime.Backends.Reference;
 using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Kernels;
 using ParetoQ.Runtime.Model;
@@ -89,19 +92,21 @@ public sealed class AcceleratorKernelTests : IClassFixture<AcceleratorKernelTest
             {
                 var x = TestModelGenerator.Gaussian(rng, tokens * cols, 1f);
                 var expected = new float[tokens * rows];
-                ScalarKernels.MatMul(format, rows, cols, tensor.Data, x, expected, tokens);
+                ScalarKernels.MatMul(format, rows, cols, tensor.Data, x, tokens, expected);
                 using var input = Upload(backend, x);
                 using var output = backend.Allocate(tokens * rows);
-                backend.MatMul(input, tokens, new MatMulOutput(weight, output));
+                using var scratch = backend.CreateScratch(new ScratchShape(tokens, cols, 1, 1));
+                backend.MatMul(scratch, input, tokens, new MatMulOutput(weight, output));
                 AssertClose(expected, Download(backend, output, tokens * rows), 2e-5, $"{WeightFormats.Name(format)} {rows}x{cols}, {tokens} tokens");
             }
 
             // Embedding rows, in an order with repeats: the same dequantization arithmetic as the CPU, so exactly equal.
             int[] ids = [rows - 1, 0, rows / 2, rows - 1];
             using var embedded = backend.Allocate(ids.Length * cols);
-            backend.Embed(weight, ids, embedded);
+            using (var scratch = backend.CreateScratch(new ScratchShape(ids.Length, cols, 1, 1))) backend.Embed(scratch, weight, ids, embedded);
             var rowsExpected = new float[ids.Length * cols];
-            for (int t = 0; t < ids.Length; t++) ScalarKernels.DequantizeRow(format, rows, cols, tensor.Data, ids[t], rowsExpected.AsSpan(t * cols, cols));
+            var codes = new byte[cols + QuantizedActivations.StrideMultiple];
+            for (int t = 0; t < ids.Length; t++) ScalarKernels.DequantizeRow(format, rows, cols, tensor.Data, ids[t], codes, rowsExpected.AsSpan(t * cols, cols));
             Assert.Equal(rowsExpected, Download(backend, embedded, ids.Length * cols));
         }
     }
@@ -118,7 +123,7 @@ public sealed class AcceleratorKernelTests : IClassFixture<AcceleratorKernelTest
         var gen = TestModelGenerator.Write(dir.File("pro.pq"), config, WeightFormat.Q2Seq, WeightFormat.F32, seed: 3);
         using var file = PqFile.Open(gen.Path);
         using var gpu = IlgpuDevices.CreateCpu();
-        using var cpu = new CpuBackend(CpuBackendOptions.ExactMode);
+        using var cpu = new ReferenceBackend();
         var rng = new Random(23);
 
         int hd = config.HeadDim, heads = config.NumHeads, kvHeads = config.NumKvHeads, dim = config.HiddenSize;
@@ -133,6 +138,8 @@ public sealed class AcceleratorKernelTests : IClassFixture<AcceleratorKernelTest
         int capacity = local ? layer.Window : 40;
         using var gpuCache = gpu.CreateKvCache(capacity, kvHeads, hd, kvType, ring: local);
         using var cpuCache = cpu.CreateKvCache(capacity, kvHeads, hd, kvType, ring: local);
+        var shape = new ScratchShape(9, Math.Max(dim, heads * hd), capacity, heads);
+        using BackendScratch gpuScratch = gpu.CreateScratch(shape), cpuScratch = cpu.CreateScratch(shape);
 
         int position = 0;
         foreach (int tokens in new[] { 5, 1, 7, 1, 1, 9 })
@@ -146,11 +153,11 @@ public sealed class AcceleratorKernelTests : IClassFixture<AcceleratorKernelTest
             {
                 using BackendBuffer bx = Upload(be, x), bq = Upload(be, q), bk = Upload(be, k), bv = Upload(be, v);
                 using BackendBuffer normed = be.Allocate(tokens * dim), attended = be.Allocate(tokens * heads * hd);
-                be.RmsNorm(bx, 1, tokens, be == gpu ? gpuNorm : cpuNorm, config.RmsNormEps, normed);
-                be.PositionEncode(bq, bk, tokens, position, layer);
-                be.Attention(be == gpu ? gpuCache : cpuCache, bq, bk, bv, attended, tokens, position, layer);
-                be.SwiGlu(bq, bx, tokens * dim);
-                be.Add(bk, bv, tokens * kvHeads * hd);
+                be.RmsNorm(bx, be == gpu ? gpuNorm : cpuNorm, 1, tokens, config.RmsNormEps, normed);
+                be.PositionEncode(tokens, position, layer, bq, bk);
+                be.Attention(be == gpu ? gpuScratch : cpuScratch, bq, bk, bv, tokens, position, layer, be == gpu ? gpuCache : cpuCache, attended);
+                be.SwiGlu(bx, tokens * dim, bq);
+                be.Add(bv, tokens * kvHeads * hd, bk);
                 results.Add([.. Download(be, normed, tokens * dim), .. Download(be, bq, tokens * heads * hd), .. Download(be, bk, tokens * kvHeads * hd),
                     .. Download(be, attended, tokens * heads * hd)]);
             }
@@ -184,7 +191,7 @@ public sealed class AcceleratorKernelTests : IClassFixture<AcceleratorKernelTest
                 int length = 1 + round % 1024;
                 var source = new float[length];
                 for (int i = 0; i < length; i++) source[i] = round + i;
-                backend.CopyFromHost(source, device, 0);
+                backend.CopyFromHost(source, 0, device);
                 var back = new float[length];
                 backend.CopyToHost(device, 0, back);
                 if (!back.AsSpan().SequenceEqual(source)) corrupted++;
@@ -201,7 +208,7 @@ public sealed class AcceleratorKernelTests : IClassFixture<AcceleratorKernelTest
     internal static BackendBuffer Upload(IComputeBackend backend, float[] values)
     {
         var buffer = backend.Allocate(values.Length);
-        backend.CopyFromHost(values, buffer, 0);
+        backend.CopyFromHost(values, 0, buffer);
         return buffer;
     }
 

@@ -1,6 +1,7 @@
-using ParetoQ.Runtime.Kernels;
 using System.Text;
+using ParetoQ.Runtime.Backends;
 using ParetoQ.Runtime.Generation;
+using ParetoQ.Runtime.Kernels;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
 using ParetoQ.Runtime.Text;
@@ -112,7 +113,7 @@ public sealed class CliTests : IDisposable
         using var model = LanguageModel.Load(_model);
         var tokenizer = Tokenizers.FromFile(model.File, model.Config.VocabSize);
         int[] tokens = tokenizer.Encode(text, addBos: true);
-        using var session = new Session(model, new SessionOptions { ContextLength = 256, KvCache = KvCacheType.F32 });
+        using var session = new Session(model, new SessionOptions { AllLogits = true, ContextLength = 256, KvCache = KvCacheType.F32 });
         int vocab = model.Config.VocabSize;
         var logits = new float[tokens.Length * vocab];
         session.Forward(tokens, logits);
@@ -143,7 +144,7 @@ public sealed class CliTests : IDisposable
         using var model = LanguageModel.Load(_model);
         var tokenizer = Tokenizers.FromFile(model.File, model.Config.VocabSize);
         int[] tokens = tokenizer.Encode(text, addBos: true);
-        using var session = new Session(model, new SessionOptions { ContextLength = 64, KvCache = KvCacheType.F32 });
+        using var session = new Session(model, new SessionOptions { AllLogits = true, ContextLength = 64, KvCache = KvCacheType.F32 });
         int vocab = model.Config.VocabSize, chunks = tokens.Length / 64;
         Assert.True(chunks >= 3);
         var logits = new float[64 * vocab];

@@ -1,3 +1,5 @@
+using ParetoQ.Runtime.Backends;
+using ParetoQ.Runtime.Backends.Cpu;
 using ParetoQ.Runtime.Conversion;
 using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Model;
@@ -80,7 +82,7 @@ public sealed class ConverterTests(ITestOutputHelper output)
     {
         var expected = ReferenceTransformer.Forward(config, dense, prompt);
         using var model = LanguageModel.Load(pq, CpuBackendOptions.ExactMode);
-        using var session = new Session(model, new SessionOptions { KvCache = KvCacheType.F32 });
+        using var session = new Session(model, new SessionOptions { AllLogits = true, KvCache = KvCacheType.F32 });
         var logits = new float[prompt.Length * config.VocabSize];
         session.Forward(prompt, logits);
         double maxDiff = 0, maxRef = 0;

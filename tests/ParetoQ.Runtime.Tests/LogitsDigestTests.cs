@@ -1,5 +1,7 @@
 using System.Numerics;
 using System.Security.Cryptography;
+using ParetoQ.Runtime.Backends;
+using ParetoQ.Runtime.Backends.Cpu;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
 using ParetoQ.TestModels;
@@ -43,7 +45,7 @@ public sealed class LogitsDigestTests(ITestOutputHelper output)
             foreach (var kv in new[] { KvCacheType.F32, KvCacheType.Int8 })
             {
                 var prompt = ModelForwardTests.Prompt;
-                using var s = new Session(model, new SessionOptions { KvCache = kv, MaxBatch = 5 });
+                using var s = new Session(model, new SessionOptions { AllLogits = true, KvCache = kv, MaxBatch = 5 });
                 var logits = new float[20 * gen.Config.VocabSize];
                 s.Forward(prompt.AsSpan(0, 20), logits);
                 one.AppendData(MemoryMarshalBytes(logits));

@@ -1,3 +1,5 @@
+using ParetoQ.Runtime.Backends;
+using ParetoQ.Runtime.Backends.Cpu;
 using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
@@ -46,7 +48,7 @@ public sealed class ModelForwardTests(ITestOutputHelper output)
 
         using var model = LanguageModel.Load(gen.Path, CpuBackendOptions.ExactMode);
         // MaxBatch 5 feeds the prompt in uneven chunks, so chunked prefill is covered by the same comparison.
-        using var session = new Session(model, new SessionOptions { KvCache = KvCacheType.F32, MaxBatch = 5 });
+        using var session = new Session(model, new SessionOptions { AllLogits = true, KvCache = KvCacheType.F32, MaxBatch = 5 });
         int vocab = gen.Config.VocabSize;
         var logits = new float[Prompt.Length * vocab];
         session.Forward(Prompt, logits);
@@ -66,12 +68,12 @@ public sealed class ModelForwardTests(ITestOutputHelper output)
         var exact = new float[Prompt.Length * vocab];
         var fast = new float[Prompt.Length * vocab];
         using (var model = LanguageModel.Load(gen.Path, CpuBackendOptions.ExactMode))
-        using (var s = new Session(model, new SessionOptions { KvCache = KvCacheType.F32, MaxBatch = 5 }))
+        using (var s = new Session(model, new SessionOptions { AllLogits = true, KvCache = KvCacheType.F32, MaxBatch = 5 }))
             s.Forward(Prompt, exact);
         using (var model = LanguageModel.Load(gen.Path, new CpuBackendOptions { Threads = 2 }))
-        using (var s = new Session(model, new SessionOptions { KvCache = KvCacheType.F32, MaxBatch = 5 }))
+        using (var s = new Session(model, new SessionOptions { AllLogits = true, KvCache = KvCacheType.F32, MaxBatch = 5 }))
         {
-            Assert.False(((CpuBackend)model.Backend).Exact);
+            Assert.IsType<CpuBackend>(model.Backend);
             s.Forward(Prompt, fast);
         }
         double err = MaxAbsDiff(fast, exact) / MaxAbs(exact);
@@ -117,8 +119,8 @@ public sealed class ModelForwardTests(ITestOutputHelper output)
         int vocab = gen.Config.VocabSize;
         var exact = new float[Prompt.Length * vocab];
         var int8 = new float[Prompt.Length * vocab];
-        using (var s = new Session(model, new SessionOptions { KvCache = KvCacheType.F32 })) s.Forward(Prompt, exact);
-        using (var s = new Session(model, new SessionOptions { KvCache = KvCacheType.Int8 })) s.Forward(Prompt, int8);
+        using (var s = new Session(model, new SessionOptions { AllLogits = true, KvCache = KvCacheType.F32 })) s.Forward(Prompt, exact);
+        using (var s = new Session(model, new SessionOptions { AllLogits = true, KvCache = KvCacheType.Int8 })) s.Forward(Prompt, int8);
         double err = MaxAbsDiff(int8, exact) / MaxAbs(exact);
         output.WriteLine($"{variant}: int8 KV relative logit change {err:E2}");
         Assert.True(err > 0, "int8 KV cache gave bit-identical logits: it is not being used");
@@ -131,7 +133,7 @@ public sealed class ModelForwardTests(ITestOutputHelper output)
         using var dir = new TempDir();
         var gen = TestModelGenerator.Write(dir.File("m.pq"), TestModelGenerator.MobileLlmPro(), WeightFormat.Q2Seq, WeightFormat.F32, seed: 4);
         using var model = LanguageModel.Load(gen.Path, CpuBackendOptions.ExactMode);
-        using var chunked = new Session(model, new SessionOptions { KvCache = KvCacheType.F32, MaxBatch = 4 });
+        using var chunked = new Session(model, new SessionOptions { AllLogits = true, KvCache = KvCacheType.F32, MaxBatch = 4 });
         var last = chunked.Forward(Prompt).ToArray();
         var expected = ReferenceTransformer.Forward(gen.Config, gen.DenseWeights, Prompt);
         var expectedLast = new double[1, gen.Config.VocabSize];

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using ParetoQ.Bench;
+using ParetoQ.Runtime.Backends.Cpu;
 using ParetoQ.Runtime.Conversion;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
@@ -34,11 +35,11 @@ public sealed class MultipleChoiceTests
 
         using var model = LanguageModel.Load(pq, new CpuBackendOptions { Threads = 1 });
         var tokenizer = Tokenizers.FromFile(model.File, model.Config.VocabSize);
-        using var session = new Session(model, new SessionOptions { ContextLength = 128 });
+        using var session = new Session(model, new SessionOptions { AllLogits = true, ContextLength = 128 });
         var scores = MultipleChoice.Score(session, tokenizer, items.Take(10)).ToList();
 
         // Independently: all logits of context+choice at once, log-softmax in double over the choice's tokens.
-        using var check = new Session(model, new SessionOptions { ContextLength = 128, MaxBatch = 128 });
+        using var check = new Session(model, new SessionOptions { AllLogits = true, ContextLength = 128, MaxBatch = 128 });
         int vocab = model.Config.VocabSize;
         foreach (var s in scores)
             for (int c = 0; c < s.Item.Choices.Count; c++)

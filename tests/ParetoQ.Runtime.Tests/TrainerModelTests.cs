@@ -1,3 +1,5 @@
+using ParetoQ.Runtime.Backends;
+using ParetoQ.Runtime.Backends.Cpu;
 using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
@@ -96,7 +98,7 @@ public sealed class TrainerModelTests
         string path = dir.File("qat.pq");
         PqExport.Write(model, path, ByteLevelVocabulary.Info(chatTokens: false), ByteLevelVocabulary.Ranks(), new PqProvenance("test", "2", "trainer test", new Dictionary<string, string>()));
         using var runtime = LanguageModel.Load(path, CpuBackendOptions.ExactMode);
-        using var session = new Session(runtime, new SessionOptions { ContextLength = 64, KvCache = KvCacheType.F32 });
+        using var session = new Session(runtime, new SessionOptions { AllLogits = true, ContextLength = 64, KvCache = KvCacheType.F32 });
         var expected = new float[tokens.Length * config.VocabSize];
         session.Forward(tokens, expected);
         double worst = 0, scale = expected.Max(MathF.Abs);

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using ParetoQ.Runtime.Backends.Cpu;
 using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;

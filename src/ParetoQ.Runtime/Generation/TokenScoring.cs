@@ -17,8 +17,8 @@ public static class TokenScoring
 
     /// <summary>
     /// Σ log p(tokens[i] | tokens[..i]) over i in [<paramref name="from"/>, tokens.Length), running
-    /// <paramref name="session"/> from a reset over all of <paramref name="tokens"/>. <paramref name="logits"/> holds
-    /// MaxBatch × vocab floats.
+    /// <paramref name="session"/> (opened with <see cref="SessionOptions.AllLogits"/>) from a reset over all of
+    /// <paramref name="tokens"/>. <paramref name="logits"/> holds MaxBatch × vocab floats.
     /// </summary>
     public static double LogLikelihood(Session session, ReadOnlySpan<int> tokens, int from, float[] logits)
     {

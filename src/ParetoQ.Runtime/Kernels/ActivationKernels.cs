@@ -9,7 +9,7 @@ namespace ParetoQ.Runtime.Kernels;
 public static class ActivationKernels
 {
     /// <summary>gate[i] = silu(gate[i]) · up[i], silu(g) = g / (1 + e^−g).</summary>
-    public static void SwiGlu(Span<float> gate, ReadOnlySpan<float> up)
+    public static void SwiGlu(ReadOnlySpan<float> up, Span<float> gate)
     {
         if (up.Length < gate.Length) throw new ArgumentException("up is shorter than gate", nameof(up));
         int i = 0;
@@ -29,6 +29,6 @@ public static class ActivationKernels
                 (g / (Vector128<float>.One + Vector128.Exp(-g)) * Vector128.Create(up.Slice(i, 4))).CopyTo(gate.Slice(i, 4));
             }
         }
-        ScalarKernels.SwiGlu(gate[i..], up[i..gate.Length]);
+        ScalarKernels.SwiGlu(up[i..gate.Length], gate[i..]);
     }
 }

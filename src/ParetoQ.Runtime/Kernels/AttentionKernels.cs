@@ -6,31 +6,26 @@ using System.Runtime.Intrinsics.X86;
 namespace ParetoQ.Runtime.Kernels;
 
 /// <summary>
-/// Inner loops of attention over an int8 KV cache, four query heads at a time (the heads that share one KV head under
-/// GQA), so each cached key and value row is loaded and widened once for all four. Rows are <c>count</c> cached positions
-/// <c>stride</c> bytes apart; a head vector is <c>hd</c> values. Every path gives the Scalar result bit for bit.
+/// One kernel path's inner loops of attention over an int8 KV cache, four query heads at a time (the heads that share
+/// one KV head under GQA), so each cached key and value row is loaded and widened once for all four. Rows are
+/// <c>count</c> cached positions <c>stride</c> bytes apart; a head vector is <c>hd</c> values. Every path gives the
+/// <see cref="ScalarAttentionKernel"/> result bit for bit; a head size the vectors do not divide takes the scalar loop.
 /// </summary>
-public static unsafe class AttentionKernels
+internal unsafe interface IAttentionKernel
 {
-    public const int Heads = 4;
-
     /// <summary>dots[j·4 + h] = Σ_i q[h·hd + i] · k[j·stride + i] for j &lt; count, h &lt; 4: exact int32 q·k.</summary>
-    public static void DotInt8x4(KernelPath path, sbyte* q, sbyte* k, long stride, int count, int hd, int* dots)
-    {
-        if (path is KernelPath.Avx2 or KernelPath.AvxVnni or KernelPath.Avx512 && hd % 16 == 0) DotAvx2(q, k, stride, count, hd, dots);
-        else if (path == KernelPath.Neon && hd % 16 == 0) DotNeon(q, k, stride, count, hd, dots);
-        else DotScalar(q, k, stride, count, hd, dots);
-    }
+    static abstract void DotInt8x4(sbyte* q, sbyte* k, long stride, int count, int hd, int* dots);
 
     /// <summary>acc[h·hd + i] = fma(w[j·4 + h], v[j·stride + i], acc[h·hd + i]) over j = 0..count−1 in order, for h &lt; 4.</summary>
-    public static void AccumulateInt8x4(KernelPath path, float* acc, sbyte* v, long stride, int count, int hd, float* w)
-    {
-        if (path is KernelPath.Avx2 or KernelPath.AvxVnni or KernelPath.Avx512 && Fma.IsSupported && hd % 8 == 0) AccumulateAvx2(acc, v, stride, count, hd, w);
-        else if (path == KernelPath.Neon && hd % 8 == 0) AccumulateNeon(acc, v, stride, count, hd, w);
-        else AccumulateScalar(acc, v, stride, count, hd, w);
-    }
+    static abstract void AccumulateInt8x4(float* acc, sbyte* v, long stride, int count, int hd, float* w);
+}
 
-    private static void DotScalar(sbyte* q, sbyte* k, long stride, int count, int hd, int* dots)
+/// <summary>The reference inner loops: plain loops, the result every other path must give.</summary>
+internal unsafe struct ScalarAttentionKernel : IAttentionKernel
+{
+    public const int Heads = Int8Attention.Heads;
+
+    public static void DotInt8x4(sbyte* q, sbyte* k, long stride, int count, int hd, int* dots)
     {
         for (int j = 0; j < count; j++)
         {
@@ -44,7 +39,7 @@ public static unsafe class AttentionKernels
         }
     }
 
-    private static void AccumulateScalar(float* acc, sbyte* v, long stride, int count, int hd, float* w)
+    public static void AccumulateInt8x4(float* acc, sbyte* v, long stride, int count, int hd, float* w)
     {
         for (int h = 0; h < Heads; h++)
             for (int i = 0; i < hd; i++)
@@ -54,10 +49,28 @@ public static unsafe class AttentionKernels
                 acc[h * hd + i] = a;
             }
     }
+}
+
+/// <summary>x86 AVX2 (also taken by the AVX-VNNI and AVX-512 paths): widened int16 multiply-adds, 256-bit FMA.</summary>
+internal unsafe struct Avx2AttentionKernel : IAttentionKernel
+{
+    private const int Heads = Int8Attention.Heads;
+
+    public static void DotInt8x4(sbyte* q, sbyte* k, long stride, int count, int hd, int* dots)
+    {
+        if (hd % 16 == 0) Dot(q, k, stride, count, hd, dots);
+        else ScalarAttentionKernel.DotInt8x4(q, k, stride, count, hd, dots);
+    }
+
+    public static void AccumulateInt8x4(float* acc, sbyte* v, long stride, int count, int hd, float* w)
+    {
+        if (Fma.IsSupported && hd % 8 == 0) Accumulate(acc, v, stride, count, hd, w);
+        else ScalarAttentionKernel.AccumulateInt8x4(acc, v, stride, count, hd, w);
+    }
 
     // 16 values a step: the key row widens to int16 once; vpmaddwd against each head's q, then one horizontal-add tree
     // turns the four accumulators into the four dots.
-    private static void DotAvx2(sbyte* q, sbyte* k, long stride, int count, int hd, int* dots)
+    private static void Dot(sbyte* q, sbyte* k, long stride, int count, int hd, int* dots)
     {
         sbyte* q1 = q + hd, q2 = q + 2 * hd, q3 = q + 3 * hd;
         for (int j = 0; j < count; j++)
@@ -77,27 +90,8 @@ public static unsafe class AttentionKernels
         }
     }
 
-    private static void DotNeon(sbyte* q, sbyte* k, long stride, int count, int hd, int* dots)
-    {
-        sbyte* q1 = q + hd, q2 = q + 2 * hd, q3 = q + 3 * hd;
-        for (int j = 0; j < count; j++)
-        {
-            sbyte* row = k + j * stride;
-            Vector128<int> a0 = default, a1 = default, a2 = default, a3 = default;
-            for (int i = 0; i < hd; i += 16)
-            {
-                var x = Vector128.Load(row + i);
-                a0 = Dp.DotProduct(a0, x, Vector128.Load(q + i));
-                a1 = Dp.DotProduct(a1, x, Vector128.Load(q1 + i));
-                a2 = Dp.DotProduct(a2, x, Vector128.Load(q2 + i));
-                a3 = Dp.DotProduct(a3, x, Vector128.Load(q3 + i));
-            }
-            AdvSimd.Arm64.AddPairwise(AdvSimd.Arm64.AddPairwise(a0, a1), AdvSimd.Arm64.AddPairwise(a2, a3)).Store(dots + j * Heads);
-        }
-    }
-
     // 8 values a step, the four heads' accumulators in registers across all positions: a value row is widened once.
-    private static void AccumulateAvx2(float* acc, sbyte* v, long stride, int count, int hd, float* w)
+    private static void Accumulate(float* acc, sbyte* v, long stride, int count, int hd, float* w)
     {
         for (int i = 0; i < hd; i += 8)
         {
@@ -120,8 +114,45 @@ public static unsafe class AttentionKernels
             a3.Store(acc + 3 * hd + i);
         }
     }
+}
 
-    private static void AccumulateNeon(float* acc, sbyte* v, long stride, int count, int hd, float* w)
+/// <summary>Arm64 NEON: <c>sdot</c> for the scores, 128-bit FMA for the values.</summary>
+internal unsafe struct NeonAttentionKernel : IAttentionKernel
+{
+    private const int Heads = Int8Attention.Heads;
+
+    public static void DotInt8x4(sbyte* q, sbyte* k, long stride, int count, int hd, int* dots)
+    {
+        if (hd % 16 == 0) Dot(q, k, stride, count, hd, dots);
+        else ScalarAttentionKernel.DotInt8x4(q, k, stride, count, hd, dots);
+    }
+
+    public static void AccumulateInt8x4(float* acc, sbyte* v, long stride, int count, int hd, float* w)
+    {
+        if (hd % 8 == 0) Accumulate(acc, v, stride, count, hd, w);
+        else ScalarAttentionKernel.AccumulateInt8x4(acc, v, stride, count, hd, w);
+    }
+
+    private static void Dot(sbyte* q, sbyte* k, long stride, int count, int hd, int* dots)
+    {
+        sbyte* q1 = q + hd, q2 = q + 2 * hd, q3 = q + 3 * hd;
+        for (int j = 0; j < count; j++)
+        {
+            sbyte* row = k + j * stride;
+            Vector128<int> a0 = default, a1 = default, a2 = default, a3 = default;
+            for (int i = 0; i < hd; i += 16)
+            {
+                var x = Vector128.Load(row + i);
+                a0 = Dp.DotProduct(a0, x, Vector128.Load(q + i));
+                a1 = Dp.DotProduct(a1, x, Vector128.Load(q1 + i));
+                a2 = Dp.DotProduct(a2, x, Vector128.Load(q2 + i));
+                a3 = Dp.DotProduct(a3, x, Vector128.Load(q3 + i));
+            }
+            AdvSimd.Arm64.AddPairwise(AdvSimd.Arm64.AddPairwise(a0, a1), AdvSimd.Arm64.AddPairwise(a2, a3)).Store(dots + j * Heads);
+        }
+    }
+
+    private static void Accumulate(float* acc, sbyte* v, long stride, int count, int hd, float* w)
     {
         for (int i = 0; i < hd; i += 8)
         {

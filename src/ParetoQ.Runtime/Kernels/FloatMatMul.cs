@@ -7,27 +7,26 @@ namespace ParetoQ.Runtime.Kernels;
 /// <summary>
 /// The fast path's matmul for dense f32/f16/bf16 weights (full-precision baselines, unquantized heads): y = x · Wᵀ over
 /// rows [rowBegin, rowEnd), with portable vectors (AVX2/AVX-512 on x64, NEON on arm64). f32 rows are read in place;
-/// f16 and bf16 rows are widened once (<see cref="WidenRow"/>) into a per-thread scratch row and then serve every token.
+/// f16 and bf16 rows are widened once (<see cref="WidenRow"/>) into the caller's scratch row and then serve every token.
 /// Sums run in a different order than <see cref="ScalarKernels.MatMulRows"/>, its reference, so results agree to rounding.
 /// </summary>
 public static class FloatMatMul
 {
-    [ThreadStatic] private static float[]? t_row;
-
-    public static void Rows(WeightFormat format, int rows, int cols, ReadOnlySpan<byte> w, ReadOnlySpan<float> x, Span<float> y, int tokens, int rowBegin, int rowEnd)
+    /// <summary><paramref name="rowScratch"/> holds one widened row (cols values).</summary>
+    public static void Rows(WeightFormat format, int rows, int cols, ReadOnlySpan<byte> w, ReadOnlySpan<float> x, int tokens,
+        int rowBegin, int rowEnd, Span<float> rowScratch, Span<float> y)
     {
         if (!WeightFormats.IsFloat(format)) throw new ArgumentException($"{WeightFormats.Name(format)} is not a dense float format", nameof(format));
         if ((long)rows * cols * FloatCodec.ElementBytes(format) > w.Length) throw new ArgumentException($"weights hold {w.Length} bytes, fewer than [{rows}, {cols}] {WeightFormats.Name(format)}", nameof(w));
         if ((long)tokens * cols > x.Length || (long)tokens * rows > y.Length) throw new ArgumentException("x or y is shorter than tokens × width");
-        if (t_row is null || t_row.Length < cols) t_row = new float[cols];
         for (int r = rowBegin; r < rowEnd; r++)
         {
             ReadOnlySpan<float> row;
             if (format == WeightFormat.F32) row = MemoryMarshal.Cast<byte, float>(w.Slice((int)((long)r * cols * 4), cols * 4));
             else
             {
-                WidenRow(format, w, (long)r * cols, t_row.AsSpan(0, cols));
-                row = t_row.AsSpan(0, cols);
+                WidenRow(format, w, (long)r * cols, rowScratch[..cols]);
+                row = rowScratch[..cols];
             }
             for (int t = 0; t < tokens; t++) y[t * rows + r] = Dot(row, x.Slice(t * cols, cols));
         }

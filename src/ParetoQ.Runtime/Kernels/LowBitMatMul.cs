@@ -110,57 +110,48 @@ public static unsafe class LowBitMatMul
     /// Rows of tiles [tileBegin, tileEnd) of y (x.Tokens, rows) = x · Wᵀ. Each tile is written by exactly one call, so
     /// threads may run disjoint tile ranges at once.
     /// </summary>
-    public static void Run(KernelPath path, in PackedMatrix w, QuantizedActivations x, float* y, int tileBegin, int tileEnd)
+    public static void Run(KernelPath path, in PackedMatrix w, QuantizedActivations x, int tileBegin, int tileEnd, float* y)
     {
-        int bits = w.Layout.CodeBits;
-        switch (path)
-        {
-            case KernelPath.Scalar: Drive<ScalarTileKernel>(w, x, y, tileBegin, tileEnd); break;
-            case KernelPath.Avx512:
-                switch (bits)
-                {
-                    case 1: Drive<Avx512TileKernel<Width1>>(w, x, y, tileBegin, tileEnd); break;
-                    case 2: Drive<Avx512TileKernel<Width2>>(w, x, y, tileBegin, tileEnd); break;
-                    case 3: Drive<Avx512TileKernel<Width3>>(w, x, y, tileBegin, tileEnd); break;
-                    case 4: Drive<Avx512TileKernel<Width4>>(w, x, y, tileBegin, tileEnd); break;
-                    default: Drive<Avx512TileKernel<Width8>>(w, x, y, tileBegin, tileEnd); break;
-                }
-                break;
-            case KernelPath.AvxVnni:
-                switch (bits)
-                {
-                    case 1: Drive<Avx2TileKernel<Width1, UseVnni>>(w, x, y, tileBegin, tileEnd); break;
-                    case 2: Drive<Avx2TileKernel<Width2, UseVnni>>(w, x, y, tileBegin, tileEnd); break;
-                    case 3: Drive<Avx2TileKernel<Width3, UseVnni>>(w, x, y, tileBegin, tileEnd); break;
-                    case 4: Drive<Avx2TileKernel<Width4, UseVnni>>(w, x, y, tileBegin, tileEnd); break;
-                    default: Drive<Avx2TileKernel<Width8, UseVnni>>(w, x, y, tileBegin, tileEnd); break;
-                }
-                break;
-            case KernelPath.Avx2:
-                switch (bits)
-                {
-                    case 1: Drive<Avx2TileKernel<Width1, UseMaddubs>>(w, x, y, tileBegin, tileEnd); break;
-                    case 2: Drive<Avx2TileKernel<Width2, UseMaddubs>>(w, x, y, tileBegin, tileEnd); break;
-                    case 3: Drive<Avx2TileKernel<Width3, UseMaddubs>>(w, x, y, tileBegin, tileEnd); break;
-                    case 4: Drive<Avx2TileKernel<Width4, UseMaddubs>>(w, x, y, tileBegin, tileEnd); break;
-                    default: Drive<Avx2TileKernel<Width8, UseMaddubs>>(w, x, y, tileBegin, tileEnd); break;
-                }
-                break;
-            case KernelPath.Neon:
-                switch (bits)
-                {
-                    case 1: Drive<NeonTileKernel<Width1>>(w, x, y, tileBegin, tileEnd); break;
-                    case 2: Drive<NeonTileKernel<Width2>>(w, x, y, tileBegin, tileEnd); break;
-                    case 3: Drive<NeonTileKernel<Width3>>(w, x, y, tileBegin, tileEnd); break;
-                    case 4: Drive<NeonTileKernel<Width4>>(w, x, y, tileBegin, tileEnd); break;
-                    default: Drive<NeonTileKernel<Width8>>(w, x, y, tileBegin, tileEnd); break;
-                }
-                break;
-            default: throw new ArgumentOutOfRangeException(nameof(path), path, "unknown kernel path");
-        }
+        if ((uint)path >= (uint)PathCount) throw new ArgumentOutOfRangeException(nameof(path), path, "unknown kernel path");
+        s_drivers[(int)path * WidthSlots + w.Layout.CodeBits](w, x, tileBegin, tileEnd, y);
     }
 
-    private static void Drive<TKernel>(in PackedMatrix w, QuantizedActivations x, float* y, int tileBegin, int tileEnd)
+    private static readonly int PathCount = Enum.GetValues<KernelPath>().Length;
+    private const int WidthSlots = 9; // indexed by code width in bits: 1, 2, 3, 4, 8
+
+    // The (path, code width) → kernel table, built once: each entry is the driver compiled for that pair.
+    private static readonly delegate*<in PackedMatrix, QuantizedActivations, int, int, float*, void>[] s_drivers = Drivers();
+
+    private static delegate*<in PackedMatrix, QuantizedActivations, int, int, float*, void>[] Drivers()
+    {
+        var table = new delegate*<in PackedMatrix, QuantizedActivations, int, int, float*, void>[PathCount * WidthSlots];
+        void Set(KernelPath path, int bits, delegate*<in PackedMatrix, QuantizedActivations, int, int, float*, void> driver) =>
+            table[(int)path * WidthSlots + bits] = driver;
+        foreach (int bits in (int[])[1, 2, 3, 4, 8]) Set(KernelPath.Scalar, bits, &Drive<ScalarTileKernel>);
+        Set(KernelPath.Avx2, 1, &Drive<Avx2TileKernel<Width1, UseMaddubs>>);
+        Set(KernelPath.Avx2, 2, &Drive<Avx2TileKernel<Width2, UseMaddubs>>);
+        Set(KernelPath.Avx2, 3, &Drive<Avx2TileKernel<Width3, UseMaddubs>>);
+        Set(KernelPath.Avx2, 4, &Drive<Avx2TileKernel<Width4, UseMaddubs>>);
+        Set(KernelPath.Avx2, 8, &Drive<Avx2TileKernel<Width8, UseMaddubs>>);
+        Set(KernelPath.AvxVnni, 1, &Drive<Avx2TileKernel<Width1, UseVnni>>);
+        Set(KernelPath.AvxVnni, 2, &Drive<Avx2TileKernel<Width2, UseVnni>>);
+        Set(KernelPath.AvxVnni, 3, &Drive<Avx2TileKernel<Width3, UseVnni>>);
+        Set(KernelPath.AvxVnni, 4, &Drive<Avx2TileKernel<Width4, UseVnni>>);
+        Set(KernelPath.AvxVnni, 8, &Drive<Avx2TileKernel<Width8, UseVnni>>);
+        Set(KernelPath.Avx512, 1, &Drive<Avx512TileKernel<Width1>>);
+        Set(KernelPath.Avx512, 2, &Drive<Avx512TileKernel<Width2>>);
+        Set(KernelPath.Avx512, 3, &Drive<Avx512TileKernel<Width3>>);
+        Set(KernelPath.Avx512, 4, &Drive<Avx512TileKernel<Width4>>);
+        Set(KernelPath.Avx512, 8, &Drive<Avx512TileKernel<Width8>>);
+        Set(KernelPath.Neon, 1, &Drive<NeonTileKernel<Width1>>);
+        Set(KernelPath.Neon, 2, &Drive<NeonTileKernel<Width2>>);
+        Set(KernelPath.Neon, 3, &Drive<NeonTileKernel<Width3>>);
+        Set(KernelPath.Neon, 4, &Drive<NeonTileKernel<Width4>>);
+        Set(KernelPath.Neon, 8, &Drive<NeonTileKernel<Width8>>);
+        return table;
+    }
+
+    private static void Drive<TKernel>(in PackedMatrix w, QuantizedActivations x, int tileBegin, int tileEnd, float* y)
         where TKernel : ITileKernel
     {
         var layout = w.Layout;

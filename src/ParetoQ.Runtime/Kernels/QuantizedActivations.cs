@@ -8,7 +8,8 @@ namespace ParetoQ.Runtime.Kernels;
 /// Scale = max|x| / 127 so values lie in −127..127 (never −128, which the sign tricks of some paths could not negate).
 /// Rows are zero-padded to <see cref="Stride"/> (a multiple of 128, the widest block of any packed format) and the sums
 /// of every 32 values are kept, so kernels can fix up the unsigned weight-code offsets (REFERENCE.md §1).
-/// The buffers are native and 64-byte aligned, allocated once and reused: quantizing allocates nothing.
+/// The buffers are native and 64-byte aligned, allocated once for the largest input and reused: quantizing allocates
+/// nothing.
 /// </summary>
 public sealed unsafe class QuantizedActivations : IDisposable
 {
@@ -19,7 +20,23 @@ public sealed unsafe class QuantizedActivations : IDisposable
     private float* _scales;       // (capacity tokens)
     private int* _sums;           // (capacity tokens): Σ of each token's values
     private int* _groupSums;      // (capacity tokens, Stride / 32)
-    private int _capacityBytes, _capacityTokens;
+    private readonly int _capacityTokens, _capacityStride;
+
+    /// <summary>Room for (tokens, cols) activations, allocated here once.</summary>
+    public QuantizedActivations(int capacityTokens, int capacityCols)
+    {
+        if (capacityTokens <= 0 || capacityCols <= 0) throw new ArgumentOutOfRangeException(nameof(capacityTokens), $"cannot hold ({capacityTokens}, {capacityCols}) activations");
+        long stride = StrideOf(capacityCols), bytes = capacityTokens * stride;
+        if (bytes > int.MaxValue) throw new ArgumentOutOfRangeException(nameof(capacityTokens), $"({capacityTokens}, {capacityCols}) activations are too large");
+        _capacityTokens = capacityTokens;
+        _capacityStride = (int)stride;
+        _values = (sbyte*)NativeMemory.AlignedAlloc((nuint)bytes, 64);
+        _groupSums = (int*)NativeMemory.AlignedAlloc((nuint)(bytes / SumGroup * sizeof(int)), 64);
+        _scales = (float*)NativeMemory.AlignedAlloc((nuint)(capacityTokens * sizeof(float)), 64);
+        _sums = (int*)NativeMemory.AlignedAlloc((nuint)(capacityTokens * sizeof(int)), 64);
+    }
+
+    private static long StrideOf(int cols) => ((long)cols + StrideMultiple - 1) / StrideMultiple * StrideMultiple;
 
     public int Tokens { get; private set; }
     public int Cols { get; private set; }
@@ -42,8 +59,9 @@ public sealed unsafe class QuantizedActivations : IDisposable
     {
         if (tokens <= 0 || cols <= 0) throw new ArgumentOutOfRangeException(nameof(tokens), $"cannot quantize ({tokens}, {cols}) activations");
         if (x.Length < (long)tokens * cols) throw new ArgumentException($"x holds {x.Length} floats, fewer than ({tokens}, {cols})", nameof(x));
-        int stride = (cols + StrideMultiple - 1) / StrideMultiple * StrideMultiple;
-        Reserve(tokens, stride);
+        int stride = (int)StrideOf(cols);
+        if (tokens > _capacityTokens || stride > _capacityStride)
+            throw new ArgumentOutOfRangeException(nameof(tokens), $"({tokens}, {cols}) activations exceed the ({_capacityTokens}, {_capacityStride}) this buffer holds");
         Tokens = tokens;
         Cols = cols;
         Stride = stride;
@@ -101,28 +119,6 @@ public sealed unsafe class QuantizedActivations : IDisposable
         return absMax / 127f;
     }
 
-    private void Reserve(int tokens, int stride)
-    {
-        long bytes = (long)tokens * stride;
-        if (bytes > int.MaxValue) throw new ArgumentOutOfRangeException(nameof(tokens), $"({tokens}, {stride}) activations are too large");
-        if (bytes > _capacityBytes)
-        {
-            Free(ref _values);
-            Free(ref _groupSums);
-            _values = (sbyte*)NativeMemory.AlignedAlloc((nuint)bytes, 64);
-            _groupSums = (int*)NativeMemory.AlignedAlloc((nuint)(bytes / SumGroup * sizeof(int)), 64);
-            _capacityBytes = (int)bytes;
-        }
-        if (tokens > _capacityTokens)
-        {
-            Free(ref _scales);
-            Free(ref _sums);
-            _scales = (float*)NativeMemory.AlignedAlloc((nuint)(tokens * sizeof(float)), 64);
-            _sums = (int*)NativeMemory.AlignedAlloc((nuint)(tokens * sizeof(int)), 64);
-            _capacityTokens = tokens;
-        }
-    }
-
     private static void Free<T>(ref T* p) where T : unmanaged
     {
         if (p != null) NativeMemory.AlignedFree(p);
@@ -135,7 +131,6 @@ public sealed unsafe class QuantizedActivations : IDisposable
         Free(ref _groupSums);
         Free(ref _scales);
         Free(ref _sums);
-        _capacityBytes = _capacityTokens = 0;
         GC.SuppressFinalize(this);
     }
 

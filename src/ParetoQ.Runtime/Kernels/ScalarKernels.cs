@@ -8,27 +8,31 @@ namespace ParetoQ.Runtime.Kernels;
 /// </summary>
 public static class ScalarKernels
 {
-    [ThreadStatic] private static byte[]? t_codes;
-    [ThreadStatic] private static float[]? t_row;
-
     /// <summary>
     /// y = x · Wᵀ. W (rows, cols) in any format; x (tokens, cols); y (tokens, rows).
     /// Each weight row is decoded once and applied to every token.
     /// </summary>
-    public static void MatMul(WeightFormat format, int rows, int cols, ReadOnlySpan<byte> w, ReadOnlySpan<float> x, Span<float> y, int tokens) =>
-        MatMulRows(format, rows, cols, w, x, y, tokens, 0, rows);
-
-    /// <summary><see cref="MatMul"/> restricted to weight rows [rowBegin, rowEnd): the other outputs are left untouched.</summary>
-    public static void MatMulRows(WeightFormat format, int rows, int cols, ReadOnlySpan<byte> w, ReadOnlySpan<float> x, Span<float> y, int tokens, int rowBegin, int rowEnd)
+    public static void MatMul(WeightFormat format, int rows, int cols, ReadOnlySpan<byte> w, ReadOnlySpan<float> x, int tokens, Span<float> y)
     {
-        var row = RowScratch(cols);
-        // The layout and code scratch are set up once per matrix, not per row.
-        PackedLayout layout = WeightFormats.IsPacked(format) ? new PackedLayout(format, rows, cols) : default;
-        var codes = WeightFormats.IsPacked(format) ? CodeScratch(layout.PaddedCols) : null;
+        int paddedCols = WeightFormats.IsPacked(format) ? new PackedLayout(format, rows, cols).PaddedCols : 0;
+        MatMulRows(format, rows, cols, w, x, tokens, 0, rows, new byte[paddedCols], new float[cols], y);
+    }
+
+    /// <summary>
+    /// <see cref="MatMul"/> restricted to weight rows [rowBegin, rowEnd): the other outputs are left untouched.
+    /// <paramref name="codeScratch"/> holds a packed row's padded codes and <paramref name="rowScratch"/> its cols values.
+    /// </summary>
+    public static void MatMulRows(WeightFormat format, int rows, int cols, ReadOnlySpan<byte> w, ReadOnlySpan<float> x, int tokens,
+        int rowBegin, int rowEnd, Span<byte> codeScratch, Span<float> rowScratch, Span<float> y)
+    {
+        var row = rowScratch[..cols];
+        // The layout is set up once per matrix, not per row.
+        bool packed = WeightFormats.IsPacked(format);
+        PackedLayout layout = packed ? new PackedLayout(format, rows, cols) : default;
         for (int r = rowBegin; r < rowEnd; r++)
         {
-            if (codes is null) FloatCodec.Decode(format, w, (long)r * cols, row.AsSpan(0, cols));
-            else WeightPacker.DequantizeRow(layout, w, r, codes, row);
+            if (!packed) FloatCodec.Decode(format, w, (long)r * cols, row);
+            else WeightPacker.DequantizeRow(layout, w, r, codeScratch, row);
             for (int t = 0; t < tokens; t++)
             {
                 var xt = x.Slice(t * cols, cols);
@@ -39,20 +43,22 @@ public static class ScalarKernels
         }
     }
 
-    /// <summary>Decodes row <paramref name="row"/> of a (rows, cols) weight matrix into fp32 (dst has at least cols elements).</summary>
-    public static void DequantizeRow(WeightFormat format, int rows, int cols, ReadOnlySpan<byte> w, int row, Span<float> dst)
+    /// <summary>
+    /// Decodes row <paramref name="row"/> of a (rows, cols) weight matrix into fp32 (dst has at least cols elements);
+    /// <paramref name="codeScratch"/> holds the padded codes of a packed row.
+    /// </summary>
+    public static void DequantizeRow(WeightFormat format, int rows, int cols, ReadOnlySpan<byte> w, int row, Span<byte> codeScratch, Span<float> dst)
     {
         if (WeightFormats.IsFloat(format))
         {
             FloatCodec.Decode(format, w, (long)row * cols, dst[..cols]);
             return;
         }
-        var layout = new PackedLayout(format, rows, cols);
-        WeightPacker.DequantizeRow(layout, w, row, CodeScratch(layout.PaddedCols), dst);
+        WeightPacker.DequantizeRow(new PackedLayout(format, rows, cols), w, row, codeScratch, dst);
     }
 
     /// <summary>y = x / sqrt(mean(x²) + eps) · weight; x, y (dim). A null weight is the weightless L2 norm of Llama-4's QK-norm.</summary>
-    public static void RmsNorm(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, Span<float> y, float eps)
+    public static void RmsNorm(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, float eps, Span<float> y)
     {
         float ss = 0;
         for (int i = 0; i < x.Length; i++) ss += x[i] * x[i];
@@ -64,7 +70,7 @@ public static class ScalarKernels
     }
 
     /// <summary>Rotates one head vector (head_dim) by the angles whose cos/sin are given (head_dim / 2 each).</summary>
-    public static void Rope(Span<float> head, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin, bool interleaved)
+    public static void Rope(ReadOnlySpan<float> cos, ReadOnlySpan<float> sin, bool interleaved, Span<float> head)
     {
         int half = head.Length / 2;
         for (int i = 0; i < half; i++)
@@ -93,7 +99,7 @@ public static class ScalarKernels
     }
 
     /// <summary>gate = silu(gate) · up, elementwise.</summary>
-    public static void SwiGlu(Span<float> gate, ReadOnlySpan<float> up)
+    public static void SwiGlu(ReadOnlySpan<float> up, Span<float> gate)
     {
         for (int i = 0; i < gate.Length; i++)
         {
@@ -103,7 +109,7 @@ public static class ScalarKernels
     }
 
     /// <summary>x += y, elementwise.</summary>
-    public static void Add(Span<float> x, ReadOnlySpan<float> y)
+    public static void Add(ReadOnlySpan<float> y, Span<float> x)
     {
         for (int i = 0; i < x.Length; i++) x[i] += y[i];
     }
@@ -113,17 +119,5 @@ public static class ScalarKernels
         float sum = 0;
         for (int i = 0; i < a.Length; i++) sum += a[i] * b[i];
         return sum;
-    }
-
-    private static byte[] CodeScratch(int paddedCols)
-    {
-        if (t_codes is null || t_codes.Length < paddedCols) t_codes = new byte[paddedCols];
-        return t_codes;
-    }
-
-    private static float[] RowScratch(int cols)
-    {
-        if (t_row is null || t_row.Length < cols) t_row = new float[cols];
-        return t_row;
     }
 }

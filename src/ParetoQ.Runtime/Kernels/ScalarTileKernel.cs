@@ -3,13 +3,11 @@ using ParetoQ.Runtime.Quantization;
 namespace ParetoQ.Runtime.Kernels;
 
 /// <summary>
-/// The reference integer kernel: unpack each row's codes with <see cref="WeightPacker.UnpackRow"/> and sum code·x in a
-/// plain loop. Every SIMD path must produce exactly these sums.
+/// The reference integer kernel: read each code with <see cref="WeightPacker.Code"/> and sum code·x in a plain loop.
+/// Every SIMD path must produce exactly these sums.
 /// </summary>
 internal unsafe struct ScalarTileKernel : ITileKernel
 {
-    [ThreadStatic] private static byte[]? t_codes;
-
     public static void GroupedDot(in PackedMatrix w, int tile, QuantizedActivations x, int token0, int count, float* acc) =>
         LowBitMatMul.GroupedDotFromSums<ScalarTileKernel>(w, tile, x, token0, count, acc);
 
@@ -18,11 +16,10 @@ internal unsafe struct ScalarTileKernel : ITileKernel
     {
         var layout = w.Layout;
         int unitCols = CodeUnits.UnitCols(layout.CodeBits);
-        if (t_codes is null || t_codes.Length < layout.PaddedCols) t_codes = new byte[layout.PaddedCols];
         var tensor = new ReadOnlySpan<byte>(w.Codes, checked((int)layout.CodeBytes));
         for (int r = 0; r < PackedLayout.TileRows; r++)
         {
-            WeightPacker.UnpackRow(layout, tensor, tile * PackedLayout.TileRows + r, t_codes);
+            int row = tile * PackedLayout.TileRows + r;
             for (int g = 0; g < groups; g++)
             {
                 int begin = (unitBegin + g * unitsPerGroup) * unitCols, end = begin + unitsPerGroup * unitCols;
@@ -30,7 +27,7 @@ internal unsafe struct ScalarTileKernel : ITileKernel
                 {
                     var xt = x.Row(token0 + t);
                     int s = 0;
-                    for (int k = begin; k < end; k++) s += t_codes[k] * xt[k];
+                    for (int k = begin; k < end; k++) s += WeightPacker.Code(layout, tensor, row, k) * xt[k];
                     sums[(g * count + t) * PackedLayout.TileRows + r] = s;
                 }
             }

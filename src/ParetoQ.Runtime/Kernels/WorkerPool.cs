@@ -6,7 +6,28 @@ namespace ParetoQ.Runtime.Kernels;
 /// <summary>A unit of parallel work: <see cref="Execute"/> is called once per worker with its contiguous share of the items.</summary>
 public interface IParallelJob
 {
-    void Execute(int begin, int end);
+    /// <summary>Items [begin, end), on worker <paramref name="worker"/> (0 is the calling thread, then 1..Threads−1).</summary>
+    void Execute(int begin, int end, int worker);
+}
+
+/// <summary>
+/// The one check of a requested worker-thread count, used by the programs, the C ABI and the pool: 0 means the default,
+/// one thread per core this process may use (<see cref="Environment.ProcessorCount"/>, which honours affinity and
+/// container limits); otherwise 1 up to that many. More threads than cores only make every barrier wait for a thread the
+/// OS has descheduled.
+/// </summary>
+public static class ThreadCount
+{
+    public static int Default => Environment.ProcessorCount;
+
+    /// <summary>The thread count to use for <paramref name="requested"/>; the message names <paramref name="name"/> (an option or field).</summary>
+    /// <exception cref="ArgumentException">requested is negative or above <see cref="Default"/>.</exception>
+    public static int Check(int requested, string name = "threads")
+    {
+        if (requested < 0 || requested > Default)
+            throw new ArgumentException($"{name} {requested} is outside 0..{Default} (0 = one per core; at most one per core this process may use)");
+        return requested == 0 ? Default : requested;
+    }
 }
 
 /// <summary>
@@ -33,13 +54,10 @@ public sealed class WorkerPool : IDisposable
     /// <summary>Threads that run work, the caller included.</summary>
     public int Threads { get; }
 
-    /// <summary>The default thread count: one per core the process may use.</summary>
-    public static int DefaultThreads => Environment.ProcessorCount;
-
+    /// <summary><paramref name="threads"/> as <see cref="ThreadCount.Check"/> takes it: 0 is one per core.</summary>
     public WorkerPool(int threads)
     {
-        if (threads < 1 || threads > 1024) throw new ArgumentOutOfRangeException(nameof(threads), threads, "thread count must be within 1..1024");
-        Threads = threads;
+        Threads = threads = ThreadCount.Check(threads);
         _workers = new Thread[threads - 1];
         _wake = new SemaphoreSlim[threads - 1];
         _sleeping = new int[threads - 1];
@@ -62,12 +80,12 @@ public sealed class WorkerPool : IDisposable
         if (count <= 0) return;
         if (Threads == 1 || count == 1)
         {
-            job.Execute(0, count);
+            job.Execute(0, count, 0);
             return;
         }
         if (Interlocked.Exchange(ref _busy, 1) != 0)
         {
-            job.Execute(0, count);
+            job.Execute(0, count, 0);
             return;
         }
         try
@@ -97,7 +115,7 @@ public sealed class WorkerPool : IDisposable
         if (begin >= end) return;
         try
         {
-            _job!.Execute(begin, end);
+            _job!.Execute(begin, end, index);
         }
         catch (Exception e)
         {

@@ -1,3 +1,5 @@
+using ParetoQ.Runtime.Backends;
+using ParetoQ.Runtime.Backends.Cpu;
 using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Quantization;
 
@@ -58,7 +60,7 @@ public sealed class LanguageModel : IDisposable
     /// <summary>Opens a .pq file on a new CPU backend with these options (threads, kernel path, exact mode).</summary>
     public static LanguageModel Load(string path, CpuBackendOptions options)
     {
-        var backend = new CpuBackend(options);
+        var backend = ComputeDevice.Cpu(options);
         try
         {
             var model = Load(path, backend);
@@ -132,7 +134,7 @@ public sealed class LanguageModel : IDisposable
                 Matrix(TensorRole.Up, i),
                 Matrix(TensorRole.Down, i));
             attention[i] = new LayerAttention(
-                c.LayerTypes[i], c.SlidingWindow, c.NumHeads, c.NumKvHeads, c.HeadDim,
+                AttentionWindow.Of(c, i), c.NumHeads, c.NumKvHeads, c.HeadDim,
                 c.RopeLayers[i], c.RopeLayout, invFreq, c.UseQkNorm, c.RmsNormEps, c.TemperatureTuning);
         }
         foreach (var t in file.Tensors)

@@ -1,3 +1,5 @@
+using ParetoQ.Runtime.Backends;
+
 namespace ParetoQ.Runtime.Model;
 
 /// <summary>The requested tokens do not fit in the session's context.</summary>
@@ -10,28 +12,23 @@ public sealed record SessionOptions
     public KvCacheType KvCache { get; init; } = KvCacheType.Int8;
     /// <summary>Tokens processed per forward step during prefill; longer inputs are fed in chunks.</summary>
     public int MaxBatch { get; init; } = 64;
+    /// <summary>
+    /// Holds logits for every token of a step (MaxBatch × vocab floats), as <see cref="Session.Forward(ReadOnlySpan{int}, Span{float})"/>
+    /// needs for scoring; off, the session holds the last token's only.
+    /// </summary>
+    public bool AllLogits { get; init; }
 }
 
 /// <summary>
-/// One conversation's state over a shared <see cref="LanguageModel"/>: the KV caches (one per effective layer; ring
-/// buffers for local layers) and the activation scratch. Buffers are allocated once here, so the forward pass allocates nothing.
-/// Not thread-safe; use one session per thread.
+/// One conversation's state over a shared <see cref="LanguageModel"/>: its <see cref="RunState"/> (KV caches, one per
+/// effective layer, ring buffers for local layers; activations; the backend's scratch), allocated once here, so the
+/// forward pass allocates nothing. Not thread-safe; use one session per thread.
 /// </summary>
 public sealed class Session : IDisposable
 {
     private readonly LanguageModel _model;
     private readonly IComputeBackend _be;
-    private readonly BackendKvCache[] _caches;   // (effective layers)
-    private readonly BackendBuffer _x;           // (batch, dim) residual stream
-    private readonly BackendBuffer _xb;          // (batch, dim) normed input / block output
-    private readonly BackendBuffer _q;           // (batch, heads·hd)
-    private readonly BackendBuffer _k;           // (batch, kvHeads·hd)
-    private readonly BackendBuffer _v;           // (batch, kvHeads·hd)
-    private readonly BackendBuffer _att;         // (batch, heads·hd)
-    private readonly BackendBuffer _gate;        // (batch, ffn)
-    private readonly BackendBuffer _up;          // (batch, ffn)
-    private BackendBuffer _logits;               // (1 or batch, vocab)
-    private readonly float[] _hostLogits;        // (vocab)
+    private readonly RunState _s;
 
     public ModelConfig Config => _model.Config;
     public int ContextLength { get; }
@@ -39,7 +36,7 @@ public sealed class Session : IDisposable
     public KvCacheType KvCacheType { get; }
     /// <summary>Tokens already in the KV cache; the next token goes to this position.</summary>
     public int Position { get; private set; }
-    public long KvCacheBytes => _caches.Sum(c => c.Bytes);
+    public long KvCacheBytes => _s.KvCacheBytes;
 
     public Session(LanguageModel model, SessionOptions? options = null)
     {
@@ -53,25 +50,7 @@ public sealed class Session : IDisposable
         if (options.MaxBatch < 1) throw new ArgumentOutOfRangeException(nameof(options), "MaxBatch must be at least 1");
         MaxBatch = Math.Min(options.MaxBatch, ContextLength);
         KvCacheType = options.KvCache;
-
-        _caches = new BackendKvCache[c.EffectiveLayers];
-        for (int l = 0; l < c.EffectiveLayers; l++)
-        {
-            var a = model.Attention[l / c.LayerRepeat];
-            bool ring = a.Kind == AttentionKind.Local && a.Window < ContextLength;
-            _caches[l] = _be.CreateKvCache(ring ? a.Window : ContextLength, c.NumKvHeads, c.HeadDim, options.KvCache, ring);
-        }
-        int b = MaxBatch;
-        _x = _be.Allocate(b * c.HiddenSize);
-        _xb = _be.Allocate(b * c.HiddenSize);
-        _q = _be.Allocate(b * c.QueryDim);
-        _k = _be.Allocate(b * c.KvDim);
-        _v = _be.Allocate(b * c.KvDim);
-        _att = _be.Allocate(b * c.QueryDim);
-        _gate = _be.Allocate(b * c.IntermediateSize);
-        _up = _be.Allocate(b * c.IntermediateSize);
-        _logits = _be.Allocate(c.VocabSize);
-        _hostLogits = new float[c.VocabSize];
+        _s = new RunState(model, ContextLength, MaxBatch, options.KvCache, options.AllLogits);
     }
 
     /// <summary>Forgets the conversation; the caches are overwritten as new tokens arrive.</summary>
@@ -86,26 +65,25 @@ public sealed class Session : IDisposable
             var chunk = tokens.Slice(start, Math.Min(MaxBatch, tokens.Length - start));
             Step(chunk, start + chunk.Length == tokens.Length ? Logits.Last : Logits.None);
         }
-        _be.CopyToHost(_logits, 0, _hostLogits);
-        return _hostLogits;
+        _be.CopyToHost(_s.Logits, 0, _s.HostLogits);
+        return _s.HostLogits;
     }
 
-    /// <summary>Feeds tokens and writes the logits after every one of them into <paramref name="logits"/> (tokens, vocab): for perplexity.</summary>
+    /// <summary>
+    /// Feeds tokens and writes the logits after every one of them into <paramref name="logits"/> (tokens, vocab): for
+    /// perplexity. The session must be opened with <see cref="SessionOptions.AllLogits"/>.
+    /// </summary>
     public void Forward(ReadOnlySpan<int> tokens, Span<float> logits)
     {
+        if (_s.LogitRows < MaxBatch) throw new InvalidOperationException("this session holds one token's logits; open it with SessionOptions.AllLogits to score every token");
         CheckTokens(tokens);
         int vocab = Config.VocabSize;
         if (logits.Length < (long)tokens.Length * vocab) throw new ArgumentException($"logits holds {logits.Length} floats; {tokens.Length} tokens need {(long)tokens.Length * vocab}", nameof(logits));
-        if (_logits.Length < MaxBatch * vocab)
-        {
-            _logits.Dispose();
-            _logits = _be.Allocate(MaxBatch * vocab);
-        }
         for (int start = 0; start < tokens.Length; start += MaxBatch)
         {
             var chunk = tokens.Slice(start, Math.Min(MaxBatch, tokens.Length - start));
             Step(chunk, Logits.All);
-            _be.CopyToHost(_logits, 0, logits.Slice(start * vocab, chunk.Length * vocab));
+            _be.CopyToHost(_s.Logits, 0, logits.Slice(start * vocab, chunk.Length * vocab));
         }
     }
 
@@ -125,37 +103,34 @@ public sealed class Session : IDisposable
     {
         var c = Config;
         var m = _model;
+        var s = _s;
         int n = tokens.Length, pos = Position;
-        _be.Embed(m.Embedding, tokens, _x);
+        _be.Embed(s.Scratch, m.Embedding, tokens, s.X);
         for (int l = 0; l < c.EffectiveLayers; l++)
         {
             var w = m.Layers[l / c.LayerRepeat];
             var a = m.Attention[l / c.LayerRepeat];
             // attention block
-            _be.RmsNorm(_x, 0, n, w.AttentionNorm, c.RmsNormEps, _xb);
-            _be.MatMul(_xb, n, new(w.Query, _q), new(w.Key, _k), new(w.Value, _v));
-            _be.PositionEncode(_q, _k, n, pos, a);
-            _be.Attention(_caches[l], _q, _k, _v, _att, n, pos, a);
-            _be.MatMul(_att, n, new MatMulOutput(w.Output, _xb));
-            _be.Add(_x, _xb, n * c.HiddenSize);
+            _be.RmsNorm(s.X, w.AttentionNorm, 0, n, c.RmsNormEps, s.Xb);
+            _be.MatMul(s.Scratch, s.Xb, n, new(w.Query, s.Q), new(w.Key, s.K), new(w.Value, s.V));
+            _be.PositionEncode(n, pos, a, s.Q, s.K);
+            _be.Attention(s.Scratch, s.Q, s.K, s.V, n, pos, a, s.Caches[l], s.Attended);
+            _be.MatMul(s.Scratch, s.Attended, n, new MatMulOutput(w.Output, s.Xb));
+            _be.Add(s.Xb, n * c.HiddenSize, s.X);
             // SwiGLU MLP block
-            _be.RmsNorm(_x, 0, n, w.FfnNorm, c.RmsNormEps, _xb);
-            _be.MatMul(_xb, n, new(w.Gate, _gate), new(w.Up, _up));
-            _be.SwiGlu(_gate, _up, n * c.IntermediateSize);
-            _be.MatMul(_gate, n, new MatMulOutput(w.Down, _xb));
-            _be.Add(_x, _xb, n * c.HiddenSize);
+            _be.RmsNorm(s.X, w.FfnNorm, 0, n, c.RmsNormEps, s.Xb);
+            _be.MatMul(s.Scratch, s.Xb, n, new(w.Gate, s.Gate), new(w.Up, s.Up));
+            _be.SwiGlu(s.Up, n * c.IntermediateSize, s.Gate);
+            _be.MatMul(s.Scratch, s.Gate, n, new MatMulOutput(w.Down, s.Xb));
+            _be.Add(s.Xb, n * c.HiddenSize, s.X);
         }
         Position += n;
         if (wanted == Logits.None) return;
         int first = wanted == Logits.Last ? n - 1 : 0, count = n - first;
-        _be.RmsNorm(_x, first, count, m.FinalNorm, c.RmsNormEps, _xb);
-        _be.MatMul(_xb, count, new MatMulOutput(m.Head, _logits));
+        _be.RmsNorm(s.X, m.FinalNorm, first, count, c.RmsNormEps, s.Xb);
+        _be.MatMul(s.Scratch, s.Xb, count, new MatMulOutput(m.Head, s.Logits));
     }
 
     /// <summary>Frees the caches and buffers (device memory on accelerators).</summary>
-    public void Dispose()
-    {
-        foreach (var cache in _caches) cache.Dispose();
-        foreach (var buffer in (BackendBuffer[])[_x, _xb, _q, _k, _v, _att, _gate, _up, _logits]) buffer.Dispose();
-    }
+    public void Dispose() => _s.Dispose();
 }

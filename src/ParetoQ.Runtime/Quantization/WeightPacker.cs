@@ -53,27 +53,27 @@ public static class WeightPacker
             SetBits(tensor.Slice((int)layout.ChunkOffset(row, k / perChunk), 16), k % perChunk, bits, rowCodes[k]);
     }
 
-    /// <summary>Reads the codes of one row (PaddedCols values) out of the packed tensor.</summary>
+    /// <summary>Codes of one row (PaddedCols of them, the padding included), in column order.</summary>
     public static void UnpackRow(in PackedLayout layout, ReadOnlySpan<byte> tensor, int row, Span<byte> rowCodes)
     {
-        if (layout.Format == WeightFormat.Q3Row)
+        for (int col = 0; col < layout.PaddedCols; col++) rowCodes[col] = (byte)Code(layout, tensor, row, col);
+    }
+
+    /// <summary>
+    /// The code of (row, col): b-bit codes sit in bit plane m / 16 of byte m % 16 of their chunk; 3-bit codes take
+    /// their low 2 bits from one of a block's two 2-bit chunks and their high bit from its 1-bit chunk.
+    /// </summary>
+    public static int Code(in PackedLayout layout, ReadOnlySpan<byte> tensor, int row, int col)
+    {
+        if (layout.CodeBits == 3)
         {
-            for (int block = 0; block < layout.PaddedCols / 128; block++)
-            {
-                var lo0 = tensor.Slice((int)layout.ChunkOffset(row, block * 3), 16);
-                var lo1 = tensor.Slice((int)layout.ChunkOffset(row, block * 3 + 1), 16);
-                var hi = tensor.Slice((int)layout.ChunkOffset(row, block * 3 + 2), 16);
-                for (int m = 0; m < 128; m++)
-                    rowCodes[block * 128 + m] = (byte)(GetBits(m < 64 ? lo0 : lo1, m % 64, 2) | GetBits(hi, m, 1) << 2);
-            }
-            return;
+            int block = col / 128, m = col % 128;
+            var low = tensor.Slice((int)layout.ChunkOffset(row, block * 3 + m / 64), 16);
+            var high = tensor.Slice((int)layout.ChunkOffset(row, block * 3 + 2), 16);
+            return GetBits(low, m % 64, 2) | GetBits(high, m, 1) << 2;
         }
         int bits = layout.CodeBits, perChunk = 128 / bits;
-        for (int chunk = 0; chunk < layout.ChunksPerRow; chunk++)
-        {
-            var src = tensor.Slice((int)layout.ChunkOffset(row, chunk), 16);
-            for (int m = 0; m < perChunk; m++) rowCodes[chunk * perChunk + m] = (byte)GetBits(src, m, bits);
-        }
+        return GetBits(tensor.Slice((int)layout.ChunkOffset(row, col / perChunk), 16), col % perChunk, bits);
     }
 
     /// <summary>The scale of (row, group).</summary>

@@ -1,0 +1,102 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using ParetoQ.Runtime.Kernels;
+using ParetoQ.Runtime.Quantization;
+
+namespace ParetoQ.Runtime.Backends.Cpu;
+
+/// <summary>
+/// KV cache in host memory: (capacity, kvHeads, headDim) keys and values, int8 with a scale and zero point per
+/// (position, head), or fp32. Position p lives in slot p for global layers and p mod capacity for ring (local) layers.
+/// The int8 arrays are pinned, so the attention kernels read them through <see cref="View"/>.
+/// </summary>
+public sealed class CpuKvCache : BackendKvCache
+{
+    private readonly sbyte[] _k8 = [], _v8 = [];         // (capacity, kvHeads, hd) int8
+    private readonly float[] _kScale = [], _vScale = [];  // (capacity, kvHeads)
+    private readonly sbyte[] _kZero = [], _vZero = [];    // (capacity, kvHeads)
+    private readonly float[] _k32 = [], _v32 = [];        // (capacity, kvHeads, hd) fp32
+
+    public CpuKvCache(int capacity, int kvHeads, int headDim, KvCacheType type, bool ring) : base(capacity, kvHeads, headDim, type, ring)
+    {
+        long n = (long)capacity * kvHeads * headDim;
+        if (type == KvCacheType.Int8)
+        {
+            int rows = checked(capacity * kvHeads);
+            _k8 = GC.AllocateArray<sbyte>(checked((int)n), pinned: true);
+            _v8 = GC.AllocateArray<sbyte>(checked((int)n), pinned: true);
+            _kScale = GC.AllocateArray<float>(rows, pinned: true);
+            _vScale = GC.AllocateArray<float>(rows, pinned: true);
+            _kZero = GC.AllocateArray<sbyte>(rows, pinned: true);
+            _vZero = GC.AllocateArray<sbyte>(rows, pinned: true);
+        }
+        else
+        {
+            _k32 = new float[n];
+            _v32 = new float[n];
+        }
+    }
+
+    public override long Bytes => Type == KvCacheType.Int8
+        ? 2L * (_k8.Length + _kScale.Length * sizeof(float) + _kZero.Length)
+        : 2L * _k32.Length * sizeof(float);
+
+    private int Slot(int pos) => Ring ? pos % Capacity : pos;
+
+    /// <summary>The int8 cache as the attention kernels read it.</summary>
+    internal unsafe Int8KvView View => new(Pointer(_k8), Pointer(_v8), Pointer(_kScale), Pointer(_kZero), Pointer(_vScale),
+        Pointer(_vZero), Capacity, KvHeads, HeadDim, Ring);
+
+    private static unsafe T* Pointer<T>(T[] pinned) where T : unmanaged =>
+        (T*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(pinned));
+
+    /// <summary>Stores k, v (kvHeads·hd) of one position.</summary>
+    public void Write(int pos, ReadOnlySpan<float> k, ReadOnlySpan<float> v)
+    {
+        if (!Ring && pos >= Capacity) throw new InvalidOperationException($"position {pos} is past the KV cache capacity {Capacity}");
+        int slot = Slot(pos), hd = HeadDim;
+        for (int h = 0; h < KvHeads; h++)
+        {
+            int row = slot * KvHeads + h;
+            if (Type == KvCacheType.Int8)
+            {
+                (_kScale[row], _kZero[row]) = KvQuantizer.Quantize(k.Slice(h * hd, hd), _k8.AsSpan(row * hd, hd));
+                (_vScale[row], _vZero[row]) = KvQuantizer.Quantize(v.Slice(h * hd, hd), _v8.AsSpan(row * hd, hd));
+            }
+            else
+            {
+                k.Slice(h * hd, hd).CopyTo(_k32.AsSpan(row * hd, hd));
+                v.Slice(h * hd, hd).CopyTo(_v32.AsSpan(row * hd, hd));
+            }
+        }
+    }
+
+    /// <summary>q · k[pos, head].</summary>
+    public float DotKey(ReadOnlySpan<float> q, int pos, int head)
+    {
+        int row = Slot(pos) * KvHeads + head, hd = HeadDim;
+        if (Type == KvCacheType.F32) return ScalarKernels.Dot(q, _k32.AsSpan(row * hd, hd));
+        var k8 = _k8.AsSpan(row * hd, hd);
+        float scale = _kScale[row];
+        sbyte zero = _kZero[row];
+        float sum = 0;
+        for (int i = 0; i < hd; i++) sum += q[i] * KvQuantizer.Dequantize(k8[i], scale, zero);
+        return sum;
+    }
+
+    /// <summary>acc += p · v[pos, head].</summary>
+    public void AccumulateValue(int pos, int head, float p, Span<float> acc)
+    {
+        int row = Slot(pos) * KvHeads + head, hd = HeadDim;
+        if (Type == KvCacheType.F32)
+        {
+            var v = _v32.AsSpan(row * hd, hd);
+            for (int i = 0; i < hd; i++) acc[i] += p * v[i];
+            return;
+        }
+        var v8 = _v8.AsSpan(row * hd, hd);
+        float scale = _vScale[row];
+        sbyte zero = _vZero[row];
+        for (int i = 0; i < hd; i++) acc[i] += p * KvQuantizer.Dequantize(v8[i], scale, zero);
+    }
+}

@@ -1,0 +1,129 @@
+using ParetoQ.Runtime.Format;
+using ParetoQ.Runtime.Kernels;
+
+namespace ParetoQ.Runtime.Backends.Cpu;
+
+/// <summary>
+/// What the two CPU backends (<see cref="CpuBackend"/>, the fast one, and <see cref="Reference.ReferenceBackend"/>, the
+/// fp32 oracle) do the same way: weights read in place from the memory map, pinned host buffers and KV caches, one
+/// worker pool, and the operations whose reference loop is also the fast one. Each backend supplies its matmul tiles,
+/// attention and SwiGLU.
+/// </summary>
+public abstract class HostBackend : IComputeBackend
+{
+    private protected readonly WorkerPool Pool;
+
+    public abstract string Name { get; }
+    public int Threads => Pool.Threads;
+
+    private protected HostBackend(int threads)
+    {
+        Pool = new WorkerPool(threads);
+    }
+
+    public virtual BackendWeight Upload(PqTensor tensor, int rows, int cols) => new CpuWeight(tensor, rows, cols);
+
+    public BackendBuffer Allocate(int length) => new CpuBuffer(length);
+
+    public BackendKvCache CreateKvCache(int capacity, int kvHeads, int headDim, KvCacheType type, bool ring) =>
+        new CpuKvCache(capacity, kvHeads, headDim, type, ring);
+
+    public BackendScratch CreateScratch(ScratchShape shape) => new CpuScratch(shape, Pool.Threads);
+
+    public void Embed(BackendScratch scratch, BackendWeight table, ReadOnlySpan<int> tokens, BackendBuffer x)
+    {
+        var dst = Data(x);
+        var codes = ((CpuScratch)scratch).Workers[0].Codes;
+        int dim = table.Cols;
+        for (int t = 0; t < tokens.Length; t++)
+            ScalarKernels.DequantizeRow(table.Format, table.Rows, dim, table.Tensor.Data, tokens[t], codes, dst.AsSpan(t * dim, dim));
+    }
+
+    public void RmsNorm(BackendBuffer x, BackendWeight weight, int firstToken, int tokens, float eps, BackendBuffer y)
+    {
+        var src = Data(x);
+        var dst = Data(y);
+        int dim = weight.Cols;
+        var w = weight.Tensor.AsFloats();
+        for (int t = 0; t < tokens; t++)
+            ScalarKernels.RmsNorm(src.AsSpan((firstToken + t) * dim, dim), w, eps, dst.AsSpan(t * dim, dim));
+    }
+
+    public void MatMul(BackendScratch scratch, BackendBuffer x, int tokens, params ReadOnlySpan<MatMulOutput> outputs)
+    {
+        if (outputs.IsEmpty) return;
+        int cols = outputs[0].Weight.Cols;
+        foreach (var o in outputs)
+        {
+            if (o.Weight.Cols != cols) throw new ArgumentException($"fused matmuls must share an input width: {o.Weight.Tensor.Name} has {o.Weight.Cols} columns, not {cols}", nameof(outputs));
+            if ((long)tokens * o.Weight.Rows > o.Output.Length) throw new ArgumentException($"output of {o.Weight.Tensor.Name} holds {o.Output.Length} floats, fewer than {tokens}x{o.Weight.Rows}", nameof(outputs));
+        }
+        if ((long)tokens * cols > x.Length) throw new ArgumentException($"input holds {x.Length} floats, fewer than {tokens}x{cols}", nameof(x));
+        var s = (CpuScratch)scratch;
+        int tiles = s.MatMul.Prepare(this, s, (CpuBuffer)x, tokens, outputs);
+        Pool.Run(s.MatMul, tiles);
+    }
+
+    /// <summary>Readies the matmul input x (tokens, cols) once per call, before the tiles run (the fast path quantizes it).</summary>
+    internal abstract void PrepareMatMulInput(CpuScratch scratch, CpuBuffer x, int tokens, int cols, bool packedWeights);
+
+    /// <summary>Rows of tiles [tileBegin, tileEnd) of y (tokens, w.Rows) = x · Wᵀ, on one worker thread.</summary>
+    internal abstract void MatMulTiles(CpuScratch scratch, WorkerScratch worker, CpuWeight w, CpuBuffer x, int tokens,
+        int tileBegin, int tileEnd, CpuBuffer y);
+
+    public void PositionEncode(int tokens, int startPos, LayerAttention layer, BackendBuffer qBuf, BackendBuffer kBuf)
+    {
+        var q = Data(qBuf);
+        var k = Data(kBuf);
+        int hd = layer.HeadDim, half = hd / 2;
+        int qWidth = layer.Heads * hd, kWidth = layer.KvHeads * hd;
+        // Positions are encoded on the calling thread; cos and sin of one position at a time.
+        Span<float> cos = stackalloc float[half], sin = stackalloc float[half];
+        for (int t = 0; t < tokens; t++)
+        {
+            int pos = startPos + t;
+            var qt = q.AsSpan(t * qWidth, qWidth);
+            var kt = k.AsSpan(t * kWidth, kWidth);
+            if (layer.UseRope)
+            {
+                for (int i = 0; i < half; i++)
+                {
+                    float angle = pos * layer.RopeInvFreq[i];
+                    cos[i] = MathF.Cos(angle);
+                    sin[i] = MathF.Sin(angle);
+                }
+                bool interleaved = layer.RopeLayout == Model.RopeLayout.Interleaved;
+                for (int h = 0; h < layer.Heads; h++) ScalarKernels.Rope(cos, sin, interleaved, qt.Slice(h * hd, hd));
+                for (int h = 0; h < layer.KvHeads; h++) ScalarKernels.Rope(cos, sin, interleaved, kt.Slice(h * hd, hd));
+                if (layer.QkNorm)
+                {
+                    for (int h = 0; h < layer.Heads; h++) ScalarKernels.RmsNorm(qt.Slice(h * hd, hd), default, layer.QkNormEps, qt.Slice(h * hd, hd));
+                    for (int h = 0; h < layer.KvHeads; h++) ScalarKernels.RmsNorm(kt.Slice(h * hd, hd), default, layer.QkNormEps, kt.Slice(h * hd, hd));
+                }
+            }
+            else if (layer.TemperatureTuning is { } tune)
+            {
+                float s = tune.Factor(pos);
+                foreach (ref float v in qt) v *= s;
+            }
+        }
+    }
+
+    public abstract void Attention(BackendScratch scratch, BackendBuffer q, BackendBuffer k, BackendBuffer v, int tokens, int startPos,
+        LayerAttention layer, BackendKvCache cache, BackendBuffer output);
+
+    public abstract void SwiGlu(BackendBuffer up, int count, BackendBuffer gate);
+
+    public void Add(BackendBuffer y, int count, BackendBuffer x) =>
+        ScalarKernels.Add(Data(y).AsSpan(0, count), Data(x).AsSpan(0, count));
+
+    public void CopyToHost(BackendBuffer x, int offset, Span<float> destination) =>
+        Data(x).AsSpan(offset, destination.Length).CopyTo(destination);
+
+    public void CopyFromHost(ReadOnlySpan<float> source, int offset, BackendBuffer x) =>
+        source.CopyTo(Data(x).AsSpan(offset, source.Length));
+
+    public void Dispose() => Pool.Dispose();
+
+    private protected static float[] Data(BackendBuffer b) => ((CpuBuffer)b).Data;
+}

@@ -1,0 +1,45 @@
+using ParetoQ.Runtime.Kernels;
+
+namespace ParetoQ.Runtime.Backends.Cpu;
+
+/// <summary>
+/// One fused matmul call on a CPU backend: the outputs' tiles of 4 rows are numbered one after another and the pool
+/// splits that range; each share runs the backend's tile loop on its worker's scratch.
+/// </summary>
+internal sealed class MatMulJob : IParallelJob
+{
+    private const int MaxOutputs = 4;
+    private readonly CpuWeight[] _weights = new CpuWeight[MaxOutputs];
+    private readonly CpuBuffer[] _outputs = new CpuBuffer[MaxOutputs];
+    private readonly int[] _firstTile = new int[MaxOutputs + 1];
+    private HostBackend _backend = null!;
+    private CpuScratch _scratch = null!;
+    private CpuBuffer _x = null!;
+    private int _count, _tokens;
+
+    /// <summary>Takes one call's operands and readies its input; returns the number of tiles to split.</summary>
+    public int Prepare(HostBackend backend, CpuScratch scratch, CpuBuffer x, int tokens, ReadOnlySpan<MatMulOutput> outputs)
+    {
+        if (outputs.Length > MaxOutputs) throw new ArgumentException($"at most {MaxOutputs} fused matmuls", nameof(outputs));
+        (_backend, _scratch, _x, _tokens, _count) = (backend, scratch, x, tokens, outputs.Length);
+        bool packed = false;
+        for (int i = 0; i < outputs.Length; i++)
+        {
+            _weights[i] = (CpuWeight)outputs[i].Weight;
+            _outputs[i] = (CpuBuffer)outputs[i].Output;
+            _firstTile[i + 1] = _firstTile[i] + _weights[i].Tiles;
+            packed |= _weights[i].IsPacked;
+        }
+        backend.PrepareMatMulInput(scratch, x, tokens, _weights[0].Cols, packed);
+        return _firstTile[_count];
+    }
+
+    public void Execute(int begin, int end, int worker)
+    {
+        for (int i = 0; i < _count; i++)
+        {
+            int lo = Math.Max(begin, _firstTile[i]) - _firstTile[i], hi = Math.Min(end, _firstTile[i + 1]) - _firstTile[i];
+            if (lo < hi) _backend.MatMulTiles(_scratch, _scratch.Workers[worker], _weights[i], _x, _tokens, lo, hi, _outputs[i]);
+        }
+    }
+}

@@ -1,0 +1,175 @@
+using System.Runtime.Intrinsics;
+
+namespace ParetoQ.Runtime.Kernels;
+
+/// <summary>
+/// An int8 KV cache as the attention kernels read it: (capacity, kvHeads, headDim) int8 keys and values with one scale
+/// and zero point per (slot, head). Position p lives in slot p, or p mod capacity in a ring (local layers).
+/// </summary>
+public readonly unsafe struct Int8KvView(sbyte* keys, sbyte* values, float* keyScales, sbyte* keyZeros,
+    float* valueScales, sbyte* valueZeros, int capacity, int kvHeads, int headDim, bool ring)
+{
+    public readonly sbyte* Keys = keys, Values = values;
+    public readonly float* KeyScales = keyScales, ValueScales = valueScales;
+    public readonly sbyte* KeyZeros = keyZeros, ValueZeros = valueZeros;
+    public readonly int Capacity = capacity, KvHeads = kvHeads, HeadDim = headDim;
+    public readonly bool Ring = ring;
+
+    public int Slot(int pos) => Ring ? pos % Capacity : pos;
+
+    /// <summary>How many of positions [pos, end) sit in consecutive slots from pos's slot on (a ring wraps at most once per window).</summary>
+    public int ContiguousRun(int pos, int end) => Math.Min(end - pos, Capacity - Slot(pos));
+
+    /// <summary>Index of (position, head) among the cached vectors: its int8 data starts at index · HeadDim.</summary>
+    public int Row(int pos, int head) => Slot(pos) * KvHeads + head;
+}
+
+/// <summary>
+/// Attention of one token's query heads over an int8 KV cache, four heads (sharing one KV head) at a time: q is quantized
+/// to int8 per head so q·k is an integer dot product, fixed up with the key's zero point and scales; the softmax is taken
+/// with vector exp; a second pass accumulates the int8 values weighted by it. The token's own K/V are used at full
+/// precision. The inner loops come from the kernel path (<see cref="IAttentionKernel"/>), picked once per call from a
+/// table; <see cref="Reference"/> is the same algorithm in plain loops, one head at a time.
+/// </summary>
+public static unsafe class Int8Attention
+{
+    public const int Heads = 4;
+
+    /// <summary>
+    /// Attention output (group heads, hd) for the query heads q (group, hd) that share KV head <paramref name="g"/>, at
+    /// position <paramref name="pos"/> over cached positions [first, pos) plus its own kOwn, vOwn (hd).
+    /// <paramref name="weights"/> and <paramref name="dots"/> hold (pos − first, 4) each.
+    /// </summary>
+    public static void HeadGroup(KernelPath path, float* q, float* kOwn, float* vOwn, in Int8KvView cache, int g,
+        int group, int first, int pos, float* weights, int* dots, float* output) =>
+        s_headGroup[(int)path](q, kOwn, vOwn, cache, g, group, first, pos, weights, dots, output);
+
+    // The path → kernel table, built once.
+    private static readonly delegate*<float*, float*, float*, in Int8KvView, int, int, int, int, float*, int*, float*, void>[] s_headGroup = Table();
+
+    private static delegate*<float*, float*, float*, in Int8KvView, int, int, int, int, float*, int*, float*, void>[] Table()
+    {
+        var paths = Enum.GetValues<KernelPath>();
+        var table = new delegate*<float*, float*, float*, in Int8KvView, int, int, int, int, float*, int*, float*, void>[paths.Length];
+        foreach (var path in paths)
+            table[(int)path] = path switch
+            {
+                KernelPath.Avx2 or KernelPath.AvxVnni or KernelPath.Avx512 => &HeadGroup<Avx2AttentionKernel>,
+                KernelPath.Neon => &HeadGroup<NeonAttentionKernel>,
+                _ => &HeadGroup<ScalarAttentionKernel>,
+            };
+        return table;
+    }
+
+    private static void HeadGroup<TKernel>(float* q, float* kOwn, float* vOwn, in Int8KvView cache, int g, int group,
+        int first, int pos, float* weights, int* dots, float* output) where TKernel : IAttentionKernel
+    {
+        const int H = Heads;
+        int hd = cache.HeadDim;
+        int count = pos - first;
+        long stride = (long)cache.KvHeads * hd;
+        float invSqrt = 1f / MathF.Sqrt(hd);
+        sbyte* q8 = stackalloc sbyte[H * hd];
+        float* acc = stackalloc float[H * hd];
+        for (int h0 = 0; h0 < group; h0 += H)
+        {
+            int heads = Math.Min(H, group - h0);
+            // Quantize the block's query heads; missing heads of a short block are zero and their results unused.
+            new Span<sbyte>(q8, H * hd).Clear();
+            Vector128<float> qScale = default, qSum = default, own = default;
+            for (int h = 0; h < heads; h++)
+            {
+                float* qh = q + (h0 + h) * hd;
+                qScale = qScale.WithElement(h, QuantizedActivations.QuantizeRow(new ReadOnlySpan<float>(qh, hd), new Span<sbyte>(q8 + h * hd, hd)) * invSqrt);
+                int sum = 0;
+                for (int i = 0; i < hd; i++) sum += q8[h * hd + i];
+                qSum = qSum.WithElement(h, sum);
+                own = own.WithElement(h, ScalarKernels.Dot(new ReadOnlySpan<float>(qh, hd), new ReadOnlySpan<float>(kOwn, hd)) * invSqrt);
+            }
+
+            // Pass 1: scores of the cached positions (runs of contiguous slots; a ring wraps at most once).
+            for (int j = first, run; j < pos; j += run)
+            {
+                run = cache.ContiguousRun(j, pos);
+                TKernel.DotInt8x4(q8, cache.Keys + (long)cache.Row(j, g) * hd, stride, run, hd, dots + (j - first) * H);
+            }
+            var max = own;
+            for (int j = 0; j < count; j++)
+            {
+                int row = cache.Row(first + j, g);
+                var dot = Vector128.ConvertToSingle(Vector128.Load(dots + j * H)) - cache.KeyZeros[row] * qSum;
+                var score = dot * qScale * cache.KeyScales[row];
+                score.Store(weights + j * H);
+                max = Vector128.Max(max, score);
+            }
+
+            // Softmax numerators; the weights fold in each value row's scale, and its zero point goes in zeroTerm.
+            Vector128<float> denom = Vector128.Exp(own - max), pOwn = denom, zeroTerm = default;
+            for (int j = 0; j < count; j++)
+            {
+                int row = cache.Row(first + j, g);
+                var p = Vector128.Exp(Vector128.Load(weights + j * H) - max);
+                denom += p;
+                var w = p * cache.ValueScales[row];
+                zeroTerm += w * cache.ValueZeros[row];
+                w.Store(weights + j * H);
+            }
+
+            // Pass 2: Σ weight · int8 value.
+            new Span<float>(acc, H * hd).Clear();
+            for (int j = first, run; j < pos; j += run)
+            {
+                run = cache.ContiguousRun(j, pos);
+                TKernel.AccumulateInt8x4(acc, cache.Values + (long)cache.Row(j, g) * hd, stride, run, hd, weights + (j - first) * H);
+            }
+            for (int h = 0; h < heads; h++)
+            {
+                float* oh = output + (h0 + h) * hd;
+                float zero = zeroTerm[h], po = pOwn[h], inv = 1f / denom[h];
+                for (int i = 0; i < hd; i++) oh[i] = (acc[h * hd + i] - zero + po * vOwn[i]) * inv;
+            }
+        }
+    }
+
+    /// <summary>
+    /// The reference: <see cref="HeadGroup"/>'s algorithm in plain loops, one head at a time, with scalar exp. Vector exp
+    /// rounds differently, so the paths agree with it to rounding rather than bit for bit.
+    /// </summary>
+    public static void Reference(float* q, float* kOwn, float* vOwn, in Int8KvView cache, int g, int group, int first,
+        int pos, float* output)
+    {
+        int hd = cache.HeadDim, count = pos - first;
+        float invSqrt = 1f / MathF.Sqrt(hd);
+        var q8 = new sbyte[hd];
+        var scores = new float[count + 1];
+        for (int h = 0; h < group; h++)
+        {
+            float* qh = q + h * hd;
+            float qScale = QuantizedActivations.QuantizeRow(new ReadOnlySpan<float>(qh, hd), q8) * invSqrt;
+            int qSum = 0;
+            foreach (sbyte v in q8) qSum += v;
+            float max = scores[count] = ScalarKernels.Dot(new ReadOnlySpan<float>(qh, hd), new ReadOnlySpan<float>(kOwn, hd)) * invSqrt;
+            for (int j = 0; j < count; j++)
+            {
+                int row = cache.Row(first + j, g);
+                int dot = 0;
+                for (int i = 0; i < hd; i++) dot += q8[i] * cache.Keys[(long)row * hd + i];
+                scores[j] = (dot - cache.KeyZeros[row] * (float)qSum) * qScale * cache.KeyScales[row];
+                max = MathF.Max(max, scores[j]);
+            }
+            float denom = 0;
+            for (int j = 0; j <= count; j++) denom += scores[j] = MathF.Exp(scores[j] - max);
+            float* oh = output + h * hd;
+            for (int i = 0; i < hd; i++)
+            {
+                float sum = scores[count] * vOwn[i];
+                for (int j = 0; j < count; j++)
+                {
+                    int row = cache.Row(first + j, g);
+                    sum += scores[j] * cache.ValueScales[row] * (cache.Values[(long)row * hd + i] - cache.ValueZeros[row]);
+                }
+                oh[i] = sum / denom;
+            }
+        }
+    }
+}
