@@ -4,6 +4,7 @@ using ParetoQ.CommandLine;
 using ParetoQ.Runtime.Backends.Cpu;
 using ParetoQ.Runtime.Conversion;
 using ParetoQ.Runtime.Format;
+using ParetoQ.Runtime.Interchange;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
 using ParetoQ.Runtime.Text;

@@ -4,6 +4,7 @@ using System.Text;
 using ParetoQ.CommandLine;
 using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Generation;
+using ParetoQ.Runtime.Interchange;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
 using ParetoQ.Runtime.Text;

@@ -1,7 +1,8 @@
-using ParetoQ.Runtime.Backends;
 using ParetoQ.Runtime.Backends.Cpu;
+using ParetoQ.Runtime.Backends;
 using ParetoQ.Runtime.Conversion;
 using ParetoQ.Runtime.Format;
+using ParetoQ.Runtime.Interchange;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
 using ParetoQ.TestModels;

@@ -1,4 +1,5 @@
 using ParetoQ.Runtime.Format;
+using ParetoQ.Runtime.Interchange;
 using ParetoQ.Runtime.Quantization;
 using ParetoQ.TestModels;
 using static ParetoQ.TestModels.SafetensorsWriter;

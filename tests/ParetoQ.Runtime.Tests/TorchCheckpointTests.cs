@@ -1,5 +1,6 @@
 using System.Text;
 using ParetoQ.Runtime.Format;
+using ParetoQ.Runtime.Interchange;
 using ParetoQ.Runtime.Quantization;
 using ParetoQ.TestModels;
 using static ParetoQ.TestModels.SafetensorsWriter;

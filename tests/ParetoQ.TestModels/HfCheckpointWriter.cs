@@ -1,5 +1,6 @@
 using System.Text;
 using ParetoQ.Runtime.Format;
+using ParetoQ.Runtime.Interchange;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
 using ParetoQ.Runtime.Text;

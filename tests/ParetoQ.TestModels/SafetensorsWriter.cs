@@ -1,7 +1,8 @@
 using System.Buffers.Binary;
-using System.Text;
 using System.Text.Json;
+using System.Text;
 using ParetoQ.Runtime.Format;
+using ParetoQ.Runtime.Interchange;
 using ParetoQ.Runtime.Quantization;
 
 namespace ParetoQ.TestModels;

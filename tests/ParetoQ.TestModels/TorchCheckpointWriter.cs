@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.IO.Hashing;
 using System.Text;
 using ParetoQ.Runtime.Format;
+using ParetoQ.Runtime.Interchange;
 
 namespace ParetoQ.TestModels;
 

@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using ParetoQ.Runtime.Backends.Cpu;
 using ParetoQ.Runtime.Format;
+using ParetoQ.Runtime.Interchange;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
 using ParetoQ.Runtime.Text;

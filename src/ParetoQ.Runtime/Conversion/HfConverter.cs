@@ -1,5 +1,6 @@
 using System.Globalization;
 using ParetoQ.Runtime.Format;
+using ParetoQ.Runtime.Interchange;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
 

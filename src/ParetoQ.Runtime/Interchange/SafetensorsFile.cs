@@ -1,9 +1,10 @@
+using Microsoft.Win32.SafeHandles;
 using System.Buffers.Binary;
 using System.Text.Json;
-using Microsoft.Win32.SafeHandles;
+using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Quantization;
 
-namespace ParetoQ.Runtime.Format;
+namespace ParetoQ.Runtime.Interchange;
 
 /// <summary>
 /// A strict safetensors reader: an 8-byte little-endian header length, a JSON header of at most 100 MB, then the data.

@@ -1,9 +1,10 @@
+using Microsoft.Win32.SafeHandles;
 using System.Buffers.Binary;
 using System.Text.Json;
-using Microsoft.Win32.SafeHandles;
+using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Quantization;
 
-namespace ParetoQ.Runtime.Format;
+namespace ParetoQ.Runtime.Interchange;
 
 /// <summary>A source checkpoint (safetensors, pytorch .bin, index JSON) is malformed or unsupported. The message names the file, the tensor where one is involved, and the problem.</summary>
 public sealed class CheckpointException : Exception

@@ -1,6 +1,7 @@
 using System.Text;
+using ParetoQ.Runtime.Format;
 
-namespace ParetoQ.Runtime.Format;
+namespace ParetoQ.Runtime.Interchange;
 
 /// <summary>The ggml tensor types a GGUF export uses, with ggml's numbering.</summary>
 public enum GgmlType : uint

@@ -1,7 +1,8 @@
 using System.Buffers.Binary;
 using System.Text;
+using ParetoQ.Runtime.Format;
 
-namespace ParetoQ.Runtime.Format;
+namespace ParetoQ.Runtime.Interchange;
 
 /// <summary>A storage a PyTorch checkpoint refers to: zip member <c>data/{Key}</c> holding <see cref="Elements"/> values.</summary>
 internal sealed record TorchStorage(SourceDType DType, string Key, long Elements);

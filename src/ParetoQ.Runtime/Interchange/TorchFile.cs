@@ -1,7 +1,8 @@
-using System.Text;
 using Microsoft.Win32.SafeHandles;
+using System.Text;
+using ParetoQ.Runtime.Format;
 
-namespace ParetoQ.Runtime.Format;
+namespace ParetoQ.Runtime.Interchange;
 
 /// <summary>
 /// One <c>pytorch_model.bin</c> written by <c>torch.save</c> (PyTorch ≥ 1.6): a zip holding <c>data.pkl</c> (the

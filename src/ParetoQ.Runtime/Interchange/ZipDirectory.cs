@@ -1,9 +1,10 @@
+using Microsoft.Win32.SafeHandles;
 using System.Buffers.Binary;
 using System.IO.Hashing;
 using System.Text;
-using Microsoft.Win32.SafeHandles;
+using ParetoQ.Runtime.Format;
 
-namespace ParetoQ.Runtime.Format;
+namespace ParetoQ.Runtime.Interchange;
 
 /// <summary>One stored (uncompressed) member of a zip archive: where its bytes lie in the file.</summary>
 internal sealed record ZipEntry(string Name, long DataOffset, long Length, uint Crc32);
