@@ -17,7 +17,9 @@ public struct DeviceMatrix
     public int ChunksPerRow;  // packed: 16-byte chunks per row
     public int GroupsPerRow;  // packed: scales per row (1, or PaddedCols / 32 for q4_g32)
     public int ScaleWord;     // packed: index of the first scale among the words (CodeBytes / 4)
-    public float C1, C0;      // packed: value(code) = scale · (C1 · code + C0), from CodeUnits.Affine
+    public float C1, C0;      // packed: value(code) = scale · (C1 · code + C0), the format's AffineCodes.Line
+    public int A, B;          // packed: value(code) = scale · (A · code − B) / Divisor, its AffineCodes.Value
+    public float Divisor;
     public int ClampScale;    // 1 for the ParetoQ grids, whose α is used as max(α, 1e-5)
 }
 
@@ -172,15 +174,7 @@ public static class DeviceKernels
             code = (ByteOf(w, ChunkWord(m, tile, r, col / perChunk), j & 15) >> (b * (j >> 4))) & ((1 << b) - 1);
         }
         float a = Scale(w, m, tile, r, m.GroupsPerRow > 1 ? col / 32 : 0);
-        return (WeightFormat)m.Format switch
-        {
-            WeightFormat.Binary => a * (2 * code - 1),
-            WeightFormat.Ternary => a * ((code - 1) / 1.5f),
-            WeightFormat.Q2Seq => a * ((code - 2 + 0.5f) / 2f),
-            WeightFormat.Q3Row => a * (code - 4),
-            WeightFormat.I8Row => a * (code - 128),
-            _ => a * (code - 8), // q4_row, q4_g32
-        };
+        return a * ((m.A * code - m.B) / m.Divisor); // AffineCodes.Value, the CPU's exact arithmetic
     }
 
     private static int ChunkWord(DeviceMatrix m, int tile, int r, int chunk) => ((tile * m.ChunksPerRow + chunk) * 4 + r) * 4;

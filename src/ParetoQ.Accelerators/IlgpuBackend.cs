@@ -85,8 +85,9 @@ public sealed class IlgpuBackend : IComputeBackend
             m.GroupsPerRow = layout.GroupsPerRow;
             m.ScaleWord = checked((int)(layout.CodeBytes / 4));
             m.ClampScale = WeightFormats.IsParetoQ(format) ? 1 : 0;
-            var (a, b, multiplier) = CodeUnits.Affine(format); // value = scale · multiplier · (a · code − b), as the CPU kernels use it
-            (m.C1, m.C0) = (multiplier * a, -multiplier * b);
+            var affine = WeightFormats.Affine(format);
+            (m.C1, m.C0) = affine.Line; // value = scale · (C1 · code + C0), as the CPU kernels' multiplier · (A · code − B)
+            (m.A, m.B, m.Divisor) = (affine.A, affine.B, affine.Divisor);
         }
         var data = tensor.Data;
         if (data.Length != bytes) throw new ArgumentException($"{tensor.Name} holds {data.Length} bytes; a [{rows}, {cols}] {WeightFormats.Name(format)} matrix needs {bytes}");

@@ -11,7 +11,7 @@ public static class FakeQuantizer
 {
     public static void Forward(WeightFormat format, ReadOnlySpan<float> w, ReadOnlySpan<float> alpha, Span<float> wq, int rows, int cols)
     {
-        Check(format);
+        Grid(format);
         for (int r = 0; r < rows; r++)
             for (int c = 0; c < cols; c++)
                 wq[r * cols + c] = Quantizer.FakeQuantize(format, w[r * cols + c], alpha[r]);
@@ -26,16 +26,10 @@ public static class FakeQuantizer
     public static void Backward(WeightFormat format, ReadOnlySpan<float> w, ReadOnlySpan<float> alpha, ReadOnlySpan<float> dwq,
         Span<float> dw, Span<float> dalpha, int rows, int cols)
     {
-        Check(format);
-        bool seq = format is WeightFormat.Ternary or WeightFormat.Q2Seq;
-        var (qn, qp) = format switch
-        {
-            WeightFormat.Binary => (-1f, 1f),
-            WeightFormat.Q3Row => (-4f, 3f),
-            WeightFormat.Q4Row => (-8f, 7f),
-            _ => (-Quantizer.SeqClip, Quantizer.SeqClip),
-        };
-        float clipped = format == WeightFormat.Q2Seq ? 0.75f : 1f; // SEQ's α coefficient beyond the clip
+        var grid = Grid(format);
+        bool seq = grid.Seq;
+        var (qn, qp) = (grid.Qn, grid.Qp);
+        float clipped = grid.ClippedGradient; // SEQ's α coefficient beyond the clip
         double gs = seq ? 1 / Math.Sqrt((double)rows * cols) : 1 / Math.Sqrt((double)rows * cols * qp);
         for (int r = 0; r < rows; r++)
         {
@@ -59,8 +53,7 @@ public static class FakeQuantizer
         }
     }
 
-    private static void Check(WeightFormat format)
-    {
-        if (!WeightFormats.IsParetoQ(format)) throw new ArgumentException($"{WeightFormats.Name(format)} is not a ParetoQ grid (binary, ternary, q2_seq, q3_row, q4_row)");
-    }
+    /// <summary>The format's QAT grid, from its descriptor.</summary>
+    private static TrainingGrid Grid(WeightFormat format) =>
+        WeightFormats.Of(format).Grid ?? throw new ArgumentException($"{WeightFormats.Name(format)} is not a ParetoQ grid (binary, ternary, q2_seq, q3_row, q4_row)");
 }

@@ -142,21 +142,6 @@ public static class GgufExporter
 
     private sealed record TensorPlan(GgmlType Type, double MaxScaleError, string? Fallback, Func<byte[]> Encode);
 
-    /// <summary>
-    /// A packed format's value as step · level: value = a·Factor·(Multiplier·code − Offset), a the effective scale. The
-    /// levels are small integers, so every ggml block type whose integer range covers them holds the grid exactly.
-    /// </summary>
-    private static (float Factor, int Multiplier, int Offset) Levels(WeightFormat format) => format switch
-    {
-        WeightFormat.Binary => (1f, 2, 1),        // ±1
-        WeightFormat.Ternary => (2f / 3, 1, 1),   // −1, 0, 1
-        WeightFormat.Q2Seq => (0.25f, 2, 3),      // ±1, ±3
-        WeightFormat.Q3Row => (1f, 1, 4),         // −4 … 3
-        WeightFormat.Q4Row or WeightFormat.Q4G32 => (1f, 1, 8), // −8 … 7
-        WeightFormat.I8Row => (1f, 1, 128),       // −127 … 127
-        _ => throw new ArgumentException($"{format} is not a packed format"),
-    };
-
     private static TensorPlan Plan(PqTensor tensor, TensorSpec spec, int permuteHeads, int headDim)
     {
         int rows = spec.Rows, cols = spec.Cols;
@@ -165,7 +150,7 @@ public static class GgufExporter
 
         if (WeightFormats.IsFloat(tensor.Format))
         {
-            var type = tensor.Format switch { WeightFormat.F16 => GgmlType.F16, WeightFormat.BF16 => GgmlType.BF16, _ => GgmlType.F32 };
+            var type = WeightFormats.Of(tensor.Format).Gguf;
             int rowBytes = cols * FloatCodec.ElementBytes(tensor.Format);
             return new TensorPlan(type, 0, null, () =>
             {
@@ -178,14 +163,11 @@ public static class GgufExporter
 
         var format = tensor.Format;
         var layout = new PackedLayout(format, rows, cols);
-        var (factor, multiplier, offset) = Levels(format);
-        GgmlType natural = format switch
-        {
-            WeightFormat.Binary or WeightFormat.Ternary => GgmlType.TQ2_0,
-            WeightFormat.Q2Seq => GgmlType.Q2_K,
-            WeightFormat.I8Row => GgmlType.Q8_0,
-            _ => GgmlType.Q4_0,
-        };
+        // A value is step · level: step = a · Multiplier (a the effective scale), level = A · code − B, a small integer,
+        // so every ggml block type whose integer range covers the levels holds the grid exactly.
+        var info = WeightFormats.Of(format);
+        var (multiplier, offset, factor) = (info.Affine.A, info.Affine.B, info.Affine.Multiplier);
+        GgmlType natural = info.Gguf;
         string? fallback = null;
         GgmlType chosen = natural;
         if (cols % GgmlTypes.Block(natural).Elements != 0)

@@ -2,6 +2,7 @@ using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using ParetoQ.Runtime.Quantization;
 
 namespace ParetoQ.Runtime.Kernels;
 
@@ -44,7 +45,7 @@ internal unsafe struct Avx512TileKernel<TWidth> : ITileKernel where TWidth : str
     public static void GroupedDot(in PackedMatrix w, int tile, QuantizedActivations x, int token0, int count, float* acc)
     {
         var layout = w.Layout;
-        if (TWidth.Bits != 4 || layout.GroupSize != QuantizedActivations.SumGroup || CodeUnits.Affine(layout.Format).B != 8)
+        if (TWidth.Bits != 4 || layout.GroupSize != QuantizedActivations.SumGroup || WeightFormats.Affine(layout.Format).B != 8)
         {
             LowBitMatMul.GroupedDotFromSums<Avx512TileKernel<TWidth>>(w, tile, x, token0, count, acc);
             return;

@@ -57,7 +57,10 @@ internal unsafe interface ITileKernel
     static abstract void GroupedDot(in PackedMatrix w, int tile, QuantizedActivations x, int token0, int count, float* acc);
 }
 
-/// <summary>Per-format facts the integer kernels need: unit geometry and the affine code offset.</summary>
+/// <summary>
+/// The unit geometry of b-bit codes, as functions of the code width so each kernel path folds them to constants per
+/// width type. <see cref="WeightFormatInfo.BlockCols"/> is one unit's columns (a test checks both agree).
+/// </summary>
 public static class CodeUnits
 {
     /// <summary>Chunks in one decodable unit.</summary>
@@ -66,21 +69,6 @@ public static class CodeUnits
     public static int Planes(int bits) => bits == 3 ? 8 : 8 / bits;
     /// <summary>Weights (columns) in one unit.</summary>
     public static int UnitCols(int bits) => 16 * Planes(bits);
-
-    /// <summary>
-    /// value = scale · Multiplier · (A · code − B): the affine form of each format's grid (REFERENCE.md §1), so that
-    /// Σ value·x = scale · Multiplier · (A · Σ code·x − B · Σ x) and the inner loops multiply unsigned codes only.
-    /// </summary>
-    public static (int A, int B, float Multiplier) Affine(WeightFormat format) => format switch
-    {
-        WeightFormat.Binary => (2, 1, 1f),
-        WeightFormat.Ternary => (1, 1, 1f / 1.5f),
-        WeightFormat.Q2Seq => (2, 3, 0.25f),
-        WeightFormat.Q3Row => (1, 4, 1f),
-        WeightFormat.Q4Row or WeightFormat.Q4G32 => (1, 8, 1f),
-        WeightFormat.I8Row => (1, 128, 1f),
-        _ => throw new ArgumentException($"{format} is not a packed integer format", nameof(format)),
-    };
 }
 
 /// <summary>
@@ -100,7 +88,8 @@ public static unsafe class LowBitMatMul
     /// </summary>
     public static void CheckShape(in PackedLayout layout)
     {
-        var (a, b, _) = CodeUnits.Affine(layout.Format);
+        var affine = WeightFormats.Affine(layout.Format);
+        int a = affine.A, b = affine.B;
         long worst = ((long)WeightFormats.MaxCode(layout.Format) * a + b) * 127 * Math.Min(layout.PaddedCols, layout.GroupSize);
         if (worst > int.MaxValue)
             throw new NotSupportedException($"{WeightFormats.Name(layout.Format)} rows of {layout.Cols} columns could overflow the int32 accumulators; use exact mode");
@@ -182,12 +171,15 @@ public static unsafe class LowBitMatMul
     }
 
     // y = (A·S − B·X) · (α·multiplier) · xScale, per row; the one place per-row results are formed. A·S − B·X is exact in
-    // int32 (CheckShape), so the float result has one rounding there, then two multiplies, on every path.
+    // int32 (CheckShape), so the float result has one rounding there, then two multiplies, on every path. Σ value·x =
+    // scale · multiplier · (A · Σ code·x − B · Σ x) is the format's affine map (WeightFormatInfo.Affine).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void StorePerRow(in PackedMatrix w, QuantizedActivations x, float* y, int tile, int t0, int count, int* sums)
     {
         var layout = w.Layout;
-        var (a, b, multiplier) = CodeUnits.Affine(layout.Format);
+        var affine = WeightFormats.Affine(layout.Format);
+        int a = affine.A, b = affine.B;
+        float multiplier = affine.Multiplier;
         var rowScale = Quantizer.EffectiveScale(layout.Format, Vector128.Load(w.Scales + (long)tile * PackedLayout.TileRows)) * multiplier;
         int row0 = tile * PackedLayout.TileRows;
         bool full = row0 + PackedLayout.TileRows <= layout.Rows;
@@ -209,7 +201,7 @@ public static unsafe class LowBitMatMul
         where TKernel : ITileKernel
     {
         var layout = w.Layout;
-        int b = CodeUnits.Affine(layout.Format).B;
+        int b = WeightFormats.Affine(layout.Format).B;
         int unitsPerGroup = layout.GroupSize / CodeUnits.UnitCols(layout.CodeBits);
         int groupsPerSum = layout.GroupSize / QuantizedActivations.SumGroup;
         int* sums = stackalloc int[MaxGroupsPerCall * TokenBlock * PackedLayout.TileRows];

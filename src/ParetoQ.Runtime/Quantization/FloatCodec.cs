@@ -5,12 +5,8 @@ namespace ParetoQ.Runtime.Quantization;
 /// <summary>Little-endian fp32 / fp16 / bf16 element codecs for the dense float formats.</summary>
 public static class FloatCodec
 {
-    public static int ElementBytes(WeightFormat format) => format switch
-    {
-        WeightFormat.F32 => 4,
-        WeightFormat.F16 or WeightFormat.BF16 => 2,
-        _ => throw new ArgumentException($"{format} is not a float format", nameof(format)),
-    };
+    public static int ElementBytes(WeightFormat format) =>
+        WeightFormats.IsFloat(format) ? WeightFormats.Of(format).ElementBytes : throw new ArgumentException($"{format} is not a float format", nameof(format));
 
     /// <summary>bf16 → fp32 is exact: the bf16 bits are the top half of the fp32 bits.</summary>
     public static float Bf16ToSingle(ushort bits) => BitConverter.Int32BitsToSingle(bits << 16);

@@ -58,15 +58,8 @@ public readonly struct PackedLayout
     }
 
     /// <summary>Columns covered by one unit of the chunk arrangement; <see cref="PaddedCols"/> is a multiple of it.</summary>
-    public static int BlockCols(WeightFormat format) => format switch
-    {
-        WeightFormat.Binary => 128,
-        WeightFormat.Ternary or WeightFormat.Q2Seq => 64,
-        WeightFormat.Q3Row => 128,
-        WeightFormat.Q4Row or WeightFormat.Q4G32 => 32,
-        WeightFormat.I8Row => 16,
-        _ => throw new ArgumentException($"{format} is not a packed integer format", nameof(format)),
-    };
+    public static int BlockCols(WeightFormat format) =>
+        WeightFormats.IsPacked(format) ? WeightFormats.Of(format).BlockCols : throw new ArgumentException($"{format} is not a packed integer format", nameof(format));
 
     /// <summary>Byte offset of chunk <paramref name="chunk"/> of <paramref name="row"/> from the start of the tensor.</summary>
     public long ChunkOffset(int row, int chunk) =>

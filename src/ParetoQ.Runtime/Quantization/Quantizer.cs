@@ -105,20 +105,14 @@ public static class Quantizer
         }
     }
 
-    /// <summary>Value of a code; the arithmetic mirrors <see cref="FakeQuantize"/> so both round identically.</summary>
+    /// <summary>
+    /// Value of a code, by the format's affine map (<see cref="AffineCodes.Value"/>): its levels are small integers and
+    /// its divisor 1, 1.5 or 4, so it rounds exactly as <see cref="FakeQuantize"/> does.
+    /// </summary>
     public static float Dequantize(WeightFormat format, int code, float scale)
     {
-        float a = EffectiveScale(format, scale);
-        return format switch
-        {
-            WeightFormat.Binary => a * (2 * code - 1),
-            WeightFormat.Ternary => a * ((code - 1) / 1.5f),
-            WeightFormat.Q2Seq => a * ((code - 2 + 0.5f) / 2f),
-            WeightFormat.Q3Row => a * (code - 4),
-            WeightFormat.Q4Row or WeightFormat.Q4G32 => a * (code - 8),
-            WeightFormat.I8Row => a * (code - 128),
-            _ => throw new ArgumentException($"{format} is not a quantized format", nameof(format)),
-        };
+        if (!WeightFormats.IsPacked(format)) throw new ArgumentException($"{format} is not a quantized format", nameof(format));
+        return WeightFormats.Affine(format).Value(code, EffectiveScale(format, scale));
     }
 
     /// <summary>Weights whose fake-quantized value has no code (binary exact zeros).</summary>

@@ -1,3 +1,5 @@
+using ParetoQ.Runtime.Interchange;
+
 namespace ParetoQ.Runtime.Quantization;
 
 /// <summary>Storage format of one tensor in a .pq file. The numeric values are part of the file format: never renumber.</summary>
@@ -22,85 +24,124 @@ public enum WeightFormat : byte
     Q4G32 = 9,
 }
 
-/// <summary>Static facts about each <see cref="WeightFormat"/>: the format → layout table.</summary>
+/// <summary>
+/// A packed format's grid as integer levels: value = scale · (A · code − B) / Divisor (REFERENCE.md §1). The levels
+/// A · code − B are small integers, so the integer kernels multiply unsigned codes only and fix up B with the activation
+/// sum, and every GGUF block type whose integer range covers the levels holds the grid exactly.
+/// </summary>
+public readonly record struct AffineCodes(int A, int B, float Divisor)
+{
+    /// <summary>The step between levels as the kernels multiply it: 1 / Divisor, rounded once.</summary>
+    public float Multiplier => 1f / Divisor;
+
+    /// <summary>value = scale · (A·code − B) / Divisor, with the arithmetic (and rounding) of <see cref="Quantizer.FakeQuantize"/>.</summary>
+    public float Value(int code, float scale) => scale * ((A * code - B) / Divisor);
+
+    /// <summary>The same value as one line in the code, value = scale · (Slope · code + Intercept): the GPU kernels' form.</summary>
+    public (float Slope, float Intercept) Line => (Multiplier * A, -Multiplier * B);
+}
+
+/// <summary>
+/// The trainer's fake-quant grid (REFERENCE.md §1). LSQ rounds t = W/α and clamps it to [Qn, Qp]; SEQ clips t to
+/// ±<see cref="Quantizer.SeqClip"/> (Qn = −Qp = the clip) before rounding, and beyond the clip α's gradient takes
+/// ∓<see cref="ClippedGradient"/>.
+/// </summary>
+public sealed record TrainingGrid(bool Seq, float Qn, float Qp, float ClippedGradient);
+
+/// <summary>
+/// Everything about one <see cref="WeightFormat"/> in one place, as ggml's type traits: its bits and levels, the affine
+/// code → value map, the packed geometry and scale layout, the GGUF type it exports to and the trainer's grid. The
+/// kernels, packer, GGUF exporter, ILGPU upload and trainer read it; a test checks each of them against it.
+/// </summary>
+/// <param name="Name">The name used in .pq metadata and on the command line.</param>
+/// <param name="NominalBits">Bits per weight as users name them (1.58 for ternary).</param>
+/// <param name="CodeBits">Bits per stored code (ternary is held in 2); 16 or 32 for dense floats.</param>
+/// <param name="ElementBytes">Bytes per element of a dense float format; 0 for packed formats.</param>
+/// <param name="Levels">Distinct values of a packed grid (per scale).</param>
+/// <param name="MaxCode">Largest code of a packed format (codes are unsigned, 0..MaxCode).</param>
+/// <param name="Affine">The code → value map of a packed format.</param>
+/// <param name="BlockCols">Columns of one unit of the chunk arrangement; packed rows are padded to a multiple of it.</param>
+/// <param name="GroupSize">Inputs that share one scale: 32 for q4_g32, 0 for one scale per row.</param>
+/// <param name="Gguf">The ggml type that holds the format's levels (the float formats keep their own type).</param>
+/// <param name="Grid">The ParetoQ QAT grid the trainer fake-quantizes with; null for the PTQ and float formats.</param>
+public sealed record WeightFormatInfo(
+    WeightFormat Format, string Name, double NominalBits, int CodeBits, int ElementBytes, int Levels, int MaxCode,
+    AffineCodes Affine, int BlockCols, int GroupSize, GgmlType Gguf, TrainingGrid? Grid)
+{
+    public bool IsFloat => ElementBytes > 0;
+    public bool IsPacked => !IsFloat;
+    /// <summary>The ParetoQ QAT grids; their α is used as max(α, 1e-5).</summary>
+    public bool IsParetoQ => Grid is not null;
+    /// <summary>Where the scales sit: after all codes, fp32, ordered [tile][group][row in tile] (<see cref="PackedLayout"/>).</summary>
+    public string ScaleLayout => IsFloat ? "none" : GroupSize == 0 ? "fp32 per row" : $"fp32 per {GroupSize} inputs";
+}
+
+/// <summary>The descriptor table: one <see cref="WeightFormatInfo"/> per <see cref="WeightFormat"/>, and lookups over it.</summary>
 public static class WeightFormats
 {
-    public static bool IsKnown(WeightFormat f) => f <= WeightFormat.Q4G32;
+    private static readonly WeightFormatInfo[] s_table =
+    [
+        new(WeightFormat.F32, "f32", 32, 32, 4, 0, 0, default, 0, 0, GgmlType.F32, null),
+        new(WeightFormat.F16, "f16", 16, 16, 2, 0, 0, default, 0, 0, GgmlType.F16, null),
+        new(WeightFormat.BF16, "bf16", 16, 16, 2, 0, 0, default, 0, 0, GgmlType.BF16, null),
+        new(WeightFormat.I8Row, "i8_row", 8, 8, 0, 255, 255, new(1, 128, 1), 16, 0, GgmlType.Q8_0, null),             // −127 … 127 (code 0 unused)
+        new(WeightFormat.Q4Row, "q4_row", 4, 4, 0, 16, 15, new(1, 8, 1), 32, 0, GgmlType.Q4_0, new(false, -8, 7, 0)),   // −8 … 7
+        new(WeightFormat.Q3Row, "q3_row", 3, 3, 0, 8, 7, new(1, 4, 1), 128, 0, GgmlType.Q4_0, new(false, -4, 3, 0)),    // −4 … 3
+        new(WeightFormat.Q2Seq, "q2_seq", 2, 2, 0, 4, 3, new(2, 3, 4), 64, 0, GgmlType.Q2_K,                            // ±1/4, ±3/4
+            new(true, -Quantizer.SeqClip, Quantizer.SeqClip, 0.75f)),
+        new(WeightFormat.Ternary, "ternary", 1.58, 2, 0, 3, 2, new(1, 1, 1.5f), 64, 0, GgmlType.TQ2_0,                  // −2/3, 0, 2/3
+            new(true, -Quantizer.SeqClip, Quantizer.SeqClip, 1f)),
+        new(WeightFormat.Binary, "binary", 1, 1, 0, 2, 1, new(2, 1, 1), 128, 0, GgmlType.TQ2_0, new(false, -1, 1, 0)),  // ±1
+        new(WeightFormat.Q4G32, "q4_g32", 4, 4, 0, 16, 15, new(1, 8, 1), 32, 32, GgmlType.Q4_0, null),                  // −8 … 7
+    ];
+
+    /// <summary>The descriptor of a known format.</summary>
+    public static WeightFormatInfo Of(WeightFormat f) =>
+        IsKnown(f) ? s_table[(int)f] : throw new ArgumentOutOfRangeException(nameof(f), f, "unknown weight format");
+
+    /// <summary>Every format, in file-format order.</summary>
+    public static IReadOnlyList<WeightFormatInfo> All => s_table;
+
+    public static bool IsKnown(WeightFormat f) => (int)f < s_table.Length;
 
     /// <summary>Dense row-major floating-point formats (no tiling, no scales).</summary>
-    public static bool IsFloat(WeightFormat f) => f is WeightFormat.F32 or WeightFormat.F16 or WeightFormat.BF16;
+    public static bool IsFloat(WeightFormat f) => IsKnown(f) && s_table[(int)f].IsFloat;
 
     /// <summary>Integer-code formats stored in the tiled layout of <see cref="PackedLayout"/>.</summary>
-    public static bool IsPacked(WeightFormat f) => IsKnown(f) && !IsFloat(f);
+    public static bool IsPacked(WeightFormat f) => IsKnown(f) && s_table[(int)f].IsPacked;
 
     /// <summary>The ParetoQ QAT grids (REFERENCE.md §1).</summary>
-    public static bool IsParetoQ(WeightFormat f) => f is WeightFormat.Binary or WeightFormat.Ternary or WeightFormat.Q2Seq or WeightFormat.Q3Row or WeightFormat.Q4Row;
+    public static bool IsParetoQ(WeightFormat f) => IsKnown(f) && s_table[(int)f].IsParetoQ;
 
-    /// <summary>Bits per stored code (ternary is held in 2 bits).</summary>
-    public static int CodeBits(WeightFormat f) => f switch
-    {
-        WeightFormat.Binary => 1,
-        WeightFormat.Ternary or WeightFormat.Q2Seq => 2,
-        WeightFormat.Q3Row => 3,
-        WeightFormat.Q4Row or WeightFormat.Q4G32 => 4,
-        WeightFormat.I8Row => 8,
-        WeightFormat.F16 or WeightFormat.BF16 => 16,
-        WeightFormat.F32 => 32,
-        _ => throw new ArgumentOutOfRangeException(nameof(f), f, "unknown weight format"),
-    };
+    public static int CodeBits(WeightFormat f) => Of(f).CodeBits;
 
     /// <summary>Largest code value a format uses (codes are unsigned, 0..MaxCode).</summary>
-    public static int MaxCode(WeightFormat f) => f switch
-    {
-        WeightFormat.Binary => 1,
-        WeightFormat.Ternary => 2,
-        WeightFormat.Q2Seq => 3,
-        WeightFormat.Q3Row => 7,
-        WeightFormat.Q4Row or WeightFormat.Q4G32 => 15,
-        WeightFormat.I8Row => 255,
-        _ => throw new ArgumentOutOfRangeException(nameof(f), f, "not an integer-code format"),
-    };
+    public static int MaxCode(WeightFormat f) =>
+        Of(f).IsPacked ? s_table[(int)f].MaxCode : throw new ArgumentOutOfRangeException(nameof(f), f, "not an integer-code format");
 
     /// <summary>Inputs that share one scale: 32 for <see cref="WeightFormat.Q4G32"/>, 0 meaning "the whole row" otherwise.</summary>
-    public static int GroupSize(WeightFormat f) => f == WeightFormat.Q4G32 ? 32 : 0;
+    public static int GroupSize(WeightFormat f) => Of(f).GroupSize;
 
-    /// <summary>Nominal bits per weight as users name them (1.58 for ternary).</summary>
-    public static double NominalBits(WeightFormat f) => f == WeightFormat.Ternary ? 1.58 : CodeBits(f);
+    public static double NominalBits(WeightFormat f) => Of(f).NominalBits;
 
-    /// <summary>The name used in .pq metadata and on the command line.</summary>
-    public static string Name(WeightFormat f) => f switch
-    {
-        WeightFormat.F32 => "f32",
-        WeightFormat.F16 => "f16",
-        WeightFormat.BF16 => "bf16",
-        WeightFormat.I8Row => "i8_row",
-        WeightFormat.Q4Row => "q4_row",
-        WeightFormat.Q3Row => "q3_row",
-        WeightFormat.Q2Seq => "q2_seq",
-        WeightFormat.Ternary => "ternary",
-        WeightFormat.Binary => "binary",
-        WeightFormat.Q4G32 => "q4_g32",
-        _ => throw new ArgumentOutOfRangeException(nameof(f), f, "unknown weight format"),
-    };
+    public static string Name(WeightFormat f) => Of(f).Name;
 
     public static bool TryParse(string name, out WeightFormat format)
     {
-        for (var f = WeightFormat.F32; f <= WeightFormat.Q4G32; f++)
+        foreach (var info in s_table)
         {
-            if (Name(f) == name) { format = f; return true; }
+            if (info.Name == name) { format = info.Format; return true; }
         }
         format = default;
         return false;
     }
 
     /// <summary>The ParetoQ format for a bit width as users write it: 1, 1.58, 2, 3, 4.</summary>
-    public static WeightFormat FromParetoQBits(double bits) => bits switch
-    {
-        1 => WeightFormat.Binary,
-        1.58 => WeightFormat.Ternary,
-        2 => WeightFormat.Q2Seq,
-        3 => WeightFormat.Q3Row,
-        4 => WeightFormat.Q4Row,
-        _ => throw new ArgumentOutOfRangeException(nameof(bits), bits, "ParetoQ bit widths are 1, 1.58, 2, 3 and 4"),
-    };
+    public static WeightFormat FromParetoQBits(double bits) =>
+        s_table.FirstOrDefault(i => i.IsParetoQ && i.NominalBits == bits)?.Format
+        ?? throw new ArgumentOutOfRangeException(nameof(bits), bits, "ParetoQ bit widths are 1, 1.58, 2, 3 and 4");
+
+    /// <summary>The affine code → value map of a packed format.</summary>
+    public static AffineCodes Affine(WeightFormat f) =>
+        Of(f).IsPacked ? s_table[(int)f].Affine : throw new ArgumentException($"{f} is not a packed integer format", nameof(f));
 }
