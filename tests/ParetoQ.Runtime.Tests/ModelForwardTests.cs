@@ -1,6 +1,7 @@
 using ParetoQ.Runtime.Backends;
 using ParetoQ.Runtime.Backends.Cpu;
 using ParetoQ.Runtime.Format;
+using ParetoQ.Runtime.Kernels;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
 using ParetoQ.TestModels;
@@ -158,12 +159,32 @@ public sealed class ModelForwardTests(ITestOutputHelper output)
         using var dir = new TempDir();
         var gen = TestModelGenerator.Write(dir.File("m.pq"), TestModelGenerator.MobileLlmPro(), WeightFormat.Q2Seq, WeightFormat.I8Row, seed: 5);
         using var model = LanguageModel.Load(gen.Path, new CpuBackendOptions { Threads = 2 });
+        var pool = ((HostBackend)model.Backend).Pool;
+        Assert.Equal(2, pool.Threads);
         using var s = new Session(model);
         s.Forward(Prompt.AsSpan(0, 10));
         s.Forward(Prompt.AsSpan(10, 1)); // warm-up
-        long before = GC.GetAllocatedBytesForCurrentThread();
+        // Counted on every thread that runs the decode: the caller and each pool worker.
+        var probe = new AllocationProbe();
+        long[] before = new long[pool.Threads], after = new long[pool.Threads];
+        probe.Read(pool, before);
         for (int i = 11; i < Prompt.Length; i++) s.Forward(Prompt.AsSpan(i, 1));
-        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        probe.Read(pool, after);
+        for (int t = 0; t < pool.Threads; t++) Assert.True(after[t] == before[t], $"thread {t} of the pool allocated {after[t] - before[t]} bytes");
+    }
+
+    /// <summary>Reads each pool thread's allocated-bytes counter on that thread (item t runs on worker t); allocates nothing.</summary>
+    private sealed class AllocationProbe : IParallelJob
+    {
+        private long[] _into = [];
+
+        public void Read(WorkerPool pool, long[] into)
+        {
+            _into = into;
+            pool.Run(this, into.Length);
+        }
+
+        public void Execute(int begin, int end, int worker) => _into[worker] = GC.GetAllocatedBytesForCurrentThread();
     }
 
     [Fact]

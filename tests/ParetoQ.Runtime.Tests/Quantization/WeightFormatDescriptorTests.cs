@@ -2,7 +2,7 @@ using ParetoQ.Runtime.Interchange;
 using ParetoQ.Runtime.Kernels;
 using ParetoQ.Runtime.Quantization;
 
-namespace ParetoQ.Runtime.Tests.Quantization;
+namespace ParetoQ.Runtime.Tests;
 
 /// <summary>
 /// Every consumer of a weight format's facts against its descriptor (<see cref="WeightFormats.Of"/>), for every

@@ -11,7 +11,8 @@ namespace ParetoQ.Runtime.Backends.Cpu;
 /// </summary>
 public abstract class HostBackend : IComputeBackend
 {
-    private protected readonly WorkerPool Pool;
+    /// <summary>The worker pool every parallel operation runs on.</summary>
+    internal WorkerPool Pool { get; }
 
     public abstract string Name { get; }
     public int Threads => Pool.Threads;
