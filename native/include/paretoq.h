@@ -87,7 +87,8 @@ typedef struct pq_model_params {
 
 typedef struct pq_context_params {
     uint32_t size;              /* sizeof(pq_context_params) */
-    int32_t threads;            /* worker threads, the caller included; 0 (default) = one per core */
+    int32_t threads;            /* worker threads, the caller included: 0 (default) = one per core the process may use,
+                                   else 1 up to that many */
     int32_t context_length;     /* 0 (default) = min(model maximum, 4096) */
     int32_t kv_type;            /* pq_kv_type; PQ_KV_INT8 (default) */
     int32_t exact;              /* 1: fp32 scalar reference kernels (slow; accuracy checks); 0 (default) */

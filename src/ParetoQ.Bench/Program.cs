@@ -39,7 +39,7 @@ public static class Program
         }
     }
 
-    private static Option<int> Threads() => new("--threads", "-t") { Description = "Worker threads (default: one per core)" };
+    private static Option<int> Threads() => new("--threads", "-t") { Description = "Worker threads, 1 up to the cores this process may use (default: one per core)" };
     private static Option<bool> Json() => new("--json") { Description = "Write results as JSON to stdout" };
     private static Option<double> MinTime() => new("--min-time") { Description = "Seconds to repeat each measurement for", DefaultValueFactory = _ => 0.3 };
 

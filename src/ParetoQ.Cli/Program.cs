@@ -38,7 +38,7 @@ public static class Program
         kvCache.AcceptOnlyFromAmong("int8", "f32");
         var chat = new Option<bool>("--chat") { Description = "Use the model's chat template; without --prompt, chat interactively" };
         var system = new Option<string?>("--system") { Description = "System message for --chat" };
-        var threads = new Option<int>("--threads", "-t") { Description = "Worker threads (default: one per core)" };
+        var threads = new Option<int>("--threads", "-t") { Description = "Worker threads, 1 up to the cores this process may use (default: one per core)" };
         var exact = new Option<bool>("--exact") { Description = "Exact mode: fp32 activations through the scalar reference kernels (slow; for accuracy checks)" };
         var device = new Option<string>("--device") { Description = "cpu, or through ILGPU (JIT-hosted build only): cuda, opencl, ilgpu-cpu (a simulator, for tests), auto (cuda, then opencl, then cpu)", DefaultValueFactory = _ => "cpu" };
         device.AcceptOnlyFromAmong(ComputeDevice.Names);

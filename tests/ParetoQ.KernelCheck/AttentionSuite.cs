@@ -20,9 +20,13 @@ public static unsafe class AttentionSuite
     public static readonly int[] Groups = [1, 3, 4, 5];
     public static readonly int[] PositionCounts = [0, 1, 3, 17, 130];
 
+    /// <summary>Head sizes swept one by one, beside the named ones.</summary>
+    public const int SweepHeadDim = 136;
+
     public static IEnumerable<AttentionCase> Cases(IEnumerable<KernelPath> paths) =>
-        from p in paths from hd in HeadDims from g in Groups from n in PositionCounts from ring in (bool[])[false, true]
-        select new AttentionCase(p, hd, g, n, ring);
+        (from p in paths from hd in HeadDims from g in Groups from n in PositionCounts from ring in (bool[])[false, true]
+         select new AttentionCase(p, hd, g, n, ring))
+        .Concat(from p in paths from hd in Enumerable.Range(1, SweepHeadDim) select new AttentionCase(p, hd, 5, 9, true));
 
     /// <summary>Null when the path equals Scalar exactly and Scalar agrees with the reference; otherwise what differs.</summary>
     public static string? Run(AttentionCase c)

@@ -45,8 +45,9 @@ public static class FloatSuite
     public static string? MatMul(WeightFormat format)
     {
         var rng = new Random(17);
-        // Widths below, at and past the vector widths (4, 8, 16) with tails; a row range that starts and ends inside the matrix.
-        foreach (int cols in new[] { 1, 5, 16, 33, 257 })
+        // Every width up to 4 × 16 (each tail of every vector width), then one long row; a row range that starts and ends
+        // inside the matrix.
+        foreach (int cols in Enumerable.Range(1, 64).Append(257))
             foreach (int tokens in new[] { 1, 3 })
             {
                 const int rows = 7;

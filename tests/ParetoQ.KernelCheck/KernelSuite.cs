@@ -24,6 +24,9 @@ public static unsafe class KernelSuite
 
     public static readonly int[] TokenCounts = [1, 2, 3, 4, 5, 7, 9];
 
+    /// <summary>Widths swept one by one, beside the named shapes: two 128-column blocks.</summary>
+    public const int SweepCols = 256;
+
     public static IEnumerable<KernelCase> Cases(IEnumerable<KernelPath> paths)
     {
         foreach (var path in paths)
@@ -31,6 +34,11 @@ public static unsafe class KernelSuite
                 foreach (var (rows, cols) in Shapes)
                     foreach (int n in TokenCounts)
                         yield return new KernelCase(f, rows, cols, n, path, "random");
+        // Every width up to two of the widest blocks (TensorPrimitives style), so each tail length of each format is met.
+        foreach (var path in paths)
+            foreach (var f in Formats)
+                for (int cols = 1; cols <= SweepCols; cols++)
+                    yield return new KernelCase(f, 5, cols, 3, path, "random");
         // Every code at its maximum against activations at ±127: the saturation and overflow corner of each format.
         foreach (var path in paths)
             foreach (var f in Formats)
