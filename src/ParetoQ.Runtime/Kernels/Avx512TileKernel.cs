@@ -45,7 +45,7 @@ internal unsafe struct Avx512TileKernel<TWidth> : ITileKernel where TWidth : str
     public static void GroupedDot(in PackedMatrix w, int tile, QuantizedActivations x, int token0, int count, float* acc)
     {
         var layout = w.Layout;
-        if (TWidth.Bits != 4 || layout.GroupSize != QuantizedActivations.SumGroup || WeightFormats.Affine(layout.Format).B != 8)
+        if (TWidth.Bits != 4 || layout.GroupSize != QuantizedActivations.SumGroup || w.B != 8)
         {
             LowBitMatMul.GroupedDotFromSums<Avx512TileKernel<TWidth>>(w, tile, x, token0, count, acc);
             return;

@@ -13,11 +13,18 @@ public readonly unsafe struct PackedMatrix
     /// <summary>Scales: (tiles, groups per row, 4 rows).</summary>
     public readonly float* Scales;
 
+    /// <summary>The format's affine map (<see cref="WeightFormatInfo.Affine"/>) and α clamp, read once here for the epilogue.</summary>
+    public readonly int A, B;
+    public readonly float Multiplier;
+    public readonly bool ClampsScale;
+
     public PackedMatrix(PackedLayout layout, byte* tensor)
     {
         Layout = layout;
         Codes = tensor;
         Scales = (float*)(tensor + layout.CodeBytes);
+        var info = WeightFormats.Of(layout.Format);
+        (A, B, Multiplier, ClampsScale) = (info.Affine.A, info.Affine.B, info.Affine.Multiplier, info.IsParetoQ);
     }
 
     public int Tiles => Layout.PaddedRows / PackedLayout.TileRows;
@@ -177,10 +184,8 @@ public static unsafe class LowBitMatMul
     private static void StorePerRow(in PackedMatrix w, QuantizedActivations x, float* y, int tile, int t0, int count, int* sums)
     {
         var layout = w.Layout;
-        var affine = WeightFormats.Affine(layout.Format);
-        int a = affine.A, b = affine.B;
-        float multiplier = affine.Multiplier;
-        var rowScale = Quantizer.EffectiveScale(layout.Format, Vector128.Load(w.Scales + (long)tile * PackedLayout.TileRows)) * multiplier;
+        int a = w.A, b = w.B;
+        var rowScale = Quantizer.EffectiveScale(w.ClampsScale, Vector128.Load(w.Scales + (long)tile * PackedLayout.TileRows)) * w.Multiplier;
         int row0 = tile * PackedLayout.TileRows;
         bool full = row0 + PackedLayout.TileRows <= layout.Rows;
         for (int t = 0; t < count; t++)
@@ -201,7 +206,7 @@ public static unsafe class LowBitMatMul
         where TKernel : ITileKernel
     {
         var layout = w.Layout;
-        int b = WeightFormats.Affine(layout.Format).B;
+        int b = w.B;
         int unitsPerGroup = layout.GroupSize / CodeUnits.UnitCols(layout.CodeBits);
         int groupsPerSum = layout.GroupSize / QuantizedActivations.SumGroup;
         int* sums = stackalloc int[MaxGroupsPerCall * TokenBlock * PackedLayout.TileRows];

@@ -42,9 +42,12 @@ public static class Quantizer
     public static float EffectiveScale(WeightFormat format, float scale) =>
         WeightFormats.IsParetoQ(format) ? MathF.Max(scale, MinAlpha) : scale;
 
-    /// <summary><see cref="EffectiveScale(WeightFormat, float)"/> of four scales (the rows of a kernel tile).</summary>
-    public static Vector128<float> EffectiveScale(WeightFormat format, Vector128<float> scales) =>
-        WeightFormats.IsParetoQ(format) ? Vector128.Max(scales, Vector128.Create(MinAlpha)) : scales;
+    /// <summary>
+    /// <see cref="EffectiveScale(WeightFormat, float)"/> of four scales (the rows of a kernel tile), given whether the
+    /// format clamps (<see cref="WeightFormatInfo.IsParetoQ"/>), which the kernels read once per matrix.
+    /// </summary>
+    public static Vector128<float> EffectiveScale(bool clamp, Vector128<float> scales) =>
+        clamp ? Vector128.Max(scales, Vector128.Create(MinAlpha)) : scales;
 
     /// <summary>The forward quantizer Q(w) of REFERENCE.md §1, written exactly as the formulas read.</summary>
     public static float FakeQuantize(WeightFormat format, float w, float scale)
