@@ -15,7 +15,7 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
     [ThreadStatic] private static float[]? t_transposed;
 
     /// <summary>y[n, o] = Σ_i x[n, i]·w[o, i]: a linear layer, weights [out, in] as in PyTorch.</summary>
-    public static void MatMul(ReadOnlySpan<T> x, ReadOnlySpan<T> w, Span<T> y, int n, int inDim, int outDim)
+    public static void MatMul(ReadOnlySpan<T> x, ReadOnlySpan<T> w, int n, int inDim, int outDim, Span<T> y)
     {
         if (typeof(T) == typeof(float))
         {
@@ -33,7 +33,7 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
     }
 
     /// <summary>dx += dy·w, dw += dyᵀ·x.</summary>
-    public static void MatMulBackward(ReadOnlySpan<T> dy, ReadOnlySpan<T> x, ReadOnlySpan<T> w, Span<T> dx, Span<T> dw, int n, int inDim, int outDim)
+    public static void MatMulBackward(ReadOnlySpan<T> dy, ReadOnlySpan<T> x, ReadOnlySpan<T> w, int n, int inDim, int outDim, Span<T> dx, Span<T> dw)
     {
         if (typeof(T) == typeof(float))
         {
@@ -59,7 +59,7 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
     }
 
     /// <summary>y = x / rms(x) · weight per row; keeps 1/rms per row for the backward.</summary>
-    public static void RmsNorm(ReadOnlySpan<T> x, ReadOnlySpan<T> weight, Span<T> y, Span<T> rstd, int n, int dim, T eps)
+    public static void RmsNorm(ReadOnlySpan<T> x, ReadOnlySpan<T> weight, int n, int dim, T eps, Span<T> y, Span<T> rstd)
     {
         for (int t = 0; t < n; t++)
         {
@@ -71,7 +71,7 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
     }
 
     /// <summary>With u = x·r: dweight += dy·u; dx += r·(dy·w − u·mean(dy·w·u)).</summary>
-    public static void RmsNormBackward(ReadOnlySpan<T> dy, ReadOnlySpan<T> x, ReadOnlySpan<T> weight, ReadOnlySpan<T> rstd, Span<T> dx, Span<T> dweight, int n, int dim)
+    public static void RmsNormBackward(ReadOnlySpan<T> dy, ReadOnlySpan<T> x, ReadOnlySpan<T> weight, ReadOnlySpan<T> rstd, int n, int dim, Span<T> dx, Span<T> dweight)
     {
         for (int t = 0; t < n; t++)
         {
@@ -111,7 +111,7 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
     /// [headDim/2]; pair p is (p, p + hd/2) for rotate-half and (2p, 2p + 1) interleaved. <paramref name="inverse"/>
     /// rotates by the negative angle, which is the backward (a rotation's transpose).
     /// </summary>
-    public static void Rope(Span<T> x, int n, int heads, int headDim, int start, ReadOnlySpan<double> invFreq, bool interleaved, bool inverse = false)
+    public static void Rope(ReadOnlySpan<double> invFreq, int n, int heads, int headDim, int start, bool interleaved, bool inverse, Span<T> x)
     {
         int half = headDim / 2;
         for (int t = 0; t < n; t++)
@@ -134,7 +134,7 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
     /// Causal attention with grouped KV heads: q [n, H, hd], k and v [n, Hkv, hd], out [n, H, hd]; query t sees keys
     /// max(0, t − window + 1) … t (window 0 = all). probs [H, n, n] keeps the softmax for the backward.
     /// </summary>
-    public static void Attention(ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, Span<T> output, Span<T> probs, int n, int heads, int kvHeads, int headDim, int window)
+    public static void Attention(ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, int n, int heads, int kvHeads, int headDim, int window, Span<T> output, Span<T> probs)
     {
         T scale = T.One / T.Sqrt(T.CreateChecked(headDim));
         int group = heads / kvHeads;
@@ -163,8 +163,7 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
     }
 
     /// <summary>dq, dk, dv += the gradients of <see cref="Attention"/> given dout and its saved probs.</summary>
-    public static void AttentionBackward(ReadOnlySpan<T> dout, ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, ReadOnlySpan<T> probs,
-        Span<T> dq, Span<T> dk, Span<T> dv, int n, int heads, int kvHeads, int headDim, int window)
+    public static void AttentionBackward(ReadOnlySpan<T> dout, ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, ReadOnlySpan<T> probs, int n, int heads, int kvHeads, int headDim, int window, Span<T> dq, Span<T> dk, Span<T> dv)
     {
         T scale = T.One / T.Sqrt(T.CreateChecked(headDim));
         int group = heads / kvHeads;
@@ -198,13 +197,13 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
     }
 
     /// <summary>x[t] = table[tokens[t]] (rows of dim).</summary>
-    public static void Embed(ReadOnlySpan<int> tokens, ReadOnlySpan<T> table, Span<T> x, int dim)
+    public static void Embed(ReadOnlySpan<int> tokens, ReadOnlySpan<T> table, int dim, Span<T> x)
     {
         for (int t = 0; t < tokens.Length; t++) table.Slice(tokens[t] * dim, dim).CopyTo(x.Slice(t * dim, dim));
     }
 
     /// <summary>dtable[tokens[t]] += dx[t].</summary>
-    public static void EmbedBackward(ReadOnlySpan<int> tokens, ReadOnlySpan<T> dx, Span<T> dtable, int dim)
+    public static void EmbedBackward(ReadOnlySpan<int> tokens, ReadOnlySpan<T> dx, int dim, Span<T> dtable)
     {
         for (int t = 0; t < tokens.Length; t++)
         {
@@ -218,7 +217,7 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
     /// Mean next-token cross-entropy over the positions whose target is ≥ 0 (−1 masks a position), and its gradient
     /// into dlogits (overwritten): (softmax − onehot)·<paramref name="gradScale"/>/count.
     /// </summary>
-    public static T CrossEntropy(ReadOnlySpan<T> logits, ReadOnlySpan<int> targets, Span<T> dlogits, int vocab, T gradScale)
+    public static T CrossEntropy(ReadOnlySpan<T> logits, ReadOnlySpan<int> targets, int vocab, T gradScale, Span<T> dlogits)
     {
         int count = 0;
         foreach (int target in targets) if (target >= 0) count++;
@@ -248,7 +247,7 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
     /// softmax(teacher))·<paramref name="gradScale"/>/count, is <b>added</b> to dlogits, so it mixes with
     /// <see cref="CrossEntropy"/>'s.
     /// </summary>
-    public static T Distillation(ReadOnlySpan<T> student, ReadOnlySpan<T> teacher, ReadOnlySpan<int> targets, Span<T> dlogits, int vocab, T gradScale)
+    public static T Distillation(ReadOnlySpan<T> student, ReadOnlySpan<T> teacher, ReadOnlySpan<int> targets, int vocab, T gradScale, Span<T> dlogits)
     {
         int count = 0;
         foreach (int target in targets) if (target >= 0) count++;

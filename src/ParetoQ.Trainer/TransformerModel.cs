@@ -158,38 +158,38 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
             weights = _quantized;
         }
 
-        Ops<T>.Embed(tokens, W(weights, TensorRole.Embedding), a.Residual[0], d);
+        Ops<T>.Embed(tokens, W(weights, TensorRole.Embedding), d, a.Residual[0]);
         for (int l = 0; l < c.EffectiveLayers; l++)
         {
             var L = a.Layers[l];
             int layer = l / c.LayerRepeat;
             ReadOnlySpan<T> x = a.Residual[l];
-            Ops<T>.RmsNorm(x, W(weights, TensorRole.AttentionNorm, layer), L.Norm1, L.Rstd1, n, d, T.CreateChecked(c.RmsNormEps));
-            Ops<T>.MatMul(L.Norm1, W(weights, TensorRole.Query, layer), L.Q, n, d, c.QueryDim);
-            Ops<T>.MatMul(L.Norm1, W(weights, TensorRole.Key, layer), L.K, n, d, c.KvDim);
-            Ops<T>.MatMul(L.Norm1, W(weights, TensorRole.Value, layer), L.V, n, d, c.KvDim);
+            Ops<T>.RmsNorm(x, W(weights, TensorRole.AttentionNorm, layer), n, d, T.CreateChecked(c.RmsNormEps), L.Norm1, L.Rstd1);
+            Ops<T>.MatMul(L.Norm1, W(weights, TensorRole.Query, layer), n, d, c.QueryDim, L.Q);
+            Ops<T>.MatMul(L.Norm1, W(weights, TensorRole.Key, layer), n, d, c.KvDim, L.K);
+            Ops<T>.MatMul(L.Norm1, W(weights, TensorRole.Value, layer), n, d, c.KvDim, L.V);
             bool interleaved = c.RopeLayout == RopeLayout.Interleaved;
-            Ops<T>.Rope(L.Q, n, c.NumHeads, c.HeadDim, 0, _invFreq, interleaved);
-            Ops<T>.Rope(L.K, n, c.NumKvHeads, c.HeadDim, 0, _invFreq, interleaved);
-            Ops<T>.Attention(L.Q, L.K, L.V, L.Attended, L.Probs, n, c.NumHeads, c.NumKvHeads, c.HeadDim, Window(layer));
-            Ops<T>.MatMul(L.Attended, W(weights, TensorRole.Output, layer), L.Mid, n, c.QueryDim, d);
+            Ops<T>.Rope(_invFreq, n, c.NumHeads, c.HeadDim, 0, interleaved, false, L.Q);
+            Ops<T>.Rope(_invFreq, n, c.NumKvHeads, c.HeadDim, 0, interleaved, false, L.K);
+            Ops<T>.Attention(L.Q, L.K, L.V, n, c.NumHeads, c.NumKvHeads, c.HeadDim, Window(layer), L.Attended, L.Probs);
+            Ops<T>.MatMul(L.Attended, W(weights, TensorRole.Output, layer), n, c.QueryDim, d, L.Mid);
             for (int i = 0; i < n * d; i++) L.Mid[i] += x[i];
-            Ops<T>.RmsNorm(L.Mid, W(weights, TensorRole.FfnNorm, layer), L.Norm2, L.Rstd2, n, d, T.CreateChecked(c.RmsNormEps));
-            Ops<T>.MatMul(L.Norm2, W(weights, TensorRole.Gate, layer), L.Gate, n, d, c.IntermediateSize);
-            Ops<T>.MatMul(L.Norm2, W(weights, TensorRole.Up, layer), L.Up, n, d, c.IntermediateSize);
+            Ops<T>.RmsNorm(L.Mid, W(weights, TensorRole.FfnNorm, layer), n, d, T.CreateChecked(c.RmsNormEps), L.Norm2, L.Rstd2);
+            Ops<T>.MatMul(L.Norm2, W(weights, TensorRole.Gate, layer), n, d, c.IntermediateSize, L.Gate);
+            Ops<T>.MatMul(L.Norm2, W(weights, TensorRole.Up, layer), n, d, c.IntermediateSize, L.Up);
             Ops<T>.SwiGlu(L.Gate, L.Up, L.Hidden);
             var next = a.Residual[l + 1];
-            Ops<T>.MatMul(L.Hidden, W(weights, TensorRole.Down, layer), next, n, c.IntermediateSize, d);
+            Ops<T>.MatMul(L.Hidden, W(weights, TensorRole.Down, layer), n, c.IntermediateSize, d, next);
             for (int i = 0; i < n * d; i++) next[i] += L.Mid[i];
         }
-        Ops<T>.RmsNorm(a.Residual[c.EffectiveLayers], W(weights, TensorRole.FinalNorm), a.FinalNorm, a.FinalRstd, n, d, T.CreateChecked(c.RmsNormEps));
-        Ops<T>.MatMul(a.FinalNorm, W(weights, HeadRole), a.Logits, n, d, c.VocabSize);
+        Ops<T>.RmsNorm(a.Residual[c.EffectiveLayers], W(weights, TensorRole.FinalNorm), n, d, T.CreateChecked(c.RmsNormEps), a.FinalNorm, a.FinalRstd);
+        Ops<T>.MatMul(a.FinalNorm, W(weights, HeadRole), n, d, c.VocabSize, a.Logits);
         if (!logits.IsEmpty) a.Logits.CopyTo(logits);
-        if (teacherLogits.IsEmpty) return Ops<T>.CrossEntropy(a.Logits, targets, a.LogitGrads, c.VocabSize, T.One);
+        if (teacherLogits.IsEmpty) return Ops<T>.CrossEntropy(a.Logits, targets, c.VocabSize, T.One, a.LogitGrads);
         if (teacherLogits.Length != a.Logits.Length) throw new ArgumentException($"{teacherLogits.Length} teacher logits for {a.Logits.Length}");
         if (!(distillWeight >= T.Zero && distillWeight <= T.One)) throw new ArgumentException($"distillation weight {distillWeight} must be within 0..1");
-        T ce = Ops<T>.CrossEntropy(a.Logits, targets, a.LogitGrads, c.VocabSize, T.One - distillWeight);
-        T kl = Ops<T>.Distillation(a.Logits, teacherLogits, targets, a.LogitGrads, c.VocabSize, distillWeight);
+        T ce = Ops<T>.CrossEntropy(a.Logits, targets, c.VocabSize, T.One - distillWeight, a.LogitGrads);
+        T kl = Ops<T>.Distillation(a.Logits, teacherLogits, targets, c.VocabSize, distillWeight, a.LogitGrads);
         return (T.One - distillWeight) * ce + distillWeight * kl;
     }
 
@@ -210,10 +210,9 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
         for (int i = 0; i < dlogits.Length; i++) dlogits[i] *= scale;
         var dnorm = s.Norm1;
         dnorm.AsSpan().Clear();
-        Ops<T>.MatMulBackward(dlogits, a.FinalNorm, W(weights, HeadRole), dnorm, G(HeadRole), n, d, c.VocabSize);
+        Ops<T>.MatMulBackward(dlogits, a.FinalNorm, W(weights, HeadRole), n, d, c.VocabSize, dnorm, G(HeadRole));
         dx.AsSpan().Clear();
-        Ops<T>.RmsNormBackward(dnorm, a.Residual[c.EffectiveLayers], W(weights, TensorRole.FinalNorm), a.FinalRstd, dx,
-            G(TensorRole.FinalNorm), n, d);
+        Ops<T>.RmsNormBackward(dnorm, a.Residual[c.EffectiveLayers], W(weights, TensorRole.FinalNorm), a.FinalRstd, n, d, dx, G(TensorRole.FinalNorm));
 
         for (int l = c.EffectiveLayers - 1; l >= 0; l--)
         {
@@ -223,31 +222,31 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
             // MLP block: dx flows to the residual unchanged and through down → SwiGLU → gate/up → norm.
             // (Scratch reuses one layer's shapes for gradients; Norm1 holds ∂L/∂(normed input) of either norm.)
             s.Hidden.AsSpan().Clear();
-            Ops<T>.MatMulBackward(dx, L.Hidden, W(weights, TensorRole.Down, layer), s.Hidden, P(TensorRole.Down), n, c.IntermediateSize, d);
+            Ops<T>.MatMulBackward(dx, L.Hidden, W(weights, TensorRole.Down, layer), n, c.IntermediateSize, d, s.Hidden, P(TensorRole.Down));
             s.Gate.AsSpan().Clear();
             s.Up.AsSpan().Clear();
             Ops<T>.SwiGluBackward(s.Hidden, L.Gate, L.Up, s.Gate, s.Up);
             s.Norm1.AsSpan().Clear();
-            Ops<T>.MatMulBackward(s.Gate, L.Norm2, W(weights, TensorRole.Gate, layer), s.Norm1, P(TensorRole.Gate), n, d, c.IntermediateSize);
-            Ops<T>.MatMulBackward(s.Up, L.Norm2, W(weights, TensorRole.Up, layer), s.Norm1, P(TensorRole.Up), n, d, c.IntermediateSize);
-            Ops<T>.RmsNormBackward(s.Norm1, L.Mid, W(weights, TensorRole.FfnNorm, layer), L.Rstd2, dx, G(TensorRole.FfnNorm, layer), n, d);
+            Ops<T>.MatMulBackward(s.Gate, L.Norm2, W(weights, TensorRole.Gate, layer), n, d, c.IntermediateSize, s.Norm1, P(TensorRole.Gate));
+            Ops<T>.MatMulBackward(s.Up, L.Norm2, W(weights, TensorRole.Up, layer), n, d, c.IntermediateSize, s.Norm1, P(TensorRole.Up));
+            Ops<T>.RmsNormBackward(s.Norm1, L.Mid, W(weights, TensorRole.FfnNorm, layer), L.Rstd2, n, d, dx, G(TensorRole.FfnNorm, layer));
             // Attention block.
             s.Attended.AsSpan().Clear();
-            Ops<T>.MatMulBackward(dx, L.Attended, W(weights, TensorRole.Output, layer), s.Attended, P(TensorRole.Output), n, c.QueryDim, d);
+            Ops<T>.MatMulBackward(dx, L.Attended, W(weights, TensorRole.Output, layer), n, c.QueryDim, d, s.Attended, P(TensorRole.Output));
             s.Q.AsSpan().Clear();
             s.K.AsSpan().Clear();
             s.V.AsSpan().Clear();
-            Ops<T>.AttentionBackward(s.Attended, L.Q, L.K, L.V, L.Probs, s.Q, s.K, s.V, n, c.NumHeads, c.NumKvHeads, c.HeadDim, Window(layer));
+            Ops<T>.AttentionBackward(s.Attended, L.Q, L.K, L.V, L.Probs, n, c.NumHeads, c.NumKvHeads, c.HeadDim, Window(layer), s.Q, s.K, s.V);
             bool interleaved = c.RopeLayout == RopeLayout.Interleaved;
-            Ops<T>.Rope(s.Q, n, c.NumHeads, c.HeadDim, 0, _invFreq, interleaved, inverse: true);
-            Ops<T>.Rope(s.K, n, c.NumKvHeads, c.HeadDim, 0, _invFreq, interleaved, inverse: true);
+            Ops<T>.Rope(_invFreq, n, c.NumHeads, c.HeadDim, 0, interleaved, inverse: true, s.Q);
+            Ops<T>.Rope(_invFreq, n, c.NumKvHeads, c.HeadDim, 0, interleaved, inverse: true, s.K);
             s.Norm1.AsSpan().Clear();
-            Ops<T>.MatMulBackward(s.Q, L.Norm1, W(weights, TensorRole.Query, layer), s.Norm1, P(TensorRole.Query), n, d, c.QueryDim);
-            Ops<T>.MatMulBackward(s.K, L.Norm1, W(weights, TensorRole.Key, layer), s.Norm1, P(TensorRole.Key), n, d, c.KvDim);
-            Ops<T>.MatMulBackward(s.V, L.Norm1, W(weights, TensorRole.Value, layer), s.Norm1, P(TensorRole.Value), n, d, c.KvDim);
-            Ops<T>.RmsNormBackward(s.Norm1, a.Residual[l], W(weights, TensorRole.AttentionNorm, layer), L.Rstd1, dx, G(TensorRole.AttentionNorm, layer), n, d);
+            Ops<T>.MatMulBackward(s.Q, L.Norm1, W(weights, TensorRole.Query, layer), n, d, c.QueryDim, s.Norm1, P(TensorRole.Query));
+            Ops<T>.MatMulBackward(s.K, L.Norm1, W(weights, TensorRole.Key, layer), n, d, c.KvDim, s.Norm1, P(TensorRole.Key));
+            Ops<T>.MatMulBackward(s.V, L.Norm1, W(weights, TensorRole.Value, layer), n, d, c.KvDim, s.Norm1, P(TensorRole.Value));
+            Ops<T>.RmsNormBackward(s.Norm1, a.Residual[l], W(weights, TensorRole.AttentionNorm, layer), L.Rstd1, n, d, dx, G(TensorRole.AttentionNorm, layer));
         }
-        Ops<T>.EmbedBackward(a.TokenIds, dx, G(TensorRole.Embedding), d);
+        Ops<T>.EmbedBackward(a.TokenIds, dx, d, G(TensorRole.Embedding));
 
         if (Projections is { } format)
         {

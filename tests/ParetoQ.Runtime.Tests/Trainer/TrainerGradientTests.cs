@@ -38,10 +38,10 @@ public sealed class TrainerGradientTests
         var rng = new Random(1);
         int n = 3, inDim = 5, outDim = 4;
         double[] x = Random(rng, n * inDim), w = Random(rng, outDim * inDim), r = Random(rng, n * outDim);
-        double Loss() { var y = new double[n * outDim]; Ops<double>.MatMul(x, w, y, n, inDim, outDim); return Dot(y, r); }
+        double Loss() { var y = new double[n * outDim]; Ops<double>.MatMul(x, w, n, inDim, outDim, y); return Dot(y, r); }
         var dx = new double[x.Length];
         var dw = new double[w.Length];
-        Ops<double>.MatMulBackward(r, x, w, dx, dw, n, inDim, outDim);
+        Ops<double>.MatMulBackward(r, x, w, n, inDim, outDim, dx, dw);
         CheckGradient("dx", x, dx, Loss);
         CheckGradient("dw", w, dw, Loss);
     }
@@ -52,12 +52,12 @@ public sealed class TrainerGradientTests
         var rng = new Random(2);
         int n = 3, dim = 7;
         double[] x = Random(rng, n * dim), weight = Random(rng, dim), r = Random(rng, n * dim);
-        double Loss() { var y = new double[n * dim]; Ops<double>.RmsNorm(x, weight, y, new double[n], n, dim, 1e-5); return Dot(y, r); }
+        double Loss() { var y = new double[n * dim]; Ops<double>.RmsNorm(x, weight, n, dim, 1e-5, y, new double[n]); return Dot(y, r); }
         var rstd = new double[n];
-        Ops<double>.RmsNorm(x, weight, new double[n * dim], rstd, n, dim, 1e-5);
+        Ops<double>.RmsNorm(x, weight, n, dim, 1e-5, new double[n * dim], rstd);
         var dx = new double[x.Length];
         var dweight = new double[dim];
-        Ops<double>.RmsNormBackward(r, x, weight, rstd, dx, dweight, n, dim);
+        Ops<double>.RmsNormBackward(r, x, weight, rstd, n, dim, dx, dweight);
         CheckGradient("dx", x, dx, Loss);
         CheckGradient("dweight", weight, dweight, Loss);
     }
@@ -84,9 +84,9 @@ public sealed class TrainerGradientTests
         int n = 3, heads = 2, hd = 8;
         double[] invFreq = Enumerable.Range(0, hd / 2).Select(i => Math.Pow(10000, -2.0 * i / hd)).ToArray();
         double[] x = Random(rng, n * heads * hd), r = Random(rng, x.Length);
-        double Loss() { var y = (double[])x.Clone(); Ops<double>.Rope(y, n, heads, hd, 5, invFreq, interleaved); return Dot(y, r); }
+        double Loss() { var y = (double[])x.Clone(); Ops<double>.Rope(invFreq, n, heads, hd, 5, interleaved, false, y); return Dot(y, r); }
         var dx = (double[])r.Clone();
-        Ops<double>.Rope(dx, n, heads, hd, 5, invFreq, interleaved, inverse: true);
+        Ops<double>.Rope(invFreq, n, heads, hd, 5, interleaved, inverse: true, dx);
         CheckGradient("dx", x, dx, Loss);
     }
 
@@ -98,13 +98,13 @@ public sealed class TrainerGradientTests
         var rng = new Random(5 + window);
         int n = 5, heads = 4, kvHeads = 2, hd = 3;
         double[] q = Random(rng, n * heads * hd), k = Random(rng, n * kvHeads * hd), v = Random(rng, n * kvHeads * hd), r = Random(rng, n * heads * hd);
-        double Loss() { var o = new double[q.Length]; Ops<double>.Attention(q, k, v, o, new double[heads * n * n], n, heads, kvHeads, hd, window); return Dot(o, r); }
+        double Loss() { var o = new double[q.Length]; Ops<double>.Attention(q, k, v, n, heads, kvHeads, hd, window, o, new double[heads * n * n]); return Dot(o, r); }
         var probs = new double[heads * n * n];
-        Ops<double>.Attention(q, k, v, new double[q.Length], probs, n, heads, kvHeads, hd, window);
+        Ops<double>.Attention(q, k, v, n, heads, kvHeads, hd, window, new double[q.Length], probs);
         var dq = new double[q.Length];
         var dk = new double[k.Length];
         var dv = new double[v.Length];
-        Ops<double>.AttentionBackward(r, q, k, v, probs, dq, dk, dv, n, heads, kvHeads, hd, window);
+        Ops<double>.AttentionBackward(r, q, k, v, probs, n, heads, kvHeads, hd, window, dq, dk, dv);
         CheckGradient("dq", q, dq, Loss);
         CheckGradient("dk", k, dk, Loss);
         CheckGradient("dv", v, dv, Loss);
@@ -120,15 +120,15 @@ public sealed class TrainerGradientTests
         int[] tokens = [2, 5, 2, 0];
         int[] targets = [5, -1, 0, 3]; // −1: not scored
         double[] table = Random(rng, vocab * dim), r = Random(rng, tokens.Length * dim);
-        double EmbedLoss() { var x = new double[tokens.Length * dim]; Ops<double>.Embed(tokens, table, x, dim); return Dot(x, r); }
+        double EmbedLoss() { var x = new double[tokens.Length * dim]; Ops<double>.Embed(tokens, table, dim, x); return Dot(x, r); }
         var dtable = new double[table.Length];
-        Ops<double>.EmbedBackward(tokens, r, dtable, dim);
+        Ops<double>.EmbedBackward(tokens, r, dim, dtable);
         CheckGradient("dtable", table, dtable, EmbedLoss);
 
         double[] logits = Random(rng, targets.Length * vocab, 3);
-        double CeLoss() => Ops<double>.CrossEntropy(logits, targets, new double[logits.Length], vocab, 1);
+        double CeLoss() => Ops<double>.CrossEntropy(logits, targets, vocab, 1, new double[logits.Length]);
         var dlogits = new double[logits.Length];
-        double loss = Ops<double>.CrossEntropy(logits, targets, dlogits, vocab, 1);
+        double loss = Ops<double>.CrossEntropy(logits, targets, vocab, 1, dlogits);
         CheckGradient("dlogits", logits, dlogits, CeLoss);
         double expected = new[] { 0, 2, 3 }.Average(t =>
         {
@@ -146,14 +146,14 @@ public sealed class TrainerGradientTests
         int vocab = 6;
         int[] targets = [1, -1, 4];
         double[] student = Random(rng, 3 * vocab, 2), teacher = Random(rng, 3 * vocab, 2);
-        double Loss() => Ops<double>.Distillation(student, teacher, targets, new double[student.Length], vocab, 1);
+        double Loss() => Ops<double>.Distillation(student, teacher, targets, vocab, 1, new double[student.Length]);
         var grad = new double[student.Length];
-        double kl = Ops<double>.Distillation(student, teacher, targets, grad, vocab, 1);
+        double kl = Ops<double>.Distillation(student, teacher, targets, vocab, 1, grad);
         Assert.True(kl > 0);
         CheckGradient("dstudent", student, grad, Loss);
         Assert.All(grad.Skip(vocab).Take(vocab), g => Assert.Equal(0, g));
         var same = new double[student.Length];
-        Assert.Equal(0, Ops<double>.Distillation(teacher, teacher, targets, same, vocab, 1), 12);
+        Assert.Equal(0, Ops<double>.Distillation(teacher, teacher, targets, vocab, 1, same), 12);
         Assert.All(same, g => Assert.Equal(0, g, 12));
     }
 
@@ -219,16 +219,16 @@ public sealed class TrainerGemmTests
         float[] F(double[] v) => [.. v.Select(d => (float)d)];
 
         var y = new double[n * outDim];
-        Ops<double>.MatMul(x, w, y, n, inDim, outDim);
+        Ops<double>.MatMul(x, w, n, inDim, outDim, y);
         var yf = new float[n * outDim];
-        Ops<float>.MatMul(F(x), F(w), yf, n, inDim, outDim);
+        Ops<float>.MatMul(F(x), F(w), n, inDim, outDim, yf);
         AssertClose(y, yf, inDim);
 
         // The backward accumulates: start both from the same nonzero gradients.
         double[] dx = [.. Enumerable.Range(0, n * inDim).Select(i => 0.01 * i)], dw = [.. Enumerable.Range(0, outDim * inDim).Select(i => -0.01 * i)];
         float[] dxf = F(dx), dwf = F(dw);
-        Ops<double>.MatMulBackward(dy, x, w, dx, dw, n, inDim, outDim);
-        Ops<float>.MatMulBackward(F(dy), F(x), F(w), dxf, dwf, n, inDim, outDim);
+        Ops<double>.MatMulBackward(dy, x, w, n, inDim, outDim, dx, dw);
+        Ops<float>.MatMulBackward(F(dy), F(x), F(w), n, inDim, outDim, dxf, dwf);
         AssertClose(dx, dxf, outDim);
         AssertClose(dw, dwf, n);
     }
