@@ -7,7 +7,8 @@ namespace ParetoQ.Accelerators;
 
 /// <summary>
 /// How a kernel reads one weight tensor. The tensor sits on the device exactly as the .pq file stores it, as 32-bit
-/// little-endian words: packed codes in <see cref="PackedLayout"/>'s tiles followed by their fp32 scales, or dense floats.
+/// little-endian words: packed codes in <see cref="PackedLayout"/>'s tiles followed by their fp32 scales, or dense
+/// floats.
 /// </summary>
 public struct DeviceMatrix
 {
@@ -34,7 +35,8 @@ public struct AttentionShape
     public int FirstToken;    // the launch covers tokens FirstToken.. (ring caches go one token per launch)
     public int Int8;          // 1: int8 codes with a scale and zero point per (slot, head); 0: fp32
     public float Scale;       // 1 / sqrt(HeadDim)
-    public long ValueOffset;  // where the values start in the code/float arrays (keys come first); scales/zeros likewise at ValueRowOffset
+    // where the values start in the code/float arrays (keys come first); scales/zeros likewise at ValueRowOffset
+    public long ValueOffset;
     public int ValueRowOffset;
 }
 
@@ -52,8 +54,9 @@ public struct PositionShape
 
 /// <summary>
 /// The ILGPU kernels of the forward pass. Each mirrors a CPU reference in ParetoQ.Runtime (ScalarKernels, WeightPacker,
-/// KvQuantizer, CpuBackend's attention) and is tested against it. Matmul, RMSNorm and attention kernels run one warp per
-/// group and reduce with warp shuffles; they work at any warp size ≥ 4 (32 on NVIDIA, 4 on ILGPU's CPU accelerator).
+/// KvQuantizer, CpuBackend's attention) and is tested against it. Matmul, RMSNorm and attention kernels run one warp
+/// per group and reduce with warp shuffles; they work at any warp size ≥ 4 (32 on NVIDIA, 4 on ILGPU's CPU
+/// accelerator).
 /// </summary>
 public static class DeviceKernels
 {
@@ -62,8 +65,8 @@ public static class DeviceKernels
     /// <summary>
     /// y (tokens, Rows) = x (tokens, Cols) · Wᵀ for a packed matrix. Group (tile, token) is one warp: lane l reads
     /// row l mod 4 of the tile, so the warp's 16-byte loads are consecutive (the tile interleaves its 4 rows' chunks).
-    /// Each lane sums code·x and x over its units; the per-format affine map and the scale are applied once per group of
-    /// inputs, then the lanes of each row are added up with shuffles.
+    /// Each lane sums code·x and x over its units; the per-format affine map and the scale are applied once per group
+    /// of inputs, then the lanes of each row are added up with shuffles.
     /// </summary>
     public static void PackedMatMul(ArrayView<int> w, DeviceMatrix m, ArrayView<float> x, ArrayView<float> y)
     {
@@ -89,7 +92,8 @@ public static class DeviceKernels
     }
 
     // One 16-byte chunk of b-bit codes (b = 1, 2, 4, 8): byte i, bit plane p holds in-chunk weight p·16 + i.
-    private static void DotUnit(ArrayView<int> w, DeviceMatrix m, ArrayView<float> x, int xBase, int tile, int r, int chunk, ref float codes, ref float inputs)
+    private static void DotUnit(ArrayView<int> w, DeviceMatrix m, ArrayView<float> x, int xBase, int tile, int r,
+        int chunk, ref float codes, ref float inputs)
     {
         int b = m.CodeBits, planes = 8 / b, mask = (1 << b) - 1;
         int word0 = ChunkWord(m, tile, r, chunk);
@@ -112,7 +116,8 @@ public static class DeviceKernels
     }
 
     // A 3-bit block: chunks 3u and 3u+1 hold the low 2 bits of weights 0..63 and 64..127, chunk 3u+2 their high bits.
-    private static void DotQ3Unit(ArrayView<int> w, DeviceMatrix m, ArrayView<float> x, int xBase, int tile, int r, int u, ref float codes, ref float inputs)
+    private static void DotQ3Unit(ArrayView<int> w, DeviceMatrix m, ArrayView<float> x, int xBase, int tile, int r,
+        int u, ref float codes, ref float inputs)
     {
         int hiWord0 = ChunkWord(m, tile, r, 3 * u + 2);
         for (int half = 0; half < 2; half++)
@@ -137,7 +142,8 @@ public static class DeviceKernels
         }
     }
 
-    /// <summary>y (tokens, Rows) = x · Wᵀ for a dense float matrix: group (row, token) is one warp striding over the columns.</summary>
+    /// <summary>y (tokens, Rows) = x · Wᵀ for a dense float matrix: group (row, token) is one warp striding over the
+    /// columns.</summary>
     public static void FloatMatMul(ArrayView<int> w, DeviceMatrix m, ArrayView<float> x, ArrayView<float> y)
     {
         int row = Grid.IdxX, token = Grid.IdxY;
@@ -149,7 +155,8 @@ public static class DeviceKernels
         if (lane == 0) y[token * m.Rows + row] = acc;
     }
 
-    /// <summary>x (tokens, Cols) = rows tokens[t] of the table, dequantized with the arithmetic of Quantizer.Dequantize.</summary>
+    /// <summary>x (tokens, Cols) = rows tokens[t] of the table, dequantized with the arithmetic of
+    /// Quantizer.Dequantize.</summary>
     public static void Embed(Index2D index, ArrayView<int> w, DeviceMatrix m, ArrayView<int> tokens, ArrayView<float> x)
     {
         int col = index.X, t = index.Y, row = tokens[t];
@@ -177,7 +184,8 @@ public static class DeviceKernels
         return a * ((m.A * code - m.B) / m.Divisor); // AffineCodes.Value, the CPU's exact arithmetic
     }
 
-    private static int ChunkWord(DeviceMatrix m, int tile, int r, int chunk) => ((tile * m.ChunksPerRow + chunk) * 4 + r) * 4;
+    private static int ChunkWord(DeviceMatrix m, int tile, int r, int chunk)
+        => ((tile * m.ChunksPerRow + chunk) * 4 + r) * 4;
 
     private static int ByteOf(ArrayView<int> w, int word0, int i) => (w[word0 + (i >> 2)] >> (8 * (i & 3))) & 0xFF;
 
@@ -212,7 +220,8 @@ public static class DeviceKernels
     // ---- norms and elementwise ------------------------------------------------------------------------------------
 
     /// <summary>y row t = RMSNorm of x row first + t, times the f32 weight; group t is one warp.</summary>
-    public static void RmsNorm(ArrayView<float> x, int first, int dim, ArrayView<int> weight, float eps, ArrayView<float> y)
+    public static void RmsNorm(ArrayView<float> x, int first, int dim, ArrayView<int> weight, float eps,
+        ArrayView<float> y)
     {
         int t = Grid.IdxX, lane = Group.IdxX, warp = Group.DimX;
         int src = (first + t) * dim;
@@ -240,11 +249,13 @@ public static class DeviceKernels
     /// table (cos then sin, hd/2 each, per position), then QK-norm; or, on NoPE layers, q times the per-position
     /// temperature in table[pos].
     /// </summary>
-    public static void PositionEncode(Index2D index, ArrayView<float> q, ArrayView<float> k, ArrayView<float> table, PositionShape s)
+    public static void PositionEncode(Index2D index, ArrayView<float> q, ArrayView<float> k, ArrayView<float> table,
+        PositionShape s)
     {
         int slot = index.X, t = index.Y, hd = s.HeadDim, half = hd / 2, pos = s.StartPos + t;
         bool isQ = slot < s.Heads;
-        var v = isQ ? q.SubView((long)(t * s.Heads + slot) * hd, hd) : k.SubView((long)(t * s.KvHeads + slot - s.Heads) * hd, hd);
+        var v = isQ ? q.SubView((long)(t * s.Heads + slot) * hd, hd)
+            : k.SubView((long)(t * s.KvHeads + slot - s.Heads) * hd, hd);
         if (s.Rope == 0)
         {
             if (s.Temperature != 0 && isQ)
@@ -270,11 +281,11 @@ public static class DeviceKernels
     }
 
     /// <summary>
-    /// Stores k, v of tokens FirstToken + index.Y in the cache, one (token, KV head) per thread: int8 with KvQuantizer's
-    /// asymmetric scheme (range including 0, round half to even), or fp32.
+    /// Stores k, v of tokens FirstToken + index.Y in the cache, one (token, KV head) per thread: int8 with
+    /// KvQuantizer's asymmetric scheme (range including 0, round half to even), or fp32.
     /// </summary>
-    public static void KvWrite(Index2D index, ArrayView<float> k, ArrayView<float> v, ArrayView<sbyte> codes, ArrayView<float> scales,
-        ArrayView<sbyte> zeros, ArrayView<float> full, AttentionShape a)
+    public static void KvWrite(Index2D index, ArrayView<float> k, ArrayView<float> v, ArrayView<sbyte> codes,
+        ArrayView<float> scales, ArrayView<sbyte> zeros, ArrayView<float> full, AttentionShape a)
     {
         int g = index.X, t = a.FirstToken + index.Y, hd = a.HeadDim;
         int pos = a.StartPos + t, slot = a.Ring != 0 ? pos % a.Capacity : pos;
@@ -290,10 +301,12 @@ public static class DeviceKernels
             return;
         }
         QuantizeVector(k.SubView(src, hd), codes.SubView(dst, hd), scales, zeros, row);
-        QuantizeVector(v.SubView(src, hd), codes.SubView(a.ValueOffset + dst, hd), scales, zeros, a.ValueRowOffset + row);
+        QuantizeVector(v.SubView(src, hd), codes.SubView(a.ValueOffset + dst, hd), scales, zeros,
+            a.ValueRowOffset + row);
     }
 
-    private static void QuantizeVector(ArrayView<float> x, ArrayView<sbyte> q, ArrayView<float> scales, ArrayView<sbyte> zeros, int row)
+    private static void QuantizeVector(ArrayView<float> x, ArrayView<sbyte> q, ArrayView<float> scales,
+        ArrayView<sbyte> zeros, int row)
     {
         float min = 0, max = 0;
         for (int i = 0; i < x.IntLength; i++)
@@ -310,7 +323,8 @@ public static class DeviceKernels
             return;
         }
         int zero = XMath.Clamp(-128 - (int)XMath.Round(min / scale), -128, 127);
-        for (int i = 0; i < x.IntLength; i++) q[i] = (sbyte)XMath.Clamp((int)XMath.Round(x[i] / scale) + zero, -128, 127);
+        for (int i = 0; i < x.IntLength; i++) q[i] = (sbyte)XMath.Clamp((int)XMath.Round(x[i] / scale) + zero, -128,
+            127);
         scales[row] = scale;
         zeros[row] = (sbyte)zero;
     }
@@ -321,7 +335,8 @@ public static class DeviceKernels
     /// dimensions over the weighted values. The token's own K/V come from the fp32 buffers, as on the CPU.
     /// </summary>
     public static void Attention(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> output,
-        ArrayView<sbyte> codes, ArrayView<float> scales, ArrayView<sbyte> zeros, ArrayView<float> full, ArrayView<float> scratch, AttentionShape a)
+        ArrayView<sbyte> codes, ArrayView<float> scales, ArrayView<sbyte> zeros, ArrayView<float> full,
+            ArrayView<float> scratch, AttentionShape a)
     {
         int h = Grid.IdxX, t = a.FirstToken + Grid.IdxY;
         int lane = Group.IdxX, warp = Group.DimX, hd = a.HeadDim;
@@ -380,7 +395,8 @@ public static class DeviceKernels
         }
     }
 
-    /// <summary>Reads every word of data once, grid-stride (for the bandwidth measurement); the XOR keeps the loads alive.</summary>
+    /// <summary>Reads every word of data once, grid-stride (for the bandwidth measurement); the XOR keeps the loads
+    /// alive.</summary>
     public static void ReadWords(Index1D index, ArrayView<int> data, ArrayView<int> sink)
     {
         int acc = 0;

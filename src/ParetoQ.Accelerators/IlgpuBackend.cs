@@ -3,7 +3,6 @@ using ILGPU;
 using ILGPU.Runtime;
 using ParetoQ.Runtime.Backends;
 using ParetoQ.Runtime.Format;
-using ParetoQ.Runtime.Kernels;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
 
@@ -12,8 +11,9 @@ namespace ParetoQ.Accelerators;
 /// <summary>
 /// The compute backend on an ILGPU accelerator (CUDA, OpenCL, or ILGPU's CPU simulator for tests). Weights are uploaded
 /// once in the .pq file's own layout; activations, KV caches and the position tables stay on the device. Per forward
-/// step only the token ids go in (<see cref="Embed"/>) and only the requested logits come out (<see cref="CopyToHost"/>).
-/// Activations stay fp32 (no int8 activation quantization), so results track the CPU's exact mode.
+/// step only the token ids go in (<see cref="Embed"/>) and only the requested logits come out
+/// (<see cref="CopyToHost"/>). Activations stay fp32 (no int8 activation quantization), so results track the CPU's
+/// exact mode.
 /// </summary>
 public sealed class IlgpuBackend : IComputeBackend
 {
@@ -23,12 +23,17 @@ public sealed class IlgpuBackend : IComputeBackend
     private readonly List<IDisposable> _owned = [];
     private readonly Dictionary<object, PositionTable> _positionTables = new(ReferenceEqualityComparer.Instance);
 
-    private readonly Action<KernelConfig, ArrayView<int>, DeviceMatrix, ArrayView<float>, ArrayView<float>> _packedMatMul, _floatMatMul;
+    private readonly Action<KernelConfig, ArrayView<int>, DeviceMatrix, ArrayView<float>,
+        ArrayView<float>> _packedMatMul, _floatMatMul;
     private readonly Action<Index2D, ArrayView<int>, DeviceMatrix, ArrayView<int>, ArrayView<float>> _embed;
     private readonly Action<KernelConfig, ArrayView<float>, int, int, ArrayView<int>, float, ArrayView<float>> _rmsNorm;
-    private readonly Action<Index2D, ArrayView<float>, ArrayView<float>, ArrayView<float>, PositionShape> _positionEncode;
-    private readonly Action<Index2D, ArrayView<float>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, AttentionShape> _kvWrite;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, ArrayView<float>, AttentionShape> _attention;
+    private readonly Action<Index2D, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+        PositionShape> _positionEncode;
+    private readonly Action<Index2D, ArrayView<float>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>,
+        ArrayView<sbyte>, ArrayView<float>, AttentionShape> _kvWrite;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>,
+        ArrayView<sbyte>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, ArrayView<float>,
+        AttentionShape> _attention;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _swiGlu, _add;
     private readonly Action<Index1D, ArrayView<int>, ArrayView<int>> _readWords;
 
@@ -38,7 +43,8 @@ public sealed class IlgpuBackend : IComputeBackend
     /// <summary>Device memory held by uploaded weights.</summary>
     public long WeightBytes { get; private set; }
 
-    /// <summary>Takes ownership of <paramref name="context"/> and creates an accelerator on <paramref name="device"/>; the kernels are compiled here.</summary>
+    /// <summary>Takes ownership of <paramref name="context"/> and creates an accelerator on <paramref name="device"/>;
+    /// the kernels are compiled here.</summary>
     public IlgpuBackend(Context context, Device device)
     {
         _context = context;
@@ -46,18 +52,31 @@ public sealed class IlgpuBackend : IComputeBackend
         {
             _accelerator = device.CreateAccelerator(context);
             _warp = _accelerator.WarpSize;
-            if (_warp < 4 || (_warp & (_warp - 1)) != 0) throw new NotSupportedException($"{device.Name}: warp size {_warp} is not a power of two ≥ 4, which the kernels need");
+            if (_warp < 4
+                || (_warp & (_warp - 1)) != 0) throw new NotSupportedException($"{device.Name}: warp size {_warp} is not a power of two ≥ 4, which the kernels need");
             Name = $"ilgpu-{_accelerator.AcceleratorType.ToString().ToLowerInvariant()} ({device.Name})";
-            _packedMatMul = _accelerator.LoadStreamKernel<ArrayView<int>, DeviceMatrix, ArrayView<float>, ArrayView<float>>(DeviceKernels.PackedMatMul);
-            _floatMatMul = _accelerator.LoadStreamKernel<ArrayView<int>, DeviceMatrix, ArrayView<float>, ArrayView<float>>(DeviceKernels.FloatMatMul);
-            _embed = _accelerator.LoadAutoGroupedStreamKernel<Index2D, ArrayView<int>, DeviceMatrix, ArrayView<int>, ArrayView<float>>(DeviceKernels.Embed);
-            _rmsNorm = _accelerator.LoadStreamKernel<ArrayView<float>, int, int, ArrayView<int>, float, ArrayView<float>>(DeviceKernels.RmsNorm);
-            _positionEncode = _accelerator.LoadAutoGroupedStreamKernel<Index2D, ArrayView<float>, ArrayView<float>, ArrayView<float>, PositionShape>(DeviceKernels.PositionEncode);
-            _kvWrite = _accelerator.LoadAutoGroupedStreamKernel<Index2D, ArrayView<float>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, AttentionShape>(DeviceKernels.KvWrite);
-            _attention = _accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, ArrayView<float>, AttentionShape>(DeviceKernels.Attention);
-            _swiGlu = _accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(DeviceKernels.SwiGlu);
-            _add = _accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(DeviceKernels.Add);
-            _readWords = _accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<int>>(DeviceKernels.ReadWords);
+            _packedMatMul = _accelerator.LoadStreamKernel<ArrayView<int>, DeviceMatrix, ArrayView<float>,
+                ArrayView<float>>(DeviceKernels.PackedMatMul);
+            _floatMatMul = _accelerator.LoadStreamKernel<ArrayView<int>, DeviceMatrix, ArrayView<float>,
+                ArrayView<float>>(DeviceKernels.FloatMatMul);
+            _embed = _accelerator.LoadAutoGroupedStreamKernel<Index2D, ArrayView<int>, DeviceMatrix, ArrayView<int>,
+                ArrayView<float>>(DeviceKernels.Embed);
+            _rmsNorm = _accelerator.LoadStreamKernel<ArrayView<float>, int, int, ArrayView<int>, float,
+                ArrayView<float>>(DeviceKernels.RmsNorm);
+            _positionEncode = _accelerator.LoadAutoGroupedStreamKernel<Index2D, ArrayView<float>, ArrayView<float>,
+                ArrayView<float>, PositionShape>(DeviceKernels.PositionEncode);
+            _kvWrite = _accelerator.LoadAutoGroupedStreamKernel<Index2D, ArrayView<float>, ArrayView<float>,
+                ArrayView<sbyte>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>,
+                AttentionShape>(DeviceKernels.KvWrite);
+            _attention = _accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>,
+                ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>,
+                ArrayView<float>, AttentionShape>(DeviceKernels.Attention);
+            _swiGlu = _accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>,
+                ArrayView<float>>(DeviceKernels.SwiGlu);
+            _add = _accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>,
+                ArrayView<float>>(DeviceKernels.Add);
+            _readWords = _accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>,
+                ArrayView<int>>(DeviceKernels.ReadWords);
         }
         catch
         {
@@ -86,7 +105,8 @@ public sealed class IlgpuBackend : IComputeBackend
             m.ScaleWord = checked((int)(layout.CodeBytes / 4));
             m.ClampScale = WeightFormats.IsParetoQ(format) ? 1 : 0;
             var affine = WeightFormats.Affine(format);
-            (m.C1, m.C0) = affine.Line; // value = scale · (C1 · code + C0), as the CPU kernels' multiplier · (A · code − B)
+            // value = scale · (C1 · code + C0), as the CPU kernels' multiplier · (A · code − B)
+            (m.C1, m.C0) = affine.Line;
             (m.A, m.B, m.Divisor) = (affine.A, affine.B, affine.Divisor);
         }
         var data = tensor.Data;
@@ -106,7 +126,8 @@ public sealed class IlgpuBackend : IComputeBackend
         return new DeviceWeight(tensor, rows, cols, words, m);
     }
 
-    public BackendBuffer Allocate(int length) => new DeviceBuffer(_accelerator.Allocate1D<float>(Math.Max(1, length)), length);
+    public BackendBuffer Allocate(int length)
+        => new DeviceBuffer(_accelerator.Allocate1D<float>(Math.Max(1, length)), length);
 
     public BackendKvCache CreateKvCache(int capacity, int kvHeads, int headDim, KvCacheType type, bool ring) =>
         new DeviceKvCache(_accelerator, capacity, kvHeads, headDim, type, ring);
@@ -141,9 +162,11 @@ public sealed class IlgpuBackend : IComputeBackend
             CheckLength(x, (long)tokens * w.Cols, $"input of {w.Tensor.Name}");
             CheckLength(o.Output, (long)tokens * w.Rows, $"output of {w.Tensor.Name}");
             if (w.Matrix.CodeBits == 0)
-                _floatMatMul(new KernelConfig(new Index2D(w.Rows, tokens), new Index2D(_warp, 1)), w.Words.View, w.Matrix, View(x), View(o.Output));
+                _floatMatMul(new KernelConfig(new Index2D(w.Rows, tokens), new Index2D(_warp, 1)), w.Words.View,
+                    w.Matrix, View(x), View(o.Output));
             else
-                _packedMatMul(new KernelConfig(new Index2D((w.Rows + 3) / 4, tokens), new Index2D(_warp, 1)), w.Words.View, w.Matrix, View(x), View(o.Output));
+                _packedMatMul(new KernelConfig(new Index2D((w.Rows + 3) / 4, tokens), new Index2D(_warp, 1)),
+                    w.Words.View, w.Matrix, View(x), View(o.Output));
         }
     }
 
@@ -153,26 +176,30 @@ public sealed class IlgpuBackend : IComputeBackend
         {
             Heads = layer.Heads, KvHeads = layer.KvHeads, HeadDim = layer.HeadDim, StartPos = startPos,
             Rope = layer.UseRope ? 1 : 0, Interleaved = layer.RopeLayout == RopeLayout.Interleaved ? 1 : 0,
-            QkNorm = layer.QkNorm ? 1 : 0, QkNormEps = layer.QkNormEps, Temperature = layer.TemperatureTuning is null ? 0 : 1,
+            QkNorm = layer.QkNorm ? 1 : 0, QkNormEps = layer.QkNormEps, Temperature = layer.TemperatureTuning is null
+                ? 0 : 1,
         };
         if (!layer.UseRope && layer.TemperatureTuning is null) return;
         var table = PositionTableFor(layer, startPos + tokens);
         _positionEncode(new Index2D(layer.Heads + layer.KvHeads, tokens), View(q), View(k), table.View, shape);
     }
 
-    public void Attention(BackendScratch scratch, BackendBuffer q, BackendBuffer k, BackendBuffer v, int tokens, int startPos,
-        LayerAttention layer, BackendKvCache cacheHandle, BackendBuffer output)
+    public void Attention(BackendScratch scratch, BackendBuffer q, BackendBuffer k, BackendBuffer v, int tokens,
+        int startPos, LayerAttention layer, BackendKvCache cacheHandle, BackendBuffer output)
     {
         var cache = (DeviceKvCache)cacheHandle;
-        if (!cache.Ring && startPos + tokens > cache.Capacity) throw new InvalidOperationException($"positions up to {startPos + tokens - 1} are past the KV cache capacity {cache.Capacity}");
+        if (!cache.Ring
+            && startPos + tokens > cache.Capacity) throw new InvalidOperationException($"positions up to {startPos + tokens - 1} are past the KV cache capacity {cache.Capacity}");
         var shape = new AttentionShape
         {
-            Heads = layer.Heads, KvHeads = layer.KvHeads, HeadDim = layer.HeadDim, Capacity = cache.Capacity, Ring = cache.Ring ? 1 : 0,
+            Heads = layer.Heads, KvHeads = layer.KvHeads, HeadDim = layer.HeadDim, Capacity = cache.Capacity,
+                Ring = cache.Ring ? 1 : 0,
             Window = layer.Window, StartPos = startPos, Int8 = cache.Type == KvCacheType.Int8 ? 1 : 0,
-            Scale = 1f / MathF.Sqrt(layer.HeadDim), ValueOffset = cache.ValueOffset, ValueRowOffset = cache.ValueRowOffset,
+            Scale = 1f / MathF.Sqrt(layer.HeadDim), ValueOffset = cache.ValueOffset,
+                ValueRowOffset = cache.ValueRowOffset,
         };
-        // A global cache takes the chunk's K/V at once (each token still sees only positions up to its own); in a ring a
-        // later token's slot may hold a position an earlier token still needs, so ring caches go token by token.
+        // A global cache takes the chunk's K/V at once (each token still sees only positions up to its own); in a ring
+        // a later token's slot may hold a position an earlier token still needs, so ring caches go token by token.
         int perLaunch = cache.Ring ? 1 : tokens;
         var scores = ((DeviceScratch)scratch).Scores.View;
         if (scores.Length < (long)layer.Heads * perLaunch * cache.Capacity)
@@ -180,9 +207,11 @@ public sealed class IlgpuBackend : IComputeBackend
         for (int t = 0; t < tokens; t += perLaunch)
         {
             shape.FirstToken = t;
-            _kvWrite(new Index2D(layer.KvHeads, perLaunch), View(k), View(v), cache.Codes.View, cache.Scales.View, cache.Zeros.View, cache.Full.View, shape);
-            _attention(new KernelConfig(new Index2D(layer.Heads, perLaunch), new Index2D(_warp, 1)), View(q), View(k), View(v), View(output),
-                cache.Codes.View, cache.Scales.View, cache.Zeros.View, cache.Full.View, scores, shape);
+            _kvWrite(new Index2D(layer.KvHeads, perLaunch), View(k), View(v), cache.Codes.View, cache.Scales.View,
+                cache.Zeros.View, cache.Full.View, shape);
+            _attention(new KernelConfig(new Index2D(layer.Heads, perLaunch), new Index2D(_warp, 1)), View(q), View(k),
+                View(v), View(output), cache.Codes.View, cache.Scales.View, cache.Zeros.View, cache.Full.View, scores,
+                    shape);
         }
     }
 
@@ -198,8 +227,9 @@ public sealed class IlgpuBackend : IComputeBackend
         _add(count, View(x).SubView(0, count), View(y).SubView(0, count));
     }
 
-    // Host copies go through ILGPU's span overloads, which pin: its ref-taking overloads expect an already pinned buffer,
-    // and a GC between taking the address and copying would write through a stale pointer into the managed heap.
+    // Host copies go through ILGPU's span overloads, which pin: its ref-taking overloads expect an already pinned
+    // buffer, and a GC between taking the address and copying would write through a stale pointer into the managed
+    // heap.
     public void CopyToHost(BackendBuffer x, int offset, Span<float> destination)
     {
         CheckLength(x, (long)offset + destination.Length, "copy source");
@@ -214,7 +244,8 @@ public sealed class IlgpuBackend : IComputeBackend
         View(x).SubView(offset, source.Length).CopyFromCPU(source);
     }
 
-    /// <summary>Device-memory read bandwidth in GB/s: the best of several passes over a buffer of <paramref name="bytes"/> (the decode roofline).</summary>
+    /// <summary>Device-memory read bandwidth in GB/s: the best of several passes over a buffer of
+    /// <paramref name="bytes"/> (the decode roofline).</summary>
     public double MeasureReadBandwidth(long bytes)
     {
         using var data = _accelerator.Allocate1D<int>(bytes / 4);
@@ -227,7 +258,8 @@ public sealed class IlgpuBackend : IComputeBackend
             long start = System.Diagnostics.Stopwatch.GetTimestamp();
             _readWords((int)sink.Length, data.View, sink.View);
             _accelerator.Synchronize();
-            if (pass > 0) best = Math.Min(best, System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds); // pass 0 compiles and warms up
+            // pass 0 compiles and warms up
+            if (pass > 0) best = Math.Min(best, System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds);
         }
         return data.LengthInBytes / best / 1e9;
     }
@@ -253,8 +285,9 @@ public sealed class IlgpuBackend : IComputeBackend
         if (needed > b.Length) throw new ArgumentException($"{what} holds {b.Length} floats, fewer than the {needed} needed");
     }
 
-    // RoPE layers: cos and sin of position · inverse frequency, (positions, hd) as (cos hd/2, sin hd/2), computed on the
-    // host exactly as the CPU backend does. NoPE layers with temperature tuning: the per-position factor. Grown by doubling.
+    // RoPE layers: cos and sin of position · inverse frequency, (positions, hd) as (cos hd/2, sin hd/2), computed on
+    // the host exactly as the CPU backend does. NoPE layers with temperature tuning: the per-position factor. Grown by
+    // doubling.
     private sealed record PositionTable(MemoryBuffer1D<float, Stride1D.Dense> Memory, int Positions)
     {
         public ArrayView<float> View => Memory.View;
@@ -288,7 +321,8 @@ public sealed class IlgpuBackend : IComputeBackend
         return _positionTables[key] = new PositionTable(memory, count);
     }
 
-    private sealed class DeviceWeight(PqTensor tensor, int rows, int cols, MemoryBuffer1D<int, Stride1D.Dense> words, DeviceMatrix matrix)
+    private sealed class DeviceWeight(PqTensor tensor, int rows, int cols, MemoryBuffer1D<int, Stride1D.Dense> words,
+        DeviceMatrix matrix)
         : BackendWeight(tensor, rows, cols)
     {
         public MemoryBuffer1D<int, Stride1D.Dense> Words { get; } = words;
@@ -299,8 +333,10 @@ public sealed class IlgpuBackend : IComputeBackend
     // over the largest cache.
     private sealed class DeviceScratch(Accelerator accelerator, ScratchShape shape) : BackendScratch(shape)
     {
-        public MemoryBuffer1D<int, Stride1D.Dense> Tokens { get; } = accelerator.Allocate1D<int>(shape.Tokens);  // (tokens)
-        public MemoryBuffer1D<float, Stride1D.Dense> Scores { get; } =                                         // (heads, tokens, KV positions)
+        // (tokens)
+        public MemoryBuffer1D<int, Stride1D.Dense> Tokens { get; } = accelerator.Allocate1D<int>(shape.Tokens);
+        // (heads, tokens, KV positions)
+        public MemoryBuffer1D<float, Stride1D.Dense> Scores { get; } =
             accelerator.Allocate1D<float>((long)shape.Heads * shape.Tokens * shape.KvPositions);
 
         public override void Dispose()
@@ -327,7 +363,8 @@ public sealed class IlgpuBackend : IComputeBackend
         public long ValueOffset { get; }
         public int ValueRowOffset { get; }
 
-        public DeviceKvCache(Accelerator accelerator, int capacity, int kvHeads, int headDim, KvCacheType type, bool ring)
+        public DeviceKvCache(Accelerator accelerator, int capacity, int kvHeads, int headDim, KvCacheType type,
+            bool ring)
             : base(capacity, kvHeads, headDim, type, ring)
         {
             long elements = (long)capacity * kvHeads * headDim;
@@ -341,7 +378,8 @@ public sealed class IlgpuBackend : IComputeBackend
             Full = accelerator.Allocate1D<float>(int8 ? 1 : 2 * elements);
         }
 
-        public override long Bytes => Codes.LengthInBytes + Scales.LengthInBytes + Zeros.LengthInBytes + Full.LengthInBytes;
+        public override long Bytes
+            => Codes.LengthInBytes + Scales.LengthInBytes + Zeros.LengthInBytes + Full.LengthInBytes;
 
         public override void Dispose()
         {

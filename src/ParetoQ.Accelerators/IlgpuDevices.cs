@@ -9,7 +9,8 @@ namespace ParetoQ.Accelerators;
 /// <summary>Finding and opening ILGPU devices by the names of the programs' --device option.</summary>
 public static class IlgpuDevices
 {
-    /// <summary>Opens the first device of a kind (cuda, opencl, ilgpu-cpu) as a backend, or returns null when there is none.</summary>
+    /// <summary>Opens the first device of a kind (cuda, opencl, ilgpu-cpu) as a backend, or returns null when there is
+    /// none.</summary>
     public static IlgpuBackend? TryCreate(string kind)
     {
         if (kind == "ilgpu-cpu") return CreateCpu();
@@ -17,7 +18,8 @@ public static class IlgpuDevices
         {
             if (kind == "cuda") builder.Cuda();
             else if (kind == "opencl") builder.OpenCL();
-            else throw new ArgumentException($"unknown ILGPU device kind '{kind}' (cuda, opencl or ilgpu-cpu)", nameof(kind));
+            else throw new ArgumentException($"unknown ILGPU device kind '{kind}' (cuda, opencl or ilgpu-cpu)",
+                nameof(kind));
             builder.EnableAlgorithms();
         });
         var device = context.Devices.FirstOrDefault(d => d.AcceleratorType != AcceleratorType.CPU);
@@ -46,9 +48,11 @@ public static class IlgpuDevices
         using var context = Context.Create(builder => builder.AllAccelerators());
         return context.Devices.Select(d =>
         {
-            string kind = d.AcceleratorType switch { AcceleratorType.Cuda => "cuda", AcceleratorType.OpenCL => "opencl", _ => "ilgpu-cpu" };
+            string kind = d.AcceleratorType switch { AcceleratorType.Cuda => "cuda", AcceleratorType.OpenCL => "opencl",
+                _ => "ilgpu-cpu" };
             // The CPU simulator reports an unbounded size: its memory is the host's.
-            string memory = d.AcceleratorType == AcceleratorType.CPU ? "host memory" : $"{d.MemorySize / (1024.0 * 1024 * 1024):F1} GiB";
+            string memory = d.AcceleratorType == AcceleratorType.CPU ? "host memory"
+                : $"{d.MemorySize / (1024.0 * 1024 * 1024):F1} GiB";
             return $"{kind,-9}  {d.Name}: {memory}, {d.NumMultiprocessors} multiprocessors, warp {d.WarpSize}, " +
                 $"up to {d.MaxNumThreadsPerGroup} threads per group";
         }).ToList();

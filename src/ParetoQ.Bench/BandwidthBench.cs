@@ -23,8 +23,10 @@ public static unsafe class BandwidthBench
                 byte* p = data + part * chunk, stop = p + chunk;
                 for (; p < stop; p += 256)
                 {
-                    acc += Vector256.Load((ulong*)p) ^ Vector256.Load((ulong*)(p + 32)) ^ Vector256.Load((ulong*)(p + 64)) ^ Vector256.Load((ulong*)(p + 96))
-                         ^ Vector256.Load((ulong*)(p + 128)) ^ Vector256.Load((ulong*)(p + 160)) ^ Vector256.Load((ulong*)(p + 192)) ^ Vector256.Load((ulong*)(p + 224));
+                    acc += Vector256.Load((ulong*)p) ^ Vector256.Load((ulong*)(p + 32))
+                        ^ Vector256.Load((ulong*)(p + 64)) ^ Vector256.Load((ulong*)(p + 96))
+                         ^ Vector256.Load((ulong*)(p + 128)) ^ Vector256.Load((ulong*)(p + 160))
+                             ^ Vector256.Load((ulong*)(p + 192)) ^ Vector256.Load((ulong*)(p + 224));
                 }
             }
             Interlocked.Add(ref Sink, (long)Vector256.Sum(acc));
@@ -41,7 +43,8 @@ public static unsafe class BandwidthBench
             for (long o = int.MaxValue; o < bytes; o += 4096) data[o] = 1;
             var job = new ReadJob(data, bytes, pool.Threads * 8);
             double best = double.MaxValue;
-            for (int i = 0; i < passes; i++) best = Math.Min(best, Timing.Seconds(() => pool.Run(job, pool.Threads * 8)));
+            for (int i = 0; i < passes; i++) best = Math.Min(best,
+                Timing.Seconds(() => pool.Run(job, pool.Threads * 8)));
             return bytes / best / 1e9;
         }
         finally

@@ -10,7 +10,8 @@ namespace ParetoQ.Bench;
 /// </summary>
 public static unsafe class KernelBench
 {
-    /// <summary>MobileLLM-ParetoQ-1B and MobileLLM-Pro projections, their heads, and llama.cpp's 4096×14336 comparison shape.</summary>
+    /// <summary>MobileLLM-ParetoQ-1B and MobileLLM-Pro projections, their heads, and llama.cpp's 4096×14336 comparison
+    /// shape.</summary>
     public static readonly (string Name, int Rows, int Cols)[] DefaultShapes =
     [
         ("q/o 1280x1280", 1280, 1280),
@@ -32,8 +33,9 @@ public static unsafe class KernelBench
         public void Execute(int begin, int end, int worker) => LowBitMatMul.Run(path, w, x, begin, end, y);
     }
 
-    public static void Run(BenchReport report, WorkerPool pool, IReadOnlyList<KernelPath> paths, IReadOnlyList<WeightFormat> formats,
-        IReadOnlyList<(string Name, int Rows, int Cols)> shapes, IReadOnlyList<int> tokenCounts, double minSeconds, TextWriter progress,
+    public static void Run(BenchReport report, WorkerPool pool, IReadOnlyList<KernelPath> paths,
+        IReadOnlyList<WeightFormat> formats, IReadOnlyList<(string Name, int Rows, int Cols)> shapes,
+            IReadOnlyList<int> tokenCounts, double minSeconds, TextWriter progress,
         bool cold = false)
     {
         var rng = new Random(1);
@@ -42,7 +44,8 @@ public static unsafe class KernelBench
             foreach (var format in formats)
             {
                 var layout = new PackedLayout(format, rows, cols);
-                // --cold: calls rotate over copies adding up to far more than the caches, so weights come from DRAM as in a model.
+                // --cold: calls rotate over copies adding up to far more than the caches, so weights come from DRAM as
+                // in a model.
                 int copies = cold ? (int)Math.Max(1, (ColdBytes + layout.TotalBytes - 1) / layout.TotalBytes) : 1;
                 byte* w = (byte*)NativeMemory.AlignedAlloc((nuint)(layout.TotalBytes * copies), 64);
                 try
@@ -50,8 +53,10 @@ public static unsafe class KernelBench
                     var span = new Span<byte>(w, checked((int)layout.TotalBytes));
                     rng.NextBytes(span[..(int)layout.CodeBytes]);
                     MemoryMarshal.Cast<byte, float>(span[(int)layout.CodeBytes..]).Fill(0.01f);
-                    for (int c = 1; c < copies; c++) span.CopyTo(new Span<byte>(w + c * layout.TotalBytes, span.Length));
-                    var matrices = Enumerable.Range(0, copies).Select(c => new PackedMatrix(layout, w + c * layout.TotalBytes)).ToArray();
+                    for (int c = 1; c < copies; c++) span.CopyTo(new Span<byte>(w + c * layout.TotalBytes,
+                        span.Length));
+                    var matrices = Enumerable.Range(0, copies).Select(c
+                        => new PackedMatrix(layout, w + c * layout.TotalBytes)).ToArray();
                     var matrix = matrices[0];
                     foreach (int n in tokenCounts)
                     {
@@ -67,12 +72,14 @@ public static unsafe class KernelBench
                             {
                                 var jobs = matrices.Select(m => new Job(path, m, x, y)).ToArray();
                                 int next = 0;
-                                double s = Timing.Median(() => pool.Run(jobs[next++ % copies], matrix.Tiles), minSeconds);
+                                double s = Timing.Median(() => pool.Run(jobs[next++ % copies], matrix.Tiles),
+                                    minSeconds);
                                 double gops = 2.0 * rows * cols * n / s / 1e9;
                                 double gbs = layout.TotalBytes / s / 1e9;
                                 progress.Write('.');
-                                report.Row(("shape", name), ("format", WeightFormats.Name(format)), ("path", KernelDispatch.Name(path)), ("n", n),
-                                    ("us", s * 1e6), ("GOPS", gops), ("weight_GB/s", gbs), ("weight_MB", layout.TotalBytes / 1e6));
+                                report.Row(("shape", name), ("format", WeightFormats.Name(format)),
+                                    ("path", KernelDispatch.Name(path)), ("n", n), ("us", s * 1e6), ("GOPS", gops),
+                                        ("weight_GB/s", gbs), ("weight_MB", layout.TotalBytes / 1e6));
                             }
                         }
                         finally

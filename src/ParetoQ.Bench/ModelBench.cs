@@ -11,19 +11,24 @@ namespace ParetoQ.Bench;
 /// </summary>
 public static class ModelBench
 {
-    /// <summary>The matrix: MobileLLM-ParetoQ-1B at every ParetoQ width, MobileLLM-Pro-1B at 2-bit and int4-g32.</summary>
+    /// <summary>The matrix: MobileLLM-ParetoQ-1B at every ParetoQ width, MobileLLM-Pro-1B at 2-bit and
+    /// int4-g32.</summary>
     public static readonly (string Preset, WeightFormat Projections)[] DefaultModels =
     [
-        ("mobilellm-1b", WeightFormat.Binary), ("mobilellm-1b", WeightFormat.Ternary), ("mobilellm-1b", WeightFormat.Q2Seq),
+        ("mobilellm-1b", WeightFormat.Binary), ("mobilellm-1b", WeightFormat.Ternary),
+            ("mobilellm-1b", WeightFormat.Q2Seq),
         ("mobilellm-1b", WeightFormat.Q3Row), ("mobilellm-1b", WeightFormat.Q4Row),
         ("mobilellm-pro-1b", WeightFormat.Q2Seq), ("mobilellm-pro-1b", WeightFormat.Q4G32),
     ];
 
-    public static string EnsureModel(string dir, string preset, WeightFormat projections, WeightFormat head, string? llamaTokenizerJson, TextWriter progress)
+    public static string EnsureModel(string dir, string preset, WeightFormat projections, WeightFormat head,
+        string? llamaTokenizerJson, TextWriter progress)
     {
         Directory.CreateDirectory(dir);
-        string vocabulary = llamaTokenizerJson is null ? "" : $"-tok-{System.IO.Hashing.XxHash3.HashToUInt64(File.ReadAllBytes(llamaTokenizerJson)):x16}";
-        string path = Path.Combine(dir, $"{preset}-{WeightFormats.Name(projections)}-head-{WeightFormats.Name(head)}{vocabulary}.v2.pq");
+        string vocabulary = llamaTokenizerJson is null ? ""
+            : $"-tok-{System.IO.Hashing.XxHash3.HashToUInt64(File.ReadAllBytes(llamaTokenizerJson)):x16}";
+        string path = Path.Combine(dir,
+            $"{preset}-{WeightFormats.Name(projections)}-head-{WeightFormats.Name(head)}{vocabulary}.v2.pq");
         if (!File.Exists(path))
         {
             progress.WriteLine($"generating {path} ...");
@@ -32,22 +37,26 @@ public static class ModelBench
         return path;
     }
 
-    public static void Run(BenchReport report, string path, string label, IComputeBackend backend, IReadOnlyList<int> prompts,
-        int decodeTokens, double? bandwidthGBs, TextWriter progress, bool profile = false)
+    public static void Run(BenchReport report, string path, string label, IComputeBackend backend,
+        IReadOnlyList<int> prompts, int decodeTokens, double? bandwidthGBs, TextWriter progress, bool profile = false)
     {
-        // --profile: time every backend operation of the prefill and of the decode steps, and print where a token's time goes.
-        // An accelerator runs its kernels asynchronously, so there the time lands on the operation that waits (copy_to_host).
+        // --profile: time every backend operation of the prefill and of the decode steps, and print where a token's
+        // time goes. An accelerator runs its kernels asynchronously, so there the time lands on the operation that
+        // waits (copy_to_host).
         var profiler = profile ? new ProfilingBackend(backend) : null;
         using var model = LanguageModel.Load(path, profiler ?? backend);
         var c = model.Config;
         var rng = new Random(7);
         long weightBytes = model.File.Tensors.Sum(t => t.Length);
         // Decode reads every weight once per token except the embedding table (one row); a tied head reads it whole.
-        long bytesPerToken = weightBytes - model.Embedding.Tensor.Length + (c.TieWordEmbeddings ? model.Head.Tensor.Length : 0);
+        long bytesPerToken = weightBytes - model.Embedding.Tensor.Length + (c.TieWordEmbeddings
+            ? model.Head.Tensor.Length : 0);
         foreach (int p in prompts)
         {
             int context = p + decodeTokens + 1;
-            using var session = new Session(model, new SessionOptions { ContextLength = Math.Min(context, c.MaxPositionEmbeddings), MaxBatch = Math.Min(p, 512) });
+            using var session = new Session(model,
+                new SessionOptions { ContextLength = Math.Min(context, c.MaxPositionEmbeddings),
+                MaxBatch = Math.Min(p, 512) });
             var prompt = Enumerable.Range(0, p).Select(_ => rng.Next(c.VocabSize)).ToArray();
             // Warm-up: touch every page of the map and JIT the paths, outside the timing.
             session.Forward(prompt.AsSpan(0, Math.Min(p, 16)));
@@ -81,17 +90,20 @@ public static class ModelBench
                 row.Add(("roofline_frac", decodeTps / bound));
             }
             report.Row([.. row]);
-            if (profiler is not null) PrintProfile(profiler, $"{label}, decode at context {p}", decodeTokens, decode, progress);
+            if (profiler is not null) PrintProfile(profiler, $"{label}, decode at context {p}", decodeTokens, decode,
+                progress);
         }
         progress.WriteLine();
     }
 
-    private static void PrintProfile(ProfilingBackend profiler, string title, int tokens, double seconds, TextWriter output)
+    private static void PrintProfile(ProfilingBackend profiler, string title, int tokens, double seconds,
+        TextWriter output)
     {
         var profile = new BenchReport("profile");
         profile.Fact("profile", title);
         foreach (var (op, s, calls) in profiler.Totals.OrderByDescending(t => t.Seconds))
-            profile.Row(("operation", op), ("ms/token", s * 1e3 / tokens), ("share", s / seconds), ("calls/token", calls / (double)tokens));
+            profile.Row(("operation", op), ("ms/token", s * 1e3 / tokens), ("share", s / seconds),
+                ("calls/token", calls / (double)tokens));
         output.WriteLine();
         profile.Print(json: false, output);
     }

@@ -6,7 +6,8 @@ using ParetoQ.Runtime.Text;
 
 namespace ParetoQ.Bench;
 
-/// <summary>One multiple-choice question: the context, its candidate continuations and the index of the right one.</summary>
+/// <summary>One multiple-choice question: the context, its candidate continuations and the index of the right
+/// one.</summary>
 public sealed record ChoiceItem(int Line, string Context, IReadOnlyList<string> Choices, int Label);
 
 /// <summary>Per item: each choice's log-likelihood and its UTF-8 length, and which choice each metric picked.</summary>
@@ -31,7 +32,8 @@ public static class MultipleChoice
     /// <summary>
     /// Reads JSON lines of the form <c>{"context": "...", "choices": ["...", ...], "label": 0}</c> (an optional
     /// <c>"id"</c> is allowed). Choices are appended to the context as they are, so they carry their own leading space.
-    /// Anything else (another field, a label out of range, fewer than two choices, invalid UTF-8) is an error naming the line.
+    /// Anything else (another field, a label out of range, fewer than two choices, invalid UTF-8) is an error naming
+    /// the line.
     /// </summary>
     public static List<ChoiceItem> Read(string path)
     {
@@ -61,22 +63,28 @@ public static class MultipleChoice
                 {
                     switch (p.Name)
                     {
-                        case "context" when p.Value.ValueKind == JsonValueKind.String && context is null: context = p.Value.GetString(); break;
+                        case "context" when p.Value.ValueKind == JsonValueKind.String
+                            && context is null: context = p.Value.GetString(); break;
                         case "choices" when p.Value.ValueKind == JsonValueKind.Array && choices is null:
                             choices = [];
                             foreach (var c in p.Value.EnumerateArray())
-                                choices.Add(c.ValueKind == JsonValueKind.String && c.GetString()!.Length > 0 ? c.GetString()! : throw new ArgumentException($"{where}: every choice must be a non-empty string"));
+                                choices.Add(c.ValueKind == JsonValueKind.String && c.GetString()!.Length > 0
+                                    ? c.GetString()!
+                                    : throw new ArgumentException($"{where}: every choice must be a non-empty string"));
                             break;
                         case "label" when p.Value.ValueKind == JsonValueKind.Number && label is null:
-                            label = p.Value.TryGetInt32(out int l) ? l : throw new ArgumentException($"{where}: label must be an integer");
+                            label = p.Value.TryGetInt32(out int l) ? l
+                                : throw new ArgumentException($"{where}: label must be an integer");
                             break;
                         case "id" when p.Value.ValueKind is JsonValueKind.String or JsonValueKind.Number: break;
                         default: throw new ArgumentException($"{where}: unexpected or repeated field '{p.Name}' (expected context, choices, label and optionally id)");
                     }
                 }
-                if (context is null || choices is null || label is null) throw new ArgumentException($"{where}: needs \"context\" (string), \"choices\" (array of strings) and \"label\" (integer)");
+                if (context is null || choices is null
+                    || label is null) throw new ArgumentException($"{where}: needs \"context\" (string), \"choices\" (array of strings) and \"label\" (integer)");
                 if (choices.Count < 2) throw new ArgumentException($"{where}: needs at least 2 choices");
-                if (label < 0 || label >= choices.Count) throw new ArgumentException($"{where}: label {label} is not a choice index (0..{choices.Count - 1})");
+                if (label < 0
+                    || label >= choices.Count) throw new ArgumentException($"{where}: label {label} is not a choice index (0..{choices.Count - 1})");
                 items.Add(new ChoiceItem(number, context, choices, label.Value));
             }
         }
@@ -84,13 +92,15 @@ public static class MultipleChoice
         return items;
     }
 
-    /// <summary>Scores every choice of every item. Each choice is run after its full context, from a reset session.</summary>
+    /// <summary>Scores every choice of every item. Each choice is run after its full context, from a reset
+    /// session.</summary>
     public static IEnumerable<ChoiceScore> Score(Session session, ITokenizer tokenizer, IEnumerable<ChoiceItem> items)
     {
         var logits = new float[session.MaxBatch * session.Config.VocabSize];
         foreach (var item in items)
         {
-            // As lm-evaluation-harness does: the choice's tokens are those of context+choice past the context's own tokens.
+            // As lm-evaluation-harness does: the choice's tokens are those of context+choice past the context's own
+            // tokens.
             int contextTokens = tokenizer.Encode(item.Context, addBos: true).Length;
             var scores = new double[item.Choices.Count];
             var bytes = new int[item.Choices.Count];

@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using ParetoQ.Runtime.Backends;
 using ParetoQ.Runtime.Format;
-using ParetoQ.Runtime.Model;
 
 namespace ParetoQ.Bench;
 
@@ -25,7 +24,8 @@ public sealed class ProfilingBackend(IComputeBackend inner) : IComputeBackend
     private void Add(string operation, long start)
     {
         long elapsed = Stopwatch.GetTimestamp() - start;
-        _totals[operation] = _totals.TryGetValue(operation, out var t) ? (t.Ticks + elapsed, t.Calls + 1) : (elapsed, 1);
+        _totals[operation] = _totals.TryGetValue(operation, out var t) ? (t.Ticks + elapsed, t.Calls + 1)
+            : (elapsed, 1);
     }
 
     public BackendWeight Upload(PqTensor tensor, int rows, int cols) => inner.Upload(tensor, rows, cols);
@@ -68,8 +68,8 @@ public sealed class ProfilingBackend(IComputeBackend inner) : IComputeBackend
         Add("position_encode", start);
     }
 
-    public void Attention(BackendScratch scratch, BackendBuffer q, BackendBuffer k, BackendBuffer v, int tokens, int startPos,
-        LayerAttention layer, BackendKvCache cache, BackendBuffer output)
+    public void Attention(BackendScratch scratch, BackendBuffer q, BackendBuffer k, BackendBuffer v, int tokens,
+        int startPos, LayerAttention layer, BackendKvCache cache, BackendBuffer output)
     {
         long start = Stopwatch.GetTimestamp();
         inner.Attention(scratch, q, k, v, tokens, startPos, layer, cache, output);
@@ -97,7 +97,8 @@ public sealed class ProfilingBackend(IComputeBackend inner) : IComputeBackend
         Add("copy_to_host", start);
     }
 
-    public void CopyFromHost(ReadOnlySpan<float> source, int offset, BackendBuffer x) => inner.CopyFromHost(source, offset, x);
+    public void CopyFromHost(ReadOnlySpan<float> source, int offset, BackendBuffer x)
+        => inner.CopyFromHost(source, offset, x);
 
     /// <summary>The wrapped backend belongs to the caller and stays open.</summary>
     public void Dispose() { }

@@ -31,29 +31,36 @@ public static class Program
         {
             return parsed.Invoke();
         }
-        catch (Exception e) when (e is ArgumentException or NotSupportedException or IOException or UnauthorizedAccessException
-                                   or Runtime.Format.PqFormatException or ModelConfigException or Runtime.Text.TokenizerException)
+        catch (Exception e) when (e is ArgumentException or NotSupportedException or IOException
+            or UnauthorizedAccessException
+                                   or Runtime.Format.PqFormatException or ModelConfigException
+                                       or Runtime.Text.TokenizerException)
         {
             Console.Error.WriteLine($"paretoq-bench: {e.Message}");
             return 1;
         }
     }
 
-    private static Option<int> Threads() => new("--threads", "-t") { Description = "Worker threads, 1 up to the cores this process may use (default: one per core)" };
+    private static Option<int> Threads()
+        => new("--threads",
+        "-t") { Description = "Worker threads, 1 up to the cores this process may use (default: one per core)" };
     private static Option<bool> Json() => new("--json") { Description = "Write results as JSON to stdout" };
-    private static Option<double> MinTime() => new("--min-time") { Description = "Seconds to repeat each measurement for", DefaultValueFactory = _ => 0.3 };
+    private static Option<double> MinTime()
+        => new("--min-time") { Description = "Seconds to repeat each measurement for", DefaultValueFactory = _ => 0.3 };
 
     private static Command KernelsCommand()
     {
         var threads = Threads();
         var json = Json();
         var minTime = MinTime();
-        var formats = new Option<string>("--formats") { Description = "Comma-separated weight formats", DefaultValueFactory = _ => "binary,ternary,q2_seq,q3_row,q4_row,q4_g32,i8_row" };
+        var formats = new Option<string>("--formats") { Description = "Comma-separated weight formats",
+            DefaultValueFactory = _ => "binary,ternary,q2_seq,q3_row,q4_row,q4_g32,i8_row" };
         var paths = new Option<string>("--paths") { Description = "Kernel paths: best, all, or a comma-separated list (scalar, avx2, avxvnni, avx512, neon)", DefaultValueFactory = _ => "best" };
         var shapes = new Option<string?>("--shapes") { Description = "Only shapes whose name contains one of these comma-separated words (e.g. up,head)" };
         var tokens = new Option<string>("--n") { Description = "Comma-separated token counts (1 = decode GEMV, 512 = prefill GEMM)", DefaultValueFactory = _ => "1,512" };
         var cold = new Option<bool>("--cold") { Description = "Rotate over copies of each matrix adding up to 512 MiB, so weights stream from DRAM as in a model" };
-        var cmd = new Command("kernels", "Time each packed matmul per format and path at MobileLLM shapes: µs, GOPS, weight GB/s")
+        var cmd = new Command("kernels",
+            "Time each packed matmul per format and path at MobileLLM shapes: µs, GOPS, weight GB/s")
         {
             threads, json, minTime, formats, paths, shapes, tokens, cold,
         };
@@ -64,10 +71,12 @@ public static class Program
             report.Fact("threads", pool.Threads);
             report.Fact("best_path", KernelDispatch.Name(KernelDispatch.Best));
             string? filter = parse.GetValue(shapes);
-            var selected = KernelBench.DefaultShapes.Where(s => filter is null || Split(filter).Any(f => s.Name.Contains(f, StringComparison.OrdinalIgnoreCase))).ToList();
+            var selected = KernelBench.DefaultShapes.Where(s => filter is null
+                || Split(filter).Any(f => s.Name.Contains(f, StringComparison.OrdinalIgnoreCase))).ToList();
             if (selected.Count == 0) throw new ArgumentException($"no shape matches '{filter}'");
-            KernelBench.Run(report, pool, ParsePaths(parse.GetValue(paths)!), ParseFormats(parse.GetValue(formats)!), selected,
-                Split(parse.GetValue(tokens)!).Select(ParsePositive).ToList(), parse.GetValue(minTime), Console.Error, parse.GetValue(cold));
+            KernelBench.Run(report, pool, ParsePaths(parse.GetValue(paths)!), ParseFormats(parse.GetValue(formats)!),
+                selected, Split(parse.GetValue(tokens)!).Select(ParsePositive).ToList(), parse.GetValue(minTime),
+                    Console.Error, parse.GetValue(cold));
             report.Print(parse.GetValue(json), Console.Out);
             return 0;
         });
@@ -78,8 +87,10 @@ public static class Program
     {
         var threads = Threads();
         var json = Json();
-        var size = new Option<int>("--size-mb") { Description = "Buffer size in MiB (far larger than the caches)", DefaultValueFactory = _ => 1024 };
-        var cmd = new Command("bandwidth", "Measure memory read bandwidth: the decode roofline") { threads, json, size };
+        var size = new Option<int>("--size-mb") { Description = "Buffer size in MiB (far larger than the caches)",
+            DefaultValueFactory = _ => 1024 };
+        var cmd = new Command("bandwidth", "Measure memory read bandwidth: the decode roofline") { threads, json,
+            size };
         cmd.SetAction(parse =>
         {
             var report = new BenchReport("bandwidth");
@@ -100,15 +111,18 @@ public static class Program
     {
         var threads = Threads();
         var json = Json();
-        var modelFile = new Option<string?>("--model", "-m") { Description = "Benchmark this .pq file instead of generated ones" };
+        var modelFile = new Option<string?>("--model",
+            "-m") { Description = "Benchmark this .pq file instead of generated ones" };
         var presets = new Option<string?>("--preset") { Description = "Generated architecture: mobilellm-1b, mobilellm-pro-1b or tiny (default: the full matrix)" };
         var formats = new Option<string?>("--formats") { Description = "Projection formats for --preset (comma-separated)" };
         var head = new Option<string>("--head") { Description = "Embedding/head format of generated models: i8_row, q4_g32, f16, bf16, f32", DefaultValueFactory = _ => "i8_row" };
         var prompts = new Option<string>("--prompts") { Description = "Prompt lengths to prefill; decode is timed right after each", DefaultValueFactory = _ => "128,512,2048" };
-        var decode = new Option<int>("--decode") { Description = "Tokens decoded after each prefill", DefaultValueFactory = _ => 32 };
+        var decode = new Option<int>("--decode") { Description = "Tokens decoded after each prefill",
+            DefaultValueFactory = _ => 32 };
         var kernels = new Option<string?>("--kernels") { Description = "Kernel path (default: the best one)" };
         var exact = new Option<bool>("--exact") { Description = "Exact mode: fp32 activations, scalar kernels" };
-        var dir = new Option<string>("--dir") { Description = "Where generated models are cached", DefaultValueFactory = _ => Path.Combine(Path.GetTempPath(), "paretoq-bench") };
+        var dir = new Option<string>("--dir") { Description = "Where generated models are cached",
+            DefaultValueFactory = _ => Path.Combine(Path.GetTempPath(), "paretoq-bench") };
         var bandwidth = new Option<double>("--bandwidth") { Description = "Read bandwidth in GB/s for the roofline column; 0 measures it first", DefaultValueFactory = _ => 0 };
         var profile = new Option<bool>("--profile") { Description = "Print the prefill and decode time per backend operation (to stderr)" };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "Give generated models this LLaMA-style tokenizer.json instead of the byte-level vocabulary, so they export to GGUF (paretoq-convert --to gguf)" };
@@ -116,7 +130,8 @@ public static class Program
         device.AcceptOnlyFromAmong(ComputeDevice.Names);
         var cmd = new Command("model", "Prefill and decode tokens/s of whole models")
         {
-            threads, json, modelFile, presets, formats, head, prompts, decode, kernels, exact, dir, bandwidth, profile, tokenizer, device,
+            threads, json, modelFile, presets, formats, head, prompts, decode, kernels, exact, dir, bandwidth, profile,
+                tokenizer, device,
         };
         cmd.SetAction(parse =>
         {
@@ -126,13 +141,15 @@ public static class Program
                 Kernels = parse.GetValue(kernels) is { } k ? KernelDispatch.Parse(k) : null,
             };
             var report = new BenchReport("model");
-            // One backend for every model of the run (an accelerator compiles its kernels once); models load onto it in turn.
+            // One backend for every model of the run (an accelerator compiles its kernels once); models load onto it in
+            // turn.
             using var backend = ComputeDevice.Create(parse.GetValue(device)!, options, Accelerators);
             report.Fact("device", backend.Name);
             if (backend is CpuBackend)
             {
                 report.Fact("threads", options.Threads);
-                report.Fact("kernels", options.Exact ? "exact" : KernelDispatch.Name(options.Kernels ?? KernelDispatch.Default));
+                report.Fact("kernels", options.Exact ? "exact"
+                    : KernelDispatch.Name(options.Kernels ?? KernelDispatch.Default));
             }
             double bw = parse.GetValue(bandwidth);
             if (bw <= 0) bw = ReadBandwidth(backend, options.Threads);
@@ -142,11 +159,13 @@ public static class Program
             if (decodeTokens < 1) throw new ArgumentException("--decode must be at least 1");
             if (parse.GetValue(modelFile) is { } file)
             {
-                ModelBench.Run(report, file, Path.GetFileName(file), backend, promptLengths, decodeTokens, bw, Console.Error, parse.GetValue(profile));
+                ModelBench.Run(report, file, Path.GetFileName(file), backend, promptLengths, decodeTokens, bw,
+                    Console.Error, parse.GetValue(profile));
             }
             else
             {
-                if (!WeightFormats.TryParse(parse.GetValue(head)!, out var headFormat)) throw new ArgumentException($"unknown head format '{parse.GetValue(head)}'");
+                if (!WeightFormats.TryParse(parse.GetValue(head)!,
+                    out var headFormat)) throw new ArgumentException($"unknown head format '{parse.GetValue(head)}'");
                 var matrix = ModelBench.DefaultModels.AsEnumerable();
                 if (parse.GetValue(presets) is { } p)
                 {
@@ -156,8 +175,11 @@ public static class Program
                 }
                 foreach (var (preset, projections) in matrix)
                 {
-                    string path = ModelBench.EnsureModel(parse.GetValue(dir)!, preset, projections, headFormat, parse.GetValue(tokenizer), Console.Error);
-                    ModelBench.Run(report, path, $"{preset} {WeightFormats.Name(projections)} ({Path.GetFileName(path)})", backend, promptLengths, decodeTokens, bw, Console.Error, parse.GetValue(profile));
+                    string path = ModelBench.EnsureModel(parse.GetValue(dir)!, preset, projections, headFormat,
+                        parse.GetValue(tokenizer), Console.Error);
+                    ModelBench.Run(report, path,
+                        $"{preset} {WeightFormats.Name(projections)} ({Path.GetFileName(path)})", backend,
+                        promptLengths, decodeTokens, bw, Console.Error, parse.GetValue(profile));
                 }
             }
             report.Print(parse.GetValue(json), Console.Out);
@@ -166,7 +188,8 @@ public static class Program
         return cmd;
     }
 
-    /// <summary>Read bandwidth of the memory the backend's weights live in: host RAM for the CPU, device memory for an accelerator.</summary>
+    /// <summary>Read bandwidth of the memory the backend's weights live in: host RAM for the CPU, device memory for an
+    /// accelerator.</summary>
     private static double ReadBandwidth(IComputeBackend backend, int threads)
     {
 #if PARETOQ_ILGPU
@@ -199,9 +222,11 @@ public static class Program
         var jsonl = new Option<string>("--jsonl") { Description = "Questions, one JSON object per line: {\"context\": …, \"choices\": [ … ], \"label\": index}", Required = true };
         var modelFile = new Option<string>("--model", "-m") { Description = "The .pq model", Required = true };
         var limit = new Option<int>("--limit") { Description = "Score only the first N questions; 0 scores all" };
-        var context = new Option<int>("--context", "-c") { Description = "Context length (default: min(model maximum, 4096))" };
+        var context = new Option<int>("--context",
+            "-c") { Description = "Context length (default: min(model maximum, 4096))" };
         var exact = new Option<bool>("--exact") { Description = "Exact mode: fp32 activations, scalar kernels" };
-        var cmd = new Command("mc", "Multiple-choice accuracy: each choice scored by its log-likelihood after the context (ARC, PIQA, HellaSwag style)")
+        var cmd = new Command("mc",
+            "Multiple-choice accuracy: each choice scored by its log-likelihood after the context (ARC, PIQA, HellaSwag style)")
         {
             threads, json, jsonl, modelFile, limit, context, exact,
         };
@@ -210,9 +235,12 @@ public static class Program
             var items = MultipleChoice.Read(parse.GetValue(jsonl)!);
             if (parse.GetValue(limit) is var n && n < 0) throw new ArgumentException($"--limit {n} must be ≥ 0");
             if (n > 0) items = items.Take(n).ToList();
-            using var model = LanguageModel.Load(parse.GetValue(modelFile)!, new CpuBackendOptions { Threads = ThreadCount(parse.GetValue(threads)), Exact = parse.GetValue(exact) });
+            using var model = LanguageModel.Load(parse.GetValue(modelFile)!,
+                new CpuBackendOptions { Threads = ThreadCount(parse.GetValue(threads)),
+                Exact = parse.GetValue(exact) });
             var tokenizer = Runtime.Text.Tokenizers.FromFile(model.File, model.Config.VocabSize);
-            using var session = new Session(model, new SessionOptions { AllLogits = true, ContextLength = parse.GetValue(context) });
+            using var session = new Session(model,
+                new SessionOptions { AllLogits = true, ContextLength = parse.GetValue(context) });
             var timer = System.Diagnostics.Stopwatch.StartNew();
             var scores = new List<ChoiceScore>();
             foreach (var score in MultipleChoice.Score(session, tokenizer, items))
@@ -239,14 +267,17 @@ public static class Program
 
     private static int ThreadCount(int requested) => Runtime.Kernels.ThreadCount.Check(requested, "--threads");
 
-    private static string[] Split(string list) => list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+    private static string[] Split(string list)
+        => list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
 
     private static int ParsePositive(string s) =>
-        int.TryParse(s, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int v) && v > 0
+        int.TryParse(s, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture,
+            out int v) && v > 0
             ? v : throw new ArgumentException($"'{s}' is not a positive integer");
 
     private static List<WeightFormat> ParseFormats(string list) => Split(list).Select(n =>
-        WeightFormats.TryParse(n, out var f) && WeightFormats.IsPacked(f) ? f : throw new ArgumentException($"unknown packed format '{n}'")).ToList();
+        WeightFormats.TryParse(n, out var f) && WeightFormats.IsPacked(f) ? f
+            : throw new ArgumentException($"unknown packed format '{n}'")).ToList();
 
     private static List<KernelPath> ParsePaths(string list) => list switch
     {

@@ -4,7 +4,8 @@ namespace ParetoQ.Bench;
 
 internal static class Timing
 {
-    /// <summary>Median seconds of one call of <paramref name="action"/>, after a warm-up, repeated for at least minSeconds and 3 runs.</summary>
+    /// <summary>Median seconds of one call of <paramref name="action"/>, after a warm-up, repeated for at least
+    /// minSeconds and 3 runs.</summary>
     public static double Median(Action action, double minSeconds)
     {
         action();

@@ -15,8 +15,9 @@ internal enum PerplexityMode
     /// </summary>
     Windows,
     /// <summary>
-    /// llama.cpp's protocol (<c>llama-perplexity -c N</c>): independent chunks of N tokens whose first token is replaced
-    /// by BOS, scoring only each chunk's second half; needs at least 2N tokens, and a trailing partial chunk is dropped.
+    /// llama.cpp's protocol (<c>llama-perplexity -c N</c>): independent chunks of N tokens whose first token is
+    /// replaced by BOS, scoring only each chunk's second half; needs at least 2N tokens, and a trailing partial chunk
+    /// is dropped.
     /// </summary>
     Chunks,
 }
@@ -56,7 +57,8 @@ internal static class Perplexity
         for (int begin = 0, scoredEnd = 1; scoredEnd < tokens.Length; begin += stride)
         {
             int end = Math.Min(begin + window, tokens.Length);
-            nll -= TokenScoring.LogLikelihood(session, tokens.AsSpan(begin, end - begin), scoredEnd - begin, logits); // targets scoredEnd … end−1
+            // targets scoredEnd … end−1
+            nll -= TokenScoring.LogLikelihood(session, tokens.AsSpan(begin, end - begin), scoredEnd - begin, logits);
             scored += end - scoredEnd;
             scoredEnd = end;
         }

@@ -11,7 +11,8 @@ using ParetoQ.Runtime.Text;
 
 namespace ParetoQ.Cli;
 
-/// <summary>paretoq-run: generate text from a .pq model, chat with it, or measure its perplexity on a text file.</summary>
+/// <summary>paretoq-run: generate text from a .pq model, chat with it, or measure its perplexity on a text
+/// file.</summary>
 public static class Program
 {
     public const string DefaultModel = "models/mobilellm-7m-2bit.pq";
@@ -24,21 +25,30 @@ public static class Program
 
     public static int Main(string[] args)
     {
-        var model = new Option<string?>("--model", "-m") { Description = $"The .pq model file (default: {DefaultModel} in the current directory or beside the program)" };
-        var prompt = new Option<string?>("--prompt", "-p") { Description = "The prompt; with --chat, the first user message" };
-        var maxTokens = new Option<int>("--max-tokens", "-n") { Description = "Most tokens to generate", DefaultValueFactory = _ => 256 };
-        var temperature = new Option<float>("--temperature") { Description = "Sampling temperature; 0 is greedy", DefaultValueFactory = _ => 0.8f };
-        var topK = new Option<int>("--top-k") { Description = "Keep the k most likely tokens; 0 keeps all", DefaultValueFactory = _ => 40 };
-        var topP = new Option<float>("--top-p") { Description = "Nucleus sampling threshold; 1 is off", DefaultValueFactory = _ => 0.95f };
+        var model = new Option<string?>("--model",
+            "-m") { Description = $"The .pq model file (default: {DefaultModel} in the current directory or beside the program)" };
+        var prompt = new Option<string?>("--prompt",
+            "-p") { Description = "The prompt; with --chat, the first user message" };
+        var maxTokens = new Option<int>("--max-tokens", "-n") { Description = "Most tokens to generate",
+            DefaultValueFactory = _ => 256 };
+        var temperature = new Option<float>("--temperature") { Description = "Sampling temperature; 0 is greedy",
+            DefaultValueFactory = _ => 0.8f };
+        var topK = new Option<int>("--top-k") { Description = "Keep the k most likely tokens; 0 keeps all",
+            DefaultValueFactory = _ => 40 };
+        var topP = new Option<float>("--top-p") { Description = "Nucleus sampling threshold; 1 is off",
+            DefaultValueFactory = _ => 0.95f };
         var minP = new Option<float>("--min-p") { Description = "Drop tokens below this fraction of the best one's probability; 0 is off", DefaultValueFactory = _ => 0.05f };
         var repeatPenalty = new Option<float>("--repeat-penalty") { Description = "Penalty on tokens of the last 64; 1 is off", DefaultValueFactory = _ => 1.1f };
         var seed = new Option<ulong?>("--seed") { Description = "Random seed; the same seed gives the same text (default: random)" };
-        var context = new Option<int>("--context", "-c") { Description = "Context length in tokens (default: min(model maximum, 4096))" };
-        var kvCache = new Option<string>("--kv-cache") { Description = "KV cache type", DefaultValueFactory = _ => "int8" };
+        var context = new Option<int>("--context",
+            "-c") { Description = "Context length in tokens (default: min(model maximum, 4096))" };
+        var kvCache = new Option<string>("--kv-cache") { Description = "KV cache type", DefaultValueFactory = _
+            => "int8" };
         kvCache.AcceptOnlyFromAmong("int8", "f32");
         var chat = new Option<bool>("--chat") { Description = "Use the model's chat template; without --prompt, chat interactively" };
         var system = new Option<string?>("--system") { Description = "System message for --chat" };
-        var threads = new Option<int>("--threads", "-t") { Description = "Worker threads, 1 up to the cores this process may use (default: one per core)" };
+        var threads = new Option<int>("--threads",
+            "-t") { Description = "Worker threads, 1 up to the cores this process may use (default: one per core)" };
         var exact = new Option<bool>("--exact") { Description = "Exact mode: fp32 activations through the scalar reference kernels (slow; for accuracy checks)" };
         var device = new Option<string>("--device") { Description = "cpu, or through ILGPU (JIT-hosted build only): cuda, opencl, ilgpu-cpu (a simulator, for tests), auto (cuda, then opencl, then cpu)", DefaultValueFactory = _ => "cpu" };
         device.AcceptOnlyFromAmong(ComputeDevice.Names);
@@ -48,25 +58,31 @@ public static class Program
 
         var root = new RootCommand("paretoq-run: run a ParetoQ low-bit language model (.pq)")
         {
-            model, prompt, maxTokens, temperature, topK, topP, minP, repeatPenalty, seed, context, kvCache, chat, system, perplexity, perplexityMode, threads, exact, device,
+            model, prompt, maxTokens, temperature, topK, topP, minP, repeatPenalty, seed, context, kvCache, chat,
+                system, perplexity, perplexityMode, threads, exact, device,
         };
         root.SetAction(parse => Run(new Settings(
             parse.GetValue(model), parse.GetValue(prompt), parse.GetValue(maxTokens),
             new SamplerOptions
             {
-                Temperature = parse.GetValue(temperature), TopK = parse.GetValue(topK), TopP = parse.GetValue(topP), MinP = parse.GetValue(minP),
-                RepeatPenalty = parse.GetValue(repeatPenalty), Seed = parse.GetValue(seed) ?? (ulong)Stopwatch.GetTimestamp(),
+                Temperature = parse.GetValue(temperature), TopK = parse.GetValue(topK), TopP = parse.GetValue(topP),
+                    MinP = parse.GetValue(minP),
+                RepeatPenalty = parse.GetValue(repeatPenalty), Seed = parse.GetValue(seed)
+                    ?? (ulong)Stopwatch.GetTimestamp(),
             },
             parse.GetValue(context), parse.GetValue(kvCache) == "f32" ? KvCacheType.F32 : KvCacheType.Int8,
             parse.GetValue(chat), parse.GetValue(system), parse.GetValue(perplexity),
-            parse.GetValue(perplexityMode) == "chunks" ? PerplexityMode.Chunks : PerplexityMode.Windows, parse.GetValue(threads), parse.GetValue(exact), parse.GetValue(device)!)));
+            parse.GetValue(perplexityMode) == "chunks" ? PerplexityMode.Chunks : PerplexityMode.Windows,
+                parse.GetValue(threads), parse.GetValue(exact), parse.GetValue(device)!)));
 
         var parsed = root.Parse(args);
         if (UsageErrors.Report(parsed, "paretoq-run")) return UsageErrors.ExitCode;
         return parsed.Invoke();
     }
 
-    private sealed record Settings(string? Model, string? Prompt, int MaxTokens, SamplerOptions Sampler, int Context, KvCacheType KvCache, bool Chat, string? System, string? Perplexity, PerplexityMode PerplexityMode, int Threads, bool Exact, string Device);
+    private sealed record Settings(string? Model, string? Prompt, int MaxTokens, SamplerOptions Sampler, int Context,
+        KvCacheType KvCache, bool Chat, string? System, string? Perplexity, PerplexityMode PerplexityMode, int Threads,
+        bool Exact, string Device);
 
     private static int Run(Settings s)
     {
@@ -75,18 +91,24 @@ public static class Program
             s.Sampler.Validate();
             if (s.MaxTokens < 0) throw new ArgumentException($"--max-tokens {s.MaxTokens} must be ≥ 0");
             if (s.Prompt is not null && s.Prompt.Trim().Length == 0) throw new ArgumentException("the prompt is empty");
-            if (s.Prompt is null && !s.Chat && s.Perplexity is null) throw new ArgumentException("give --prompt TEXT, --chat or --perplexity FILE");
+            if (s.Prompt is null && !s.Chat
+                && s.Perplexity is null) throw new ArgumentException("give --prompt TEXT, --chat or --perplexity FILE");
             ThreadCount.Check(s.Threads, "--threads");
             string path = ResolveModel(s.Model);
-            using var backend = ComputeDevice.Create(s.Device, new CpuBackendOptions { Threads = s.Threads, Exact = s.Exact }, Accelerators);
+            using var backend = ComputeDevice.Create(s.Device,
+                new CpuBackendOptions { Threads = s.Threads, Exact = s.Exact }, Accelerators);
             using var model = LanguageModel.Load(path, backend);
             var tokenizer = Tokenizers.FromFile(model.File, model.Config.VocabSize);
-            using var session = new Session(model, new SessionOptions { ContextLength = s.Context, KvCache = s.KvCache, AllLogits = s.Perplexity is not null });
+            using var session = new Session(model,
+                new SessionOptions { ContextLength = s.Context, KvCache = s.KvCache,
+                AllLogits = s.Perplexity is not null });
             if (s.Perplexity is not null) return Perplexity.Run(session, tokenizer, s.Perplexity, s.PerplexityMode);
             return s.Chat ? Chat(session, tokenizer, model.File, s) : Complete(session, tokenizer, model.File, s);
         }
-        catch (Exception e) when (e is PqFormatException or ModelConfigException or TokenizerException or ArgumentException
-                                   or ContextLengthExceededException or IOException or UnauthorizedAccessException or NotSupportedException)
+        catch (Exception e) when (e is PqFormatException or ModelConfigException or TokenizerException
+            or ArgumentException
+                                   or ContextLengthExceededException or IOException or UnauthorizedAccessException
+                                       or NotSupportedException)
         {
             Console.Error.WriteLine($"paretoq-run: {e.Message}");
             return 1;
@@ -155,8 +177,10 @@ public static class Program
         try
         {
             var stdout = Console.Out;
-            var options = new GenerationOptions { MaxTokens = s.MaxTokens, Sampler = s.Sampler, EosIds = file.Tokenizer.EosIds };
-            return new Generator(session, tokenizer).Generate(ids, options, text => { stdout.Write(text); stdout.Flush(); }, cancel.Token);
+            var options = new GenerationOptions { MaxTokens = s.MaxTokens, Sampler = s.Sampler,
+                EosIds = file.Tokenizer.EosIds };
+            return new Generator(session, tokenizer).Generate(ids, options, text
+                => { stdout.Write(text); stdout.Flush(); }, cancel.Token);
         }
         finally
         {

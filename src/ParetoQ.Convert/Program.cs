@@ -22,10 +22,12 @@ public static class Program
         to.AcceptOnlyFromAmong("pq", "gguf");
         var bits = new Option<string>("--bits") { Description = "Projection weights: auto (detect snapped grids, use trained clip values), 1, 1.58, 2, 3, 4 (ParetoQ grids; round-to-nearest when not snapped), int4 (group-32), int8, bf16, f16, f32", DefaultValueFactory = _ => "auto" };
         bits.AcceptOnlyFromAmong([.. ConversionOptions.BitsNames.Keys]);
-        var head = new Option<string>("--head") { Description = "Embedding and output head format", DefaultValueFactory = _ => "int8" };
+        var head = new Option<string>("--head") { Description = "Embedding and output head format",
+            DefaultValueFactory = _ => "int8" };
         head.AcceptOnlyFromAmong([.. ConversionOptions.HeadNames.Keys]);
         var force = new Option<bool>("--force") { Description = "Replace the output file if it exists" };
-        var verbose = new Option<bool>("--verbose", "-v") { Description = "Print every tensor's origin, format and reconstruction error" };
+        var verbose = new Option<bool>("--verbose",
+            "-v") { Description = "Print every tensor's origin, format and reconstruction error" };
 
         var root = new RootCommand("paretoq-convert: convert Hugging Face checkpoints to .pq and .pq to GGUF, and inspect or verify .pq files") { input, output, to, bits, head, force, verbose };
         root.SetAction(p => Guard(() =>
@@ -48,7 +50,8 @@ public static class Program
         var inspect = new Command("inspect", "Print a .pq file's config, tokenizer, provenance and tensors") { file };
         inspect.SetAction(p => Guard(() => Inspect(p.GetValue(file)!)));
         var verifyFile = new Argument<string>("MODEL") { Description = "A .pq file" };
-        var verify = new Command("verify", "Check every checksum of a .pq file, then that the model and its tokenizer load") { verifyFile };
+        var verify = new Command("verify",
+            "Check every checksum of a .pq file, then that the model and its tokenizer load") { verifyFile };
         verify.SetAction(p => Guard(() => Verify(p.GetValue(verifyFile)!)));
         root.Subcommands.Add(inspect);
         root.Subcommands.Add(verify);
@@ -64,8 +67,10 @@ public static class Program
         {
             return action();
         }
-        catch (Exception e) when (e is CheckpointException or PqFormatException or ModelConfigException or TokenizerException or ArgumentException
-                                   or NotSupportedException or IOException or UnauthorizedAccessException or OutOfMemoryException)
+        catch (Exception e) when (e is CheckpointException or PqFormatException or ModelConfigException
+            or TokenizerException or ArgumentException
+                                   or NotSupportedException or IOException or UnauthorizedAccessException
+                                       or OutOfMemoryException)
         {
             Console.Error.WriteLine();
             Console.Error.WriteLine($"paretoq-convert: {e.Message}");
@@ -89,7 +94,8 @@ public static class Program
         Console.WriteLine($"converted {Path.GetFullPath(directory)} ({report.Source.Family}, {report.WeightFiles}) -> {report.Output}");
         Console.WriteLine($"  model      {c.Architecture}: {c.NumLayers} layers{(c.LayerRepeat > 1 ? $" x{c.LayerRepeat} shared" : "")}, dim {c.HiddenSize}, heads {c.NumHeads}/{c.NumKvHeads}, FFN {c.IntermediateSize}, vocab {c.VocabSize}, context {c.MaxPositionEmbeddings}, {(c.TieWordEmbeddings ? "tied" : "separate")} head");
         Console.WriteLine($"  tokenizer  {report.Tokenizer.Description}");
-        foreach (var group in report.Tensors.Where(t => !t.Spec.IsNorm).GroupBy(t => (t.Origin, t.Format, t.IsProjection)))
+        foreach (var group in report.Tensors.Where(t => !t.Spec.IsNorm).GroupBy(t
+            => (t.Origin, t.Format, t.IsProjection)))
         {
             string what = group.Key.Item3 ? "projections" : "embedding/head";
             string origin = group.Key.Origin switch
@@ -128,11 +134,13 @@ public static class Program
         foreach (string note in report.Notes) Console.WriteLine($"  note       {note}");
         if (verbose)
             foreach (var t in report.Tensors)
-                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"    {t.Name,-28} {t.Type,-6} from {t.Source} ({WeightFormats.Name(t.SourceFormat)}), {t.Bytes} bytes, scale rounding {t.MaxScaleError:G3}"));
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"    {t.Name,-28} {t.Type,-6} from {t.Source} ({WeightFormats.Name(t.SourceFormat)}), {t.Bytes} bytes, scale rounding {t.MaxScaleError:G3}"));
         return 0;
     }
 
-    private static double Rms(IEnumerable<TensorReport> tensors) => Math.Sqrt(tensors.Average(t => t.RelativeError * t.RelativeError));
+    private static double Rms(IEnumerable<TensorReport> tensors)
+        => Math.Sqrt(tensors.Average(t => t.RelativeError * t.RelativeError));
 
     private static int Inspect(string path)
     {

@@ -4,7 +4,8 @@ using ParetoQ.Abi;
 
 namespace ParetoQ.Interop;
 
-public sealed record GenerationStats(int PromptTokens, int GeneratedTokens, PqStopReason StopReason, double PrefillTokensPerSecond, double DecodeTokensPerSecond);
+public sealed record GenerationStats(int PromptTokens, int GeneratedTokens, PqStopReason StopReason,
+    double PrefillTokensPerSecond, double DecodeTokensPerSecond);
 
 /// <summary>
 /// One conversation (a KV cache and its worker threads) on a <see cref="ParetoQModel"/>. Use it from one thread at a
@@ -31,7 +32,8 @@ public sealed unsafe class ParetoQContext : IDisposable
     public int Position => ParetoQException.Check(NativeMethods.ContextPosition(_handle));
     public int Length => ParetoQException.Check(NativeMethods.ContextLength(_handle));
 
-    /// <summary>The library's default sampler settings (temperature 0.8, top-k 40, top-p 0.95, min-p 0.05, repeat penalty 1.1).</summary>
+    /// <summary>The library's default sampler settings (temperature 0.8, top-k 40, top-p 0.95, min-p 0.05, repeat
+    /// penalty 1.1).</summary>
     public static PqSamplerParams DefaultSampler => NativeMethods.SamplerDefaultParams();
 
     public void Reset() => ParetoQException.Check(NativeMethods.ContextReset(_handle));
@@ -58,7 +60,8 @@ public sealed unsafe class ParetoQContext : IDisposable
     /// Generates after <paramref name="prompt"/>, handing each piece of text to <paramref name="onText"/> as soon as it
     /// is final; return false from it to stop. The context keeps the conversation for the next call.
     /// </summary>
-    public GenerationStats Generate(string prompt, int maxTokens, Func<string, bool>? onText = null, PqSamplerParams? sampler = null)
+    public GenerationStats Generate(string prompt, int maxTokens, Func<string, bool>? onText = null,
+        PqSamplerParams? sampler = null)
     {
         var parameters = sampler ?? DefaultSampler;
         byte[] utf8 = Encoding.UTF8.GetBytes(prompt);
@@ -73,7 +76,8 @@ public sealed unsafe class ParetoQContext : IDisposable
                     onText is null ? null : &OnText, (void*)GCHandle.ToIntPtr(handle), &stats);
             state.Failure?.Throw();
             ParetoQException.Check(status);
-            return new GenerationStats(stats.PromptTokens, stats.GeneratedTokens, (PqStopReason)stats.StopReason, stats.PrefillTokensPerSecond, stats.DecodeTokensPerSecond);
+            return new GenerationStats(stats.PromptTokens, stats.GeneratedTokens, (PqStopReason)stats.StopReason,
+                stats.PrefillTokensPerSecond, stats.DecodeTokensPerSecond);
         }
         finally
         {
@@ -89,7 +93,8 @@ public sealed unsafe class ParetoQContext : IDisposable
         public System.Runtime.ExceptionServices.ExceptionDispatchInfo? Failure { get; set; }
     }
 
-    // Called from native code: an exception must not unwind through it, so it stops generation and is rethrown afterwards.
+    // Called from native code: an exception must not unwind through it, so it stops generation and is rethrown
+    // afterwards.
     [UnmanagedCallersOnly]
     private static int OnText(byte* text, int length, void* userData)
     {

@@ -21,8 +21,8 @@ public sealed class ParetoQException(PqStatus status, string message) : Exceptio
     internal static int CheckNegativeSize(int result) => result == PqAbi.SizeError ? Check(result) : result;
 }
 
-public sealed record ModelInfo(string Architecture, string Bits, int VocabSize, int MaxContext, int Layers, int HiddenSize,
-    int BosId, int EosId, long FileBytes, long Parameters);
+public sealed record ModelInfo(string Architecture, string Bits, int VocabSize, int MaxContext, int Layers,
+    int HiddenSize, int BosId, int EosId, long FileBytes, long Parameters);
 
 /// <summary>
 /// A .pq model loaded by libparetoq. Thread-safe: share one across threads and create a <see cref="ParetoQContext"/>
@@ -42,15 +42,17 @@ public sealed unsafe class ParetoQModel : IDisposable
         _handle = handle;
         PqModelInfo info = new() { Size = (uint)sizeof(PqModelInfo) };
         ParetoQException.Check(NativeMethods.ModelGetInfo(handle, &info));
-        Info = new ModelInfo(FixedText(info.Architecture, 32), FixedText(info.Bits, 16), info.VocabSize, info.MaxContext, info.Layers,
-            info.HiddenSize, info.BosId, info.EosId, info.FileBytes, info.Parameters);
+        Info = new ModelInfo(FixedText(info.Architecture, 32), FixedText(info.Bits, 16), info.VocabSize,
+            info.MaxContext, info.Layers, info.HiddenSize, info.BosId, info.EosId, info.FileBytes, info.Parameters);
     }
 
-    /// <summary>Loads a .pq file; throws <see cref="ParetoQException"/> naming the problem, and refuses a library of another ABI.</summary>
+    /// <summary>Loads a .pq file; throws <see cref="ParetoQException"/> naming the problem, and refuses a library of
+    /// another ABI.</summary>
     public static ParetoQModel Load(string path, bool verifyChecksums = true)
     {
         uint abi = NativeMethods.AbiVersion();
-        if (abi != PqAbi.Version) throw new ParetoQException(PqStatus.Unsupported, $"libparetoq has ABI {abi}; this binding needs {PqAbi.Version}");
+        if (abi != PqAbi.Version) throw new ParetoQException(PqStatus.Unsupported,
+            $"libparetoq has ABI {abi}; this binding needs {PqAbi.Version}");
         var parameters = NativeMethods.ModelDefaultParams();
         parameters.VerifyChecksums = verifyChecksums ? 1 : 0;
         int status = NativeMethods.ModelLoad(path, &parameters, out var handle);
@@ -70,10 +72,12 @@ public sealed unsafe class ParetoQModel : IDisposable
         byte[] utf8 = Encoding.UTF8.GetBytes(text);
         fixed (byte* p = utf8)
         {
-            int needed = -ParetoQException.CheckNegativeSize(NativeMethods.Tokenize(_handle, p, utf8.Length, addBos ? 1 : 0, null, 0));
+            int needed = -ParetoQException.CheckNegativeSize(NativeMethods.Tokenize(_handle, p, utf8.Length, addBos ? 1
+                : 0, null, 0));
             var tokens = new int[needed];
             fixed (int* t = tokens)
-                ParetoQException.Check(NativeMethods.Tokenize(_handle, p, utf8.Length, addBos ? 1 : 0, t, tokens.Length));
+                ParetoQException.Check(NativeMethods.Tokenize(_handle, p, utf8.Length, addBos ? 1 : 0, t,
+                    tokens.Length));
             return tokens;
         }
     }
@@ -82,11 +86,13 @@ public sealed unsafe class ParetoQModel : IDisposable
     {
         fixed (int* t = tokens)
         {
-            int needed = -ParetoQException.CheckNegativeSize(NativeMethods.Detokenize(_handle, t, tokens.Length, null, 0));
+            int needed = -ParetoQException.CheckNegativeSize(NativeMethods.Detokenize(_handle, t, tokens.Length, null,
+                0));
             var text = new byte[needed];
             fixed (byte* p = text)
             {
-                int length = ParetoQException.Check(NativeMethods.Detokenize(_handle, t, tokens.Length, p, text.Length));
+                int length = ParetoQException.Check(NativeMethods.Detokenize(_handle, t, tokens.Length, p,
+                    text.Length));
                 return Encoding.UTF8.GetString(text, 0, length);
             }
         }
@@ -95,5 +101,6 @@ public sealed unsafe class ParetoQModel : IDisposable
     public void Dispose() => _handle.Dispose();
 
     private static string FixedText(byte* field, int capacity) =>
-        Encoding.UTF8.GetString(field, new ReadOnlySpan<byte>(field, capacity).IndexOf((byte)0) is var n and >= 0 ? n : capacity);
+        Encoding.UTF8.GetString(field, new ReadOnlySpan<byte>(field, capacity).IndexOf((byte)0) is var n and >= 0 ? n
+            : capacity);
 }

@@ -10,7 +10,8 @@ namespace ParetoQ.Native;
 /// <summary>pq_last_error: one UTF-8 message per thread, in native memory so C can hold the pointer.</summary>
 internal static unsafe class Errors
 {
-    /// <summary>A thread's message. When the thread exits, its thread-static reference goes and the finalizer frees the text.</summary>
+    /// <summary>A thread's message. When the thread exits, its thread-static reference goes and the finalizer frees the
+    /// text.</summary>
     private sealed class ThreadMessage
     {
         public byte* Text;

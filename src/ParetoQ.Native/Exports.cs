@@ -11,8 +11,8 @@ using ParetoQ.Runtime.Text;
 namespace ParetoQ.Native;
 
 /// <summary>
-/// The functions native/include/paretoq.h declares. Each one validates its arguments, runs inside a catch-all that turns
-/// any exception into a pq_status and a pq_last_error message, and never lets anything cross into C.
+/// The functions native/include/paretoq.h declares. Each one validates its arguments, runs inside a catch-all that
+/// turns any exception into a pq_status and a pq_last_error message, and never lets anything cross into C.
 /// </summary>
 public static unsafe class Exports
 {
@@ -38,8 +38,10 @@ public static unsafe class Exports
     [UnmanagedCallersOnly(EntryPoint = "pq_sampler_default_params")]
     public static PqSamplerParams SamplerDefaultParams() => DefaultSamplerParams;
 
-    private static PqModelParams DefaultModelParams => new() { Size = (uint)sizeof(PqModelParams), VerifyChecksums = 1 };
-    private static PqContextParams DefaultContextParams => new() { Size = (uint)sizeof(PqContextParams), KvType = (int)PqKvType.Int8 };
+    private static PqModelParams DefaultModelParams
+        => new() { Size = (uint)sizeof(PqModelParams), VerifyChecksums = 1 };
+    private static PqContextParams DefaultContextParams
+        => new() { Size = (uint)sizeof(PqContextParams), KvType = (int)PqKvType.Int8 };
 
     private static PqSamplerParams DefaultSamplerParams
     {
@@ -48,7 +50,8 @@ public static unsafe class Exports
             var o = new SamplerOptions();
             return new PqSamplerParams
             {
-                Size = (uint)sizeof(PqSamplerParams), Temperature = o.Temperature, TopK = o.TopK, TopP = o.TopP, MinP = o.MinP,
+                Size = (uint)sizeof(PqSamplerParams), Temperature = o.Temperature, TopK = o.TopK, TopP = o.TopP,
+                    MinP = o.MinP,
                 RepeatPenalty = o.RepeatPenalty, RepeatLastN = o.RepeatWindow, Seed = o.Seed,
             };
         }
@@ -64,7 +67,8 @@ public static unsafe class Exports
             *outModel = 0;
             var p = parameters == null ? DefaultModelParams : *parameters;
             CheckSize(p.Size, sizeof(PqModelParams), "pq_model_params", "pq_model_default_params");
-            if (p.VerifyChecksums is not (0 or 1)) throw new ArgumentException($"verify_checksums is {p.VerifyChecksums}; use 0 or 1");
+            if (p.VerifyChecksums is not (0
+                or 1)) throw new ArgumentException($"verify_checksums is {p.VerifyChecksums}; use 0 or 1");
             string file = Text(path, -1, "path");
             if (!File.Exists(file)) return Errors.Set(PqStatus.IO, F, $"model file '{file}' does not exist");
             *outModel = HandleTable.Add(new NativeModel(file, p.VerifyChecksums == 1));
@@ -93,7 +97,8 @@ public static unsafe class Exports
             var t = m.File.Tokenizer;
             var result = new PqModelInfo
             {
-                Size = (uint)sizeof(PqModelInfo), VocabSize = c.VocabSize, MaxContext = c.MaxPositionEmbeddings, Layers = c.EffectiveLayers,
+                Size = (uint)sizeof(PqModelInfo), VocabSize = c.VocabSize, MaxContext = c.MaxPositionEmbeddings,
+                    Layers = c.EffectiveLayers,
                 HiddenSize = c.HiddenSize, BosId = t.BosId, EosId = t.EosIds.Count > 0 ? t.EosIds[0] : -1,
                 FileBytes = m.File.FileLength, Parameters = m.Parameters,
             };
@@ -113,18 +118,21 @@ public static unsafe class Exports
         {
             if (outContext == null) return Errors.Set(PqStatus.InvalidArgument, F, "out_context is null");
             *outContext = 0;
-            if (HandleTable.Get<NativeModel>(model) is not { } m || !m.TryAddReference()) return Errors.NoHandle(F, "model");
+            if (HandleTable.Get<NativeModel>(model) is not { } m || !m.TryAddReference()) return Errors.NoHandle(F,
+                "model");
             try
             {
                 var p = parameters == null ? DefaultContextParams : *parameters;
                 CheckSize(p.Size, sizeof(PqContextParams), "pq_context_params", "pq_context_default_params");
                 ThreadCount.Check(p.Threads);
                 if (p.ContextLength < 0) throw new ArgumentException($"context_length {p.ContextLength} is negative");
-                if (p.KvType is not ((int)PqKvType.Int8 or (int)PqKvType.F32)) throw new ArgumentException($"kv_type {p.KvType} is not PQ_KV_INT8 (0) or PQ_KV_F32 (1)");
+                if (p.KvType is not ((int)PqKvType.Int8
+                    or (int)PqKvType.F32)) throw new ArgumentException($"kv_type {p.KvType} is not PQ_KV_INT8 (0) or PQ_KV_F32 (1)");
                 if (p.Exact is not (0 or 1)) throw new ArgumentException($"exact is {p.Exact}; use 0 or 1");
                 var context = new NativeContext(m,
                     new CpuBackendOptions { Threads = p.Threads, Exact = p.Exact == 1 },
-                    new SessionOptions { ContextLength = p.ContextLength, KvCache = p.KvType == (int)PqKvType.F32 ? KvCacheType.F32 : KvCacheType.Int8 });
+                    new SessionOptions { ContextLength = p.ContextLength, KvCache = p.KvType == (int)PqKvType.F32
+                        ? KvCacheType.F32 : KvCacheType.Int8 });
                 *outContext = HandleTable.Add(context);
                 return (int)PqStatus.Ok;
             }
@@ -150,7 +158,8 @@ public static unsafe class Exports
                 return;
             }
             var wait = new SpinWait();
-            while (Interlocked.CompareExchange(ref c.BusyThread, me, 0) != 0) wait.SpinOnce(); // a call on another thread finishes first
+            // a call on another thread finishes first
+            while (Interlocked.CompareExchange(ref c.BusyThread, me, 0) != 0) wait.SpinOnce();
             c.Disposed = true;
             c.Dispose();
         }
@@ -167,10 +176,12 @@ public static unsafe class Exports
     });
 
     [UnmanagedCallersOnly(EntryPoint = "pq_context_position")]
-    public static int ContextPosition(nint context) => OnContext("pq_context_position", context, c => c.Session.Position);
+    public static int ContextPosition(nint context)
+        => OnContext("pq_context_position", context, c => c.Session.Position);
 
     [UnmanagedCallersOnly(EntryPoint = "pq_context_length")]
-    public static int ContextLength(nint context) => OnContext("pq_context_length", context, c => c.Session.ContextLength);
+    public static int ContextLength(nint context)
+        => OnContext("pq_context_length", context, c => c.Session.ContextLength);
 
     [UnmanagedCallersOnly(EntryPoint = "pq_tokenize")]
     public static int Tokenize(nint model, byte* text, int textLength, int addBos, int* tokens, int capacity)
@@ -178,7 +189,8 @@ public static unsafe class Exports
         const string F = "pq_tokenize";
         try
         {
-            if (HandleTable.Get<NativeModel>(model) is not { } m) { Errors.NoHandle(F, "model"); return PqAbi.SizeError; }
+            if (HandleTable.Get<NativeModel>(model) is not { } m) { Errors.NoHandle(F,
+                "model"); return PqAbi.SizeError; }
             CheckBuffer(tokens, capacity, "tokens");
             int[] ids = m.Tokenizer.Encode(Text(text, textLength, "text"), addBos != 0);
             if (ids.Length > capacity) return -ids.Length;
@@ -194,7 +206,8 @@ public static unsafe class Exports
         const string F = "pq_detokenize";
         try
         {
-            if (HandleTable.Get<NativeModel>(model) is not { } m) { Errors.NoHandle(F, "model"); return PqAbi.SizeError; }
+            if (HandleTable.Get<NativeModel>(model) is not { } m) { Errors.NoHandle(F,
+                "model"); return PqAbi.SizeError; }
             var ids = Tokens(tokens, count, m.Config.VocabSize, allowEmpty: true);
             CheckBuffer(text, capacity, "text");
             byte[] utf8 = Encoding.UTF8.GetBytes(m.Tokenizer.Decode(ids));
@@ -223,7 +236,8 @@ public static unsafe class Exports
         float* result = null;
         int status = OnContext("pq_get_logits", context, c =>
         {
-            if (!c.HasLogits) return Errors.Set(PqStatus.InvalidArgument, "pq_get_logits", "no logits: feed tokens with pq_decode first (pq_generate and pq_context_reset leave none)");
+            if (!c.HasLogits) return Errors.Set(PqStatus.InvalidArgument, "pq_get_logits",
+                "no logits: feed tokens with pq_decode first (pq_generate and pq_context_reset leave none)");
             if (outCount != null) *outCount = c.Model.Config.VocabSize;
             result = c.Logits;
             return (int)PqStatus.Ok;
@@ -234,18 +248,23 @@ public static unsafe class Exports
     [UnmanagedCallersOnly(EntryPoint = "pq_sample")]
     public static int Sample(nint context, PqSamplerParams* parameters) => OnContext("pq_sample", context, c =>
     {
-        if (!c.HasLogits) return Errors.Set(PqStatus.InvalidArgument, "pq_sample", "no logits to sample from: feed tokens with pq_decode first");
+        if (!c.HasLogits) return Errors.Set(PqStatus.InvalidArgument, "pq_sample",
+            "no logits to sample from: feed tokens with pq_decode first");
         var sampler = c.SamplerFor(SamplerOptions(parameters));
-        return sampler.Sample(new ReadOnlySpan<float>(c.Logits, c.Model.Config.VocabSize), CollectionsMarshal.AsSpan(c.History));
+        return sampler.Sample(new ReadOnlySpan<float>(c.Logits, c.Model.Config.VocabSize),
+            CollectionsMarshal.AsSpan(c.History));
     });
 
     [UnmanagedCallersOnly(EntryPoint = "pq_generate")]
     public static int Generate(nint context, byte* prompt, int promptLength, PqSamplerParams* parameters, int maxTokens,
-        delegate* unmanaged<byte*, int, void*, int> callback, void* userData, PqGenerationStats* stats) => OnContext("pq_generate", context, c =>
+        delegate* unmanaged<byte*, int, void*, int> callback, void* userData, PqGenerationStats* stats)
+            => OnContext("pq_generate", context, c =>
     {
-        if (stats != null) CheckSize(stats->Size, sizeof(PqGenerationStats), "pq_generation_stats", "sizeof(pq_generation_stats)");
+        if (stats != null) CheckSize(stats->Size, sizeof(PqGenerationStats), "pq_generation_stats",
+            "sizeof(pq_generation_stats)");
         if (maxTokens < 0) throw new ArgumentException($"max_tokens {maxTokens} is negative");
-        var options = new GenerationOptions { MaxTokens = maxTokens, Sampler = SamplerOptions(parameters), EosIds = c.Model.File.Tokenizer.EosIds };
+        var options = new GenerationOptions { MaxTokens = maxTokens, Sampler = SamplerOptions(parameters),
+            EosIds = c.Model.File.Tokenizer.EosIds };
         int[] ids = c.Model.Tokenizer.Encode(Text(prompt, promptLength, "prompt"), addBos: c.Session.Position == 0);
         if (ids.Length == 0) throw new ArgumentException("the prompt is empty");
         using var cancel = new CancellationTokenSource();
@@ -262,8 +281,10 @@ public static unsafe class Exports
         if (stats != null)
             *stats = new PqGenerationStats
             {
-                Size = (uint)sizeof(PqGenerationStats), PromptTokens = result.PromptTokens, GeneratedTokens = result.GeneratedTokens,
-                StopReason = (int)result.Reason, PrefillTokensPerSecond = result.PrefillTokensPerSecond, DecodeTokensPerSecond = result.DecodeTokensPerSecond,
+                Size = (uint)sizeof(PqGenerationStats), PromptTokens = result.PromptTokens,
+                    GeneratedTokens = result.GeneratedTokens,
+                StopReason = (int)result.Reason, PrefillTokensPerSecond = result.PrefillTokensPerSecond,
+                    DecodeTokensPerSecond = result.DecodeTokensPerSecond,
             };
         return (int)PqStatus.Ok;
     });
@@ -276,7 +297,8 @@ public static unsafe class Exports
         {
             if (HandleTable.Get<NativeContext>(context) is not { } c) return Errors.NoHandle(function, "context");
             if (Interlocked.CompareExchange(ref c.BusyThread, Environment.CurrentManagedThreadId, 0) != 0)
-                return Errors.Set(PqStatus.Busy, function, "another call on this context is running (a context belongs to one thread at a time, and callbacks may not call into their own context)");
+                return Errors.Set(PqStatus.Busy, function,
+                    "another call on this context is running (a context belongs to one thread at a time, and callbacks may not call into their own context)");
             try
             {
                 return c.Disposed ? Errors.NoHandle(function, "context") : body(c);
@@ -296,7 +318,8 @@ public static unsafe class Exports
         CheckSize(p.Size, sizeof(PqSamplerParams), "pq_sampler_params", "pq_sampler_default_params");
         var options = new SamplerOptions
         {
-            Temperature = p.Temperature, TopK = p.TopK, TopP = p.TopP, MinP = p.MinP, RepeatPenalty = p.RepeatPenalty, RepeatWindow = p.RepeatLastN, Seed = p.Seed,
+            Temperature = p.Temperature, TopK = p.TopK, TopP = p.TopP, MinP = p.MinP, RepeatPenalty = p.RepeatPenalty,
+                RepeatWindow = p.RepeatLastN, Seed = p.Seed,
         };
         options.Validate();
         return options;
@@ -310,28 +333,35 @@ public static unsafe class Exports
     private static void CheckBuffer(void* buffer, int capacity, string name)
     {
         if (capacity < 0) throw new ArgumentException($"{name} capacity {capacity} is negative");
-        if (buffer == null && capacity > 0) throw new ArgumentException($"{name} is null but its capacity is {capacity}");
+        if (buffer == null
+            && capacity > 0) throw new ArgumentException($"{name} is null but its capacity is {capacity}");
     }
 
     private static int[] Tokens(int* tokens, int count, int vocab, bool allowEmpty)
     {
-        if (count < 0 || (count == 0 && !allowEmpty)) throw new ArgumentException($"token count {count} must be {(allowEmpty ? "≥ 0" : "≥ 1")}");
+        if (count < 0
+            || (count == 0
+            && !allowEmpty)) throw new ArgumentException($"token count {count} must be {(allowEmpty ? "≥ 0" : "≥ 1")}");
         if (tokens == null && count > 0) throw new ArgumentException("tokens is null");
         var ids = new ReadOnlySpan<int>(tokens, count).ToArray();
         for (int i = 0; i < ids.Length; i++)
-            if ((uint)ids[i] >= (uint)vocab) throw new TokenizerException("tokens", $"token {i} is {ids[i]}, outside the vocabulary (0..{vocab - 1})");
+            if ((uint)ids[i] >= (uint)vocab) throw new TokenizerException("tokens",
+                $"token {i} is {ids[i]}, outside the vocabulary (0..{vocab - 1})");
         return ids;
     }
 
-    /// <summary>UTF-8 text from C: <paramref name="length"/> bytes, or up to the NUL when −1; invalid UTF-8 is refused.</summary>
+    /// <summary>UTF-8 text from C: <paramref name="length"/> bytes, or up to the NUL when −1; invalid UTF-8 is
+    /// refused.</summary>
     private static string Text(byte* text, int length, string name)
     {
         if (text == null && length == 0) return "";
         if (text == null) throw new ArgumentException($"{name} is null");
         if (length < -1) throw new ArgumentException($"{name} length {length} is invalid (−1 means NUL-terminated)");
-        var bytes = length == -1 ? MemoryMarshal.CreateReadOnlySpanFromNullTerminated(text) : new ReadOnlySpan<byte>(text, length);
+        var bytes = length == -1 ? MemoryMarshal.CreateReadOnlySpanFromNullTerminated(text)
+            : new ReadOnlySpan<byte>(text, length);
         try { return StrictUtf8.GetString(bytes); }
-        catch (DecoderFallbackException e) { throw new TokenizerException(name, $"is not valid UTF-8 (byte {e.Index})"); }
+        catch (DecoderFallbackException e) { throw new TokenizerException(name,
+            $"is not valid UTF-8 (byte {e.Index})"); }
     }
 
     // NUL-terminated, truncated to fit (the fields hold short ASCII names).

@@ -18,7 +18,8 @@ internal static class HandleTable
         return handle;
     }
 
-    public static T? Get<T>(nint handle) where T : class => s_objects.TryGetValue(handle, out var value) ? value as T : null;
+    public static T? Get<T>(nint handle) where T : class => s_objects.TryGetValue(handle, out var value) ? value as T
+        : null;
 
     public static T? Remove<T>(nint handle) where T : class
     {

@@ -46,7 +46,8 @@ internal sealed unsafe class NativeContext : IDisposable
         }
     }
 
-    /// <summary>The sampler for these options, kept across calls so its random stream continues; new options restart it.</summary>
+    /// <summary>The sampler for these options, kept across calls so its random stream continues; new options restart
+    /// it.</summary>
     public Sampler SamplerFor(SamplerOptions options)
     {
         if (_sampler is null || _samplerOptions != options)

@@ -6,8 +6,8 @@ using ParetoQ.Runtime.Text;
 namespace ParetoQ.Native;
 
 /// <summary>
-/// A loaded .pq file behind a pq_model handle: the memory map, its config and tokenizer. Immutable, so any thread may use
-/// it. Contexts hold references: the file is unmapped when the handle is freed and the last context is gone.
+/// A loaded .pq file behind a pq_model handle: the memory map, its config and tokenizer. Immutable, so any thread may
+/// use it. Contexts hold references: the file is unmapped when the handle is freed and the last context is gone.
 /// </summary>
 internal sealed class NativeModel
 {

@@ -1,6 +1,7 @@
 namespace ParetoQ.Trainer;
 
-/// <summary>Optimizer settings; ParetoQ's QAT recipe is lr 2e-5 (1e-5 at 3/4 bits), no weight decay, cosine, no warmup.</summary>
+/// <summary>Optimizer settings; ParetoQ's QAT recipe is lr 2e-5 (1e-5 at 3/4 bits), no weight decay, cosine, no
+/// warmup.</summary>
 public sealed record AdamWSettings
 {
     public double LearningRate { get; init; } = 1e-3;
@@ -18,10 +19,14 @@ public sealed record AdamWSettings
 
     public void Validate()
     {
-        if (!(LearningRate > 0) || !(MinLearningRate >= 0) || MinLearningRate > LearningRate) throw new ArgumentException($"learning rates {LearningRate} → {MinLearningRate} must satisfy lr > 0 and 0 ≤ min ≤ lr");
-        if (!(Beta1 is >= 0 and < 1) || !(Beta2 is >= 0 and < 1)) throw new ArgumentException($"betas {Beta1}, {Beta2} must be in [0, 1)");
-        if (!(Epsilon > 0) || !(WeightDecay >= 0) || !(ClipNorm >= 0)) throw new ArgumentException("epsilon must be > 0, weight decay and clip norm ≥ 0");
-        if (TotalSteps < 1 || WarmupSteps < 0 || WarmupSteps > TotalSteps) throw new ArgumentException($"steps: total {TotalSteps} ≥ 1 and 0 ≤ warmup {WarmupSteps} ≤ total");
+        if (!(LearningRate > 0) || !(MinLearningRate >= 0)
+            || MinLearningRate > LearningRate) throw new ArgumentException($"learning rates {LearningRate} → {MinLearningRate} must satisfy lr > 0 and 0 ≤ min ≤ lr");
+        if (!(Beta1 is >= 0 and < 1)
+            || !(Beta2 is >= 0 and < 1)) throw new ArgumentException($"betas {Beta1}, {Beta2} must be in [0, 1)");
+        if (!(Epsilon > 0) || !(WeightDecay >= 0)
+            || !(ClipNorm >= 0)) throw new ArgumentException("epsilon must be > 0, weight decay and clip norm ≥ 0");
+        if (TotalSteps < 1 || WarmupSteps < 0
+            || WarmupSteps > TotalSteps) throw new ArgumentException($"steps: total {TotalSteps} ≥ 1 and 0 ≤ warmup {WarmupSteps} ≤ total");
     }
 
     /// <summary>Linear warmup, then cosine from LearningRate to MinLearningRate; step counts from 0.</summary>
@@ -60,7 +65,8 @@ public sealed class AdamW
             if (!slot.Spec.IsNorm) _decays.AsSpan(slot.Offset, slot.Length).Fill(true);
     }
 
-    /// <summary>Applies one update from the accumulated gradients; returns the gradient norm before clipping and the rate used.</summary>
+    /// <summary>Applies one update from the accumulated gradients; returns the gradient norm before clipping and the
+    /// rate used.</summary>
     public (double GradientNorm, double LearningRate) Update(TransformerModel<float> model)
     {
         double squares = 0;
@@ -77,7 +83,8 @@ public sealed class AdamW
         return (norm, lr);
     }
 
-    private void Apply(float[] p, float[] g, float[] m, float[] v, bool[]? decays, double clip, double lr, double c1, double c2)
+    private void Apply(float[] p, float[] g, float[] m, float[] v, bool[]? decays, double clip, double lr, double c1,
+        double c2)
     {
         float b1 = (float)Settings.Beta1, b2 = (float)Settings.Beta2;
         for (int i = 0; i < p.Length; i++)

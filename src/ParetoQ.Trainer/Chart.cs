@@ -7,8 +7,8 @@ using ParetoQ.Runtime.Format;
 namespace ParetoQ.Trainer;
 
 /// <summary>
-/// One line of a chart: its name in the legend and its (x, y) points; <see cref="Markers"/> draws dots instead of a line.
-/// A series with an empty name draws in the colour of the named series before it and has no legend entry.
+/// One line of a chart: its name in the legend and its (x, y) points; <see cref="Markers"/> draws dots instead of a
+/// line. A series with an empty name draws in the colour of the named series before it and has no legend entry.
 /// </summary>
 public sealed record ChartSeries(string Name, IReadOnlyList<(double X, double Y)> Points, bool Markers = false);
 
@@ -20,9 +20,11 @@ public static class Chart
 {
     private const int Width = 900, Height = 560, Left = 80, Right = 180, Top = 40, Bottom = 60;
     private static readonly (byte R, byte G, byte B)[] Palette =
-        [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207), (140, 86, 75), (127, 127, 127)];
+        [(31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (23, 190, 207), (140, 86, 75),
+            (127, 127, 127)];
 
-    public static void Write(string path, string title, string xLabel, string yLabel, IReadOnlyList<ChartSeries> series, bool overwrite = true)
+    public static void Write(string path, string title, string xLabel, string yLabel, IReadOnlyList<ChartSeries> series,
+        bool overwrite = true)
     {
         var points = series.SelectMany(s => s.Points).Where(p => double.IsFinite(p.X) && double.IsFinite(p.Y)).ToList();
         if (points.Count == 0) throw new ArgumentException("nothing to plot: no finite points");
@@ -61,8 +63,10 @@ public static class Chart
             if (series[i].Markers)
                 foreach (var p in pts) canvas.Dot(Px(p.X), Py(p.Y), 3, color);
             else
-                for (int k = 1; k < pts.Count; k++) canvas.Line(Px(pts[k - 1].X), Py(pts[k - 1].Y), Px(pts[k].X), Py(pts[k].Y), color, thick: true);
-            if (series[i].Name.Length == 0) continue; // an unnamed series (markers over a named line) has no legend entry
+                for (int k = 1; k < pts.Count; k++) canvas.Line(Px(pts[k - 1].X), Py(pts[k - 1].Y), Px(pts[k].X),
+                    Py(pts[k].Y), color, thick: true);
+            // an unnamed series (markers over a named line) has no legend entry
+            if (series[i].Name.Length == 0) continue;
             int ly = Top + 10 + legendRows++ * 18;
             canvas.Line(Width - Right + 14, ly + 3, Width - Right + 34, ly + 3, color, thick: true);
             canvas.Text(Width - Right + 40, ly, series[i].Name, ink);
@@ -80,7 +84,9 @@ public static class Chart
     }
 
     private static string Label(double value, double step) =>
-        step >= 1 ? value.ToString("0", CultureInfo.InvariantCulture) : value.ToString("0." + new string('#', Math.Min(6, (int)Math.Ceiling(-Math.Log10(step)))), CultureInfo.InvariantCulture);
+        step >= 1 ? value.ToString("0", CultureInfo.InvariantCulture)
+            : value.ToString("0." + new string('#', Math.Min(6, (int)Math.Ceiling(-Math.Log10(step)))),
+            CultureInfo.InvariantCulture);
 
     private sealed class Canvas(int width, int height)
     {
@@ -96,7 +102,8 @@ public static class Chart
         // Bresenham; thick lines also set the pixel below and to the right.
         public void Line(int x0, int y0, int x1, int y1, (byte, byte, byte) c, bool thick = false)
         {
-            int dx = Math.Abs(x1 - x0), dy = -Math.Abs(y1 - y0), sx = x0 < x1 ? 1 : -1, sy = y0 < y1 ? 1 : -1, err = dx + dy;
+            int dx = Math.Abs(x1 - x0), dy = -Math.Abs(y1 - y0), sx = x0 < x1 ? 1 : -1, sy = y0 < y1 ? 1 : -1,
+                err = dx + dy;
             while (true)
             {
                 Set(x0, y0, c);
@@ -167,7 +174,8 @@ public static class Chart
         }
     }
 
-    /// <summary>A 5×7 pixel font for digits, lowercase and uppercase letters and the symbols chart labels use.</summary>
+    /// <summary>A 5×7 pixel font for digits, lowercase and uppercase letters and the symbols chart labels
+    /// use.</summary>
     private static class Font
     {
         // Each glyph: 7 rows of 5 pixels, '#' set; rows separated by '/'.
@@ -199,9 +207,14 @@ public static class Chart
             ['y'] = "...../...../#...#/#...#/.####/....#/.###.", ['z'] = "...../...../#####/...#./..#../.#.../#####",
         };
 
-        private static readonly Dictionary<char, int[]> Parsed = Glyphs.ToDictionary(g => g.Key, g => g.Value.Split('/').Select(row => row.Aggregate(0, (bits, ch) => bits << 1 | (ch == '#' ? 1 : 0))).ToArray());
+        private static readonly Dictionary<char,
+            int[]> Parsed = Glyphs.ToDictionary(g => g.Key, g
+            => g.Value.Split('/').Select(row
+            => row.Aggregate(0, (bits, ch) => bits << 1 | (ch == '#' ? 1 : 0))).ToArray());
 
-        /// <summary>The glyph's 7 rows (5 low bits each); uppercase letters use their lowercase glyph; null for a space or an unknown character.</summary>
-        public static int[]? Glyph(char ch) => Parsed.GetValueOrDefault(char.IsAsciiLetterUpper(ch) ? char.ToLowerInvariant(ch) : ch);
+        /// <summary>The glyph's 7 rows (5 low bits each); uppercase letters use their lowercase glyph; null for a space
+        /// or an unknown character.</summary>
+        public static int[]? Glyph(char ch)
+            => Parsed.GetValueOrDefault(char.IsAsciiLetterUpper(ch) ? char.ToLowerInvariant(ch) : ch);
     }
 }

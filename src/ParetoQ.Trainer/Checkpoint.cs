@@ -9,8 +9,10 @@ using ParetoQ.Runtime.Quantization;
 
 namespace ParetoQ.Trainer;
 
-/// <summary>A training run restored from a checkpoint: the model, its optimizer, where the data stream was, and run notes.</summary>
-public sealed record TrainingState(TransformerModel<float> Model, AdamW Optimizer, ulong SamplerState, IReadOnlyDictionary<string, string> Run);
+/// <summary>A training run restored from a checkpoint: the model, its optimizer, where the data stream was, and run
+/// notes.</summary>
+public sealed record TrainingState(TransformerModel<float> Model, AdamW Optimizer, ulong SamplerState,
+    IReadOnlyDictionary<string, string> Run);
 
 /// <summary>
 /// Everything a run needs to continue exactly: config, parameters, α, AdamW moments and step, the window sampler's
@@ -23,11 +25,13 @@ public static class Checkpoint
 {
     private static ReadOnlySpan<byte> Magic => "PQCKPT01"u8;
 
-    public static void Save(string path, TransformerModel<float> model, AdamW optimizer, ulong samplerState, IReadOnlyDictionary<string, string> run)
+    public static void Save(string path, TransformerModel<float> model, AdamW optimizer, ulong samplerState,
+        IReadOnlyDictionary<string, string> run)
     {
         byte[] meta = Metadata(model, optimizer, samplerState, run);
         int header = 12 + meta.Length, padded = (header + 3) / 4 * 4;
-        float[][] arrays = [model.Parameters, model.Alphas, optimizer.M, optimizer.V, optimizer.AlphaM, optimizer.AlphaV];
+        float[][] arrays = [model.Parameters, model.Alphas, optimizer.M, optimizer.V, optimizer.AlphaM,
+            optimizer.AlphaV];
         var bytes = new byte[padded + arrays.Sum(a => (long)a.Length * 4) + 8];
         Magic.CopyTo(bytes);
         BinaryPrimitives.WriteUInt32LittleEndian(bytes.AsSpan(8), (uint)meta.Length);
@@ -47,7 +51,8 @@ public static class Checkpoint
         byte[] bytes = File.ReadAllBytes(path);
         InvalidDataException Bad(string problem) => new($"{path}: not a valid checkpoint: {problem}");
         if (bytes.Length < 20 || !bytes.AsSpan(0, 8).SequenceEqual(Magic)) throw Bad("no PQCKPT01 header");
-        if (XxHash3.HashToUInt64(bytes.AsSpan(0, bytes.Length - 8)) != BinaryPrimitives.ReadUInt64LittleEndian(bytes.AsSpan(bytes.Length - 8)))
+        if (XxHash3.HashToUInt64(bytes.AsSpan(0,
+            bytes.Length - 8)) != BinaryPrimitives.ReadUInt64LittleEndian(bytes.AsSpan(bytes.Length - 8)))
             throw Bad("checksum mismatch (truncated or corrupted)");
         int metaLength = (int)Math.Min(BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(8)), int.MaxValue);
         if (metaLength > bytes.Length - 20) throw Bad("metadata length past the end");
@@ -59,31 +64,39 @@ public static class Checkpoint
         var root = doc.RootElement;
         var config = ModelConfig.Parse(root.GetProperty("config"), path);
         WeightFormat? grid = root.GetProperty("projections").ValueKind == JsonValueKind.Null ? null
-            : WeightFormats.TryParse(root.GetProperty("projections").GetString()!, out var f) ? f : throw Bad("unknown projection grid");
+            : WeightFormats.TryParse(root.GetProperty("projections").GetString()!, out var f) ? f
+                : throw Bad("unknown projection grid");
         var o = root.GetProperty("optimizer");
         var settings = new AdamWSettings
         {
             LearningRate = o.GetProperty("lr").GetDouble(), MinLearningRate = o.GetProperty("min_lr").GetDouble(),
-            Beta1 = o.GetProperty("beta1").GetDouble(), Beta2 = o.GetProperty("beta2").GetDouble(), Epsilon = o.GetProperty("eps").GetDouble(),
+            Beta1 = o.GetProperty("beta1").GetDouble(), Beta2 = o.GetProperty("beta2").GetDouble(),
+                Epsilon = o.GetProperty("eps").GetDouble(),
             WeightDecay = o.GetProperty("weight_decay").GetDouble(), ClipNorm = o.GetProperty("clip_norm").GetDouble(),
-            WarmupSteps = o.GetProperty("warmup_steps").GetInt32(), TotalSteps = o.GetProperty("total_steps").GetInt32(),
+            WarmupSteps = o.GetProperty("warmup_steps").GetInt32(),
+                TotalSteps = o.GetProperty("total_steps").GetInt32(),
         };
         var model = new TransformerModel<float>(config, grid);
         var optimizer = new AdamW(model, settings) { Step = root.GetProperty("step").GetInt32() };
-        float[][] arrays = [model.Parameters, model.Alphas, optimizer.M, optimizer.V, optimizer.AlphaM, optimizer.AlphaV];
+        float[][] arrays = [model.Parameters, model.Alphas, optimizer.M, optimizer.V, optimizer.AlphaM,
+            optimizer.AlphaV];
         int at = (12 + metaLength + 3) / 4 * 4;
-        if (bytes.Length != at + arrays.Sum(a => (long)a.Length * 4) + 8) throw Bad($"{bytes.Length} bytes do not hold the arrays its config needs");
+        if (bytes.Length != at + arrays.Sum(a
+            => (long)a.Length * 4) + 8) throw Bad($"{bytes.Length} bytes do not hold the arrays its config needs");
         foreach (var array in arrays)
         {
             MemoryMarshal.Cast<byte, float>(bytes.AsSpan(at, array.Length * 4)).CopyTo(array);
             at += array.Length * 4;
         }
-        ulong sampler = ulong.Parse(root.GetProperty("sampler_state").GetString()!, NumberStyles.HexNumber, CultureInfo.InvariantCulture);
-        var run = root.GetProperty("run").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetString() ?? "", StringComparer.Ordinal);
+        ulong sampler = ulong.Parse(root.GetProperty("sampler_state").GetString()!, NumberStyles.HexNumber,
+            CultureInfo.InvariantCulture);
+        var run = root.GetProperty("run").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetString() ?? "",
+            StringComparer.Ordinal);
         return new TrainingState(model, optimizer, sampler, run);
     }
 
-    private static byte[] Metadata(TransformerModel<float> model, AdamW optimizer, ulong samplerState, IReadOnlyDictionary<string, string> run)
+    private static byte[] Metadata(TransformerModel<float> model, AdamW optimizer, ulong samplerState,
+        IReadOnlyDictionary<string, string> run)
     {
         using var ms = new MemoryStream();
         using (var w = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = true }))

@@ -9,7 +9,8 @@ namespace ParetoQ.Trainer;
 /// </summary>
 public static class FakeQuantizer
 {
-    public static void Forward(WeightFormat format, ReadOnlySpan<float> w, ReadOnlySpan<float> alpha, Span<float> wq, int rows, int cols)
+    public static void Forward(WeightFormat format, ReadOnlySpan<float> w, ReadOnlySpan<float> alpha, Span<float> wq,
+        int rows, int cols)
     {
         Grid(format);
         for (int r = 0; r < rows; r++)
@@ -20,11 +21,11 @@ public static class FakeQuantizer
     /// <summary>
     /// Given dwq = ∂L/∂Wq: dw += dwq where t = W/α is inside the grid's range (LSQ: Qn ≤ t ≤ Qp; SEQ: |t| ≤ 0.99), and
     /// dα[r] += gs·Σ_c dwq·κ(t), with κ = Qn or Qp beyond the ends and round(t) − t inside (LSQ), sign(W) (binary), or
-    /// Q(t) − t inside and ±0.75 (2-bit) / ±1 (ternary) when clipped (SEQ); gs = 1/√(numel·Qp) for LSQ, 1/√numel for SEQ.
-    /// An α clamped up to 1e-5 gets no gradient.
+    /// Q(t) − t inside and ±0.75 (2-bit) / ±1 (ternary) when clipped (SEQ); gs = 1/√(numel·Qp) for LSQ, 1/√numel for
+    /// SEQ. An α clamped up to 1e-5 gets no gradient.
     /// </summary>
-    public static void Backward(WeightFormat format, ReadOnlySpan<float> w, ReadOnlySpan<float> alpha, ReadOnlySpan<float> dwq,
-        Span<float> dw, Span<float> dalpha, int rows, int cols)
+    public static void Backward(WeightFormat format, ReadOnlySpan<float> w, ReadOnlySpan<float> alpha,
+        ReadOnlySpan<float> dwq, Span<float> dw, Span<float> dalpha, int rows, int cols)
     {
         var grid = Grid(format);
         bool seq = grid.Seq;
@@ -55,5 +56,6 @@ public static class FakeQuantizer
 
     /// <summary>The format's QAT grid, from its descriptor.</summary>
     private static TrainingGrid Grid(WeightFormat format) =>
-        WeightFormats.Of(format).Grid ?? throw new ArgumentException($"{WeightFormats.Name(format)} is not a ParetoQ grid (binary, ternary, q2_seq, q3_row, q4_row)");
+        WeightFormats.Of(format).Grid
+            ?? throw new ArgumentException($"{WeightFormats.Name(format)} is not a ParetoQ grid (binary, ternary, q2_seq, q3_row, q4_row)");
 }

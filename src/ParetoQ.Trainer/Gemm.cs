@@ -8,15 +8,17 @@ namespace ParetoQ.Trainer;
 /// <summary>
 /// The trainer's float matrix multiply, C[m, n] (+)= A[m, k]·B[k, n] over row-major arrays: a register tile of 4 rows ×
 /// 2 vectors of C (one broadcast of A and two loads of B per 8 or 16 multiply-adds), column panels of C split over a
-/// persistent <see cref="WorkerPool"/>, k in blocks so each panel's slice of B is reused from L1 by every row block. <see cref="Ops{T}"/> routes its float matmuls here and keeps its
-/// generic loops as the reference (the tests run them in double). Allocates nothing after warm-up.
+/// persistent <see cref="WorkerPool"/>, k in blocks so each panel's slice of B is reused from L1 by every row block.
+/// <see cref="Ops{T}"/> routes its float matmuls here and keeps its generic loops as the reference (the tests run them
+/// in double). Allocates nothing after warm-up.
 /// </summary>
 public sealed unsafe class Gemm : IParallelJob
 {
     private static Gemm? s_shared;
     private static readonly object s_lock = new();
 
-    /// <summary>The pool all training matmuls use; <see cref="UseThreads"/> sets its size (default: one per core).</summary>
+    /// <summary>The pool all training matmuls use; <see cref="UseThreads"/> sets its size (default: one per
+    /// core).</summary>
     public static Gemm Shared
     {
         get
@@ -44,9 +46,11 @@ public sealed unsafe class Gemm : IParallelJob
     public int Threads => _pool.Threads;
 
     /// <summary>C = A·B, or C += A·B when <paramref name="accumulate"/>; A [m, k], B [k, n], C [m, n].</summary>
-    public void Multiply(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int m, int n, int k, bool accumulate)
+    public void Multiply(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int m, int n, int k,
+        bool accumulate)
     {
-        if (a.Length < (long)m * k || b.Length < (long)k * n || c.Length < (long)m * n) throw new ArgumentException($"buffers too small for [{m}×{k}]·[{k}×{n}]");
+        if (a.Length < (long)m * k || b.Length < (long)k * n
+            || c.Length < (long)m * n) throw new ArgumentException($"buffers too small for [{m}×{k}]·[{k}×{n}]");
         lock (this) // one multiply at a time per pool; the trainer runs one model step at a time
         {
             fixed (float* pa = a, pb = b, pc = c)
@@ -62,11 +66,12 @@ public sealed unsafe class Gemm : IParallelJob
     }
 
     private static int PanelWidth => 2 * Vector<float>.Count;
-    private const int KBlock = 256; // rows of a B panel per pass: PanelWidth × 256 floats stay in L1 while every row block of A passes
+    // rows of a B panel per pass: PanelWidth × 256 floats stay in L1 while every row block of A passes
+    private const int KBlock = 256;
 
     /// <summary>
-    /// Column panels [begin, end) of C. Each panel is done in k-blocks, and within a k-block every 4-row block of A runs
-    /// against the same slice of B, which stays in L1; A's k-block (m × 256 floats) stays in L2.
+    /// Column panels [begin, end) of C. Each panel is done in k-blocks, and within a k-block every 4-row block of A
+    /// runs against the same slice of B, which stays in L1; A's k-block (m × 256 floats) stays in L2.
     /// </summary>
     public void Execute(int begin, int end, int worker)
     {
@@ -81,7 +86,8 @@ public sealed unsafe class Gemm : IParallelJob
                 int r = 0;
                 if (columns == width)
                     for (; r + 4 <= _m; r += 4) Tile4(r, j, k0, k1, add);
-                for (; r < _m; r++) Narrow(r, j, columns, k0, k1, add); // tail rows, or every row of a partial last panel
+                // tail rows, or every row of a partial last panel
+                for (; r < _m; r++) Narrow(r, j, columns, k0, k1, add);
             }
         }
     }
@@ -91,16 +97,21 @@ public sealed unsafe class Gemm : IParallelJob
     {
         int n = _n, k = _k, width = Vector<float>.Count;
         float* a0 = _a + (long)r0 * k, a1 = a0 + k, a2 = a1 + k, a3 = a2 + k;
-        Vector<float> s00 = default, s01 = default, s10 = default, s11 = default, s20 = default, s21 = default, s30 = default, s31 = default;
+        Vector<float> s00 = default, s01 = default, s10 = default, s11 = default, s20 = default, s21 = default,
+            s30 = default, s31 = default;
         float* bp = _b + (long)k0 * n + j;
         for (int kk = k0; kk < k1; kk++, bp += n)
         {
             var b0 = Unsafe.ReadUnaligned<Vector<float>>(bp);
             var b1 = Unsafe.ReadUnaligned<Vector<float>>(bp + width);
-            var x = new Vector<float>(a0[kk]); s00 = Vector.FusedMultiplyAdd(x, b0, s00); s01 = Vector.FusedMultiplyAdd(x, b1, s01);
-            x = new Vector<float>(a1[kk]); s10 = Vector.FusedMultiplyAdd(x, b0, s10); s11 = Vector.FusedMultiplyAdd(x, b1, s11);
-            x = new Vector<float>(a2[kk]); s20 = Vector.FusedMultiplyAdd(x, b0, s20); s21 = Vector.FusedMultiplyAdd(x, b1, s21);
-            x = new Vector<float>(a3[kk]); s30 = Vector.FusedMultiplyAdd(x, b0, s30); s31 = Vector.FusedMultiplyAdd(x, b1, s31);
+            var x = new Vector<float>(a0[kk]); s00 = Vector.FusedMultiplyAdd(x, b0,
+                s00); s01 = Vector.FusedMultiplyAdd(x, b1, s01);
+            x = new Vector<float>(a1[kk]); s10 = Vector.FusedMultiplyAdd(x, b0, s10); s11 = Vector.FusedMultiplyAdd(x,
+                b1, s11);
+            x = new Vector<float>(a2[kk]); s20 = Vector.FusedMultiplyAdd(x, b0, s20); s21 = Vector.FusedMultiplyAdd(x,
+                b1, s21);
+            x = new Vector<float>(a3[kk]); s30 = Vector.FusedMultiplyAdd(x, b0, s30); s31 = Vector.FusedMultiplyAdd(x,
+                b1, s31);
         }
         float* c0 = _c + (long)r0 * n + j;
         Store(c0, s00, s01, width, add);
@@ -145,13 +156,15 @@ public sealed unsafe class Gemm : IParallelJob
                         dst[c * rows + r] = src[r * cols + c];
     }
 
-    /// <summary>A per-thread scratch buffer of at least <paramref name="length"/> floats, grown only when too small.</summary>
+    /// <summary>A per-thread scratch buffer of at least <paramref name="length"/> floats, grown only when too
+    /// small.</summary>
     public static float[] Scratch(ref float[]? buffer, long length)
     {
         if (buffer is null || buffer.Length < length) buffer = GC.AllocateUninitializedArray<float>((int)length);
         return buffer;
     }
 
-    internal static ReadOnlySpan<float> AsFloats<T>(ReadOnlySpan<T> span) where T : struct => MemoryMarshal.Cast<T, float>(span);
+    internal static ReadOnlySpan<float> AsFloats<T>(ReadOnlySpan<T> span) where T : struct => MemoryMarshal.Cast<T,
+        float>(span);
     internal static Span<float> AsFloats<T>(Span<T> span) where T : struct => MemoryMarshal.Cast<T, float>(span);
 }

@@ -23,7 +23,8 @@ public static class ModelImport
             var values = model.Parameters.AsSpan(slot.Offset, slot.Length);
             var codes = new byte[spec.Cols + QuantizedActivations.StrideMultiple]; // a packed row's padded codes
             for (int r = 0; r < spec.Rows; r++)
-                ScalarKernels.DequantizeRow(tensor.Format, spec.Rows, spec.Cols, tensor.Data, r, codes, values.Slice(r * spec.Cols, spec.Cols));
+                ScalarKernels.DequantizeRow(tensor.Format, spec.Rows, spec.Cols, tensor.Data, r, codes,
+                    values.Slice(r * spec.Cols, spec.Cols));
         }
         return model;
     }
@@ -33,7 +34,9 @@ public static class ModelImport
         string converted = Path.Combine(Path.GetTempPath(), $"paretoq-import-{Guid.NewGuid():N}.pq");
         try
         {
-            HfConverter.Convert(directory, converted, new ConversionOptions { Bits = BitsChoice.F32, Head = WeightFormat.F32, Tool = "paretoq-train import" });
+            HfConverter.Convert(directory, converted,
+                new ConversionOptions { Bits = BitsChoice.F32, Head = WeightFormat.F32,
+                Tool = "paretoq-train import" });
             return FromPq(converted);
         }
         finally

@@ -33,12 +33,14 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
     }
 
     /// <summary>dx += dy·w, dw += dyᵀ·x.</summary>
-    public static void MatMulBackward(ReadOnlySpan<T> dy, ReadOnlySpan<T> x, ReadOnlySpan<T> w, int n, int inDim, int outDim, Span<T> dx, Span<T> dw)
+    public static void MatMulBackward(ReadOnlySpan<T> dy, ReadOnlySpan<T> x, ReadOnlySpan<T> w, int n, int inDim,
+        int outDim, Span<T> dx, Span<T> dw)
     {
         if (typeof(T) == typeof(float))
         {
             // dx [n, in] += dy [n, out]·w [out, in]; dw [out, in] += dyᵀ [out, n]·x [n, in].
-            Gemm.Shared.Multiply(Gemm.AsFloats(dy), Gemm.AsFloats(w), Gemm.AsFloats(dx), n, inDim, outDim, accumulate: true);
+            Gemm.Shared.Multiply(Gemm.AsFloats(dy), Gemm.AsFloats(w), Gemm.AsFloats(dx), n, inDim, outDim,
+                accumulate: true);
             var dyt = Gemm.Scratch(ref t_transposed, (long)n * outDim);
             Gemm.Transpose(Gemm.AsFloats(dy), dyt, n, outDim);
             Gemm.Shared.Multiply(dyt, Gemm.AsFloats(x), Gemm.AsFloats(dw), outDim, inDim, n, accumulate: true);
@@ -59,7 +61,8 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
     }
 
     /// <summary>y = x / rms(x) · weight per row; keeps 1/rms per row for the backward.</summary>
-    public static void RmsNorm(ReadOnlySpan<T> x, ReadOnlySpan<T> weight, int n, int dim, T eps, Span<T> y, Span<T> rstd)
+    public static void RmsNorm(ReadOnlySpan<T> x, ReadOnlySpan<T> weight, int n, int dim, T eps, Span<T> y,
+        Span<T> rstd)
     {
         for (int t = 0; t < n; t++)
         {
@@ -71,7 +74,8 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
     }
 
     /// <summary>With u = x·r: dweight += dy·u; dx += r·(dy·w − u·mean(dy·w·u)).</summary>
-    public static void RmsNormBackward(ReadOnlySpan<T> dy, ReadOnlySpan<T> x, ReadOnlySpan<T> weight, ReadOnlySpan<T> rstd, int n, int dim, Span<T> dx, Span<T> dweight)
+    public static void RmsNormBackward(ReadOnlySpan<T> dy, ReadOnlySpan<T> x, ReadOnlySpan<T> weight,
+        ReadOnlySpan<T> rstd, int n, int dim, Span<T> dx, Span<T> dweight)
     {
         for (int t = 0; t < n; t++)
         {
@@ -96,7 +100,8 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
     }
 
     /// <summary>dgate += dh·up·silu'(gate), dup += dh·silu(gate), with silu'(g) = σ(g)·(1 + g·(1 − σ(g))).</summary>
-    public static void SwiGluBackward(ReadOnlySpan<T> dh, ReadOnlySpan<T> gate, ReadOnlySpan<T> up, Span<T> dgate, Span<T> dup)
+    public static void SwiGluBackward(ReadOnlySpan<T> dh, ReadOnlySpan<T> gate, ReadOnlySpan<T> up, Span<T> dgate,
+        Span<T> dup)
     {
         for (int i = 0; i < dh.Length; i++)
         {
@@ -111,14 +116,16 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
     /// [headDim/2]; pair p is (p, p + hd/2) for rotate-half and (2p, 2p + 1) interleaved. <paramref name="inverse"/>
     /// rotates by the negative angle, which is the backward (a rotation's transpose).
     /// </summary>
-    public static void Rope(ReadOnlySpan<double> invFreq, int n, int heads, int headDim, int start, bool interleaved, bool inverse, Span<T> x)
+    public static void Rope(ReadOnlySpan<double> invFreq, int n, int heads, int headDim, int start, bool interleaved,
+        bool inverse, Span<T> x)
     {
         int half = headDim / 2;
         for (int t = 0; t < n; t++)
             for (int p = 0; p < half; p++)
             {
                 double angle = (start + t) * invFreq[p];
-                T cos = T.CreateChecked(Math.Cos(angle)), sin = T.CreateChecked(inverse ? -Math.Sin(angle) : Math.Sin(angle));
+                T cos = T.CreateChecked(Math.Cos(angle)),
+                    sin = T.CreateChecked(inverse ? -Math.Sin(angle) : Math.Sin(angle));
                 for (int h = 0; h < heads; h++)
                 {
                     int b = (t * heads + h) * headDim;
@@ -134,7 +141,8 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
     /// Causal attention with grouped KV heads: q [n, H, hd], k and v [n, Hkv, hd], out [n, H, hd]; query t sees keys
     /// max(0, t − window + 1) … t (window 0 = all). probs [H, n, n] keeps the softmax for the backward.
     /// </summary>
-    public static void Attention(ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, int n, int heads, int kvHeads, int headDim, int window, Span<T> output, Span<T> probs)
+    public static void Attention(ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, int n, int heads, int kvHeads,
+        int headDim, int window, Span<T> output, Span<T> probs)
     {
         T scale = T.One / T.Sqrt(T.CreateChecked(headDim));
         int group = heads / kvHeads;
@@ -157,13 +165,16 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
                 for (int s = first; s <= t; s++) sum += row[s] = T.Exp(row[s] - max);
                 var ot = output.Slice((t * heads + h) * headDim, headDim);
                 ot.Clear();
-                for (int s = first; s <= t; s++) AddScaled(ot, row[s] /= sum, v.Slice((s * kvHeads + kh) * headDim, headDim));
+                for (int s = first; s <= t; s++) AddScaled(ot, row[s] /= sum,
+                    v.Slice((s * kvHeads + kh) * headDim, headDim));
             }
         }
     }
 
     /// <summary>dq, dk, dv += the gradients of <see cref="Attention"/> given dout and its saved probs.</summary>
-    public static void AttentionBackward(ReadOnlySpan<T> dout, ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, ReadOnlySpan<T> probs, int n, int heads, int kvHeads, int headDim, int window, Span<T> dq, Span<T> dk, Span<T> dv)
+    public static void AttentionBackward(ReadOnlySpan<T> dout, ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v,
+        ReadOnlySpan<T> probs, int n, int heads, int kvHeads, int headDim, int window, Span<T> dq, Span<T> dk,
+        Span<T> dv)
     {
         T scale = T.One / T.Sqrt(T.CreateChecked(headDim));
         int group = heads / kvHeads;
@@ -177,7 +188,8 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
                 var dot = dout.Slice((t * heads + h) * headDim, headDim);
                 // dp[s] = dout·v[s]; dscore[s] = p[s]·(dp[s] − Σ p·dp)
                 T weighted = T.Zero;
-                for (int s = first; s <= t; s++) weighted += row[s] * Dot(dot, v.Slice((s * kvHeads + kh) * headDim, headDim));
+                for (int s = first; s <= t; s++) weighted += row[s] * Dot(dot,
+                    v.Slice((s * kvHeads + kh) * headDim, headDim));
                 var qt = q.Slice((t * heads + h) * headDim, headDim);
                 var dqt = dq.Slice((t * heads + h) * headDim, headDim);
                 for (int s = first; s <= t; s++)
@@ -217,7 +229,8 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
     /// Mean next-token cross-entropy over the positions whose target is ≥ 0 (−1 masks a position), and its gradient
     /// into dlogits (overwritten): (softmax − onehot)·<paramref name="gradScale"/>/count.
     /// </summary>
-    public static T CrossEntropy(ReadOnlySpan<T> logits, ReadOnlySpan<int> targets, int vocab, T gradScale, Span<T> dlogits)
+    public static T CrossEntropy(ReadOnlySpan<T> logits, ReadOnlySpan<int> targets, int vocab, T gradScale,
+        Span<T> dlogits)
     {
         int count = 0;
         foreach (int target in targets) if (target >= 0) count++;
@@ -242,12 +255,13 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
     }
 
     /// <summary>
-    /// Knowledge distillation: the mean over scored positions (target ≥ 0) of KL(teacher ‖ student) between the softmaxes
-    /// of <paramref name="teacher"/> and <paramref name="student"/> logits. Its gradient, (softmax(student) −
+    /// Knowledge distillation: the mean over scored positions (target ≥ 0) of KL(teacher ‖ student) between the
+    /// softmaxes of <paramref name="teacher"/> and <paramref name="student"/> logits. Its gradient, (softmax(student) −
     /// softmax(teacher))·<paramref name="gradScale"/>/count, is <b>added</b> to dlogits, so it mixes with
     /// <see cref="CrossEntropy"/>'s.
     /// </summary>
-    public static T Distillation(ReadOnlySpan<T> student, ReadOnlySpan<T> teacher, ReadOnlySpan<int> targets, int vocab, T gradScale, Span<T> dlogits)
+    public static T Distillation(ReadOnlySpan<T> student, ReadOnlySpan<T> teacher, ReadOnlySpan<int> targets, int vocab,
+        T gradScale, Span<T> dlogits)
     {
         int count = 0;
         foreach (int target in targets) if (target >= 0) count++;

@@ -29,8 +29,10 @@ public static class Program
         {
             return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
         }
-        catch (Exception e) when (e is ArgumentException or IOException or InvalidDataException or UnauthorizedAccessException or NotSupportedException
-                                   or PqFormatException or ModelConfigException or TokenizerException or ArithmeticException or CheckpointException)
+        catch (Exception e) when (e is ArgumentException or IOException or InvalidDataException
+            or UnauthorizedAccessException or NotSupportedException
+                                   or PqFormatException or ModelConfigException or TokenizerException
+                                       or ArithmeticException or CheckpointException)
         {
             if (!Console.IsErrorRedirected) Console.Error.WriteLine();
             Console.Error.WriteLine($"paretoq-train: {e.Message}");
@@ -48,22 +50,29 @@ public static class Program
         _ => throw new ArgumentException($"unknown model '{name}' (tiny or mobilellm-7m)"),
     };
 
-    private static ModelConfig Config(int vocab, int dim, int layers, int heads, int kvHeads, int ffn, int context) => new()
+    private static ModelConfig Config(int vocab, int dim, int layers, int heads, int kvHeads, int ffn, int context)
+        => new()
     {
-        Architecture = "mobilellm", VocabSize = vocab, HiddenSize = dim, IntermediateSize = ffn, NumLayers = layers, NumHeads = heads,
-        NumKvHeads = kvHeads, HeadDim = dim / heads, MaxPositionEmbeddings = context, RmsNormEps = 1e-5f, RopeTheta = 10000,
+        Architecture = "mobilellm", VocabSize = vocab, HiddenSize = dim, IntermediateSize = ffn, NumLayers = layers,
+            NumHeads = heads,
+        NumKvHeads = kvHeads, HeadDim = dim / heads, MaxPositionEmbeddings = context, RmsNormEps = 1e-5f,
+            RopeTheta = 10000,
         RopeLayout = RopeLayout.RotateHalf, TieWordEmbeddings = true,
-        LayerTypes = Enumerable.Repeat(AttentionKind.Global, layers).ToArray(), RopeLayers = Enumerable.Repeat(true, layers).ToArray(),
+        LayerTypes = Enumerable.Repeat(AttentionKind.Global, layers).ToArray(),
+            RopeLayers = Enumerable.Repeat(true, layers).ToArray(),
     };
 
     private static Command DataCommand()
     {
         var text = new Option<string[]>("--text") { Description = "UTF-8 text files; every non-empty line is one document", Required = true, AllowMultipleArgumentsPerToken = true };
-        var tokenizer = new Option<string>("--tokenizer") { Description = "A LLaMA-style tokenizer.json", Required = true };
-        var output = new Option<string>("--output", "-o") { Description = "Directory for train.tokens, val.tokens, val.txt (the held-out text) and tokenizer.json", Required = true };
+        var tokenizer = new Option<string>("--tokenizer") { Description = "A LLaMA-style tokenizer.json",
+            Required = true };
+        var output = new Option<string>("--output",
+            "-o") { Description = "Directory for train.tokens, val.tokens, val.txt (the held-out text) and tokenizer.json", Required = true };
         var every = new Option<int>("--validation-every") { Description = "Every N-th document goes to the validation split", DefaultValueFactory = _ => 20 };
         var force = new Option<bool>("--force") { Description = "Replace existing token files" };
-        var cmd = new Command("data", "Tokenize text files into training and validation token files") { text, tokenizer, output, every, force };
+        var cmd = new Command("data", "Tokenize text files into training and validation token files") { text, tokenizer,
+            output, every, force };
         cmd.SetAction(p =>
         {
             string dir = p.GetValue(output)!;
@@ -80,7 +89,8 @@ public static class Program
                     foreach (string line in content.Split('\n')) yield return line.TrimEnd('\r');
                 }
             }
-            var report = TokenData.Build(Documents(), tok, tok.VocabSize, Path.Combine(dir, "train.tokens"), Path.Combine(dir, "val.tokens"), p.GetValue(every), p.GetValue(force), Path.Combine(dir, "val.txt"));
+            var report = TokenData.Build(Documents(), tok, tok.VocabSize, Path.Combine(dir, "train.tokens"),
+                Path.Combine(dir, "val.tokens"), p.GetValue(every), p.GetValue(force), Path.Combine(dir, "val.txt"));
             AtomicFile.Write(Path.Combine(dir, "tokenizer.json"), overwrite: true, fs => fs.Write(bytes));
             Console.WriteLine($"{report.Documents} documents: {report.TrainTokens} training and {report.ValidationTokens} validation tokens in {dir} (vocabulary {tok.VocabSize}, BOS {info.BosId})");
             return 0;
@@ -91,26 +101,40 @@ public static class Program
     private static Command TrainCommand(string name, string description)
     {
         bool qat = name == "qat";
-        var data = new Option<string>("--data") { Description = "Directory made by `paretoq-train data`", Required = true };
-        var output = new Option<string>("--output", "-o") { Description = "Checkpoint to write (metrics go beside it as .jsonl)", Required = true };
-        var model = new Option<string>("--model") { Description = "Model size: tiny or mobilellm-7m", DefaultValueFactory = _ => "tiny" };
-        var from = new Option<string>("--from") { Description = "The full-precision checkpoint to start from", Required = qat };
+        var data = new Option<string>("--data") { Description = "Directory made by `paretoq-train data`",
+            Required = true };
+        var output = new Option<string>("--output",
+            "-o") { Description = "Checkpoint to write (metrics go beside it as .jsonl)", Required = true };
+        var model = new Option<string>("--model") { Description = "Model size: tiny or mobilellm-7m",
+            DefaultValueFactory = _ => "tiny" };
+        var from = new Option<string>("--from") { Description = "The full-precision checkpoint to start from",
+            Required = qat };
         var bits = new Option<string>("--bits") { Description = "ParetoQ grid: 1, 1.58, 2, 3 or 4", Required = qat };
         bits.AcceptOnlyFromAmong("1", "1.58", "2", "3", "4");
         var steps = new Option<int>("--steps") { Description = "Optimizer steps", Required = true };
-        var seq = new Option<int>("--seq") { Description = "Tokens per training sequence", DefaultValueFactory = _ => 128 };
-        var batch = new Option<int>("--batch") { Description = "Sequences per step (gradient accumulation)", DefaultValueFactory = _ => 8 };
-        var lr = new Option<double>("--lr") { Description = "Peak learning rate", DefaultValueFactory = _ => qat ? 2e-4 : 3e-3 };
-        var minLr = new Option<double>("--min-lr") { Description = "Learning rate at the end of the cosine", DefaultValueFactory = _ => qat ? 2e-5 : 3e-4 };
-        var warmup = new Option<int>("--warmup") { Description = "Linear warmup steps", DefaultValueFactory = _ => qat ? 0 : 20 };
-        var clip = new Option<double>("--clip") { Description = "Gradient-norm clipping; 0 = off", DefaultValueFactory = _ => 1.0 };
-        var evalEvery = new Option<int>("--eval-every") { Description = "Steps between validation losses", DefaultValueFactory = _ => 50 };
-        var checkpointEvery = new Option<int>("--checkpoint-every") { Description = "Steps between checkpoints", DefaultValueFactory = _ => 100 };
-        var seed = new Option<ulong>("--seed") { Description = "Seed of the initialisation and of the data order", DefaultValueFactory = _ => 1 };
+        var seq = new Option<int>("--seq") { Description = "Tokens per training sequence", DefaultValueFactory = _
+            => 128 };
+        var batch = new Option<int>("--batch") { Description = "Sequences per step (gradient accumulation)",
+            DefaultValueFactory = _ => 8 };
+        var lr = new Option<double>("--lr") { Description = "Peak learning rate", DefaultValueFactory = _ => qat ? 2e-4
+            : 3e-3 };
+        var minLr = new Option<double>("--min-lr") { Description = "Learning rate at the end of the cosine",
+            DefaultValueFactory = _ => qat ? 2e-5 : 3e-4 };
+        var warmup = new Option<int>("--warmup") { Description = "Linear warmup steps", DefaultValueFactory = _ => qat
+            ? 0 : 20 };
+        var clip = new Option<double>("--clip") { Description = "Gradient-norm clipping; 0 = off",
+            DefaultValueFactory = _ => 1.0 };
+        var evalEvery = new Option<int>("--eval-every") { Description = "Steps between validation losses",
+            DefaultValueFactory = _ => 50 };
+        var checkpointEvery = new Option<int>("--checkpoint-every") { Description = "Steps between checkpoints",
+            DefaultValueFactory = _ => 100 };
+        var seed = new Option<ulong>("--seed") { Description = "Seed of the initialisation and of the data order",
+            DefaultValueFactory = _ => 1 };
         var resume = new Option<bool>("--resume") { Description = "Continue the checkpoint at --output" };
         var distill = new Option<float>("--distill") { Description = "Share of the loss that is KL divergence to the --from model's logits (knowledge distillation), 0..1", DefaultValueFactory = _ => 0f };
         var force = new Option<bool>("--force") { Description = "Replace an existing checkpoint and metrics" };
-        var cmd = new Command(name, description) { data, output, steps, seq, batch, lr, minLr, warmup, clip, evalEvery, checkpointEvery, seed, resume, force };
+        var cmd = new Command(name, description) { data, output, steps, seq, batch, lr, minLr, warmup, clip, evalEvery,
+            checkpointEvery, seed, resume, force };
         if (qat) { cmd.Options.Add(from); cmd.Options.Add(bits); cmd.Options.Add(distill); }
         else cmd.Options.Add(model);
         cmd.SetAction(p =>
@@ -128,16 +152,20 @@ public static class Program
                 File.Delete(metrics);
                 var settings = new AdamWSettings
                 {
-                    LearningRate = p.GetValue(lr), MinLearningRate = p.GetValue(minLr), WarmupSteps = p.GetValue(warmup),
+                    LearningRate = p.GetValue(lr), MinLearningRate = p.GetValue(minLr),
+                        WarmupSteps = p.GetValue(warmup),
                     TotalSteps = p.GetValue(steps), ClipNorm = p.GetValue(clip),
                 };
-                var run = new Dictionary<string, string> { ["phase"] = name, ["data"] = Path.GetFullPath(dir), ["seed"] = p.GetValue(seed).ToString(CultureInfo.InvariantCulture) };
+                var run = new Dictionary<string,
+                    string> { ["phase"] = name, ["data"] = Path.GetFullPath(dir),
+                    ["seed"] = p.GetValue(seed).ToString(CultureInfo.InvariantCulture) };
                 TransformerModel<float> m;
                 if (qat)
                 {
                     var pretrained = Checkpoint.Load(p.GetValue(from)!);
                     if (pretrained.Model.Projections is not null) throw new ArgumentException($"{p.GetValue(from)} is already a QAT checkpoint; start from a full-precision one");
-                    m = pretrained.Model.WithProjections(WeightFormats.FromParetoQBits(double.Parse(p.GetValue(bits)!, CultureInfo.InvariantCulture)));
+                    m = pretrained.Model.WithProjections(WeightFormats.FromParetoQBits(double.Parse(p.GetValue(bits)!,
+                        CultureInfo.InvariantCulture)));
                     run["from"] = Path.GetFullPath(p.GetValue(from)!);
                     run["bits"] = p.GetValue(bits)!;
                     run["distill"] = p.GetValue(distill).ToString(CultureInfo.InvariantCulture);
@@ -152,18 +180,23 @@ public static class Program
                 state = new TrainingState(m, new AdamW(m, settings), Pcg32.FromSeed(p.GetValue(seed) + 1).State, run);
             }
             int vocabSize = state.Model.Config.VocabSize;
-            int[] train = TokenData.Read(Path.Combine(dir, "train.tokens"), vocabSize), validation = TokenData.Read(Path.Combine(dir, "val.tokens"), vocabSize);
-            // Distillation's teacher is the full-precision checkpoint QAT started from (named in the run, so --resume finds it).
-            float distillWeight = state.Run.TryGetValue("distill", out var w) ? float.Parse(w, CultureInfo.InvariantCulture) : 0f;
+            int[] train = TokenData.Read(Path.Combine(dir, "train.tokens"), vocabSize),
+                validation = TokenData.Read(Path.Combine(dir, "val.tokens"), vocabSize);
+            // Distillation's teacher is the full-precision checkpoint QAT started from (named in the run, so --resume
+            // finds it).
+            float distillWeight = state.Run.TryGetValue("distill", out var w)
+                ? float.Parse(w, CultureInfo.InvariantCulture) : 0f;
             var teacher = distillWeight > 0 ? Checkpoint.Load(state.Run["from"]).Model : null;
             var loop = new LoopSettings
             {
                 Teacher = teacher, DistillWeight = distillWeight,
                 Steps = p.GetValue(steps), SequenceLength = p.GetValue(seq), SequencesPerStep = p.GetValue(batch),
-                EvaluateEvery = p.GetValue(evalEvery), CheckpointEvery = p.GetValue(checkpointEvery), CheckpointPath = ckpt, MetricsPath = metrics,
+                EvaluateEvery = p.GetValue(evalEvery), CheckpointEvery = p.GetValue(checkpointEvery),
+                    CheckpointPath = ckpt, MetricsPath = metrics,
             };
             var c = state.Model.Config;
-            long nonEmbedding = state.Model.Slots.Where(s => s.Spec.Role is not (TensorRole.Embedding or TensorRole.Head)).Sum(s => (long)s.Length);
+            long nonEmbedding = state.Model.Slots.Where(s
+                => s.Spec.Role is not (TensorRole.Embedding or TensorRole.Head)).Sum(s => (long)s.Length);
             Console.WriteLine($"{name}: {c.NumLayers} layers, dim {c.HiddenSize}, {nonEmbedding / 1e6:F2}M non-embedding parameters, " +
                 $"{(state.Model.Projections is { } g ? $"projections {WeightFormats.Name(g)}" : "full precision")}; {train.Length} training tokens; " +
                 $"step {state.Optimizer.Step} → {loop.Steps}");
@@ -173,7 +206,9 @@ public static class Program
             TrainingLoop.Run(state, train, validation, loop, r =>
             {
                 last = r;
-                double rate = r.Tokens / Math.Max(r.Seconds, 1e-9), eta = (r.Steps - r.Step) * (double)loop.SequenceLength * loop.SequencesPerStep / Math.Max(rate, 1e-9);
+                double rate = r.Tokens / Math.Max(r.Seconds, 1e-9),
+                    eta = (r.Steps - r.Step) * (double)loop.SequenceLength * loop.SequencesPerStep / Math.Max(rate,
+                    1e-9);
                 string line = string.Create(CultureInfo.InvariantCulture,
                     $"step {r.Step}/{r.Steps} loss {r.Loss:F4}{(r.ValidationLoss is { } v ? $" val {v:F4}" : "")} lr {r.LearningRate:G3} |g| {r.GradientNorm:F2} {rate:F0} tok/s ETA {TimeSpan.FromSeconds(eta):hh\\:mm\\:ss}");
                 if (!Console.IsErrorRedirected) Console.Error.Write($"\r{line,-110}");
@@ -193,10 +228,15 @@ public static class Program
         var metrics = new Option<string[]>("--metrics") { Description = "Metrics files (.jsonl) written by pretrain or qat", AllowMultipleArgumentsPerToken = true };
         var points = new Option<string?>("--points") { Description = "Instead of metrics: a CSV of series,x,y lines (header first), one line and markers per series" };
         var output = new Option<string>("--output", "-o") { Description = "The PNG to write", Required = true };
-        var title = new Option<string>("--title") { Description = "Chart title", DefaultValueFactory = _ => "training loss (dots: validation)" };
-        var xLabel = new Option<string>("--x-label") { Description = "Horizontal axis label", DefaultValueFactory = _ => "step" };
-        var yLabel = new Option<string>("--y-label") { Description = "Vertical axis label", DefaultValueFactory = _ => "loss (nats/token)" };
-        var cmd = new Command("chart", "Plot loss curves from metrics files, or any series from a CSV, as a PNG") { metrics, points, output, title, xLabel, yLabel };
+        var title = new Option<string>("--title") { Description = "Chart title", DefaultValueFactory = _
+            => "training loss (dots: validation)" };
+        var xLabel = new Option<string>("--x-label") { Description = "Horizontal axis label", DefaultValueFactory = _
+            => "step" };
+        var yLabel = new Option<string>("--y-label") { Description = "Vertical axis label", DefaultValueFactory = _
+            => "loss (nats/token)" };
+        var cmd = new Command("chart",
+            "Plot loss curves from metrics files, or any series from a CSV, as a PNG") { metrics, points, output, title,
+            xLabel, yLabel };
         cmd.SetAction(p =>
         {
             var series = new List<ChartSeries>();
@@ -205,7 +245,8 @@ public static class Program
                 var rows = File.ReadAllLines(csv).Skip(1).Where(l => l.Trim().Length > 0).Select((l, i) =>
                 {
                     string[] f = l.Split(',');
-                    if (f.Length != 3 || !double.TryParse(f[1], CultureInfo.InvariantCulture, out double x) || !double.TryParse(f[2], CultureInfo.InvariantCulture, out double y))
+                    if (f.Length != 3 || !double.TryParse(f[1], CultureInfo.InvariantCulture, out double x)
+                        || !double.TryParse(f[2], CultureInfo.InvariantCulture, out double y))
                         throw new InvalidDataException($"{csv}:{i + 2}: expected series,x,y");
                     return (Series: f[0].Trim(), X: x, Y: y);
                 }).ToList();
@@ -220,7 +261,8 @@ public static class Program
             {
                 var lines = TrainingLoop.ReadMetrics(file);
                 var train = lines.Select(l => ((double)l.Step, l.Loss)).ToList();
-                var validation = lines.Where(l => l.ValidationLoss is not null).Select(l => ((double)l.Step, l.ValidationLoss!.Value)).ToList();
+                var validation = lines.Where(l => l.ValidationLoss is not null).Select(l
+                    => ((double)l.Step, l.ValidationLoss!.Value)).ToList();
                 string name = Path.GetFileNameWithoutExtension(file);
                 // One colour per run: the training loss as its line, the validation losses as dots on it.
                 series.Add(new ChartSeries(name, train));
@@ -236,16 +278,21 @@ public static class Program
 
     private static Command ImportCommand()
     {
-        var model = new Option<string>("--model", "-m") { Description = "A .pq file (quantized tensors are dequantized) or a Hugging Face checkpoint directory", Required = true };
-        var output = new Option<string>("--output", "-o") { Description = "The full-precision checkpoint to write (qat --from takes it)", Required = true };
+        var model = new Option<string>("--model",
+            "-m") { Description = "A .pq file (quantized tensors are dequantized) or a Hugging Face checkpoint directory", Required = true };
+        var output = new Option<string>("--output",
+            "-o") { Description = "The full-precision checkpoint to write (qat --from takes it)", Required = true };
         var force = new Option<bool>("--force") { Description = "Replace an existing checkpoint" };
-        var cmd = new Command("import", "Make a full-precision checkpoint from an existing model, to QAT from") { model, output, force };
+        var cmd = new Command("import", "Make a full-precision checkpoint from an existing model, to QAT from") { model,
+            output, force };
         cmd.SetAction(p =>
         {
             string source = p.GetValue(model)!, ckpt = p.GetValue(output)!;
-            if (!p.GetValue(force) && File.Exists(ckpt)) throw new IOException($"{ckpt} already exists (use --force to replace it)");
+            if (!p.GetValue(force)
+                && File.Exists(ckpt)) throw new IOException($"{ckpt} already exists (use --force to replace it)");
             var imported = Directory.Exists(source) ? ModelImport.FromHuggingFace(source)
-                : File.Exists(source) ? ModelImport.FromPq(source) : throw new FileNotFoundException($"'{source}' is neither a .pq file nor a directory");
+                : File.Exists(source) ? ModelImport.FromPq(source)
+                    : throw new FileNotFoundException($"'{source}' is neither a .pq file nor a directory");
             var run = new Dictionary<string, string> { ["phase"] = "import", ["source"] = Path.GetFullPath(source) };
             Checkpoint.Save(ckpt, imported, new AdamW(imported, new AdamWSettings()), Pcg32.FromSeed(1).State, run);
             var c = imported.Config;
@@ -257,15 +304,18 @@ public static class Program
 
     private static Command ExportCommand()
     {
-        var checkpoint = new Option<string>("--checkpoint") { Description = "A checkpoint of pretrain or qat", Required = true };
+        var checkpoint = new Option<string>("--checkpoint") { Description = "A checkpoint of pretrain or qat",
+            Required = true };
         var output = new Option<string>("--output", "-o") { Description = "The .pq file to write", Required = true };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "tokenizer.json to embed (default: the one beside the run's token data)" };
-        var head = new Option<string>("--head") { Description = "Embedding/head format: f32, f16, bf16, i8_row", DefaultValueFactory = _ => "i8_row" };
+        var head = new Option<string>("--head") { Description = "Embedding/head format: f32, f16, bf16, i8_row",
+            DefaultValueFactory = _ => "i8_row" };
         head.AcceptOnlyFromAmong("f32", "f16", "bf16", "i8_row");
         var ptq = new Option<string?>("--ptq") { Description = "Round-to-nearest quantize a full-precision checkpoint to this grid (1, 1.58, 2, 3, 4): the no-training baseline" };
         ptq.AcceptOnlyFromAmong("1", "1.58", "2", "3", "4");
         var force = new Option<bool>("--force") { Description = "Replace the output file" };
-        var cmd = new Command("export", "Write a checkpoint as a .pq model the runtime runs") { checkpoint, output, tokenizer, head, ptq, force };
+        var cmd = new Command("export", "Write a checkpoint as a .pq model the runtime runs") { checkpoint, output,
+            tokenizer, head, ptq, force };
         cmd.SetAction(p =>
         {
             var state = Checkpoint.Load(p.GetValue(checkpoint)!);
@@ -273,18 +323,22 @@ public static class Program
             if (p.GetValue(ptq) is { } bits)
             {
                 if (model.Projections is not null) throw new ArgumentException("--ptq quantizes a full-precision checkpoint; this one is already QAT");
-                model = model.WithProjections(WeightFormats.FromParetoQBits(double.Parse(bits, CultureInfo.InvariantCulture)));
+                model = model.WithProjections(WeightFormats.FromParetoQBits(double.Parse(bits,
+                    CultureInfo.InvariantCulture)));
             }
-            string tokenizerPath = p.GetValue(tokenizer) ?? (state.Run.TryGetValue("data", out var d) ? Path.Combine(d, "tokenizer.json")
+            string tokenizerPath = p.GetValue(tokenizer)
+                ?? (state.Run.TryGetValue("data", out var d) ? Path.Combine(d, "tokenizer.json")
                 : throw new ArgumentException("the checkpoint does not name its data directory; give --tokenizer"));
             var (info, bytes, _) = Tokenizers.LlamaTokenizerJson(tokenizerPath);
             WeightFormats.TryParse(p.GetValue(head)!, out var headFormat);
-            string bitsName = model.Projections is { } g ? WeightFormats.NominalBits(g).ToString(CultureInfo.InvariantCulture) : "32";
+            string bitsName = model.Projections is { } g
+                ? WeightFormats.NominalBits(g).ToString(CultureInfo.InvariantCulture) : "32";
             var settings = state.Run.ToDictionary(k => k.Key, k => k.Value);
             settings["step"] = state.Optimizer.Step.ToString(CultureInfo.InvariantCulture);
             if (p.GetValue(ptq) is { } ptqBits) settings["ptq"] = ptqBits;
-            PqExport.Write(model, p.GetValue(output)!, info, bytes, new PqProvenance(Path.GetFullPath(p.GetValue(checkpoint)!), bitsName, "paretoq-train", settings),
-                headFormat, p.GetValue(force));
+            PqExport.Write(model, p.GetValue(output)!, info, bytes,
+                new PqProvenance(Path.GetFullPath(p.GetValue(checkpoint)!), bitsName, "paretoq-train", settings),
+                    headFormat, p.GetValue(force));
             Console.WriteLine($"exported {p.GetValue(checkpoint)} (step {state.Optimizer.Step}{(p.GetValue(ptq) is { } b ? $", round-to-nearest {b}-bit" : "")}) -> {p.GetValue(output)}: {new FileInfo(p.GetValue(output)!).Length / 1e6:F2} MB");
             return 0;
         });

@@ -25,8 +25,9 @@ public static class TokenData
 
     /// <param name="validationText">Receives the validation documents as text, one per line (held-out text for
     /// <c>paretoq-run --perplexity</c> on exported models).</param>
-    public static BuildReport Build(IEnumerable<string> documents, ITokenizer tokenizer, int vocabSize, string trainPath, string validationPath,
-        int validationEvery = 20, bool overwrite = false, string? validationText = null)
+    public static BuildReport Build(IEnumerable<string> documents, ITokenizer tokenizer, int vocabSize,
+        string trainPath, string validationPath, int validationEvery = 20, bool overwrite = false,
+            string? validationText = null)
     {
         if (validationEvery < 2) throw new ArgumentException($"validation-every {validationEvery} must be at least 2");
         var train = new List<int>();
@@ -40,11 +41,13 @@ public static class TokenData
             (isValidation ? validation : train).AddRange(tokenizer.Encode(document, addBos: true));
             if (isValidation) heldOut.Append(document).Append('\n');
         }
-        if (train.Count == 0 || validation.Count == 0) throw new ArgumentException($"{count} documents are too few for a training and a validation split (1 in {validationEvery})");
+        if (train.Count == 0
+            || validation.Count == 0) throw new ArgumentException($"{count} documents are too few for a training and a validation split (1 in {validationEvery})");
         Write(trainPath, train, vocabSize, overwrite);
         Write(validationPath, validation, vocabSize, overwrite);
         if (validationText is not null)
-            AtomicFile.Write(validationText, overwrite, fs => fs.Write(new UTF8Encoding(false).GetBytes(heldOut.ToString())));
+            AtomicFile.Write(validationText, overwrite, fs
+                => fs.Write(new UTF8Encoding(false).GetBytes(heldOut.ToString())));
         return new BuildReport(count, train.Count, validation.Count);
     }
 
@@ -64,32 +67,38 @@ public static class TokenData
             if (width == 2) BinaryPrimitives.WriteUInt16LittleEndian(at, (ushort)tokens[i]);
             else BinaryPrimitives.WriteInt32LittleEndian(at, tokens[i]);
         }
-        BinaryPrimitives.WriteUInt64LittleEndian(bytes.AsSpan(bytes.Length - 8), XxHash3.HashToUInt64(bytes.AsSpan(0, bytes.Length - 8)));
+        BinaryPrimitives.WriteUInt64LittleEndian(bytes.AsSpan(bytes.Length - 8),
+            XxHash3.HashToUInt64(bytes.AsSpan(0, bytes.Length - 8)));
         AtomicFile.Write(path, overwrite, fs => fs.Write(bytes));
     }
 
-    /// <summary>Reads a token file, checking its header, size and checksum, and that it matches the model's vocabulary.</summary>
+    /// <summary>Reads a token file, checking its header, size and checksum, and that it matches the model's
+    /// vocabulary.</summary>
     public static int[] Read(string path, int vocabSize)
     {
         byte[] bytes = File.ReadAllBytes(path);
         string Bad(string problem) => $"{path}: not a valid token file: {problem}";
-        if (bytes.Length < HeaderBytes + 8 || !bytes.AsSpan(0, 8).SequenceEqual(Magic)) throw new InvalidDataException(Bad("no PQTOKENS header"));
+        if (bytes.Length < HeaderBytes + 8
+            || !bytes.AsSpan(0, 8).SequenceEqual(Magic)) throw new InvalidDataException(Bad("no PQTOKENS header"));
         uint version = BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(8));
         uint vocab = BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(12));
         uint width = BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(16));
         ulong count = BinaryPrimitives.ReadUInt64LittleEndian(bytes.AsSpan(24));
         if (version != 1) throw new InvalidDataException(Bad($"version {version}"));
         if (width is not (2 or 4)) throw new InvalidDataException(Bad($"{width} bytes per token"));
-        if (count != (ulong)(bytes.Length - HeaderBytes - 8) / width || (ulong)(bytes.Length - HeaderBytes - 8) % width != 0)
+        if (count != (ulong)(bytes.Length - HeaderBytes - 8) / width
+            || (ulong)(bytes.Length - HeaderBytes - 8) % width != 0)
             throw new InvalidDataException(Bad($"{count} tokens declared, {bytes.Length} bytes present (truncated?)"));
-        if (XxHash3.HashToUInt64(bytes.AsSpan(0, bytes.Length - 8)) != BinaryPrimitives.ReadUInt64LittleEndian(bytes.AsSpan(bytes.Length - 8)))
+        if (XxHash3.HashToUInt64(bytes.AsSpan(0,
+            bytes.Length - 8)) != BinaryPrimitives.ReadUInt64LittleEndian(bytes.AsSpan(bytes.Length - 8)))
             throw new InvalidDataException(Bad("checksum mismatch (corrupted)"));
         if (vocab != vocabSize) throw new InvalidDataException($"{path} was tokenized for a vocabulary of {vocab}; the model's is {vocabSize}");
         var tokens = new int[count];
         for (long i = 0; i < tokens.LongLength; i++)
         {
             var at = bytes.AsSpan(HeaderBytes + (int)(i * width));
-            tokens[i] = width == 2 ? BinaryPrimitives.ReadUInt16LittleEndian(at) : BinaryPrimitives.ReadInt32LittleEndian(at);
+            tokens[i] = width == 2 ? BinaryPrimitives.ReadUInt16LittleEndian(at)
+                : BinaryPrimitives.ReadInt32LittleEndian(at);
             if ((uint)tokens[i] >= vocab) throw new InvalidDataException(Bad($"token {i} is {tokens[i]}, outside the vocabulary"));
         }
         return tokens;
@@ -106,7 +115,8 @@ public sealed class WindowSampler(int[] tokens, int length, ulong state)
 
     public ulong State => _random.State;
 
-    /// <summary>The start of the next window of <c>length + 1</c> tokens (inputs and their next-token targets).</summary>
+    /// <summary>The start of the next window of <c>length + 1</c> tokens (inputs and their next-token
+    /// targets).</summary>
     public int Next()
     {
         int range = tokens.Length - length;

@@ -15,9 +15,11 @@ public sealed record LoopSettings
     public int EvaluationWindows { get; init; } = 32;
     public int CheckpointEvery { get; init; } = 200;
     public string? CheckpointPath { get; init; }
-    /// <summary>JSON lines, one per step: step, loss, lr, grad_norm, tokens, seconds, and val_loss when evaluated.</summary>
+    /// <summary>JSON lines, one per step: step, loss, lr, grad_norm, tokens, seconds, and val_loss when
+    /// evaluated.</summary>
     public string? MetricsPath { get; init; }
-    /// <summary>A full-precision teacher for knowledge distillation (same vocabulary), and the KL share of the loss.</summary>
+    /// <summary>A full-precision teacher for knowledge distillation (same vocabulary), and the KL share of the
+    /// loss.</summary>
     public TransformerModel<float>? Teacher { get; init; }
     public float DistillWeight { get; init; }
 
@@ -25,21 +27,27 @@ public sealed record LoopSettings
     {
         if (Steps < 1 || SequencesPerStep < 1 || EvaluateEvery < 1 || EvaluationWindows < 1 || CheckpointEvery < 1)
             throw new ArgumentException("steps, sequences per step, evaluation and checkpoint intervals and windows must all be ≥ 1");
-        if (SequenceLength < 2 || SequenceLength > contextLength) throw new ArgumentException($"sequence length {SequenceLength} must be within 2..{contextLength}");
-        if (DistillWeight is < 0 or > 1 || (DistillWeight > 0 && Teacher is null)) throw new ArgumentException($"distillation weight {DistillWeight} needs a teacher and must be within 0..1");
+        if (SequenceLength < 2
+            || SequenceLength > contextLength) throw new ArgumentException($"sequence length {SequenceLength} must be within 2..{contextLength}");
+        if (DistillWeight is < 0 or > 1
+            || (DistillWeight > 0
+            && Teacher is null)) throw new ArgumentException($"distillation weight {DistillWeight} needs a teacher and must be within 0..1");
     }
 }
 
-public sealed record StepReport(int Step, int Steps, double Loss, double LearningRate, double GradientNorm, double? ValidationLoss, long Tokens, double Seconds);
+public sealed record StepReport(int Step, int Steps, double Loss, double LearningRate, double GradientNorm,
+    double? ValidationLoss, long Tokens, double Seconds);
 
 /// <summary>
-/// The training loop: each step accumulates the gradients of <see cref="LoopSettings.SequencesPerStep"/> random windows,
-/// takes one AdamW step, logs a metrics line, evaluates on fixed validation windows and checkpoints on schedule.
-/// Nothing is allocated per step once the first one has run. Cancelling stops after the current step and checkpoints it.
+/// The training loop: each step accumulates the gradients of <see cref="LoopSettings.SequencesPerStep"/> random
+/// windows, takes one AdamW step, logs a metrics line, evaluates on fixed validation windows and checkpoints on
+/// schedule. Nothing is allocated per step once the first one has run. Cancelling stops after the current step and
+/// checkpoints it.
 /// </summary>
 public static class TrainingLoop
 {
-    /// <summary>Mean loss over <paramref name="windows"/> evenly spaced windows of the validation tokens (always the same ones).</summary>
+    /// <summary>Mean loss over <paramref name="windows"/> evenly spaced windows of the validation tokens (always the
+    /// same ones).</summary>
     public static double ValidationLoss(TransformerModel<float> model, int[] tokens, int length, int windows)
     {
         int room = tokens.Length - length - 1;
@@ -53,8 +61,8 @@ public static class TrainingLoop
         return sum / windows;
     }
 
-    public static void Run(TrainingState state, int[] train, int[] validation, LoopSettings settings, Action<StepReport>? onStep = null,
-        CancellationToken cancellation = default)
+    public static void Run(TrainingState state, int[] train, int[] validation, LoopSettings settings,
+        Action<StepReport>? onStep = null, CancellationToken cancellation = default)
     {
         var (model, optimizer) = (state.Model, state.Optimizer);
         settings.Validate(model.Config.MaxPositionEmbeddings);
@@ -65,9 +73,12 @@ public static class TrainingLoop
         var clock = Stopwatch.StartNew();
         long tokens = (long)optimizer.Step * settings.SequencesPerStep * settings.SequenceLength;
         float accumulate = 1f / settings.SequencesPerStep;
-        var teacherLogits = settings.Teacher is null ? null : new float[settings.SequenceLength * model.Config.VocabSize];
-        if (settings.Teacher is { } t && t.Config.VocabSize != model.Config.VocabSize) throw new ArgumentException("the teacher's vocabulary differs from the model's");
-        using var metrics = settings.MetricsPath is null ? null : new StreamWriter(settings.MetricsPath, append: true, new UTF8Encoding(false));
+        var teacherLogits = settings.Teacher is null ? null
+            : new float[settings.SequenceLength * model.Config.VocabSize];
+        if (settings.Teacher is { } t
+            && t.Config.VocabSize != model.Config.VocabSize) throw new ArgumentException("the teacher's vocabulary differs from the model's");
+        using var metrics = settings.MetricsPath is null ? null
+            : new StreamWriter(settings.MetricsPath, append: true, new UTF8Encoding(false));
         while (optimizer.Step < settings.Steps && !cancellation.IsCancellationRequested)
         {
             model.ZeroGradients();
@@ -88,7 +99,8 @@ public static class TrainingLoop
                 ? ValidationLoss(model, validation, settings.SequenceLength, settings.EvaluationWindows) : null;
             if (settings.CheckpointPath is { } path && (step % settings.CheckpointEvery == 0 || step == settings.Steps))
                 Checkpoint.Save(path, model, optimizer, sampler.State, state.Run);
-            var report = new StepReport(step, settings.Steps, loss, lr, norm, validationLoss, tokens, secondsBefore + clock.Elapsed.TotalSeconds);
+            var report = new StepReport(step, settings.Steps, loss, lr, norm, validationLoss, tokens,
+                secondsBefore + clock.Elapsed.TotalSeconds);
             metrics?.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"{{\"step\":{step},\"loss\":{loss:R},\"lr\":{lr:R},\"grad_norm\":{norm:R},\"tokens\":{tokens},\"seconds\":{report.Seconds:F3}{(validationLoss is { } v ? $",\"val_loss\":{v:R}" : "")}}}"));
             metrics?.Flush();
@@ -99,7 +111,8 @@ public static class TrainingLoop
             Checkpoint.Save(final, model, optimizer, sampler.State, state.Run);
     }
 
-    /// <summary>The lines of a metrics file (written by <see cref="Run"/>), with the file and line named when one is malformed.</summary>
+    /// <summary>The lines of a metrics file (written by <see cref="Run"/>), with the file and line named when one is
+    /// malformed.</summary>
     public static List<MetricsLine> ReadMetrics(string path)
     {
         var lines = new List<MetricsLine>();
@@ -110,9 +123,11 @@ public static class TrainingLoop
                 using var doc = System.Text.Json.JsonDocument.Parse(text);
                 var root = doc.RootElement;
                 lines.Add(new MetricsLine(root.GetProperty("step").GetInt32(), root.GetProperty("loss").GetDouble(),
-                    root.TryGetProperty("val_loss", out var v) ? v.GetDouble() : null, root.GetProperty("seconds").GetDouble(), text));
+                    root.TryGetProperty("val_loss", out var v) ? v.GetDouble() : null,
+                        root.GetProperty("seconds").GetDouble(), text));
             }
-            catch (Exception e) when (e is System.Text.Json.JsonException or KeyNotFoundException or InvalidOperationException or FormatException)
+            catch (Exception e) when (e is System.Text.Json.JsonException or KeyNotFoundException
+                or InvalidOperationException or FormatException)
             {
                 throw new InvalidDataException($"{path}:{lines.Count + 1}: not a metrics line ({e.Message})");
             }
@@ -120,7 +135,8 @@ public static class TrainingLoop
         return lines;
     }
 
-    /// <summary>Drops metrics lines of steps after <paramref name="step"/>; returns the seconds logged at that step (0 if none).</summary>
+    /// <summary>Drops metrics lines of steps after <paramref name="step"/>; returns the seconds logged at that step (0
+    /// if none).</summary>
     private static double KeepMetricsUpTo(string path, int step)
     {
         if (!File.Exists(path)) return 0;

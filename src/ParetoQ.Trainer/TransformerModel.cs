@@ -30,7 +30,8 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
     public float[] AlphaGradients { get; }
 
     private readonly Dictionary<string, ParameterSlot> _byName;
-    private readonly ParameterSlot[][] _byRole; // [role][layer]; one entry for embedding, final norm and head (the forward and backward look tensors up by role: no names, no allocation)
+    // [role][layer]; one entry for embedding, final norm and head (the forward and backward look tensors up by role: no names, no allocation)
+    private readonly ParameterSlot[][] _byRole;
     private readonly Dictionary<string, int> _alphaOffset = new(StringComparer.Ordinal);
     private readonly double[] _invFreq;
     private readonly T[] _quantized;       // projection weights after fake-quant, same layout as Parameters (QAT only)
@@ -39,7 +40,8 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
 
     public TransformerModel(ModelConfig config, WeightFormat? projections = null)
     {
-        if (config.UseQkNorm || config.RopeLayers.Any(r => !r) || config.TemperatureTuning is not null || config.RopeScaling is not null)
+        if (config.UseQkNorm || config.RopeLayers.Any(r => !r) || config.TemperatureTuning is not null
+            || config.RopeScaling is not null)
             throw new NotSupportedException("the trainer implements MobileLLM v1 / LLaMA layers (GQA, RoPE, sliding windows); QK-norm, NoPE layers, temperature tuning and RoPE scaling are not implemented");
         if (projections is { } p && (!WeightFormats.IsParetoQ(p) || typeof(T) != typeof(float)))
             throw new ArgumentException($"QAT needs a ParetoQ grid and float parameters, not {WeightFormats.Name(p)} over {typeof(T).Name}");
@@ -59,24 +61,27 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
         }
         Slots = slots;
         _byName = slots.ToDictionary(s => s.Spec.Name, StringComparer.Ordinal);
-        _byRole = Enum.GetValues<TensorRole>().Select(role => role is TensorRole.Embedding or TensorRole.FinalNorm or TensorRole.Head
+        _byRole = Enum.GetValues<TensorRole>().Select(role => role is TensorRole.Embedding or TensorRole.FinalNorm
+            or TensorRole.Head
             ? slots.Where(s => s.Spec.Role == role).Take(1).ToArray()
-            : Enumerable.Range(0, config.NumLayers).Select(l => _byName[ModelTensors.Name(role, l)]).ToArray()).ToArray();
+            : Enumerable.Range(0, config.NumLayers).Select(l
+                => _byName[ModelTensors.Name(role, l)]).ToArray()).ToArray();
         Parameters = new T[offset];
         Gradients = new T[offset];
         Alphas = new float[alphas];
         AlphaGradients = new float[alphas];
         _quantized = projections is null ? [] : new T[offset];
         _quantizedGrads = projections is null ? [] : new T[offset];
-        _invFreq = Enumerable.Range(0, config.HeadDim / 2).Select(i => 1.0 / Math.Pow(config.RopeTheta, 2.0 * i / config.HeadDim)).ToArray();
+        _invFreq = Enumerable.Range(0, config.HeadDim / 2).Select(i
+            => 1.0 / Math.Pow(config.RopeTheta, 2.0 * i / config.HeadDim)).ToArray();
     }
 
     public ParameterSlot Slot(string name) => _byName[name];
     public Span<T> Tensor(string name) => Parameters.AsSpan(_byName[name].Offset, _byName[name].Length);
 
     /// <summary>
-    /// GPT-2-style initialisation from a seed: matrices N(0, 0.02²), the projections that write into the residual stream
-    /// (o, down) scaled by 1/√(2·layers), norm weights 1.
+    /// GPT-2-style initialisation from a seed: matrices N(0, 0.02²), the projections that write into the residual
+    /// stream (o, down) scaled by 1/√(2·layers), norm weights 1.
     /// </summary>
     public void InitializeRandom(ulong seed)
     {
@@ -101,8 +106,8 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
     }
 
     /// <summary>
-    /// A QAT model with this full-precision model's weights and ParetoQ's initial α for <paramref name="grid"/>: the start
-    /// of quantization-aware training, or, untrained, the round-to-nearest (PTQ) baseline.
+    /// A QAT model with this full-precision model's weights and ParetoQ's initial α for <paramref name="grid"/>: the
+    /// start of quantization-aware training, or, untrained, the round-to-nearest (PTQ) baseline.
     /// </summary>
     public TransformerModel<T> WithProjections(WeightFormat grid)
     {
@@ -122,7 +127,8 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
         {
             var slot = _byName[name];
             for (int r = 0; r < slot.Spec.Rows; r++)
-                Alphas[first + r] = Quantizer.InitialScale(format, weights.AsSpan(slot.Offset + r * slot.Spec.Cols, slot.Spec.Cols));
+                Alphas[first + r] = Quantizer.InitialScale(format,
+                    weights.AsSpan(slot.Offset + r * slot.Spec.Cols, slot.Spec.Cols));
         }
     }
 
@@ -131,15 +137,17 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
 
     /// <summary>
     /// Runs one sequence and returns the mean cross-entropy of predicting <paramref name="targets"/> (−1 = unscored);
-    /// <paramref name="logits"/> (tokens × vocab), when given, receives the logits. Activations are kept for <see cref="Backward"/>.
-    /// With <paramref name="teacherLogits"/>, the loss is (1 − w)·cross-entropy + w·KL(teacher ‖ model) for
-    /// w = <paramref name="distillWeight"/> (knowledge distillation).
+    /// <paramref name="logits"/> (tokens × vocab), when given, receives the logits. Activations are kept for
+    /// <see cref="Backward"/>. With <paramref name="teacherLogits"/>, the loss is (1 − w)·cross-entropy + w·KL(teacher
+    /// ‖ model) for w = <paramref name="distillWeight"/> (knowledge distillation).
     /// </summary>
-    public T Forward(ReadOnlySpan<int> tokens, ReadOnlySpan<int> targets, Span<T> logits = default, ReadOnlySpan<T> teacherLogits = default, T distillWeight = default)
+    public T Forward(ReadOnlySpan<int> tokens, ReadOnlySpan<int> targets, Span<T> logits = default,
+        ReadOnlySpan<T> teacherLogits = default, T distillWeight = default)
     {
         var c = Config;
         int n = tokens.Length, d = c.HiddenSize;
-        if (n == 0 || n > c.MaxPositionEmbeddings) throw new ArgumentException($"{n} tokens: a sequence needs 1..{c.MaxPositionEmbeddings}");
+        if (n == 0
+            || n > c.MaxPositionEmbeddings) throw new ArgumentException($"{n} tokens: a sequence needs 1..{c.MaxPositionEmbeddings}");
         if (targets.Length != n) throw new ArgumentException("one target per token");
         var a = _acts = _acts is { } existing && existing.Tokens == n ? existing : new Activations(c, n);
         tokens.CopyTo(a.TokenIds);
@@ -153,7 +161,8 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
             foreach (var (name, first) in _alphaOffset)
             {
                 var s = _byName[name];
-                FakeQuantizer.Forward(format, master.AsSpan(s.Offset, s.Length), Alphas.AsSpan(first, s.Spec.Rows), quantized.AsSpan(s.Offset, s.Length), s.Spec.Rows, s.Spec.Cols);
+                FakeQuantizer.Forward(format, master.AsSpan(s.Offset, s.Length), Alphas.AsSpan(first, s.Spec.Rows),
+                    quantized.AsSpan(s.Offset, s.Length), s.Spec.Rows, s.Spec.Cols);
             }
             weights = _quantized;
         }
@@ -164,7 +173,8 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
             var L = a.Layers[l];
             int layer = l / c.LayerRepeat;
             ReadOnlySpan<T> x = a.Residual[l];
-            Ops<T>.RmsNorm(x, W(weights, TensorRole.AttentionNorm, layer), n, d, T.CreateChecked(c.RmsNormEps), L.Norm1, L.Rstd1);
+            Ops<T>.RmsNorm(x, W(weights, TensorRole.AttentionNorm, layer), n, d, T.CreateChecked(c.RmsNormEps), L.Norm1,
+                L.Rstd1);
             Ops<T>.MatMul(L.Norm1, W(weights, TensorRole.Query, layer), n, d, c.QueryDim, L.Q);
             Ops<T>.MatMul(L.Norm1, W(weights, TensorRole.Key, layer), n, d, c.KvDim, L.K);
             Ops<T>.MatMul(L.Norm1, W(weights, TensorRole.Value, layer), n, d, c.KvDim, L.V);
@@ -174,7 +184,8 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
             Ops<T>.Attention(L.Q, L.K, L.V, n, c.NumHeads, c.NumKvHeads, c.HeadDim, Window(layer), L.Attended, L.Probs);
             Ops<T>.MatMul(L.Attended, W(weights, TensorRole.Output, layer), n, c.QueryDim, d, L.Mid);
             for (int i = 0; i < n * d; i++) L.Mid[i] += x[i];
-            Ops<T>.RmsNorm(L.Mid, W(weights, TensorRole.FfnNorm, layer), n, d, T.CreateChecked(c.RmsNormEps), L.Norm2, L.Rstd2);
+            Ops<T>.RmsNorm(L.Mid, W(weights, TensorRole.FfnNorm, layer), n, d, T.CreateChecked(c.RmsNormEps), L.Norm2,
+                L.Rstd2);
             Ops<T>.MatMul(L.Norm2, W(weights, TensorRole.Gate, layer), n, d, c.IntermediateSize, L.Gate);
             Ops<T>.MatMul(L.Norm2, W(weights, TensorRole.Up, layer), n, d, c.IntermediateSize, L.Up);
             Ops<T>.SwiGlu(L.Gate, L.Up, L.Hidden);
@@ -182,18 +193,21 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
             Ops<T>.MatMul(L.Hidden, W(weights, TensorRole.Down, layer), n, c.IntermediateSize, d, next);
             for (int i = 0; i < n * d; i++) next[i] += L.Mid[i];
         }
-        Ops<T>.RmsNorm(a.Residual[c.EffectiveLayers], W(weights, TensorRole.FinalNorm), n, d, T.CreateChecked(c.RmsNormEps), a.FinalNorm, a.FinalRstd);
+        Ops<T>.RmsNorm(a.Residual[c.EffectiveLayers], W(weights, TensorRole.FinalNorm), n, d,
+            T.CreateChecked(c.RmsNormEps), a.FinalNorm, a.FinalRstd);
         Ops<T>.MatMul(a.FinalNorm, W(weights, HeadRole), n, d, c.VocabSize, a.Logits);
         if (!logits.IsEmpty) a.Logits.CopyTo(logits);
         if (teacherLogits.IsEmpty) return Ops<T>.CrossEntropy(a.Logits, targets, c.VocabSize, T.One, a.LogitGrads);
         if (teacherLogits.Length != a.Logits.Length) throw new ArgumentException($"{teacherLogits.Length} teacher logits for {a.Logits.Length}");
-        if (!(distillWeight >= T.Zero && distillWeight <= T.One)) throw new ArgumentException($"distillation weight {distillWeight} must be within 0..1");
+        if (!(distillWeight >= T.Zero
+            && distillWeight <= T.One)) throw new ArgumentException($"distillation weight {distillWeight} must be within 0..1");
         T ce = Ops<T>.CrossEntropy(a.Logits, targets, c.VocabSize, T.One - distillWeight, a.LogitGrads);
         T kl = Ops<T>.Distillation(a.Logits, teacherLogits, targets, c.VocabSize, distillWeight, a.LogitGrads);
         return (T.One - distillWeight) * ce + distillWeight * kl;
     }
 
-    /// <summary>Accumulates ∂loss/∂parameters (and ∂loss/∂α in QAT) of the last <see cref="Forward"/>, scaled by <paramref name="scale"/>.</summary>
+    /// <summary>Accumulates ∂loss/∂parameters (and ∂loss/∂α in QAT) of the last <see cref="Forward"/>, scaled by
+    /// <paramref name="scale"/>.</summary>
     public void Backward(T scale)
     {
         var a = _acts ?? throw new InvalidOperationException("Backward needs a Forward first");
@@ -212,39 +226,51 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
         dnorm.AsSpan().Clear();
         Ops<T>.MatMulBackward(dlogits, a.FinalNorm, W(weights, HeadRole), n, d, c.VocabSize, dnorm, G(HeadRole));
         dx.AsSpan().Clear();
-        Ops<T>.RmsNormBackward(dnorm, a.Residual[c.EffectiveLayers], W(weights, TensorRole.FinalNorm), a.FinalRstd, n, d, dx, G(TensorRole.FinalNorm));
+        Ops<T>.RmsNormBackward(dnorm, a.Residual[c.EffectiveLayers], W(weights, TensorRole.FinalNorm), a.FinalRstd, n,
+            d, dx, G(TensorRole.FinalNorm));
 
         for (int l = c.EffectiveLayers - 1; l >= 0; l--)
         {
             var L = a.Layers[l];
             int layer = l / c.LayerRepeat;
-            Span<T> P(TensorRole role) => projectionGrads.AsSpan(SlotOf(role, layer).Offset, SlotOf(role, layer).Length);
+            Span<T> P(TensorRole role)
+                => projectionGrads.AsSpan(SlotOf(role, layer).Offset, SlotOf(role, layer).Length);
             // MLP block: dx flows to the residual unchanged and through down → SwiGLU → gate/up → norm.
             // (Scratch reuses one layer's shapes for gradients; Norm1 holds ∂L/∂(normed input) of either norm.)
             s.Hidden.AsSpan().Clear();
-            Ops<T>.MatMulBackward(dx, L.Hidden, W(weights, TensorRole.Down, layer), n, c.IntermediateSize, d, s.Hidden, P(TensorRole.Down));
+            Ops<T>.MatMulBackward(dx, L.Hidden, W(weights, TensorRole.Down, layer), n, c.IntermediateSize, d, s.Hidden,
+                P(TensorRole.Down));
             s.Gate.AsSpan().Clear();
             s.Up.AsSpan().Clear();
             Ops<T>.SwiGluBackward(s.Hidden, L.Gate, L.Up, s.Gate, s.Up);
             s.Norm1.AsSpan().Clear();
-            Ops<T>.MatMulBackward(s.Gate, L.Norm2, W(weights, TensorRole.Gate, layer), n, d, c.IntermediateSize, s.Norm1, P(TensorRole.Gate));
-            Ops<T>.MatMulBackward(s.Up, L.Norm2, W(weights, TensorRole.Up, layer), n, d, c.IntermediateSize, s.Norm1, P(TensorRole.Up));
-            Ops<T>.RmsNormBackward(s.Norm1, L.Mid, W(weights, TensorRole.FfnNorm, layer), L.Rstd2, n, d, dx, G(TensorRole.FfnNorm, layer));
+            Ops<T>.MatMulBackward(s.Gate, L.Norm2, W(weights, TensorRole.Gate, layer), n, d, c.IntermediateSize,
+                s.Norm1, P(TensorRole.Gate));
+            Ops<T>.MatMulBackward(s.Up, L.Norm2, W(weights, TensorRole.Up, layer), n, d, c.IntermediateSize, s.Norm1,
+                P(TensorRole.Up));
+            Ops<T>.RmsNormBackward(s.Norm1, L.Mid, W(weights, TensorRole.FfnNorm, layer), L.Rstd2, n, d, dx,
+                G(TensorRole.FfnNorm, layer));
             // Attention block.
             s.Attended.AsSpan().Clear();
-            Ops<T>.MatMulBackward(dx, L.Attended, W(weights, TensorRole.Output, layer), n, c.QueryDim, d, s.Attended, P(TensorRole.Output));
+            Ops<T>.MatMulBackward(dx, L.Attended, W(weights, TensorRole.Output, layer), n, c.QueryDim, d, s.Attended,
+                P(TensorRole.Output));
             s.Q.AsSpan().Clear();
             s.K.AsSpan().Clear();
             s.V.AsSpan().Clear();
-            Ops<T>.AttentionBackward(s.Attended, L.Q, L.K, L.V, L.Probs, n, c.NumHeads, c.NumKvHeads, c.HeadDim, Window(layer), s.Q, s.K, s.V);
+            Ops<T>.AttentionBackward(s.Attended, L.Q, L.K, L.V, L.Probs, n, c.NumHeads, c.NumKvHeads, c.HeadDim,
+                Window(layer), s.Q, s.K, s.V);
             bool interleaved = c.RopeLayout == RopeLayout.Interleaved;
             Ops<T>.Rope(_invFreq, n, c.NumHeads, c.HeadDim, 0, interleaved, inverse: true, s.Q);
             Ops<T>.Rope(_invFreq, n, c.NumKvHeads, c.HeadDim, 0, interleaved, inverse: true, s.K);
             s.Norm1.AsSpan().Clear();
-            Ops<T>.MatMulBackward(s.Q, L.Norm1, W(weights, TensorRole.Query, layer), n, d, c.QueryDim, s.Norm1, P(TensorRole.Query));
-            Ops<T>.MatMulBackward(s.K, L.Norm1, W(weights, TensorRole.Key, layer), n, d, c.KvDim, s.Norm1, P(TensorRole.Key));
-            Ops<T>.MatMulBackward(s.V, L.Norm1, W(weights, TensorRole.Value, layer), n, d, c.KvDim, s.Norm1, P(TensorRole.Value));
-            Ops<T>.RmsNormBackward(s.Norm1, a.Residual[l], W(weights, TensorRole.AttentionNorm, layer), L.Rstd1, n, d, dx, G(TensorRole.AttentionNorm, layer));
+            Ops<T>.MatMulBackward(s.Q, L.Norm1, W(weights, TensorRole.Query, layer), n, d, c.QueryDim, s.Norm1,
+                P(TensorRole.Query));
+            Ops<T>.MatMulBackward(s.K, L.Norm1, W(weights, TensorRole.Key, layer), n, d, c.KvDim, s.Norm1,
+                P(TensorRole.Key));
+            Ops<T>.MatMulBackward(s.V, L.Norm1, W(weights, TensorRole.Value, layer), n, d, c.KvDim, s.Norm1,
+                P(TensorRole.Value));
+            Ops<T>.RmsNormBackward(s.Norm1, a.Residual[l], W(weights, TensorRole.AttentionNorm, layer), L.Rstd1, n, d,
+                dx, G(TensorRole.AttentionNorm, layer));
         }
         Ops<T>.EmbedBackward(a.TokenIds, dx, d, G(TensorRole.Embedding));
 
@@ -256,8 +282,10 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
             foreach (var (name, first) in _alphaOffset)
             {
                 var slot = _byName[name];
-                FakeQuantizer.Backward(format, master.AsSpan(slot.Offset, slot.Length), Alphas.AsSpan(first, slot.Spec.Rows), dq.AsSpan(slot.Offset, slot.Length),
-                    grads.AsSpan(slot.Offset, slot.Length), AlphaGradients.AsSpan(first, slot.Spec.Rows), slot.Spec.Rows, slot.Spec.Cols);
+                FakeQuantizer.Backward(format, master.AsSpan(slot.Offset, slot.Length),
+                    Alphas.AsSpan(first, slot.Spec.Rows), dq.AsSpan(slot.Offset, slot.Length),
+                    grads.AsSpan(slot.Offset, slot.Length), AlphaGradients.AsSpan(first, slot.Spec.Rows),
+                        slot.Spec.Rows, slot.Spec.Cols);
             }
         }
     }
@@ -273,8 +301,10 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
     private int Window(int layer) => AttentionWindow.Of(Config, layer);
 
     private ParameterSlot SlotOf(TensorRole role, int layer = 0) => _byRole[(int)role][layer];
-    private ReadOnlySpan<T> W(ReadOnlySpan<T> weights, TensorRole role, int layer = 0) => weights.Slice(SlotOf(role, layer).Offset, SlotOf(role, layer).Length);
-    private Span<T> G(TensorRole role, int layer = 0) => Gradients.AsSpan(SlotOf(role, layer).Offset, SlotOf(role, layer).Length);
+    private ReadOnlySpan<T> W(ReadOnlySpan<T> weights, TensorRole role, int layer = 0)
+        => weights.Slice(SlotOf(role, layer).Offset, SlotOf(role, layer).Length);
+    private Span<T> G(TensorRole role, int layer = 0)
+        => Gradients.AsSpan(SlotOf(role, layer).Offset, SlotOf(role, layer).Length);
 
     /// <summary>Per-layer forward state kept for the backward.</summary>
     private sealed class LayerActivations(ModelConfig c, int n)
@@ -301,8 +331,10 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
         public int[] TokenIds { get; } = new int[n];
         public int[] Targets { get; } = new int[n];
         /// <summary>The residual stream entering each layer, and after the last one.</summary>
-        public T[][] Residual { get; } = Enumerable.Range(0, c.EffectiveLayers + 1).Select(_ => new T[n * c.HiddenSize]).ToArray();
-        public LayerActivations[] Layers { get; } = Enumerable.Range(0, c.EffectiveLayers).Select(_ => new LayerActivations(c, n)).ToArray();
+        public T[][] Residual { get; } = Enumerable.Range(0, c.EffectiveLayers + 1).Select(_
+            => new T[n * c.HiddenSize]).ToArray();
+        public LayerActivations[] Layers { get; } = Enumerable.Range(0, c.EffectiveLayers).Select(_
+            => new LayerActivations(c, n)).ToArray();
         public T[] FinalNorm { get; } = new T[n * c.HiddenSize];
         public T[] FinalRstd { get; } = new T[n];
         public T[] Logits { get; } = new T[n * c.VocabSize];

@@ -8,7 +8,8 @@ internal static class UsageErrors
     /// <summary>The exit code of a usage error, apart from 1 for a run that failed.</summary>
     public const int ExitCode = 2;
 
-    /// <summary>Prints the parse errors as one line, "program: messages (see --help)"; false when there are none.</summary>
+    /// <summary>Prints the parse errors as one line, "program: messages (see --help)"; false when there are
+    /// none.</summary>
     public static bool Report(ParseResult parsed, string program)
     {
         if (parsed.Errors.Count == 0) return false;

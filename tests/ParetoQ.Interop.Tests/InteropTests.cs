@@ -1,5 +1,4 @@
 using ParetoQ.Abi;
-using ParetoQ.Interop;
 using ParetoQ.Runtime.Quantization;
 using ParetoQ.TestModels;
 
@@ -17,7 +16,8 @@ public sealed class InteropTests : IDisposable
     public InteropTests()
     {
         _model = Path.Combine(_dir, "m.pq");
-        TestModelGenerator.Write(_model, TestModelGenerator.MobileLlmPro(), WeightFormat.Q2Seq, WeightFormat.I8Row, seed: 1);
+        TestModelGenerator.Write(_model, TestModelGenerator.MobileLlmPro(), WeightFormat.Q2Seq, WeightFormat.I8Row,
+            seed: 1);
     }
 
     public void Dispose() => Directory.Delete(_dir, recursive: true);
@@ -72,7 +72,8 @@ public sealed class InteropTests : IDisposable
         byte[] bytes = File.ReadAllBytes(_model);
         bytes[^100] ^= 0x10;
         File.WriteAllBytes(Path.Combine(_dir, "bad.pq"), bytes);
-        Assert.Equal(PqStatus.ModelFormat, Assert.Throws<ParetoQException>(() => ParetoQModel.Load(Path.Combine(_dir, "bad.pq"))).Status);
+        Assert.Equal(PqStatus.ModelFormat,
+            Assert.Throws<ParetoQException>(() => ParetoQModel.Load(Path.Combine(_dir, "bad.pq"))).Status);
 
         using var model = ParetoQModel.Load(_model);
         using var context = model.CreateContext(threads: 1, contextLength: 16);
@@ -80,15 +81,18 @@ public sealed class InteropTests : IDisposable
         var full = Assert.Throws<ParetoQException>(() => context.Decode(new int[17]));
         Assert.Equal(PqStatus.ContextFull, full.Status);
         Assert.Contains("context length 16", full.Message);
-        Assert.Equal(PqStatus.Tokenizer, Assert.Throws<ParetoQException>(() => context.Decode([model.Info.VocabSize])).Status);
-        Assert.Equal(PqStatus.InvalidArgument, Assert.Throws<ParetoQException>(() => model.CreateContext(threads: -1)).Status);
+        Assert.Equal(PqStatus.Tokenizer,
+            Assert.Throws<ParetoQException>(() => context.Decode([model.Info.VocabSize])).Status);
+        Assert.Equal(PqStatus.InvalidArgument,
+            Assert.Throws<ParetoQException>(() => model.CreateContext(threads: -1)).Status);
         var badSampler = ParetoQContext.DefaultSampler with { TopP = 2 };
         context.Decode([1]);
         Assert.Contains("top-p 2", Assert.Throws<ParetoQException>(() => context.Sample(badSampler)).Message);
 
         // An exception thrown by the app's callback stops generation and reaches the caller, not the native side.
         context.Reset();
-        var thrown = Assert.Throws<InvalidOperationException>(() => context.Generate("Hi", 8, _ => throw new InvalidOperationException("from the app")));
+        var thrown = Assert.Throws<InvalidOperationException>(()
+            => context.Generate("Hi", 8, _ => throw new InvalidOperationException("from the app")));
         Assert.Equal("from the app", thrown.Message);
         context.Dispose();
         Assert.Throws<ObjectDisposedException>(() => context.Position);

@@ -24,11 +24,14 @@ public static unsafe class AttentionSuite
     public const int SweepHeadDim = 136;
 
     public static IEnumerable<AttentionCase> Cases(IEnumerable<KernelPath> paths) =>
-        (from p in paths from hd in HeadDims from g in Groups from n in PositionCounts from ring in (bool[])[false, true]
+        (from p in paths from hd in HeadDims from g in Groups from n in PositionCounts from ring in (bool[])[false,
+            true]
          select new AttentionCase(p, hd, g, n, ring))
-        .Concat(from p in paths from hd in Enumerable.Range(1, SweepHeadDim) select new AttentionCase(p, hd, 5, 9, true));
+        .Concat(from p in paths from hd in Enumerable.Range(1, SweepHeadDim) select new AttentionCase(p, hd, 5, 9,
+            true));
 
-    /// <summary>Null when the path equals Scalar exactly and Scalar agrees with the reference; otherwise what differs.</summary>
+    /// <summary>Null when the path equals Scalar exactly and Scalar agrees with the reference; otherwise what
+    /// differs.</summary>
     public static string? Run(AttentionCase c)
     {
         const int KvHeads = 2, G = 1; // the cache holds two KV heads; the case reads the second, so rows are strided
@@ -43,9 +46,11 @@ public static unsafe class AttentionSuite
             keys[i] = extreme ? (sbyte)(i % 3 == 0 ? -128 : 127) : (sbyte)rng.Next(-128, 128);
             values[i] = extreme ? (sbyte)(i % 2 == 0 ? 127 : -128) : (sbyte)rng.Next(-128, 128);
         }
-        var scales = Enumerable.Range(0, 2 * capacity * KvHeads).Select(_ => (float)(rng.NextDouble() * 0.02 + 1e-3)).ToArray();
+        var scales = Enumerable.Range(0, 2 * capacity * KvHeads).Select(_
+            => (float)(rng.NextDouble() * 0.02 + 1e-3)).ToArray();
         var zeros = Enumerable.Range(0, 2 * capacity * KvHeads).Select(_ => (sbyte)rng.Next(-128, 128)).ToArray();
-        float[] Floats(int count, double range) => Enumerable.Range(0, count).Select(_ => (float)((rng.NextDouble() * 2 - 1) * range)).ToArray();
+        float[] Floats(int count, double range)
+            => Enumerable.Range(0, count).Select(_ => (float)((rng.NextDouble() * 2 - 1) * range)).ToArray();
         var q = Floats(c.Group * hd, 3);
         var kOwn = Floats(hd, 1);
         var vOwn = Floats(hd, 1);

@@ -14,10 +14,12 @@ public static class FloatSuite
     public static readonly WeightFormat[] Formats = [WeightFormat.F32, WeightFormat.F16, WeightFormat.BF16];
 
     public static IEnumerable<(string Name, Func<string?> Run)> Cases() =>
-        Formats.Where(f => f != WeightFormat.F32).Select(f => ($"widen {WeightFormats.Name(f)}", (Func<string?>)(() => Widening(f))))
+        Formats.Where(f => f != WeightFormat.F32).Select(f
+            => ($"widen {WeightFormats.Name(f)}", (Func<string?>)(() => Widening(f))))
             .Concat(Formats.Select(f => ($"dense matmul {WeightFormats.Name(f)}", (Func<string?>)(() => MatMul(f)))));
 
-    /// <summary>Null when <see cref="FloatMatMul.WidenRow"/> gives <see cref="FloatCodec.Decode"/>'s values for all 65536 patterns.</summary>
+    /// <summary>Null when <see cref="FloatMatMul.WidenRow"/> gives <see cref="FloatCodec.Decode"/>'s values for all
+    /// 65536 patterns.</summary>
     public static string? Widening(WeightFormat format)
     {
         // Zeros, subnormals, normals, the largest finite, infinities and NaNs of both signs.
@@ -41,12 +43,13 @@ public static class FloatSuite
         return null;
     }
 
-    /// <summary>Null when <see cref="FloatMatMul.Rows"/> agrees with <see cref="ScalarKernels.MatMulRows"/> to rounding.</summary>
+    /// <summary>Null when <see cref="FloatMatMul.Rows"/> agrees with <see cref="ScalarKernels.MatMulRows"/> to
+    /// rounding.</summary>
     public static string? MatMul(WeightFormat format)
     {
         var rng = new Random(17);
-        // Every width up to 4 × 16 (each tail of every vector width), then one long row; a row range that starts and ends
-        // inside the matrix.
+        // Every width up to 4 × 16 (each tail of every vector width), then one long row; a row range that starts and
+        // ends inside the matrix.
         foreach (int cols in Enumerable.Range(1, 64).Append(257))
             foreach (int tokens in new[] { 1, 3 })
             {
@@ -68,7 +71,8 @@ public static class FloatSuite
                             continue;
                         }
                         double magnitude = 0;
-                        for (int k = 0; k < cols; k++) magnitude += Math.Abs(FloatCodec.RoundTrip(format, values[r * cols + k]) * x[t * cols + k]);
+                        for (int k = 0; k < cols; k++) magnitude += Math.Abs(FloatCodec.RoundTrip(format,
+                            values[r * cols + k]) * x[t * cols + k]);
                         if (Math.Abs(actual[i] - expected[i]) > 1e-6 * magnitude + 1e-30)
                             return $"cols {cols} token {t} row {r}: {actual[i]:R}, scalar {expected[i]:R}";
                     }

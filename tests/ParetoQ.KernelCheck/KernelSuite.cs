@@ -6,18 +6,20 @@ namespace ParetoQ.KernelCheck;
 /// <summary>One kernel comparison: a format, a shape, a token count and a path against the Scalar reference.</summary>
 public sealed record KernelCase(WeightFormat Format, int Rows, int Cols, int Tokens, KernelPath Path, string Data)
 {
-    public override string ToString() => $"{WeightFormats.Name(Format)} [{Rows}x{Cols}] n={Tokens} {KernelDispatch.Name(Path)} ({Data})";
+    public override string ToString()
+        => $"{WeightFormats.Name(Format)} [{Rows}x{Cols}] n={Tokens} {KernelDispatch.Name(Path)} ({Data})";
 }
 
 /// <summary>
-/// The kernel suite: every packed format, odd shapes (rows not a multiple of the tile, columns with tails), token counts
-/// around the 4-token blocks, random and extreme codes. Each SIMD path must equal Scalar bit for bit, and Scalar must
-/// stay within the activation-quantization error bound of the fp32 exact kernel.
+/// The kernel suite: every packed format, odd shapes (rows not a multiple of the tile, columns with tails), token
+/// counts around the 4-token blocks, random and extreme codes. Each SIMD path must equal Scalar bit for bit, and Scalar
+/// must stay within the activation-quantization error bound of the fp32 exact kernel.
 /// </summary>
 public static unsafe class KernelSuite
 {
     public static readonly WeightFormat[] Formats =
-        [WeightFormat.Binary, WeightFormat.Ternary, WeightFormat.Q2Seq, WeightFormat.Q3Row, WeightFormat.Q4Row, WeightFormat.Q4G32, WeightFormat.I8Row];
+        [WeightFormat.Binary, WeightFormat.Ternary, WeightFormat.Q2Seq, WeightFormat.Q3Row, WeightFormat.Q4Row,
+            WeightFormat.Q4G32, WeightFormat.I8Row];
 
     public static readonly (int Rows, int Cols)[] Shapes =
         [(1, 1), (3, 17), (5, 64), (7, 100), (4, 128), (13, 129), (9, 300), (6, 513), (17, 1000), (2, 2049)];
@@ -34,7 +36,8 @@ public static unsafe class KernelSuite
                 foreach (var (rows, cols) in Shapes)
                     foreach (int n in TokenCounts)
                         yield return new KernelCase(f, rows, cols, n, path, "random");
-        // Every width up to two of the widest blocks (TensorPrimitives style), so each tail length of each format is met.
+        // Every width up to two of the widest blocks (TensorPrimitives style), so each tail length of each format is
+        // met.
         foreach (var path in paths)
             foreach (var f in Formats)
                 for (int cols = 1; cols <= SweepCols; cols++)
@@ -102,7 +105,8 @@ public static unsafe class KernelSuite
         int maxCode = WeightFormats.MaxCode(format);
         var codes = new byte[rows * cols];
         for (int i = 0; i < codes.Length; i++)
-            codes[i] = data.StartsWith("max-codes", StringComparison.Ordinal) ? (byte)maxCode : (byte)rng.Next(maxCode + 1);
+            codes[i] = data.StartsWith("max-codes", StringComparison.Ordinal) ? (byte)maxCode
+                : (byte)rng.Next(maxCode + 1);
         var scales = new float[rows * groups];
         for (int i = 0; i < scales.Length; i++) scales[i] = (float)(0.01 + rng.NextDouble());
         return new QuantizedMatrix(format, rows, cols, groupSize, codes, scales);

@@ -1,5 +1,4 @@
 using System.Text;
-using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Interchange;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
@@ -12,11 +11,13 @@ public enum HfWeights
 {
     /// <summary>Full-precision BF16 (MobileLLM v1, LlamaForCausalLM, MobileLLM-Pro base).</summary>
     FullPrecision,
-    /// <summary>ParetoQ's released checkpoints: BF16 values already on the grid of <c>Grid</c>, α varying per row.</summary>
+    /// <summary>ParetoQ's released checkpoints: BF16 values already on the grid of <c>Grid</c>, α varying per
+    /// row.</summary>
     Snapped,
     /// <summary>ParetoQ's trainer: fp32 latent weights plus <c>weight_clip_val</c> [out, 1].</summary>
     LatentWithClip,
-    /// <summary>MobileLLM-Pro's accelerator variant: BF16 weights plus <c>weight_fake_quantizer.scale</c> [out, 1].</summary>
+    /// <summary>MobileLLM-Pro's accelerator variant: BF16 weights plus <c>weight_fake_quantizer.scale</c> [out,
+    /// 1].</summary>
     FakeQuantScale,
 }
 
@@ -27,28 +28,35 @@ public enum HfWeights
 /// </summary>
 public static class HfCheckpointWriter
 {
-    public sealed record Written(string Directory, ModelConfig Config, IReadOnlyDictionary<string, float[]> Stored, IReadOnlyList<SafetensorsWriter.Tensor> Tensors);
+    public sealed record Written(string Directory, ModelConfig Config, IReadOnlyDictionary<string, float[]> Stored,
+        IReadOnlyList<SafetensorsWriter.Tensor> Tensors);
 
-    /// <summary>A tiny LLaMA-2-vocabulary MobileLLM: the real 32000-piece tokenizer needs the full vocabulary.</summary>
+    /// <summary>A tiny LLaMA-2-vocabulary MobileLLM: the real 32000-piece tokenizer needs the full
+    /// vocabulary.</summary>
     public static ModelConfig TinyMobileLlm(bool layerSharing = false) => new()
     {
-        Architecture = "mobilellm", VocabSize = 32000, HiddenSize = 64, IntermediateSize = 96, NumLayers = 2, NumHeads = 4, NumKvHeads = 2, HeadDim = 16,
-        MaxPositionEmbeddings = 128, RmsNormEps = 1e-5f, RopeTheta = 10000, RopeLayout = RopeLayout.RotateHalf, TieWordEmbeddings = true,
-        LayerRepeat = layerSharing ? 2 : 1, LayerTypes = [AttentionKind.Global, AttentionKind.Global], RopeLayers = [true, true],
+        Architecture = "mobilellm", VocabSize = 32000, HiddenSize = 64, IntermediateSize = 96, NumLayers = 2,
+            NumHeads = 4, NumKvHeads = 2, HeadDim = 16,
+        MaxPositionEmbeddings = 128, RmsNormEps = 1e-5f, RopeTheta = 10000, RopeLayout = RopeLayout.RotateHalf,
+            TieWordEmbeddings = true,
+        LayerRepeat = layerSharing ? 2 : 1, LayerTypes = [AttentionKind.Global, AttentionKind.Global],
+            RopeLayers = [true, true],
     };
 
     /// <param name="modelType">mobilellm, llama or llama4_text (MobileLLM-Pro).</param>
     /// <param name="configExtra">Extra config.json members, written verbatim (e.g. <c>"w_bits": 2</c>).</param>
     /// <param name="tokenizerFiles">Files copied into the directory (name → source path or bytes).</param>
-    public static Written Write(string directory, string modelType, ModelConfig config, HfWeights weights, WeightFormat grid, bool pytorchBin,
-        IReadOnlyDictionary<string, byte[]> tokenizerFiles, string configExtra = "", int seed = 1, bool headTensorToo = false)
+    public static Written Write(string directory, string modelType, ModelConfig config, HfWeights weights,
+        WeightFormat grid, bool pytorchBin, IReadOnlyDictionary<string, byte[]> tokenizerFiles, string configExtra = "",
+            int seed = 1, bool headTensorToo = false)
     {
         Directory.CreateDirectory(directory);
         var rng = new Random(seed);
         var tensors = new List<SafetensorsWriter.Tensor>();
         var stored = new Dictionary<string, float[]>(StringComparer.Ordinal);
         bool pro = modelType == "llama4_text";
-        string SourceName(string name) => pro ? name.Replace(".mlp.", ".feed_forward.", StringComparison.Ordinal) : name;
+        string SourceName(string name) => pro ? name.Replace(".mlp.", ".feed_forward.", StringComparison.Ordinal)
+            : name;
 
         void Add(string name, SourceDType dtype, long[] shape, float[] values)
         {
@@ -62,7 +70,8 @@ public static class HfCheckpointWriter
             string name = SourceName(spec.Name);
             if (spec.IsNorm)
             {
-                Add(name, SourceDType.BF16, [spec.Cols], TestModelGenerator.Gaussian(rng, spec.Cols, 0.1f).Select(v => 1 + v).ToArray());
+                Add(name, SourceDType.BF16, [spec.Cols],
+                    TestModelGenerator.Gaussian(rng, spec.Cols, 0.1f).Select(v => 1 + v).ToArray());
                 continue;
             }
             float std = spec.Role is TensorRole.Embedding or TensorRole.Head ? 1f : 1f / MathF.Sqrt(spec.Cols);
@@ -76,13 +85,15 @@ public static class HfCheckpointWriter
             // Per-row α around ParetoQ's initial scale, so rows differ as trained ones do.
             var alphas = new float[spec.Rows];
             for (int r = 0; r < spec.Rows; r++)
-                alphas[r] = Quantizer.InitialScale(weights == HfWeights.FakeQuantScale ? WeightFormat.Q4Row : grid, w.AsSpan(r * spec.Cols, spec.Cols)) * (0.8f + 0.4f * (float)rng.NextDouble());
+                alphas[r] = Quantizer.InitialScale(weights == HfWeights.FakeQuantScale ? WeightFormat.Q4Row : grid,
+                    w.AsSpan(r * spec.Cols, spec.Cols)) * (0.8f + 0.4f * (float)rng.NextDouble());
             string baseName = name[..^".weight".Length];
             switch (weights)
             {
                 case HfWeights.Snapped:
                     var snapped = new float[w.Length];
-                    for (int i = 0; i < w.Length; i++) snapped[i] = Quantizer.FakeQuantize(grid, w[i], alphas[i / spec.Cols]);
+                    for (int i = 0; i < w.Length; i++) snapped[i] = Quantizer.FakeQuantize(grid, w[i],
+                        alphas[i / spec.Cols]);
                     Add(name, SourceDType.BF16, [spec.Rows, spec.Cols], snapped);
                     break;
                 case HfWeights.LatentWithClip:
@@ -98,12 +109,15 @@ public static class HfCheckpointWriter
         var shared = new Dictionary<string, string>();
         if (headTensorToo && config.TieWordEmbeddings)
         {
-            Add("lm_head.weight", SourceDType.BF16, [config.VocabSize, config.HiddenSize], stored["model.embed_tokens.weight"]);
+            Add("lm_head.weight", SourceDType.BF16, [config.VocabSize, config.HiddenSize],
+                stored["model.embed_tokens.weight"]);
             shared["lm_head.weight"] = "model.embed_tokens.weight";
         }
 
-        if (pytorchBin) TorchCheckpointWriter.Write(Path.Combine(directory, TorchCheckpoint.SingleFile), tensors, shared);
-        else SafetensorsWriter.Write(Path.Combine(directory, SafetensorsCheckpoint.SingleFile), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+        if (pytorchBin) TorchCheckpointWriter.Write(Path.Combine(directory, TorchCheckpoint.SingleFile), tensors,
+            shared);
+        else SafetensorsWriter.Write(Path.Combine(directory, SafetensorsCheckpoint.SingleFile), tensors,
+            new Dictionary<string, string> { ["format"] = "pt" });
         File.WriteAllText(Path.Combine(directory, "config.json"), ConfigJson(modelType, config, configExtra));
         foreach (var (file, bytes) in tokenizerFiles) File.WriteAllBytes(Path.Combine(directory, file), bytes);
         return new Written(directory, config, stored, tensors);
@@ -115,7 +129,9 @@ public static class HfCheckpointWriter
         var sb = new StringBuilder();
         sb.Append("{\n");
         void Field(string name, string value) => sb.Append($"  \"{name}\": {value},\n");
-        Field("architectures", modelType switch { "mobilellm" => "[\"MobileLLMForCausalLM\"]", "llama4_text" => "[\"Llama4ForCausalLM\"]", _ => "[\"LlamaForCausalLM\"]" });
+        Field("architectures",
+            modelType switch { "mobilellm" => "[\"MobileLLMForCausalLM\"]", "llama4_text" => "[\"Llama4ForCausalLM\"]",
+            _ => "[\"LlamaForCausalLM\"]" });
         Field("model_type", $"\"{modelType}\"");
         Field("attention_bias", "false");
         Field("attention_dropout", "0.0");
@@ -152,7 +168,10 @@ public static class HfCheckpointWriter
         {
             Field("tie_word_embeddings", "true");
             Field("intermediate_size_mlp", $"{c.IntermediateSize}");
-            Field("layer_types", "[" + string.Join(", ", c.LayerTypes.Select(t => t == AttentionKind.Global ? "\"full_attention\"" : "\"sliding_attention\"")) + "]");
+            Field("layer_types",
+                "[" + string.Join(", ",
+                c.LayerTypes.Select(t => t == AttentionKind.Global ? "\"full_attention\""
+                : "\"sliding_attention\"")) + "]");
             Field("sliding_window", $"{c.SlidingWindow}");
             Field("no_rope_layers", "[" + string.Join(", ", c.RopeLayers.Select(r => r ? "1" : "0")) + "]");
             Field("use_qk_norm", c.UseQkNorm ? "true" : "false");
@@ -176,11 +195,13 @@ public static class HfCheckpointWriter
         return sb.ToString();
     }
 
-    /// <summary>The Llama-4-style tokenizer files of a byte-level tiktoken vocabulary (ranks, added tokens, chat template).</summary>
+    /// <summary>The Llama-4-style tokenizer files of a byte-level tiktoken vocabulary (ranks, added tokens, chat
+    /// template).</summary>
     public static Dictionary<string, byte[]> ByteLevelTiktokenFiles()
     {
         var info = ByteLevelVocabulary.Info(chatTokens: true);
-        string added = string.Join(",\n    ", info.SpecialTokens.Select(kv => $"\"{kv.Value}\": {{\"content\": \"{kv.Key}\", \"special\": true}}"));
+        string added = string.Join(",\n    ",
+            info.SpecialTokens.Select(kv => $"\"{kv.Value}\": {{\"content\": \"{kv.Key}\", \"special\": true}}"));
         return new Dictionary<string, byte[]>
         {
             ["tokenizer.model"] = ByteLevelVocabulary.Ranks(),

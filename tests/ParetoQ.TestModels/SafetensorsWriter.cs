@@ -1,7 +1,6 @@
 using System.Buffers.Binary;
 using System.Text.Json;
 using System.Text;
-using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Interchange;
 using ParetoQ.Runtime.Quantization;
 
@@ -16,7 +15,8 @@ public static class SafetensorsWriter
 {
     public sealed record Tensor(string Name, SourceDType DType, long[] Shape, float[] Values);
 
-    public static void Write(string path, IEnumerable<Tensor> tensors, IReadOnlyDictionary<string, string>? metadata = null) =>
+    public static void Write(string path, IEnumerable<Tensor> tensors, IReadOnlyDictionary<string,
+        string>? metadata = null) =>
         File.WriteAllBytes(path, Bytes(tensors, metadata));
 
     public static byte[] Bytes(IEnumerable<Tensor> tensors, IReadOnlyDictionary<string, string>? metadata = null)
@@ -75,7 +75,8 @@ public static class SafetensorsWriter
         return bytes;
     }
 
-    /// <summary>A file whose header is exactly <paramref name="headerJson"/> followed by <paramref name="dataBytes"/> bytes of data.</summary>
+    /// <summary>A file whose header is exactly <paramref name="headerJson"/> followed by <paramref name="dataBytes"/>
+    /// bytes of data.</summary>
     public static byte[] Raw(string headerJson, int dataBytes)
     {
         byte[] header = Encoding.UTF8.GetBytes(headerJson);

@@ -1,12 +1,12 @@
 using ParetoQ.Runtime.Text;
-using System.Text;
 using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
 
 namespace ParetoQ.TestModels;
 
-/// <summary>A generated model: its file, its config, and the dense fp32 value of every weight exactly as the file encodes it.</summary>
+/// <summary>A generated model: its file, its config, and the dense fp32 value of every weight exactly as the file
+/// encodes it.</summary>
 public sealed record GeneratedModel(string Path, ModelConfig Config, IReadOnlyDictionary<string, float[]> DenseWeights);
 
 /// <summary>
@@ -38,7 +38,8 @@ public static class TestModelGenerator
 
     /// <summary>
     /// A tiny MobileLLM-Pro config: local/global 3:1 with a small sliding window, interleaved RoPE with llama3 scaling,
-    /// QK-norm on RoPE layers, NoPE global layers with temperature tuning (floor scale small enough to change within the test).
+    /// QK-norm on RoPE layers, NoPE global layers with temperature tuning (floor scale small enough to change within
+    /// the test).
     /// </summary>
     public static ModelConfig MobileLlmPro(int slidingWindow = 8) => new()
     {
@@ -56,22 +57,29 @@ public static class TestModelGenerator
         RopeLayout = RopeLayout.Interleaved,
         RopeScaling = new Llama3RopeScaling(8, 1, 4, 16),
         TieWordEmbeddings = true,
-        LayerTypes = [AttentionKind.Global, AttentionKind.Local, AttentionKind.Local, AttentionKind.Local, AttentionKind.Global],
+        LayerTypes = [AttentionKind.Global, AttentionKind.Local, AttentionKind.Local, AttentionKind.Local,
+            AttentionKind.Global],
         SlidingWindow = slidingWindow,
         UseQkNorm = true,
         RopeLayers = [false, true, true, true, false],
         TemperatureTuning = new AttentionTemperatureTuning(4, 0.1),
     };
 
-    /// <summary>Writes a model with random weights: projections in <paramref name="projections"/>, embedding (and head) in <paramref name="embedding"/>.</summary>
-    public static GeneratedModel Write(string path, ModelConfig config, WeightFormat projections, WeightFormat embedding, int seed, bool overwrite = true)
+    /// <summary>Writes a model with random weights: projections in <paramref name="projections"/>, embedding (and head)
+    /// in <paramref name="embedding"/>.</summary>
+    public static GeneratedModel Write(string path, ModelConfig config, WeightFormat projections,
+        WeightFormat embedding, int seed, bool overwrite = true)
     {
         var rng = new Random(seed);
         var dense = new Dictionary<string, float[]>(StringComparer.Ordinal);
         var writer = new PqWriter(config.ToJson(), new PqProvenance(
-            $"random weights, seed {seed}", WeightFormats.NominalBits(projections).ToString(System.Globalization.CultureInfo.InvariantCulture),
-            "ParetoQ.TestModels", new Dictionary<string, string> { ["projections"] = WeightFormats.Name(projections), ["embedding"] = WeightFormats.Name(embedding) }));
-        writer.SetTokenizer(ByteLevelVocabulary.Info(chatTokens: config.Architecture == "mobilellm-pro"), ByteLevelVocabulary.Ranks());
+            $"random weights, seed {seed}",
+                WeightFormats.NominalBits(projections).ToString(System.Globalization.CultureInfo.InvariantCulture),
+            "ParetoQ.TestModels", new Dictionary<string,
+                string> { ["projections"] = WeightFormats.Name(projections),
+                ["embedding"] = WeightFormats.Name(embedding) }));
+        writer.SetTokenizer(ByteLevelVocabulary.Info(chatTokens: config.Architecture == "mobilellm-pro"),
+            ByteLevelVocabulary.Ranks());
 
         int dim = config.HiddenSize;
         void AddMatrix(string name, int rows, int cols, WeightFormat format, float std)
@@ -89,7 +97,8 @@ public static class TestModelGenerator
             var fq = new float[w.Length];
             for (int r = 0; r < rows; r++)
                 for (int c = 0; c < cols; c++)
-                    fq[r * cols + c] = Quantizer.FakeQuantize(format, w[r * cols + c], q.Scales[r * q.Groups + c / q.GroupSize]);
+                    fq[r * cols + c] = Quantizer.FakeQuantize(format, w[r * cols + c],
+                        q.Scales[r * q.Groups + c / q.GroupSize]);
             dense[name] = fq;
         }
         void AddNorm(string name)
@@ -102,7 +111,8 @@ public static class TestModelGenerator
         foreach (var t in ModelTensors.For(config))
         {
             if (t.IsNorm) AddNorm(t.Name);
-            else AddMatrix(t.Name, t.Rows, t.Cols, t.Role is TensorRole.Embedding or TensorRole.Head ? embedding : projections, t.Role switch
+            else AddMatrix(t.Name, t.Rows, t.Cols, t.Role is TensorRole.Embedding or TensorRole.Head ? embedding
+                : projections, t.Role switch
             {
                 TensorRole.Embedding => 1f,
                 TensorRole.Query or TensorRole.Key => 1.5f / MathF.Sqrt(dim),

@@ -1,7 +1,6 @@
 using System.Buffers.Binary;
 using System.IO.Hashing;
 using System.Text;
-using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Interchange;
 
 namespace ParetoQ.TestModels;
@@ -10,12 +9,13 @@ namespace ParetoQ.TestModels;
 /// Writes <c>pytorch_model.bin</c> files the way <c>torch.save(state_dict)</c> lays them out: a zip of stored members
 /// <c>archive/data.pkl</c> (a protocol-2 pickle of an OrderedDict of <c>_rebuild_tensor_v2</c> calls over persistent
 /// storage ids), <c>archive/data/KEY</c> per storage, <c>archive/byteorder</c> and <c>archive/version</c>.
-/// Tensors named in <c>shareWith</c> reuse another tensor's storage, as tied weights do. The pickle and zip builders are
-/// public so tests can write hostile variants.
+/// Tensors named in <c>shareWith</c> reuse another tensor's storage, as tied weights do. The pickle and zip builders
+/// are public so tests can write hostile variants.
 /// </summary>
 public static class TorchCheckpointWriter
 {
-    public static void Write(string path, IEnumerable<SafetensorsWriter.Tensor> tensors, IReadOnlyDictionary<string, string>? shareWith = null, bool zip64 = false)
+    public static void Write(string path, IEnumerable<SafetensorsWriter.Tensor> tensors, IReadOnlyDictionary<string,
+        string>? shareWith = null, bool zip64 = false)
     {
         var list = tensors.ToList();
         var keys = new Dictionary<string, string>(StringComparer.Ordinal);
@@ -26,22 +26,28 @@ public static class TorchCheckpointWriter
             keys[t.Name] = members.Count.ToString();
             members.Add(($"archive/data/{members.Count}", SafetensorsWriter.Encode(t.DType, t.Values)));
         }
-        var pickle = StateDictPickle(list.Select(t => (t.Name, t.DType, keys[t.Name], list.First(s => keys[s.Name] == keys[t.Name]).Values.LongLength, t.Shape)));
+        var pickle = StateDictPickle(list.Select(t
+            => (t.Name, t.DType, keys[t.Name], list.First(s => keys[s.Name] == keys[t.Name]).Values.LongLength,
+            t.Shape)));
         members.Insert(0, ("archive/data.pkl", pickle));
         members.Add(("archive/byteorder", "little"u8.ToArray()));
         members.Add(("archive/version", "3\n"u8.ToArray()));
         File.WriteAllBytes(path, Zip(members, zip64));
     }
 
-    /// <summary>The pickle torch.save writes for a state dict (protocol 2, memoized globals, an empty _metadata BUILD).</summary>
-    public static byte[] StateDictPickle(IEnumerable<(string Name, SourceDType DType, string Key, long StorageElements, long[] Shape)> tensors)
+    /// <summary>The pickle torch.save writes for a state dict (protocol 2, memoized globals, an empty _metadata
+    /// BUILD).</summary>
+    public static byte[] StateDictPickle(IEnumerable<(string Name, SourceDType DType, string Key, long StorageElements,
+        long[] Shape)> tensors)
     {
         var p = new PickleBuilder();
         p.Proto(2).Global("collections", "OrderedDict").Op(')').Op('R').Put().Op('(');
         foreach (var t in tensors)
         {
             p.Unicode(t.Name).Global("torch._utils", "_rebuild_tensor_v2").Op('(')
-             .Op('(').Unicode("storage").Global("torch", t.DType switch { SourceDType.F32 => "FloatStorage", SourceDType.F16 => "HalfStorage", _ => "BFloat16Storage" })
+             .Op('(').Unicode("storage").Global("torch",
+                 t.DType switch { SourceDType.F32 => "FloatStorage", SourceDType.F16 => "HalfStorage", _
+                 => "BFloat16Storage" })
              .Unicode(t.Key).Unicode("cpu").Int(t.StorageElements).Op('t').Op('Q')
              .Int(0).Tuple(t.Shape).Tuple(Strides(t.Shape)).Op(0x89)
              .Global("collections", "OrderedDict").Op(')').Op('R')
@@ -59,7 +65,8 @@ public static class TorchCheckpointWriter
         return s;
     }
 
-    /// <summary>A zip of stored members; with <paramref name="zip64"/> every size and offset goes through ZIP64 fields.</summary>
+    /// <summary>A zip of stored members; with <paramref name="zip64"/> every size and offset goes through ZIP64
+    /// fields.</summary>
     public static byte[] Zip(IEnumerable<(string Name, byte[] Data)> members, bool zip64 = false)
     {
         var file = new MemoryStream();
@@ -91,7 +98,8 @@ public static class TorchCheckpointWriter
             {
                 extra.Write([1, 0, 24, 0]);
                 var v = new byte[8];
-                foreach (long x in new[] { (long)data.Length, data.Length, local }) { BinaryPrimitives.WriteInt64LittleEndian(v, x); extra.Write(v); }
+                foreach (long x in new[] { (long)data.Length, data.Length,
+                    local }) { BinaryPrimitives.WriteInt64LittleEndian(v, x); extra.Write(v); }
             }
             var ch = new byte[46];
             BinaryPrimitives.WriteUInt32LittleEndian(ch, 0x02014b50);
@@ -160,7 +168,8 @@ public sealed class PickleBuilder
 
     public PickleBuilder Proto(byte version) => Raw(0x80, version);
 
-    public PickleBuilder Global(string module, string name) => Op('c').Raw(Encoding.UTF8.GetBytes($"{module}\n{name}\n")).Put();
+    public PickleBuilder Global(string module, string name)
+        => Op('c').Raw(Encoding.UTF8.GetBytes($"{module}\n{name}\n")).Put();
 
     /// <summary>BINPUT of the top of the stack into the next memo slot.</summary>
     public PickleBuilder Put() => Raw((byte)'q', (byte)_memo++);

@@ -11,15 +11,17 @@ public static class ComputeDevice
 {
     public static readonly string[] Names = ["auto", "cpu", "cuda", "opencl", "ilgpu-cpu"];
 
-    /// <summary>The CPU backend these options ask for: the <see cref="ReferenceBackend"/> in exact mode, else the fast <see cref="CpuBackend"/>.</summary>
+    /// <summary>The CPU backend these options ask for: the <see cref="ReferenceBackend"/> in exact mode, else the fast
+    /// <see cref="CpuBackend"/>.</summary>
     public static HostBackend Cpu(CpuBackendOptions options) =>
         options.Exact ? new ReferenceBackend(options.Threads) : new CpuBackend(options);
 
     /// <summary>
-    /// The backend for <paramref name="device"/>. <paramref name="accelerators"/> opens the first ILGPU device of a kind
-    /// (cuda, opencl, ilgpu-cpu), or returns null when there is none. auto takes CUDA, then OpenCL, then the CPU.
+    /// The backend for <paramref name="device"/>. <paramref name="accelerators"/> opens the first ILGPU device of a
+    /// kind (cuda, opencl, ilgpu-cpu), or returns null when there is none. auto takes CUDA, then OpenCL, then the CPU.
     /// </summary>
-    public static IComputeBackend Create(string device, CpuBackendOptions cpu, Func<string, IComputeBackend?>? accelerators)
+    public static IComputeBackend Create(string device, CpuBackendOptions cpu, Func<string,
+        IComputeBackend?>? accelerators)
     {
         if (!Names.Contains(device)) throw new ArgumentException($"--device {device}: choose one of {string.Join(", ", Names)}");
         if (device == "cpu" || (device == "auto" && (accelerators is null || cpu.Exact))) return Cpu(cpu);
@@ -28,6 +30,7 @@ public static class ComputeDevice
             throw new NotSupportedException($"--device {device} runs through ILGPU, which compiles its kernels at run time and so is not part of " +
                 "this NativeAOT build; use the JIT-hosted build of this program (dotnet run -c Release --project src/ParetoQ.Cli or src/ParetoQ.Bench -- ...)");
         if (device == "auto") return accelerators("cuda") ?? accelerators("opencl") ?? Cpu(cpu);
-        return accelerators(device) ?? throw new NotSupportedException($"--device {device}: ILGPU found no such device here (paretoq-bench devices lists what it finds)");
+        return accelerators(device)
+            ?? throw new NotSupportedException($"--device {device}: ILGPU found no such device here (paretoq-bench devices lists what it finds)");
     }
 }

@@ -13,10 +13,12 @@ public abstract class BackendWeight(PqTensor tensor, int rows, int cols)
     public int Cols { get; } = cols;
 }
 
-/// <summary>One product of a fused <see cref="IComputeBackend.MatMul"/>: the weight and the buffer that receives x · Wᵀ.</summary>
+/// <summary>One product of a fused <see cref="IComputeBackend.MatMul"/>: the weight and the buffer that receives x ·
+/// Wᵀ.</summary>
 public readonly record struct MatMulOutput(BackendWeight Weight, BackendBuffer Output);
 
-/// <summary>An fp32 activation buffer that lives on the backend (host memory for the CPU, device memory for accelerators).</summary>
+/// <summary>An fp32 activation buffer that lives on the backend (host memory for the CPU, device memory for
+/// accelerators).</summary>
 public abstract class BackendBuffer(int length) : IDisposable
 {
     public int Length { get; } = length;
@@ -32,7 +34,8 @@ public enum KvCacheType
     F32,
 }
 
-/// <summary>One effective layer's KV cache. <see cref="Capacity"/> positions; a ring buffer when <see cref="Ring"/> (local layers).</summary>
+/// <summary>One effective layer's KV cache. <see cref="Capacity"/> positions; a ring buffer when <see cref="Ring"/>
+/// (local layers).</summary>
 public abstract class BackendKvCache(int capacity, int kvHeads, int headDim, KvCacheType type, bool ring) : IDisposable
 {
     public int Capacity { get; } = capacity;
@@ -68,7 +71,8 @@ public abstract class BackendScratch(ScratchShape shape) : IDisposable
 }
 
 /// <summary>Everything attention needs to know about one layer; built once from the config.</summary>
-/// <param name="Window">The sliding window of a local layer; 0 for a global layer (see <see cref="AttentionWindow"/>).</param>
+/// <param name="Window">The sliding window of a local layer; 0 for a global layer (see
+/// <see cref="AttentionWindow"/>).</param>
 public sealed record LayerAttention(
     int Window,
     int Heads,
@@ -89,18 +93,20 @@ public sealed record LayerAttention(
 
 /// <summary>
 /// The coarse operations of the forward pass. Buffers, weights and KV caches are backend handles, so an accelerator can
-/// keep all of them resident: only token ids go in (<see cref="Embed"/>) and logits come out (<see cref="CopyToHost"/>).
-/// Activation shapes are (tokens, width) row-major.
+/// keep all of them resident: only token ids go in (<see cref="Embed"/>) and logits come out
+/// (<see cref="CopyToHost"/>). Activation shapes are (tokens, width) row-major.
 /// <para>
 /// Parameters run sources, then arguments, then the destination (an operand updated in place is the destination). An
-/// operation that needs working memory takes the session's <see cref="BackendScratch"/> first, as the context it runs in.
+/// operation that needs working memory takes the session's <see cref="BackendScratch"/> first, as the context it runs
+/// in.
 /// </para>
 /// </summary>
 public interface IComputeBackend : IDisposable
 {
     string Name { get; }
 
-    /// <summary>Makes a tensor usable by this backend. The CPU backends keep the memory-mapped view; nothing is copied.</summary>
+    /// <summary>Makes a tensor usable by this backend. The CPU backends keep the memory-mapped view; nothing is
+    /// copied.</summary>
     BackendWeight Upload(PqTensor tensor, int rows, int cols);
     BackendBuffer Allocate(int length);
     BackendKvCache CreateKvCache(int capacity, int kvHeads, int headDim, KvCacheType type, bool ring);
@@ -110,7 +116,8 @@ public interface IComputeBackend : IDisposable
     /// <summary>x (tokens, dim) = rows of the embedding table.</summary>
     void Embed(BackendScratch scratch, BackendWeight table, ReadOnlySpan<int> tokens, BackendBuffer x);
 
-    /// <summary>y (tokens, dim) = RMSNorm of x rows [firstToken, firstToken + tokens), scaled by weight (1, dim).</summary>
+    /// <summary>y (tokens, dim) = RMSNorm of x rows [firstToken, firstToken + tokens), scaled by weight (1,
+    /// dim).</summary>
     void RmsNorm(BackendBuffer x, BackendWeight weight, int firstToken, int tokens, float eps, BackendBuffer y);
 
     /// <summary>
@@ -119,12 +126,14 @@ public interface IComputeBackend : IDisposable
     /// </summary>
     void MatMul(BackendScratch scratch, BackendBuffer x, int tokens, params ReadOnlySpan<MatMulOutput> outputs);
 
-    /// <summary>In place on q (tokens, heads·hd) and k (tokens, kvHeads·hd): RoPE, QK-norm and NoPE temperature tuning as the layer asks.</summary>
+    /// <summary>In place on q (tokens, heads·hd) and k (tokens, kvHeads·hd): RoPE, QK-norm and NoPE temperature tuning
+    /// as the layer asks.</summary>
     void PositionEncode(int tokens, int startPos, LayerAttention layer, BackendBuffer q, BackendBuffer k);
 
     /// <summary>
-    /// Appends k, v (tokens, kvHeads·hd) at positions startPos.. to the cache and writes attention of q over the cache to
-    /// output (tokens, heads·hd). Causal; local layers see their window. A position's own K/V are used at full precision.
+    /// Appends k, v (tokens, kvHeads·hd) at positions startPos.. to the cache and writes attention of q over the cache
+    /// to output (tokens, heads·hd). Causal; local layers see their window. A position's own K/V are used at full
+    /// precision.
     /// </summary>
     void Attention(BackendScratch scratch, BackendBuffer q, BackendBuffer k, BackendBuffer v, int tokens, int startPos,
         LayerAttention layer, BackendKvCache cache, BackendBuffer output);
@@ -137,6 +146,7 @@ public interface IComputeBackend : IDisposable
 
     void CopyToHost(BackendBuffer x, int offset, Span<float> destination);
 
-    /// <summary>Writes host values into x from <paramref name="offset"/> on (tests and tools; the forward pass needs only <see cref="Embed"/>).</summary>
+    /// <summary>Writes host values into x from <paramref name="offset"/> on (tests and tools; the forward pass needs
+    /// only <see cref="Embed"/>).</summary>
     void CopyFromHost(ReadOnlySpan<float> source, int offset, BackendBuffer x);
 }

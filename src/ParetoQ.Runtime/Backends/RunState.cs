@@ -10,7 +10,8 @@ namespace ParetoQ.Runtime.Backends;
 public sealed class RunState : IDisposable
 {
     public int Batch { get; }
-    /// <summary>Tokens a step can return logits for: 1, or <see cref="Batch"/> when the session scores every token.</summary>
+    /// <summary>Tokens a step can return logits for: 1, or <see cref="Batch"/> when the session scores every
+    /// token.</summary>
     public int LogitRows { get; }
 
     public BackendKvCache[] Caches { get; }  // (effective layers); (context or window, kvHeads, hd) each

@@ -9,18 +9,22 @@ using ParetoQ.Runtime.Text;
 namespace ParetoQ.Runtime.Conversion;
 
 /// <summary>One exported tensor: where it came from, the ggml type it became, and how exactly.</summary>
-/// <param name="MaxScaleError">Largest relative change of a scale from rounding it to fp16 (0 for float and fallback tensors).</param>
+/// <param name="MaxScaleError">Largest relative change of a scale from rounding it to fp16 (0 for float and fallback
+/// tensors).</param>
 /// <param name="Fallback">Why a wider type than the grid's natural one was used, or null.</param>
-public sealed record GgufTensorReport(string Name, string Source, WeightFormat SourceFormat, GgmlType Type, long Bytes, double MaxScaleError, string? Fallback);
+public sealed record GgufTensorReport(string Name, string Source, WeightFormat SourceFormat, GgmlType Type, long Bytes,
+    double MaxScaleError, string? Fallback);
 
-public sealed record GgufExportReport(string Output, long FileBytes, ModelConfig Config, int Blocks, IReadOnlyList<GgufTensorReport> Tensors, IReadOnlyList<string> Notes);
+public sealed record GgufExportReport(string Output, long FileBytes, ModelConfig Config, int Blocks,
+    IReadOnlyList<GgufTensorReport> Tensors, IReadOnlyList<string> Notes);
 
 /// <summary>
-/// .pq → GGUF for llama.cpp's <c>llama</c> architecture, so llama.cpp runs the very same weights. Every grid maps onto a
-/// ggml type that holds its levels exactly; the only rounding is each scale to fp16, which ggml blocks store:
+/// .pq → GGUF for llama.cpp's <c>llama</c> architecture, so llama.cpp runs the very same weights. Every grid maps onto
+/// a ggml type that holds its levels exactly; the only rounding is each scale to fp16, which ggml blocks store:
 /// <list type="bullet">
 /// <item>binary and ternary → TQ2_0 ((q−1)·d, 256-blocks); 2-bit SEQ → Q2_K (d·sc·q − dmin·m with m = 1.5·sc);</item>
-/// <item>3-bit, 4-bit (per row or group-32) → Q4_0 ((q−8)·d, 32-blocks); int8 rows → Q8_0; float tensors keep their type.</item>
+/// <item>3-bit, 4-bit (per row or group-32) → Q4_0 ((q−8)·d, 32-blocks); int8 rows → Q8_0; float tensors keep their
+/// type.</item>
 /// </list>
 /// Rows whose length is not a multiple of 256 take Q4_0 instead of TQ2_0/Q2_K (it holds every grid's levels too), and
 /// of 32, F32; a scale fp16 cannot hold to 2⁻¹¹ relative precision (overflow, subnormal) makes its tensor F32.
@@ -31,10 +35,12 @@ public static class GgufExporter
     /// <summary>Largest relative scale change accepted from fp16 rounding: half an ulp of a normal fp16.</summary>
     public const double MaxScaleRounding = 1.0 / 2048;
 
-    public static GgufExportReport Export(string pqPath, string output, bool overwrite, Action<int, int, string>? progress = null)
+    public static GgufExportReport Export(string pqPath, string output, bool overwrite, Action<int, int,
+        string>? progress = null)
     {
         if (Path.GetFullPath(pqPath) == Path.GetFullPath(output)) throw new ArgumentException($"the output {output} is the input file");
-        if (!overwrite && File.Exists(output)) throw new IOException($"{output} already exists (use --force to replace it)");
+        if (!overwrite
+            && File.Exists(output)) throw new IOException($"{output} already exists (use --force to replace it)");
         using var model = LanguageModel.Load(pqPath, new CpuBackendOptions { Threads = 1 });
         var c = model.Config;
         CheckRepresentable(c, pqPath);
@@ -50,10 +56,13 @@ public static class GgufExporter
         {
             var tensor = model.File[spec.Name];
             bool permute = c.RopeLayout == RopeLayout.RotateHalf && spec.Role is TensorRole.Query or TensorRole.Key;
-            var plan = Plan(tensor, spec, permute ? spec.Role == TensorRole.Query ? c.NumHeads : c.NumKvHeads : 0, c.HeadDim);
+            var plan = Plan(tensor, spec, permute ? spec.Role == TensorRole.Query ? c.NumHeads : c.NumKvHeads : 0,
+                c.HeadDim);
             long[] dims = spec.IsNorm ? [spec.Cols] : [spec.Cols, spec.Rows];
             gguf.AddTensor(name, plan.Type, dims, plan.Encode);
-            reports.Add(new GgufTensorReport(name, spec.Name, tensor.Format, plan.Type, GgmlTypes.RowBytes(plan.Type, spec.Cols) * (spec.IsNorm ? 1 : spec.Rows), plan.MaxScaleError, plan.Fallback));
+            reports.Add(new GgufTensorReport(name, spec.Name, tensor.Format, plan.Type,
+                GgmlTypes.RowBytes(plan.Type, spec.Cols) * (spec.IsNorm ? 1 : spec.Rows), plan.MaxScaleError,
+                plan.Fallback));
         }
 
         var specs = ModelTensors.For(c).ToList();
@@ -62,7 +71,8 @@ public static class GgufExporter
             for (int repeat = 0; repeat < c.LayerRepeat; repeat++)
             {
                 int block = layer * c.LayerRepeat + repeat;
-                foreach (var spec in specs.Where(s => s.Name.StartsWith($"model.layers.{layer}.", StringComparison.Ordinal)))
+                foreach (var spec in specs.Where(s
+                    => s.Name.StartsWith($"model.layers.{layer}.", StringComparison.Ordinal)))
                     Add($"blk.{block}.{LayerTensorName(spec.Role)}.weight", spec);
             }
         Add("output_norm.weight", specs.Single(s => s.Role == TensorRole.FinalNorm));
@@ -71,13 +81,15 @@ public static class GgufExporter
         if (c.RopeLayout == RopeLayout.RotateHalf) notes.Add("q/k rows permuted from rotate-half to llama.cpp's interleaved RoPE pairs (exact)");
 
         gguf.Write(output, overwrite, progress);
-        return new GgufExportReport(Path.GetFullPath(output), new FileInfo(output).Length, c, c.EffectiveLayers, reports, notes);
+        return new GgufExportReport(Path.GetFullPath(output), new FileInfo(output).Length, c, c.EffectiveLayers,
+            reports, notes);
     }
 
     // What llama.cpp's llama architecture cannot express is refused, never approximated.
     private static void CheckRepresentable(ModelConfig c, string path)
     {
-        string? why = c.Architecture != "mobilellm" ? $"architecture {c.Architecture} (local/global attention, QK-norm and NoPE layers are not llama.cpp's llama architecture)"
+        string? why = c.Architecture != "mobilellm"
+            ? $"architecture {c.Architecture} (local/global attention, QK-norm and NoPE layers are not llama.cpp's llama architecture)"
             : c.LayerTypes.Any(t => t != AttentionKind.Global) ? "sliding-window layers"
             : c.UseQkNorm ? "QK-norm"
             : c.RopeLayers.Any(r => !r) ? "NoPE layers"
@@ -87,7 +99,8 @@ public static class GgufExporter
         if (why is not null) throw new NotSupportedException($"{path}: GGUF export covers MobileLLM v1 / LLaMA-architecture models; this model has {why}");
     }
 
-    private static void WriteMetadata(GgufWriter gguf, PqFile file, ModelConfig c, SentencePieceBpeTokenizer tokenizer, List<string> notes)
+    private static void WriteMetadata(GgufWriter gguf, PqFile file, ModelConfig c, SentencePieceBpeTokenizer tokenizer,
+        List<string> notes)
     {
         gguf.Add("general.architecture", "llama");
         gguf.Add("general.name", Path.GetFileNameWithoutExtension(file.Path));
@@ -108,7 +121,8 @@ public static class GgufExporter
 
         // The vocabulary is the model's: ids the tokenizer does not use become unused pieces.
         var pieces = tokenizer.Pieces().ToList();
-        for (int id = pieces.Count; id < c.VocabSize; id++) pieces.Add(new SentencePiece($"<unused{id}>", pieces.Min(p => p.Score), PieceType.Unused));
+        for (int id = pieces.Count; id < c.VocabSize; id++) pieces.Add(new SentencePiece($"<unused{id}>",
+            pieces.Min(p => p.Score), PieceType.Unused));
         if (pieces.Count > tokenizer.VocabSize) notes.Add($"vocabulary padded from {tokenizer.VocabSize} to the model's {c.VocabSize} ids with unused pieces");
         gguf.Add("tokenizer.ggml.model", "llama");
         gguf.Add("tokenizer.ggml.tokens", pieces.Select(p => p.Piece).ToArray());
@@ -146,7 +160,8 @@ public static class GgufExporter
     {
         int rows = spec.Rows, cols = spec.Cols;
         // GGUF row r holds .pq row SourceRow(r): rotate-half pairs (i, i+hd/2) become interleaved pairs (2i, 2i+1).
-        int SourceRow(int r) => permuteHeads == 0 ? r : r / headDim * headDim + (r % headDim % 2) * (headDim / 2) + r % headDim / 2;
+        int SourceRow(int r) => permuteHeads == 0 ? r
+            : r / headDim * headDim + (r % headDim % 2) * (headDim / 2) + r % headDim / 2;
 
         if (WeightFormats.IsFloat(tensor.Format))
         {
@@ -156,15 +171,16 @@ public static class GgufExporter
             {
                 var src = tensor.Data;
                 var bytes = new byte[(long)rowBytes * rows];
-                for (int r = 0; r < rows; r++) src.Slice(SourceRow(r) * rowBytes, rowBytes).CopyTo(bytes.AsSpan(r * rowBytes));
+                for (int r = 0; r < rows; r++) src.Slice(SourceRow(r) * rowBytes,
+                    rowBytes).CopyTo(bytes.AsSpan(r * rowBytes));
                 return bytes;
             });
         }
 
         var format = tensor.Format;
         var layout = new PackedLayout(format, rows, cols);
-        // A value is step · level: step = a · Multiplier (a the effective scale), level = A · code − B, a small integer,
-        // so every ggml block type whose integer range covers the levels holds the grid exactly.
+        // A value is step · level: step = a · Multiplier (a the effective scale), level = A · code − B, a small
+        // integer, so every ggml block type whose integer range covers the levels holds the grid exactly.
         var info = WeightFormats.Of(format);
         var (multiplier, offset, factor) = (info.Affine.A, info.Affine.B, info.Affine.Multiplier);
         GgmlType natural = info.Gguf;
@@ -214,13 +230,16 @@ public static class GgufExporter
                 {
                     case GgmlType.F32:
                         for (int k = 0; k < cols; k++)
-                            BinaryPrimitives.WriteSingleLittleEndian(dst[(k * 4)..], Quantizer.Dequantize(format, codes[k], WeightPacker.Scale(layout, src, s, k / layout.GroupSize)));
+                            BinaryPrimitives.WriteSingleLittleEndian(dst[(k * 4)..],
+                                Quantizer.Dequantize(format, codes[k],
+                                WeightPacker.Scale(layout, src, s, k / layout.GroupSize)));
                         break;
                     case GgmlType.Q8_0:
                         for (int b = 0; b < cols / 32; b++)
                         {
                             var block = dst.Slice(b * 34, 34);
-                            BinaryPrimitives.WriteHalfLittleEndian(block, (Half)StepOf(layout, src, s, b * 32 / layout.GroupSize, factor));
+                            BinaryPrimitives.WriteHalfLittleEndian(block,
+                                (Half)StepOf(layout, src, s, b * 32 / layout.GroupSize, factor));
                             for (int i = 0; i < 32; i++) block[2 + i] = (byte)(sbyte)levels[b * 32 + i];
                         }
                         break;
@@ -228,7 +247,8 @@ public static class GgufExporter
                         for (int b = 0; b < cols / 32; b++)
                         {
                             var block = dst.Slice(b * 18, 18);
-                            BinaryPrimitives.WriteHalfLittleEndian(block, (Half)StepOf(layout, src, s, b * 32 / layout.GroupSize, factor));
+                            BinaryPrimitives.WriteHalfLittleEndian(block,
+                                (Half)StepOf(layout, src, s, b * 32 / layout.GroupSize, factor));
                             for (int i = 0; i < 16; i++) block[2 + i] = (byte)((levels[b * 32 + i] + 8) | (levels[b * 32 + 16 + i] + 8) << 4);
                         }
                         break;
@@ -238,12 +258,14 @@ public static class GgufExporter
                             var block = dst.Slice(b * 66, 66);
                             for (int i = 0; i < 256; i++) twoBit[i] = (byte)(levels[b * 256 + i] + 1); // (q − 1)·d
                             PackTwoBitSuperBlock(twoBit, block[..64]);
-                            BinaryPrimitives.WriteHalfLittleEndian(block[64..], (Half)StepOf(layout, src, s, 0, factor));
+                            BinaryPrimitives.WriteHalfLittleEndian(block[64..],
+                                (Half)StepOf(layout, src, s, 0, factor));
                         }
                         break;
                     case GgmlType.Q2_K:
                         {
-                            // levels 2c−3 at step a/4 are the codes c at step a/2 minus 1.5 steps: q = c, d·sc = a/2, dmin·m = 0.75a.
+                            // levels 2c−3 at step a/4 are the codes c at step a/2 minus 1.5 steps: q = c, d·sc = a/2,
+                            // dmin·m = 0.75a.
                             var (d, sc, m, _) = Q2KScales(StepOf(layout, src, s, 0, factor) * 2);
                             for (int b = 0; b < cols / 256; b++)
                             {

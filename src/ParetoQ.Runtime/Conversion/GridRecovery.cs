@@ -1,4 +1,3 @@
-using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Interchange;
 using ParetoQ.Runtime.Quantization;
 
@@ -13,12 +12,14 @@ namespace ParetoQ.Runtime.Conversion;
 public static class GridRecovery
 {
     /// <summary>The ParetoQ grids, in the order auto-detection tries them: fewest levels first.</summary>
-    public static readonly WeightFormat[] Grids = [WeightFormat.Binary, WeightFormat.Ternary, WeightFormat.Q2Seq, WeightFormat.Q3Row, WeightFormat.Q4Row];
+    public static readonly WeightFormat[] Grids = [WeightFormat.Binary, WeightFormat.Ternary, WeightFormat.Q2Seq,
+        WeightFormat.Q3Row, WeightFormat.Q4Row];
 
     // Per format: its nonzero levels (the value of each code at α = 1), largest magnitude first.
     private static readonly float[][] LevelsByMagnitude = Enumerable.Range(0, (int)WeightFormat.Q4G32 + 1).Select(f =>
         Grids.Contains((WeightFormat)f)
-            ? Enumerable.Range(0, WeightFormats.MaxCode((WeightFormat)f) + 1).Select(c => Quantizer.Dequantize((WeightFormat)f, c, 1f))
+            ? Enumerable.Range(0, WeightFormats.MaxCode((WeightFormat)f) + 1).Select(c
+                => Quantizer.Dequantize((WeightFormat)f, c, 1f))
                 .Where(l => l != 0).OrderByDescending(MathF.Abs).ToArray()
             : []).ToArray();
 
@@ -27,7 +28,8 @@ public static class GridRecovery
     /// α·level is exactly representable in the source dtype, otherwise below half a unit in its last place.
     /// </summary>
     /// <remarks><paramref name="format"/> must be one of <see cref="Grids"/>.</remarks>
-    public static bool TryRecoverRow(WeightFormat format, ReadOnlySpan<float> row, SourceDType dtype, Span<byte> codes, out float alpha, out float maxError)
+    public static bool TryRecoverRow(WeightFormat format, ReadOnlySpan<float> row, SourceDType dtype, Span<byte> codes,
+        out float alpha, out float maxError)
     {
         alpha = 0;
         maxError = 0;
@@ -45,7 +47,8 @@ public static class GridRecovery
             codes[..row.Length].Fill((byte)Quantizer.Quantize(format, 0, 1));
             return true;
         }
-        // The largest weight sits on some level; try each level it could be, largest first (smallest α: the finest grid).
+        // The largest weight sits on some level; try each level it could be, largest first (smallest α: the finest
+        // grid).
         foreach (float level in LevelsByMagnitude[(int)format])
         {
             if (MathF.Sign(level) != MathF.Sign(row[maxAt])) continue;
@@ -59,7 +62,8 @@ public static class GridRecovery
 
     // With codes fixed, every nonzero level confines α to the interval whose products round to the stored value;
     // α is the middle of their intersection, confirmed element by element.
-    private static bool Fit(WeightFormat format, ReadOnlySpan<float> row, SourceDType dtype, ReadOnlySpan<byte> codes, out float alpha, out float maxError)
+    private static bool Fit(WeightFormat format, ReadOnlySpan<float> row, SourceDType dtype, ReadOnlySpan<byte> codes,
+        out float alpha, out float maxError)
     {
         alpha = 0;
         maxError = 0;
@@ -91,7 +95,8 @@ public static class GridRecovery
         return false;
     }
 
-    private static bool Reproduces(WeightFormat format, ReadOnlySpan<float> row, SourceDType dtype, ReadOnlySpan<byte> codes, float alpha, out float maxError)
+    private static bool Reproduces(WeightFormat format, ReadOnlySpan<float> row, SourceDType dtype,
+        ReadOnlySpan<byte> codes, float alpha, out float maxError)
     {
         maxError = 0;
         for (int i = 0; i < row.Length; i++)

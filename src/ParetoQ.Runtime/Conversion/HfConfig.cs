@@ -9,13 +9,15 @@ public enum SourceFamily
 {
     /// <summary><c>model_type</c> mobilellm: MobileLLM v1 with share_embedding / layer_sharing.</summary>
     MobileLlm,
-    /// <summary><c>model_type</c> llama: LlamaForCausalLM, including ParetoQ's checkpoints (with <c>w_bits</c>).</summary>
+    /// <summary><c>model_type</c> llama: LlamaForCausalLM, including ParetoQ's checkpoints (with
+    /// <c>w_bits</c>).</summary>
     Llama,
     /// <summary><c>model_type</c> llama4_text: MobileLLM-Pro (local/global attention, NoPE layers, QK-norm).</summary>
     MobileLlmPro,
 }
 
-/// <summary>A Hugging Face config.json mapped onto <see cref="ModelConfig"/>, with what the converter needs beside it.</summary>
+/// <summary>A Hugging Face config.json mapped onto <see cref="ModelConfig"/>, with what the converter needs beside
+/// it.</summary>
 /// <param name="WBits">ParetoQ's <c>w_bits</c>: 0 = ternary, 1–4 bits, ≥ 16 = full precision; null when absent.</param>
 /// <param name="Notes">Facts the user should see in the conversion report (e.g. a capped context).</param>
 public sealed record HfConfig(
@@ -33,7 +35,8 @@ public sealed record HfConfig(
     private static readonly string[] Informational =
     [
         "architectures", "model_type", "torch_dtype", "dtype", "transformers_version", "_name_or_path", "auto_map",
-        "initializer_range", "use_cache", "attention_dropout", "pretraining_tp", "bos_token_id", "eos_token_id", "pad_token_id",
+        "initializer_range", "use_cache", "attention_dropout", "pretraining_tp", "bos_token_id", "eos_token_id",
+            "pad_token_id",
         "output_router_logits", "router_aux_loss_coef", "router_jitter_noise",
     ];
 
@@ -69,9 +72,12 @@ public sealed record HfConfig(
         };
         var notes = new List<string>();
 
-        if (c.OptionalString("hidden_act", 32) is { } act && act != "silu") throw Error($"hidden_act '{act}' is not implemented (only silu: SwiGLU)");
-        if (c.OptionalBool("attention_bias", false)) throw Error("attention_bias true is not implemented (the decoder has no biases)");
-        if (c.OptionalBool("mlp_bias", false)) throw Error("mlp_bias true is not implemented (the decoder has no biases)");
+        if (c.OptionalString("hidden_act", 32) is { } act
+            && act != "silu") throw Error($"hidden_act '{act}' is not implemented (only silu: SwiGLU)");
+        if (c.OptionalBool("attention_bias",
+            false)) throw Error("attention_bias true is not implemented (the decoder has no biases)");
+        if (c.OptionalBool("mlp_bias",
+            false)) throw Error("mlp_bias true is not implemented (the decoder has no biases)");
         if (c.Present("quantization_config")) throw Error("quantization_config is not implemented: convert the unquantized or ParetoQ-snapped weights");
 
         int vocab = c.Int("vocab_size", 1, 1 << 24);
@@ -121,10 +127,12 @@ public sealed record HfConfig(
                 layout = RopeLayout.Interleaved;
                 // Llama-4's dense MLP width; MobileLLM-Pro has no experts.
                 ffn = c.OptionalInt("intermediate_size_mlp", 1, 1 << 18, ffn);
-                if (c.OptionalInt("num_local_experts", 0, 1 << 16, 0) > 1) throw Error("num_local_experts > 1: mixture-of-experts layers are not implemented");
+                if (c.OptionalInt("num_local_experts", 0, 1 << 16,
+                    0) > 1) throw Error("num_local_experts > 1: mixture-of-experts layers are not implemented");
                 c.OptionalInt("num_experts_per_tok", 0, 1 << 16, 0);
                 c.OptionalInt("interleave_moe_layer_step", 0, 4096, 0);
-                if (c.GetOptional("moe_layers", JsonValueKind.Array) is { } moe && moe.GetArrayLength() > 0) throw Error("moe_layers is not empty: mixture-of-experts layers are not implemented");
+                if (c.GetOptional("moe_layers", JsonValueKind.Array) is { } moe
+                    && moe.GetArrayLength() > 0) throw Error("moe_layers is not empty: mixture-of-experts layers are not implemented");
                 layerTypes = ModelConfig.ParseLayerTypes(c, layers, Error);
                 window = c.OptionalInt("sliding_window", 1, int.MaxValue, 0);
                 qkNorm = c.OptionalBool("use_qk_norm", false);
@@ -139,15 +147,18 @@ public sealed record HfConfig(
                     int interval = c.Int("no_rope_layer_interval", 1, 4096);
                     ropeLayers = Enumerable.Range(0, layers).Select(i => (i + 1) % interval != 0).ToArray();
                 }
-                bool tuningOn = c.Present("attn_temperature_tuning") && root.GetProperty("attn_temperature_tuning").ValueKind switch
+                bool tuningOn = c.Present("attn_temperature_tuning")
+                    && root.GetProperty("attn_temperature_tuning").ValueKind switch
                 {
                     JsonValueKind.True => true,
                     JsonValueKind.False => false,
                     JsonValueKind.Number => c.Int("attn_temperature_tuning", 0, 1) == 1,
                     _ => throw Error("attn_temperature_tuning must be a boolean"),
                 };
-                double floorScale = c.OptionalDouble("floor_scale", 1, 1e12, 8192), attnScale = c.OptionalDouble("attn_scale", 0, 1e3, 0.1);
-                if (tuningOn && ropeLayers.Contains(false)) tuning = new AttentionTemperatureTuning(floorScale, attnScale);
+                double floorScale = c.OptionalDouble("floor_scale", 1, 1e12, 8192),
+                    attnScale = c.OptionalDouble("attn_scale", 0, 1e3, 0.1);
+                if (tuningOn && ropeLayers.Contains(false)) tuning = new AttentionTemperatureTuning(floorScale,
+                    attnScale);
                 // Llama-4 chunks the attention of RoPE layers into blocks of this many positions. Up to one chunk the
                 // result is plain causal attention, so the converted model's context stops there.
                 if (c.Present("attention_chunk_size"))

@@ -9,7 +9,8 @@ namespace ParetoQ.Runtime.Conversion;
 /// <summary>What the converter does with the projection weights (<c>--bits</c>).</summary>
 public enum BitsChoice
 {
-    /// <summary>Snapped grids are detected (or named by config.json's w_bits); latent weights use their clip values; MobileLLM-Pro BF16 becomes int4 group-32.</summary>
+    /// <summary>Snapped grids are detected (or named by config.json's w_bits); latent weights use their clip values;
+    /// MobileLLM-Pro BF16 becomes int4 group-32.</summary>
     Auto,
     Binary, Ternary, Bits2, Bits3, Bits4,
     /// <summary>int4 symmetric, one scale per 32 inputs (<see cref="WeightFormat.Q4G32"/>).</summary>
@@ -29,24 +30,31 @@ public sealed record ConversionOptions
     public Action<int, int, string>? Progress { get; init; }
     public string Tool { get; init; } = "paretoq-convert";
 
-    public static readonly IReadOnlyDictionary<string, BitsChoice> BitsNames = new Dictionary<string, BitsChoice>(StringComparer.Ordinal)
+    public static readonly IReadOnlyDictionary<string, BitsChoice> BitsNames = new Dictionary<string,
+        BitsChoice>(StringComparer.Ordinal)
     {
-        ["auto"] = BitsChoice.Auto, ["1"] = BitsChoice.Binary, ["1.58"] = BitsChoice.Ternary, ["2"] = BitsChoice.Bits2, ["3"] = BitsChoice.Bits3,
-        ["4"] = BitsChoice.Bits4, ["int4"] = BitsChoice.Int4, ["int8"] = BitsChoice.Int8, ["bf16"] = BitsChoice.BF16, ["f16"] = BitsChoice.F16, ["f32"] = BitsChoice.F32,
+        ["auto"] = BitsChoice.Auto, ["1"] = BitsChoice.Binary, ["1.58"] = BitsChoice.Ternary, ["2"] = BitsChoice.Bits2,
+            ["3"] = BitsChoice.Bits3,
+        ["4"] = BitsChoice.Bits4, ["int4"] = BitsChoice.Int4, ["int8"] = BitsChoice.Int8, ["bf16"] = BitsChoice.BF16,
+            ["f16"] = BitsChoice.F16, ["f32"] = BitsChoice.F32,
     };
 
-    public static readonly IReadOnlyDictionary<string, WeightFormat> HeadNames = new Dictionary<string, WeightFormat>(StringComparer.Ordinal)
+    public static readonly IReadOnlyDictionary<string, WeightFormat> HeadNames = new Dictionary<string,
+        WeightFormat>(StringComparer.Ordinal)
     {
-        ["int8"] = WeightFormat.I8Row, ["q4"] = WeightFormat.Q4G32, ["f16"] = WeightFormat.F16, ["bf16"] = WeightFormat.BF16, ["f32"] = WeightFormat.F32,
+        ["int8"] = WeightFormat.I8Row, ["q4"] = WeightFormat.Q4G32, ["f16"] = WeightFormat.F16,
+            ["bf16"] = WeightFormat.BF16, ["f32"] = WeightFormat.F32,
     };
 }
 
 /// <summary>How one tensor was produced.</summary>
 public enum TensorOrigin
 {
-    /// <summary>Stored values already on a ParetoQ grid; α and codes recovered, every value reproduced exactly.</summary>
+    /// <summary>Stored values already on a ParetoQ grid; α and codes recovered, every value reproduced
+    /// exactly.</summary>
     Snapped,
-    /// <summary>Latent weights quantized with the checkpoint's trained per-row clip values (<c>weight_clip_val</c>).</summary>
+    /// <summary>Latent weights quantized with the checkpoint's trained per-row clip values
+    /// (<c>weight_clip_val</c>).</summary>
     TrainedClip,
     /// <summary>Per-channel int4 with the checkpoint's <c>weight_fake_quantizer.scale</c>.</summary>
     FakeQuantScale,
@@ -56,9 +64,11 @@ public enum TensorOrigin
     Float,
 }
 
-/// <param name="MaxError">Snapped: max |runtime value − stored value|. Others: max |runtime value − source value|.</param>
+/// <param name="MaxError">Snapped: max |runtime value − stored value|. Others: max |runtime value − source
+/// value|.</param>
 /// <param name="RelativeError">‖runtime − source‖ / ‖source‖ over the tensor.</param>
-public sealed record TensorReport(TensorSpec Spec, TensorOrigin Origin, WeightFormat Format, long Bytes, double MaxError, double RelativeError)
+public sealed record TensorReport(TensorSpec Spec, TensorOrigin Origin, WeightFormat Format, long Bytes,
+    double MaxError, double RelativeError)
 {
     public string Name => Spec.Name;
     public int Rows => Spec.Rows;
@@ -66,27 +76,30 @@ public sealed record TensorReport(TensorSpec Spec, TensorOrigin Origin, WeightFo
     public bool IsProjection => Spec.IsProjection;
 }
 
-public sealed record ConversionReport(string Output, long FileBytes, HfConfig Source, HfTokenizer Tokenizer, string WeightFiles, IReadOnlyList<TensorReport> Tensors, IReadOnlyList<string> Notes)
+public sealed record ConversionReport(string Output, long FileBytes, HfConfig Source, HfTokenizer Tokenizer,
+    string WeightFiles, IReadOnlyList<TensorReport> Tensors, IReadOnlyList<string> Notes)
 {
     private IEnumerable<TensorReport> Projections => Tensors.Where(t => t.IsProjection);
 
     /// <summary>Stored bits per weight of the quantized projections (codes and scales).</summary>
-    public double ProjectionBitsPerWeight => Projections.Sum(t => t.Bytes) * 8.0 / Math.Max(1, Projections.Sum(t => (long)t.Rows * t.Cols));
+    public double ProjectionBitsPerWeight
+        => Projections.Sum(t => t.Bytes) * 8.0 / Math.Max(1, Projections.Sum(t => (long)t.Rows * t.Cols));
 
     /// <summary>File bits per model parameter (embedding counted once when tied).</summary>
     public double FileBitsPerWeight => FileBytes * 8.0 / Math.Max(1, Tensors.Sum(t => (long)t.Rows * t.Cols));
 }
 
 /// <summary>
-/// Converts a Hugging Face checkpoint directory (config.json, weights in safetensors or pytorch_model.bin, tokenizer files)
-/// into one .pq file. Names are mapped onto <see cref="ModelTensors"/>; every source tensor must be used or be a known
-/// derived buffer, and every projection's origin and reconstruction error is reported.
+/// Converts a Hugging Face checkpoint directory (config.json, weights in safetensors or pytorch_model.bin, tokenizer
+/// files) into one .pq file. Names are mapped onto <see cref="ModelTensors"/>; every source tensor must be used or be a
+/// known derived buffer, and every projection's origin and reconstruction error is reported.
 /// </summary>
 public static class HfConverter
 {
     public static ConversionReport Convert(string directory, string output, ConversionOptions options)
     {
-        if (!options.Overwrite && File.Exists(output)) throw new IOException($"{output} already exists (pass --force to replace it)");
+        if (!options.Overwrite
+            && File.Exists(output)) throw new IOException($"{output} already exists (pass --force to replace it)");
         if (options.Head is not (WeightFormat.I8Row or WeightFormat.Q4G32) && !WeightFormats.IsFloat(options.Head))
             throw new ArgumentException($"the head format must be int8, q4, f16, bf16 or f32, not {WeightFormats.Name(options.Head)}");
         var hf = HfConfig.Read(directory);
@@ -99,12 +112,14 @@ public static class HfConverter
         SourceTensor Find(string name)
         {
             // MobileLLM-Pro (Llama-4) names the MLP feed_forward.*.
-            foreach (string candidate in new[] { name, name.Replace(".mlp.", ".feed_forward.", StringComparison.Ordinal) })
+            foreach (string candidate in new[] { name,
+                name.Replace(".mlp.", ".feed_forward.", StringComparison.Ordinal) })
                 if (FindOptional(source, candidate, used) is { } t) return t;
             throw new CheckpointException(directory, name, "is missing from the checkpoint");
         }
 
-        var writer = new PqWriter(config.ToJson(), new PqProvenance(Path.GetFullPath(directory), "", options.Tool, new Dictionary<string, string>()));
+        var writer = new PqWriter(config.ToJson(),
+            new PqProvenance(Path.GetFullPath(directory), "", options.Tool, new Dictionary<string, string>()));
         writer.SetTokenizer(tokenizer.Info, tokenizer.Bytes);
         var reports = new List<TensorReport>();
         var specs = ModelTensors.For(config).ToList();
@@ -112,8 +127,10 @@ public static class HfConverter
         {
             var src = Find(spec.Name);
             long expected = spec.IsNorm ? spec.Cols : (long)spec.Rows * spec.Cols;
-            bool shapeOk = spec.IsNorm ? src.Shape is [var n] && n == spec.Cols : src.Shape is [var r, var c] && r == spec.Rows && c == spec.Cols;
-            if (!shapeOk) throw new CheckpointException(src.File, src.Name, $"has shape [{string.Join(", ", src.Shape)}], but the config needs [{(spec.IsNorm ? $"{spec.Cols}" : $"{spec.Rows}, {spec.Cols}")}]");
+            bool shapeOk = spec.IsNorm ? src.Shape is [var n] && n == spec.Cols : src.Shape is [var r, var c]
+                && r == spec.Rows && c == spec.Cols;
+            if (!shapeOk) throw new CheckpointException(src.File, src.Name,
+                $"has shape [{string.Join(", ", src.Shape)}], but the config needs [{(spec.IsNorm ? $"{spec.Cols}" : $"{spec.Rows}, {spec.Cols}")}]");
             float[] w = source.ReadAll(src);
             if (spec.IsNorm)
             {
@@ -122,8 +139,11 @@ public static class HfConverter
             }
             else if (spec.Role is TensorRole.Embedding or TensorRole.Head)
             {
-                if (spec.Role == TensorRole.Embedding && config.TieWordEmbeddings && FindOptional(source, "lm_head.weight", used) is { } head && !source.ReadAll(head).AsSpan().SequenceEqual(w))
-                    throw new CheckpointException(head.File, head.Name, "differs from model.embed_tokens.weight, but config.json ties the head to the embedding");
+                if (spec.Role == TensorRole.Embedding && config.TieWordEmbeddings
+                    && FindOptional(source, "lm_head.weight", used) is { } head
+                    && !source.ReadAll(head).AsSpan().SequenceEqual(w))
+                    throw new CheckpointException(head.File, head.Name,
+                        "differs from model.embed_tokens.weight, but config.json ties the head to the embedding");
                 reports.Add(AddPlain(writer, spec, w, options.Head));
             }
             else
@@ -133,22 +153,28 @@ public static class HfConverter
             options.Progress?.Invoke(reports.Count, specs.Count, spec.Name);
         }
 
-        var unused = source.Tensors.Select(t => t.Name).Where(n => !used.Contains(n) && !n.EndsWith(".rotary_emb.inv_freq", StringComparison.Ordinal)).ToList();
+        var unused = source.Tensors.Select(t => t.Name).Where(n => !used.Contains(n)
+            && !n.EndsWith(".rotary_emb.inv_freq", StringComparison.Ordinal)).ToList();
         if (unused.Count > 0)
-            throw new CheckpointException(directory, null, $"{unused.Count} tensor(s) the model does not use, so the checkpoint holds something not implemented: {string.Join(", ", unused.Take(5))}{(unused.Count > 5 ? ", …" : "")}");
+            throw new CheckpointException(directory, null,
+                $"{unused.Count} tensor(s) the model does not use, so the checkpoint holds something not implemented: {string.Join(", ", unused.Take(5))}{(unused.Count > 5 ? ", …" : "")}");
 
         var projectionFormats = reports.Where(r => r.IsProjection).Select(r => r.Format).Distinct().ToList();
-        string bits = projectionFormats.Count == 1 ? WeightFormats.NominalBits(projectionFormats[0]).ToString(CultureInfo.InvariantCulture) : "mixed";
-        writer.Provenance = new PqProvenance(Path.GetFullPath(directory), bits, options.Tool, new Dictionary<string, string>
+        string bits = projectionFormats.Count == 1
+            ? WeightFormats.NominalBits(projectionFormats[0]).ToString(CultureInfo.InvariantCulture) : "mixed";
+        writer.Provenance = new PqProvenance(Path.GetFullPath(directory), bits, options.Tool, new Dictionary<string,
+            string>
         {
             ["source_family"] = hf.Family.ToString(),
             ["source_files"] = string.Join(", ", source.Files.Select(Path.GetFileName)),
             ["bits_option"] = ConversionOptions.BitsNames.First(kv => kv.Value == options.Bits).Key,
             ["head"] = WeightFormats.Name(options.Head),
-            ["projection_origin"] = string.Join(", ", reports.Where(r => r.IsProjection).Select(r => r.Origin.ToString()).Distinct()),
+            ["projection_origin"] = string.Join(", ",
+                reports.Where(r => r.IsProjection).Select(r => r.Origin.ToString()).Distinct()),
         });
         writer.Write(output, options.Overwrite);
-        return new ConversionReport(output, new FileInfo(output).Length, hf, tokenizer, string.Join(", ", source.Files.Select(Path.GetFileName)), reports, notes);
+        return new ConversionReport(output, new FileInfo(output).Length, hf, tokenizer,
+            string.Join(", ", source.Files.Select(Path.GetFileName)), reports, notes);
     }
 
     private static SourceTensor? FindOptional(ISourceCheckpoint source, string name, HashSet<string> used)
@@ -158,21 +184,26 @@ public static class HfConverter
         return t;
     }
 
-    private static TensorReport AddProjection(PqWriter writer, TensorSpec spec, SourceTensor src, float[] w, ISourceCheckpoint source, HfConfig hf, ConversionOptions options, HashSet<string> used, List<string> notes)
+    private static TensorReport AddProjection(PqWriter writer, TensorSpec spec, SourceTensor src, float[] w,
+        ISourceCheckpoint source, HfConfig hf, ConversionOptions options, HashSet<string> used, List<string> notes)
     {
         string baseName = src.Name[..^".weight".Length];
         if (FindOptional(source, baseName + ".weight_clip_val", used) is { } clip)
         {
             var format = ParetoQFormat(options.Bits) ?? FromWBits(hf.WBits)
-                ?? throw new CheckpointException(clip.File, clip.Name, "gives trained clip values but neither --bits nor config.json's w_bits says which ParetoQ grid they belong to");
-            return AddQuantized(writer, spec, w, format, TensorOrigin.TrainedClip, ReadRowScales(source, clip, spec.Rows), notes);
+                ?? throw new CheckpointException(clip.File, clip.Name,
+                    "gives trained clip values but neither --bits nor config.json's w_bits says which ParetoQ grid they belong to");
+            return AddQuantized(writer, spec, w, format, TensorOrigin.TrainedClip,
+                ReadRowScales(source, clip, spec.Rows), notes);
         }
         if (FindOptional(source, baseName + ".weight_fake_quantizer.scale", used) is { } scale)
         {
-            if (options.Bits is not (BitsChoice.Auto or BitsChoice.Bits4)) throw new CheckpointException(scale.File, scale.Name, "is a per-channel int4 scale; only --bits auto or 4 can use it");
+            if (options.Bits is not (BitsChoice.Auto or BitsChoice.Bits4)) throw new CheckpointException(scale.File,
+                scale.Name, "is a per-channel int4 scale; only --bits auto or 4 can use it");
             float[] s = ReadRowScales(source, scale, spec.Rows);
             int tiny = Array.FindIndex(s, v => v < Quantizer.MinAlpha);
-            if (tiny >= 0) throw new CheckpointException(scale.File, scale.Name, $"row {tiny} has scale {s[tiny]}, below the 1e-5 the 4-bit kernels clamp to");
+            if (tiny >= 0) throw new CheckpointException(scale.File, scale.Name,
+                $"row {tiny} has scale {s[tiny]}, below the 1e-5 the 4-bit kernels clamp to");
             return AddQuantized(writer, spec, w, WeightFormat.Q4Row, TensorOrigin.FakeQuantScale, s);
         }
 
@@ -181,8 +212,10 @@ public static class HfConverter
             case BitsChoice.BF16: return AddPlain(writer, spec, w, WeightFormat.BF16);
             case BitsChoice.F16: return AddPlain(writer, spec, w, WeightFormat.F16);
             case BitsChoice.F32: return AddPlain(writer, spec, w, WeightFormat.F32);
-            case BitsChoice.Int4: return AddQuantized(writer, spec, w, WeightFormat.Q4G32, TensorOrigin.RoundToNearest, null);
-            case BitsChoice.Int8: return AddQuantized(writer, spec, w, WeightFormat.I8Row, TensorOrigin.RoundToNearest, null);
+            case BitsChoice.Int4: return AddQuantized(writer, spec, w, WeightFormat.Q4G32, TensorOrigin.RoundToNearest,
+                null);
+            case BitsChoice.Int8: return AddQuantized(writer, spec, w, WeightFormat.I8Row, TensorOrigin.RoundToNearest,
+                null);
         }
         var codes = new byte[w.Length]; // one buffer for every grid tried
         if (ParetoQFormat(options.Bits) is { } chosen)
@@ -195,8 +228,10 @@ public static class HfConverter
         }
         if (FromWBits(hf.WBits) is { } declared)
         {
-            if (TryAddSnapped(writer, spec, src, w, declared, codes, out var report, out string? failure)) return report!;
-            throw new CheckpointException(src.File, src.Name, $"{failure} (config.json has w_bits {hf.WBits}; pass --bits to quantize it anew)");
+            if (TryAddSnapped(writer, spec, src, w, declared, codes, out var report,
+                out string? failure)) return report!;
+            throw new CheckpointException(src.File, src.Name,
+                $"{failure} (config.json has w_bits {hf.WBits}; pass --bits to quantize it anew)");
         }
         foreach (var grid in GridRecovery.Grids)
             if (TryAddSnapped(writer, spec, src, w, grid, codes, out var report, out _)) return report!;
@@ -206,14 +241,16 @@ public static class HfConverter
             "is full precision, not snapped to a ParetoQ grid: pass --bits 1|1.58|2|3|4 (round-to-nearest PTQ), int4, int8, or bf16/f16/f32 to keep it");
     }
 
-    private static bool TryAddSnapped(PqWriter writer, TensorSpec spec, SourceTensor src, float[] w, WeightFormat format, byte[] codes, out TensorReport? report, out string? failure)
+    private static bool TryAddSnapped(PqWriter writer, TensorSpec spec, SourceTensor src, float[] w,
+        WeightFormat format, byte[] codes, out TensorReport? report, out string? failure)
     {
         var alphas = new float[spec.Rows];
         double maxError = 0, errSq = 0, normSq = 0;
         for (int r = 0; r < spec.Rows; r++)
         {
             var row = w.AsSpan(r * spec.Cols, spec.Cols);
-            if (!GridRecovery.TryRecoverRow(format, row, src.DType, codes.AsSpan(r * spec.Cols, spec.Cols), out alphas[r], out float rowError))
+            if (!GridRecovery.TryRecoverRow(format, row, src.DType, codes.AsSpan(r * spec.Cols, spec.Cols),
+                out alphas[r], out float rowError))
             {
                 report = null;
                 failure = $"row {r} is not on the {WeightFormats.Name(format)} grid (no α reproduces all its {src.DType} values)";
@@ -230,12 +267,14 @@ public static class HfConverter
         var matrix = new QuantizedMatrix(format, spec.Rows, spec.Cols, spec.Cols, codes, alphas);
         byte[] packed = WeightPacker.Pack(matrix);
         writer.AddTensor(spec.Name, format, [spec.Rows, spec.Cols], packed);
-        report = new TensorReport(spec, TensorOrigin.Snapped, format, packed.Length, maxError, normSq > 0 ? Math.Sqrt(errSq / normSq) : 0);
+        report = new TensorReport(spec, TensorOrigin.Snapped, format, packed.Length, maxError, normSq > 0
+            ? Math.Sqrt(errSq / normSq) : 0);
         failure = null;
         return true;
     }
 
-    private static TensorReport AddQuantized(PqWriter writer, TensorSpec spec, float[] w, WeightFormat format, TensorOrigin origin, float[]? rowScales, List<string>? notes = null)
+    private static TensorReport AddQuantized(PqWriter writer, TensorSpec spec, float[] w, WeightFormat format,
+        TensorOrigin origin, float[]? rowScales, List<string>? notes = null)
     {
         var q = Quantizer.QuantizeMatrix(format, w, spec.Rows, spec.Cols, rowScales);
         if (Quantizer.CountUnrepresentable(format, w) is > 0 and int zeros)
@@ -251,12 +290,14 @@ public static class HfConverter
                 errSq += d * d;
                 normSq += v * v;
             }
-        return new TensorReport(spec, origin, format, packed.Length, maxError, normSq > 0 ? Math.Sqrt(errSq / normSq) : 0);
+        return new TensorReport(spec, origin, format, packed.Length, maxError, normSq > 0 ? Math.Sqrt(errSq / normSq)
+            : 0);
     }
 
     private static TensorReport AddPlain(PqWriter writer, TensorSpec spec, float[] w, WeightFormat format)
     {
-        if (!WeightFormats.IsFloat(format)) return AddQuantized(writer, spec, w, format, TensorOrigin.RoundToNearest, null);
+        if (!WeightFormats.IsFloat(format)) return AddQuantized(writer, spec, w, format, TensorOrigin.RoundToNearest,
+            null);
         byte[] bytes = FloatCodec.Encode(format, w);
         writer.AddTensor(spec.Name, format, [spec.Rows, spec.Cols], bytes);
         double maxError = 0;
@@ -266,10 +307,12 @@ public static class HfConverter
 
     private static float[] ReadRowScales(ISourceCheckpoint source, SourceTensor t, int rows)
     {
-        if (t.Elements != rows || t.Shape is not ([_] or [_, 1])) throw new CheckpointException(t.File, t.Name, $"has shape [{string.Join(", ", t.Shape)}], not [{rows}, 1] (one scale per output row)");
+        if (t.Elements != rows || t.Shape is not ([_] or [_, 1])) throw new CheckpointException(t.File, t.Name,
+            $"has shape [{string.Join(", ", t.Shape)}], not [{rows}, 1] (one scale per output row)");
         float[] s = source.ReadAll(t);
         int bad = Array.FindIndex(s, v => !float.IsFinite(v) || v < 0);
-        if (bad >= 0) throw new CheckpointException(t.File, t.Name, $"row {bad} has scale {s[bad]}, not a finite non-negative number");
+        if (bad >= 0) throw new CheckpointException(t.File, t.Name,
+            $"row {bad} has scale {s[bad]}, not a finite non-negative number");
         return s;
     }
 
@@ -283,7 +326,8 @@ public static class HfConverter
         _ => null,
     };
 
-    /// <summary>ParetoQ's w_bits convention: 0 is ternary, 1–4 are bit widths, 16 and above mean full precision.</summary>
+    /// <summary>ParetoQ's w_bits convention: 0 is ternary, 1–4 are bit widths, 16 and above mean full
+    /// precision.</summary>
     private static WeightFormat? FromWBits(int? wBits) => wBits switch
     {
         0 => WeightFormat.Ternary,

@@ -30,9 +30,11 @@ public sealed record HfTokenizer(PqTokenizerInfo Info, byte[] Bytes, string Desc
         string model = Path.Combine(directory, "tokenizer.model"), json = Path.Combine(directory, "tokenizer.json");
         string file = File.Exists(model) ? model
             : File.Exists(json) ? json
-            : throw new TokenizerException(directory, "no tokenizer.model or tokenizer.json in the checkpoint directory");
+            : throw new TokenizerException(directory,
+                "no tokenizer.model or tokenizer.json in the checkpoint directory");
         byte[] bytes = ReadBounded(file, MaxTokenizerBytes);
-        string kind = file == json ? TokenizerKinds.HuggingFaceJson : LooksLikeTiktoken(bytes) ? TokenizerKinds.Tiktoken : TokenizerKinds.SentencePiece;
+        string kind = file == json ? TokenizerKinds.HuggingFaceJson : LooksLikeTiktoken(bytes) ? TokenizerKinds.Tiktoken
+            : TokenizerKinds.SentencePiece;
 
         var tokConfig = ReadJsonIfPresent(Path.Combine(directory, "tokenizer_config.json"));
         var specials = new Dictionary<string, int>(StringComparer.Ordinal);
@@ -47,9 +49,11 @@ public sealed record HfTokenizer(PqTokenizerInfo Info, byte[] Bytes, string Desc
                 switch (p.Name)
                 {
                     case "add_bos_token" when p.Value.ValueKind == JsonValueKind.False:
-                        throw new TokenizerException(source, "add_bos_token false is not implemented (the runtime always starts a prompt with BOS)");
+                        throw new TokenizerException(source,
+                            "add_bos_token false is not implemented (the runtime always starts a prompt with BOS)");
                     case "add_eos_token" when p.Value.ValueKind == JsonValueKind.True:
-                        throw new TokenizerException(source, "add_eos_token true is not implemented (the runtime never appends EOS to a prompt)");
+                        throw new TokenizerException(source,
+                            "add_eos_token true is not implemented (the runtime never appends EOS to a prompt)");
                     case "add_bos_token" or "add_eos_token":
                         break;
                     case "chat_template":
@@ -68,17 +72,22 @@ public sealed record HfTokenizer(PqTokenizerInfo Info, byte[] Bytes, string Desc
         if (template is null && File.Exists(jinja)) template = Encoding.UTF8.GetString(ReadBounded(jinja, 1 << 20));
 
         int? bos = config.BosTokenId;
-        if (config.EosTokenIds.Count == 0) throw new TokenizerException(Path.Combine(directory, HfConfig.FileName), "has no eos_token_id, so generation could never stop");
-        if (kind != TokenizerKinds.Tiktoken) specials.Clear(); // SentencePiece vocabularies hold their control pieces themselves
-        var info = new PqTokenizerInfo(kind, bos ?? PqTokenizerInfo.None, config.EosTokenIds.ToArray(), config.PadTokenId ?? PqTokenizerInfo.None, specials, template);
+        if (config.EosTokenIds.Count == 0) throw new TokenizerException(Path.Combine(directory, HfConfig.FileName),
+            "has no eos_token_id, so generation could never stop");
+        // SentencePiece vocabularies hold their control pieces themselves
+        if (kind != TokenizerKinds.Tiktoken) specials.Clear();
+        var info = new PqTokenizerInfo(kind, bos ?? PqTokenizerInfo.None, config.EosTokenIds.ToArray(),
+            config.PadTokenId ?? PqTokenizerInfo.None, specials, template);
 
         var tokenizer = Tokenizers.Create(info, bytes, config.Config.VocabSize, file);
         if (bos is null) info = info with { BosId = tokenizer.BosId };
         else if (kind != TokenizerKinds.Tiktoken && tokenizer.BosId != bos)
-            throw new TokenizerException(file, $"its BOS id is {tokenizer.BosId} but config.json says bos_token_id {bos}");
+            throw new TokenizerException(file,
+                $"its BOS id is {tokenizer.BosId} but config.json says bos_token_id {bos}");
         CheckSpecialTokensMap(directory, info);
         string description = $"{kind} from {Path.GetFileName(file)}, {tokenizer.VocabSize} ids, BOS {info.BosId}, EOS [{string.Join(", ", info.EosIds)}]" +
-                             (template is null ? "" : ", chat template") + (specials.Count > 0 ? $", {specials.Count} special tokens" : "");
+                             (template is null ? "" : ", chat template") + (specials.Count > 0
+                                 ? $", {specials.Count} special tokens" : "");
         return new HfTokenizer(info, bytes, description, notes);
     }
 
@@ -89,7 +98,8 @@ public sealed record HfTokenizer(PqTokenizerInfo Info, byte[] Bytes, string Desc
         if (end <= 0) return false;
         string line = Encoding.ASCII.GetString(bytes, 0, end).TrimEnd('\r');
         int space = line.IndexOf(' ');
-        return space > 0 && line[(space + 1)..].All(char.IsAsciiDigit) && line[..space].All(ch => char.IsAsciiLetterOrDigit(ch) || ch is '+' or '/' or '=');
+        return space > 0 && line[(space + 1)..].All(char.IsAsciiDigit)
+            && line[..space].All(ch => char.IsAsciiLetterOrDigit(ch) || ch is '+' or '/' or '=');
     }
 
     private static string ChatTemplateText(JsonElement value, string source)
@@ -98,7 +108,8 @@ public sealed record HfTokenizer(PqTokenizerInfo Info, byte[] Bytes, string Desc
         // The list form: [{"name": "default", "template": "..."}, ...].
         if (value.ValueKind == JsonValueKind.Array)
             foreach (var t in value.EnumerateArray())
-                if (t.ValueKind == JsonValueKind.Object && t.TryGetProperty("name", out var n) && n.ValueKind == JsonValueKind.String && n.GetString() == "default"
+                if (t.ValueKind == JsonValueKind.Object && t.TryGetProperty("name", out var n)
+                    && n.ValueKind == JsonValueKind.String && n.GetString() == "default"
                     && t.TryGetProperty("template", out var tpl) && tpl.ValueKind == JsonValueKind.String)
                     return tpl.GetString()!;
         throw new TokenizerException(source, "chat_template must be a string or a list holding a 'default' template");
@@ -106,40 +117,50 @@ public sealed record HfTokenizer(PqTokenizerInfo Info, byte[] Bytes, string Desc
 
     private static void ReadAddedTokens(JsonElement value, Dictionary<string, int> specials, string source)
     {
-        if (value.ValueKind != JsonValueKind.Object) throw new TokenizerException(source, "added_tokens_decoder must be an object");
+        if (value.ValueKind != JsonValueKind.Object) throw new TokenizerException(source,
+            "added_tokens_decoder must be an object");
         foreach (var p in value.EnumerateObject())
         {
-            if (!int.TryParse(p.Name, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int id))
+            if (!int.TryParse(p.Name, System.Globalization.NumberStyles.None,
+                System.Globalization.CultureInfo.InvariantCulture, out int id))
                 throw new TokenizerException(source, $"added_tokens_decoder key '{p.Name}' is not a token id");
-            if (p.Value.ValueKind != JsonValueKind.Object || !p.Value.TryGetProperty("content", out var content) || content.ValueKind != JsonValueKind.String)
+            if (p.Value.ValueKind != JsonValueKind.Object || !p.Value.TryGetProperty("content", out var content)
+                || content.ValueKind != JsonValueKind.String)
                 throw new TokenizerException(source, $"added_tokens_decoder.{p.Name} has no content string");
-            if (!specials.TryAdd(content.GetString()!, id)) throw new TokenizerException(source, $"added token '{content.GetString()}' appears twice");
+            if (!specials.TryAdd(content.GetString()!, id)) throw new TokenizerException(source,
+                $"added token '{content.GetString()}' appears twice");
         }
     }
 
-    // special_tokens_map.json names the BOS/EOS strings; where they are known special tokens (tiktoken), the ids must agree.
-    // SentencePiece BOS was already checked against the vocabulary's own control piece.
+    // special_tokens_map.json names the BOS/EOS strings; where they are known special tokens (tiktoken), the ids must
+    // agree. SentencePiece BOS was already checked against the vocabulary's own control piece.
     private static void CheckSpecialTokensMap(string directory, PqTokenizerInfo info)
     {
         string path = Path.Combine(directory, "special_tokens_map.json");
         using var doc = ReadJsonIfPresent(path);
         if (doc is null) return;
-        if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new TokenizerException(path, "must be a JSON object");
-        foreach (var (field, ids) in new[] { ("bos_token", new[] { info.BosId }), ("eos_token", info.EosIds.ToArray()) })
+        if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new TokenizerException(path,
+            "must be a JSON object");
+        foreach (var (field, ids) in new[] { ("bos_token", new[] { info.BosId }),
+            ("eos_token", info.EosIds.ToArray()) })
         {
             if (!doc.RootElement.TryGetProperty(field, out var v)) continue;
             string? content = v.ValueKind == JsonValueKind.String ? v.GetString()
-                : v.ValueKind == JsonValueKind.Object && v.TryGetProperty("content", out var c) && c.ValueKind == JsonValueKind.String ? c.GetString() : null;
-            if (content is null) throw new TokenizerException(path, $"{field} must be a string or an object with content");
+                : v.ValueKind == JsonValueKind.Object && v.TryGetProperty("content", out var c)
+                    && c.ValueKind == JsonValueKind.String ? c.GetString() : null;
+            if (content is null) throw new TokenizerException(path,
+                $"{field} must be a string or an object with content");
             if (info.SpecialTokens.TryGetValue(content, out int id) && !ids.Contains(id))
-                throw new TokenizerException(path, $"{field} '{content}' is id {id}, but config.json gives [{string.Join(", ", ids)}]");
+                throw new TokenizerException(path,
+                    $"{field} '{content}' is id {id}, but config.json gives [{string.Join(", ", ids)}]");
         }
     }
 
     private static JsonDocument? ReadJsonIfPresent(string path)
     {
         if (!File.Exists(path)) return null;
-        return StrictJson.Parse(ReadBounded(path, 16 << 20), 64, Path.GetFileName(path), msg => new TokenizerException(path, msg));
+        return StrictJson.Parse(ReadBounded(path, 16 << 20), 64, Path.GetFileName(path), msg
+            => new TokenizerException(path, msg));
     }
 
     private static byte[] ReadBounded(string path, long limit)
@@ -147,7 +168,8 @@ public sealed record HfTokenizer(PqTokenizerInfo Info, byte[] Bytes, string Desc
         try
         {
             using var fs = File.OpenRead(path);
-            if (fs.Length > limit) throw new TokenizerException(path, $"is {fs.Length} bytes, more than the {limit} a tokenizer file may be");
+            if (fs.Length > limit) throw new TokenizerException(path,
+                $"is {fs.Length} bytes, more than the {limit} a tokenizer file may be");
             var bytes = new byte[fs.Length];
             fs.ReadExactly(bytes);
             return bytes;

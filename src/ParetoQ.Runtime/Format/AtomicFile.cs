@@ -7,13 +7,16 @@ namespace ParetoQ.Runtime.Format;
 public static class AtomicFile
 {
     /// <param name="write">Writes the whole content; the stream is flushed to disk afterwards.</param>
-    /// <param name="check">Validates the finished temporary file (given its path) before the rename; throws to refuse it.</param>
+    /// <param name="check">Validates the finished temporary file (given its path) before the rename; throws to refuse
+    /// it.</param>
     public static void Write(string path, bool overwrite, Action<FileStream> write, Action<string>? check = null)
     {
-        if (!overwrite && File.Exists(path)) throw new IOException($"{path} already exists (pass overwrite to replace it)");
+        if (!overwrite
+            && File.Exists(path)) throw new IOException($"{path} already exists (pass overwrite to replace it)");
         string full = Path.GetFullPath(path);
         if (Directory.Exists(full)) throw new IOException($"{path} is a directory");
-        string temp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
+        string temp = Path.Combine(Path.GetDirectoryName(full)!,
+            $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
         try
         {
             using (var fs = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
@@ -30,10 +33,12 @@ public static class AtomicFile
         }
     }
 
-    /// <summary>Writes zeros until <paramref name="stream"/> reaches <paramref name="position"/> (alignment padding).</summary>
+    /// <summary>Writes zeros until <paramref name="stream"/> reaches <paramref name="position"/> (alignment
+    /// padding).</summary>
     public static void ZeroFill(Stream stream, long position)
     {
         Span<byte> zeros = stackalloc byte[64];
-        while (stream.Position < position) stream.Write(zeros[..(int)Math.Min(zeros.Length, position - stream.Position)]);
+        while (stream.Position < position) stream.Write(zeros[..(int)Math.Min(zeros.Length,
+            position - stream.Position)]);
     }
 }

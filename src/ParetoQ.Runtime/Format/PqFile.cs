@@ -45,8 +45,10 @@ public sealed unsafe class PqFile : IDisposable
         }
     }
 
-    /// <summary>Opens and validates a .pq file. Every problem is reported as a <see cref="PqFormatException"/>.</summary>
-    /// <param name="verifyChecksums">Hash every tensor now (default). Skipping it makes opening O(metadata), for tools that verify separately.</param>
+    /// <summary>Opens and validates a .pq file. Every problem is reported as a
+    /// <see cref="PqFormatException"/>.</summary>
+    /// <param name="verifyChecksums">Hash every tensor now (default). Skipping it makes opening O(metadata), for tools
+    /// that verify separately.</param>
     public static PqFile Open(string path, bool verifyChecksums = true) => new(path, verifyChecksums);
 
     private PqFile(string path, bool verifyChecksums)
@@ -58,7 +60,8 @@ public sealed unsafe class PqFile : IDisposable
         {
             stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException
+            or NotSupportedException)
         {
             throw new PqFormatException(path, null, $"cannot open: {e.Message}", e);
         }
@@ -74,7 +77,8 @@ public sealed unsafe class PqFile : IDisposable
             DataOffset = dataOffset;
             try
             {
-                _map = MemoryMappedFile.CreateFromFile(stream, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: true);
+                _map = MemoryMappedFile.CreateFromFile(stream, null, 0, MemoryMappedFileAccess.Read,
+                    HandleInheritability.None, leaveOpen: true);
                 _view = _map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -128,7 +132,8 @@ public sealed unsafe class PqFile : IDisposable
         ulong dataLength = BinaryPrimitives.ReadUInt64LittleEndian(h[32..]);
         ulong metaHash = BinaryPrimitives.ReadUInt64LittleEndian(h[40..]);
         if (BinaryPrimitives.ReadUInt64LittleEndian(h[48..]) != 0) throw Error("reserved header bytes are not zero");
-        if (metaLength == 0 || metaLength > MaxMetadataBytes) throw Error($"metadata length {metaLength} is outside 1..{MaxMetadataBytes}");
+        if (metaLength == 0
+            || metaLength > MaxMetadataBytes) throw Error($"metadata length {metaLength} is outside 1..{MaxMetadataBytes}");
         if (metaLength > (ulong)(FileLength - HeaderSize)) throw Error($"metadata ({metaLength} bytes) runs past the end of the {FileLength}-byte file (truncated?)");
         if (dataOffset % Alignment != 0) throw Error($"data offset {dataOffset} is not {Alignment}-byte aligned");
         if (dataOffset < HeaderSize + metaLength) throw Error($"data offset {dataOffset} overlaps the metadata");
@@ -144,7 +149,8 @@ public sealed unsafe class PqFile : IDisposable
         foreach (var kv in s.EnumerateObject())
         {
             if (kv.Value.ValueKind != JsonValueKind.String) throw Error($"field 'provenance.settings.{kv.Name}' must be a string");
-            if (!settings.TryAdd(kv.Name, kv.Value.GetString()!)) throw Error($"field 'provenance.settings.{kv.Name}' appears twice");
+            if (!settings.TryAdd(kv.Name,
+                kv.Value.GetString()!)) throw Error($"field 'provenance.settings.{kv.Name}' appears twice");
         }
         var result = new PqProvenance(p.String("source"), p.String("bits", 16), p.String("tool"), settings);
         p.RejectUnknown();
@@ -190,7 +196,8 @@ public sealed unsafe class PqFile : IDisposable
             Func<string, Exception> tensorError = msg => new PqFormatException(Path, name, msg);
             var tj = new StrictJson(e, "", tensorError);
             string formatName = tj.String("format", 32);
-            if (!WeightFormats.TryParse(formatName, out var format)) throw tensorError($"unknown format '{formatName}'");
+            if (!WeightFormats.TryParse(formatName,
+                out var format)) throw tensorError($"unknown format '{formatName}'");
             int[] shape = tj.IntArray("shape", 4, 1, int.MaxValue);
             long offset = tj.Int64("offset", 0, dataLength);
             long length = tj.Int64("length", 1, int.MaxValue);
@@ -210,7 +217,9 @@ public sealed unsafe class PqFile : IDisposable
 
     private void CheckNoOverlap(List<PqTensor> tensors, long dataLength)
     {
-        var spans = new List<(long start, long end, string what)>(tensors.Count + 1) { (_tokenizerOffset, _tokenizerOffset + _tokenizerLength, "the tokenizer") };
+        var spans = new List<(long start, long end,
+            string what)>(tensors.Count + 1) { (_tokenizerOffset, _tokenizerOffset + _tokenizerLength,
+            "the tokenizer") };
         foreach (var t in tensors) spans.Add((t.Offset, t.Offset + t.Length, $"tensor '{t.Name}'"));
         spans.Sort((a, b) => a.start.CompareTo(b.start));
         for (int i = 1; i < spans.Count; i++)
@@ -226,27 +235,32 @@ public sealed unsafe class PqFile : IDisposable
                 throw new PqFormatException(Path, t.Name, "checksum mismatch (the file is corrupt)");
     }
 
-    // A negative, infinite or NaN scale would decode to silent garbage: refuse it at load (the scales are a tiny part of a tensor).
+    // A negative, infinite or NaN scale would decode to silent garbage: refuse it at load (the scales are a tiny part
+    // of a tensor).
     private void CheckScales()
     {
         foreach (var t in Tensors)
         {
             if (!WeightFormats.IsPacked(t.Format)) continue;
             var layout = new PackedLayout(t.Format, t.Shape[0], t.Shape[1]);
-            var scales = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(t.Data[(int)layout.CodeBytes..]);
+            var scales = System.Runtime.InteropServices.MemoryMarshal.Cast<byte,
+                float>(t.Data[(int)layout.CodeBytes..]);
             for (int i = 0; i < scales.Length; i++)
                 if (!float.IsFinite(scales[i]) || scales[i] < 0)
-                    throw new PqFormatException(Path, t.Name, $"scale #{i} is {scales[i]}, not a finite non-negative number");
+                    throw new PqFormatException(Path, t.Name,
+                        $"scale #{i} is {scales[i]}, not a finite non-negative number");
         }
     }
 
-    public PqTensor this[string name] => TryGetTensor(name, out var t) ? t : throw new PqFormatException(Path, name, "is missing from the file");
+    public PqTensor this[string name] => TryGetTensor(name, out var t) ? t
+        : throw new PqFormatException(Path, name, "is missing from the file");
 
     public bool TryGetTensor(string name, out PqTensor tensor) => _byName.TryGetValue(name, out tensor!);
 
     private ulong ParseHash(string hex, string what, string? tensor)
     {
-        if (hex.Length != 16 || !ulong.TryParse(hex, System.Globalization.NumberStyles.AllowHexSpecifier, null, out ulong v))
+        if (hex.Length != 16
+            || !ulong.TryParse(hex, System.Globalization.NumberStyles.AllowHexSpecifier, null, out ulong v))
             throw new PqFormatException(Path, tensor, $"{what} checksum '{hex}' is not 16 hex digits");
         return v;
     }

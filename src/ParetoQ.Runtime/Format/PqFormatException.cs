@@ -1,6 +1,7 @@
 namespace ParetoQ.Runtime.Format;
 
-/// <summary>A .pq file (or the bytes handed to its reader) is malformed. The message names the file, the tensor where one is involved, and the problem.</summary>
+/// <summary>A .pq file (or the bytes handed to its reader) is malformed. The message names the file, the tensor where
+/// one is involved, and the problem.</summary>
 public sealed class PqFormatException : Exception
 {
     public string FilePath { get; }

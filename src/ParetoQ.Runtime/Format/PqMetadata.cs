@@ -27,4 +27,5 @@ public sealed record PqTokenizerInfo(
 }
 
 /// <summary>Where a model came from and how it was made.</summary>
-public sealed record PqProvenance(string Source, string Bits, string Tool, IReadOnlyDictionary<string, string> Settings);
+public sealed record PqProvenance(string Source, string Bits, string Tool, IReadOnlyDictionary<string,
+    string> Settings);

@@ -9,7 +9,8 @@ public sealed unsafe class PqTensor
     private readonly PqFile _owner;
     private readonly byte* _data;
 
-    internal PqTensor(PqFile owner, string name, WeightFormat format, int[] shape, long offset, long length, ulong checksum, byte* data)
+    internal PqTensor(PqFile owner, string name, WeightFormat format, int[] shape, long offset, long length,
+        ulong checksum, byte* data)
     {
         _owner = owner;
         Name = name;
@@ -63,7 +64,8 @@ public sealed unsafe class PqTensor
     /// <summary>An f32 tensor's values, zero-copy (the file is little-endian, as is every supported CPU).</summary>
     public ReadOnlySpan<float> AsFloats()
     {
-        if (Format != WeightFormat.F32) throw new PqFormatException(_owner.Path, Name, $"is {WeightFormats.Name(Format)}, expected f32");
+        if (Format != WeightFormat.F32) throw new PqFormatException(_owner.Path, Name,
+            $"is {WeightFormats.Name(Format)}, expected f32");
         return MemoryMarshal.Cast<byte, float>(Data);
     }
 

@@ -1,6 +1,5 @@
 using System.Buffers.Binary;
 using System.IO.Hashing;
-using System.Text;
 using System.Text.Json;
 using ParetoQ.Runtime.Quantization;
 
@@ -8,7 +7,8 @@ namespace ParetoQ.Runtime.Format;
 
 /// <summary>
 /// Builds a .pq file: config JSON, tokenizer, provenance and tensors in, one validated file out. The file is written
-/// under a temporary name and renamed into place, so an interrupted write never leaves a half-file under the final name.
+/// under a temporary name and renamed into place, so an interrupted write never leaves a half-file under the final
+/// name.
 /// </summary>
 public sealed class PqWriter
 {
@@ -17,7 +17,8 @@ public sealed class PqWriter
     private readonly HashSet<string> _names = new(StringComparer.Ordinal);
     private (PqTokenizerInfo Info, byte[] Bytes)? _tokenizer;
 
-    /// <param name="configJson">The model config as a UTF-8 JSON object (see docs/FORMAT.md); the model loader validates its fields.</param>
+    /// <param name="configJson">The model config as a UTF-8 JSON object (see docs/FORMAT.md); the model loader
+    /// validates its fields.</param>
     public PqWriter(ReadOnlySpan<byte> configJson, PqProvenance provenance)
     {
         using (var doc = JsonDocument.Parse(configJson.ToArray()))
@@ -30,15 +31,18 @@ public sealed class PqWriter
 
     public void SetTokenizer(PqTokenizerInfo info, byte[] bytes)
     {
-        if (!TokenizerKinds.IsKnown(info.Kind)) throw new ArgumentException($"unknown tokenizer kind '{info.Kind}'", nameof(info));
+        if (!TokenizerKinds.IsKnown(info.Kind)) throw new ArgumentException($"unknown tokenizer kind '{info.Kind}'",
+            nameof(info));
         if (bytes.Length == 0) throw new ArgumentException("tokenizer bytes are empty", nameof(bytes));
         _tokenizer = (info, bytes);
     }
 
-    /// <summary>Adds a tensor whose bytes are already in <paramref name="format"/>'s layout (see <see cref="WeightPacker"/>, <see cref="FloatCodec"/>).</summary>
+    /// <summary>Adds a tensor whose bytes are already in <paramref name="format"/>'s layout (see
+    /// <see cref="WeightPacker"/>, <see cref="FloatCodec"/>).</summary>
     public void AddTensor(string name, WeightFormat format, int[] shape, byte[] data)
     {
-        if (string.IsNullOrEmpty(name) || name.Length > PqFile.MaxNameLength) throw new ArgumentException($"tensor name '{name}' is empty or too long", nameof(name));
+        if (string.IsNullOrEmpty(name)
+            || name.Length > PqFile.MaxNameLength) throw new ArgumentException($"tensor name '{name}' is empty or too long", nameof(name));
         if (_names.Contains(name)) throw new ArgumentException($"tensor '{name}' added twice", nameof(name));
         long expected = TensorSize.Bytes(format, shape);
         if (expected < 0) throw new ArgumentException($"tensor '{name}': shape [{string.Join(", ", shape)}] is not valid for {WeightFormats.Name(format)}", nameof(shape));
@@ -55,7 +59,8 @@ public sealed class PqWriter
     public void AddQuantizedTensor(string name, QuantizedMatrix matrix) =>
         AddTensor(name, matrix.Format, [matrix.Rows, matrix.Cols], WeightPacker.Pack(matrix));
 
-    /// <summary>Writes the file. An existing file at <paramref name="path"/> is replaced only when <paramref name="overwrite"/> is true.</summary>
+    /// <summary>Writes the file. An existing file at <paramref name="path"/> is replaced only when
+    /// <paramref name="overwrite"/> is true.</summary>
     public void Write(string path, bool overwrite = false)
     {
         if (_tokenizer is not { } tokenizer) throw new InvalidOperationException("a .pq file needs a tokenizer: call SetTokenizer first");
@@ -115,7 +120,8 @@ public sealed class PqWriter
             w.WriteString("bits", Provenance.Bits);
             w.WriteString("tool", Provenance.Tool);
             w.WriteStartObject("settings");
-            foreach (var kv in Provenance.Settings.OrderBy(kv => kv.Key, StringComparer.Ordinal)) w.WriteString(kv.Key, kv.Value);
+            foreach (var kv in Provenance.Settings.OrderBy(kv => kv.Key, StringComparer.Ordinal)) w.WriteString(kv.Key,
+                kv.Value);
             w.WriteEndObject();
             w.WriteEndObject();
 

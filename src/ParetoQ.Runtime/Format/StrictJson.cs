@@ -18,7 +18,8 @@ internal sealed class StrictJson
     /// Parses UTF-8 JSON from an untrusted file. The encoding is checked whole first: the parser checks it only when a
     /// string is read, so a bad byte would otherwise surface later as an exception outside the caller's domain.
     /// </summary>
-    public static JsonDocument Parse(ReadOnlyMemory<byte> utf8, int maxDepth, string what, Func<string, Exception> error)
+    public static JsonDocument Parse(ReadOnlyMemory<byte> utf8, int maxDepth, string what, Func<string,
+        Exception> error)
     {
         if (!System.Text.Unicode.Utf8.IsValid(utf8.Span)) throw error($"{what} is not valid UTF-8");
         try
@@ -60,7 +61,8 @@ internal sealed class StrictJson
 
     public StrictJson Object(string name) => new(Get(name, JsonValueKind.Object), Field(name), _error);
 
-    public StrictJson? OptionalObject(string name) => GetOptional(name, JsonValueKind.Object) is { } v ? new StrictJson(v, Field(name), _error) : null;
+    public StrictJson? OptionalObject(string name) => GetOptional(name, JsonValueKind.Object) is { } v
+        ? new StrictJson(v, Field(name), _error) : null;
 
     public string String(string name, int maxLength = 4096)
     {
@@ -69,17 +71,20 @@ internal sealed class StrictJson
         return s;
     }
 
-    public string? OptionalString(string name, int maxLength = 1 << 20) => Present(name) ? String(name, maxLength) : null;
+    public string? OptionalString(string name, int maxLength = 1 << 20) => Present(name) ? String(name, maxLength)
+        : null;
 
     public bool Bool(string name) => Get(name, JsonValueKind.True).GetBoolean();
 
     public bool OptionalBool(string name, bool fallback) => Present(name) ? Bool(name) : fallback;
 
-    public long Int64(string name, long min, long max) => CheckedInt(Get(name, JsonValueKind.Number), Field(name), min, max);
+    public long Int64(string name, long min, long max)
+        => CheckedInt(Get(name, JsonValueKind.Number), Field(name), min, max);
 
     public int Int(string name, int min, int max) => (int)Int64(name, min, max);
 
-    public int OptionalInt(string name, int min, int max, int fallback) => Present(name) ? Int(name, min, max) : fallback;
+    public int OptionalInt(string name, int min, int max, int fallback) => Present(name) ? Int(name, min, max)
+        : fallback;
 
     public double Double(string name, double min, double max)
     {
@@ -89,7 +94,8 @@ internal sealed class StrictJson
         return d;
     }
 
-    public double OptionalDouble(string name, double min, double max, double fallback) => Present(name) ? Double(name, min, max) : fallback;
+    public double OptionalDouble(string name, double min, double max, double fallback) => Present(name)
+        ? Double(name, min, max) : fallback;
 
     /// <summary>An array of at most <paramref name="maxLength"/> elements.</summary>
     public JsonElement Array(string name, int maxLength)
@@ -120,7 +126,8 @@ internal sealed class StrictJson
         foreach (string n in names) _seen.Add(n);
     }
 
-    /// <summary>Refuses fields that no reader asked for: a field this build does not implement must not be silently ignored.</summary>
+    /// <summary>Refuses fields that no reader asked for: a field this build does not implement must not be silently
+    /// ignored.</summary>
     public void RejectUnknown()
     {
         foreach (var p in _obj.EnumerateObject())
@@ -134,7 +141,8 @@ internal sealed class StrictJson
         return x;
     }
 
-    // For optional fields: marks the name as known (so RejectUnknown accepts it) and says whether a non-null value is there.
+    // For optional fields: marks the name as known (so RejectUnknown accepts it) and says whether a non-null value is
+    // there.
     public bool Present(string name)
     {
         _seen.Add(name);

@@ -17,8 +17,10 @@ public sealed record GenerationOptions
     public IReadOnlyList<int> EosIds { get; init; } = [];
 }
 
-/// <param name="Tokens">The generated ids, each fed to the session (an EOS that ended generation is not among them).</param>
-public sealed record GenerationResult(string Text, int PromptTokens, IReadOnlyList<int> Tokens, TimeSpan Prefill, TimeSpan Decode, StopReason Reason)
+/// <param name="Tokens">The generated ids, each fed to the session (an EOS that ended generation is not among
+/// them).</param>
+public sealed record GenerationResult(string Text, int PromptTokens, IReadOnlyList<int> Tokens, TimeSpan Prefill,
+    TimeSpan Decode, StopReason Reason)
 {
     public int GeneratedTokens => Tokens.Count;
     public double PrefillTokensPerSecond => PromptTokens / Math.Max(Prefill.TotalSeconds, 1e-9);
@@ -32,10 +34,12 @@ public sealed record GenerationResult(string Text, int PromptTokens, IReadOnlyLi
 /// </summary>
 public sealed class Generator(Session session, ITokenizer tokenizer)
 {
-    public GenerationResult Generate(ReadOnlySpan<int> prompt, GenerationOptions options, Action<string>? onText = null, CancellationToken cancellation = default)
+    public GenerationResult Generate(ReadOnlySpan<int> prompt, GenerationOptions options, Action<string>? onText = null,
+        CancellationToken cancellation = default)
     {
         if (prompt.IsEmpty) throw new ArgumentException("the prompt is empty", nameof(prompt));
-        if (options.MaxTokens < 0) throw new ArgumentOutOfRangeException(nameof(options), $"max tokens {options.MaxTokens} must be ≥ 0");
+        if (options.MaxTokens < 0) throw new ArgumentOutOfRangeException(nameof(options),
+            $"max tokens {options.MaxTokens} must be ≥ 0");
         if (session.Position + prompt.Length > session.ContextLength)
             throw new ContextLengthExceededException($"the prompt has {prompt.Length} tokens; with {session.Position} already in context that exceeds the context length {session.ContextLength}");
         var sampler = new Sampler(session.Config.VocabSize, options.Sampler);
@@ -59,14 +63,18 @@ public sealed class Generator(Session session, ITokenizer tokenizer)
             history.Add(next);
             if (text.Add(decoder.Push(next))) { reason = StopReason.StopString; break; }
             if (session.Position >= session.ContextLength) { reason = StopReason.ContextFull; break; }
-            logits = session.Forward([next]); // the cache holds every emitted token, so a chat can continue this session
+            // the cache holds every emitted token, so a chat can continue this session
+            logits = session.Forward([next]);
         }
         if (reason != StopReason.StopString) text.Finish(decoder.Flush());
-        return new GenerationResult(text.Text, prompt.Length, history.GetRange(prompt.Length, generated), prefill, clock.Elapsed, reason);
+        return new GenerationResult(text.Text, prompt.Length, history.GetRange(prompt.Length, generated), prefill,
+            clock.Elapsed, reason);
     }
 
-    /// <summary>The same loop as an async stream of text pieces; runs on the thread pool and honours cancellation.</summary>
-    public async IAsyncEnumerable<string> GenerateAsync(int[] prompt, GenerationOptions options, [EnumeratorCancellation] CancellationToken cancellation = default)
+    /// <summary>The same loop as an async stream of text pieces; runs on the thread pool and honours
+    /// cancellation.</summary>
+    public async IAsyncEnumerable<string> GenerateAsync(int[] prompt, GenerationOptions options,
+        [EnumeratorCancellation] CancellationToken cancellation = default)
     {
         var channel = System.Threading.Channels.Channel.CreateUnbounded<string>();
         var run = Task.Run(() =>
@@ -78,7 +86,8 @@ public sealed class Generator(Session session, ITokenizer tokenizer)
         await run;
     }
 
-    /// <summary>Holds back text that could still grow into a stop string; cuts the output at the first stop string.</summary>
+    /// <summary>Holds back text that could still grow into a stop string; cuts the output at the first stop
+    /// string.</summary>
     private sealed class StopStringFilter(IReadOnlyList<string> stops, Action<string>? emit)
     {
         private readonly System.Text.StringBuilder _all = new();
@@ -98,7 +107,8 @@ public sealed class Generator(Session session, ITokenizer tokenizer)
             string all = _all.ToString();
             foreach (var stop in stops)
             {
-                int at = stop.Length == 0 ? -1 : all.IndexOf(stop, Math.Max(0, _emitted - stop.Length + 1), StringComparison.Ordinal);
+                int at = stop.Length == 0 ? -1
+                    : all.IndexOf(stop, Math.Max(0, _emitted - stop.Length + 1), StringComparison.Ordinal);
                 if (at >= 0)
                 {
                     EmitUpTo(Math.Max(at, _emitted));

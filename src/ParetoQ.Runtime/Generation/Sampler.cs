@@ -1,6 +1,7 @@
 namespace ParetoQ.Runtime.Generation;
 
-/// <summary>Sampling settings. Temperature 0 means greedy; 0 for TopK and 1 for TopP and 0 for MinP switch those filters off.</summary>
+/// <summary>Sampling settings. Temperature 0 means greedy; 0 for TopK and 1 for TopP and 0 for MinP switch those
+/// filters off.</summary>
 public sealed record SamplerOptions
 {
     public float Temperature { get; init; } = 0.8f;
@@ -17,18 +18,21 @@ public sealed record SamplerOptions
     /// <summary>Throws <see cref="ArgumentException"/> naming the first setting out of range.</summary>
     public void Validate()
     {
-        if (!float.IsFinite(Temperature) || Temperature < 0) throw new ArgumentException($"temperature {Temperature} must be ≥ 0");
+        if (!float.IsFinite(Temperature)
+            || Temperature < 0) throw new ArgumentException($"temperature {Temperature} must be ≥ 0");
         if (TopK < 0) throw new ArgumentException($"top-k {TopK} must be ≥ 0");
         if (!(TopP > 0 && TopP <= 1)) throw new ArgumentException($"top-p {TopP} must be in (0, 1]");
         if (!(MinP >= 0 && MinP <= 1)) throw new ArgumentException($"min-p {MinP} must be in [0, 1]");
-        if (!float.IsFinite(RepeatPenalty) || RepeatPenalty <= 0) throw new ArgumentException($"repeat penalty {RepeatPenalty} must be > 0");
+        if (!float.IsFinite(RepeatPenalty)
+            || RepeatPenalty <= 0) throw new ArgumentException($"repeat penalty {RepeatPenalty} must be > 0");
         if (RepeatWindow < 0) throw new ArgumentException($"repeat window {RepeatWindow} must be ≥ 0");
     }
 }
 
 /// <summary>
 /// Picks the next token from logits: repetition penalty, then greedy or top-k → temperature → softmax → top-p → min-p →
-/// a draw from a seeded PCG32 stream (the same seed gives the same tokens on every platform). Allocates only in the constructor.
+/// a draw from a seeded PCG32 stream (the same seed gives the same tokens on every platform). Allocates only in the
+/// constructor.
 /// </summary>
 public sealed class Sampler
 {

@@ -22,7 +22,8 @@ public static class TokenScoring
     /// </summary>
     public static double LogLikelihood(Session session, ReadOnlySpan<int> tokens, int from, float[] logits)
     {
-        if (from < 1 || from > tokens.Length) throw new ArgumentOutOfRangeException(nameof(from), from, $"scored tokens must start within 1..{tokens.Length}");
+        if (from < 1 || from > tokens.Length) throw new ArgumentOutOfRangeException(nameof(from), from,
+            $"scored tokens must start within 1..{tokens.Length}");
         int vocab = session.Config.VocabSize;
         double sum = 0;
         session.Reset();
@@ -31,7 +32,8 @@ public static class TokenScoring
             int n = Math.Min(session.MaxBatch, tokens.Length - 1 - start); // the last token predicts nothing we score
             session.Forward(tokens.Slice(start, n), logits);
             for (int i = 0; i < n; i++)
-                if (start + i + 1 >= from) sum -= NegativeLogLikelihood(logits.AsSpan(i * vocab, vocab), tokens[start + i + 1]);
+                if (start + i + 1 >= from) sum -= NegativeLogLikelihood(logits.AsSpan(i * vocab, vocab),
+                    tokens[start + i + 1]);
         }
         return sum;
     }

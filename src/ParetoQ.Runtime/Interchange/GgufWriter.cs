@@ -41,7 +41,8 @@ public sealed class GgufWriter
     public const int Alignment = 32; // GGUF's default; written explicitly as general.alignment too
     private static ReadOnlySpan<byte> Magic => "GGUF"u8;
 
-    private enum ValueType : uint { UInt8 = 0, Int8, UInt16, Int16, UInt32, Int32, Float32, Bool, String, Array, UInt64, Int64, Float64 }
+    private enum ValueType
+        : uint { UInt8 = 0, Int8, UInt16, Int16, UInt32, Int32, Float32, Bool, String, Array, UInt64, Int64, Float64 }
 
     private readonly List<(string Key, Action<BinaryWriter> Write)> _values = [];
     private readonly List<(string Name, GgmlType Type, long[] Dims, long Bytes, Func<byte[]> Data)> _tensors = [];
@@ -49,26 +50,37 @@ public sealed class GgufWriter
 
     public GgufWriter() => Add("general.alignment", (uint)Alignment);
 
-    public void Add(string key, string value) => AddValue(key, w => { w.Write((uint)ValueType.String); WriteString(w, value); });
+    public void Add(string key, string value)
+        => AddValue(key, w => { w.Write((uint)ValueType.String); WriteString(w, value); });
     public void Add(string key, uint value) => AddValue(key, w => { w.Write((uint)ValueType.UInt32); w.Write(value); });
-    public void Add(string key, float value) => AddValue(key, w => { w.Write((uint)ValueType.Float32); w.Write(value); });
-    public void Add(string key, bool value) => AddValue(key, w => { w.Write((uint)ValueType.Bool); w.Write((byte)(value ? 1 : 0)); });
+    public void Add(string key, float value)
+        => AddValue(key, w => { w.Write((uint)ValueType.Float32); w.Write(value); });
+    public void Add(string key, bool value)
+        => AddValue(key, w => { w.Write((uint)ValueType.Bool); w.Write((byte)(value ? 1 : 0)); });
 
-    public void Add(string key, IReadOnlyList<string> values) => AddArray(key, ValueType.String, values.Count, w => { foreach (var v in values) WriteString(w, v); });
-    public void Add(string key, IReadOnlyList<float> values) => AddArray(key, ValueType.Float32, values.Count, w => { foreach (var v in values) w.Write(v); });
-    public void Add(string key, IReadOnlyList<int> values) => AddArray(key, ValueType.Int32, values.Count, w => { foreach (var v in values) w.Write(v); });
+    public void Add(string key, IReadOnlyList<string> values)
+        => AddArray(key, ValueType.String, values.Count, w => { foreach (var v in values) WriteString(w, v); });
+    public void Add(string key, IReadOnlyList<float> values)
+        => AddArray(key, ValueType.Float32, values.Count, w => { foreach (var v in values) w.Write(v); });
+    public void Add(string key, IReadOnlyList<int> values)
+        => AddArray(key, ValueType.Int32, values.Count, w => { foreach (var v in values) w.Write(v); });
 
-    /// <summary>Adds a tensor; <paramref name="dims"/> are ggml's ne, fastest-varying first ([cols, rows] for a matrix).
-    /// <paramref name="data"/> is called once, while the file is written, and must return exactly the tensor's bytes.</summary>
+    /// <summary>Adds a tensor; <paramref name="dims"/> are ggml's ne, fastest-varying first ([cols, rows] for a
+    /// matrix).
+    /// <paramref name="data"/> is called once, while the file is written, and must return exactly the tensor's
+    /// bytes.</summary>
     public void AddTensor(string name, GgmlType type, long[] dims, Func<byte[]> data)
     {
-        if (dims.Length is < 1 or > 4 || dims.Any(d => d < 1)) throw new ArgumentException($"tensor {name}: invalid shape [{string.Join(", ", dims)}]");
+        if (dims.Length is < 1 or > 4
+            || dims.Any(d
+            => d < 1)) throw new ArgumentException($"tensor {name}: invalid shape [{string.Join(", ", dims)}]");
         if (_tensors.Any(t => t.Name == name)) throw new ArgumentException($"tensor {name} is added twice");
         long bytes = GgmlTypes.RowBytes(type, dims[0]) * dims.Skip(1).Aggregate(1L, (a, b) => a * b);
         _tensors.Add((name, type, dims, bytes, data));
     }
 
-    /// <summary>Writes the file through <see cref="AtomicFile"/>; <paramref name="progress"/> gets (tensors written, total, name).</summary>
+    /// <summary>Writes the file through <see cref="AtomicFile"/>; <paramref name="progress"/> gets (tensors written,
+    /// total, name).</summary>
     public void Write(string path, bool overwrite, Action<int, int, string>? progress = null)
     {
         AtomicFile.Write(path, overwrite, fs =>
@@ -115,7 +127,8 @@ public sealed class GgufWriter
     }
 
     private void AddArray(string key, ValueType elementType, int count, Action<BinaryWriter> writeElements) =>
-        AddValue(key, w => { w.Write((uint)ValueType.Array); w.Write((uint)elementType); w.Write((ulong)count); writeElements(w); });
+        AddValue(key, w
+            => { w.Write((uint)ValueType.Array); w.Write((uint)elementType); w.Write((ulong)count); writeElements(w); });
 
     private static void WriteString(BinaryWriter w, string s)
     {

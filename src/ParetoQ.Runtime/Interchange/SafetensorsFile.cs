@@ -2,7 +2,6 @@ using Microsoft.Win32.SafeHandles;
 using System.Buffers.Binary;
 using System.Text.Json;
 using ParetoQ.Runtime.Format;
-using ParetoQ.Runtime.Quantization;
 
 namespace ParetoQ.Runtime.Interchange;
 
@@ -14,7 +13,8 @@ namespace ParetoQ.Runtime.Interchange;
 /// </summary>
 public sealed class SafetensorsFile : ICheckpointFile
 {
-    /// <summary>The format's own limit on the header, which also bounds what a hostile file can make us allocate.</summary>
+    /// <summary>The format's own limit on the header, which also bounds what a hostile file can make us
+    /// allocate.</summary>
     public const long MaxHeaderBytes = 100_000_000;
     private const int MaxNameLength = 1024;
     private const int MaxRank = 8;
@@ -29,7 +29,8 @@ public sealed class SafetensorsFile : ICheckpointFile
     /// <summary>The optional <c>__metadata__</c> map (string to string).</summary>
     public IReadOnlyDictionary<string, string> Metadata { get; }
 
-    private SafetensorsFile(string path, SafeFileHandle handle, long length, List<SourceTensor> tensors, Dictionary<string, string> metadata)
+    private SafetensorsFile(string path, SafeFileHandle handle, long length, List<SourceTensor> tensors,
+        Dictionary<string, string> metadata)
     {
         Path = path;
         _handle = handle;
@@ -49,11 +50,14 @@ public sealed class SafetensorsFile : ICheckpointFile
     public bool TryGet(string name, out SourceTensor tensor) => _byName.TryGetValue(name, out tensor!);
 
     public SourceTensor this[string name] =>
-        _byName.TryGetValue(name, out var t) ? t : throw new CheckpointException(Path, name, "no such tensor in the file");
+        _byName.TryGetValue(name, out var t) ? t
+            : throw new CheckpointException(Path, name, "no such tensor in the file");
 
-    public void Read(SourceTensor tensor, long start, Span<float> destination) => SourceTensorReader.Read(_handle, Path, tensor, start, destination);
+    public void Read(SourceTensor tensor, long start, Span<float> destination)
+        => SourceTensorReader.Read(_handle, Path, tensor, start, destination);
 
-    private static (List<SourceTensor>, Dictionary<string, string>) ReadHeader(string path, SafeFileHandle handle, long fileLength)
+    private static (List<SourceTensor>, Dictionary<string, string>) ReadHeader(string path, SafeFileHandle handle,
+        long fileLength)
     {
         CheckpointException Error(string problem, string? tensor = null) => new(path, tensor, problem);
         if (fileLength < 8) throw Error($"file is {fileLength} bytes, shorter than the 8-byte header length (truncated or not safetensors)");
@@ -85,11 +89,13 @@ public sealed class SafetensorsFile : ICheckpointFile
                     foreach (var m in entry.Value.EnumerateObject())
                     {
                         if (m.Value.ValueKind != JsonValueKind.String) throw Error($"__metadata__ value '{m.Name}' must be a string, not {m.Value.ValueKind.ToString().ToLowerInvariant()}");
-                        if (!metadata.TryAdd(m.Name, m.Value.GetString()!)) throw Error($"__metadata__ key '{m.Name}' appears twice");
+                        if (!metadata.TryAdd(m.Name,
+                            m.Value.GetString()!)) throw Error($"__metadata__ key '{m.Name}' appears twice");
                     }
                     continue;
                 }
-                if (name.Length == 0 || name.Length > MaxNameLength) throw Error($"a tensor name is {name.Length} characters (1..{MaxNameLength} allowed)");
+                if (name.Length == 0
+                    || name.Length > MaxNameLength) throw Error($"a tensor name is {name.Length} characters (1..{MaxNameLength} allowed)");
                 tensors.Add(ParseTensor(path, name, entry.Value, dataStart, dataLength));
             }
             tensors.Sort((a, b) => a.Offset != b.Offset ? a.Offset.CompareTo(b.Offset) : a.Length.CompareTo(b.Length));
@@ -105,7 +111,8 @@ public sealed class SafetensorsFile : ICheckpointFile
         }
     }
 
-    private static SourceTensor ParseTensor(string path, string name, JsonElement value, long dataStart, long dataLength)
+    private static SourceTensor ParseTensor(string path, string name, JsonElement value, long dataStart,
+        long dataLength)
     {
         CheckpointException Error(string problem) => new(path, name, problem);
         if (value.ValueKind != JsonValueKind.Object) throw Error("the header entry must be an object");
@@ -121,21 +128,26 @@ public sealed class SafetensorsFile : ICheckpointFile
                     dtypeText = field.Value.GetString()!;
                     break;
                 case "shape" when shape is null:
-                    if (field.Value.ValueKind != JsonValueKind.Array || field.Value.GetArrayLength() > MaxRank) throw Error($"shape must be an array of at most {MaxRank} dimensions");
+                    if (field.Value.ValueKind != JsonValueKind.Array
+                        || field.Value.GetArrayLength() > MaxRank) throw Error($"shape must be an array of at most {MaxRank} dimensions");
                     shape = field.Value.EnumerateArray().Select(d =>
-                        d.ValueKind == JsonValueKind.Number && d.TryGetInt64(out long v) && v >= 0 ? v : throw Error($"shape holds {d.GetRawText()}, not a non-negative integer")).ToArray();
+                        d.ValueKind == JsonValueKind.Number && d.TryGetInt64(out long v) && v >= 0 ? v
+                            : throw Error($"shape holds {d.GetRawText()}, not a non-negative integer")).ToArray();
                     break;
                 case "data_offsets" when begin < 0:
-                    if (field.Value.ValueKind != JsonValueKind.Array || field.Value.GetArrayLength() != 2) throw Error("data_offsets must be [begin, end]");
+                    if (field.Value.ValueKind != JsonValueKind.Array
+                        || field.Value.GetArrayLength() != 2) throw Error("data_offsets must be [begin, end]");
                     var o = field.Value.EnumerateArray().Select(d =>
-                        d.ValueKind == JsonValueKind.Number && d.TryGetInt64(out long v) && v >= 0 ? v : throw Error($"data_offsets holds {d.GetRawText()}, not a non-negative integer")).ToArray();
+                        d.ValueKind == JsonValueKind.Number && d.TryGetInt64(out long v) && v >= 0 ? v
+                            : throw Error($"data_offsets holds {d.GetRawText()}, not a non-negative integer")).ToArray();
                     (begin, end) = (o[0], o[1]);
                     break;
                 default:
                     throw Error($"unexpected or repeated field '{field.Name}' (a tensor has dtype, shape and data_offsets)");
             }
         }
-        if (dtypeText is null || shape is null || begin < 0) throw Error("dtype, shape and data_offsets are all required");
+        if (dtypeText is null || shape is null
+            || begin < 0) throw Error("dtype, shape and data_offsets are all required");
         var dtype = dtypeText switch
         {
             "F32" => SourceDType.F32,
@@ -147,7 +159,8 @@ public sealed class SafetensorsFile : ICheckpointFile
         if (end > dataLength) throw Error($"data_offsets end {end} is past the {dataLength} bytes of data (truncated)");
         long elements = 1;
         foreach (long d in shape)
-            if (d != 0 && elements > long.MaxValue / d / 4) throw Error($"shape [{string.Join(", ", shape)}] is too large");
+            if (d != 0
+                && elements > long.MaxValue / d / 4) throw Error($"shape [{string.Join(", ", shape)}] is too large");
             else elements *= d;
         long bytes = elements * SourceTensor.BytesPerElement(dtype);
         if (bytes != end - begin) throw Error($"shape [{string.Join(", ", shape)}] of {dtypeText} needs {bytes} bytes, but data_offsets span {end - begin}");

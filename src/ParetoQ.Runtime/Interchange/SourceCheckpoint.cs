@@ -6,7 +6,8 @@ using ParetoQ.Runtime.Quantization;
 
 namespace ParetoQ.Runtime.Interchange;
 
-/// <summary>A source checkpoint (safetensors, pytorch .bin, index JSON) is malformed or unsupported. The message names the file, the tensor where one is involved, and the problem.</summary>
+/// <summary>A source checkpoint (safetensors, pytorch .bin, index JSON) is malformed or unsupported. The message names
+/// the file, the tensor where one is involved, and the problem.</summary>
 public sealed class CheckpointException : Exception
 {
     public string FilePath { get; }
@@ -23,7 +24,8 @@ public sealed class CheckpointException : Exception
 /// <summary>Element types of source checkpoints: the float types Hugging Face checkpoints are stored in.</summary>
 public enum SourceDType { F32, F16, BF16 }
 
-/// <summary>One tensor of a source checkpoint: its place in <see cref="File"/>, absolute byte offset and length.</summary>
+/// <summary>One tensor of a source checkpoint: its place in <see cref="File"/>, absolute byte offset and
+/// length.</summary>
 public sealed record SourceTensor(string Name, SourceDType DType, long[] Shape, string File, long Offset, long Length)
 {
     public long Elements => Shape.Aggregate(1L, (a, b) => a * b);
@@ -45,7 +47,8 @@ public static class TensorReaderExtensions
     /// <summary>The whole tensor as fp32.</summary>
     public static float[] ReadAll(this ITensorReader reader, SourceTensor tensor)
     {
-        if (tensor.Elements > Array.MaxLength) throw new CheckpointException(tensor.File, tensor.Name, $"{tensor.Elements} elements do not fit one array; read it in parts");
+        if (tensor.Elements > Array.MaxLength) throw new CheckpointException(tensor.File, tensor.Name,
+            $"{tensor.Elements} elements do not fit one array; read it in parts");
         var values = new float[tensor.Elements];
         reader.Read(tensor, 0, values);
         return values;
@@ -69,12 +72,14 @@ public interface ISourceCheckpoint : ITensorReader, IDisposable
     bool TryGet(string name, out SourceTensor tensor);
 }
 
-/// <summary>Opens the weights of a checkpoint directory: safetensors when present, else PyTorch <c>pytorch_model.bin</c>.</summary>
+/// <summary>Opens the weights of a checkpoint directory: safetensors when present, else PyTorch
+/// <c>pytorch_model.bin</c>.</summary>
 public static class SourceCheckpoint
 {
     public static ISourceCheckpoint Open(string directory)
     {
-        if (!System.IO.Directory.Exists(directory)) throw new CheckpointException(directory, null, "is not a directory");
+        if (!System.IO.Directory.Exists(directory)) throw new CheckpointException(directory, null,
+            "is not a directory");
         if (SafetensorsCheckpoint.IsPresent(directory)) return SafetensorsCheckpoint.Open(directory);
         if (TorchCheckpoint.IsPresent(directory)) return TorchCheckpoint.Open(directory);
         throw new CheckpointException(directory, null,
@@ -82,10 +87,12 @@ public static class SourceCheckpoint
     }
 }
 
-/// <summary>Positional reads of a source tensor's elements, converted to fp32; never past the tensor or the file.</summary>
+/// <summary>Positional reads of a source tensor's elements, converted to fp32; never past the tensor or the
+/// file.</summary>
 internal static class SourceTensorReader
 {
-    /// <summary>Opens a weight file for positional reads and builds its reader; the handle is closed if building fails.</summary>
+    /// <summary>Opens a weight file for positional reads and builds its reader; the handle is closed if building
+    /// fails.</summary>
     public static T OpenFile<T>(string path, Func<SafeFileHandle, T> build)
     {
         SafeFileHandle handle;
@@ -93,7 +100,8 @@ internal static class SourceTensorReader
         {
             handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read);
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException or NotSupportedException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException
+            or NotSupportedException)
         {
             throw new CheckpointException(path, null, $"cannot open: {e.Message}", e);
         }
@@ -108,11 +116,13 @@ internal static class SourceTensorReader
         }
     }
 
-    public static void Read(SafeFileHandle handle, string path, SourceTensor tensor, long start, Span<float> destination)
+    public static void Read(SafeFileHandle handle, string path, SourceTensor tensor, long start,
+        Span<float> destination)
     {
         if (tensor.File != path) throw new ArgumentException($"tensor '{tensor.Name}' belongs to {tensor.File}, not {path}", nameof(tensor));
         if (start < 0 || start + destination.Length > tensor.Elements)
-            throw new ArgumentOutOfRangeException(nameof(start), $"elements [{start}, {start + destination.Length}) are outside tensor '{tensor.Name}' of {tensor.Elements}");
+            throw new ArgumentOutOfRangeException(nameof(start),
+                $"elements [{start}, {start + destination.Length}) are outside tensor '{tensor.Name}' of {tensor.Elements}");
         const int ChunkElements = 1 << 16;
         int size = tensor.ElementBytes;
         var buffer = new byte[Math.Min(destination.Length, ChunkElements) * size];
@@ -125,7 +135,8 @@ internal static class SourceTensorReader
             while (read < bytes.Length)
             {
                 int r = RandomAccess.Read(handle, bytes[read..], offset + read);
-                if (r == 0) throw new CheckpointException(path, tensor.Name, $"the file ended at byte {offset + read} while reading the tensor (it was truncated after opening)");
+                if (r == 0) throw new CheckpointException(path, tensor.Name,
+                    $"the file ended at byte {offset + read} while reading the tensor (it was truncated after opening)");
                 read += r;
             }
             var dst = destination.Slice(done, n);
@@ -156,7 +167,8 @@ public sealed class ShardedCheckpoint : ISourceCheckpoint
     private const long MaxIndexBytes = 64 << 20;
 
     private readonly List<ICheckpointFile> _files;
-    private readonly Dictionary<string, (SourceTensor Tensor, ICheckpointFile File)> _tensors = new(StringComparer.Ordinal);
+    private readonly Dictionary<string,
+        (SourceTensor Tensor, ICheckpointFile File)> _tensors = new(StringComparer.Ordinal);
 
     public string Directory { get; }
     public IReadOnlyList<string> Files => _files.Select(f => f.Path).ToList();
@@ -168,14 +180,18 @@ public sealed class ShardedCheckpoint : ISourceCheckpoint
         _files = files;
         foreach (var f in files)
             foreach (var t in f.Tensors)
-                if (!_tensors.TryAdd(t.Name, (t, f))) throw new CheckpointException(f.Path, t.Name, $"also in {_tensors[t.Name].File.Path}");
+                if (!_tensors.TryAdd(t.Name, (t, f))) throw new CheckpointException(f.Path, t.Name,
+                    $"also in {_tensors[t.Name].File.Path}");
         Tensors = files.SelectMany(f => f.Tensors).ToList();
     }
 
-    /// <summary>Opens <paramref name="indexFile"/>'s shards when the index exists, else <paramref name="singleFile"/>.</summary>
-    public static ShardedCheckpoint Open(string directory, string singleFile, string indexFile, Func<string, ICheckpointFile> openFile)
+    /// <summary>Opens <paramref name="indexFile"/>'s shards when the index exists, else
+    /// <paramref name="singleFile"/>.</summary>
+    public static ShardedCheckpoint Open(string directory, string singleFile, string indexFile, Func<string,
+        ICheckpointFile> openFile)
     {
-        string single = System.IO.Path.Combine(directory, singleFile), index = System.IO.Path.Combine(directory, indexFile);
+        string single = System.IO.Path.Combine(directory, singleFile),
+            index = System.IO.Path.Combine(directory, indexFile);
         var files = new List<ICheckpointFile>();
         try
         {
@@ -187,11 +203,14 @@ public sealed class ShardedCheckpoint : ISourceCheckpoint
                 var checkpoint = new ShardedCheckpoint(directory, files);
                 foreach (var (name, shard) in map)
                 {
-                    if (!checkpoint._tensors.TryGetValue(name, out var found)) throw new CheckpointException(index, name, $"mapped to {shard}, which does not hold it");
-                    if (System.IO.Path.GetFileName(found.File.Path) != shard) throw new CheckpointException(index, name, $"mapped to {shard}, but it is in {System.IO.Path.GetFileName(found.File.Path)}");
+                    if (!checkpoint._tensors.TryGetValue(name, out var found)) throw new CheckpointException(index,
+                        name, $"mapped to {shard}, which does not hold it");
+                    if (System.IO.Path.GetFileName(found.File.Path) != shard) throw new CheckpointException(index, name,
+                        $"mapped to {shard}, but it is in {System.IO.Path.GetFileName(found.File.Path)}");
                 }
                 foreach (var t in checkpoint.Tensors)
-                    if (!map.ContainsKey(t.Name)) throw new CheckpointException(index, t.Name, $"is in {System.IO.Path.GetFileName(t.File)} but not in the index's weight_map");
+                    if (!map.ContainsKey(t.Name)) throw new CheckpointException(index, t.Name,
+                        $"is in {System.IO.Path.GetFileName(t.File)} but not in the index's weight_map");
                 return checkpoint;
             }
             if (File.Exists(single))
@@ -233,7 +252,8 @@ public sealed class ShardedCheckpoint : ISourceCheckpoint
             {
                 if (p.Value.ValueKind != JsonValueKind.String) throw Error($"weight_map.{p.Name} must be a file name string");
                 string shard = p.Value.GetString()!;
-                if (shard.Length == 0 || shard != System.IO.Path.GetFileName(shard) || shard is "." or ".." || shard.Contains('\\'))
+                if (shard.Length == 0 || shard != System.IO.Path.GetFileName(shard) || shard is "." or ".."
+                    || shard.Contains('\\'))
                     throw Error($"weight_map.{p.Name} names '{shard}', which is not a plain file name in the checkpoint directory");
                 if (!map.TryAdd(p.Name, shard)) throw Error($"weight_map.{p.Name} appears twice");
             }
@@ -250,9 +270,11 @@ public sealed class ShardedCheckpoint : ISourceCheckpoint
     }
 
     public SourceTensor this[string name] =>
-        TryGet(name, out var t) ? t : throw new CheckpointException(Directory, name, "no such tensor in the checkpoint");
+        TryGet(name, out var t) ? t
+            : throw new CheckpointException(Directory, name, "no such tensor in the checkpoint");
 
-    public void Read(SourceTensor tensor, long start, Span<float> destination) => FileOf(tensor).Read(tensor, start, destination);
+    public void Read(SourceTensor tensor, long start, Span<float> destination)
+        => FileOf(tensor).Read(tensor, start, destination);
 
     private ICheckpointFile FileOf(SourceTensor tensor) =>
         _tensors.TryGetValue(tensor.Name, out var e) && ReferenceEquals(e.Tensor, tensor) ? e.File
@@ -273,7 +295,8 @@ public static class SafetensorsCheckpoint
     public static bool IsPresent(string directory) =>
         File.Exists(Path.Combine(directory, SingleFile)) || File.Exists(Path.Combine(directory, IndexFile));
 
-    public static ShardedCheckpoint Open(string directory) => ShardedCheckpoint.Open(directory, SingleFile, IndexFile, SafetensorsFile.Open);
+    public static ShardedCheckpoint Open(string directory)
+        => ShardedCheckpoint.Open(directory, SingleFile, IndexFile, SafetensorsFile.Open);
 }
 
 /// <summary>The PyTorch weights of a checkpoint directory: <c>pytorch_model.bin</c> or its sharded index.</summary>
@@ -285,5 +308,6 @@ public static class TorchCheckpoint
     public static bool IsPresent(string directory) =>
         File.Exists(Path.Combine(directory, SingleFile)) || File.Exists(Path.Combine(directory, IndexFile));
 
-    public static ShardedCheckpoint Open(string directory) => ShardedCheckpoint.Open(directory, SingleFile, IndexFile, TorchFile.Open);
+    public static ShardedCheckpoint Open(string directory)
+        => ShardedCheckpoint.Open(directory, SingleFile, IndexFile, TorchFile.Open);
 }

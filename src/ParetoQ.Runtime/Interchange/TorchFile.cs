@@ -1,6 +1,5 @@
 using Microsoft.Win32.SafeHandles;
 using System.Text;
-using ParetoQ.Runtime.Format;
 
 namespace ParetoQ.Runtime.Interchange;
 
@@ -26,19 +25,23 @@ public sealed class TorchFile : ICheckpointFile
     public static TorchFile Open(string path) =>
         SourceTensorReader.OpenFile(path, handle => new TorchFile(path, handle, ReadTensors(path, handle)));
 
-    public void Read(SourceTensor tensor, long start, Span<float> destination) => SourceTensorReader.Read(_handle, Path, tensor, start, destination);
+    public void Read(SourceTensor tensor, long start, Span<float> destination)
+        => SourceTensorReader.Read(_handle, Path, tensor, start, destination);
 
     private static List<SourceTensor> ReadTensors(string path, SafeFileHandle handle)
     {
         CheckpointException Error(string problem, string? tensor = null) => new(path, tensor, problem);
         long length = RandomAccess.GetLength(handle);
         Span<byte> magic = stackalloc byte[4];
-        if (length < 4 || RandomAccess.Read(handle, magic, 0) != 4) throw Error($"file is {length} bytes, too short for a PyTorch checkpoint");
+        if (length < 4
+            || RandomAccess.Read(handle, magic,
+            0) != 4) throw Error($"file is {length} bytes, too short for a PyTorch checkpoint");
         if (magic[0] == 0x80) throw Error("this is the legacy (before PyTorch 1.6) torch.save format, which is not supported; re-save it with a current PyTorch or as safetensors");
         if (!magic.SequenceEqual("PK\x03\x04"u8)) throw Error("not a PyTorch zip checkpoint (no zip signature)");
 
         var entries = ZipDirectory.Read(handle, path, length);
-        var pickles = entries.Where(e => e.Name == "data.pkl" || e.Name.EndsWith("/data.pkl", StringComparison.Ordinal)).ToList();
+        var pickles = entries.Where(e => e.Name == "data.pkl"
+            || e.Name.EndsWith("/data.pkl", StringComparison.Ordinal)).ToList();
         if (pickles.Count != 1) throw Error($"expected one data.pkl member, found {pickles.Count}");
         string prefix = pickles[0].Name[..^"data.pkl".Length];
         var members = entries.ToDictionary(e => e.Name, StringComparer.Ordinal);
@@ -58,7 +61,8 @@ public sealed class TorchFile : ICheckpointFile
         var tensors = new List<SourceTensor>();
         foreach (var (name, t) in TorchPickle.ReadStateDict(pickle, path))
         {
-            if (!members.TryGetValue($"{prefix}data/{t.Storage.Key}", out var member)) throw Error($"its storage data/{t.Storage.Key} is not in the archive", name);
+            if (!members.TryGetValue($"{prefix}data/{t.Storage.Key}",
+                out var member)) throw Error($"its storage data/{t.Storage.Key} is not in the archive", name);
             int size = SourceTensor.BytesPerElement(t.Storage.DType);
             if (member.Length != t.Storage.Elements * size)
                 throw Error($"storage data/{t.Storage.Key} holds {member.Length} bytes, not the {t.Storage.Elements} × {size} the pickle declares", name);
@@ -66,14 +70,19 @@ public sealed class TorchFile : ICheckpointFile
             for (int d = t.Shape.Length - 1; d >= 0; d--)
             {
                 long dim = t.Shape[d];
-                if (dim < 0 || (dim > 0 && elements > long.MaxValue / 8 / dim)) throw Error($"size [{string.Join(", ", t.Shape)}] is invalid", name);
-                if (dim > 1 && t.Stride[d] != expectedStride) throw Error($"stride [{string.Join(", ", t.Stride)}] is not contiguous row-major; save it with .contiguous()", name);
+                if (dim < 0
+                    || (dim > 0
+                    && elements > long.MaxValue / 8 / dim)) throw Error($"size [{string.Join(", ", t.Shape)}] is invalid", name);
+                if (dim > 1
+                    && t.Stride[d] != expectedStride) throw Error($"stride [{string.Join(", ", t.Stride)}] is not contiguous row-major; save it with .contiguous()", name);
                 expectedStride *= dim;
                 elements *= dim;
             }
-            if (t.StorageOffset < 0 || t.StorageOffset > t.Storage.Elements || elements > t.Storage.Elements - t.StorageOffset)
+            if (t.StorageOffset < 0 || t.StorageOffset > t.Storage.Elements
+                || elements > t.Storage.Elements - t.StorageOffset)
                 throw Error($"elements [{t.StorageOffset}, {t.StorageOffset + elements}) lie outside its storage of {t.Storage.Elements}", name);
-            tensors.Add(new SourceTensor(name, t.Storage.DType, t.Shape, path, member.DataOffset + t.StorageOffset * size, elements * size));
+            tensors.Add(new SourceTensor(name, t.Storage.DType, t.Shape, path,
+                member.DataOffset + t.StorageOffset * size, elements * size));
         }
         return tensors;
     }

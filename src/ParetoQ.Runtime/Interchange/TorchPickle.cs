@@ -1,10 +1,10 @@
 using System.Buffers.Binary;
 using System.Text;
-using ParetoQ.Runtime.Format;
 
 namespace ParetoQ.Runtime.Interchange;
 
-/// <summary>A storage a PyTorch checkpoint refers to: zip member <c>data/{Key}</c> holding <see cref="Elements"/> values.</summary>
+/// <summary>A storage a PyTorch checkpoint refers to: zip member <c>data/{Key}</c> holding <see cref="Elements"/>
+/// values.</summary>
 internal sealed record TorchStorage(SourceDType DType, string Key, long Elements);
 
 /// <summary>A tensor rebuilt from a pickle: a strided view of a storage.</summary>
@@ -52,15 +52,19 @@ internal sealed class TorchPickle
     /// <summary>Reads a pickled state dict: parameter name → tensor, in the pickle's order.</summary>
     public static List<(string Name, TorchTensor Tensor)> ReadStateDict(byte[] pickle, string path)
     {
-        if (pickle.Length > MaxPickleBytes) throw new CheckpointException(path, null, $"data.pkl is {pickle.Length} bytes, more than the {MaxPickleBytes} a state dict needs");
+        if (pickle.Length > MaxPickleBytes) throw new CheckpointException(path, null,
+            $"data.pkl is {pickle.Length} bytes, more than the {MaxPickleBytes} a state dict needs");
         object? root = new TorchPickle(pickle, path).Run();
-        if (root is not PickleDict dict) throw new CheckpointException(path, null, $"the pickle holds {Describe(root)}, not a state dict (a mapping of names to tensors)");
+        if (root is not PickleDict dict) throw new CheckpointException(path, null,
+            $"the pickle holds {Describe(root)}, not a state dict (a mapping of names to tensors)");
         var result = new List<(string, TorchTensor)>(dict.Count);
         var names = new HashSet<string>(StringComparer.Ordinal);
         foreach (var (key, value) in dict)
         {
-            if (key is not string name) throw new CheckpointException(path, null, $"a state dict key is {Describe(key)}, not a string");
-            if (value is not TorchTensor tensor) throw new CheckpointException(path, name, $"the state dict maps it to {Describe(value)}, not a tensor (nested checkpoints are not supported)");
+            if (key is not string name) throw new CheckpointException(path, null,
+                $"a state dict key is {Describe(key)}, not a string");
+            if (value is not TorchTensor tensor) throw new CheckpointException(path, name,
+                $"the state dict maps it to {Describe(value)}, not a tensor (nested checkpoints are not supported)");
             if (!names.Add(name)) throw new CheckpointException(path, name, "appears twice in the state dict");
             result.Add((name, tensor));
         }
@@ -106,9 +110,11 @@ internal sealed class TorchPickle
                 case 0x86: { var b = Pop(); var a = Pop(); Push(new[] { a, b }); break; }              // TUPLE2
                 case 0x87: { var c = Pop(); var b = Pop(); var a = Pop(); Push(new[] { a, b, c }); break; } // TUPLE3
                 case (byte)'c': Push(CheckGlobal($"{Line()}.{Line()}")); break; // GLOBAL
-                case 0x93: { var name = Pop(); var module = Pop(); Push(CheckGlobal($"{AsString(module)}.{AsString(name)}")); break; } // STACK_GLOBAL
+                // STACK_GLOBAL
+                case 0x93: { var name = Pop(); var module = Pop(); Push(CheckGlobal($"{AsString(module)}.{AsString(name)}")); break; }
                 case (byte)'Q': Push(PersistentLoad(Pop())); break;            // BINPERSID
-                case (byte)'R': { var args = Pop(); var callable = Pop(); Push(Reduce(callable, args)); break; } // REDUCE
+                // REDUCE
+                case (byte)'R': { var args = Pop(); var callable = Pop(); Push(Reduce(callable, args)); break; }
                 case (byte)'s': { var v = Pop(); var k = Pop(); AsDict(Peek()).Add(new(k, v)); break; }  // SETITEM
                 case (byte)'u':                                                // SETITEMS
                 {
@@ -123,8 +129,11 @@ internal sealed class TorchPickle
                 case (byte)'b':                                                // BUILD
                 {
                     var state = Pop();
-                    // OrderedDict state (a state dict's _metadata attribute) only annotates: keep the mapping, drop the state.
-                    if (Peek() is not PickleDict || state is not (PickleDict or null)) throw Error($"BUILD of {Describe(Peek())} with {Describe(state)} is not allowed");
+                    // OrderedDict state (a state dict's _metadata attribute) only annotates: keep the mapping, drop the
+                    // state.
+                    if (Peek() is not PickleDict
+                        || state is not (PickleDict
+                        or null)) throw Error($"BUILD of {Describe(Peek())} with {Describe(state)} is not allowed");
                     break;
                 }
                 case (byte)'.':                                                // STOP
@@ -138,16 +147,21 @@ internal sealed class TorchPickle
 
     private object CheckGlobal(string name)
     {
-        if (name is OrderedDict or RebuildTensor or RebuildParameter || StorageTypes.ContainsKey(name)) return new Global(name);
+        if (name is OrderedDict or RebuildTensor or RebuildParameter
+            || StorageTypes.ContainsKey(name)) return new Global(name);
         throw Error($"global '{name}' is not allowed (only tensors, float storages and OrderedDicts are rebuilt; nothing is imported or run)");
     }
 
     private object PersistentLoad(object? pid)
     {
         // torch.save's storage reference: ('storage', storage class, key, location, number of elements).
-        if (pid is not object?[] { Length: 5 } t || t[0] is not "storage") throw Error($"persistent id {Describe(pid)} is not a storage reference");
-        if (t[1] is not Global g || !StorageTypes.TryGetValue(g.Name, out var dtype)) throw Error($"storage type {Describe(t[1])} is not supported (float32, float16 and bfloat16 are)");
-        if (t[2] is not string key || key.Length is 0 or > 64 || key.Any(ch => !char.IsAsciiLetterOrDigit(ch) && ch != '_'))
+        if (pid is not object?[] { Length: 5 } t
+            || t[0] is not "storage") throw Error($"persistent id {Describe(pid)} is not a storage reference");
+        if (t[1] is not Global g
+            || !StorageTypes.TryGetValue(g.Name,
+            out var dtype)) throw Error($"storage type {Describe(t[1])} is not supported (float32, float16 and bfloat16 are)");
+        if (t[2] is not string key || key.Length is 0 or > 64
+            || key.Any(ch => !char.IsAsciiLetterOrDigit(ch) && ch != '_'))
             throw Error($"storage key {Describe(t[2])} is not a plain name");
         if (t[3] is not string) throw Error($"storage location {Describe(t[3])} is not a string");
         long elements = AsLong(t[4], "storage size");
@@ -181,7 +195,8 @@ internal sealed class TorchPickle
         }
     }
 
-    private byte Byte() => _pos < _data.Length ? _data[_pos++] : throw Error("the pickle ends without STOP (truncated)");
+    private byte Byte() => _pos < _data.Length ? _data[_pos++]
+        : throw Error("the pickle ends without STOP (truncated)");
 
     private ReadOnlySpan<byte> Take(long n)
     {
@@ -191,7 +206,8 @@ internal sealed class TorchPickle
         return s;
     }
 
-    private long Length(int bytes) => bytes == 4 ? BinaryPrimitives.ReadUInt32LittleEndian(Take(4)) : (long)BinaryPrimitives.ReadUInt64LittleEndian(Take(8));
+    private long Length(int bytes) => bytes == 4 ? BinaryPrimitives.ReadUInt32LittleEndian(Take(4))
+        : (long)BinaryPrimitives.ReadUInt64LittleEndian(Take(8));
 
     private string Utf8(long length)
     {
@@ -240,18 +256,22 @@ internal sealed class TorchPickle
         return items;
     }
 
-    private object? Memo(long index) => _memo.TryGetValue(index, out var v) ? v : throw Error($"memo slot {index} was never stored");
+    private object? Memo(long index) => _memo.TryGetValue(index, out var v) ? v
+        : throw Error($"memo slot {index} was never stored");
 
     private PickleDict AsDict(object? o) => o as PickleDict ?? throw Error($"SETITEM on {Describe(o)}, not a dict");
 
-    private List<object?> AsList(object? o) => o as List<object?> ?? throw Error($"APPEND on {Describe(o)}, not a list");
+    private List<object?> AsList(object? o) => o as List<object?>
+        ?? throw Error($"APPEND on {Describe(o)}, not a list");
 
     private string AsString(object? o) => o as string ?? throw Error($"expected a string, found {Describe(o)}");
 
-    private long AsLong(object? o, string what) => o is long v ? v : throw Error($"{what} is {Describe(o)}, not an integer");
+    private long AsLong(object? o, string what) => o is long v ? v
+        : throw Error($"{what} is {Describe(o)}, not an integer");
 
     private long[] AsLongs(object? o, string what) =>
-        o is object?[] { Length: <= 8 } t ? t.Select(e => AsLong(e, what)).ToArray() : throw Error($"{what} is {Describe(o)}, not a tuple of at most 8 integers");
+        o is object?[] { Length: <= 8 } t ? t.Select(e => AsLong(e, what)).ToArray()
+            : throw Error($"{what} is {Describe(o)}, not a tuple of at most 8 integers");
 
     private static string Describe(object? o) => o switch
     {

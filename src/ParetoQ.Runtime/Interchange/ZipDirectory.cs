@@ -2,7 +2,6 @@ using Microsoft.Win32.SafeHandles;
 using System.Buffers.Binary;
 using System.IO.Hashing;
 using System.Text;
-using ParetoQ.Runtime.Format;
 
 namespace ParetoQ.Runtime.Interchange;
 
@@ -31,7 +30,8 @@ internal static class ZipDirectory
         ReadExactly(handle, path, tail, fileLength - tailLength);
         int end = -1;
         for (int i = tailLength - 22; i >= 0; i--)
-            if (BinaryPrimitives.ReadUInt32LittleEndian(tail.AsSpan(i)) == EndSignature && i + 22 + BinaryPrimitives.ReadUInt16LittleEndian(tail.AsSpan(i + 20)) == tailLength)
+            if (BinaryPrimitives.ReadUInt32LittleEndian(tail.AsSpan(i)) == EndSignature
+                && i + 22 + BinaryPrimitives.ReadUInt16LittleEndian(tail.AsSpan(i + 20)) == tailLength)
             {
                 end = i;
                 break;
@@ -39,7 +39,8 @@ internal static class ZipDirectory
         if (end < 0) throw Error("no zip end-of-central-directory record (not a zip archive, or truncated)");
         var eocd = tail.AsSpan(end);
         long endOffset = fileLength - tailLength + end;
-        if (BinaryPrimitives.ReadUInt16LittleEndian(eocd[4..]) != 0 || BinaryPrimitives.ReadUInt16LittleEndian(eocd[6..]) != 0)
+        if (BinaryPrimitives.ReadUInt16LittleEndian(eocd[4..]) != 0
+            || BinaryPrimitives.ReadUInt16LittleEndian(eocd[6..]) != 0)
             throw Error("multi-disk zip archives are not supported");
         long entries = BinaryPrimitives.ReadUInt16LittleEndian(eocd[10..]);
         long cdSize = BinaryPrimitives.ReadUInt32LittleEndian(eocd[12..]);
@@ -51,7 +52,8 @@ internal static class ZipDirectory
             ReadExactly(handle, path, locator, endOffset - 20);
             if (BinaryPrimitives.ReadUInt32LittleEndian(locator) != Zip64LocatorSignature) throw Error("the ZIP64 locator is missing");
             long recordOffset = (long)BinaryPrimitives.ReadUInt64LittleEndian(locator.AsSpan(8));
-            if (recordOffset < 0 || recordOffset > endOffset - 20 - 56) throw Error($"the ZIP64 end record offset {recordOffset} is outside the file");
+            if (recordOffset < 0
+                || recordOffset > endOffset - 20 - 56) throw Error($"the ZIP64 end record offset {recordOffset} is outside the file");
             var record = new byte[56];
             ReadExactly(handle, path, record, recordOffset);
             if (BinaryPrimitives.ReadUInt32LittleEndian(record) != Zip64EndSignature) throw Error("the ZIP64 end record is missing");
@@ -74,10 +76,13 @@ internal static class ZipDirectory
             if (at + 46 > cd.Length || BinaryPrimitives.ReadUInt32LittleEndian(cd.AsSpan(at)) != CentralSignature)
                 throw Error($"central directory entry {n} is damaged");
             var h = cd.AsSpan(at);
-            ushort flags = BinaryPrimitives.ReadUInt16LittleEndian(h[8..]), method = BinaryPrimitives.ReadUInt16LittleEndian(h[10..]);
+            ushort flags = BinaryPrimitives.ReadUInt16LittleEndian(h[8..]),
+                method = BinaryPrimitives.ReadUInt16LittleEndian(h[10..]);
             uint crc = BinaryPrimitives.ReadUInt32LittleEndian(h[16..]);
-            long compressed = BinaryPrimitives.ReadUInt32LittleEndian(h[20..]), size = BinaryPrimitives.ReadUInt32LittleEndian(h[24..]);
-            int nameLength = BinaryPrimitives.ReadUInt16LittleEndian(h[28..]), extraLength = BinaryPrimitives.ReadUInt16LittleEndian(h[30..]);
+            long compressed = BinaryPrimitives.ReadUInt32LittleEndian(h[20..]),
+                size = BinaryPrimitives.ReadUInt32LittleEndian(h[24..]);
+            int nameLength = BinaryPrimitives.ReadUInt16LittleEndian(h[28..]),
+                extraLength = BinaryPrimitives.ReadUInt16LittleEndian(h[30..]);
             int commentLength = BinaryPrimitives.ReadUInt16LittleEndian(h[32..]);
             long local = BinaryPrimitives.ReadUInt32LittleEndian(h[42..]);
             if (at + 46 + nameLength + extraLength + commentLength > cd.Length) throw Error($"central directory entry {n} runs past the directory");
@@ -91,12 +96,14 @@ internal static class ZipDirectory
             if (method != 0) throw Error($"zip member '{name}' is compressed (method {method}); PyTorch checkpoints store members uncompressed");
             if (compressed != size) throw Error($"zip member '{name}' is stored but its compressed and plain sizes differ");
             if (!names.Add(name)) throw Error($"zip member '{name}' appears twice");
-            if (local < 0 || local > cdOffset - 30) throw Error($"zip member '{name}': local header offset {local} is outside the file");
+            if (local < 0
+                || local > cdOffset - 30) throw Error($"zip member '{name}': local header offset {local} is outside the file");
             var lh = new byte[30];
             ReadExactly(handle, path, lh, local);
             if (BinaryPrimitives.ReadUInt32LittleEndian(lh) != LocalSignature) throw Error($"zip member '{name}': local header is damaged");
             long dataOffset = local + 30 + BinaryPrimitives.ReadUInt16LittleEndian(lh.AsSpan(26)) + BinaryPrimitives.ReadUInt16LittleEndian(lh.AsSpan(28));
-            if (dataOffset > cdOffset || size > cdOffset - dataOffset) throw Error($"zip member '{name}' ({size} bytes at {dataOffset}) runs into the central directory (truncated or damaged)");
+            if (dataOffset > cdOffset
+                || size > cdOffset - dataOffset) throw Error($"zip member '{name}' ({size} bytes at {dataOffset}) runs into the central directory (truncated or damaged)");
             result.Add(new ZipEntry(name, dataOffset, size, crc));
         }
         if (at != cd.Length) throw Error("the central directory holds more bytes than its entries");
@@ -116,7 +123,8 @@ internal static class ZipDirectory
             done += n;
         }
         if (crc.GetCurrentHashAsUInt32() != entry.Crc32)
-            throw new CheckpointException(path, null, $"zip member '{entry.Name}' fails its CRC-32 check (the file is damaged)");
+            throw new CheckpointException(path, null,
+                $"zip member '{entry.Name}' fails its CRC-32 check (the file is damaged)");
     }
 
     public static void ReadExactly(SafeFileHandle handle, string path, Span<byte> destination, long offset)
@@ -124,19 +132,22 @@ internal static class ZipDirectory
         for (int done = 0; done < destination.Length;)
         {
             int r = RandomAccess.Read(handle, destination[done..], offset + done);
-            if (r == 0) throw new CheckpointException(path, null, $"the file ended at byte {offset + done} (truncated)");
+            if (r == 0) throw new CheckpointException(path, null,
+                $"the file ended at byte {offset + done} (truncated)");
             done += r;
         }
     }
 
     // ZIP64 extended information: 8-byte values for each 32-bit field that holds 0xFFFFFFFF, in this order.
-    private static void ReadZip64Extra(ReadOnlySpan<byte> extra, ref long size, ref long compressed, ref long local, string name, Func<string, CheckpointException> error)
+    private static void ReadZip64Extra(ReadOnlySpan<byte> extra, ref long size, ref long compressed, ref long local,
+        string name, Func<string, CheckpointException> error)
     {
         bool needSize = size == 0xFFFFFFFF, needCompressed = compressed == 0xFFFFFFFF, needLocal = local == 0xFFFFFFFF;
         if (!needSize && !needCompressed && !needLocal) return;
         while (extra.Length >= 4)
         {
-            ushort id = BinaryPrimitives.ReadUInt16LittleEndian(extra), length = BinaryPrimitives.ReadUInt16LittleEndian(extra[2..]);
+            ushort id = BinaryPrimitives.ReadUInt16LittleEndian(extra),
+                length = BinaryPrimitives.ReadUInt16LittleEndian(extra[2..]);
             if (4 + length > extra.Length) break;
             if (id == 1)
             {

@@ -18,7 +18,8 @@ public static class ActivationKernels
             for (; i + 8 <= gate.Length; i += 8)
             {
                 var g = Vector256.Create(gate.Slice(i, 8));
-                (g / (Vector256<float>.One + Vector256.Exp(-g)) * Vector256.Create(up.Slice(i, 8))).CopyTo(gate.Slice(i, 8));
+                (g / (Vector256<float>.One + Vector256.Exp(-g)) * Vector256.Create(up.Slice(i, 8))).CopyTo(gate.Slice(i,
+                    8));
             }
         }
         else if (Vector128.IsHardwareAccelerated)
@@ -26,7 +27,8 @@ public static class ActivationKernels
             for (; i + 4 <= gate.Length; i += 4)
             {
                 var g = Vector128.Create(gate.Slice(i, 4));
-                (g / (Vector128<float>.One + Vector128.Exp(-g)) * Vector128.Create(up.Slice(i, 4))).CopyTo(gate.Slice(i, 4));
+                (g / (Vector128<float>.One + Vector128.Exp(-g)) * Vector128.Create(up.Slice(i, 4))).CopyTo(gate.Slice(i,
+                    4));
             }
         }
         ScalarKernels.SwiGlu(up[i..gate.Length], gate[i..]);

@@ -9,14 +9,17 @@ namespace ParetoQ.Runtime.Kernels;
 /// One kernel path's inner loops of attention over an int8 KV cache, four query heads at a time (the heads that share
 /// one KV head under GQA), so each cached key and value row is loaded and widened once for all four. Rows are
 /// <c>count</c> cached positions <c>stride</c> bytes apart; a head vector is <c>hd</c> values. Every path gives the
-/// <see cref="ScalarAttentionKernel"/> result bit for bit; a head size the vectors do not divide takes the scalar loop.
+/// <see cref="ScalarAttentionKernel"/> result bit for bit. The vector paths take head sizes that are multiples of 16;
+/// <see cref="Int8Attention"/> sends any other size to the scalar loops.
 /// </summary>
 internal unsafe interface IAttentionKernel
 {
-    /// <summary>dots[j·4 + h] = Σ_i q[h·hd + i] · k[j·stride + i] for j &lt; count, h &lt; 4: exact int32 q·k.</summary>
+    /// <summary>dots[j·4 + h] = Σ_i q[h·hd + i] · k[j·stride + i] for j &lt; count, h &lt; 4: exact int32
+    /// q·k.</summary>
     static abstract void DotInt8x4(sbyte* q, sbyte* k, long stride, int count, int hd, int* dots);
 
-    /// <summary>acc[h·hd + i] = fma(w[j·4 + h], v[j·stride + i], acc[h·hd + i]) over j = 0..count−1 in order, for h &lt; 4.</summary>
+    /// <summary>acc[h·hd + i] = fma(w[j·4 + h], v[j·stride + i], acc[h·hd + i]) over j = 0..count−1 in order, for h
+    /// &lt; 4.</summary>
     static abstract void AccumulateInt8x4(float* acc, sbyte* v, long stride, int count, int hd, float* w);
 }
 
@@ -51,26 +54,20 @@ internal unsafe struct ScalarAttentionKernel : IAttentionKernel
     }
 }
 
-/// <summary>x86 AVX2 (also taken by the AVX-VNNI and AVX-512 paths): widened int16 multiply-adds, 256-bit FMA.</summary>
+/// <summary>x86 AVX2 (the AVX-VNNI and AVX-512 paths take it too): int16 multiply-adds, 256-bit FMA.</summary>
 internal unsafe struct Avx2AttentionKernel : IAttentionKernel
 {
     private const int Heads = Int8Attention.Heads;
 
-    public static void DotInt8x4(sbyte* q, sbyte* k, long stride, int count, int hd, int* dots)
-    {
-        if (hd % 16 == 0) Dot(q, k, stride, count, hd, dots);
-        else ScalarAttentionKernel.DotInt8x4(q, k, stride, count, hd, dots);
-    }
-
     public static void AccumulateInt8x4(float* acc, sbyte* v, long stride, int count, int hd, float* w)
     {
-        if (Fma.IsSupported && hd % 8 == 0) Accumulate(acc, v, stride, count, hd, w);
+        if (Fma.IsSupported) Accumulate(acc, v, stride, count, hd, w);
         else ScalarAttentionKernel.AccumulateInt8x4(acc, v, stride, count, hd, w);
     }
 
     // 16 values a step: the key row widens to int16 once; vpmaddwd against each head's q, then one horizontal-add tree
     // turns the four accumulators into the four dots.
-    private static void Dot(sbyte* q, sbyte* k, long stride, int count, int hd, int* dots)
+    public static void DotInt8x4(sbyte* q, sbyte* k, long stride, int count, int hd, int* dots)
     {
         sbyte* q1 = q + hd, q2 = q + 2 * hd, q3 = q + 3 * hd;
         for (int j = 0; j < count; j++)
@@ -123,18 +120,6 @@ internal unsafe struct NeonAttentionKernel : IAttentionKernel
 
     public static void DotInt8x4(sbyte* q, sbyte* k, long stride, int count, int hd, int* dots)
     {
-        if (hd % 16 == 0) Dot(q, k, stride, count, hd, dots);
-        else ScalarAttentionKernel.DotInt8x4(q, k, stride, count, hd, dots);
-    }
-
-    public static void AccumulateInt8x4(float* acc, sbyte* v, long stride, int count, int hd, float* w)
-    {
-        if (hd % 8 == 0) Accumulate(acc, v, stride, count, hd, w);
-        else ScalarAttentionKernel.AccumulateInt8x4(acc, v, stride, count, hd, w);
-    }
-
-    private static void Dot(sbyte* q, sbyte* k, long stride, int count, int hd, int* dots)
-    {
         sbyte* q1 = q + hd, q2 = q + 2 * hd, q3 = q + 3 * hd;
         for (int j = 0; j < count; j++)
         {
@@ -148,11 +133,12 @@ internal unsafe struct NeonAttentionKernel : IAttentionKernel
                 a2 = Dp.DotProduct(a2, x, Vector128.Load(q2 + i));
                 a3 = Dp.DotProduct(a3, x, Vector128.Load(q3 + i));
             }
-            AdvSimd.Arm64.AddPairwise(AdvSimd.Arm64.AddPairwise(a0, a1), AdvSimd.Arm64.AddPairwise(a2, a3)).Store(dots + j * Heads);
+            AdvSimd.Arm64.AddPairwise(AdvSimd.Arm64.AddPairwise(a0, a1),
+                AdvSimd.Arm64.AddPairwise(a2, a3)).Store(dots + j * Heads);
         }
     }
 
-    private static void Accumulate(float* acc, sbyte* v, long stride, int count, int hd, float* w)
+    public static void AccumulateInt8x4(float* acc, sbyte* v, long stride, int count, int hd, float* w)
     {
         for (int i = 0; i < hd; i += 8)
         {

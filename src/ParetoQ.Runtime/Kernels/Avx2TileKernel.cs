@@ -7,23 +7,25 @@ namespace ParetoQ.Runtime.Kernels;
 /// <summary>Which 256-bit multiply the AVX2 kernel uses.</summary>
 internal interface IMultiply256
 {
-    /// <summary>True: AVX-VNNI vpdpbusd (u8·s8 summed in 4 straight into int32). False: vpmaddubsw + vpmaddwd.</summary>
+    /// <summary>True: AVX-VNNI vpdpbusd (u8·s8 summed in 4 straight into int32). False: vpmaddubsw +
+    /// vpmaddwd.</summary>
     static abstract bool Vnni { get; }
 }
 internal struct UseVnni : IMultiply256 { public static bool Vnni => true; }
 internal struct UseMaddubs : IMultiply256 { public static bool Vnni => false; }
 
 /// <summary>
-/// AVX2 and AVX-VNNI: a 64-byte chunk group of a tile is two 32-byte halves (rows 0–1, rows 2–3), one 128-bit lane per row,
-/// against a broadcast 16-byte activation block. The maddubs variant sums a unit's planes in int16 before widening,
-/// as the AVX-512 kernel does; the VNNI variant accumulates each plane directly in int32.
+/// AVX2 and AVX-VNNI: a 64-byte chunk group of a tile is two 32-byte halves (rows 0–1, rows 2–3), one 128-bit lane per
+/// row, against a broadcast 16-byte activation block. The maddubs variant sums a unit's planes in int16 before
+/// widening, as the AVX-512 kernel does; the VNNI variant accumulates each plane directly in int32.
 /// </summary>
 internal unsafe struct Avx2TileKernel<TWidth, TMultiply> : ITileKernel
     where TWidth : struct, ICodeWidth where TMultiply : struct, IMultiply256
 {
     private const int ChunkStride = 64;
 
-    public static void GroupedDot(in PackedMatrix w, int tile, QuantizedActivations x, int token0, int count, float* acc) =>
+    public static void GroupedDot(in PackedMatrix w, int tile, QuantizedActivations x, int token0, int count,
+        float* acc) =>
         LowBitMatMul.GroupedDotFromSums<Avx2TileKernel<TWidth, TMultiply>>(w, tile, x, token0, count, acc);
 
     public static void Sums(in PackedMatrix w, int tile, int unitBegin, int groups, int unitsPerGroup,
@@ -73,13 +75,15 @@ internal unsafe struct Avx2TileKernel<TWidth, TMultiply> : ITileKernel
             var v = Vector256.Load(p);
             if (TMultiply.Vnni) return AvxVnni.MultiplyWideningAndAdd(acc, v, Broadcast(x));
             var lo = Avx2.MultiplyAddAdjacent(v & Vector256.Create((byte)15), Broadcast(x));
-            var hi = Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & Vector256.Create((byte)15), Broadcast(x));
+            var hi = Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(v.AsUInt16(),
+                4).AsByte() & Vector256.Create((byte)15), Broadcast(x));
             return acc + Avx2.MultiplyAddAdjacent(lo, ones) + Avx2.MultiplyAddAdjacent(hi, Vector256.Create((short)16));
         }
         int planes = CodeUnits.Planes(TWidth.Bits);
         if (TMultiply.Vnni)
         {
-            for (int j = 0; j < planes; j++) acc = AvxVnni.MultiplyWideningAndAdd(acc, Plane(p, j), Broadcast(x + j * 16));
+            for (int j = 0; j < planes; j++) acc = AvxVnni.MultiplyWideningAndAdd(acc, Plane(p, j),
+                Broadcast(x + j * 16));
             return acc;
         }
         var s16 = Vector256<short>.Zero;

@@ -2,7 +2,6 @@ using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
-using ParetoQ.Runtime.Quantization;
 
 namespace ParetoQ.Runtime.Kernels;
 
@@ -42,7 +41,8 @@ internal unsafe struct Avx512TileKernel<TWidth> : ITileKernel where TWidth : str
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<sbyte> Broadcast(sbyte* x) => Avx512F.BroadcastVector128ToVector512((int*)x).AsSByte();
 
-    public static void GroupedDot(in PackedMatrix w, int tile, QuantizedActivations x, int token0, int count, float* acc)
+    public static void GroupedDot(in PackedMatrix w, int tile, QuantizedActivations x, int token0, int count,
+        float* acc)
     {
         var layout = w.Layout;
         if (TWidth.Bits != 4 || layout.GroupSize != QuantizedActivations.SumGroup || w.B != 8)
@@ -73,7 +73,8 @@ internal unsafe struct Avx512TileKernel<TWidth> : ITileKernel where TWidth : str
                 var a3 = GroupLanes(p + 3 * ChunkStride, xt + 96, ones);
                 var ab = Avx512F.UnpackLow(a0, a1) + Avx512F.UnpackHigh(a0, a1);
                 var cd = Avx512F.UnpackLow(a2, a3) + Avx512F.UnpackHigh(a2, a3);
-                var rowGroup = Avx512F.UnpackLow(ab.AsInt64(), cd.AsInt64()).AsInt32() + Avx512F.UnpackHigh(ab.AsInt64(), cd.AsInt64()).AsInt32();
+                var rowGroup = Avx512F.UnpackLow(ab.AsInt64(),
+                    cd.AsInt64()).AsInt32() + Avx512F.UnpackHigh(ab.AsInt64(), cd.AsInt64()).AsInt32();
                 var s = Avx512F.PermuteVar16x32(rowGroup, toGroupRow);
                 var xs = Avx512F.PermuteVar16x32(Avx512F.BroadcastVector128ToVector512(xg + g), expand);
                 var terms = Vector512.Load(scales + g * 4) * Vector512.ConvertToSingle(s - (xs << 3));
@@ -97,7 +98,8 @@ internal unsafe struct Avx512TileKernel<TWidth> : ITileKernel where TWidth : str
     private static Vector512<int> GroupLanes(byte* p, sbyte* x, Vector512<short> ones)
     {
         var v = Vector512.Load(p);
-        var s16 = Avx512BW.MultiplyAddAdjacent(Plane(v, 0), Broadcast(x)) + Avx512BW.MultiplyAddAdjacent(Plane(v, 4), Broadcast(x + 16));
+        var s16 = Avx512BW.MultiplyAddAdjacent(Plane(v, 0), Broadcast(x)) + Avx512BW.MultiplyAddAdjacent(Plane(v, 4),
+            Broadcast(x + 16));
         return Avx512BW.MultiplyAddAdjacent(s16, ones);
     }
 
@@ -153,15 +155,18 @@ internal unsafe struct Avx512TileKernel<TWidth> : ITileKernel where TWidth : str
 
     /// <summary>The code of width Bits starting at bit <paramref name="shift"/> of every byte.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<byte> Plane(Vector512<byte> v, [ConstantExpected] int shift) => Field(v, shift, TWidth.Bits, 0);
+    private static Vector512<byte> Plane(Vector512<byte> v, [ConstantExpected] int shift)
+        => Field(v, shift, TWidth.Bits, 0);
 
     /// <summary>
     /// Bits [from, from + count) of every byte moved to [to, to + count), the other bits zero. With GFNI one affine
     /// transform does the shift and the mask: result bit i is the parity of matrix byte (7 − i) ANDed with the input,
-    /// so byte (7 − i) holds the one source bit. Otherwise a 16-bit shift, then a byte mask (no bit crosses a byte once masked).
+    /// so byte (7 − i) holds the one source bit. Otherwise a 16-bit shift, then a byte mask (no bit crosses a byte once
+    /// masked).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<byte> Field(Vector512<byte> v, [ConstantExpected] int from, int count, [ConstantExpected] int to)
+    private static Vector512<byte> Field(Vector512<byte> v, [ConstantExpected] int from, int count,
+        [ConstantExpected] int to)
     {
         var mask = Vector512.Create((byte)(((1 << count) - 1) << to));
         if (from == to) return v & mask;
@@ -182,7 +187,8 @@ internal unsafe struct Avx512TileKernel<TWidth> : ITileKernel where TWidth : str
         var xv = Broadcast(x);
         var lo = Avx512BW.MultiplyAddAdjacent(Field(v, 0, 4, 0), xv);
         var hi = Avx512BW.MultiplyAddAdjacent(Field(v, 4, 4, 0), xv);
-        return acc + Avx512BW.MultiplyAddAdjacent(lo, Vector512.Create((short)1)) + Avx512BW.MultiplyAddAdjacent(hi, Vector512.Create((short)16));
+        return acc + Avx512BW.MultiplyAddAdjacent(lo, Vector512.Create((short)1)) + Avx512BW.MultiplyAddAdjacent(hi,
+            Vector512.Create((short)16));
     }
 
     private static Vector512<int> Dot1(byte* p, sbyte* x, int units)
@@ -227,7 +233,8 @@ internal unsafe struct Avx512TileKernel<TWidth> : ITileKernel where TWidth : str
             for (int u = 0; u < units;)
             {
                 int end = Math.Min(units, u + BatchUnits);
-                Vector512<short> s00 = default, s01 = default, s10 = default, s11 = default, s20 = default, s21 = default, s30 = default, s31 = default;
+                Vector512<short> s00 = default, s01 = default, s10 = default, s11 = default, s20 = default,
+                    s21 = default, s30 = default, s31 = default;
                 for (; u < end; u++, p += unitBytes, x += unitCols)
                 {
                     Unit(p, x, ref s00, ref s01);
@@ -253,6 +260,7 @@ internal unsafe struct Avx512TileKernel<TWidth> : ITileKernel where TWidth : str
     {
         var t = acc + Avx512F.Shuffle(acc, 0b10_11_00_01);
         t += Avx512F.Shuffle(t, 0b01_00_11_10);
-        Avx512F.PermuteVar16x32(t, Vector512.Create(0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12)).GetLower().GetLower().Store(dst);
+        Avx512F.PermuteVar16x32(t,
+            Vector512.Create(0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12)).GetLower().GetLower().Store(dst);
     }
 }

@@ -17,7 +17,8 @@ public readonly unsafe struct Int8KvView(sbyte* keys, sbyte* values, float* keyS
 
     public int Slot(int pos) => Ring ? pos % Capacity : pos;
 
-    /// <summary>How many of positions [pos, end) sit in consecutive slots from pos's slot on (a ring wraps at most once per window).</summary>
+    /// <summary>How many of positions [pos, end) sit in consecutive slots from pos's slot on (a ring wraps at most once
+    /// per window).</summary>
     public int ContiguousRun(int pos, int end) => Math.Min(end - pos, Capacity - Slot(pos));
 
     /// <summary>Index of (position, head) among the cached vectors: its int8 data starts at index · HeadDim.</summary>
@@ -25,11 +26,11 @@ public readonly unsafe struct Int8KvView(sbyte* keys, sbyte* values, float* keyS
 }
 
 /// <summary>
-/// Attention of one token's query heads over an int8 KV cache, four heads (sharing one KV head) at a time: q is quantized
-/// to int8 per head so q·k is an integer dot product, fixed up with the key's zero point and scales; the softmax is taken
-/// with vector exp; a second pass accumulates the int8 values weighted by it. The token's own K/V are used at full
-/// precision. The inner loops come from the kernel path (<see cref="IAttentionKernel"/>), picked once per call from a
-/// table; <see cref="Reference"/> is the same algorithm in plain loops, one head at a time.
+/// Attention of one token's query heads over an int8 KV cache, four heads (sharing one KV head) at a time: q is
+/// quantized to int8 per head so q·k is an integer dot product, fixed up with the key's zero point and scales; the
+/// softmax is taken with vector exp; a second pass accumulates the int8 values weighted by it. The token's own K/V are
+/// used at full precision. The inner loops come from the kernel path (<see cref="IAttentionKernel"/>), picked once per
+/// call from a table; <see cref="Reference"/> is the same algorithm in plain loops, one head at a time.
 /// </summary>
 public static unsafe class Int8Attention
 {
@@ -42,15 +43,22 @@ public static unsafe class Int8Attention
     /// </summary>
     public static void HeadGroup(KernelPath path, float* q, float* kOwn, float* vOwn, in Int8KvView cache, int g,
         int group, int first, int pos, float* weights, int* dots, float* output) =>
-        s_headGroup[(int)path](q, kOwn, vOwn, cache, g, group, first, pos, weights, dots, output);
+        s_headGroup[cache.HeadDim % VectorHeadDim == 0 ? (int)path : (int)KernelPath.Scalar](q, kOwn, vOwn, cache, g,
+            group, first, pos, weights, dots, output);
+
+    /// <summary>The vector paths' head-size step: 16 int8 lanes per load.</summary>
+    private const int VectorHeadDim = 16;
 
     // The path → kernel table, built once.
-    private static readonly delegate*<float*, float*, float*, in Int8KvView, int, int, int, int, float*, int*, float*, void>[] s_headGroup = Table();
+    private static readonly delegate*<float*, float*, float*, in Int8KvView, int, int, int, int, float*, int*, float*,
+        void>[] s_headGroup = Table();
 
-    private static delegate*<float*, float*, float*, in Int8KvView, int, int, int, int, float*, int*, float*, void>[] Table()
+    private static delegate*<float*, float*, float*, in Int8KvView, int, int, int, int, float*, int*, float*,
+        void>[] Table()
     {
         var paths = Enum.GetValues<KernelPath>();
-        var table = new delegate*<float*, float*, float*, in Int8KvView, int, int, int, int, float*, int*, float*, void>[paths.Length];
+        var table = new delegate*<float*, float*, float*, in Int8KvView, int, int, int, int, float*, int*, float*,
+            void>[paths.Length];
         foreach (var path in paths)
             table[(int)path] = path switch
             {
@@ -80,11 +88,14 @@ public static unsafe class Int8Attention
             for (int h = 0; h < heads; h++)
             {
                 float* qh = q + (h0 + h) * hd;
-                qScale = qScale.WithElement(h, QuantizedActivations.QuantizeRow(new ReadOnlySpan<float>(qh, hd), new Span<sbyte>(q8 + h * hd, hd)) * invSqrt);
+                qScale = qScale.WithElement(h,
+                    QuantizedActivations.QuantizeRow(new ReadOnlySpan<float>(qh, hd),
+                    new Span<sbyte>(q8 + h * hd, hd)) * invSqrt);
                 int sum = 0;
                 for (int i = 0; i < hd; i++) sum += q8[h * hd + i];
                 qSum = qSum.WithElement(h, sum);
-                own = own.WithElement(h, ScalarKernels.Dot(new ReadOnlySpan<float>(qh, hd), new ReadOnlySpan<float>(kOwn, hd)) * invSqrt);
+                own = own.WithElement(h,
+                    ScalarKernels.Dot(new ReadOnlySpan<float>(qh, hd), new ReadOnlySpan<float>(kOwn, hd)) * invSqrt);
             }
 
             // Pass 1: scores of the cached positions (runs of contiguous slots; a ring wraps at most once).
@@ -120,7 +131,8 @@ public static unsafe class Int8Attention
             for (int j = first, run; j < pos; j += run)
             {
                 run = cache.ContiguousRun(j, pos);
-                TKernel.AccumulateInt8x4(acc, cache.Values + (long)cache.Row(j, g) * hd, stride, run, hd, weights + (j - first) * H);
+                TKernel.AccumulateInt8x4(acc, cache.Values + (long)cache.Row(j, g) * hd, stride, run, hd,
+                    weights + (j - first) * H);
             }
             for (int h = 0; h < heads; h++)
             {
@@ -132,8 +144,8 @@ public static unsafe class Int8Attention
     }
 
     /// <summary>
-    /// The reference: <see cref="HeadGroup"/>'s algorithm in plain loops, one head at a time, with scalar exp. Vector exp
-    /// rounds differently, so the paths agree with it to rounding rather than bit for bit.
+    /// The reference: <see cref="HeadGroup"/>'s algorithm in plain loops, one head at a time, with scalar exp. Vector
+    /// exp rounds differently, so the paths agree with it to rounding rather than bit for bit.
     /// </summary>
     public static void Reference(float* q, float* kOwn, float* vOwn, in Int8KvView cache, int g, int group, int first,
         int pos, float* output)
@@ -148,7 +160,8 @@ public static unsafe class Int8Attention
             float qScale = QuantizedActivations.QuantizeRow(new ReadOnlySpan<float>(qh, hd), q8) * invSqrt;
             int qSum = 0;
             foreach (sbyte v in q8) qSum += v;
-            float max = scores[count] = ScalarKernels.Dot(new ReadOnlySpan<float>(qh, hd), new ReadOnlySpan<float>(kOwn, hd)) * invSqrt;
+            float max = scores[count] = ScalarKernels.Dot(new ReadOnlySpan<float>(qh, hd),
+                new ReadOnlySpan<float>(kOwn, hd)) * invSqrt;
             for (int j = 0; j < count; j++)
             {
                 int row = cache.Row(first + j, g);

@@ -3,7 +3,8 @@ using System.Runtime.Intrinsics.X86;
 
 namespace ParetoQ.Runtime.Kernels;
 
-/// <summary>An instruction-set path for the integer matmul kernels, ordered from slowest to fastest on its architecture.</summary>
+/// <summary>An instruction-set path for the integer matmul kernels, ordered from slowest to fastest on its
+/// architecture.</summary>
 public enum KernelPath
 {
     /// <summary>Plain loops over unpacked codes: the reference every other path must match exactly.</summary>
@@ -43,7 +44,8 @@ public static class KernelDispatch
     /// <summary>The best path this CPU supports.</summary>
     public static KernelPath Best { get; } = PickBest();
 
-    /// <summary>The path used when none is asked for: <see cref="Best"/>, or the one named by <c>PARETOQ_KERNELS</c>.</summary>
+    /// <summary>The path used when none is asked for: <see cref="Best"/>, or the one named by
+    /// <c>PARETOQ_KERNELS</c>.</summary>
     /// <exception cref="ArgumentException">PARETOQ_KERNELS names no path.</exception>
     /// <exception cref="NotSupportedException">PARETOQ_KERNELS names a path this CPU lacks.</exception>
     public static KernelPath Default => s_default ??= FromEnvironment();
@@ -74,7 +76,8 @@ public static class KernelDispatch
 
     private static KernelPath PickBest()
     {
-        // AVX-512 at 512 bits beats 256-bit VNNI on this kind of load: twice the width per instruction for one extra vpmaddwd.
+        // AVX-512 at 512 bits beats 256-bit VNNI on this kind of load: twice the width per instruction for one extra
+        // vpmaddwd.
         foreach (var p in new[] { KernelPath.Avx512, KernelPath.AvxVnni, KernelPath.Avx2, KernelPath.Neon })
             if (IsSupported(p)) return p;
         return KernelPath.Scalar;

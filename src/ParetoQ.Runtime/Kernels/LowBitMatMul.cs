@@ -4,7 +4,8 @@ using ParetoQ.Runtime.Quantization;
 
 namespace ParetoQ.Runtime.Kernels;
 
-/// <summary>A packed weight matrix as the integer kernels read it: the layout plus raw pointers into the tensor (the memory map).</summary>
+/// <summary>A packed weight matrix as the integer kernels read it: the layout plus raw pointers into the tensor (the
+/// memory map).</summary>
 public readonly unsafe struct PackedMatrix
 {
     public readonly PackedLayout Layout;
@@ -13,7 +14,8 @@ public readonly unsafe struct PackedMatrix
     /// <summary>Scales: (tiles, groups per row, 4 rows).</summary>
     public readonly float* Scales;
 
-    /// <summary>The format's affine map (<see cref="WeightFormatInfo.Affine"/>) and α clamp, read once here for the epilogue.</summary>
+    /// <summary>The format's affine map (<see cref="WeightFormatInfo.Affine"/>) and α clamp, read once here for the
+    /// epilogue.</summary>
     public readonly int A, B;
     public readonly float Multiplier;
     public readonly bool ClampsScale;
@@ -33,7 +35,8 @@ public readonly unsafe struct PackedMatrix
     public byte* Tile(int tile) => Codes + tile * TileBytes;
 }
 
-/// <summary>Code widths as types, so each kernel path is compiled once per width with the width folded to a constant.</summary>
+/// <summary>Code widths as types, so each kernel path is compiled once per width with the width folded to a
+/// constant.</summary>
 internal interface ICodeWidth
 {
     static abstract int Bits { get; }
@@ -58,10 +61,12 @@ internal unsafe interface ITileKernel
         QuantizedActivations x, int token0, int count, int* sums);
 
     /// <summary>
-    /// For group-scaled formats: acc[t·4 + r] = Σ_g scale[g, r] · (S_g − B·X_g), with g in increasing order and each term
-    /// rounded as <see cref="LowBitMatMul.GroupedDotFromSums{TKernel}"/> rounds it, so every path gives the same floats.
+    /// For group-scaled formats: acc[t·4 + r] = Σ_g scale[g, r] · (S_g − B·X_g), with g in increasing order and each
+    /// term rounded as <see cref="LowBitMatMul.GroupedDotFromSums{TKernel}"/> rounds it, so every path gives the same
+    /// floats.
     /// </summary>
-    static abstract void GroupedDot(in PackedMatrix w, int tile, QuantizedActivations x, int token0, int count, float* acc);
+    static abstract void GroupedDot(in PackedMatrix w, int tile, QuantizedActivations x, int token0, int count,
+        float* acc);
 }
 
 /// <summary>
@@ -90,14 +95,15 @@ public static unsafe class LowBitMatMul
     private const long BlockBytes = 24 * 1024;
 
     /// <summary>
-    /// Throws unless int32 cannot overflow for this shape, neither in the sums nor in A·S − B·X (every real model is far
-    /// inside the bound: it allows 44k columns for int8 codes and over 700k for 4 bits and fewer).
+    /// Throws unless int32 cannot overflow for this shape, neither in the sums nor in A·S − B·X (every real model is
+    /// far inside the bound: it allows 44k columns for int8 codes and over 700k for 4 bits and fewer).
     /// </summary>
     public static void CheckShape(in PackedLayout layout)
     {
         var affine = WeightFormats.Affine(layout.Format);
         int a = affine.A, b = affine.B;
-        long worst = ((long)WeightFormats.MaxCode(layout.Format) * a + b) * 127 * Math.Min(layout.PaddedCols, layout.GroupSize);
+        long worst = ((long)WeightFormats.MaxCode(layout.Format) * a + b) * 127 * Math.Min(layout.PaddedCols,
+            layout.GroupSize);
         if (worst > int.MaxValue)
             throw new NotSupportedException($"{WeightFormats.Name(layout.Format)} rows of {layout.Cols} columns could overflow the int32 accumulators; use exact mode");
     }
@@ -106,9 +112,11 @@ public static unsafe class LowBitMatMul
     /// Rows of tiles [tileBegin, tileEnd) of y (x.Tokens, rows) = x · Wᵀ. Each tile is written by exactly one call, so
     /// threads may run disjoint tile ranges at once.
     /// </summary>
-    public static void Run(KernelPath path, in PackedMatrix w, QuantizedActivations x, int tileBegin, int tileEnd, float* y)
+    public static void Run(KernelPath path, in PackedMatrix w, QuantizedActivations x, int tileBegin, int tileEnd,
+        float* y)
     {
-        if ((uint)path >= (uint)PathCount) throw new ArgumentOutOfRangeException(nameof(path), path, "unknown kernel path");
+        if ((uint)path >= (uint)PathCount) throw new ArgumentOutOfRangeException(nameof(path), path,
+            "unknown kernel path");
         s_drivers[(int)path * WidthSlots + w.Layout.CodeBits](w, x, tileBegin, tileEnd, y);
     }
 
@@ -116,12 +124,15 @@ public static unsafe class LowBitMatMul
     private const int WidthSlots = 9; // indexed by code width in bits: 1, 2, 3, 4, 8
 
     // The (path, code width) → kernel table, built once: each entry is the driver compiled for that pair.
-    private static readonly delegate*<in PackedMatrix, QuantizedActivations, int, int, float*, void>[] s_drivers = Drivers();
+    private static readonly delegate*<in PackedMatrix, QuantizedActivations, int, int, float*,
+        void>[] s_drivers = Drivers();
 
     private static delegate*<in PackedMatrix, QuantizedActivations, int, int, float*, void>[] Drivers()
     {
-        var table = new delegate*<in PackedMatrix, QuantizedActivations, int, int, float*, void>[PathCount * WidthSlots];
-        void Set(KernelPath path, int bits, delegate*<in PackedMatrix, QuantizedActivations, int, int, float*, void> driver) =>
+        var table = new delegate*<in PackedMatrix, QuantizedActivations, int, int, float*,
+            void>[PathCount * WidthSlots];
+        void Set(KernelPath path, int bits, delegate*<in PackedMatrix, QuantizedActivations, int, int, float*,
+            void> driver) =>
             table[(int)path * WidthSlots + bits] = driver;
         foreach (int bits in (int[])[1, 2, 3, 4, 8]) Set(KernelPath.Scalar, bits, &Drive<ScalarTileKernel>);
         Set(KernelPath.Avx2, 1, &Drive<Avx2TileKernel<Width1, UseMaddubs>>);
@@ -177,15 +188,17 @@ public static unsafe class LowBitMatMul
         }
     }
 
-    // y = (A·S − B·X) · (α·multiplier) · xScale, per row; the one place per-row results are formed. A·S − B·X is exact in
-    // int32 (CheckShape), so the float result has one rounding there, then two multiplies, on every path. Σ value·x =
-    // scale · multiplier · (A · Σ code·x − B · Σ x) is the format's affine map (WeightFormatInfo.Affine).
+    // y = (A·S − B·X) · (α·multiplier) · xScale, per row; the one place per-row results are formed. A·S − B·X is exact
+    // in int32 (CheckShape), so the float result has one rounding there, then two multiplies, on every path. Σ value·x
+    // = scale · multiplier · (A · Σ code·x − B · Σ x) is the format's affine map (WeightFormatInfo.Affine).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StorePerRow(in PackedMatrix w, QuantizedActivations x, float* y, int tile, int t0, int count, int* sums)
+    private static void StorePerRow(in PackedMatrix w, QuantizedActivations x, float* y, int tile, int t0, int count,
+        int* sums)
     {
         var layout = w.Layout;
         int a = w.A, b = w.B;
-        var rowScale = Quantizer.EffectiveScale(w.ClampsScale, Vector128.Load(w.Scales + (long)tile * PackedLayout.TileRows)) * w.Multiplier;
+        var rowScale = Quantizer.EffectiveScale(w.ClampsScale,
+            Vector128.Load(w.Scales + (long)tile * PackedLayout.TileRows)) * w.Multiplier;
         int row0 = tile * PackedLayout.TileRows;
         bool full = row0 + PackedLayout.TileRows <= layout.Rows;
         for (int t = 0; t < count; t++)
@@ -202,7 +215,8 @@ public static unsafe class LowBitMatMul
     /// The reference <see cref="ITileKernel.GroupedDot"/>: integer sums per group from the path's <c>Sums</c>, then
     /// acc[t, r] += scale · (float)(S_g − B·X_g) in group order (one multiply, one add: no fused multiply-add).
     /// </summary>
-    internal static void GroupedDotFromSums<TKernel>(in PackedMatrix w, int tile, QuantizedActivations x, int token0, int count, float* acc)
+    internal static void GroupedDotFromSums<TKernel>(in PackedMatrix w, int tile, QuantizedActivations x, int token0,
+        int count, float* acc)
         where TKernel : ITileKernel
     {
         var layout = w.Layout;
@@ -231,7 +245,8 @@ public static unsafe class LowBitMatMul
         }
     }
 
-    private static void StoreGrouped(in PackedMatrix w, QuantizedActivations x, float* y, int tile, int t0, int count, float* acc)
+    private static void StoreGrouped(in PackedMatrix w, QuantizedActivations x, float* y, int tile, int t0, int count,
+        float* acc)
     {
         var layout = w.Layout;
         for (int t = 0; t < count; t++)

@@ -13,7 +13,8 @@ internal unsafe struct NeonTileKernel<TWidth> : ITileKernel where TWidth : struc
 {
     private const int ChunkStride = 64;
 
-    public static void GroupedDot(in PackedMatrix w, int tile, QuantizedActivations x, int token0, int count, float* acc) =>
+    public static void GroupedDot(in PackedMatrix w, int tile, QuantizedActivations x, int token0, int count,
+        float* acc) =>
         LowBitMatMul.GroupedDotFromSums<NeonTileKernel<TWidth>>(w, tile, x, token0, count, acc);
 
     public static void Sums(in PackedMatrix w, int tile, int unitBegin, int groups, int unitsPerGroup,

@@ -25,9 +25,11 @@ public sealed unsafe class QuantizedActivations : IDisposable
     /// <summary>Room for (tokens, cols) activations, allocated here once.</summary>
     public QuantizedActivations(int capacityTokens, int capacityCols)
     {
-        if (capacityTokens <= 0 || capacityCols <= 0) throw new ArgumentOutOfRangeException(nameof(capacityTokens), $"cannot hold ({capacityTokens}, {capacityCols}) activations");
+        if (capacityTokens <= 0 || capacityCols <= 0) throw new ArgumentOutOfRangeException(nameof(capacityTokens),
+            $"cannot hold ({capacityTokens}, {capacityCols}) activations");
         long stride = StrideOf(capacityCols), bytes = capacityTokens * stride;
-        if (bytes > int.MaxValue) throw new ArgumentOutOfRangeException(nameof(capacityTokens), $"({capacityTokens}, {capacityCols}) activations are too large");
+        if (bytes > int.MaxValue) throw new ArgumentOutOfRangeException(nameof(capacityTokens),
+            $"({capacityTokens}, {capacityCols}) activations are too large");
         _capacityTokens = capacityTokens;
         _capacityStride = (int)stride;
         _values = (sbyte*)NativeMemory.AlignedAlloc((nuint)bytes, 64);
@@ -57,11 +59,13 @@ public sealed unsafe class QuantizedActivations : IDisposable
     /// <summary>Quantizes x (tokens, cols) row by row.</summary>
     public void Quantize(ReadOnlySpan<float> x, int tokens, int cols)
     {
-        if (tokens <= 0 || cols <= 0) throw new ArgumentOutOfRangeException(nameof(tokens), $"cannot quantize ({tokens}, {cols}) activations");
+        if (tokens <= 0 || cols <= 0) throw new ArgumentOutOfRangeException(nameof(tokens),
+            $"cannot quantize ({tokens}, {cols}) activations");
         if (x.Length < (long)tokens * cols) throw new ArgumentException($"x holds {x.Length} floats, fewer than ({tokens}, {cols})", nameof(x));
         int stride = (int)StrideOf(cols);
         if (tokens > _capacityTokens || stride > _capacityStride)
-            throw new ArgumentOutOfRangeException(nameof(tokens), $"({tokens}, {cols}) activations exceed the ({_capacityTokens}, {_capacityStride}) this buffer holds");
+            throw new ArgumentOutOfRangeException(nameof(tokens),
+                $"({tokens}, {cols}) activations exceed the ({_capacityTokens}, {_capacityStride}) this buffer holds");
         Tokens = tokens;
         Cols = cols;
         Stride = stride;
@@ -84,8 +88,9 @@ public sealed unsafe class QuantizedActivations : IDisposable
     }
 
     /// <summary>
-    /// One token: dst[k] = round(x[k] · 127 / max|x|) (half to even), zero past x.Length; returns the scale max|x| / 127.
-    /// The vector and scalar parts compute the same products and roundings, so the result never depends on the CPU.
+    /// One token: dst[k] = round(x[k] · 127 / max|x|) (half to even), zero past x.Length; returns the scale max|x| /
+    /// 127. The vector and scalar parts compute the same products and roundings, so the result never depends on the
+    /// CPU.
     /// </summary>
     public static float QuantizeRow(ReadOnlySpan<float> x, Span<sbyte> dst)
     {

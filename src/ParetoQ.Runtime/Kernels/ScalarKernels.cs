@@ -3,8 +3,8 @@ using ParetoQ.Runtime.Quantization;
 namespace ParetoQ.Runtime.Kernels;
 
 /// <summary>
-/// The reference kernels: plain loops over fp32 activations, one per operation. Every SIMD path is tested against these,
-/// and they are the engine's exact mode. Shapes are written (dim0, dim1) row-major.
+/// The reference kernels: plain loops over fp32 activations, one per operation. Every SIMD path is tested against
+/// these, and they are the engine's exact mode. Shapes are written (dim0, dim1) row-major.
 /// </summary>
 public static class ScalarKernels
 {
@@ -12,7 +12,8 @@ public static class ScalarKernels
     /// y = x · Wᵀ. W (rows, cols) in any format; x (tokens, cols); y (tokens, rows).
     /// Each weight row is decoded once and applied to every token.
     /// </summary>
-    public static void MatMul(WeightFormat format, int rows, int cols, ReadOnlySpan<byte> w, ReadOnlySpan<float> x, int tokens, Span<float> y)
+    public static void MatMul(WeightFormat format, int rows, int cols, ReadOnlySpan<byte> w, ReadOnlySpan<float> x,
+        int tokens, Span<float> y)
     {
         int paddedCols = WeightFormats.IsPacked(format) ? new PackedLayout(format, rows, cols).PaddedCols : 0;
         MatMulRows(format, rows, cols, w, x, tokens, 0, rows, new byte[paddedCols], new float[cols], y);
@@ -20,10 +21,11 @@ public static class ScalarKernels
 
     /// <summary>
     /// <see cref="MatMul"/> restricted to weight rows [rowBegin, rowEnd): the other outputs are left untouched.
-    /// <paramref name="codeScratch"/> holds a packed row's padded codes and <paramref name="rowScratch"/> its cols values.
+    /// <paramref name="codeScratch"/> holds a packed row's padded codes and <paramref name="rowScratch"/> its cols
+    /// values.
     /// </summary>
-    public static void MatMulRows(WeightFormat format, int rows, int cols, ReadOnlySpan<byte> w, ReadOnlySpan<float> x, int tokens,
-        int rowBegin, int rowEnd, Span<byte> codeScratch, Span<float> rowScratch, Span<float> y)
+    public static void MatMulRows(WeightFormat format, int rows, int cols, ReadOnlySpan<byte> w, ReadOnlySpan<float> x,
+        int tokens, int rowBegin, int rowEnd, Span<byte> codeScratch, Span<float> rowScratch, Span<float> y)
     {
         var row = rowScratch[..cols];
         // The layout is set up once per matrix, not per row.
@@ -47,7 +49,8 @@ public static class ScalarKernels
     /// Decodes row <paramref name="row"/> of a (rows, cols) weight matrix into fp32 (dst has at least cols elements);
     /// <paramref name="codeScratch"/> holds the padded codes of a packed row.
     /// </summary>
-    public static void DequantizeRow(WeightFormat format, int rows, int cols, ReadOnlySpan<byte> w, int row, Span<byte> codeScratch, Span<float> dst)
+    public static void DequantizeRow(WeightFormat format, int rows, int cols, ReadOnlySpan<byte> w, int row,
+        Span<byte> codeScratch, Span<float> dst)
     {
         if (WeightFormats.IsFloat(format))
         {
@@ -57,7 +60,8 @@ public static class ScalarKernels
         WeightPacker.DequantizeRow(new PackedLayout(format, rows, cols), w, row, codeScratch, dst);
     }
 
-    /// <summary>y = x / sqrt(mean(x²) + eps) · weight; x, y (dim). A null weight is the weightless L2 norm of Llama-4's QK-norm.</summary>
+    /// <summary>y = x / sqrt(mean(x²) + eps) · weight; x, y (dim). A null weight is the weightless L2 norm of Llama-4's
+    /// QK-norm.</summary>
     public static void RmsNorm(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, float eps, Span<float> y)
     {
         float ss = 0;

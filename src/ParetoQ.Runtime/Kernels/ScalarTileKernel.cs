@@ -8,7 +8,8 @@ namespace ParetoQ.Runtime.Kernels;
 /// </summary>
 internal unsafe struct ScalarTileKernel : ITileKernel
 {
-    public static void GroupedDot(in PackedMatrix w, int tile, QuantizedActivations x, int token0, int count, float* acc) =>
+    public static void GroupedDot(in PackedMatrix w, int tile, QuantizedActivations x, int token0, int count,
+        float* acc) =>
         LowBitMatMul.GroupedDotFromSums<ScalarTileKernel>(w, tile, x, token0, count, acc);
 
     public static void Sums(in PackedMatrix w, int tile, int unitBegin, int groups, int unitsPerGroup,

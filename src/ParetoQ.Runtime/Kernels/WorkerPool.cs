@@ -3,24 +3,27 @@ using System.Runtime.ExceptionServices;
 
 namespace ParetoQ.Runtime.Kernels;
 
-/// <summary>A unit of parallel work: <see cref="Execute"/> is called once per worker with its contiguous share of the items.</summary>
+/// <summary>A unit of parallel work: <see cref="Execute"/> is called once per worker with its contiguous share of the
+/// items.</summary>
 public interface IParallelJob
 {
-    /// <summary>Items [begin, end), on worker <paramref name="worker"/> (0 is the calling thread, then 1..Threads−1).</summary>
+    /// <summary>Items [begin, end), on worker <paramref name="worker"/> (0 is the calling thread, then
+    /// 1..Threads−1).</summary>
     void Execute(int begin, int end, int worker);
 }
 
 /// <summary>
 /// The one check of a requested worker-thread count, used by the programs, the C ABI and the pool: 0 means the default,
 /// one thread per core this process may use (<see cref="Environment.ProcessorCount"/>, which honours affinity and
-/// container limits); otherwise 1 up to that many. More threads than cores only make every barrier wait for a thread the
-/// OS has descheduled.
+/// container limits); otherwise 1 up to that many. More threads than cores only make every barrier wait for a thread
+/// the OS has descheduled.
 /// </summary>
 public static class ThreadCount
 {
     public static int Default => Environment.ProcessorCount;
 
-    /// <summary>The thread count to use for <paramref name="requested"/>; the message names <paramref name="name"/> (an option or field).</summary>
+    /// <summary>The thread count to use for <paramref name="requested"/>; the message names <paramref name="name"/> (an
+    /// option or field).</summary>
     /// <exception cref="ArgumentException">requested is negative or above <see cref="Default"/>.</exception>
     public static int Check(int requested, string name = "threads")
     {
@@ -33,8 +36,9 @@ public static class ThreadCount
 /// <summary>
 /// Persistent worker threads for the kernels. <see cref="Run"/> splits items [0, count) into one contiguous range per
 /// thread, runs range 0 on the calling thread, and returns when all ranges are done. Workers spin briefly between jobs
-/// (decode issues hundreds of small matmuls per token), then sleep, so an idle pool costs no CPU. Run allocates nothing.
-/// Several sessions may share one pool: a Run that finds the pool busy runs its job on the caller's thread alone.
+/// (decode issues hundreds of small matmuls per token), then sleep, so an idle pool costs no CPU. Run allocates
+/// nothing. Several sessions may share one pool: a Run that finds the pool busy runs its job on the caller's thread
+/// alone.
 /// </summary>
 public sealed class WorkerPool : IDisposable
 {
@@ -70,7 +74,8 @@ public sealed class WorkerPool : IDisposable
         }
     }
 
-    /// <summary>Share of worker <paramref name="index"/> in [0, count): contiguous and balanced to within one item.</summary>
+    /// <summary>Share of worker <paramref name="index"/> in [0, count): contiguous and balanced to within one
+    /// item.</summary>
     public static (int Begin, int End) Share(int count, int parts, int index) =>
         ((int)((long)count * index / parts), (int)((long)count * (index + 1) / parts));
 
@@ -137,8 +142,10 @@ public sealed class WorkerPool : IDisposable
                     continue;
                 }
                 // Announce the sleep, then look once more: a Run that started in between either sees the flag (and
-                // releases us) or we see its generation (and take the flag back, or absorb the release it already sent).
-                Interlocked.Exchange(ref _sleeping[index - 1], 1); // a full fence: the flag is visible before we re-read the generation
+                // releases us) or we see its generation (and take the flag back, or absorb the release it already
+                // sent).
+                // a full fence: the flag is visible before we re-read the generation
+                Interlocked.Exchange(ref _sleeping[index - 1], 1);
                 if (Volatile.Read(ref _generation) != seen || _stopping)
                 {
                     if (Interlocked.Exchange(ref _sleeping[index - 1], 0) == 0) _wake[index - 1].Wait();

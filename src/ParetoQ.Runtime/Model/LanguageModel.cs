@@ -90,7 +90,8 @@ public sealed class LanguageModel : IDisposable
             var t = file[name];
             used.Add(name);
             if (t.Shape.Count != 2 || t.Shape[0] != rows || t.Shape[1] != cols)
-                throw new PqFormatException(file.Path, name, $"shape {t.ShapeText} does not match the config, which needs [{rows}, {cols}]");
+                throw new PqFormatException(file.Path, name,
+                    $"shape {t.ShapeText} does not match the config, which needs [{rows}, {cols}]");
             return backend.Upload(t, rows, cols);
         }
 
@@ -99,8 +100,10 @@ public sealed class LanguageModel : IDisposable
             string name = ModelTensors.Name(role, layer);
             var t = file[name];
             used.Add(name);
-            if (t.Format != WeightFormat.F32) throw new PqFormatException(file.Path, name, $"norm weights must be f32, not {WeightFormats.Name(t.Format)}");
-            if (t.Shape.Count != 1 || t.Shape[0] != dim) throw new PqFormatException(file.Path, name, $"shape {t.ShapeText} does not match the config, which needs [{dim}]");
+            if (t.Format != WeightFormat.F32) throw new PqFormatException(file.Path, name,
+                $"norm weights must be f32, not {WeightFormats.Name(t.Format)}");
+            if (t.Shape.Count != 1 || t.Shape[0] != dim) throw new PqFormatException(file.Path, name,
+                $"shape {t.ShapeText} does not match the config, which needs [{dim}]");
             return backend.Upload(t, 1, dim);
         }
 
@@ -138,12 +141,14 @@ public sealed class LanguageModel : IDisposable
                 c.RopeLayers[i], c.RopeLayout, invFreq, c.UseQkNorm, c.RmsNormEps, c.TemperatureTuning);
         }
         foreach (var t in file.Tensors)
-            if (!used.Contains(t.Name)) throw new PqFormatException(file.Path, t.Name, "is not used by a " + c.Architecture + " model with this config");
+            if (!used.Contains(t.Name)) throw new PqFormatException(file.Path, t.Name,
+                "is not used by a " + c.Architecture + " model with this config");
         Layers = layers;
         Attention = attention;
     }
 
-    /// <summary>RoPE inverse frequencies θ^(−2i/d) for i &lt; d/2, with Llama-3 scaling applied when configured.</summary>
+    /// <summary>RoPE inverse frequencies θ^(−2i/d) for i &lt; d/2, with Llama-3 scaling applied when
+    /// configured.</summary>
     public static float[] RopeInverseFrequencies(ModelConfig c)
     {
         int half = c.HeadDim / 2;

@@ -16,23 +16,28 @@ public enum AttentionKind
 {
     /// <summary>Attends to every earlier position (<c>full_attention</c>).</summary>
     Global,
-    /// <summary>Attends to the <see cref="ModelConfig.SlidingWindow"/> most recent positions, itself included (<c>sliding_attention</c>).</summary>
+    /// <summary>Attends to the <see cref="ModelConfig.SlidingWindow"/> most recent positions, itself included
+    /// (<c>sliding_attention</c>).</summary>
     Local,
 }
 
 /// <summary>Llama-3 style RoPE frequency scaling.</summary>
-public sealed record Llama3RopeScaling(double Factor, double LowFreqFactor, double HighFreqFactor, int OriginalMaxPositionEmbeddings);
+public sealed record Llama3RopeScaling(double Factor, double LowFreqFactor, double HighFreqFactor,
+    int OriginalMaxPositionEmbeddings);
 
-/// <summary>Llama-4 attention temperature tuning on NoPE layers: q *= log1p(floor((pos + 1) / FloorScale)) · AttnScale + 1.</summary>
+/// <summary>Llama-4 attention temperature tuning on NoPE layers: q *= log1p(floor((pos + 1) / FloorScale)) · AttnScale
+/// + 1.</summary>
 public sealed record AttentionTemperatureTuning(double FloorScale, double AttnScale)
 {
     /// <summary>The factor q is multiplied by at <paramref name="position"/>.</summary>
-    public float Factor(int position) => (float)(Math.Log(Math.Floor((position + 1.0) / FloorScale) + 1.0) * AttnScale + 1.0);
+    public float Factor(int position)
+        => (float)(Math.Log(Math.Floor((position + 1.0) / FloorScale) + 1.0) * AttnScale + 1.0);
 }
 
 /// <summary>
 /// The architecture of a model, read strictly from the "config" object of a .pq file (docs/FORMAT.md lists the fields).
-/// Every architectural difference between MobileLLM and MobileLLM-Pro is a field here, never a fork of the forward pass.
+/// Every architectural difference between MobileLLM and MobileLLM-Pro is a field here, never a fork of the forward
+/// pass.
 /// </summary>
 public sealed class ModelConfig
 {
@@ -53,7 +58,8 @@ public sealed class ModelConfig
     public required RopeLayout RopeLayout { get; init; }
     public Llama3RopeScaling? RopeScaling { get; init; }
     public required bool TieWordEmbeddings { get; init; }
-    /// <summary>MobileLLM layer sharing: each weight layer runs this many times in a row, each run with its own KV cache.</summary>
+    /// <summary>MobileLLM layer sharing: each weight layer runs this many times in a row, each run with its own KV
+    /// cache.</summary>
     public int LayerRepeat { get; init; } = 1;
     /// <summary>Per weight layer.</summary>
     public required AttentionKind[] LayerTypes { get; init; }
@@ -91,10 +97,12 @@ public sealed class ModelConfig
             _ => throw error($"rope_layout '{layoutName}' is not implemented (use rotate_half or interleaved)"),
         };
 
-        Llama3RopeScaling? scaling = c.OptionalObject("rope_scaling") is { } rs ? ParseRopeScaling(rs, rs.String("rope_type", 32), error) : null;
+        Llama3RopeScaling? scaling = c.OptionalObject("rope_scaling") is { } rs
+            ? ParseRopeScaling(rs, rs.String("rope_type", 32), error) : null;
         var types = ParseLayerTypes(c, layers, error);
         int window = c.OptionalInt("sliding_window", 1, int.MaxValue, 0);
-        if (types.Contains(AttentionKind.Local) && window == 0) throw error("layer_types has sliding_attention layers but sliding_window is missing");
+        if (types.Contains(AttentionKind.Local)
+            && window == 0) throw error("layer_types has sliding_attention layers but sliding_window is missing");
 
         var rope = Enumerable.Repeat(true, layers).ToArray();
         if (c.GetOptional("rope_layers", JsonValueKind.Array) is not null)
@@ -148,7 +156,8 @@ public sealed class ModelConfig
         if (type == "llama3")
         {
             scaling = new Llama3RopeScaling(
-                rs.Double("factor", 1, 1e6), rs.Double("low_freq_factor", 1e-6, 1e6), rs.Double("high_freq_factor", 1e-6, 1e6),
+                rs.Double("factor", 1, 1e6), rs.Double("low_freq_factor", 1e-6, 1e6),
+                    rs.Double("high_freq_factor", 1e-6, 1e6),
                 rs.Int("original_max_position_embeddings", 1, int.MaxValue));
             if (scaling.HighFreqFactor <= scaling.LowFreqFactor) throw error("rope_scaling.high_freq_factor must exceed low_freq_factor");
         }
@@ -160,7 +169,8 @@ public sealed class ModelConfig
         return scaling;
     }
 
-    /// <summary>The optional <c>layer_types</c> array (all global when absent); Hugging Face configs use the same field.</summary>
+    /// <summary>The optional <c>layer_types</c> array (all global when absent); Hugging Face configs use the same
+    /// field.</summary>
     internal static AttentionKind[] ParseLayerTypes(StrictJson c, int layers, Func<string, Exception> error)
     {
         var types = new AttentionKind[layers];
@@ -174,7 +184,8 @@ public sealed class ModelConfig
             {
                 "full_attention" => AttentionKind.Global,
                 "sliding_attention" => AttentionKind.Local,
-                var other => throw error($"layer_types[{i}] = '{other}' is not implemented (full_attention or sliding_attention)"),
+                var other
+                    => throw error($"layer_types[{i}] = '{other}' is not implemented (full_attention or sliding_attention)"),
             } : throw error($"layer_types[{i}] must be a string");
             i++;
         }
@@ -213,7 +224,8 @@ public sealed class ModelConfig
             w.WriteBoolean("tie_word_embeddings", TieWordEmbeddings);
             w.WriteNumber("layer_repeat", LayerRepeat);
             w.WriteStartArray("layer_types");
-            foreach (var t in LayerTypes) w.WriteStringValue(t == AttentionKind.Global ? "full_attention" : "sliding_attention");
+            foreach (var t in LayerTypes) w.WriteStringValue(t == AttentionKind.Global ? "full_attention"
+                : "sliding_attention");
             w.WriteEndArray();
             if (SlidingWindow > 0) w.WriteNumber("sliding_window", SlidingWindow);
             w.WriteBoolean("use_qk_norm", UseQkNorm);

@@ -1,21 +1,25 @@
 namespace ParetoQ.Runtime.Model;
 
-/// <summary>What a tensor is in the decoder: the loader and every model writer name and shape tensors through it.</summary>
+/// <summary>What a tensor is in the decoder: the loader and every model writer name and shape tensors through
+/// it.</summary>
 public enum TensorRole
 {
     Embedding, AttentionNorm, Query, Key, Value, Output, FfnNorm, Gate, Up, Down, FinalNorm, Head,
 }
 
-/// <summary>One tensor a config needs: its Hugging Face LLaMA-style name and its (rows, cols); norms are (1, dim).</summary>
+/// <summary>One tensor a config needs: its Hugging Face LLaMA-style name and its (rows, cols); norms are (1,
+/// dim).</summary>
 public sealed record TensorSpec(string Name, TensorRole Role, int Rows, int Cols)
 {
     public bool IsNorm => Role is TensorRole.AttentionNorm or TensorRole.FfnNorm or TensorRole.FinalNorm;
 
     /// <summary>The attention and MLP linear layers: the weights ParetoQ quantizes.</summary>
-    public bool IsProjection => Role is TensorRole.Query or TensorRole.Key or TensorRole.Value or TensorRole.Output or TensorRole.Gate or TensorRole.Up or TensorRole.Down;
+    public bool IsProjection => Role is TensorRole.Query or TensorRole.Key or TensorRole.Value or TensorRole.Output
+        or TensorRole.Gate or TensorRole.Up or TensorRole.Down;
 }
 
-/// <summary>The tensor table of the one decoder architecture: names, shapes and the order writers emit them in.</summary>
+/// <summary>The tensor table of the one decoder architecture: names, shapes and the order writers emit them
+/// in.</summary>
 public static class ModelTensors
 {
     public static string Name(TensorRole role, int layer = -1) => role switch
@@ -54,7 +58,8 @@ public static class ModelTensors
         TensorRole.FfnNorm, TensorRole.Gate, TensorRole.Up, TensorRole.Down,
     ];
 
-    /// <summary>Every tensor the config needs, in file order: embedding, each layer, final norm, then the head when untied.</summary>
+    /// <summary>Every tensor the config needs, in file order: embedding, each layer, final norm, then the head when
+    /// untied.</summary>
     public static IEnumerable<TensorSpec> For(ModelConfig c)
     {
         TensorSpec Spec(TensorRole role, int layer = -1)

@@ -13,8 +13,9 @@ public sealed record SessionOptions
     /// <summary>Tokens processed per forward step during prefill; longer inputs are fed in chunks.</summary>
     public int MaxBatch { get; init; } = 64;
     /// <summary>
-    /// Holds logits for every token of a step (MaxBatch × vocab floats), as <see cref="Session.Forward(ReadOnlySpan{int}, Span{float})"/>
-    /// needs for scoring; off, the session holds the last token's only.
+    /// Holds logits for every token of a step (MaxBatch × vocab floats), as
+    /// <see cref="Session.Forward(ReadOnlySpan{int}, Span{float})"/> needs for scoring; off, the session holds the last
+    /// token's only.
     /// </summary>
     public bool AllLogits { get; init; }
 }
@@ -46,7 +47,8 @@ public sealed class Session : IDisposable
         _be = model.Backend;
         ContextLength = options.ContextLength == 0 ? Math.Min(c.MaxPositionEmbeddings, 4096) : options.ContextLength;
         if (ContextLength < 1 || ContextLength > c.MaxPositionEmbeddings)
-            throw new ArgumentOutOfRangeException(nameof(options), $"context length {ContextLength} is outside 1..{c.MaxPositionEmbeddings} (max_position_embeddings)");
+            throw new ArgumentOutOfRangeException(nameof(options),
+                $"context length {ContextLength} is outside 1..{c.MaxPositionEmbeddings} (max_position_embeddings)");
         if (options.MaxBatch < 1) throw new ArgumentOutOfRangeException(nameof(options), "MaxBatch must be at least 1");
         MaxBatch = Math.Min(options.MaxBatch, ContextLength);
         KvCacheType = options.KvCache;
@@ -56,7 +58,8 @@ public sealed class Session : IDisposable
     /// <summary>Forgets the conversation; the caches are overwritten as new tokens arrive.</summary>
     public void Reset() => Position = 0;
 
-    /// <summary>Feeds tokens (prefill when many, decode when one) and returns the logits after the last one, valid until the next call.</summary>
+    /// <summary>Feeds tokens (prefill when many, decode when one) and returns the logits after the last one, valid
+    /// until the next call.</summary>
     public ReadOnlySpan<float> Forward(scoped ReadOnlySpan<int> tokens)
     {
         CheckTokens(tokens);
@@ -93,7 +96,8 @@ public sealed class Session : IDisposable
         if ((long)Position + tokens.Length > ContextLength)
             throw new ContextLengthExceededException($"{tokens.Length} tokens at position {Position} need {Position + tokens.Length} positions, more than the context length {ContextLength}");
         foreach (int t in tokens)
-            if ((uint)t >= (uint)Config.VocabSize) throw new ArgumentOutOfRangeException(nameof(tokens), t, $"token id {t} is outside the vocabulary (0..{Config.VocabSize - 1})");
+            if ((uint)t >= (uint)Config.VocabSize) throw new ArgumentOutOfRangeException(nameof(tokens), t,
+                $"token id {t} is outside the vocabulary (0..{Config.VocabSize - 1})");
     }
 
     private enum Logits { None, Last, All }

@@ -6,7 +6,8 @@ namespace ParetoQ.Runtime.Quantization;
 public static class FloatCodec
 {
     public static int ElementBytes(WeightFormat format) =>
-        WeightFormats.IsFloat(format) ? WeightFormats.Of(format).ElementBytes : throw new ArgumentException($"{format} is not a float format", nameof(format));
+        WeightFormats.IsFloat(format) ? WeightFormats.Of(format).ElementBytes
+            : throw new ArgumentException($"{format} is not a float format", nameof(format));
 
     /// <summary>bf16 → fp32 is exact: the bf16 bits are the top half of the fp32 bits.</summary>
     public static float Bf16ToSingle(ushort bits) => BitConverter.Int32BitsToSingle(bits << 16);
@@ -25,7 +26,8 @@ public static class FloatCodec
     {
         WeightFormat.F32 => BinaryPrimitives.ReadSingleLittleEndian(data.Slice(checked((int)(index * 4)), 4)),
         WeightFormat.F16 => (float)BinaryPrimitives.ReadHalfLittleEndian(data.Slice(checked((int)(index * 2)), 2)),
-        WeightFormat.BF16 => Bf16ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(data.Slice(checked((int)(index * 2)), 2))),
+        WeightFormat.BF16
+            => Bf16ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(data.Slice(checked((int)(index * 2)), 2))),
         _ => throw new ArgumentException($"{format} is not a float format", nameof(format)),
     };
 
@@ -44,8 +46,10 @@ public static class FloatCodec
             switch (format)
             {
                 case WeightFormat.F32: BinaryPrimitives.WriteSingleLittleEndian(dst.AsSpan(i * 4), values[i]); break;
-                case WeightFormat.F16: BinaryPrimitives.WriteHalfLittleEndian(dst.AsSpan(i * 2), (Half)values[i]); break;
-                case WeightFormat.BF16: BinaryPrimitives.WriteUInt16LittleEndian(dst.AsSpan(i * 2), SingleToBf16(values[i])); break;
+                case WeightFormat.F16: BinaryPrimitives.WriteHalfLittleEndian(dst.AsSpan(i * 2),
+                    (Half)values[i]); break;
+                case WeightFormat.BF16: BinaryPrimitives.WriteUInt16LittleEndian(dst.AsSpan(i * 2),
+                    SingleToBf16(values[i])); break;
                 default: throw new ArgumentException($"{format} is not a float format", nameof(format));
             }
         }

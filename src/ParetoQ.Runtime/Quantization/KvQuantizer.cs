@@ -3,7 +3,8 @@ namespace ParetoQ.Runtime.Quantization;
 
 /// <summary>
 /// int8 asymmetric quantization of one KV vector (one token, one head), as ExecuTorch's int8 KV cache does it:
-/// scale = (max − min) / 255 over a range that includes 0, zero = −128 − round(min / scale), q = clamp(round(x / scale) + zero).
+/// scale = (max − min) / 255 over a range that includes 0, zero = −128 − round(min / scale), q = clamp(round(x / scale)
+/// + zero).
 /// </summary>
 public static class KvQuantizer
 {

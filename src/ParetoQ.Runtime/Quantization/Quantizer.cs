@@ -6,7 +6,8 @@ namespace ParetoQ.Runtime.Quantization;
 /// The quantizer math, one source of truth for the runtime, the converter and the trainer (REFERENCE.md §1).
 /// ParetoQ grids take a learnable per-row α; the symmetric PTQ formats (int8 per row, int4 group-32) take a scale s.
 /// Every format maps a weight to an unsigned code, and <see cref="Dequantize"/> of that code equals
-/// <see cref="FakeQuantize"/> of the weight bit for bit (binary's sign(0) = 0 is the one value with no code; see <see cref="Quantize"/>).
+/// <see cref="FakeQuantize"/> of the weight bit for bit (binary's sign(0) = 0 is the one value with no code; see
+/// <see cref="Quantize"/>).
 /// </summary>
 public static class Quantizer
 {
@@ -16,7 +17,8 @@ public static class Quantizer
     /// <summary>SEQ (ternary, 2-bit) clips t = W/α to this range before rounding.</summary>
     public const float SeqClip = 0.99f;
 
-    /// <summary>Per-row scale initialisation: ParetoQ's rules for its grids, absmax rules for the PTQ formats.</summary>
+    /// <summary>Per-row scale initialisation: ParetoQ's rules for its grids, absmax rules for the PTQ
+    /// formats.</summary>
     public static float InitialScale(WeightFormat format, ReadOnlySpan<float> values)
     {
         float maxAbs = 0, sumAbs = 0;
@@ -38,7 +40,8 @@ public static class Quantizer
         };
     }
 
-    /// <summary>The scale actually used: ParetoQ grids clamp α ≥ 1e-5; PTQ scales are used as computed (0 for an all-zero group).</summary>
+    /// <summary>The scale actually used: ParetoQ grids clamp α ≥ 1e-5; PTQ scales are used as computed (0 for an
+    /// all-zero group).</summary>
     public static float EffectiveScale(WeightFormat format, float scale) =>
         WeightFormats.IsParetoQ(format) ? MathF.Max(scale, MinAlpha) : scale;
 
@@ -114,7 +117,8 @@ public static class Quantizer
     /// </summary>
     public static float Dequantize(WeightFormat format, int code, float scale)
     {
-        if (!WeightFormats.IsPacked(format)) throw new ArgumentException($"{format} is not a quantized format", nameof(format));
+        if (!WeightFormats.IsPacked(format)) throw new ArgumentException($"{format} is not a quantized format",
+            nameof(format));
         return WeightFormats.Affine(format).Value(code, EffectiveScale(format, scale));
     }
 
@@ -131,11 +135,15 @@ public static class Quantizer
     /// Quantizes a row-major [rows, cols] matrix. <paramref name="rowAlphas"/> gives learned per-row α (ParetoQ grids);
     /// when empty the initial scale of each row (or group) is used.
     /// </summary>
-    public static QuantizedMatrix QuantizeMatrix(WeightFormat format, ReadOnlySpan<float> weights, int rows, int cols, ReadOnlySpan<float> rowAlphas = default)
+    public static QuantizedMatrix QuantizeMatrix(WeightFormat format, ReadOnlySpan<float> weights, int rows, int cols,
+        ReadOnlySpan<float> rowAlphas = default)
     {
-        if (!WeightFormats.IsPacked(format)) throw new ArgumentException($"{format} is not a quantized format", nameof(format));
+        if (!WeightFormats.IsPacked(format)) throw new ArgumentException($"{format} is not a quantized format",
+            nameof(format));
         if ((long)rows * cols != weights.Length) throw new ArgumentException($"weights hold {weights.Length} values, not {rows}x{cols}", nameof(weights));
-        if (!rowAlphas.IsEmpty && rowAlphas.Length != rows) throw new ArgumentException($"{rowAlphas.Length} row scales for {rows} rows", nameof(rowAlphas));
+        if (!rowAlphas.IsEmpty
+            && rowAlphas.Length != rows) throw new ArgumentException($"{rowAlphas.Length} row scales for {rows} rows",
+            nameof(rowAlphas));
         int groupSize = WeightFormats.GroupSize(format) == 0 ? cols : WeightFormats.GroupSize(format);
         int groups = (cols + groupSize - 1) / groupSize;
         var codes = new byte[(long)rows * cols];
@@ -160,7 +168,8 @@ public static class Quantizer
 /// Unpacked integer codes and scales of a [rows, cols] matrix, the interchange form between quantizer and packer.
 /// Codes are row-major; scales are [rows, groups] with group = col / GroupSize.
 /// </summary>
-public sealed record QuantizedMatrix(WeightFormat Format, int Rows, int Cols, int GroupSize, byte[] Codes, float[] Scales)
+public sealed record QuantizedMatrix(WeightFormat Format, int Rows, int Cols, int GroupSize, byte[] Codes,
+    float[] Scales)
 {
     public int Groups => (Cols + GroupSize - 1) / GroupSize;
 

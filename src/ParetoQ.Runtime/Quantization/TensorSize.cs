@@ -17,7 +17,8 @@ public static class TensorSize
             if (count > (1L << 40)) return -1;
         }
         if (WeightFormats.IsFloat(format)) return count * FloatCodec.ElementBytes(format);
-        if (!WeightFormats.IsPacked(format) || shape.Length != 2 || shape[0] > PackedLayout.MaxDim || shape[1] > PackedLayout.MaxDim) return -1;
+        if (!WeightFormats.IsPacked(format) || shape.Length != 2 || shape[0] > PackedLayout.MaxDim
+            || shape[1] > PackedLayout.MaxDim) return -1;
         return new PackedLayout(format, shape[0], shape[1]).TotalBytes;
     }
 }

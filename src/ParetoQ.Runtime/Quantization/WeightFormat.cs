@@ -2,7 +2,8 @@ using ParetoQ.Runtime.Interchange;
 
 namespace ParetoQ.Runtime.Quantization;
 
-/// <summary>Storage format of one tensor in a .pq file. The numeric values are part of the file format: never renumber.</summary>
+/// <summary>Storage format of one tensor in a .pq file. The numeric values are part of the file format: never
+/// renumber.</summary>
 public enum WeightFormat : byte
 {
     F32 = 0,
@@ -26,18 +27,20 @@ public enum WeightFormat : byte
 
 /// <summary>
 /// A packed format's grid as integer levels: value = scale · (A · code − B) / Divisor (REFERENCE.md §1). The levels
-/// A · code − B are small integers, so the integer kernels multiply unsigned codes only and fix up B with the activation
-/// sum, and every GGUF block type whose integer range covers the levels holds the grid exactly.
+/// A · code − B are small integers, so the integer kernels multiply unsigned codes only and fix up B with the
+/// activation sum, and every GGUF block type whose integer range covers the levels holds the grid exactly.
 /// </summary>
 public readonly record struct AffineCodes(int A, int B, float Divisor)
 {
     /// <summary>The step between levels as the kernels multiply it: 1 / Divisor, rounded once.</summary>
     public float Multiplier => 1f / Divisor;
 
-    /// <summary>value = scale · (A·code − B) / Divisor, with the arithmetic (and rounding) of <see cref="Quantizer.FakeQuantize"/>.</summary>
+    /// <summary>value = scale · (A·code − B) / Divisor, with the arithmetic (and rounding) of
+    /// <see cref="Quantizer.FakeQuantize"/>.</summary>
     public float Value(int code, float scale) => scale * ((A * code - B) / Divisor);
 
-    /// <summary>The same value as one line in the code, value = scale · (Slope · code + Intercept): the GPU kernels' form.</summary>
+    /// <summary>The same value as one line in the code, value = scale · (Slope · code + Intercept): the GPU kernels'
+    /// form.</summary>
     public (float Slope, float Intercept) Line => (Multiplier * A, -Multiplier * B);
 }
 
@@ -60,7 +63,8 @@ public sealed record TrainingGrid(bool Seq, float Qn, float Qp, float ClippedGra
 /// <param name="Levels">Distinct values of a packed grid (per scale).</param>
 /// <param name="MaxCode">Largest code of a packed format (codes are unsigned, 0..MaxCode).</param>
 /// <param name="Affine">The code → value map of a packed format.</param>
-/// <param name="BlockCols">Columns of one unit of the chunk arrangement; packed rows are padded to a multiple of it.</param>
+/// <param name="BlockCols">Columns of one unit of the chunk arrangement; packed rows are padded to a multiple of
+/// it.</param>
 /// <param name="GroupSize">Inputs that share one scale: 32 for q4_g32, 0 for one scale per row.</param>
 /// <param name="Gguf">The ggml type that holds the format's levels (the float formats keep their own type).</param>
 /// <param name="Grid">The ParetoQ QAT grid the trainer fake-quantizes with; null for the PTQ and float formats.</param>
@@ -72,11 +76,13 @@ public sealed record WeightFormatInfo(
     public bool IsPacked => !IsFloat;
     /// <summary>The ParetoQ QAT grids; their α is used as max(α, 1e-5).</summary>
     public bool IsParetoQ => Grid is not null;
-    /// <summary>Where the scales sit: after all codes, fp32, ordered [tile][group][row in tile] (<see cref="PackedLayout"/>).</summary>
+    /// <summary>Where the scales sit: after all codes, fp32, ordered [tile][group][row in tile]
+    /// (<see cref="PackedLayout"/>).</summary>
     public string ScaleLayout => IsFloat ? "none" : GroupSize == 0 ? "fp32 per row" : $"fp32 per {GroupSize} inputs";
 }
 
-/// <summary>The descriptor table: one <see cref="WeightFormatInfo"/> per <see cref="WeightFormat"/>, and lookups over it.</summary>
+/// <summary>The descriptor table: one <see cref="WeightFormatInfo"/> per <see cref="WeightFormat"/>, and lookups over
+/// it.</summary>
 public static class WeightFormats
 {
     private static readonly WeightFormatInfo[] s_table =
@@ -84,15 +90,22 @@ public static class WeightFormats
         new(WeightFormat.F32, "f32", 32, 32, 4, 0, 0, default, 0, 0, GgmlType.F32, null),
         new(WeightFormat.F16, "f16", 16, 16, 2, 0, 0, default, 0, 0, GgmlType.F16, null),
         new(WeightFormat.BF16, "bf16", 16, 16, 2, 0, 0, default, 0, 0, GgmlType.BF16, null),
-        new(WeightFormat.I8Row, "i8_row", 8, 8, 0, 255, 255, new(1, 128, 1), 16, 0, GgmlType.Q8_0, null),             // −127 … 127 (code 0 unused)
-        new(WeightFormat.Q4Row, "q4_row", 4, 4, 0, 16, 15, new(1, 8, 1), 32, 0, GgmlType.Q4_0, new(false, -8, 7, 0)),   // −8 … 7
-        new(WeightFormat.Q3Row, "q3_row", 3, 3, 0, 8, 7, new(1, 4, 1), 128, 0, GgmlType.Q4_0, new(false, -4, 3, 0)),    // −4 … 3
-        new(WeightFormat.Q2Seq, "q2_seq", 2, 2, 0, 4, 3, new(2, 3, 4), 64, 0, GgmlType.Q2_K,                            // ±1/4, ±3/4
+        // −127 … 127 (code 0 unused)
+        new(WeightFormat.I8Row, "i8_row", 8, 8, 0, 255, 255, new(1, 128, 1), 16, 0, GgmlType.Q8_0, null),
+        // −8 … 7
+        new(WeightFormat.Q4Row, "q4_row", 4, 4, 0, 16, 15, new(1, 8, 1), 32, 0, GgmlType.Q4_0, new(false, -8, 7, 0)),
+        // −4 … 3
+        new(WeightFormat.Q3Row, "q3_row", 3, 3, 0, 8, 7, new(1, 4, 1), 128, 0, GgmlType.Q4_0, new(false, -4, 3, 0)),
+        // ±1/4, ±3/4
+        new(WeightFormat.Q2Seq, "q2_seq", 2, 2, 0, 4, 3, new(2, 3, 4), 64, 0, GgmlType.Q2_K,
             new(true, -Quantizer.SeqClip, Quantizer.SeqClip, 0.75f)),
-        new(WeightFormat.Ternary, "ternary", 1.58, 2, 0, 3, 2, new(1, 1, 1.5f), 64, 0, GgmlType.TQ2_0,                  // −2/3, 0, 2/3
+        // −2/3, 0, 2/3
+        new(WeightFormat.Ternary, "ternary", 1.58, 2, 0, 3, 2, new(1, 1, 1.5f), 64, 0, GgmlType.TQ2_0,
             new(true, -Quantizer.SeqClip, Quantizer.SeqClip, 1f)),
-        new(WeightFormat.Binary, "binary", 1, 1, 0, 2, 1, new(2, 1, 1), 128, 0, GgmlType.TQ2_0, new(false, -1, 1, 0)),  // ±1
-        new(WeightFormat.Q4G32, "q4_g32", 4, 4, 0, 16, 15, new(1, 8, 1), 32, 32, GgmlType.Q4_0, null),                  // −8 … 7
+        // ±1
+        new(WeightFormat.Binary, "binary", 1, 1, 0, 2, 1, new(2, 1, 1), 128, 0, GgmlType.TQ2_0, new(false, -1, 1, 0)),
+        // −8 … 7
+        new(WeightFormat.Q4G32, "q4_g32", 4, 4, 0, 16, 15, new(1, 8, 1), 32, 32, GgmlType.Q4_0, null),
     ];
 
     /// <summary>The descriptor of a known format.</summary>
@@ -117,9 +130,11 @@ public static class WeightFormats
 
     /// <summary>Largest code value a format uses (codes are unsigned, 0..MaxCode).</summary>
     public static int MaxCode(WeightFormat f) =>
-        Of(f).IsPacked ? s_table[(int)f].MaxCode : throw new ArgumentOutOfRangeException(nameof(f), f, "not an integer-code format");
+        Of(f).IsPacked ? s_table[(int)f].MaxCode
+            : throw new ArgumentOutOfRangeException(nameof(f), f, "not an integer-code format");
 
-    /// <summary>Inputs that share one scale: 32 for <see cref="WeightFormat.Q4G32"/>, 0 meaning "the whole row" otherwise.</summary>
+    /// <summary>Inputs that share one scale: 32 for <see cref="WeightFormat.Q4G32"/>, 0 meaning "the whole row"
+    /// otherwise.</summary>
     public static int GroupSize(WeightFormat f) => Of(f).GroupSize;
 
     public static double NominalBits(WeightFormat f) => Of(f).NominalBits;
@@ -143,5 +158,6 @@ public static class WeightFormats
 
     /// <summary>The affine code → value map of a packed format.</summary>
     public static AffineCodes Affine(WeightFormat f) =>
-        Of(f).IsPacked ? s_table[(int)f].Affine : throw new ArgumentException($"{f} is not a packed integer format", nameof(f));
+        Of(f).IsPacked ? s_table[(int)f].Affine
+            : throw new ArgumentException($"{f} is not a packed integer format", nameof(f));
 }

@@ -2,10 +2,12 @@ using System.Buffers.Binary;
 
 namespace ParetoQ.Runtime.Quantization;
 
-/// <summary>Converts between <see cref="QuantizedMatrix"/> and the packed bytes described by <see cref="PackedLayout"/>.</summary>
+/// <summary>Converts between <see cref="QuantizedMatrix"/> and the packed bytes described by
+/// <see cref="PackedLayout"/>.</summary>
 public static class WeightPacker
 {
-    /// <summary>Packs codes and scales into a new tensor byte array of <see cref="PackedLayout.TotalBytes"/> bytes.</summary>
+    /// <summary>Packs codes and scales into a new tensor byte array of <see cref="PackedLayout.TotalBytes"/>
+    /// bytes.</summary>
     public static byte[] Pack(QuantizedMatrix m)
     {
         var layout = new PackedLayout(m.Format, m.Rows, m.Cols);
@@ -15,7 +17,8 @@ public static class WeightPacker
         if (m.Codes.LongLength != (long)m.Rows * m.Cols || m.Scales.LongLength != (long)m.Rows * m.Groups)
             throw new ArgumentException($"{m.Codes.LongLength} codes and {m.Scales.LongLength} scales do not fit [{m.Rows}, {m.Cols}] with {m.Groups} groups per row", nameof(m));
         foreach (float s in m.Scales)
-            if (!float.IsFinite(s) || s < 0) throw new ArgumentException($"scale {s} is not a finite non-negative number", nameof(m));
+            if (!float.IsFinite(s)
+                || s < 0) throw new ArgumentException($"scale {s} is not a finite non-negative number", nameof(m));
         int maxCode = WeightFormats.MaxCode(m.Format);
         var dst = new byte[layout.TotalBytes];
         var rowCodes = new byte[layout.PaddedCols];
@@ -42,7 +45,8 @@ public static class WeightPacker
                 var codes = rowCodes.Slice(block * 128, 128);
                 for (int m = 0; m < 128; m++)
                 {
-                    SetBits(tensor.Slice((int)layout.ChunkOffset(row, block * 3 + m / 64), 16), m % 64, 2, codes[m] & 3);
+                    SetBits(tensor.Slice((int)layout.ChunkOffset(row, block * 3 + m / 64), 16), m % 64, 2,
+                        codes[m] & 3);
                     SetBits(tensor.Slice((int)layout.ChunkOffset(row, block * 3 + 2), 16), m, 1, codes[m] >> 2);
                 }
             }
@@ -78,17 +82,20 @@ public static class WeightPacker
 
     /// <summary>The scale of (row, group).</summary>
     public static float Scale(in PackedLayout layout, ReadOnlySpan<byte> tensor, int row, int group) =>
-        BinaryPrimitives.ReadSingleLittleEndian(tensor.Slice((int)(layout.CodeBytes + layout.ScaleIndex(row, group) * 4), 4));
+        BinaryPrimitives.ReadSingleLittleEndian(tensor.Slice((int)(layout.CodeBytes + layout.ScaleIndex(row,
+            group) * 4), 4));
 
     /// <summary>Dequantizes one row into fp32 (length Cols).</summary>
-    public static void DequantizeRow(in PackedLayout layout, ReadOnlySpan<byte> tensor, int row, Span<byte> codeScratch, Span<float> dst)
+    public static void DequantizeRow(in PackedLayout layout, ReadOnlySpan<byte> tensor, int row, Span<byte> codeScratch,
+        Span<float> dst)
     {
         UnpackRow(layout, tensor, row, codeScratch);
         for (int g = 0; g < layout.GroupsPerRow; g++)
         {
             float scale = Scale(layout, tensor, row, g);
             int end = Math.Min(layout.Cols, (g + 1) * layout.GroupSize);
-            for (int k = g * layout.GroupSize; k < end; k++) dst[k] = Quantizer.Dequantize(layout.Format, codeScratch[k], scale);
+            for (int k = g * layout.GroupSize; k < end; k++) dst[k] = Quantizer.Dequantize(layout.Format,
+                codeScratch[k], scale);
         }
     }
 

@@ -5,11 +5,13 @@ namespace ParetoQ.Runtime.Text;
 
 /// <summary>
 /// The smallest real vocabulary: a tiktoken file whose rank i is the single byte i, plus Llama-4's text markers.
-/// Generated models (tests, benchmarks, the random default model) carry it, so they run through the normal tokenizer path.
+/// Generated models (tests, benchmarks, the random default model) carry it, so they run through the normal tokenizer
+/// path.
 /// </summary>
 public static class ByteLevelVocabulary
 {
-    /// <summary>Tokens: 256 bytes, then begin/end of text, then (with chat tokens) header start/end and end of turn.</summary>
+    /// <summary>Tokens: 256 bytes, then begin/end of text, then (with chat tokens) header start/end and end of
+    /// turn.</summary>
     public static int Size(bool chatTokens) => chatTokens ? 261 : 258;
 
     /// <summary>The tiktoken ranks file: "base64(byte) rank" per line.</summary>
@@ -30,7 +32,7 @@ public static class ByteLevelVocabulary
             specials["<|header_end|>"] = 259;
             specials["<|eot|>"] = 260;
         }
-        return new PqTokenizerInfo(TokenizerKinds.Tiktoken, BosId: 256, EosIds: chatTokens ? [257, 260] : [257], PadId: PqTokenizerInfo.None,
-            SpecialTokens: specials, ChatTemplate: chatTokens ? "llama4" : null);
+        return new PqTokenizerInfo(TokenizerKinds.Tiktoken, BosId: 256, EosIds: chatTokens ? [257, 260] : [257],
+            PadId: PqTokenizerInfo.None, SpecialTokens: specials, ChatTemplate: chatTokens ? "llama4" : null);
     }
 }

@@ -9,8 +9,10 @@ public static class ChatTemplate
 {
     public sealed record Message(string Role, string Content);
 
-    /// <param name="continuation">The messages continue a conversation already in the session: no &lt;|begin_of_text|&gt;.</param>
-    public static int[] Llama4(TiktokenTextTokenizer tokenizer, IReadOnlyList<Message> messages, bool addAssistantHeader = true, bool continuation = false)
+    /// <param name="continuation">The messages continue a conversation already in the session: no
+    /// &lt;|begin_of_text|&gt;.</param>
+    public static int[] Llama4(TiktokenTextTokenizer tokenizer, IReadOnlyList<Message> messages,
+        bool addAssistantHeader = true, bool continuation = false)
     {
         int begin = tokenizer.Special("<|begin_of_text|>"), headerStart = tokenizer.Special("<|header_start|>");
         int headerEnd = tokenizer.Special("<|header_end|>"), eot = tokenizer.Special("<|eot|>");
@@ -25,7 +27,8 @@ public static class ChatTemplate
         }
         foreach (var m in messages)
         {
-            if (m.Role is not ("system" or "user" or "assistant")) throw new ArgumentException($"unknown chat role '{m.Role}'", nameof(messages));
+            if (m.Role is not ("system" or "user"
+                or "assistant")) throw new ArgumentException($"unknown chat role '{m.Role}'", nameof(messages));
             Header(m.Role);
             ids.AddRange(tokenizer.Encode(m.Content, addBos: false));
             ids.Add(eot);

@@ -5,9 +5,10 @@ using ParetoQ.Runtime.Format;
 namespace ParetoQ.Runtime.Text;
 
 /// <summary>
-/// SentencePiece-style BPE (LLaMA-1/2, Mistral): spaces become "▁", a "▁" dummy prefix is prepended, adjacent symbols are
-/// merged by merge rank (leftmost pair first on ties, as sentencepiece does), and characters outside the vocabulary fall
-/// back to their UTF-8 bytes as &lt;0xXX&gt; tokens. Read from a Hugging Face tokenizer.json or a SentencePiece tokenizer.model.
+/// SentencePiece-style BPE (LLaMA-1/2, Mistral): spaces become "▁", a "▁" dummy prefix is prepended, adjacent symbols
+/// are merged by merge rank (leftmost pair first on ties, as sentencepiece does), and characters outside the vocabulary
+/// fall back to their UTF-8 bytes as &lt;0xXX&gt; tokens. Read from a Hugging Face tokenizer.json or a SentencePiece
+/// tokenizer.model.
 /// </summary>
 /// <remarks>
 /// Microsoft.ML.Tokenizers 2.0.1's SentencePiece BPE merges the rightmost of two equal-rank pairs first, which differs
@@ -27,7 +28,8 @@ public sealed partial class SentencePieceBpeTokenizer : ITokenizer
     public int BosId { get; }
     public int UnknownId { get; }
 
-    private SentencePieceBpeTokenizer(string[] pieces, Dictionary<string, int> ids, Dictionary<(int, int), (int, int)> merges, bool[] control, int bosId, int unknownId)
+    private SentencePieceBpeTokenizer(string[] pieces, Dictionary<string, int> ids, Dictionary<(int, int),
+        (int, int)> merges, bool[] control, int bosId, int unknownId)
     {
         _pieces = pieces;
         _ids = ids;
@@ -43,16 +45,21 @@ public sealed partial class SentencePieceBpeTokenizer : ITokenizer
             if (ids.TryGetValue($"<0x{b:X2}>", out int id)) { _byteIds[b] = id; _byteOfId[id] = b; }
     }
 
-    /// <summary>Reads a tokenizer.json whose model is SentencePiece-style BPE with byte fallback (LLaMA-2, Mistral).</summary>
+    /// <summary>Reads a tokenizer.json whose model is SentencePiece-style BPE with byte fallback (LLaMA-2,
+    /// Mistral).</summary>
     public static SentencePieceBpeTokenizer FromHuggingFaceJson(ReadOnlySpan<byte> json, string source)
     {
-        using (var doc = StrictJson.Parse(json.ToArray(), 64, "tokenizer.json", msg => new TokenizerException(source, msg)))
+        using (var doc = StrictJson.Parse(json.ToArray(), 64, "tokenizer.json", msg
+            => new TokenizerException(source, msg)))
         {
             var root = doc.RootElement;
-            if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("model", out var model) || model.ValueKind != JsonValueKind.Object)
+            if (root.ValueKind != JsonValueKind.Object || !root.TryGetProperty("model", out var model)
+                || model.ValueKind != JsonValueKind.Object)
                 throw new TokenizerException(source, "tokenizer.json has no 'model' object");
-            string type = model.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String ? t.GetString()! : "";
-            if (type != "BPE") throw new TokenizerException(source, $"model type '{type}' is not supported here (expected BPE)");
+            string type = model.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.String
+                ? t.GetString()! : "";
+            if (type != "BPE") throw new TokenizerException(source,
+                $"model type '{type}' is not supported here (expected BPE)");
             if (!model.TryGetProperty("byte_fallback", out var bf) || bf.ValueKind != JsonValueKind.True)
                 throw new TokenizerException(source, "only byte_fallback BPE (SentencePiece style) is supported");
             CheckNormalizer(root, source);
@@ -62,15 +69,19 @@ public sealed partial class SentencePieceBpeTokenizer : ITokenizer
             var ids = new Dictionary<string, int>(StringComparer.Ordinal);
             foreach (var p in vocab.EnumerateObject())
             {
-                if (p.Value.ValueKind != JsonValueKind.Number || !p.Value.TryGetInt32(out int id) || id < 0 || id >= 1 << 24)
+                if (p.Value.ValueKind != JsonValueKind.Number || !p.Value.TryGetInt32(out int id) || id < 0
+                    || id >= 1 << 24)
                     throw new TokenizerException(source, $"vocab entry '{p.Name}' has an invalid id");
-                if (!ids.TryAdd(p.Name, id)) throw new TokenizerException(source, $"vocab entry '{p.Name}' appears twice");
+                if (!ids.TryAdd(p.Name, id)) throw new TokenizerException(source,
+                    $"vocab entry '{p.Name}' appears twice");
             }
             var pieces = new string[ids.Count];
             foreach (var (piece, id) in ids)
             {
-                if (Encoding.UTF8.GetByteCount(piece) > ITokenizer.MaxTokenBytes) throw new TokenizerException(source, $"piece {id} is longer than {ITokenizer.MaxTokenBytes} bytes");
-                if (id >= pieces.Length || pieces[id] is not null) throw new TokenizerException(source, $"vocab ids are not 0..{pieces.Length - 1} without gaps (id {id})");
+                if (Encoding.UTF8.GetByteCount(piece) > ITokenizer.MaxTokenBytes) throw new TokenizerException(source,
+                    $"piece {id} is longer than {ITokenizer.MaxTokenBytes} bytes");
+                if (id >= pieces.Length || pieces[id] is not null) throw new TokenizerException(source,
+                    $"vocab ids are not 0..{pieces.Length - 1} without gaps (id {id})");
                 pieces[id] = piece;
             }
 
@@ -88,14 +99,18 @@ public sealed partial class SentencePieceBpeTokenizer : ITokenizer
                     int sp = s.IndexOf(' ');
                     if (sp > 0) { left = s[..sp]; right = s[(sp + 1)..]; }
                 }
-                else if (m.ValueKind == JsonValueKind.Array && m.GetArrayLength() == 2 && m[0].ValueKind == JsonValueKind.String && m[1].ValueKind == JsonValueKind.String)
+                else if (m.ValueKind == JsonValueKind.Array && m.GetArrayLength() == 2
+                    && m[0].ValueKind == JsonValueKind.String && m[1].ValueKind == JsonValueKind.String)
                 {
                     left = m[0].GetString();
                     right = m[1].GetString();
                 }
-                if (left is null || right is null) throw new TokenizerException(source, $"merge #{rank} is not a pair: {m.GetRawText()}");
-                if (!ids.TryGetValue(left, out int l) || !ids.TryGetValue(right, out int r) || !ids.TryGetValue(left + right, out int merged))
-                    throw new TokenizerException(source, $"merge #{rank} '{left} {right}' uses or makes a piece outside the vocabulary");
+                if (left is null || right is null) throw new TokenizerException(source,
+                    $"merge #{rank} is not a pair: {m.GetRawText()}");
+                if (!ids.TryGetValue(left, out int l) || !ids.TryGetValue(right, out int r)
+                    || !ids.TryGetValue(left + right, out int merged))
+                    throw new TokenizerException(source,
+                        $"merge #{rank} '{left} {right}' uses or makes a piece outside the vocabulary");
                 merges.TryAdd((l, r), (rank, merged));
                 rank++;
             }
@@ -103,29 +118,35 @@ public sealed partial class SentencePieceBpeTokenizer : ITokenizer
             var control = new bool[pieces.Length];
             if (root.TryGetProperty("added_tokens", out var added) && added.ValueKind == JsonValueKind.Array)
                 foreach (var a in added.EnumerateArray())
-                    if (a.TryGetProperty("id", out var idEl) && idEl.TryGetInt32(out int id) && (uint)id < (uint)pieces.Length
+                    if (a.TryGetProperty("id", out var idEl) && idEl.TryGetInt32(out int id)
+                        && (uint)id < (uint)pieces.Length
                         && a.TryGetProperty("special", out var sp) && sp.ValueKind == JsonValueKind.True)
                         control[id] = true;
-            int unk = ids.GetValueOrDefault(model.TryGetProperty("unk_token", out var u) && u.ValueKind == JsonValueKind.String ? u.GetString()! : "<unk>", -1);
+            int unk = ids.GetValueOrDefault(model.TryGetProperty("unk_token", out var u)
+                && u.ValueKind == JsonValueKind.String ? u.GetString()! : "<unk>", -1);
             int bos = ids.GetValueOrDefault("<s>", -1);
             return new SentencePieceBpeTokenizer(pieces, ids, merges, control, bos, unk);
         }
     }
 
-    // The LLaMA normalizer: Prepend("▁") then Replace(" " → "▁"). Anything else would tokenize differently, so refuse it.
+    // The LLaMA normalizer: Prepend("▁") then Replace(" " → "▁"). Anything else would tokenize differently, so refuse
+    // it.
     private static void CheckNormalizer(JsonElement root, string source)
     {
         string expected = """{"type":"Sequence","normalizers":[{"type":"Prepend","prepend":"▁"},{"type":"Replace","pattern":{"String":" "},"content":"▁"}]}""";
         string actual = root.TryGetProperty("normalizer", out var n) ? JsonSerializeCompact(n) : "null";
-        if (actual != expected) throw new TokenizerException(source, $"unsupported normalizer {actual} (expected the LLaMA Prepend ▁ + Replace form)");
+        if (actual != expected) throw new TokenizerException(source,
+            $"unsupported normalizer {actual} (expected the LLaMA Prepend ▁ + Replace form)");
         if (root.TryGetProperty("pre_tokenizer", out var pt) && pt.ValueKind != JsonValueKind.Null)
-            throw new TokenizerException(source, $"unsupported pre_tokenizer {JsonSerializeCompact(pt)} (expected null)");
+            throw new TokenizerException(source,
+                $"unsupported pre_tokenizer {JsonSerializeCompact(pt)} (expected null)");
     }
 
     private static string JsonSerializeCompact(JsonElement e)
     {
         using var ms = new MemoryStream();
-        using (var w = new Utf8JsonWriter(ms, new JsonWriterOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
+        using (var w = new Utf8JsonWriter(ms,
+            new JsonWriterOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
             e.WriteTo(w);
         return Encoding.UTF8.GetString(ms.ToArray());
     }
@@ -144,7 +165,8 @@ public sealed partial class SentencePieceBpeTokenizer : ITokenizer
         var result = new SentencePiece[_pieces.Length];
         for (int id = 0; id < _pieces.Length; id++)
         {
-            PieceType type = id == UnknownId ? PieceType.Unknown : _control[id] ? PieceType.Control : _byteOfId[id] >= 0 ? PieceType.Byte : PieceType.Normal;
+            PieceType type = id == UnknownId ? PieceType.Unknown : _control[id] ? PieceType.Control : _byteOfId[id] >= 0
+                ? PieceType.Byte : PieceType.Normal;
             result[id] = new SentencePiece(_pieces[id], -(rank[id] == int.MaxValue ? unmade : rank[id]), type);
         }
         return result;
@@ -164,7 +186,8 @@ public sealed partial class SentencePieceBpeTokenizer : ITokenizer
         for (int i = 0; i < normalized.Length; i += length[n - 1])
         {
             start[n] = i;
-            length[n++] = char.IsHighSurrogate(normalized[i]) && i + 1 < normalized.Length && char.IsLowSurrogate(normalized[i + 1]) ? 2 : 1;
+            length[n++] = char.IsHighSurrogate(normalized[i]) && i + 1 < normalized.Length
+                && char.IsLowSurrogate(normalized[i + 1]) ? 2 : 1;
         }
         var ids = new int[n];
         var prev = new int[n];
@@ -182,7 +205,8 @@ public sealed partial class SentencePieceBpeTokenizer : ITokenizer
         {
             int right = left < 0 ? -1 : next[left];
             if (right < 0 || ids[left] < 0 || ids[right] < 0) return;
-            if (_merges.TryGetValue((ids[left], ids[right]), out var m)) queue.Enqueue((left, right, ids[left], ids[right]), (m.Rank, left));
+            if (_merges.TryGetValue((ids[left], ids[right]), out var m)) queue.Enqueue((left, right, ids[left],
+                ids[right]), (m.Rank, left));
         }
         for (int i = 0; i < n - 1; i++) Offer(i);
         while (queue.TryDequeue(out var c, out _))
@@ -214,7 +238,8 @@ public sealed partial class SentencePieceBpeTokenizer : ITokenizer
 
     public int TokenBytes(int id, Span<byte> destination)
     {
-        if ((uint)id >= (uint)_pieces.Length) throw new ArgumentOutOfRangeException(nameof(id), id, $"token id {id} is outside the vocabulary (0..{_pieces.Length - 1})");
+        if ((uint)id >= (uint)_pieces.Length) throw new ArgumentOutOfRangeException(nameof(id), id,
+            $"token id {id} is outside the vocabulary (0..{_pieces.Length - 1})");
         if (_control[id]) return 0;
         if (_byteOfId[id] >= 0)
         {

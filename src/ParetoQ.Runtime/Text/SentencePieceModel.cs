@@ -14,9 +14,9 @@ public sealed partial class SentencePieceBpeTokenizer
 {
 
     /// <summary>
-    /// Reads a SentencePiece <c>tokenizer.model</c> (a ModelProto protobuf) of type BPE with byte fallback, as LLaMA-1/2 ship.
-    /// Merges follow sentencepiece's rule: adjacent symbols whose concatenation is a piece merge in order of that piece's
-    /// score, highest first, leftmost first among equal scores.
+    /// Reads a SentencePiece <c>tokenizer.model</c> (a ModelProto protobuf) of type BPE with byte fallback, as
+    /// LLaMA-1/2 ship. Merges follow sentencepiece's rule: adjacent symbols whose concatenation is a piece merge in
+    /// order of that piece's score, highest first, leftmost first among equal scores.
     /// </summary>
     public static SentencePieceBpeTokenizer FromSentencePieceModel(ReadOnlySpan<byte> model, string source)
     {
@@ -38,7 +38,8 @@ public sealed partial class SentencePieceBpeTokenizer
                     else if (f == 3 && w == 0) type = (PieceType)p.Varint();
                     else p.Skip(w);
                 }
-                if (!Enum.IsDefined(type)) throw new TokenizerException(source, $"piece {pieces.Count} has unknown type {(int)type}");
+                if (!Enum.IsDefined(type)) throw new TokenizerException(source,
+                    $"piece {pieces.Count} has unknown type {(int)type}");
                 pieces.Add((piece, score, type));
             }
             else if (field == 2 && wire == 2)
@@ -65,10 +66,12 @@ public sealed partial class SentencePieceBpeTokenizer
             }
             else reader.Skip(wire);
         }
-        if (modelType != 2) throw new TokenizerException(source, $"model type {modelType} is not supported (expected 2, BPE)");
+        if (modelType != 2) throw new TokenizerException(source,
+            $"model type {modelType} is not supported (expected 2, BPE)");
         if (!byteFallback) throw new TokenizerException(source, "only byte_fallback BPE is supported");
         if (normalizer != "identity" || !addDummyPrefix || removeExtraWhitespace || !escapeWhitespace)
-            throw new TokenizerException(source, $"normalizer '{normalizer}' (dummy prefix {addDummyPrefix}, remove extra whitespace {removeExtraWhitespace}, escape whitespace {escapeWhitespace}) is not supported; LLaMA uses identity, true, false, true");
+            throw new TokenizerException(source,
+                $"normalizer '{normalizer}' (dummy prefix {addDummyPrefix}, remove extra whitespace {removeExtraWhitespace}, escape whitespace {escapeWhitespace}) is not supported; LLaMA uses identity, true, false, true");
         if (pieces.Count == 0) throw new TokenizerException(source, "the model has no pieces");
 
         var ids = new Dictionary<string, int>(StringComparer.Ordinal);
@@ -76,13 +79,15 @@ public sealed partial class SentencePieceBpeTokenizer
         for (int i = 0; i < pieces.Count; i++)
         {
             var (piece, _, type) = pieces[i];
-            if (Encoding.UTF8.GetByteCount(piece) > ITokenizer.MaxTokenBytes) throw new TokenizerException(source, $"piece {i} is longer than {ITokenizer.MaxTokenBytes} bytes");
+            if (Encoding.UTF8.GetByteCount(piece) > ITokenizer.MaxTokenBytes) throw new TokenizerException(source,
+                $"piece {i} is longer than {ITokenizer.MaxTokenBytes} bytes");
             if (!ids.TryAdd(piece, i)) throw new TokenizerException(source, $"piece '{piece}' appears twice");
             control[i] = type is PieceType.Control or PieceType.Unknown or PieceType.Unused;
         }
 
         // Every way to split a mergeable piece into two pieces is a merge; rank = dense rank of the piece's score.
-        var ranks = pieces.Where(p => p.Type is PieceType.Normal or PieceType.UserDefined).Select(p => p.Score).Distinct().OrderByDescending(s => s)
+        var ranks = pieces.Where(p => p.Type is PieceType.Normal or PieceType.UserDefined).Select(p
+            => p.Score).Distinct().OrderByDescending(s => s)
             .Select((score, rank) => (score, rank)).ToDictionary(x => x.score, x => x.rank);
         var merges = new Dictionary<(int, int), (int, int)>();
         for (int id = 0; id < pieces.Count; id++)
@@ -92,12 +97,14 @@ public sealed partial class SentencePieceBpeTokenizer
             for (int split = 1; split < piece.Length; split++)
             {
                 if (char.IsLowSurrogate(piece[split])) continue;
-                if (ids.TryGetValue(piece[..split], out int left) && ids.TryGetValue(piece[split..], out int right) && !control[left] && !control[right])
+                if (ids.TryGetValue(piece[..split], out int left) && ids.TryGetValue(piece[split..], out int right)
+                    && !control[left] && !control[right])
                     merges[(left, right)] = (ranks[score], id);
             }
         }
         int unk = pieces.FindIndex(p => p.Type == PieceType.Unknown);
-        return new SentencePieceBpeTokenizer([.. pieces.Select(p => p.Piece)], ids, merges, control, ids.GetValueOrDefault("<s>", -1), unk);
+        return new SentencePieceBpeTokenizer([.. pieces.Select(p => p.Piece)], ids, merges, control,
+            ids.GetValueOrDefault("<s>", -1), unk);
     }
 
     /// <summary>A bounds-checked protobuf wire-format reader: every length is checked before use.</summary>
@@ -168,6 +175,7 @@ public sealed partial class SentencePieceBpeTokenizer
             }
         }
 
-        private readonly TokenizerException Error(string problem) => new(_source, $"tokenizer.model is not a valid SentencePiece model: {problem} at byte {_pos}");
+        private readonly TokenizerException Error(string problem)
+            => new(_source, $"tokenizer.model is not a valid SentencePiece model: {problem} at byte {_pos}");
     }
 }

@@ -12,7 +12,8 @@ public sealed class StreamingDecoder(ITokenizer tokenizer)
     private readonly byte[] _pending = new byte[ITokenizer.MaxTokenBytes + 4]; // at most 3 held-back bytes + one token
     private int _count;
 
-    /// <summary>Adds one token and writes the text it completes to <paramref name="destination"/> (at least <see cref="ITokenizer.MaxTokenBytes"/> + 4 chars); returns the chars written.</summary>
+    /// <summary>Adds one token and writes the text it completes to <paramref name="destination"/> (at least
+    /// <see cref="ITokenizer.MaxTokenBytes"/> + 4 chars); returns the chars written.</summary>
     public int Push(int id, Span<char> destination)
     {
         _count += tokenizer.TokenBytes(id, _pending.AsSpan(_count));
@@ -36,8 +37,10 @@ public sealed class StreamingDecoder(ITokenizer tokenizer)
 
     private int Drain(Span<char> destination, bool final)
     {
-        var status = Utf8.ToUtf16(_pending.AsSpan(0, _count), destination, out int read, out int written, replaceInvalidSequences: true, isFinalBlock: final);
-        if (status == OperationStatus.DestinationTooSmall) throw new ArgumentException("destination is too small", nameof(destination));
+        var status = Utf8.ToUtf16(_pending.AsSpan(0, _count), destination, out int read, out int written,
+            replaceInvalidSequences: true, isFinalBlock: final);
+        if (status == OperationStatus.DestinationTooSmall) throw new ArgumentException("destination is too small",
+            nameof(destination));
         _pending.AsSpan(read, _count - read).CopyTo(_pending);
         _count -= read;
         return written;

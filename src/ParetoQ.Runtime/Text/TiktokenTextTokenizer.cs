@@ -18,20 +18,24 @@ public sealed partial class TiktokenTextTokenizer : ITokenizer
     public int VocabSize => _bytes.Length;
     public int BosId { get; }
 
-    /// <summary>The o200k pre-tokenizer: letter runs with case handling and contractions, 1–3 digit groups, punctuation runs, whitespace.</summary>
+    /// <summary>The o200k pre-tokenizer: letter runs with case handling and contractions, 1–3 digit groups, punctuation
+    /// runs, whitespace.</summary>
     [GeneratedRegex(@"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+")]
     private static partial Regex O200kPattern();
 
     /// <param name="ranks">The ranks file.</param>
     /// <param name="specialTokens">Special token strings → ids (ids above every rank).</param>
-    /// <param name="vocabSize">The model's vocabulary size; ids up to it that are neither ranks nor specials decode to nothing.</param>
-    public TiktokenTextTokenizer(ReadOnlySpan<byte> ranks, IReadOnlyDictionary<string, int> specialTokens, int bosId, int vocabSize, string source)
+    /// <param name="vocabSize">The model's vocabulary size; ids up to it that are neither ranks nor specials decode to
+    /// nothing.</param>
+    public TiktokenTextTokenizer(ReadOnlySpan<byte> ranks, IReadOnlyDictionary<string, int> specialTokens, int bosId,
+        int vocabSize, string source)
     {
         var tokens = ParseRanks(ranks, source);
         int size = Math.Max(vocabSize, tokens.Count);
         foreach (var (name, id) in specialTokens)
         {
-            if (id < tokens.Count) throw new TokenizerException(source, $"special token '{name}' has id {id}, which is an ordinary rank");
+            if (id < tokens.Count) throw new TokenizerException(source,
+                $"special token '{name}' has id {id}, which is an ordinary rank");
             size = Math.Max(size, id + 1);
         }
         _bytes = new byte[size][];
@@ -41,7 +45,8 @@ public sealed partial class TiktokenTextTokenizer : ITokenizer
         try
         {
             using var stream = new MemoryStream(ranks.ToArray());
-            _encoder = TiktokenTokenizer.Create(stream, new RegexPreTokenizer(O200kPattern(), null), normalizer: null, specialTokens: null);
+            _encoder = TiktokenTokenizer.Create(stream, new RegexPreTokenizer(O200kPattern(), null), normalizer: null,
+                specialTokens: null);
         }
         catch (Exception e) when (e is ArgumentException or FormatException or InvalidOperationException)
         {
@@ -66,11 +71,14 @@ public sealed partial class TiktokenTextTokenizer : ITokenizer
             try { bytes = sp > 0 ? Convert.FromBase64String(text[..sp]) : throw new FormatException("no space"); }
             catch (FormatException) { throw new TokenizerException(source, $"ranks line {line} is not 'base64 rank'"); }
             if (!int.TryParse(text.AsSpan(sp + 1), out int rank) || rank != tokens.Count)
-                throw new TokenizerException(source, $"ranks line {line} has rank '{text[(sp + 1)..]}', expected {tokens.Count}");
-            if (bytes.Length == 0 || bytes.Length > ITokenizer.MaxTokenBytes) throw new TokenizerException(source, $"ranks line {line} has {bytes.Length} bytes");
+                throw new TokenizerException(source,
+                    $"ranks line {line} has rank '{text[(sp + 1)..]}', expected {tokens.Count}");
+            if (bytes.Length == 0 || bytes.Length > ITokenizer.MaxTokenBytes) throw new TokenizerException(source,
+                $"ranks line {line} has {bytes.Length} bytes");
             tokens.Add(bytes);
         }
-        if (tokens.Count < 256) throw new TokenizerException(source, $"ranks file has {tokens.Count} entries, fewer than the 256 single bytes");
+        if (tokens.Count < 256) throw new TokenizerException(source,
+            $"ranks file has {tokens.Count} entries, fewer than the 256 single bytes");
         return tokens;
     }
 
@@ -86,11 +94,13 @@ public sealed partial class TiktokenTextTokenizer : ITokenizer
 
     /// <summary>The id of a special token such as &lt;|eot|&gt;.</summary>
     public int Special(string name) =>
-        _specials.TryGetValue(name, out int id) ? id : throw new KeyNotFoundException($"the tokenizer has no special token {name}");
+        _specials.TryGetValue(name, out int id) ? id
+            : throw new KeyNotFoundException($"the tokenizer has no special token {name}");
 
     public int TokenBytes(int id, Span<byte> destination)
     {
-        if ((uint)id >= (uint)_bytes.Length) throw new ArgumentOutOfRangeException(nameof(id), id, $"token id {id} is outside the vocabulary (0..{_bytes.Length - 1})");
+        if ((uint)id >= (uint)_bytes.Length) throw new ArgumentOutOfRangeException(nameof(id), id,
+            $"token id {id} is outside the vocabulary (0..{_bytes.Length - 1})");
         _bytes[id].CopyTo(destination);
         return _bytes[id].Length;
     }

@@ -14,13 +14,15 @@ namespace ParetoQ.Runtime.Tests;
 /// <summary>
 /// Every ILGPU kernel against the CPU reference, on ILGPU's CPU accelerator: matmuls and embedding rows of every weight
 /// format on shapes that are not multiples of the tiles, then norms, position encoding, int8/fp32 attention (global
-/// and ring caches, chunked) and the elementwise ops through the backend interface, side by side with the CPU exact mode.
+/// and ring caches, chunked) and the elementwise ops through the backend interface, side by side with the CPU exact
+/// mode.
 /// </summary>
 public sealed class AcceleratorKernelTests : IClassFixture<AcceleratorKernelTests.Matrices>
 {
     private static readonly WeightFormat[] AllFormats =
     [
-        WeightFormat.Binary, WeightFormat.Ternary, WeightFormat.Q2Seq, WeightFormat.Q3Row, WeightFormat.Q4Row, WeightFormat.Q4G32,
+        WeightFormat.Binary, WeightFormat.Ternary, WeightFormat.Q2Seq, WeightFormat.Q3Row, WeightFormat.Q4Row,
+            WeightFormat.Q4G32,
         WeightFormat.I8Row, WeightFormat.F32, WeightFormat.F16, WeightFormat.BF16,
     ];
 
@@ -36,14 +38,17 @@ public sealed class AcceleratorKernelTests : IClassFixture<AcceleratorKernelTest
         public Matrices()
         {
             var rng = new Random(5);
-            var writer = new PqWriter(TestModelGenerator.MobileLlm().ToJson(), new PqProvenance("kernel test", "2", "test", new Dictionary<string, string>()));
+            var writer = new PqWriter(TestModelGenerator.MobileLlm().ToJson(),
+                new PqProvenance("kernel test", "2", "test", new Dictionary<string, string>()));
             writer.SetTokenizer(ByteLevelVocabulary.Info(chatTokens: false), ByteLevelVocabulary.Ranks());
             foreach (var format in AllFormats)
                 foreach (var (rows, cols) in Shapes)
                 {
                     var w = TestModelGenerator.Gaussian(rng, rows * cols, 0.5f);
-                    if (WeightFormats.IsFloat(format)) writer.AddFloatTensor(Name(format, rows, cols), format, [rows, cols], w);
-                    else writer.AddQuantizedTensor(Name(format, rows, cols), Quantizer.QuantizeMatrix(format, w, rows, cols));
+                    if (WeightFormats.IsFloat(format)) writer.AddFloatTensor(Name(format, rows, cols), format,
+                        [rows, cols], w);
+                    else writer.AddQuantizedTensor(Name(format, rows, cols),
+                        Quantizer.QuantizeMatrix(format, w, rows, cols));
                 }
             writer.Write(_dir.File("matrices.pq"));
             File = PqFile.Open(_dir.File("matrices.pq"));
@@ -78,7 +83,8 @@ public sealed class AcceleratorKernelTests : IClassFixture<AcceleratorKernelTest
         // The GPU's lane layout: eight lanes per row walk a row's chunks, which the narrow test warp never does.
         using var backend = IlgpuDevices.CreateCpu(warpSize: 32);
         Assert.Equal(32, backend.WarpSize);
-        foreach (var format in new[] { WeightFormat.Q2Seq, WeightFormat.Q3Row, WeightFormat.Q4G32, WeightFormat.F16 }) CheckMatMul(backend, format);
+        foreach (var format in new[] { WeightFormat.Q2Seq, WeightFormat.Q3Row, WeightFormat.Q4G32,
+            WeightFormat.F16 }) CheckMatMul(backend, format);
     }
 
     private void CheckMatMul(IlgpuBackend backend, WeightFormat format)
@@ -97,16 +103,20 @@ public sealed class AcceleratorKernelTests : IClassFixture<AcceleratorKernelTest
                 using var output = backend.Allocate(tokens * rows);
                 using var scratch = backend.CreateScratch(new ScratchShape(tokens, cols, 1, 1));
                 backend.MatMul(scratch, input, tokens, new MatMulOutput(weight, output));
-                AssertClose(expected, Download(backend, output, tokens * rows), 2e-5, $"{WeightFormats.Name(format)} {rows}x{cols}, {tokens} tokens");
+                AssertClose(expected, Download(backend, output, tokens * rows), 2e-5,
+                    $"{WeightFormats.Name(format)} {rows}x{cols}, {tokens} tokens");
             }
 
-            // Embedding rows, in an order with repeats: the same dequantization arithmetic as the CPU, so exactly equal.
+            // Embedding rows, in an order with repeats: the same dequantization arithmetic as the CPU, so exactly
+            // equal.
             int[] ids = [rows - 1, 0, rows / 2, rows - 1];
             using var embedded = backend.Allocate(ids.Length * cols);
-            using (var scratch = backend.CreateScratch(new ScratchShape(ids.Length, cols, 1, 1))) backend.Embed(scratch, weight, ids, embedded);
+            using (var scratch = backend.CreateScratch(new ScratchShape(ids.Length, cols, 1, 1))) backend.Embed(scratch,
+                weight, ids, embedded);
             var rowsExpected = new float[ids.Length * cols];
             var codes = new byte[cols + QuantizedActivations.StrideMultiple];
-            for (int t = 0; t < ids.Length; t++) ScalarKernels.DequantizeRow(format, rows, cols, tensor.Data, ids[t], codes, rowsExpected.AsSpan(t * cols, cols));
+            for (int t = 0; t < ids.Length; t++) ScalarKernels.DequantizeRow(format, rows, cols, tensor.Data, ids[t],
+                codes, rowsExpected.AsSpan(t * cols, cols));
             Assert.Equal(rowsExpected, Download(backend, embedded, ids.Length * cols));
         }
     }
@@ -116,7 +126,8 @@ public sealed class AcceleratorKernelTests : IClassFixture<AcceleratorKernelTest
     [InlineData(KvCacheType.Int8, true)]
     [InlineData(KvCacheType.F32, false)]
     [InlineData(KvCacheType.F32, true)]
-    public void Norm_position_encoding_attention_and_elementwise_ops_match_the_CPU_exact_mode(KvCacheType kvType, bool local)
+    public void Norm_position_encoding_attention_and_elementwise_ops_match_the_CPU_exact_mode(KvCacheType kvType,
+        bool local)
     {
         var config = TestModelGenerator.MobileLlmPro(slidingWindow: 6);
         using var dir = new TempDir();
@@ -155,13 +166,15 @@ public sealed class AcceleratorKernelTests : IClassFixture<AcceleratorKernelTest
                 using BackendBuffer normed = be.Allocate(tokens * dim), attended = be.Allocate(tokens * heads * hd);
                 be.RmsNorm(bx, be == gpu ? gpuNorm : cpuNorm, 1, tokens, config.RmsNormEps, normed);
                 be.PositionEncode(tokens, position, layer, bq, bk);
-                be.Attention(be == gpu ? gpuScratch : cpuScratch, bq, bk, bv, tokens, position, layer, be == gpu ? gpuCache : cpuCache, attended);
+                be.Attention(be == gpu ? gpuScratch : cpuScratch, bq, bk, bv, tokens, position, layer, be == gpu
+                    ? gpuCache : cpuCache, attended);
                 be.SwiGlu(bx, tokens * dim, bq);
                 be.Add(bv, tokens * kvHeads * hd, bk);
-                results.Add([.. Download(be, normed, tokens * dim), .. Download(be, bq, tokens * heads * hd), .. Download(be, bk, tokens * kvHeads * hd),
-                    .. Download(be, attended, tokens * heads * hd)]);
+                results.Add([.. Download(be, normed, tokens * dim), .. Download(be, bq, tokens * heads * hd),
+                    .. Download(be, bk, tokens * kvHeads * hd), .. Download(be, attended, tokens * heads * hd)]);
             }
-            AssertClose(results[0], results[1], 2e-5, $"{kvType} {(local ? "local" : "global")} chunk of {tokens} at {position}");
+            AssertClose(results[0], results[1], 2e-5,
+                $"{kvType} {(local ? "local" : "global")} chunk of {tokens} at {position}");
             position += tokens;
         }
     }
@@ -226,7 +239,8 @@ public sealed class AcceleratorKernelTests : IClassFixture<AcceleratorKernelTest
         for (int i = 0; i < expected.Length; i++)
         {
             double error = Math.Abs(expected[i] - actual[i]) / scale;
-            Assert.True(error <= tolerance, $"{what}: element {i}: {actual[i]} vs {expected[i]} (relative to max {scale:G4}: {error:E2})");
+            Assert.True(error <= tolerance,
+                $"{what}: element {i}: {actual[i]} vs {expected[i]} (relative to max {scale:G4}: {error:E2})");
         }
     }
 }

@@ -22,15 +22,18 @@ public sealed class AcceleratorModelTests(ITestOutputHelper output)
     [InlineData("mobilellm-pro", WeightFormat.Q4G32, WeightFormat.Q4G32, KvCacheType.F32)]
     [InlineData("mobilellm-untied", WeightFormat.Q3Row, WeightFormat.F16, KvCacheType.Int8)]
     [InlineData("mobilellm-layer-share", WeightFormat.Binary, WeightFormat.F32, KvCacheType.F32)]
-    public void Logits_and_greedy_tokens_match_the_CPU(string variant, WeightFormat projections, WeightFormat embedding, KvCacheType kv)
+    public void Logits_and_greedy_tokens_match_the_CPU(string variant, WeightFormat projections, WeightFormat embedding,
+        KvCacheType kv)
     {
         using var dir = new TempDir();
-        var gen = TestModelGenerator.Write(dir.File("m.pq"), ModelForwardTests.ConfigFor(variant), projections, embedding, seed: 7);
+        var gen = TestModelGenerator.Write(dir.File("m.pq"), ModelForwardTests.ConfigFor(variant), projections,
+            embedding, seed: 7);
         int vocab = gen.Config.VocabSize;
         // MaxBatch 5: the prompt goes in uneven chunks, so chunked prefill over the ring caches is compared too.
         var options = new SessionOptions { KvCache = kv, MaxBatch = 5, AllLogits = true };
         // Greedy with a strong repetition penalty: random models otherwise settle on one token, which proves little.
-        var greedy = new GenerationOptions { MaxTokens = 12, Sampler = SamplerOptions.Greedy with { RepeatPenalty = 3 } };
+        var greedy = new GenerationOptions { MaxTokens = 12,
+            Sampler = SamplerOptions.Greedy with { RepeatPenalty = 3 } };
         var logits = new List<float[]>();
         var tokens = new List<IReadOnlyList<int>>();
         foreach (var backend in new IComputeBackend[] { new ReferenceBackend(), IlgpuDevices.CreateCpu() })
@@ -47,11 +50,14 @@ public sealed class AcceleratorModelTests(ITestOutputHelper output)
                 tokens.Add(new Generator(session, tokenizer).Generate(Prompt, greedy).Tokens);
             backend.Dispose();
         }
-        double scale = logits[0].Max(MathF.Abs), error = logits[0].Zip(logits[1], (a, b) => Math.Abs(a - b)).Max() / scale;
+        double scale = logits[0].Max(MathF.Abs),
+            error = logits[0].Zip(logits[1], (a, b) => Math.Abs(a - b)).Max() / scale;
         output.WriteLine($"{variant} {WeightFormats.Name(projections)}/{WeightFormats.Name(embedding)} {kv}: ILGPU vs CPU exact relative error {error:E2}; tokens {string.Join(' ', tokens[1])}");
-        Assert.True(error < 1e-4, $"ILGPU logits differ from the CPU exact mode by {error:E2} (relative), more than 1e-4");
+        Assert.True(error < 1e-4,
+            $"ILGPU logits differ from the CPU exact mode by {error:E2} (relative), more than 1e-4");
         Assert.Equal(12, tokens[0].Count);
-        Assert.True(tokens[0].Distinct().Count() >= 6, $"greedy decoding repeated itself: {string.Join(' ', tokens[0])}");
+        Assert.True(tokens[0].Distinct().Count() >= 6,
+            $"greedy decoding repeated itself: {string.Join(' ', tokens[0])}");
         Assert.Equal(tokens[0], tokens[1]);
     }
 
@@ -64,12 +70,20 @@ public sealed class AcceleratorModelTests(ITestOutputHelper output)
             Assert.IsType<CpuBackend>(backend);
         // No GPU on the test machines: auto falls back to the CPU backend, and an explicit cuda says none was found.
         using (var backend = ComputeDevice.Create("auto", new CpuBackendOptions(), IlgpuDevices.TryCreate))
-            Assert.True(backend is CpuBackend || backend.Name.StartsWith("ilgpu-cuda") || backend.Name.StartsWith("ilgpu-opencl"), backend.Name);
+            Assert.True(backend is CpuBackend || backend.Name.StartsWith("ilgpu-cuda")
+                || backend.Name.StartsWith("ilgpu-opencl"), backend.Name);
         if (IlgpuDevices.TryCreate("cuda") is { } cuda) cuda.Dispose();
-        else Assert.Contains("found no such device", Assert.Throws<NotSupportedException>(() => ComputeDevice.Create("cuda", new CpuBackendOptions(), IlgpuDevices.TryCreate)).Message);
-        Assert.Contains("NativeAOT", Assert.Throws<NotSupportedException>(() => ComputeDevice.Create("cuda", new CpuBackendOptions(), null)).Message);
-        Assert.Contains("choose one of", Assert.Throws<ArgumentException>(() => ComputeDevice.Create("tpu", new CpuBackendOptions(), null)).Message);
-        Assert.Contains("--exact", Assert.Throws<ArgumentException>(() => ComputeDevice.Create("ilgpu-cpu", CpuBackendOptions.ExactMode, IlgpuDevices.TryCreate)).Message);
+        else Assert.Contains("found no such device",
+            Assert.Throws<NotSupportedException>(()
+            => ComputeDevice.Create("cuda", new CpuBackendOptions(), IlgpuDevices.TryCreate)).Message);
+        Assert.Contains("NativeAOT",
+            Assert.Throws<NotSupportedException>(()
+            => ComputeDevice.Create("cuda", new CpuBackendOptions(), null)).Message);
+        Assert.Contains("choose one of",
+            Assert.Throws<ArgumentException>(() => ComputeDevice.Create("tpu", new CpuBackendOptions(), null)).Message);
+        Assert.Contains("--exact",
+            Assert.Throws<ArgumentException>(()
+            => ComputeDevice.Create("ilgpu-cpu", CpuBackendOptions.ExactMode, IlgpuDevices.TryCreate)).Message);
         Assert.Contains(IlgpuDevices.Describe(), line => line.StartsWith("ilgpu-cpu"));
     }
 }

@@ -8,7 +8,8 @@ using ParetoQ.TestModels;
 
 namespace ParetoQ.Runtime.Tests;
 
-/// <summary>The CPU backends as peers: which one each option picks, the one thread-count rule, and the run state's sizes.</summary>
+/// <summary>The CPU backends as peers: which one each option picks, the one thread-count rule, and the run state's
+/// sizes.</summary>
 public sealed class BackendTests
 {
     [Fact]
@@ -16,8 +17,10 @@ public sealed class BackendTests
     {
         using (var exact = ComputeDevice.Cpu(CpuBackendOptions.ExactMode)) Assert.IsType<ReferenceBackend>(exact);
         using (var fast = ComputeDevice.Cpu(new CpuBackendOptions { Threads = 1 })) Assert.IsType<CpuBackend>(fast);
-        using (var viaDevice = ComputeDevice.Create("cpu", CpuBackendOptions.ExactMode, null)) Assert.Equal("cpu-exact", viaDevice.Name);
-        Assert.Contains("reference backend", Assert.Throws<ArgumentException>(() => new CpuBackend(CpuBackendOptions.ExactMode)).Message);
+        using (var viaDevice = ComputeDevice.Create("cpu", CpuBackendOptions.ExactMode, null)) Assert.Equal("cpu-exact",
+            viaDevice.Name);
+        Assert.Contains("reference backend",
+            Assert.Throws<ArgumentException>(() => new CpuBackend(CpuBackendOptions.ExactMode)).Message);
     }
 
     [Fact]
@@ -41,7 +44,8 @@ public sealed class BackendTests
     public void A_session_declares_its_logit_rows_up_front()
     {
         using var dir = new TempDir();
-        var gen = TestModelGenerator.Write(dir.File("m.pq"), TestModelGenerator.MobileLlm(), WeightFormat.Q2Seq, WeightFormat.F32, seed: 2);
+        var gen = TestModelGenerator.Write(dir.File("m.pq"), TestModelGenerator.MobileLlm(), WeightFormat.Q2Seq,
+            WeightFormat.F32, seed: 2);
         using var model = LanguageModel.Load(gen.Path, new CpuBackendOptions { Threads = 1 });
         int vocab = gen.Config.VocabSize;
         using var lastOnly = new Session(model, new SessionOptions { MaxBatch = 4 });

@@ -1,4 +1,3 @@
-using System.Text;
 using ParetoQ.Runtime.Backends;
 using ParetoQ.Runtime.Generation;
 using ParetoQ.Runtime.Kernels;
@@ -18,23 +17,28 @@ public sealed class CliTests : IDisposable
     public CliTests()
     {
         _model = _dir.File("m.pq");
-        TestModelGenerator.Write(_model, TestModelGenerator.MobileLlmPro(), WeightFormat.Q2Seq, WeightFormat.F32, seed: 3);
+        TestModelGenerator.Write(_model, TestModelGenerator.MobileLlmPro(), WeightFormat.Q2Seq, WeightFormat.F32,
+            seed: 3);
     }
 
     public void Dispose() => _dir.Dispose();
 
     private static (int Exit, string Out, string Err) Run(params string[] args) => RunWithInput("", args);
 
-    private static (int Exit, string Out, string Err) RunWithInput(string stdin, params string[] args) => RunWithEnvironment(stdin, [], args);
+    private static (int Exit, string Out, string Err) RunWithInput(string stdin, params string[] args)
+        => RunWithEnvironment(stdin, [], args);
 
-    private static (int Exit, string Out, string Err) RunWithEnvironment(string stdin, (string Name, string Value)[] environment, params string[] args) =>
+    private static (int Exit, string Out, string Err) RunWithEnvironment(string stdin,
+        (string Name, string Value)[] environment, params string[] args) =>
         ProgramRunner.Run("paretoq-run", stdin, environment, args);
 
     [Fact]
     public void Generates_reproducibly_and_prints_one_statistics_line()
     {
-        var a = Run("--model", _model, "--prompt", "Hello", "--max-tokens", "12", "--seed", "9", "--temperature", "30", "--top-k", "0", "--min-p", "0");
-        var b = Run("--model", _model, "--prompt", "Hello", "--max-tokens", "12", "--seed", "9", "--temperature", "30", "--top-k", "0", "--min-p", "0");
+        var a = Run("--model", _model, "--prompt", "Hello", "--max-tokens", "12", "--seed", "9", "--temperature", "30",
+            "--top-k", "0", "--min-p", "0");
+        var b = Run("--model", _model, "--prompt", "Hello", "--max-tokens", "12", "--seed", "9", "--temperature", "30",
+            "--top-k", "0", "--min-p", "0");
         Assert.Equal(0, a.Exit);
         Assert.Equal(a.Out, b.Out);
         string stats = Assert.Single(a.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries));
@@ -44,15 +48,18 @@ public sealed class CliTests : IDisposable
     [Fact]
     public void Thread_counts_and_kernel_paths_give_the_same_greedy_text_and_bad_settings_are_named()
     {
-        var one = Run("--model", _model, "--prompt", "Hello", "--max-tokens", "10", "--temperature", "0", "--threads", "1");
-        var two = Run("--model", _model, "--prompt", "Hello", "--max-tokens", "10", "--temperature", "0", "--threads", "2");
+        var one = Run("--model", _model, "--prompt", "Hello", "--max-tokens", "10", "--temperature", "0", "--threads",
+            "1");
+        var two = Run("--model", _model, "--prompt", "Hello", "--max-tokens", "10", "--temperature", "0", "--threads",
+            "2");
         Assert.Equal(0, one.Exit);
         // Each output row is computed whole by one thread with the same code, so the split cannot change a bit.
         Assert.Equal(one.Out, two.Out);
         if (KernelDispatch.IsSupported(KernelPath.Avx2))
         {
             // Every integer path computes the same sums, so the text does not depend on the path either.
-            var avx2 = RunWithEnvironment("", [("PARETOQ_KERNELS", "avx2")], "--model", _model, "--prompt", "Hello", "--max-tokens", "10", "--temperature", "0");
+            var avx2 = RunWithEnvironment("", [("PARETOQ_KERNELS", "avx2")], "--model", _model, "--prompt", "Hello",
+                "--max-tokens", "10", "--temperature", "0");
             Assert.Equal(one.Out, avx2.Out);
         }
         var badThreads = Run("--model", _model, "--prompt", "Hello", "--threads", "-3");
@@ -69,7 +76,8 @@ public sealed class CliTests : IDisposable
     [InlineData("paretoq-bench", new[] { "kernels", "--bogus" }, "'--bogus'")]
     [InlineData("paretoq-convert", new[] { "inspect" }, "MODEL")]
     [InlineData("paretoq-train", new[] { "frobnicate" }, "'frobnicate'")]
-    public void Every_program_reports_a_usage_error_on_one_line_with_exit_code_2(string program, string[] args, string named)
+    public void Every_program_reports_a_usage_error_on_one_line_with_exit_code_2(string program, string[] args,
+        string named)
     {
         var r = ProgramRunner.Run(program, "", [], args);
         Assert.Equal(2, r.Exit);
@@ -84,7 +92,8 @@ public sealed class CliTests : IDisposable
     public void An_ILGPU_device_gives_the_exact_modes_greedy_text()
     {
         var exact = Run("--model", _model, "--prompt", "Hello", "--max-tokens", "10", "--temperature", "0", "--exact");
-        var device = Run("--model", _model, "--prompt", "Hello", "--max-tokens", "10", "--temperature", "0", "--device", "ilgpu-cpu");
+        var device = Run("--model", _model, "--prompt", "Hello", "--max-tokens", "10", "--temperature", "0", "--device",
+            "ilgpu-cpu");
         Assert.Equal(0, device.Exit);
         Assert.Equal(exact.Out, device.Out);
     }
@@ -97,7 +106,8 @@ public sealed class CliTests : IDisposable
         var tokenizer = Tokenizers.FromFile(model.File, model.Config.VocabSize);
         using var session = new Session(model);
         var expected = new Generator(session, tokenizer).Generate(tokenizer.Encode("Hello", addBos: true),
-            new GenerationOptions { MaxTokens = 10, Sampler = new SamplerOptions { Temperature = 0 }, EosIds = model.File.Tokenizer.EosIds });
+            new GenerationOptions { MaxTokens = 10, Sampler = new SamplerOptions { Temperature = 0 },
+                EosIds = model.File.Tokenizer.EosIds });
         Assert.Equal(expected.Text + Environment.NewLine, cli.Out);
     }
 
@@ -113,7 +123,8 @@ public sealed class CliTests : IDisposable
         using var model = LanguageModel.Load(_model);
         var tokenizer = Tokenizers.FromFile(model.File, model.Config.VocabSize);
         int[] tokens = tokenizer.Encode(text, addBos: true);
-        using var session = new Session(model, new SessionOptions { AllLogits = true, ContextLength = 256, KvCache = KvCacheType.F32 });
+        using var session = new Session(model,
+            new SessionOptions { AllLogits = true, ContextLength = 256, KvCache = KvCacheType.F32 });
         int vocab = model.Config.VocabSize;
         var logits = new float[tokens.Length * vocab];
         session.Forward(tokens, logits);
@@ -128,23 +139,27 @@ public sealed class CliTests : IDisposable
         var m = System.Text.RegularExpressions.Regex.Match(cli.Out, @"^perplexity ([\d.]+) over (\d+) tokens");
         Assert.True(m.Success, cli.Out);
         Assert.Equal(tokens.Length - 1, int.Parse(m.Groups[2].Value));
-        Assert.Equal(expected, double.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture), expected * 1e-3);
+        Assert.Equal(expected, double.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture),
+            expected * 1e-3);
     }
 
     [Fact]
     public void Chunked_perplexity_follows_llama_perplexity_protocol()
     {
-        // llama-perplexity -c N: chunks of N tokens, the first replaced by BOS, logits N/2 … N−2 scored; a partial chunk is dropped.
+        // llama-perplexity -c N: chunks of N tokens, the first replaced by BOS, logits N/2 … N−2 scored; a partial
+        // chunk is dropped.
         string text = string.Join(" ", File.ReadLines(TestData.Path("brown/text.txt")).Take(3));
         string file = _dir.File("brown3.txt");
         File.WriteAllText(file, text);
-        var cli = Run("--model", _model, "--perplexity", file, "--perplexity-mode", "chunks", "--context", "64", "--kv-cache", "f32");
+        var cli = Run("--model", _model, "--perplexity", file, "--perplexity-mode", "chunks", "--context", "64",
+            "--kv-cache", "f32");
         Assert.True(cli.Exit == 0, cli.Err);
 
         using var model = LanguageModel.Load(_model);
         var tokenizer = Tokenizers.FromFile(model.File, model.Config.VocabSize);
         int[] tokens = tokenizer.Encode(text, addBos: true);
-        using var session = new Session(model, new SessionOptions { AllLogits = true, ContextLength = 64, KvCache = KvCacheType.F32 });
+        using var session = new Session(model,
+            new SessionOptions { AllLogits = true, ContextLength = 64, KvCache = KvCacheType.F32 });
         int vocab = model.Config.VocabSize, chunks = tokens.Length / 64;
         Assert.True(chunks >= 3);
         var logits = new float[64 * vocab];
@@ -163,10 +178,12 @@ public sealed class CliTests : IDisposable
             }
         }
         double expected = Math.Exp(nll / (chunks * 31));
-        var m = System.Text.RegularExpressions.Regex.Match(cli.Out, @"^perplexity ([\d.]+) over (\d+) tokens .*\((\d+) chunks of 64");
+        var m = System.Text.RegularExpressions.Regex.Match(cli.Out,
+            @"^perplexity ([\d.]+) over (\d+) tokens .*\((\d+) chunks of 64");
         Assert.True(m.Success, cli.Out);
         Assert.Equal(chunks * 31, int.Parse(m.Groups[2].Value));
-        Assert.Equal(expected, double.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture), expected * 1e-3);
+        Assert.Equal(expected, double.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture),
+            expected * 1e-3);
 
         var shortText = Run("--model", _model, "--perplexity", file, "--perplexity-mode", "chunks", "--context", "512");
         Assert.Equal(1, shortText.Exit);
@@ -176,11 +193,13 @@ public sealed class CliTests : IDisposable
     [Fact]
     public void Chat_answers_a_prompt_and_holds_an_interactive_conversation()
     {
-        var once = Run("--model", _model, "--chat", "--system", "Be brief.", "--prompt", "Hi", "--max-tokens", "6", "--temperature", "0");
+        var once = Run("--model", _model, "--chat", "--system", "Be brief.", "--prompt", "Hi", "--max-tokens", "6",
+            "--temperature", "0");
         Assert.Equal(0, once.Exit);
         Assert.Matches(@"^prompt \d+ tokens", once.Err);
 
-        var talk = RunWithInput("Hi\nHow are you?\n/exit\n", "--model", _model, "--chat", "--max-tokens", "6", "--temperature", "0");
+        var talk = RunWithInput("Hi\nHow are you?\n/exit\n", "--model", _model, "--chat", "--max-tokens", "6",
+            "--temperature", "0");
         Assert.Equal(0, talk.Exit);
         var stats = talk.Err.Split('\n').Where(l => l.Contains("tok/s")).ToArray();
         Assert.Equal(2, stats.Length);
@@ -188,7 +207,8 @@ public sealed class CliTests : IDisposable
         int first = int.Parse(System.Text.RegularExpressions.Regex.Match(stats[0], @"prompt (\d+)").Groups[1].Value);
         int second = int.Parse(System.Text.RegularExpressions.Regex.Match(stats[1], @"prompt (\d+)").Groups[1].Value);
         // Byte-level tokenizer: one token per ASCII char, one per special.
-        // <|begin_of_text|> <|header_start|> user <|header_end|> \n\n Hi <|eot|> <|header_start|> assistant <|header_end|> \n\n
+        // <|begin_of_text|> <|header_start|> user <|header_end|> \n\n Hi <|eot|> <|header_start|> assistant
+        // <|header_end|> \n\n
         Assert.Equal(1 + 1 + 4 + 1 + 2 + 2 + 1 + 1 + 9 + 1 + 2, first);
         // <|header_start|> user <|header_end|> \n\n How are you? <|eot|> <|header_start|> assistant <|header_end|> \n\n
         Assert.Equal(1 + 4 + 1 + 2 + 12 + 1 + 1 + 9 + 1 + 2, second);
@@ -200,14 +220,16 @@ public sealed class CliTests : IDisposable
         { ["--prompt", "x", "--bogus"], 2, "Unrecognized command or argument '--bogus'" },
         { ["--model", "MODEL", "--prompt", "   "], 1, "the prompt is empty" },
         { ["--model", "MODEL"], 1, "give --prompt TEXT, --chat or --perplexity FILE" },
-        { ["--model", "MODEL", "--prompt", "a long prompt that does not fit", "--context", "8"], 1, "exceeds the context length 8" },
+        { ["--model", "MODEL", "--prompt", "a long prompt that does not fit", "--context", "8"], 1,
+            "exceeds the context length 8" },
         { ["--model", "MODEL", "--prompt", "x", "--top-p", "0"], 1, "top-p 0 must be in (0, 1]" },
         { ["--model", "MODEL", "--prompt", "x", "--kv-cache", "int4"], 2, "int4" },
         { ["--model", "V1MODEL", "--chat", "--prompt", "hi"], 1, "has no Llama-4 chat tokens" },
         { ["--model", "CORRUPT", "--prompt", "x"], 1, "checksum mismatch" },
         { ["--model", "MODEL", "--perplexity", "BADUTF8"], 1, "is not valid UTF-8" },
         { ["--model", "MODEL", "--prompt", "x", "--device", "tpu"], 2, "tpu" },
-        { ["--model", "MODEL", "--prompt", "x", "--device", "ilgpu-cpu", "--exact"], 1, "--exact is a mode of the CPU backend" },
+        { ["--model", "MODEL", "--prompt", "x", "--device", "ilgpu-cpu", "--exact"], 1,
+            "--exact is a mode of the CPU backend" },
     };
 
     [Theory]
@@ -220,8 +242,11 @@ public sealed class CliTests : IDisposable
         File.WriteAllBytes(corrupt, bytes);
         File.WriteAllBytes(_dir.File("bad.txt"), [0x41, 0xC3, 0x28, 0x42]);
         string v1 = _dir.File("v1.pq");
-        if (!File.Exists(v1)) TestModelGenerator.Write(v1, TestModelGenerator.MobileLlm(), WeightFormat.Q2Seq, WeightFormat.F32, seed: 1);
-        var resolved = args.Select(a => a switch { "MODEL" => _model, "V1MODEL" => v1, "CORRUPT" => corrupt, "BADUTF8" => _dir.File("bad.txt"), _ => a }).ToArray();
+        if (!File.Exists(v1)) TestModelGenerator.Write(v1, TestModelGenerator.MobileLlm(), WeightFormat.Q2Seq,
+            WeightFormat.F32, seed: 1);
+        var resolved = args.Select(a
+            => a switch { "MODEL" => _model, "V1MODEL" => v1, "CORRUPT" => corrupt, "BADUTF8" => _dir.File("bad.txt"), _
+            => a }).ToArray();
         var r = Run(resolved);
         Assert.Equal(exit, r.Exit);
         string line = Assert.Single(r.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries));

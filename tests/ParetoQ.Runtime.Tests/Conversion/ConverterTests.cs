@@ -38,8 +38,11 @@ public sealed class ConverterTests(ITestOutputHelper output)
         return f switch
         {
             WeightFormat.Binary => a * (double)Math.Sign(w),
-            WeightFormat.Ternary => a * Math.Round((float)(1.5f * Math.Clamp((float)t, -0.99f, 0.99f)), MidpointRounding.ToEven) / 1.5,
-            WeightFormat.Q2Seq => a * (Math.Round((float)(2f * Math.Clamp((float)t, -0.99f, 0.99f) - 0.5f), MidpointRounding.ToEven) + 0.5) / 2,
+            WeightFormat.Ternary
+                => a * Math.Round((float)(1.5f * Math.Clamp((float)t, -0.99f, 0.99f)), MidpointRounding.ToEven) / 1.5,
+            WeightFormat.Q2Seq
+                => a * (Math.Round((float)(2f * Math.Clamp((float)t, -0.99f, 0.99f) - 0.5f),
+                MidpointRounding.ToEven) + 0.5) / 2,
             WeightFormat.Q3Row => a * Math.Clamp(Math.Round(t, MidpointRounding.ToEven), -4, 3),
             WeightFormat.Q4Row => a * Math.Clamp(Math.Round(t, MidpointRounding.ToEven), -8, 7),
             _ => throw new ArgumentException(f.ToString()),
@@ -62,24 +65,28 @@ public sealed class ConverterTests(ITestOutputHelper output)
             {
                 int start = row * cols + g, len = Math.Min(32, cols - g);
                 float s = w.Skip(start).Take(len).Max(MathF.Abs) / 7.5f;
-                for (int i = start; i < start + len; i++) r[i] = s == 0 ? 0 : (float)(s * Math.Clamp(Math.Round(w[i] / s, MidpointRounding.ToEven), -8, 7));
+                for (int i = start; i < start + len; i++) r[i] = s == 0 ? 0
+                    : (float)(s * Math.Clamp(Math.Round(w[i] / s, MidpointRounding.ToEven), -8, 7));
             }
         return r;
     }
 
-    private static Dictionary<string, float[]> Dense(HfCheckpointWriter.Written src, Func<string, float[], float[]> projection)
+    private static Dictionary<string,
+        float[]> Dense(HfCheckpointWriter.Written src, Func<string, float[], float[]> projection)
     {
         var dense = new Dictionary<string, float[]>(StringComparer.Ordinal);
         foreach (var spec in ModelTensors.For(src.Config))
         {
-            string name = src.Stored.ContainsKey(spec.Name) ? spec.Name : spec.Name.Replace(".mlp.", ".feed_forward.", StringComparison.Ordinal);
+            string name = src.Stored.ContainsKey(spec.Name) ? spec.Name
+                : spec.Name.Replace(".mlp.", ".feed_forward.", StringComparison.Ordinal);
             var w = src.Stored[name];
             dense[spec.Name] = spec.IsProjection ? projection(name, w) : w;
         }
         return dense;
     }
 
-    private double CompareLogits(string pq, ModelConfig config, IReadOnlyDictionary<string, float[]> dense, int[] prompt)
+    private double CompareLogits(string pq, ModelConfig config, IReadOnlyDictionary<string, float[]> dense,
+        int[] prompt)
     {
         var expected = ReferenceTransformer.Forward(config, dense, prompt);
         using var model = LanguageModel.Load(pq, CpuBackendOptions.ExactMode);
@@ -96,7 +103,8 @@ public sealed class ConverterTests(ITestOutputHelper output)
         return maxDiff / maxRef;
     }
 
-    private static ConversionReport Convert(string dir, string pq, BitsChoice bits = BitsChoice.Auto, WeightFormat head = WeightFormat.F32) =>
+    private static ConversionReport Convert(string dir, string pq, BitsChoice bits = BitsChoice.Auto,
+        WeightFormat head = WeightFormat.F32) =>
         HfConverter.Convert(dir, pq, new ConversionOptions { Bits = bits, Head = head });
 
     [Theory]
@@ -108,7 +116,8 @@ public sealed class ConverterTests(ITestOutputHelper output)
     public void Snapped_paretoq_checkpoints_are_detected_and_recovered_losslessly(WeightFormat grid)
     {
         using var dir = new TempDir();
-        var src = HfCheckpointWriter.Write(dir.File("hf"), "mobilellm", HfCheckpointWriter.TinyMobileLlm(), HfWeights.Snapped, grid, pytorchBin: false, LlamaTokenizer(), seed: (int)grid);
+        var src = HfCheckpointWriter.Write(dir.File("hf"), "mobilellm", HfCheckpointWriter.TinyMobileLlm(),
+            HfWeights.Snapped, grid, pytorchBin: false, LlamaTokenizer(), seed: (int)grid);
         var report = Convert(src.Directory, dir.File("m.pq"));
 
         var projections = report.Tensors.Where(t => t.IsProjection).ToList();
@@ -124,7 +133,8 @@ public sealed class ConverterTests(ITestOutputHelper output)
                 {
                     WeightPacker.DequantizeRow(layout, file[t.Name].Data, r, codes, row);
                     for (int c = 0; c < t.Cols; c++)
-                        Assert.Equal(src.Stored[t.Name][r * t.Cols + c], HfCheckpointWriter.RoundTo(SourceDType.BF16, row[c]));
+                        Assert.Equal(src.Stored[t.Name][r * t.Cols + c],
+                            HfCheckpointWriter.RoundTo(SourceDType.BF16, row[c]));
                 }
             }
         double maxError = projections.Max(t => t.MaxError);
@@ -139,25 +149,28 @@ public sealed class ConverterTests(ITestOutputHelper output)
     {
         using var dir = new TempDir();
         var cfg = HfCheckpointWriter.TinyMobileLlm();
-        var src = HfCheckpointWriter.Write(dir.File("hf"), "llama", cfg, HfWeights.Snapped, WeightFormat.Ternary, pytorchBin: true, LlamaTokenizer(),
-            configExtra: "\"w_bits\": 0", seed: 5, headTensorToo: true);
+        var src = HfCheckpointWriter.Write(dir.File("hf"), "llama", cfg, HfWeights.Snapped, WeightFormat.Ternary,
+            pytorchBin: true, LlamaTokenizer(), configExtra: "\"w_bits\": 0", seed: 5, headTensorToo: true);
         var report = Convert(src.Directory, dir.File("m.pq"), head: WeightFormat.I8Row);
         Assert.All(report.Tensors.Where(t => t.IsProjection), t => Assert.Equal(WeightFormat.Ternary, t.Format));
         Assert.Equal(WeightFormat.I8Row, report.Tensors.Single(t => t.Name == "model.embed_tokens.weight").Format);
         using var file = PqFile.Open(dir.File("m.pq"));
         Assert.Equal("1.58", file.Provenance.Bits);
         Assert.Equal("hf-json", file.Tokenizer.Kind);
-        Assert.Equal([1, 15043, 3186], Runtime.Text.Tokenizers.FromFile(file, 32000).Encode("Hello world", addBos: true));
+        Assert.Equal([1, 15043, 3186],
+            Runtime.Text.Tokenizers.FromFile(file, 32000).Encode("Hello world", addBos: true));
     }
 
     [Fact]
     public void Trainer_checkpoints_quantize_latent_weights_with_their_clip_values()
     {
         using var dir = new TempDir();
-        var src = HfCheckpointWriter.Write(dir.File("hf"), "llama", HfCheckpointWriter.TinyMobileLlm(), HfWeights.LatentWithClip, WeightFormat.Q2Seq, pytorchBin: true, LlamaTokenizer(),
-            configExtra: "\"w_bits\": 2", seed: 11);
+        var src = HfCheckpointWriter.Write(dir.File("hf"), "llama", HfCheckpointWriter.TinyMobileLlm(),
+            HfWeights.LatentWithClip, WeightFormat.Q2Seq, pytorchBin: true, LlamaTokenizer(),
+                configExtra: "\"w_bits\": 2", seed: 11);
         var report = Convert(src.Directory, dir.File("m.pq"));
-        Assert.All(report.Tensors.Where(t => t.IsProjection), t => Assert.Equal((TensorOrigin.TrainedClip, WeightFormat.Q2Seq), (t.Origin, t.Format)));
+        Assert.All(report.Tensors.Where(t => t.IsProjection), t
+            => Assert.Equal((TensorOrigin.TrainedClip, WeightFormat.Q2Seq), (t.Origin, t.Format)));
         var dense = Dense(src, (name, w) =>
         {
             var clip = src.Stored[name[..^".weight".Length] + ".weight_clip_val"];
@@ -172,17 +185,22 @@ public sealed class ConverterTests(ITestOutputHelper output)
     public void Full_precision_mobilellm_with_bits_is_quantized_round_to_nearest()
     {
         using var dir = new TempDir();
-        var src = HfCheckpointWriter.Write(dir.File("hf"), "mobilellm", HfCheckpointWriter.TinyMobileLlm(layerSharing: true), HfWeights.FullPrecision, default, pytorchBin: false, LlamaTokenizer(), seed: 13);
-        Assert.Contains("not snapped to a ParetoQ grid", Assert.Throws<CheckpointException>(() => Convert(src.Directory, dir.File("m.pq"))).Message);
+        var src = HfCheckpointWriter.Write(dir.File("hf"), "mobilellm",
+            HfCheckpointWriter.TinyMobileLlm(layerSharing: true), HfWeights.FullPrecision, default, pytorchBin: false,
+            LlamaTokenizer(), seed: 13);
+        Assert.Contains("not snapped to a ParetoQ grid",
+            Assert.Throws<CheckpointException>(() => Convert(src.Directory, dir.File("m.pq"))).Message);
         Assert.False(File.Exists(dir.File("m.pq")));
 
         var report = Convert(src.Directory, dir.File("m.pq"), BitsChoice.Bits4);
         Assert.Equal(2, report.Source.Config.LayerRepeat);
-        Assert.All(report.Tensors.Where(t => t.IsProjection), t => Assert.Equal((TensorOrigin.RoundToNearest, WeightFormat.Q4Row), (t.Origin, t.Format)));
+        Assert.All(report.Tensors.Where(t => t.IsProjection), t
+            => Assert.Equal((TensorOrigin.RoundToNearest, WeightFormat.Q4Row), (t.Origin, t.Format)));
         var dense = Dense(src, (name, w) =>
         {
             var spec = ModelTensors.For(src.Config).Single(s => s.Name == name);
-            return FakeQuantRows(WeightFormat.Q4Row, w, spec.Cols, r => MathF.Max(w.Skip(r * spec.Cols).Take(spec.Cols).Max(MathF.Abs) / 7f, 1e-5f));
+            return FakeQuantRows(WeightFormat.Q4Row, w, spec.Cols, r
+                => MathF.Max(w.Skip(r * spec.Cols).Take(spec.Cols).Max(MathF.Abs) / 7f, 1e-5f));
         });
         double err = CompareLogits(dir.File("m.pq"), src.Config, dense, Prompt);
         output.WriteLine($"PTQ 4-bit, layer sharing: {err:E2}");
@@ -196,15 +214,17 @@ public sealed class ConverterTests(ITestOutputHelper output)
     {
         using var dir = new TempDir();
         var cfg = TestModelGenerator.MobileLlmPro();
-        var src = HfCheckpointWriter.Write(dir.File("hf"), "llama4_text", cfg, fakeQuantScales ? HfWeights.FakeQuantScale : HfWeights.FullPrecision, default,
-            pytorchBin: false, HfCheckpointWriter.ByteLevelTiktokenFiles(), seed: 17);
+        var src = HfCheckpointWriter.Write(dir.File("hf"), "llama4_text", cfg, fakeQuantScales
+            ? HfWeights.FakeQuantScale : HfWeights.FullPrecision, default, pytorchBin: false,
+                HfCheckpointWriter.ByteLevelTiktokenFiles(), seed: 17);
         Assert.Contains(src.Stored.Keys, k => k.Contains(".feed_forward.gate_proj.", StringComparison.Ordinal));
         var report = Convert(src.Directory, dir.File("m.pq"));
         var expectedFormat = fakeQuantScales ? WeightFormat.Q4Row : WeightFormat.Q4G32;
         Assert.All(report.Tensors.Where(t => t.IsProjection), t => Assert.Equal(expectedFormat, t.Format));
         var dense = Dense(src, (name, w) =>
         {
-            int rows = ModelTensors.For(cfg).Single(s => s.Name == name.Replace(".feed_forward.", ".mlp.", StringComparison.Ordinal)).Rows;
+            int rows = ModelTensors.For(cfg).Single(s
+                => s.Name == name.Replace(".feed_forward.", ".mlp.", StringComparison.Ordinal)).Rows;
             if (!fakeQuantScales) return Int4Group32(w, w.Length / rows);
             var s = src.Stored[name[..^".weight".Length] + ".weight_fake_quantizer.scale"];
             return FakeQuantRows(WeightFormat.Q4Row, w, w.Length / rows, r => s[r]);
@@ -226,8 +246,9 @@ public sealed class ConverterTests(ITestOutputHelper output)
     public void Bad_inputs_fail_cleanly_and_leave_no_file()
     {
         using var dir = new TempDir();
-        var src = HfCheckpointWriter.Write(dir.File("hf"), "llama", HfCheckpointWriter.TinyMobileLlm(), HfWeights.Snapped, WeightFormat.Q2Seq, pytorchBin: false, LlamaTokenizer(),
-            configExtra: "\"w_bits\": 2", seed: 19);
+        var src = HfCheckpointWriter.Write(dir.File("hf"), "llama", HfCheckpointWriter.TinyMobileLlm(),
+            HfWeights.Snapped, WeightFormat.Q2Seq, pytorchBin: false, LlamaTokenizer(), configExtra: "\"w_bits\": 2",
+                seed: 19);
         string pq = dir.File("out.pq");
         string config = File.ReadAllText(Path.Combine(src.Directory, "config.json"));
         void Expect<T>(string fragment) where T : Exception
@@ -238,13 +259,18 @@ public sealed class ConverterTests(ITestOutputHelper output)
             Assert.Empty(Directory.GetFiles(dir.Path, "*.tmp"));
         }
 
-        File.WriteAllText(Path.Combine(src.Directory, "config.json"), config.Replace("\"use_cache\": true", "\"use_cache\": true, \"rope_interleave\": true"));
+        File.WriteAllText(Path.Combine(src.Directory, "config.json"),
+            config.Replace("\"use_cache\": true", "\"use_cache\": true, \"rope_interleave\": true"));
         Expect<ModelConfigException>("unknown field 'rope_interleave'");
-        File.WriteAllText(Path.Combine(src.Directory, "config.json"), config.Replace("\"hidden_act\": \"silu\"", "\"hidden_act\": \"gelu\""));
+        File.WriteAllText(Path.Combine(src.Directory, "config.json"),
+            config.Replace("\"hidden_act\": \"silu\"", "\"hidden_act\": \"gelu\""));
         Expect<ModelConfigException>("hidden_act 'gelu' is not implemented");
-        File.WriteAllText(Path.Combine(src.Directory, "config.json"), config.Replace("\"num_key_value_heads\": 2", "\"num_key_value_heads\": 3"));
+        File.WriteAllText(Path.Combine(src.Directory, "config.json"),
+            config.Replace("\"num_key_value_heads\": 2", "\"num_key_value_heads\": 3"));
         Expect<ModelConfigException>("num_attention_heads 4 is not a multiple of num_key_value_heads 3");
-        File.WriteAllText(Path.Combine(src.Directory, "config.json"), config.Replace("\"use_cache\": true", "\"use_cache\": true, \"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4.0}"));
+        File.WriteAllText(Path.Combine(src.Directory, "config.json"),
+            config.Replace("\"use_cache\": true",
+            "\"use_cache\": true, \"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4.0}"));
         Expect<ModelConfigException>("rope_scaling.rope_type 'yarn' is not implemented");
         File.WriteAllText(Path.Combine(src.Directory, "config.json"), config.Replace("\"w_bits\": 2", "\"w_bits\": 1"));
         Expect<CheckpointException>("row 0 is not on the binary grid");
@@ -252,13 +278,16 @@ public sealed class ConverterTests(ITestOutputHelper output)
 
         // An off-grid value in a snapped checkpoint is named by tensor and row.
         var tensors = src.Tensors;
-        var bad = tensors.Select(t => t.Name == "model.layers.1.mlp.up_proj.weight" ? t with { Values = t.Values.Select((v, i) => i == 5 * 64 + 3 ? v * 1.37f : v).ToArray() } : t).ToList();
+        var bad = tensors.Select(t => t.Name == "model.layers.1.mlp.up_proj.weight"
+            ? t with { Values = t.Values.Select((v, i) => i == 5 * 64 + 3 ? v * 1.37f : v).ToArray() } : t).ToList();
         SafetensorsWriter.Write(Path.Combine(src.Directory, "model.safetensors"), bad);
         Expect<CheckpointException>("tensor 'model.layers.1.mlp.up_proj.weight': row 5 is not on the q2_seq grid");
 
-        SafetensorsWriter.Write(Path.Combine(src.Directory, "model.safetensors"), tensors.Append(new("model.layers.0.self_attn.q_proj.bias", SourceDType.BF16, [64], new float[64])));
+        SafetensorsWriter.Write(Path.Combine(src.Directory, "model.safetensors"),
+            tensors.Append(new("model.layers.0.self_attn.q_proj.bias", SourceDType.BF16, [64], new float[64])));
         Expect<CheckpointException>("model.layers.0.self_attn.q_proj.bias");
-        SafetensorsWriter.Write(Path.Combine(src.Directory, "model.safetensors"), tensors.Where(t => t.Name != "model.norm.weight"));
+        SafetensorsWriter.Write(Path.Combine(src.Directory, "model.safetensors"),
+            tensors.Where(t => t.Name != "model.norm.weight"));
         Expect<CheckpointException>("tensor 'model.norm.weight': is missing");
         var good = SafetensorsWriter.Bytes(tensors);
         File.WriteAllBytes(Path.Combine(src.Directory, "model.safetensors"), good[..^100]);
@@ -280,7 +309,8 @@ public sealed class ConverterTests(ITestOutputHelper output)
     public void The_cli_converts_inspects_and_verifies()
     {
         using var dir = new TempDir();
-        var src = HfCheckpointWriter.Write(dir.File("hf"), "mobilellm", HfCheckpointWriter.TinyMobileLlm(), HfWeights.Snapped, WeightFormat.Q2Seq, pytorchBin: true, LlamaTokenizer(), seed: 23);
+        var src = HfCheckpointWriter.Write(dir.File("hf"), "mobilellm", HfCheckpointWriter.TinyMobileLlm(),
+            HfWeights.Snapped, WeightFormat.Q2Seq, pytorchBin: true, LlamaTokenizer(), seed: 23);
         string pq = dir.File("m.pq");
         var convert = Run(src.Directory, "-o", pq);
         output.WriteLine(convert.Out);
@@ -311,5 +341,6 @@ public sealed class ConverterTests(ITestOutputHelper output)
         Assert.Equal(2, Run(src.Directory, "-o", pq, "--bits", "5").Exit);
     }
 
-    private static (int Exit, string Out, string Err) Run(params string[] args) => ProgramRunner.Run("paretoq-convert", "", [], args);
+    private static (int Exit, string Out, string Err) Run(params string[] args)
+        => ProgramRunner.Run("paretoq-convert", "", [], args);
 }

@@ -5,7 +5,6 @@ using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
 using ParetoQ.Runtime.Text;
 using ParetoQ.TestModels;
-using Xunit;
 
 namespace ParetoQ.Runtime.Tests;
 
@@ -19,14 +18,18 @@ public sealed class GgufExportTests
     // Rows of 256 and 512 inputs: whole TQ2_0/Q2_K super-blocks.
     private static ModelConfig Mobilellm256() => new()
     {
-        Architecture = "mobilellm", VocabSize = 32000, HiddenSize = 256, IntermediateSize = 512, NumLayers = 2, NumHeads = 4, NumKvHeads = 2, HeadDim = 64,
-        MaxPositionEmbeddings = 256, RmsNormEps = 1e-5f, RopeTheta = 10000, RopeLayout = RopeLayout.RotateHalf, TieWordEmbeddings = true,
+        Architecture = "mobilellm", VocabSize = 32000, HiddenSize = 256, IntermediateSize = 512, NumLayers = 2,
+            NumHeads = 4, NumKvHeads = 2, HeadDim = 64,
+        MaxPositionEmbeddings = 256, RmsNormEps = 1e-5f, RopeTheta = 10000, RopeLayout = RopeLayout.RotateHalf,
+            TieWordEmbeddings = true,
         LayerTypes = [AttentionKind.Global, AttentionKind.Global], RopeLayers = [true, true],
     };
 
-    private static string ConvertHf(TempDir dir, ModelConfig config, HfWeights weights, WeightFormat grid, ConversionOptions options)
+    private static string ConvertHf(TempDir dir, ModelConfig config, HfWeights weights, WeightFormat grid,
+        ConversionOptions options)
     {
-        HfCheckpointWriter.Write(dir.File("hf"), "mobilellm", config, weights, grid, pytorchBin: false, ConverterTests.LlamaTokenizer(), seed: 5);
+        HfCheckpointWriter.Write(dir.File("hf"), "mobilellm", config, weights, grid, pytorchBin: false,
+            ConverterTests.LlamaTokenizer(), seed: 5);
         string pq = dir.File("model.pq");
         HfConverter.Convert(dir.File("hf"), pq, options);
         return pq;
@@ -44,11 +47,13 @@ public sealed class GgufExportTests
 
     [Theory]
     [MemberData(nameof(Grids))]
-    public void Every_grid_maps_to_a_ggml_type_that_holds_its_values(WeightFormat grid, string projectionType, string embeddingType)
+    public void Every_grid_maps_to_a_ggml_type_that_holds_its_values(WeightFormat grid, string projectionType,
+        string embeddingType)
     {
         using var dir = new TempDir();
         string pq = grid == WeightFormat.Q4G32
-            ? ConvertHf(dir, Mobilellm256(), HfWeights.FullPrecision, default, new ConversionOptions { Bits = BitsChoice.Int4, Head = WeightFormat.F16 })
+            ? ConvertHf(dir, Mobilellm256(), HfWeights.FullPrecision, default,
+                new ConversionOptions { Bits = BitsChoice.Int4, Head = WeightFormat.F16 })
             : ConvertHf(dir, Mobilellm256(), HfWeights.Snapped, grid, new ConversionOptions());
         var report = GgufExporter.Export(pq, dir.File("model.gguf"), overwrite: false);
 
@@ -64,13 +69,15 @@ public sealed class GgufExportTests
         Assert.Equal(20, gguf.Tensors.Count); // embedding, 2 × 9 layer tensors, output norm; the head is tied
         Assert.False(gguf.Tensors.ContainsKey("output.weight"));
 
-        var expectedType = new Dictionary<string, uint> { ["TQ2_0"] = 35, ["Q2_K"] = 10, ["Q4_0"] = 2, ["Q8_0"] = 8, ["F16"] = 1, ["F32"] = 0 };
+        var expectedType = new Dictionary<string,
+            uint> { ["TQ2_0"] = 35, ["Q2_K"] = 10, ["Q4_0"] = 2, ["Q8_0"] = 8, ["F16"] = 1, ["F32"] = 0 };
         foreach (var r in report.Tensors)
         {
             var info = gguf.Tensors[r.Name];
             var pqTensor = file[r.Source];
             bool norm = pqTensor.Shape.Count == 1;
-            uint want = norm ? 0 : r.Name == "token_embd.weight" ? expectedType[embeddingType] : expectedType[projectionType];
+            uint want = norm ? 0 : r.Name == "token_embd.weight" ? expectedType[embeddingType]
+                : expectedType[projectionType];
             Assert.True(want == info.Type, $"{r.Name}: ggml type {info.Type}, expected {want}");
             Assert.Null(r.Fallback);
             int rows = norm ? 1 : pqTensor.Shape[0], cols = norm ? pqTensor.Shape[0] : pqTensor.Shape[1];
@@ -79,10 +86,12 @@ public sealed class GgufExportTests
             // llama.cpp pairs q/k dims (2i, 2i+1); the runtime's rotate-half pairs (i, i + hd/2) of each head.
             bool permuted = r.Source.Contains("q_proj") || r.Source.Contains("k_proj");
             int hd = c.HeadDim;
-            int SourceRow(int row) => !permuted ? row : row / hd * hd + (row % hd % 2 == 0 ? row % hd / 2 : row % hd / 2 + hd / 2);
+            int SourceRow(int row) => !permuted ? row
+                : row / hd * hd + (row % hd % 2 == 0 ? row % hd / 2 : row % hd / 2 + hd / 2);
             float[] actual = gguf.Dequantize(r.Name);
             var expected = new float[cols];
-            var codes = WeightFormats.IsPacked(pqTensor.Format) ? new byte[new PackedLayout(pqTensor.Format, rows, cols).PaddedCols] : [];
+            var codes = WeightFormats.IsPacked(pqTensor.Format)
+                ? new byte[new PackedLayout(pqTensor.Format, rows, cols).PaddedCols] : [];
             double worst = 0;
             for (int row = 0; row < rows; row++)
             {
@@ -96,7 +105,8 @@ public sealed class GgufExportTests
                     worst = Math.Max(worst, rel);
                 }
             }
-            Assert.True(worst <= r.MaxScaleError * 1.0001 + 1e-7, $"{r.Name}: error {worst} above the reported {r.MaxScaleError}");
+            Assert.True(worst <= r.MaxScaleError * 1.0001 + 1e-7,
+                $"{r.Name}: error {worst} above the reported {r.MaxScaleError}");
             Assert.True(r.MaxScaleError <= GgufExporter.MaxScaleRounding);
         }
 
@@ -117,16 +127,19 @@ public sealed class GgufExportTests
     public void Exported_scores_tokenize_the_brown_corpus_as_the_runtime_does()
     {
         using var dir = new TempDir();
-        string pq = ConvertHf(dir, HfCheckpointWriter.TinyMobileLlm(layerSharing: true), HfWeights.Snapped, WeightFormat.Ternary, new ConversionOptions());
+        string pq = ConvertHf(dir, HfCheckpointWriter.TinyMobileLlm(layerSharing: true), HfWeights.Snapped,
+            WeightFormat.Ternary, new ConversionOptions());
         var report = GgufExporter.Export(pq, dir.File("model.gguf"), overwrite: false);
         var gguf = new GgufReader(dir.File("model.gguf"));
 
         // sentencepiece's rule (highest-scoring adjacent merge first), which llama.cpp's SPM tokenizer follows, over
         // the exported tokens, scores and types must reproduce the runtime's encodings.
         var pieces = gguf.Get<List<object>>("tokenizer.ggml.tokens").Cast<string>()
-            .Zip(gguf.Get<List<object>>("tokenizer.ggml.scores").Cast<float>(), gguf.Get<List<object>>("tokenizer.ggml.token_type").Cast<int>())
+            .Zip(gguf.Get<List<object>>("tokenizer.ggml.scores").Cast<float>(),
+                gguf.Get<List<object>>("tokenizer.ggml.token_type").Cast<int>())
             .Select(x => new SentencePiece(x.First, x.Second, (PieceType)x.Third));
-        var fromGguf = SentencePieceBpeTokenizer.FromSentencePieceModel(SentencePieceModelWriter.Write(pieces), "gguf vocabulary");
+        var fromGguf = SentencePieceBpeTokenizer.FromSentencePieceModel(SentencePieceModelWriter.Write(pieces),
+            "gguf vocabulary");
         using var file = PqFile.Open(pq);
         var runtime = Tokenizers.FromFile(file, 32000);
         var lines = File.ReadLines(TestData.Path("brown/text.txt")).Take(3000).ToList();
@@ -160,16 +173,21 @@ public sealed class GgufExportTests
     {
         using var dir = new TempDir();
         string pro = dir.File("pro.pq");
-        TestModelGenerator.Write(pro, TestModelGenerator.MobileLlmPro(), WeightFormat.Q2Seq, WeightFormat.I8Row, seed: 1);
-        var e = Assert.Throws<NotSupportedException>(() => GgufExporter.Export(pro, dir.File("pro.gguf"), overwrite: false));
+        TestModelGenerator.Write(pro, TestModelGenerator.MobileLlmPro(), WeightFormat.Q2Seq, WeightFormat.I8Row,
+            seed: 1);
+        var e = Assert.Throws<NotSupportedException>(()
+            => GgufExporter.Export(pro, dir.File("pro.gguf"), overwrite: false));
         Assert.Contains("architecture mobilellm-pro", e.Message);
         string byteLevel = dir.File("bytes.pq");
-        TestModelGenerator.Write(byteLevel, TestModelGenerator.MobileLlm(), WeightFormat.Q2Seq, WeightFormat.I8Row, seed: 1);
-        e = Assert.Throws<NotSupportedException>(() => GgufExporter.Export(byteLevel, dir.File("bytes.gguf"), overwrite: false));
+        TestModelGenerator.Write(byteLevel, TestModelGenerator.MobileLlm(), WeightFormat.Q2Seq, WeightFormat.I8Row,
+            seed: 1);
+        e = Assert.Throws<NotSupportedException>(()
+            => GgufExporter.Export(byteLevel, dir.File("bytes.gguf"), overwrite: false));
         Assert.Contains("SentencePiece-style (LLaMA) tokenizer", e.Message);
         Assert.False(File.Exists(dir.File("pro.gguf")) || File.Exists(dir.File("bytes.gguf")));
 
-        string pq = ConvertHf(dir, HfCheckpointWriter.TinyMobileLlm(), HfWeights.Snapped, WeightFormat.Q2Seq, new ConversionOptions());
+        string pq = ConvertHf(dir, HfCheckpointWriter.TinyMobileLlm(), HfWeights.Snapped, WeightFormat.Q2Seq,
+            new ConversionOptions());
         File.WriteAllText(dir.File("taken.gguf"), "keep me");
         Assert.Throws<IOException>(() => GgufExporter.Export(pq, dir.File("taken.gguf"), overwrite: false));
         Assert.Equal("keep me", File.ReadAllText(dir.File("taken.gguf")));
@@ -178,7 +196,8 @@ public sealed class GgufExportTests
         byte[] damaged = File.ReadAllBytes(pq);
         damaged[^100] ^= 0x10;
         File.WriteAllBytes(dir.File("damaged.pq"), damaged);
-        Assert.Throws<PqFormatException>(() => GgufExporter.Export(dir.File("damaged.pq"), dir.File("damaged.gguf"), overwrite: false));
+        Assert.Throws<PqFormatException>(()
+            => GgufExporter.Export(dir.File("damaged.pq"), dir.File("damaged.gguf"), overwrite: false));
         Assert.False(File.Exists(dir.File("damaged.gguf")));
         Assert.Empty(Directory.GetFiles(dir.Path, "*.tmp"));
 

@@ -27,7 +27,8 @@ internal sealed class GgufReader
         for (long i = 0; i < kvCount; i++)
         {
             string key = Str(ref pos);
-            if (!Values.TryAdd(key, Value(ref pos, U32(ref pos)))) throw new InvalidDataException($"duplicate key {key}");
+            if (!Values.TryAdd(key,
+                Value(ref pos, U32(ref pos)))) throw new InvalidDataException($"duplicate key {key}");
         }
         for (long i = 0; i < tensorCount; i++)
         {
@@ -50,7 +51,8 @@ internal sealed class GgufReader
         {
             if (spans[i].Offset % alignment != 0) throw new InvalidDataException($"{spans[i].Name} is not aligned");
             if (_dataStart + spans[i].Offset + spans[i].Bytes > _file.Length) throw new InvalidDataException($"{spans[i].Name} runs past the end");
-            if (i > 0 && spans[i - 1].Offset + spans[i - 1].Bytes > spans[i].Offset) throw new InvalidDataException($"{spans[i].Name} overlaps");
+            if (i > 0
+                && spans[i - 1].Offset + spans[i - 1].Bytes > spans[i].Offset) throw new InvalidDataException($"{spans[i].Name} overlaps");
         }
     }
 

@@ -75,7 +75,8 @@ internal static class ReferenceTransformer
         return Linear(final, w[c.TieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight"], c.VocabSize);
     }
 
-    private static void Position(double[,] m, int t, int offset, int hd, int pos, bool rope, double[] invFreq, ModelConfig c)
+    private static void Position(double[,] m, int t, int offset, int hd, int pos, bool rope, double[] invFreq,
+        ModelConfig c)
     {
         if (!rope) return;
         var src = new double[hd];

@@ -10,7 +10,8 @@ namespace ParetoQ.Runtime.Tests;
 
 /// <summary>
 /// Thousands of random corruptions of a valid file. Each must either load or fail with <see cref="PqFormatException"/>
-/// (or <see cref="ModelConfigException"/> from the model loader): no other exception, no hang, no allocation far beyond the file's size.
+/// (or <see cref="ModelConfigException"/> from the model loader): no other exception, no hang, no allocation far beyond
+/// the file's size.
 /// </summary>
 public sealed class CorruptionFuzzTests(ITestOutputHelper output)
 {
@@ -18,7 +19,8 @@ public sealed class CorruptionFuzzTests(ITestOutputHelper output)
     public void Random_byte_flips_and_truncations()
     {
         using var dir = new TempDir();
-        var gen = TestModelGenerator.Write(dir.File("valid.pq"), TestModelGenerator.MobileLlmPro(), WeightFormat.Ternary, WeightFormat.I8Row, seed: 9);
+        var gen = TestModelGenerator.Write(dir.File("valid.pq"), TestModelGenerator.MobileLlmPro(),
+            WeightFormat.Ternary, WeightFormat.I8Row, seed: 9);
         byte[] valid = File.ReadAllBytes(gen.Path);
         int metaEnd = PqFile.HeaderSize + Encoding.UTF8.GetByteCount(PqBytes.Split(valid).Metadata);
         var rng = new Random(1234);
@@ -48,16 +50,19 @@ public sealed class CorruptionFuzzTests(ITestOutputHelper output)
         Report(outcomes);
     }
 
-    /// <summary>Mutates the metadata JSON and reseals the checksums, so the parser and validators (not just the checksums) see the damage.</summary>
+    /// <summary>Mutates the metadata JSON and reseals the checksums, so the parser and validators (not just the
+    /// checksums) see the damage.</summary>
     [Fact]
     public void Resealed_metadata_mutations()
     {
         using var dir = new TempDir();
-        var gen = TestModelGenerator.Write(dir.File("valid.pq"), TestModelGenerator.MobileLlm(), WeightFormat.Q3Row, WeightFormat.F16, seed: 8);
+        var gen = TestModelGenerator.Write(dir.File("valid.pq"), TestModelGenerator.MobileLlm(), WeightFormat.Q3Row,
+            WeightFormat.F16, seed: 8);
         byte[] valid = File.ReadAllBytes(gen.Path);
         var (meta, data) = PqBytes.Split(valid);
         var rng = new Random(99);
-        string[] replacements = ["0", "-1", "64", "1e300", "4294967296", "9223372036854775807", "null", "true", "\"\"", "[]", "{}", "\"q2_seq\"", "[1, 1]", "\"x\\u0000\""];
+        string[] replacements = ["0", "-1", "64", "1e300", "4294967296", "9223372036854775807", "null", "true", "\"\"",
+            "[]", "{}", "\"q2_seq\"", "[1, 1]", "\"x\\u0000\""];
         var outcomes = new Dictionary<string, int>();
         for (int i = 0; i < 2000; i++)
         {
@@ -76,7 +81,8 @@ public sealed class CorruptionFuzzTests(ITestOutputHelper output)
                         if (colon < 0) break;
                         int end = colon + 2;
                         while (end < sb.Length && sb[end] is not (',' or '\n' or '}')) end++;
-                        sb.Remove(colon + 2, end - colon - 2).Insert(colon + 2, replacements[rng.Next(replacements.Length)]);
+                        sb.Remove(colon + 2, end - colon - 2).Insert(colon + 2,
+                            replacements[rng.Next(replacements.Length)]);
                         break;
                 }
             }
@@ -109,7 +115,8 @@ public sealed class CorruptionFuzzTests(ITestOutputHelper output)
             throw new Xunit.Sdk.XunitException($"unexpected {e.GetType().Name}: {e.Message}\n{e.StackTrace}");
         }
         long allocated = GC.GetAllocatedBytesForCurrentThread() - allocatedBefore;
-        Assert.True(allocated < 8L * bytes.Length + (4 << 20), $"loading a {bytes.Length}-byte file allocated {allocated} bytes");
+        Assert.True(allocated < 8L * bytes.Length + (4 << 20),
+            $"loading a {bytes.Length}-byte file allocated {allocated} bytes");
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(10), $"loading took {clock.Elapsed}");
         return outcome;
     }

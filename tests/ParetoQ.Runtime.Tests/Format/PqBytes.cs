@@ -5,7 +5,8 @@ using ParetoQ.Runtime.Format;
 
 namespace ParetoQ.Runtime.Tests;
 
-/// <summary>Takes a valid .pq file apart and puts it back together with correct checksums, so tests can craft files that are well-sealed but wrong inside.</summary>
+/// <summary>Takes a valid .pq file apart and puts it back together with correct checksums, so tests can craft files
+/// that are well-sealed but wrong inside.</summary>
 internal static class PqBytes
 {
     public static (string Metadata, byte[] Data) Split(byte[] file)
@@ -15,7 +16,8 @@ internal static class PqBytes
         return (Encoding.UTF8.GetString(file, PqFile.HeaderSize, (int)metaLength), file[(int)dataOffset..]);
     }
 
-    /// <summary>Builds a file from metadata text and a data section; <paramref name="editHeader"/> may change header fields before the header checksum is computed.</summary>
+    /// <summary>Builds a file from metadata text and a data section; <paramref name="editHeader"/> may change header
+    /// fields before the header checksum is computed.</summary>
     public static byte[] Build(string metadata, byte[] data, Action<byte[]>? editHeader = null) =>
         Build(Encoding.UTF8.GetBytes(metadata), data, editHeader);
 

@@ -16,7 +16,8 @@ public sealed class PqFileTests : IDisposable
 
     public PqFileTests()
     {
-        _model = TestModelGenerator.Write(_dir.File("valid.pq"), TestModelGenerator.MobileLlm(), WeightFormat.Q2Seq, WeightFormat.I8Row, seed: 1);
+        _model = TestModelGenerator.Write(_dir.File("valid.pq"), TestModelGenerator.MobileLlm(), WeightFormat.Q2Seq,
+            WeightFormat.I8Row, seed: 1);
         _bytes = File.ReadAllBytes(_model.Path);
     }
 
@@ -48,7 +49,8 @@ public sealed class PqFileTests : IDisposable
     [Fact]
     public void Writer_refuses_to_overwrite_and_leaves_no_temporary_files()
     {
-        var writer = new PqWriter(TestModelGenerator.MobileLlm().ToJson(), new PqProvenance("s", "2", "t", new Dictionary<string, string>()));
+        var writer = new PqWriter(TestModelGenerator.MobileLlm().ToJson(),
+            new PqProvenance("s", "2", "t", new Dictionary<string, string>()));
         writer.SetTokenizer(ByteLevelVocabulary.Info(chatTokens: false), ByteLevelVocabulary.Ranks());
         var e = Assert.Throws<IOException>(() => writer.Write(_model.Path));
         Assert.Contains("already exists", e.Message);
@@ -60,21 +62,32 @@ public sealed class PqFileTests : IDisposable
     public void Missing_file_or_directory_is_a_format_error_naming_the_path()
     {
         string missing = _dir.File("nope.pq");
-        Assert.StartsWith(missing + ": cannot open", Assert.Throws<PqFormatException>(() => PqFile.Open(missing)).Message);
-        Assert.StartsWith(_dir.Path + ": cannot open", Assert.Throws<PqFormatException>(() => PqFile.Open(_dir.Path)).Message);
+        Assert.StartsWith(missing + ": cannot open",
+            Assert.Throws<PqFormatException>(() => PqFile.Open(missing)).Message);
+        Assert.StartsWith(_dir.Path + ": cannot open",
+            Assert.Throws<PqFormatException>(() => PqFile.Open(_dir.Path)).Message);
     }
 
     [Fact]
     public void Writer_refuses_inconsistent_tensors()
     {
-        var writer = new PqWriter(TestModelGenerator.MobileLlm().ToJson(), new PqProvenance("s", "2", "t", new Dictionary<string, string>()));
-        Assert.Contains("needs 288", Assert.Throws<ArgumentException>(() => writer.AddTensor("n", WeightFormat.F32, [72], new byte[100])).Message);
-        Assert.Contains("not valid for q2_seq", Assert.Throws<ArgumentException>(() => writer.AddTensor("p", WeightFormat.Q2Seq, [72], new byte[100])).Message);
+        var writer = new PqWriter(TestModelGenerator.MobileLlm().ToJson(),
+            new PqProvenance("s", "2", "t", new Dictionary<string, string>()));
+        Assert.Contains("needs 288",
+            Assert.Throws<ArgumentException>(()
+            => writer.AddTensor("n", WeightFormat.F32, [72], new byte[100])).Message);
+        Assert.Contains("not valid for q2_seq",
+            Assert.Throws<ArgumentException>(()
+            => writer.AddTensor("p", WeightFormat.Q2Seq, [72], new byte[100])).Message);
         writer.AddFloatTensor("n", WeightFormat.F32, [2], [1f, 2f]);
-        Assert.Contains("added twice", Assert.Throws<ArgumentException>(() => writer.AddFloatTensor("n", WeightFormat.F32, [2], [1f, 2f])).Message);
-        Assert.Contains("needs a tokenizer", Assert.Throws<InvalidOperationException>(() => writer.Write(_dir.File("x.pq"))).Message);
+        Assert.Contains("added twice",
+            Assert.Throws<ArgumentException>(()
+            => writer.AddFloatTensor("n", WeightFormat.F32, [2], [1f, 2f])).Message);
+        Assert.Contains("needs a tokenizer",
+            Assert.Throws<InvalidOperationException>(() => writer.Write(_dir.File("x.pq"))).Message);
         var bad = new QuantizedMatrix(WeightFormat.Ternary, 1, 4, 4, [0, 1, 3, 2], [1f]);
-        Assert.Contains("code 3 out of range for ternary", Assert.Throws<ArgumentException>(() => WeightPacker.Pack(bad)).Message);
+        Assert.Contains("code 3 out of range for ternary",
+            Assert.Throws<ArgumentException>(() => WeightPacker.Pack(bad)).Message);
     }
 
     [Fact]
@@ -104,20 +117,23 @@ public sealed class PqFileTests : IDisposable
         { "overlap", "overlaps" },
         { "shape/length mismatch", "tensor 'model.norm.weight': length 288 does not match f32 [73]" },
         { "unknown format", "tensor 'model.norm.weight': unknown format 'q7'" },
-        { "packed 1-D shape", "tensor 'model.layers.0.self_attn.q_proj.weight': shape [5184] is not valid for format q2_seq" },
+        { "packed 1-D shape",
+            "tensor 'model.layers.0.self_attn.q_proj.weight': shape [5184] is not valid for format q2_seq" },
         { "duplicate tensor", "appears twice in the tensor table" },
         { "unknown field", "unknown field 'compression'" },
         { "not JSON", "metadata is not valid JSON" },
         { "invalid UTF-8", "metadata is not valid UTF-8" },
         { "unknown tokenizer", "unknown tokenizer kind 'wordpiece'" },
         { "huge shape", "must be an integer in [1, 2147483647]" },
-        { "overflowing packed shape", "tensor 'model.layers.0.self_attn.q_proj.weight': shape [4, 536870928] is not valid for format q2_seq" },
+        { "overflowing packed shape",
+            "tensor 'model.layers.0.self_attn.q_proj.weight': shape [4, 536870928] is not valid for format q2_seq" },
         { "negative scale", "tensor 'model.layers.0.self_attn.q_proj.weight': scale #0 is -2" },
     };
 
     [Theory]
     [MemberData(nameof(Corruptions))]
-    public void Each_corruption_is_refused_with_a_message_naming_file_tensor_and_problem(string corruption, string expected)
+    public void Each_corruption_is_refused_with_a_message_naming_file_tensor_and_problem(string corruption,
+        string expected)
     {
         byte[] bad = Corrupt(corruption);
         string path = _dir.File("bad.pq");
@@ -145,16 +161,24 @@ public sealed class PqFileTests : IDisposable
             "offset past end" => EditTensorField("model.norm.weight", "offset", _ => "1099511627776"),
             "length past end" => EditTensorField("model.norm.weight", "offset", _ => (DataLength() - 64).ToString()),
             "misaligned offset" => EditTensorField("model.norm.weight", "offset", o => (long.Parse(o) + 4).ToString()),
-            "overlap" => EditTensorField("model.norm.weight", "offset", _ => TensorOffset("model.layers.2.mlp.down_proj.weight").ToString()),
+            "overlap"
+                => EditTensorField("model.norm.weight", "offset", _
+                => TensorOffset("model.layers.2.mlp.down_proj.weight").ToString()),
             "shape/length mismatch" => EditTensorField("model.norm.weight", "shape", _ => "[73]"),
             "unknown format" => EditTensorField("model.norm.weight", "format", _ => "\"q7\""),
             "packed 1-D shape" => EditTensorField("model.layers.0.self_attn.q_proj.weight", "shape", _ => "[5184]"),
-            "duplicate tensor" => PqBytes.WithMetadata(_bytes, m => m.Replace("\"name\": \"model.layers.0.mlp.up_proj.weight\"", normEntry)),
-            "unknown field" => PqBytes.WithMetadata(_bytes, m => m.Replace("\"tensors\":", "\"compression\": \"zstd\",\n  \"tensors\":")),
+            "duplicate tensor"
+                => PqBytes.WithMetadata(_bytes, m
+                => m.Replace("\"name\": \"model.layers.0.mlp.up_proj.weight\"", normEntry)),
+            "unknown field"
+                => PqBytes.WithMetadata(_bytes, m
+                => m.Replace("\"tensors\":", "\"compression\": \"zstd\",\n  \"tensors\":")),
             "not JSON" => PqBytes.WithMetadata(_bytes, m => m[..^3]),
             "invalid UTF-8" => InvalidUtf8InMetadata(),
-            "unknown tokenizer" => PqBytes.WithMetadata(_bytes, m => m.Replace("\"kind\": \"tiktoken\"", "\"kind\": \"wordpiece\"")),
-            "overflowing packed shape" => EditTensorField("model.layers.0.self_attn.q_proj.weight", "shape", _ => "[4, 536870928]"),
+            "unknown tokenizer"
+                => PqBytes.WithMetadata(_bytes, m => m.Replace("\"kind\": \"tiktoken\"", "\"kind\": \"wordpiece\"")),
+            "overflowing packed shape"
+                => EditTensorField("model.layers.0.self_attn.q_proj.weight", "shape", _ => "[4, 536870928]"),
             "negative scale" => NegativeScale(),
             "huge shape" => EditTensorField("model.norm.weight", "shape", _ => "[72, 99999999999]"),
             _ => throw new ArgumentException(corruption),
@@ -200,7 +224,8 @@ public sealed class PqFileTests : IDisposable
         BinaryPrimitives.WriteSingleLittleEndian(data.AsSpan((int)layout.CodeBytes), -2f);
         var patched = (byte[])_bytes.Clone();
         data.CopyTo(patched, f.DataOffset + t.Offset);
-        string oldHash = t.Checksum.ToString("x16"), newHash = System.IO.Hashing.XxHash3.HashToUInt64(data).ToString("x16");
+        string oldHash = t.Checksum.ToString("x16"),
+            newHash = System.IO.Hashing.XxHash3.HashToUInt64(data).ToString("x16");
         return PqBytes.WithMetadata(patched, m => m.Replace(oldHash, newHash));
     }
 
@@ -224,7 +249,8 @@ public sealed class PqFileTests : IDisposable
             int start = meta.IndexOf($"\"name\": \"{tensor}\"", StringComparison.Ordinal);
             int end = meta.IndexOf('}', start);
             var entry = meta[start..end];
-            var edited = Regex.Replace(entry, $"(\"{field}\": )(\\[[^\\]]*\\]|\"[^\"]*\"|\\d+)", m => m.Groups[1].Value + newValue(m.Groups[2].Value));
+            var edited = Regex.Replace(entry, $"(\"{field}\": )(\\[[^\\]]*\\]|\"[^\"]*\"|\\d+)", m
+                => m.Groups[1].Value + newValue(m.Groups[2].Value));
             return meta[..start] + edited + meta[end..];
         });
 
@@ -245,8 +271,10 @@ public sealed class PqFileTests : IDisposable
         twoLayers = new ModelConfig
         {
             Architecture = twoLayers.Architecture, VocabSize = twoLayers.VocabSize, HiddenSize = twoLayers.HiddenSize,
-            IntermediateSize = twoLayers.IntermediateSize, NumLayers = 2, NumHeads = twoLayers.NumHeads, NumKvHeads = twoLayers.NumKvHeads,
-            HeadDim = twoLayers.HeadDim, MaxPositionEmbeddings = twoLayers.MaxPositionEmbeddings, RmsNormEps = twoLayers.RmsNormEps,
+            IntermediateSize = twoLayers.IntermediateSize, NumLayers = 2, NumHeads = twoLayers.NumHeads,
+                NumKvHeads = twoLayers.NumKvHeads,
+            HeadDim = twoLayers.HeadDim, MaxPositionEmbeddings = twoLayers.MaxPositionEmbeddings,
+                RmsNormEps = twoLayers.RmsNormEps,
             RopeTheta = twoLayers.RopeTheta, RopeLayout = twoLayers.RopeLayout, TieWordEmbeddings = true,
             LayerTypes = [AttentionKind.Global, AttentionKind.Global], RopeLayers = [true, true],
         };

@@ -11,7 +11,8 @@ public sealed class GeneratorTests : IDisposable
 {
     private static readonly int[] Prompt = [256, 72, 101, 108, 108, 111]; // <|begin_of_text|> "Hello" as byte tokens
     // The random test model is very peaked; a high temperature without filters makes sampling really choose.
-    private static readonly SamplerOptions Flat = new() { Temperature = 25f, TopK = 0, TopP = 1, MinP = 0, RepeatPenalty = 1 };
+    private static readonly SamplerOptions Flat = new() { Temperature = 25f, TopK = 0, TopP = 1, MinP = 0,
+        RepeatPenalty = 1 };
     private readonly TempDir _dir = new();
     private readonly GeneratedModel _gen;
     private readonly LanguageModel _model;
@@ -19,7 +20,8 @@ public sealed class GeneratorTests : IDisposable
 
     public GeneratorTests()
     {
-        _gen = TestModelGenerator.Write(_dir.File("m.pq"), TestModelGenerator.MobileLlmPro(), WeightFormat.Q2Seq, WeightFormat.F32, seed: 21);
+        _gen = TestModelGenerator.Write(_dir.File("m.pq"), TestModelGenerator.MobileLlmPro(), WeightFormat.Q2Seq,
+            WeightFormat.F32, seed: 21);
         _model = LanguageModel.Load(_gen.Path);
         _tokenizer = Tokenizers.FromFile(_model.File, _model.Config.VocabSize);
     }
@@ -30,9 +32,11 @@ public sealed class GeneratorTests : IDisposable
         _dir.Dispose();
     }
 
-    private GenerationResult Run(GenerationOptions options, List<string>? pieces = null, int contextLength = 0, CancellationToken ct = default)
+    private GenerationResult Run(GenerationOptions options, List<string>? pieces = null, int contextLength = 0,
+        CancellationToken ct = default)
     {
-        using var session = new Session(_model, new SessionOptions { KvCache = KvCacheType.F32, ContextLength = contextLength });
+        using var session = new Session(_model,
+            new SessionOptions { KvCache = KvCacheType.F32, ContextLength = contextLength });
         return new Generator(session, _tokenizer).Generate(Prompt, options, p => pieces?.Add(p), ct);
     }
 
@@ -67,10 +71,12 @@ public sealed class GeneratorTests : IDisposable
     {
         var free = Run(new GenerationOptions { MaxTokens = 30, Sampler = Flat with { Seed = 5 } });
         // A 2-char stop string whose first occurrence is inside the text, not at its start.
-        int at = Enumerable.Range(1, free.Text.Length - 3).First(i => free.Text.IndexOf(free.Text.Substring(i, 2), StringComparison.Ordinal) == i);
+        int at = Enumerable.Range(1, free.Text.Length - 3).First(i
+            => free.Text.IndexOf(free.Text.Substring(i, 2), StringComparison.Ordinal) == i);
         string stop = free.Text.Substring(at, 2);
         var pieces = new List<string>();
-        var stopped = Run(new GenerationOptions { MaxTokens = 30, Sampler = Flat with { Seed = 5 }, StopStrings = [stop] }, pieces);
+        var stopped = Run(new GenerationOptions { MaxTokens = 30, Sampler = Flat with { Seed = 5 },
+            StopStrings = [stop] }, pieces);
         Assert.Equal(StopReason.StopString, stopped.Reason);
         Assert.Equal(free.Text[..at], stopped.Text);
         Assert.Equal(stopped.Text, string.Concat(pieces));
@@ -94,7 +100,8 @@ public sealed class GeneratorTests : IDisposable
         using var cts = new CancellationTokenSource();
         var pieces = new List<string>();
         using var session = new Session(_model);
-        var cancelled = new Generator(session, _tokenizer).Generate(Prompt, new GenerationOptions { MaxTokens = 50 }, p => { if (pieces.Count == 2) cts.Cancel(); pieces.Add(p); }, cts.Token);
+        var cancelled = new Generator(session, _tokenizer).Generate(Prompt, new GenerationOptions { MaxTokens = 50 }, p
+            => { if (pieces.Count == 2) cts.Cancel(); pieces.Add(p); }, cts.Token);
         Assert.Equal(StopReason.Cancelled, cancelled.Reason);
         Assert.InRange(cancelled.GeneratedTokens, 3, 49);
     }

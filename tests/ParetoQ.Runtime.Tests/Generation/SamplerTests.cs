@@ -19,7 +19,9 @@ public sealed class SamplerTests
     {
         int[] Run(ulong seed)
         {
-            var s = new Sampler(6, new SamplerOptions { Temperature = 1.5f, TopK = 0, TopP = 1, MinP = 0, RepeatPenalty = 1, Seed = seed });
+            var s = new Sampler(6,
+                new SamplerOptions { Temperature = 1.5f, TopK = 0, TopP = 1, MinP = 0, RepeatPenalty = 1,
+                Seed = seed });
             return Enumerable.Range(0, 64).Select(_ => s.Sample(Logits, [])).ToArray();
         }
         Assert.Equal(Run(7), Run(7));
@@ -31,7 +33,9 @@ public sealed class SamplerTests
     {
         const int draws = 40000;
         float temperature = 0.7f;
-        var s = new Sampler(6, new SamplerOptions { Temperature = temperature, TopK = 0, TopP = 1, MinP = 0, RepeatPenalty = 1, Seed = 3 });
+        var s = new Sampler(6,
+            new SamplerOptions { Temperature = temperature, TopK = 0, TopP = 1, MinP = 0, RepeatPenalty = 1,
+            Seed = 3 });
         var counts = new int[6];
         for (int i = 0; i < draws; i++) counts[s.Sample(Logits, [])]++;
         double z = Logits.Sum(l => Math.Exp(l / temperature));
@@ -65,24 +69,31 @@ public sealed class SamplerTests
         Assert.Equal(5, new Sampler(6, o).Sample(Logits, [1]));            // 3/1.2 = 2.5 < 2.9
         Assert.Equal(5, new Sampler(6, o).Sample(Logits, [1, 1, 1]));      // not 3/1.2³
         Assert.Equal(1, new Sampler(6, o).Sample(Logits, [1, 0, 0, 0, 0])); // token 1 left the window
-        Assert.Equal(2, new Sampler(6, o with { RepeatPenalty = 1.25f }).Sample(Logits, [1, 5])); // 2.5 beats 2.9/1.25 and 3/1.25
+        // 2.5 beats 2.9/1.25 and 3/1.25
+        Assert.Equal(2, new Sampler(6, o with { RepeatPenalty = 1.25f }).Sample(Logits, [1, 5]));
     }
 
     [Fact]
     public void Bad_settings_name_themselves()
     {
-        Assert.Contains("temperature", Assert.Throws<ArgumentException>(() => new Sampler(6, new SamplerOptions { Temperature = -1 })).Message);
-        Assert.Contains("top-p", Assert.Throws<ArgumentException>(() => new Sampler(6, new SamplerOptions { TopP = 0 })).Message);
-        Assert.Contains("min-p", Assert.Throws<ArgumentException>(() => new Sampler(6, new SamplerOptions { MinP = 2 })).Message);
-        Assert.Contains("repeat penalty", Assert.Throws<ArgumentException>(() => new Sampler(6, new SamplerOptions { RepeatPenalty = 0 })).Message);
-        Assert.Contains("6 logits", Assert.Throws<ArgumentException>(() => new Sampler(5, SamplerOptions.Greedy).Sample(Logits, [])).Message);
+        Assert.Contains("temperature",
+            Assert.Throws<ArgumentException>(() => new Sampler(6, new SamplerOptions { Temperature = -1 })).Message);
+        Assert.Contains("top-p",
+            Assert.Throws<ArgumentException>(() => new Sampler(6, new SamplerOptions { TopP = 0 })).Message);
+        Assert.Contains("min-p",
+            Assert.Throws<ArgumentException>(() => new Sampler(6, new SamplerOptions { MinP = 2 })).Message);
+        Assert.Contains("repeat penalty",
+            Assert.Throws<ArgumentException>(() => new Sampler(6, new SamplerOptions { RepeatPenalty = 0 })).Message);
+        Assert.Contains("6 logits",
+            Assert.Throws<ArgumentException>(() => new Sampler(5, SamplerOptions.Greedy).Sample(Logits, [])).Message);
     }
 
     [Fact]
     public void Sampling_allocates_nothing()
     {
         int[] recent = [1, 2];
-        foreach (var o in new[] { new SamplerOptions { TopK = 3 }, new SamplerOptions { TopK = 0 }, SamplerOptions.Greedy })
+        foreach (var o in new[] { new SamplerOptions { TopK = 3 }, new SamplerOptions { TopK = 0 },
+            SamplerOptions.Greedy })
         {
             var s = new Sampler(6, o);
             s.Sample(Logits, recent);

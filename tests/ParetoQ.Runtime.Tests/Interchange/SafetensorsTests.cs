@@ -1,7 +1,5 @@
-using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Interchange;
 using ParetoQ.Runtime.Quantization;
-using ParetoQ.TestModels;
 using static ParetoQ.TestModels.SafetensorsWriter;
 
 namespace ParetoQ.Runtime.Tests;
@@ -22,14 +20,16 @@ public sealed class SafetensorsTests
         var f16 = Values(7, 2);
         var bf16 = Values(2 * 3 * 4, 3);
         Write(dir.File("m.safetensors"),
-            [new("a.f32", SourceDType.F32, [3, 5], f32), new("b.f16", SourceDType.F16, [7], f16), new("c.bf16", SourceDType.BF16, [2, 3, 4], bf16), new("empty", SourceDType.F32, [0, 4], [])],
+            [new("a.f32", SourceDType.F32, [3, 5], f32), new("b.f16", SourceDType.F16, [7], f16),
+                new("c.bf16", SourceDType.BF16, [2, 3, 4], bf16), new("empty", SourceDType.F32, [0, 4], [])],
             new Dictionary<string, string> { ["format"] = "pt" });
         using var file = SafetensorsFile.Open(dir.File("m.safetensors"));
         Assert.Equal("pt", file.Metadata["format"]);
         Assert.Equal(4, file.Tensors.Count);
         Assert.Equal(f32, file.ReadAll(file["a.f32"]));
         Assert.Equal(f16.Select(v => (float)(Half)v), file.ReadAll(file["b.f16"]));
-        Assert.Equal(bf16.Select(v => FloatCodec.Bf16ToSingle(FloatCodec.SingleToBf16(v))), file.ReadAll(file["c.bf16"]));
+        Assert.Equal(bf16.Select(v => FloatCodec.Bf16ToSingle(FloatCodec.SingleToBf16(v))),
+            file.ReadAll(file["c.bf16"]));
         Assert.Equal([2L, 3, 4], file["c.bf16"].Shape);
         var part = new float[4];
         file.Read(file["a.f32"], 6, part);
@@ -61,7 +61,8 @@ public sealed class SafetensorsTests
 
     [Theory]
     [MemberData(nameof(HostileHeaders))]
-    public void Hostile_headers_fail_with_a_message_naming_the_problem(string what, string header, int dataBytes, string expected)
+    public void Hostile_headers_fail_with_a_message_naming_the_problem(string what, string header, int dataBytes,
+        string expected)
     {
         using var dir = new TempDir();
         File.WriteAllBytes(dir.File("bad.safetensors"), Raw(header, dataBytes));
@@ -79,27 +80,33 @@ public sealed class SafetensorsTests
         var good = Bytes([new("t", SourceDType.F32, [2], [1f, 2f])]);
 
         File.WriteAllBytes(path, good[..5]);
-        Assert.Contains("shorter than the 8-byte", Assert.Throws<CheckpointException>(() => SafetensorsFile.Open(path)).Message);
+        Assert.Contains("shorter than the 8-byte",
+            Assert.Throws<CheckpointException>(() => SafetensorsFile.Open(path)).Message);
 
         var huge = (byte[])good.Clone();
         BitConverter.GetBytes(ulong.MaxValue).CopyTo(huge, 0);
         File.WriteAllBytes(path, huge);
-        Assert.Contains("exceeds the format's limit", Assert.Throws<CheckpointException>(() => SafetensorsFile.Open(path)).Message);
+        Assert.Contains("exceeds the format's limit",
+            Assert.Throws<CheckpointException>(() => SafetensorsFile.Open(path)).Message);
 
         var past = (byte[])good.Clone();
         BitConverter.GetBytes((ulong)good.Length).CopyTo(past, 0);
         File.WriteAllBytes(path, past);
-        Assert.Contains("runs past the end", Assert.Throws<CheckpointException>(() => SafetensorsFile.Open(path)).Message);
+        Assert.Contains("runs past the end",
+            Assert.Throws<CheckpointException>(() => SafetensorsFile.Open(path)).Message);
 
         File.WriteAllBytes(path, good[..^1]);
-        Assert.Contains("past the 7 bytes of data", Assert.Throws<CheckpointException>(() => SafetensorsFile.Open(path)).Message);
+        Assert.Contains("past the 7 bytes of data",
+            Assert.Throws<CheckpointException>(() => SafetensorsFile.Open(path)).Message);
 
         var badUtf8 = Raw("{\"t\xff\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[0,0]}}", 0);
         badUtf8[8 + 3] = 0xff;   // an invalid UTF-8 byte inside the tensor name
         File.WriteAllBytes(path, badUtf8);
-        Assert.Contains("not valid UTF-8", Assert.Throws<CheckpointException>(() => SafetensorsFile.Open(path)).Message);
+        Assert.Contains("not valid UTF-8",
+            Assert.Throws<CheckpointException>(() => SafetensorsFile.Open(path)).Message);
 
-        Assert.Contains("cannot open", Assert.Throws<CheckpointException>(() => SafetensorsFile.Open(dir.File("absent.safetensors"))).Message);
+        Assert.Contains("cannot open",
+            Assert.Throws<CheckpointException>(() => SafetensorsFile.Open(dir.File("absent.safetensors"))).Message);
     }
 
     [Fact]
@@ -107,14 +114,16 @@ public sealed class SafetensorsTests
     {
         using var dir = new TempDir();
         string path = dir.File("fuzz.safetensors");
-        var good = Bytes([new("a", SourceDType.BF16, [3, 4], Values(12, 4)), new("b", SourceDType.F32, [5], Values(5, 5))], new Dictionary<string, string> { ["k"] = "v" });
+        var good = Bytes([new("a", SourceDType.BF16, [3, 4], Values(12, 4)),
+            new("b", SourceDType.F32, [5], Values(5, 5))], new Dictionary<string, string> { ["k"] = "v" });
         var rng = new Random(77);
         int refused = 0;
         for (int i = 0; i < 1500; i++)
         {
             var bad = (byte[])good.Clone();
             if (rng.Next(3) == 0) bad = bad[..rng.Next(bad.Length)];
-            else for (int k = rng.Next(1, 6); k > 0; k--) bad[rng.Next(Math.Min(bad.Length, 8 + 200))] ^= (byte)(1 << rng.Next(8));
+            else for (int k = rng.Next(1,
+                6); k > 0; k--) bad[rng.Next(Math.Min(bad.Length, 8 + 200))] ^= (byte)(1 << rng.Next(8));
             File.WriteAllBytes(path, bad);
             try
             {
@@ -136,9 +145,11 @@ public sealed class SafetensorsTests
         var a = Values(6, 6);
         var b = Values(4, 7);
         Write(dir.File("model-00001-of-00002.safetensors"), [new("x.weight", SourceDType.F32, [2, 3], a)]);
-        Write(dir.File("model-00002-of-00002.safetensors"), [new("y.weight", SourceDType.BF16, [4], b), new("z.weight", SourceDType.F32, [1], [5f])]);
+        Write(dir.File("model-00002-of-00002.safetensors"),
+            [new("y.weight", SourceDType.BF16, [4], b), new("z.weight", SourceDType.F32, [1], [5f])]);
         string index = dir.File(SafetensorsCheckpoint.IndexFile);
-        void Index(string map) => File.WriteAllText(index, "{\"metadata\":{\"total_size\":32},\"weight_map\":{" + map + "}}");
+        void Index(string map)
+            => File.WriteAllText(index, "{\"metadata\":{\"total_size\":32},\"weight_map\":{" + map + "}}");
 
         Index("""  "x.weight":"model-00001-of-00002.safetensors","y.weight":"model-00002-of-00002.safetensors","z.weight":"model-00002-of-00002.safetensors" """);
         using (var ckpt = SafetensorsCheckpoint.Open(dir.Path))
@@ -149,21 +160,27 @@ public sealed class SafetensorsTests
         }
 
         Index("""  "x.weight":"model-00002-of-00002.safetensors","y.weight":"model-00002-of-00002.safetensors" """);
-        Assert.Contains("does not hold it", Assert.Throws<CheckpointException>(() => SafetensorsCheckpoint.Open(dir.Path)).Message);
+        Assert.Contains("does not hold it",
+            Assert.Throws<CheckpointException>(() => SafetensorsCheckpoint.Open(dir.Path)).Message);
 
         Index("""  "x.weight":"model-00001-of-00002.safetensors","y.weight":"model-00002-of-00002.safetensors" """);
-        Assert.Contains("not in the index's weight_map", Assert.Throws<CheckpointException>(() => SafetensorsCheckpoint.Open(dir.Path)).Message);
+        Assert.Contains("not in the index's weight_map",
+            Assert.Throws<CheckpointException>(() => SafetensorsCheckpoint.Open(dir.Path)).Message);
 
         Index("""  "x.weight":"../model-00001-of-00002.safetensors" """);
-        Assert.Contains("not a plain file name", Assert.Throws<CheckpointException>(() => SafetensorsCheckpoint.Open(dir.Path)).Message);
+        Assert.Contains("not a plain file name",
+            Assert.Throws<CheckpointException>(() => SafetensorsCheckpoint.Open(dir.Path)).Message);
 
         Index("""  "x.weight":"model-00003-of-00002.safetensors" """);
-        Assert.Contains("cannot open", Assert.Throws<CheckpointException>(() => SafetensorsCheckpoint.Open(dir.Path)).Message);
+        Assert.Contains("cannot open",
+            Assert.Throws<CheckpointException>(() => SafetensorsCheckpoint.Open(dir.Path)).Message);
 
         File.WriteAllText(index, """{"weight_map":{"x.weight":"model-00001-of-00002.safetensors"},"extra":1}""");
-        Assert.Contains("extra", Assert.Throws<CheckpointException>(() => SafetensorsCheckpoint.Open(dir.Path)).Message);
+        Assert.Contains("extra",
+            Assert.Throws<CheckpointException>(() => SafetensorsCheckpoint.Open(dir.Path)).Message);
 
         File.Delete(index);
-        Assert.Contains("no model.safetensors", Assert.Throws<CheckpointException>(() => SafetensorsCheckpoint.Open(dir.Path)).Message);
+        Assert.Contains("no model.safetensors",
+            Assert.Throws<CheckpointException>(() => SafetensorsCheckpoint.Open(dir.Path)).Message);
     }
 }

@@ -7,7 +7,8 @@ namespace ParetoQ.Runtime.Tests;
 
 /// <summary>
 /// The kernel suite (tests/ParetoQ.KernelCheck, also run under qemu for NEON) on every path this CPU supports. To cover
-/// a lower path the machine would not pick, the suite runs each supported path explicitly rather than only the best one.
+/// a lower path the machine would not pick, the suite runs each supported path explicitly rather than only the best
+/// one.
 /// </summary>
 public class KernelTests(ITestOutputHelper output)
 {
@@ -59,7 +60,8 @@ public class KernelTests(ITestOutputHelper output)
     [MemberData(nameof(FloatCases))]
     public void Dense_float_path_matches_the_scalar_reference(string name)
     {
-        // Widening of f16/bf16 on all bit patterns, then f32/f16/bf16 matmuls (FloatSuite, also run under qemu for NEON).
+        // Widening of f16/bf16 on all bit patterns, then f32/f16/bf16 matmuls (FloatSuite, also run under qemu for
+        // NEON).
         string? problem = FloatSuite.Cases().Single(c => c.Name == name).Run();
         Assert.True(problem is null, $"{name}: {problem}");
     }
@@ -67,7 +69,8 @@ public class KernelTests(ITestOutputHelper output)
     [Fact]
     public void Widening_refuses_a_format_that_is_not_16_bit_float()
     {
-        var e = Assert.Throws<ArgumentException>(() => FloatMatMul.WidenRow(WeightFormat.F32, new byte[16], 0, new float[4]));
+        var e = Assert.Throws<ArgumentException>(()
+            => FloatMatMul.WidenRow(WeightFormat.F32, new byte[16], 0, new float[4]));
         Assert.Contains("f32 is not a 16-bit float format", e.Message);
     }
 
@@ -76,7 +79,8 @@ public class KernelTests(ITestOutputHelper output)
     {
         var rng = new Random(3);
         // Odd length for the tails; large magnitudes where e^−g overflows or vanishes; infinities and NaN pass through.
-        var gate = Enumerable.Range(0, 1003).Select(i => (float)((rng.NextDouble() * 2 - 1) * (i % 5 == 0 ? 120 : 8))).ToArray();
+        var gate = Enumerable.Range(0, 1003).Select(i
+            => (float)((rng.NextDouble() * 2 - 1) * (i % 5 == 0 ? 120 : 8))).ToArray();
         gate[7] = float.PositiveInfinity;
         gate[8] = float.NegativeInfinity;
         gate[9] = float.NaN;
@@ -88,7 +92,8 @@ public class KernelTests(ITestOutputHelper output)
         for (int i = 0; i < gate.Length; i++)
         {
             if (!float.IsFinite(expected[i])) { Assert.Equal(expected[i], actual[i]); continue; }
-            Assert.True(Math.Abs(actual[i] - expected[i]) <= 4e-7f * Math.Abs(expected[i]) + 1e-30f, $"element {i} (gate {gate[i]}): {actual[i]:R}, scalar {expected[i]:R}");
+            Assert.True(Math.Abs(actual[i] - expected[i]) <= 4e-7f * Math.Abs(expected[i]) + 1e-30f,
+                $"element {i} (gate {gate[i]}): {actual[i]:R}, scalar {expected[i]:R}");
         }
     }
 
@@ -103,18 +108,22 @@ public class KernelTests(ITestOutputHelper output)
     [Fact]
     public void Dispatch_offers_every_x86_path_this_cpu_has()
     {
-        // What the CPU's flags show, less what the environment switches off (as CI's lower-path runs do), is what dispatch
-        // must offer: a path lost to a detection slip would leave the suite covering less without a word. The paths the
-        // hardware lacks cannot be tested on this machine; the output names them.
-        Assert.Equal(System.Runtime.InteropServices.Architecture.X64, System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture);
-        var flags = File.ReadLines("/proc/cpuinfo").First(l => l.StartsWith("flags", StringComparison.Ordinal)).Split(' ').ToHashSet();
-        bool Off(string isa) => Environment.GetEnvironmentVariable("DOTNET_Enable" + isa) == "0" || Environment.GetEnvironmentVariable("DOTNET_EnableHWIntrinsic") == "0";
+        // What the CPU's flags show, less what the environment switches off (as CI's lower-path runs do), is what
+        // dispatch must offer: a path lost to a detection slip would leave the suite covering less without a word. The
+        // paths the hardware lacks cannot be tested on this machine; the output names them.
+        Assert.Equal(System.Runtime.InteropServices.Architecture.X64,
+            System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture);
+        var flags = File.ReadLines("/proc/cpuinfo").First(l
+            => l.StartsWith("flags", StringComparison.Ordinal)).Split(' ').ToHashSet();
+        bool Off(string isa) => Environment.GetEnvironmentVariable("DOTNET_Enable" + isa) == "0"
+            || Environment.GetEnvironmentVariable("DOTNET_EnableHWIntrinsic") == "0";
         bool avx2 = flags.Contains("avx2") && flags.Contains("fma") && !Off("AVX2");
         var expected = new Dictionary<KernelPath, bool>
         {
             [KernelPath.Avx2] = avx2,
             [KernelPath.AvxVnni] = avx2 && flags.Contains("avx_vnni") && !Off("AVXVNNI"),
-            [KernelPath.Avx512] = new[] { "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl" }.All(flags.Contains) && !Off("AVX512"),
+            [KernelPath.Avx512] = new[] { "avx512f", "avx512bw", "avx512cd", "avx512dq",
+                "avx512vl" }.All(flags.Contains) && !Off("AVX512"),
             [KernelPath.Neon] = false,
         };
         foreach (var (path, offered) in expected)
@@ -123,7 +132,8 @@ public class KernelTests(ITestOutputHelper output)
                 $"{KernelDispatch.Name(path)}: the CPU flags and environment say {(offered ? "offered" : "absent")}, dispatch says the opposite");
             if (!offered) output.WriteLine($"{KernelDispatch.Name(path)}: not on this machine, so not covered here");
         }
-        var best = new[] { KernelPath.Avx512, KernelPath.AvxVnni, KernelPath.Avx2 }.FirstOrDefault(p => expected[p], KernelPath.Scalar);
+        var best = new[] { KernelPath.Avx512, KernelPath.AvxVnni, KernelPath.Avx2 }.FirstOrDefault(p => expected[p],
+            KernelPath.Scalar);
         Assert.Equal(best, KernelDispatch.Best);
     }
 
@@ -145,6 +155,7 @@ public class KernelTests(ITestOutputHelper output)
         var e = Assert.Throws<ArgumentException>(() => KernelDispatch.Parse("sse9"));
         Assert.Contains("avx512", e.Message);
         if (!KernelDispatch.IsSupported(KernelPath.Neon))
-            Assert.Contains("not supported by this CPU", Assert.Throws<NotSupportedException>(() => KernelDispatch.Parse("neon")).Message);
+            Assert.Contains("not supported by this CPU",
+                Assert.Throws<NotSupportedException>(() => KernelDispatch.Parse("neon")).Message);
     }
 }

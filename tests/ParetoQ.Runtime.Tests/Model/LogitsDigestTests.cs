@@ -38,7 +38,8 @@ public sealed class LogitsDigestTests(ITestOutputHelper output)
         {
             string variant = (string)row[0];
             var (projections, embedding) = ((WeightFormat)row[1], (WeightFormat)row[2]);
-            var gen = TestModelGenerator.Write(dir.File($"{variant}-{projections}-{embedding}.pq"), ModelForwardTests.ConfigFor(variant), projections, embedding, seed: 7);
+            var gen = TestModelGenerator.Write(dir.File($"{variant}-{projections}-{embedding}.pq"),
+                ModelForwardTests.ConfigFor(variant), projections, embedding, seed: 7);
             var options = exact ? CpuBackendOptions.ExactMode : new CpuBackendOptions { Threads = 2 };
             using var model = LanguageModel.Load(gen.Path, options);
             using var one = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
@@ -49,7 +50,8 @@ public sealed class LogitsDigestTests(ITestOutputHelper output)
                 var logits = new float[20 * gen.Config.VocabSize];
                 s.Forward(prompt.AsSpan(0, 20), logits);
                 one.AppendData(MemoryMarshalBytes(logits));
-                for (int i = 20; i < prompt.Length; i++) one.AppendData(MemoryMarshalBytes(s.Forward(prompt.AsSpan(i, 1))));
+                for (int i = 20; i < prompt.Length; i++) one.AppendData(MemoryMarshalBytes(s.Forward(prompt.AsSpan(i,
+                    1))));
             }
             var digest = one.GetHashAndReset();
             output.WriteLine($"{variant} {WeightFormats.Name(projections)}/{WeightFormats.Name(embedding)}: {System.Convert.ToHexString(digest)}");
@@ -60,5 +62,6 @@ public sealed class LogitsDigestTests(ITestOutputHelper output)
         Assert.Equal(expected, actual);
     }
 
-    private static ReadOnlySpan<byte> MemoryMarshalBytes(ReadOnlySpan<float> values) => System.Runtime.InteropServices.MemoryMarshal.AsBytes(values);
+    private static ReadOnlySpan<byte> MemoryMarshalBytes(ReadOnlySpan<float> values)
+        => System.Runtime.InteropServices.MemoryMarshal.AsBytes(values);
 }

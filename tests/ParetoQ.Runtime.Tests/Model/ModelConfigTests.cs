@@ -11,7 +11,8 @@ public sealed class ModelConfigTests
     [Fact]
     public void Both_architectures_round_trip_through_json()
     {
-        foreach (var config in new[] { TestModelGenerator.MobileLlm(layerRepeat: 2), TestModelGenerator.MobileLlmPro() })
+        foreach (var config in new[] { TestModelGenerator.MobileLlm(layerRepeat: 2),
+            TestModelGenerator.MobileLlmPro() })
         {
             using var doc = JsonDocument.Parse(config.ToJson());
             var parsed = ModelConfig.Parse(doc.RootElement, "test");
@@ -28,11 +29,14 @@ public sealed class ModelConfigTests
         { "architecture", "\"gpt2\"", "unknown architecture 'gpt2'" },
         { "rope_layout", "\"neox\"", "rope_layout 'neox' is not implemented" },
         { "rope_scaling", "{\"rope_type\": \"yarn\"}", "rope_scaling.rope_type 'yarn' is not implemented" },
-        { "rope_scaling", "{\"rope_type\": \"llama3\", \"factor\": 8, \"low_freq_factor\": 1, \"high_freq_factor\": 4, \"original_max_position_embeddings\": 8192, \"beta\": 1}", "unknown field 'rope_scaling.beta'" },
+        { "rope_scaling",
+            "{\"rope_type\": \"llama3\", \"factor\": 8, \"low_freq_factor\": 1, \"high_freq_factor\": 4, \"original_max_position_embeddings\": 8192, \"beta\": 1}", "unknown field 'rope_scaling.beta'" },
         { "num_key_value_heads", "4", "num_attention_heads 5 is not a multiple of num_key_value_heads 4" },
         { "head_dim", "15", "head_dim 15 must be even" },
         { "layer_types", "[\"full_attention\"]", "layer_types has 1 entries for 5 layers" },
-        { "layer_types", "[\"full_attention\", \"chunked_attention\", \"full_attention\", \"full_attention\", \"full_attention\"]", "layer_types[1] = 'chunked_attention' is not implemented" },
+        { "layer_types",
+            "[\"full_attention\", \"chunked_attention\", \"full_attention\", \"full_attention\", \"full_attention\"]",
+            "layer_types[1] = 'chunked_attention' is not implemented" },
         { "sliding_window", "null", "sliding_window is missing" },
         { "rope_layers", "[1, 1, 2, 1, 1]", "field 'rope_layers[2]' = 2 must be an integer in [0, 1]" },
         { "vocab_size", "-3", "field 'vocab_size' = -3 must be an integer" },

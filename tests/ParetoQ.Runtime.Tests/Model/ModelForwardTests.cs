@@ -1,6 +1,5 @@
 using ParetoQ.Runtime.Backends;
 using ParetoQ.Runtime.Backends.Cpu;
-using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Kernels;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
@@ -17,7 +16,8 @@ public sealed class ModelForwardTests(ITestOutputHelper output)
     public static TheoryData<string, WeightFormat, WeightFormat> Variants()
     {
         var data = new TheoryData<string, WeightFormat, WeightFormat>();
-        foreach (var f in new[] { WeightFormat.Binary, WeightFormat.Ternary, WeightFormat.Q2Seq, WeightFormat.Q3Row, WeightFormat.Q4Row, WeightFormat.Q4G32, WeightFormat.I8Row, WeightFormat.F32 })
+        foreach (var f in new[] { WeightFormat.Binary, WeightFormat.Ternary, WeightFormat.Q2Seq, WeightFormat.Q3Row,
+            WeightFormat.Q4Row, WeightFormat.Q4G32, WeightFormat.I8Row, WeightFormat.F32 })
         {
             data.Add("mobilellm", f, WeightFormat.F32);
             data.Add("mobilellm-pro", f, WeightFormat.F32);
@@ -41,7 +41,8 @@ public sealed class ModelForwardTests(ITestOutputHelper output)
 
     [Theory]
     [MemberData(nameof(Variants))]
-    public void Exact_mode_logits_match_the_dense_reference(string variant, WeightFormat projections, WeightFormat embedding)
+    public void Exact_mode_logits_match_the_dense_reference(string variant, WeightFormat projections,
+        WeightFormat embedding)
     {
         using var dir = new TempDir();
         var gen = TestModelGenerator.Write(dir.File("m.pq"), ConfigFor(variant), projections, embedding, seed: 7);
@@ -49,7 +50,8 @@ public sealed class ModelForwardTests(ITestOutputHelper output)
 
         using var model = LanguageModel.Load(gen.Path, CpuBackendOptions.ExactMode);
         // MaxBatch 5 feeds the prompt in uneven chunks, so chunked prefill is covered by the same comparison.
-        using var session = new Session(model, new SessionOptions { AllLogits = true, KvCache = KvCacheType.F32, MaxBatch = 5 });
+        using var session = new Session(model,
+            new SessionOptions { AllLogits = true, KvCache = KvCacheType.F32, MaxBatch = 5 });
         int vocab = gen.Config.VocabSize;
         var logits = new float[Prompt.Length * vocab];
         session.Forward(Prompt, logits);
@@ -61,7 +63,8 @@ public sealed class ModelForwardTests(ITestOutputHelper output)
 
     [Theory]
     [MemberData(nameof(Variants))]
-    public void Fast_kernels_stay_within_tolerance_of_exact_mode(string variant, WeightFormat projections, WeightFormat embedding)
+    public void Fast_kernels_stay_within_tolerance_of_exact_mode(string variant, WeightFormat projections,
+        WeightFormat embedding)
     {
         using var dir = new TempDir();
         var gen = TestModelGenerator.Write(dir.File("m.pq"), ConfigFor(variant), projections, embedding, seed: 7);
@@ -69,19 +72,23 @@ public sealed class ModelForwardTests(ITestOutputHelper output)
         var exact = new float[Prompt.Length * vocab];
         var fast = new float[Prompt.Length * vocab];
         using (var model = LanguageModel.Load(gen.Path, CpuBackendOptions.ExactMode))
-        using (var s = new Session(model, new SessionOptions { AllLogits = true, KvCache = KvCacheType.F32, MaxBatch = 5 }))
+        using (var s = new Session(model,
+            new SessionOptions { AllLogits = true, KvCache = KvCacheType.F32, MaxBatch = 5 }))
             s.Forward(Prompt, exact);
         using (var model = LanguageModel.Load(gen.Path, new CpuBackendOptions { Threads = 2 }))
-        using (var s = new Session(model, new SessionOptions { AllLogits = true, KvCache = KvCacheType.F32, MaxBatch = 5 }))
+        using (var s = new Session(model,
+            new SessionOptions { AllLogits = true, KvCache = KvCacheType.F32, MaxBatch = 5 }))
         {
             Assert.IsType<CpuBackend>(model.Backend);
             s.Forward(Prompt, fast);
         }
         double err = MaxAbsDiff(fast, exact) / MaxAbs(exact);
         output.WriteLine($"{variant} {WeightFormats.Name(projections)}/{WeightFormats.Name(embedding)}: fast vs exact relative error {err:E2}");
-        // int8 activations cost about 1/254 of each input's range per matmul; 29 tokens through 3–5 layers stay well under 5%.
+        // int8 activations cost about 1/254 of each input's range per matmul; 29 tokens through 3–5 layers stay well
+        // under 5%.
         Assert.True(err < 5e-2, $"fast kernels differ from exact mode by {err:E2} (relative)");
-        if (WeightFormats.IsPacked(projections)) Assert.True(err > 0, "fast mode gave exact-mode logits: the integer kernels are not in use");
+        if (WeightFormats.IsPacked(projections)) Assert.True(err > 0,
+            "fast mode gave exact-mode logits: the integer kernels are not in use");
     }
 
     [Theory]
@@ -91,7 +98,8 @@ public sealed class ModelForwardTests(ITestOutputHelper output)
     public void Decode_after_prefill_equals_full_recompute(string variant, WeightFormat projections)
     {
         using var dir = new TempDir();
-        var gen = TestModelGenerator.Write(dir.File("m.pq"), ConfigFor(variant), projections, WeightFormat.F32, seed: 3);
+        var gen = TestModelGenerator.Write(dir.File("m.pq"), ConfigFor(variant), projections, WeightFormat.F32,
+            seed: 3);
         using var model = LanguageModel.Load(gen.Path);
         foreach (var kv in new[] { KvCacheType.F32, KvCacheType.Int8 })
         {
@@ -115,13 +123,16 @@ public sealed class ModelForwardTests(ITestOutputHelper output)
     public void Int8_kv_cache_changes_logits_by_a_small_bounded_amount(string variant)
     {
         using var dir = new TempDir();
-        var gen = TestModelGenerator.Write(dir.File("m.pq"), ConfigFor(variant), WeightFormat.Q2Seq, WeightFormat.F32, seed: 11);
+        var gen = TestModelGenerator.Write(dir.File("m.pq"), ConfigFor(variant), WeightFormat.Q2Seq, WeightFormat.F32,
+            seed: 11);
         using var model = LanguageModel.Load(gen.Path);
         int vocab = gen.Config.VocabSize;
         var exact = new float[Prompt.Length * vocab];
         var int8 = new float[Prompt.Length * vocab];
-        using (var s = new Session(model, new SessionOptions { AllLogits = true, KvCache = KvCacheType.F32 })) s.Forward(Prompt, exact);
-        using (var s = new Session(model, new SessionOptions { AllLogits = true, KvCache = KvCacheType.Int8 })) s.Forward(Prompt, int8);
+        using (var s = new Session(model,
+            new SessionOptions { AllLogits = true, KvCache = KvCacheType.F32 })) s.Forward(Prompt, exact);
+        using (var s = new Session(model,
+            new SessionOptions { AllLogits = true, KvCache = KvCacheType.Int8 })) s.Forward(Prompt, int8);
         double err = MaxAbsDiff(int8, exact) / MaxAbs(exact);
         output.WriteLine($"{variant}: int8 KV relative logit change {err:E2}");
         Assert.True(err > 0, "int8 KV cache gave bit-identical logits: it is not being used");
@@ -132,9 +143,11 @@ public sealed class ModelForwardTests(ITestOutputHelper output)
     public void A_prompt_longer_than_one_batch_gives_the_last_tokens_logits()
     {
         using var dir = new TempDir();
-        var gen = TestModelGenerator.Write(dir.File("m.pq"), TestModelGenerator.MobileLlmPro(), WeightFormat.Q2Seq, WeightFormat.F32, seed: 4);
+        var gen = TestModelGenerator.Write(dir.File("m.pq"), TestModelGenerator.MobileLlmPro(), WeightFormat.Q2Seq,
+            WeightFormat.F32, seed: 4);
         using var model = LanguageModel.Load(gen.Path, CpuBackendOptions.ExactMode);
-        using var chunked = new Session(model, new SessionOptions { AllLogits = true, KvCache = KvCacheType.F32, MaxBatch = 4 });
+        using var chunked = new Session(model,
+            new SessionOptions { AllLogits = true, KvCache = KvCacheType.F32, MaxBatch = 4 });
         var last = chunked.Forward(Prompt).ToArray();
         var expected = ReferenceTransformer.Forward(gen.Config, gen.DenseWeights, Prompt);
         var expectedLast = new double[1, gen.Config.VocabSize];
@@ -146,7 +159,8 @@ public sealed class ModelForwardTests(ITestOutputHelper output)
     public void Local_layers_keep_only_a_window_sized_ring_buffer()
     {
         using var dir = new TempDir();
-        var gen = TestModelGenerator.Write(dir.File("m.pq"), TestModelGenerator.MobileLlmPro(slidingWindow: 8), WeightFormat.Q2Seq, WeightFormat.F32, seed: 1);
+        var gen = TestModelGenerator.Write(dir.File("m.pq"), TestModelGenerator.MobileLlmPro(slidingWindow: 8),
+            WeightFormat.Q2Seq, WeightFormat.F32, seed: 1);
         using var model = LanguageModel.Load(gen.Path);
         using var s = new Session(model, new SessionOptions { ContextLength = 64, KvCache = KvCacheType.F32 });
         // 2 global layers × 64 positions + 3 local layers × 8 positions, K and V, 1 head of 16 floats.
@@ -157,7 +171,8 @@ public sealed class ModelForwardTests(ITestOutputHelper output)
     public void Decode_steps_allocate_nothing()
     {
         using var dir = new TempDir();
-        var gen = TestModelGenerator.Write(dir.File("m.pq"), TestModelGenerator.MobileLlmPro(), WeightFormat.Q2Seq, WeightFormat.I8Row, seed: 5);
+        var gen = TestModelGenerator.Write(dir.File("m.pq"), TestModelGenerator.MobileLlmPro(), WeightFormat.Q2Seq,
+            WeightFormat.I8Row, seed: 5);
         using var model = LanguageModel.Load(gen.Path, new CpuBackendOptions { Threads = 2 });
         var pool = ((HostBackend)model.Backend).Pool;
         Assert.Equal(2, pool.Threads);
@@ -170,10 +185,12 @@ public sealed class ModelForwardTests(ITestOutputHelper output)
         probe.Read(pool, before);
         for (int i = 11; i < Prompt.Length; i++) s.Forward(Prompt.AsSpan(i, 1));
         probe.Read(pool, after);
-        for (int t = 0; t < pool.Threads; t++) Assert.True(after[t] == before[t], $"thread {t} of the pool allocated {after[t] - before[t]} bytes");
+        for (int t = 0; t < pool.Threads; t++) Assert.True(after[t] == before[t],
+            $"thread {t} of the pool allocated {after[t] - before[t]} bytes");
     }
 
-    /// <summary>Reads each pool thread's allocated-bytes counter on that thread (item t runs on worker t); allocates nothing.</summary>
+    /// <summary>Reads each pool thread's allocated-bytes counter on that thread (item t runs on worker t); allocates
+    /// nothing.</summary>
     private sealed class AllocationProbe : IParallelJob
     {
         private long[] _into = [];
@@ -191,7 +208,8 @@ public sealed class ModelForwardTests(ITestOutputHelper output)
     public void Input_errors_are_clear()
     {
         using var dir = new TempDir();
-        var gen = TestModelGenerator.Write(dir.File("m.pq"), TestModelGenerator.MobileLlm(), WeightFormat.Q2Seq, WeightFormat.F32, seed: 2);
+        var gen = TestModelGenerator.Write(dir.File("m.pq"), TestModelGenerator.MobileLlm(), WeightFormat.Q2Seq,
+            WeightFormat.F32, seed: 2);
         using var model = LanguageModel.Load(gen.Path);
         using var s = new Session(model, new SessionOptions { ContextLength = 16 });
         var oov = Assert.Throws<ArgumentOutOfRangeException>(() => s.Forward([1, 301]));
@@ -200,7 +218,8 @@ public sealed class ModelForwardTests(ITestOutputHelper output)
         var over = Assert.Throws<ContextLengthExceededException>(() => s.Forward(new int[17]));
         Assert.Contains("context length 16", over.Message);
         Assert.Equal(0, s.Position);
-        Assert.Throws<ArgumentOutOfRangeException>(() => new Session(model, new SessionOptions { ContextLength = 100_000 }));
+        Assert.Throws<ArgumentOutOfRangeException>(()
+            => new Session(model, new SessionOptions { ContextLength = 100_000 }));
     }
 
     internal static double RelativeError(float[] actual, double[,] expected)

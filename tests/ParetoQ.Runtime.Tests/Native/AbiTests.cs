@@ -1,6 +1,5 @@
 using System.Runtime.InteropServices;
 using ParetoQ.Abi;
-using Xunit;
 
 namespace ParetoQ.Runtime.Tests;
 
@@ -61,11 +60,14 @@ public sealed class AbiTests
         Assert.Contains($"#define PQ_ABI_VERSION {PqAbi.Version}", header);
         foreach (var status in Enum.GetValues<PqStatus>())
         {
-            string name = status == PqStatus.Ok ? "PQ_OK" : "PQ_ERR_" + System.Text.RegularExpressions.Regex.Replace(status.ToString(), "(?<=[a-z0-9])([A-Z])", "_$1").ToUpperInvariant();
+            string name = status == PqStatus.Ok ? "PQ_OK"
+                : "PQ_ERR_" + System.Text.RegularExpressions.Regex.Replace(status.ToString(), "(?<=[a-z0-9])([A-Z])",
+                "_$1").ToUpperInvariant();
             Assert.Matches($@"\b{name} = {(int)status}\b", header);
         }
         Assert.Matches(@"PQ_KV_INT8 = 0, PQ_KV_F32 = 1", header);
-        Assert.Matches(@"PQ_STOP_MAX_TOKENS = 0, PQ_STOP_EOS = 1, PQ_STOP_CONTEXT_FULL = 3, PQ_STOP_CANCELLED = 4", header);
+        Assert.Matches(@"PQ_STOP_MAX_TOKENS = 0, PQ_STOP_EOS = 1, PQ_STOP_CONTEXT_FULL = 3, PQ_STOP_CANCELLED = 4",
+            header);
         Assert.Equal((int)Runtime.Generation.StopReason.ContextFull, (int)PqStopReason.ContextFull);
         Assert.Equal((int)Runtime.Generation.StopReason.Cancelled, (int)PqStopReason.Cancelled);
         Assert.Equal((int)Runtime.Generation.StopReason.EndOfSequence, (int)PqStopReason.EndOfSequence);

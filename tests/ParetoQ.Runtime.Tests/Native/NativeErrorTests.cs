@@ -4,7 +4,8 @@ using ParetoQ.Native;
 
 namespace ParetoQ.Runtime.Tests;
 
-/// <summary>pq_last_error's per-thread messages: each thread sees its own, and a thread's message is freed after it exits.</summary>
+/// <summary>pq_last_error's per-thread messages: each thread sees its own, and a thread's message is freed after it
+/// exits.</summary>
 public sealed class NativeErrorTests
 {
     [Fact]

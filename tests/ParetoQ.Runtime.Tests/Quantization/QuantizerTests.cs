@@ -47,8 +47,11 @@ public sealed class QuantizerTests
     [Fact]
     public void Two_bit_levels_are_plus_minus_quarter_and_three_quarters_alpha()
     {
-        Assert.Equal([-0.75f, -0.25f, 0.25f, 0.75f], Enumerable.Range(0, 4).Select(c => Quantizer.Dequantize(WeightFormat.Q2Seq, c, 1f)));
-        Assert.Equal([-2f / 3, 0f, 2f / 3], Enumerable.Range(0, 3).Select(c => Quantizer.Dequantize(WeightFormat.Ternary, c, 1f)), new ToleranceComparer(1e-7f));
+        Assert.Equal([-0.75f, -0.25f, 0.25f, 0.75f],
+            Enumerable.Range(0, 4).Select(c => Quantizer.Dequantize(WeightFormat.Q2Seq, c, 1f)));
+        Assert.Equal([-2f / 3, 0f, 2f / 3],
+            Enumerable.Range(0, 3).Select(c => Quantizer.Dequantize(WeightFormat.Ternary, c, 1f)),
+            new ToleranceComparer(1e-7f));
     }
 
     [Fact]
@@ -87,7 +90,8 @@ public sealed class QuantizerTests
     public static TheoryData<WeightFormat, int, int> PackShapes()
     {
         var data = new TheoryData<WeightFormat, int, int>();
-        foreach (var f in new[] { WeightFormat.Binary, WeightFormat.Ternary, WeightFormat.Q2Seq, WeightFormat.Q3Row, WeightFormat.Q4Row, WeightFormat.Q4G32, WeightFormat.I8Row })
+        foreach (var f in new[] { WeightFormat.Binary, WeightFormat.Ternary, WeightFormat.Q2Seq, WeightFormat.Q3Row,
+            WeightFormat.Q4Row, WeightFormat.Q4G32, WeightFormat.I8Row })
             foreach (var (rows, cols) in new[] { (1, 1), (3, 31), (4, 64), (5, 65), (7, 129), (9, 200), (13, 257) })
                 data.Add(f, rows, cols);
         return data;
@@ -102,7 +106,8 @@ public sealed class QuantizerTests
         foreach (bool learned in new[] { false, true })
         {
             // Learned α (as a QAT trainer would give) differs from the initial rule, so clipping paths get exercised.
-            float[] alphas = learned && WeightFormats.IsParetoQ(format) ? Enumerable.Range(0, rows).Select(r => 0.01f + 0.02f * r).ToArray() : [];
+            float[] alphas = learned && WeightFormats.IsParetoQ(format)
+                ? Enumerable.Range(0, rows).Select(r => 0.01f + 0.02f * r).ToArray() : [];
             var q = Quantizer.QuantizeMatrix(format, w, rows, cols, alphas);
             byte[] packed = WeightPacker.Pack(q);
             var layout = new PackedLayout(format, rows, cols);
@@ -139,7 +144,8 @@ public sealed class QuantizerTests
         int expectedByte = ((1 * 1 + 0) * 4 + 1) * 16 + 1;
         for (int i = 0; i < 8 * 16; i++) Assert.Equal(i == expectedByte ? 0b1100 : 0, packed[i]);
 
-        // 3-bit [4, 128]: weight 70 of row 2 → low bits in chunk 1 (byte 6, plane 0), high bit in chunk 2 (byte 6, plane 4).
+        // 3-bit [4, 128]: weight 70 of row 2 → low bits in chunk 1 (byte 6, plane 0), high bit in chunk 2 (byte 6,
+        // plane 4).
         var c3 = new byte[4 * 128];
         c3[2 * 128 + 70] = 0b110;
         var p3 = WeightPacker.Pack(new QuantizedMatrix(WeightFormat.Q3Row, 4, 128, 128, c3, new float[4]));
@@ -156,7 +162,8 @@ public sealed class QuantizerTests
         var (scale, zero) = KvQuantizer.Quantize(x, q);
         Assert.Equal(3f / 255, scale);
         Assert.Equal(-128, zero);
-        for (int i = 0; i < x.Length; i++) Assert.True(Math.Abs(KvQuantizer.Dequantize(q[i], scale, zero) - x[i]) <= scale / 2 + 1e-6f);
+        for (int i = 0; i < x.Length; i++) Assert.True(Math.Abs(KvQuantizer.Dequantize(q[i], scale,
+            zero) - x[i]) <= scale / 2 + 1e-6f);
         var (zs, _) = KvQuantizer.Quantize(new float[4], q);
         Assert.Equal(1f, zs);
         Assert.All(q, v => Assert.Equal(0, v));
@@ -173,7 +180,8 @@ public sealed class QuantizerTests
         for (int trial = 0; trial < 50; trial++)
         {
             // Values on the rounding midpoints as well as random ones, so round-half-to-even is exercised.
-            var x = Enumerable.Range(0, length).Select(i => trial % 2 == 0 ? (float)(rng.NextDouble() * 6 - 2) : (i - length / 2) * 0.5f).ToArray();
+            var x = Enumerable.Range(0, length).Select(i => trial % 2 == 0 ? (float)(rng.NextDouble() * 6 - 2)
+                : (i - length / 2) * 0.5f).ToArray();
             var q = new sbyte[length];
             var (scale, zero) = KvQuantizer.Quantize(x, q);
             float min = Math.Min(0, x.Min()), max = Math.Max(0, x.Max());
@@ -189,7 +197,8 @@ public sealed class QuantizerTests
     [Fact]
     public void Bf16_rounds_to_nearest_even()
     {
-        Assert.Equal(1f, FloatCodec.RoundTrip(WeightFormat.BF16, 1f + 1f / 512));        // exactly half: ties to even (1.0)
+        // exactly half: ties to even (1.0)
+        Assert.Equal(1f, FloatCodec.RoundTrip(WeightFormat.BF16, 1f + 1f / 512));
         Assert.Equal(1f + 1f / 64, FloatCodec.RoundTrip(WeightFormat.BF16, 1f + 3f / 512 * 2.5f));
         Assert.True(float.IsNaN(FloatCodec.RoundTrip(WeightFormat.BF16, float.NaN)));
     }

@@ -56,7 +56,8 @@ public sealed class WeightFormatDescriptorTests
         if (!info.IsPacked) return;
         const float scale = 0.37f;
         // Sweep weights across the grid and past both ends.
-        float range = 1.5f * scale * Math.Max(info.Affine.B, info.Affine.A * info.MaxCode - info.Affine.B) / info.Affine.Divisor;
+        float range = 1.5f * scale * Math.Max(info.Affine.B,
+            info.Affine.A * info.MaxCode - info.Affine.B) / info.Affine.Divisor;
         var codes = new SortedSet<int>();
         for (int i = -10000; i <= 10000; i++) codes.Add(Quantizer.Quantize(format, i / 10000f * range, scale));
         Assert.Equal(info.Levels, codes.Count);
@@ -68,7 +69,8 @@ public sealed class WeightFormatDescriptorTests
             Assert.Equal(code, Quantizer.Quantize(format, value, scale)); // every level maps back to its code
             // The integer kernels form scale · multiplier · (A·code − B): within one rounding of the value.
             float kernel = scale * info.Affine.Multiplier * (info.Affine.A * code - info.Affine.B);
-            Assert.True(Math.Abs(kernel - value) <= Math.Abs(value) * 2e-7f, $"code {code}: kernel {kernel:R}, value {value:R}");
+            Assert.True(Math.Abs(kernel - value) <= Math.Abs(value) * 2e-7f,
+                $"code {code}: kernel {kernel:R}, value {value:R}");
             // The GPU's line form is the same map.
             var (slope, intercept) = info.Affine.Line;
             Assert.True(Math.Abs(scale * (slope * code + intercept) - value) <= Math.Abs(value) * 4e-7f);
@@ -85,7 +87,8 @@ public sealed class WeightFormatDescriptorTests
             Assert.Equal(info.CodeBits, GgmlTypes.Block(info.Gguf).Bytes * 8);
             return;
         }
-        // The integer range of each ggml block type's stored levels (TQ2_0 stores level + 1, Q4_0 level + 8, Q2_K the code).
+        // The integer range of each ggml block type's stored levels (TQ2_0 stores level + 1, Q4_0 level + 8, Q2_K the
+        // code).
         var (low, high) = info.Gguf switch
         {
             GgmlType.TQ2_0 => (-1, 1),

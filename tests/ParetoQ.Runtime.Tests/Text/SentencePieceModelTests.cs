@@ -1,4 +1,3 @@
-using System.Text;
 using System.Text.Json;
 using ParetoQ.Runtime.Text;
 
@@ -23,7 +22,8 @@ public sealed class SentencePieceModelTests
         {
             string text = test.GetProperty("text").GetString()!;
             int[] expected = test.GetProperty("ids").EnumerateArray().Select(e => e.GetInt32()).ToArray();
-            Assert.True(expected.SequenceEqual(tok.Encode(text, addBos: true)), $"encoding of {JsonSerializer.Serialize(text)} differs");
+            Assert.True(expected.SequenceEqual(tok.Encode(text, addBos: true)),
+                $"encoding of {JsonSerializer.Serialize(text)} differs");
             Assert.Equal(text.Replace('\u2581', ' '), tok.Decode(expected));
         }
     }
@@ -41,7 +41,9 @@ public sealed class SentencePieceModelTests
             catch (TokenizerException e) { Assert.StartsWith("bad.model: tokenizer: ", e.Message); }
         }
         var unigram = WriteModel(TestData.Path("llama2/tokenizer.json"), modelType: 1);
-        Assert.Contains("model type 1 is not supported", Assert.Throws<TokenizerException>(() => SentencePieceBpeTokenizer.FromSentencePieceModel(unigram, "u.model")).Message);
+        Assert.Contains("model type 1 is not supported",
+            Assert.Throws<TokenizerException>(()
+            => SentencePieceBpeTokenizer.FromSentencePieceModel(unigram, "u.model")).Message);
     }
 
     // Each piece's score is minus the rank of the first merge that makes it.
@@ -49,12 +51,15 @@ public sealed class SentencePieceModelTests
     {
         using var doc = JsonDocument.Parse(File.ReadAllBytes(tokenizerJson));
         var model = doc.RootElement.GetProperty("model");
-        var pieces = model.GetProperty("vocab").EnumerateObject().OrderBy(p => p.Value.GetInt32()).Select(p => p.Name).ToArray();
+        var pieces = model.GetProperty("vocab").EnumerateObject().OrderBy(p => p.Value.GetInt32()).Select(p
+            => p.Name).ToArray();
         var firstMerge = new Dictionary<string, int>();
         int rank = 0;
         foreach (var m in model.GetProperty("merges").EnumerateArray())
             firstMerge.TryAdd(m.GetString()!.Replace(" ", ""), rank++);
-        return SentencePieceModelWriter.Write(pieces.Select((p, id) => new SentencePiece(p, firstMerge.TryGetValue(p, out int r) ? -r : 0,
-            id == 0 ? PieceType.Unknown : id <= 2 ? PieceType.Control : p.StartsWith("<0x", StringComparison.Ordinal) && p.Length == 6 ? PieceType.Byte : PieceType.Normal)), modelType);
+        return SentencePieceModelWriter.Write(pieces.Select((p, id)
+            => new SentencePiece(p, firstMerge.TryGetValue(p, out int r) ? -r : 0,
+            id == 0 ? PieceType.Unknown : id <= 2 ? PieceType.Control : p.StartsWith("<0x", StringComparison.Ordinal)
+                && p.Length == 6 ? PieceType.Byte : PieceType.Normal)), modelType);
     }
 }

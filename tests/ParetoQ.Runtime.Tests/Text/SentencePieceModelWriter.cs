@@ -2,11 +2,13 @@ using ParetoQ.Runtime.Text;
 
 namespace ParetoQ.Runtime.Tests;
 
-/// <summary>Writes a SentencePiece tokenizer.model (ModelProto) with LLaMA's BPE settings, from a list of pieces.</summary>
+/// <summary>Writes a SentencePiece tokenizer.model (ModelProto) with LLaMA's BPE settings, from a list of
+/// pieces.</summary>
 internal static class SentencePieceModelWriter
 {
     // ModelProto { 1: pieces { 1: piece, 2: score, 3: type }, 2: trainer_spec { 3: model_type, 35: byte_fallback },
-    //              3: normalizer_spec { 1: name, 3: add_dummy_prefix, 4: remove_extra_whitespaces, 5: escape_whitespaces } }
+    //              3: normalizer_spec { 1: name, 3: add_dummy_prefix, 4: remove_extra_whitespaces, 5:
+    // escape_whitespaces } }
     public static byte[] Write(IEnumerable<SentencePiece> pieces, int modelType = 2)
     {
         var output = new MemoryStream();

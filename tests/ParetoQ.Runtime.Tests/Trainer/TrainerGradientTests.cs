@@ -1,6 +1,5 @@
 using ParetoQ.Runtime.Quantization;
 using ParetoQ.Trainer;
-using Xunit;
 
 namespace ParetoQ.Runtime.Tests;
 
@@ -11,7 +10,8 @@ namespace ParetoQ.Runtime.Tests;
 /// </summary>
 public sealed class TrainerGradientTests
 {
-    private static double[] Random(Random rng, int n, double scale = 1) => Enumerable.Range(0, n).Select(_ => (rng.NextDouble() * 2 - 1) * scale).ToArray();
+    private static double[] Random(Random rng, int n, double scale = 1)
+        => Enumerable.Range(0, n).Select(_ => (rng.NextDouble() * 2 - 1) * scale).ToArray();
 
     private static double Dot(double[] a, double[] b) => a.Zip(b, (x, y) => x * y).Sum();
 
@@ -28,7 +28,8 @@ public sealed class TrainerGradientTests
             double minus = loss();
             input[i] = saved;
             double numeric = (plus - minus) / (2 * eps);
-            Assert.True(Math.Abs(numeric - analytic[i]) <= 1e-6 * Math.Max(1, Math.Abs(numeric)), $"{name}[{i}]: analytic {analytic[i]}, numeric {numeric}");
+            Assert.True(Math.Abs(numeric - analytic[i]) <= 1e-6 * Math.Max(1, Math.Abs(numeric)),
+                $"{name}[{i}]: analytic {analytic[i]}, numeric {numeric}");
         }
     }
 
@@ -38,7 +39,8 @@ public sealed class TrainerGradientTests
         var rng = new Random(1);
         int n = 3, inDim = 5, outDim = 4;
         double[] x = Random(rng, n * inDim), w = Random(rng, outDim * inDim), r = Random(rng, n * outDim);
-        double Loss() { var y = new double[n * outDim]; Ops<double>.MatMul(x, w, n, inDim, outDim, y); return Dot(y, r); }
+        double Loss() { var y = new double[n * outDim]; Ops<double>.MatMul(x, w, n, inDim, outDim, y); return Dot(y,
+            r); }
         var dx = new double[x.Length];
         var dw = new double[w.Length];
         Ops<double>.MatMulBackward(r, x, w, n, inDim, outDim, dx, dw);
@@ -52,7 +54,8 @@ public sealed class TrainerGradientTests
         var rng = new Random(2);
         int n = 3, dim = 7;
         double[] x = Random(rng, n * dim), weight = Random(rng, dim), r = Random(rng, n * dim);
-        double Loss() { var y = new double[n * dim]; Ops<double>.RmsNorm(x, weight, n, dim, 1e-5, y, new double[n]); return Dot(y, r); }
+        double Loss() { var y = new double[n * dim]; Ops<double>.RmsNorm(x, weight, n, dim, 1e-5, y,
+            new double[n]); return Dot(y, r); }
         var rstd = new double[n];
         Ops<double>.RmsNorm(x, weight, n, dim, 1e-5, new double[n * dim], rstd);
         var dx = new double[x.Length];
@@ -84,7 +87,8 @@ public sealed class TrainerGradientTests
         int n = 3, heads = 2, hd = 8;
         double[] invFreq = Enumerable.Range(0, hd / 2).Select(i => Math.Pow(10000, -2.0 * i / hd)).ToArray();
         double[] x = Random(rng, n * heads * hd), r = Random(rng, x.Length);
-        double Loss() { var y = (double[])x.Clone(); Ops<double>.Rope(invFreq, n, heads, hd, 5, interleaved, false, y); return Dot(y, r); }
+        double Loss() { var y = (double[])x.Clone(); Ops<double>.Rope(invFreq, n, heads, hd, 5, interleaved, false,
+            y); return Dot(y, r); }
         var dx = (double[])r.Clone();
         Ops<double>.Rope(invFreq, n, heads, hd, 5, interleaved, inverse: true, dx);
         CheckGradient("dx", x, dx, Loss);
@@ -97,8 +101,10 @@ public sealed class TrainerGradientTests
     {
         var rng = new Random(5 + window);
         int n = 5, heads = 4, kvHeads = 2, hd = 3;
-        double[] q = Random(rng, n * heads * hd), k = Random(rng, n * kvHeads * hd), v = Random(rng, n * kvHeads * hd), r = Random(rng, n * heads * hd);
-        double Loss() { var o = new double[q.Length]; Ops<double>.Attention(q, k, v, n, heads, kvHeads, hd, window, o, new double[heads * n * n]); return Dot(o, r); }
+        double[] q = Random(rng, n * heads * hd), k = Random(rng, n * kvHeads * hd), v = Random(rng, n * kvHeads * hd),
+            r = Random(rng, n * heads * hd);
+        double Loss() { var o = new double[q.Length]; Ops<double>.Attention(q, k, v, n, heads, kvHeads, hd, window, o,
+            new double[heads * n * n]); return Dot(o, r); }
         var probs = new double[heads * n * n];
         Ops<double>.Attention(q, k, v, n, heads, kvHeads, hd, window, new double[q.Length], probs);
         var dq = new double[q.Length];
@@ -120,7 +126,8 @@ public sealed class TrainerGradientTests
         int[] tokens = [2, 5, 2, 0];
         int[] targets = [5, -1, 0, 3]; // −1: not scored
         double[] table = Random(rng, vocab * dim), r = Random(rng, tokens.Length * dim);
-        double EmbedLoss() { var x = new double[tokens.Length * dim]; Ops<double>.Embed(tokens, table, dim, x); return Dot(x, r); }
+        double EmbedLoss() { var x = new double[tokens.Length * dim]; Ops<double>.Embed(tokens, table, dim,
+            x); return Dot(x, r); }
         var dtable = new double[table.Length];
         Ops<double>.EmbedBackward(tokens, r, dim, dtable);
         CheckGradient("dtable", table, dtable, EmbedLoss);
@@ -167,7 +174,8 @@ public sealed class TrainerGradientTests
     // t = 1.2, −5, 3.8, .48; κ = −.2, Qn = −4, Qp = 3, −.48; Σ = −1.12; gs = 1/√(4·3)
     [InlineData(WeightFormat.Q4Row, new[] { 0.26f, -0.95f, 0.74f, 0.03f }, 0.1f, new[] { 1f, 0, 0, 4 }, 0.7937254)]
     // t = 2.6, −9.5, 7.4, .3; κ = .4, −8, 7, −.3; Σ = 4.2; gs = 1/√(4·7)
-    public void Fake_quant_gradients_match_hand_computed_values(WeightFormat format, float[] w, float alpha, float[] expectedDw, double expectedDalpha)
+    public void Fake_quant_gradients_match_hand_computed_values(WeightFormat format, float[] w, float alpha,
+        float[] expectedDw, double expectedDalpha)
     {
         var dw = new float[4];
         var dalpha = new float[1];
@@ -196,11 +204,13 @@ public sealed class TrainerGradientTests
         dalpha = new float[1];
         FakeQuantizer.Backward(WeightFormat.Q2Seq, [0.1f, 0.2f], [0f], [1f, 1f], new float[2], dalpha, 1, 2);
         Assert.Equal(0, dalpha[0]);
-        Assert.Throws<ArgumentException>(() => FakeQuantizer.Backward(WeightFormat.I8Row, w, [1f], w, dw, dalpha, 1, 6));
+        Assert.Throws<ArgumentException>(()
+            => FakeQuantizer.Backward(WeightFormat.I8Row, w, [1f], w, dw, dalpha, 1, 6));
     }
 }
 
-/// <summary>The float GEMM path of the trainer's matmuls against the generic loops run in double, on odd shapes and tails.</summary>
+/// <summary>The float GEMM path of the trainer's matmuls against the generic loops run in double, on odd shapes and
+/// tails.</summary>
 public sealed class TrainerGemmTests
 {
     [Theory]
@@ -225,7 +235,8 @@ public sealed class TrainerGemmTests
         AssertClose(y, yf, inDim);
 
         // The backward accumulates: start both from the same nonzero gradients.
-        double[] dx = [.. Enumerable.Range(0, n * inDim).Select(i => 0.01 * i)], dw = [.. Enumerable.Range(0, outDim * inDim).Select(i => -0.01 * i)];
+        double[] dx = [.. Enumerable.Range(0, n * inDim).Select(i => 0.01 * i)],
+            dw = [.. Enumerable.Range(0, outDim * inDim).Select(i => -0.01 * i)];
         float[] dxf = F(dx), dwf = F(dw);
         Ops<double>.MatMulBackward(dy, x, w, n, inDim, outDim, dx, dw);
         Ops<float>.MatMulBackward(F(dy), F(x), F(w), n, inDim, outDim, dxf, dwf);
@@ -236,6 +247,7 @@ public sealed class TrainerGemmTests
     private static void AssertClose(double[] expected, float[] actual, int terms)
     {
         for (int i = 0; i < expected.Length; i++)
-            Assert.True(Math.Abs(expected[i] - actual[i]) <= 1e-6 * terms + 1e-5 * Math.Abs(expected[i]), $"[{i}]: {actual[i]} vs {expected[i]}");
+            Assert.True(Math.Abs(expected[i] - actual[i]) <= 1e-6 * terms + 1e-5 * Math.Abs(expected[i]),
+                $"[{i}]: {actual[i]} vs {expected[i]}");
     }
 }

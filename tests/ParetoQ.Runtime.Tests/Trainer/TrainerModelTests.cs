@@ -6,7 +6,6 @@ using ParetoQ.Runtime.Quantization;
 using ParetoQ.Runtime.Text;
 using ParetoQ.TestModels;
 using ParetoQ.Trainer;
-using Xunit;
 
 namespace ParetoQ.Runtime.Tests;
 
@@ -19,17 +18,21 @@ public sealed class TrainerModelTests
 {
     private static ModelConfig Tiny(RopeLayout rope, int vocab = 13, int layerRepeat = 2) => new()
     {
-        Architecture = "mobilellm", VocabSize = vocab, HiddenSize = 8, IntermediateSize = 12, NumLayers = 2, NumHeads = 2, NumKvHeads = 1, HeadDim = 4,
-        MaxPositionEmbeddings = 64, RmsNormEps = 1e-5f, RopeTheta = 10000, RopeLayout = rope, TieWordEmbeddings = true, LayerRepeat = layerRepeat,
+        Architecture = "mobilellm", VocabSize = vocab, HiddenSize = 8, IntermediateSize = 12, NumLayers = 2,
+            NumHeads = 2, NumKvHeads = 1, HeadDim = 4,
+        MaxPositionEmbeddings = 64, RmsNormEps = 1e-5f, RopeTheta = 10000, RopeLayout = rope, TieWordEmbeddings = true,
+            LayerRepeat = layerRepeat,
         LayerTypes = [AttentionKind.Global, AttentionKind.Local], SlidingWindow = 3, RopeLayers = [true, true],
     };
 
-    private static void Fill<T>(TransformerModel<T> model, int seed) where T : unmanaged, System.Numerics.IFloatingPointIeee754<T>
+    private static void Fill<T>(TransformerModel<T> model, int seed) where T : unmanaged,
+        System.Numerics.IFloatingPointIeee754<T>
     {
         var rng = new Random(seed);
         foreach (var slot in model.Slots)
             for (int i = 0; i < slot.Length; i++)
-                model.Parameters[slot.Offset + i] = T.CreateChecked(slot.Spec.IsNorm ? 1 + 0.1 * (rng.NextDouble() - 0.5) : (rng.NextDouble() * 2 - 1) * 0.5);
+                model.Parameters[slot.Offset + i] = T.CreateChecked(slot.Spec.IsNorm
+                    ? 1 + 0.1 * (rng.NextDouble() - 0.5) : (rng.NextDouble() * 2 - 1) * 0.5);
     }
 
     [Theory]
@@ -44,7 +47,8 @@ public sealed class TrainerModelTests
         CheckEveryParameter(model, () => model.Forward(tokens, targets), stride: 1);
     }
 
-    // The analytic gradient of loss() (one Forward + Backward) against central differences, for every stride-th parameter.
+    // The analytic gradient of loss() (one Forward + Backward) against central differences, for every stride-th
+    // parameter.
     private static void CheckEveryParameter(TransformerModel<double> model, Func<double> loss, int stride)
     {
         model.ZeroGradients();
@@ -62,7 +66,8 @@ public sealed class TrainerModelTests
             model.Parameters[i] = saved;
             double numeric = (plus - minus) / (2 * eps);
             var slot = model.Slots.Last(s => s.Offset <= i);
-            Assert.True(Math.Abs(numeric - analytic[i]) <= 1e-6 * Math.Max(1, Math.Abs(numeric)), $"{slot.Spec.Name}[{i - slot.Offset}]: analytic {analytic[i]}, numeric {numeric}");
+            Assert.True(Math.Abs(numeric - analytic[i]) <= 1e-6 * Math.Max(1, Math.Abs(numeric)),
+                $"{slot.Spec.Name}[{i - slot.Offset}]: analytic {analytic[i]}, numeric {numeric}");
         }
     }
 
@@ -75,7 +80,8 @@ public sealed class TrainerModelTests
         int[] targets = [1, 4, 1, 5, 9, -1];
         var rng = new Random(13);
         double[] teacher = [.. Enumerable.Range(0, tokens.Length * 13).Select(_ => rng.NextDouble() * 4 - 2)];
-        CheckEveryParameter(model, () => model.Forward(tokens, targets, default, teacher, 0.3), stride: 3); // every third keeps it quick
+        // every third keeps it quick
+        CheckEveryParameter(model, () => model.Forward(tokens, targets, default, teacher, 0.3), stride: 3);
     }
 
     [Theory]
@@ -96,14 +102,17 @@ public sealed class TrainerModelTests
 
         using var dir = new TempDir();
         string path = dir.File("qat.pq");
-        PqExport.Write(model, path, ByteLevelVocabulary.Info(chatTokens: false), ByteLevelVocabulary.Ranks(), new PqProvenance("test", "2", "trainer test", new Dictionary<string, string>()));
+        PqExport.Write(model, path, ByteLevelVocabulary.Info(chatTokens: false), ByteLevelVocabulary.Ranks(),
+            new PqProvenance("test", "2", "trainer test", new Dictionary<string, string>()));
         using var runtime = LanguageModel.Load(path, CpuBackendOptions.ExactMode);
-        using var session = new Session(runtime, new SessionOptions { AllLogits = true, ContextLength = 64, KvCache = KvCacheType.F32 });
+        using var session = new Session(runtime,
+            new SessionOptions { AllLogits = true, ContextLength = 64, KvCache = KvCacheType.F32 });
         var expected = new float[tokens.Length * config.VocabSize];
         session.Forward(tokens, expected);
         double worst = 0, scale = expected.Max(MathF.Abs);
         for (int i = 0; i < logits.Length; i++) worst = Math.Max(worst, Math.Abs(logits[i] - expected[i]));
-        Assert.True(worst <= 1e-4 * scale, $"{WeightFormats.Name(grid)}: max |trainer − runtime| {worst} of logits up to {scale}");
+        Assert.True(worst <= 1e-4 * scale,
+            $"{WeightFormats.Name(grid)}: max |trainer − runtime| {worst} of logits up to {scale}");
         Assert.Equal(grid, runtime.File[ModelTensors.Name(TensorRole.Down, 1)].Format);
     }
 
@@ -111,13 +120,15 @@ public sealed class TrainerModelTests
     public void Import_gives_back_the_weights_of_a_pq_file_and_of_a_Hugging_Face_directory()
     {
         using var dir = new TempDir();
-        // A .pq: f32 tensors come back bit for bit; quantized ones as the runtime dequantizes them (here: the fake-quant values).
+        // A .pq: f32 tensors come back bit for bit; quantized ones as the runtime dequantizes them (here: the
+        // fake-quant values).
         var config = Tiny(RopeLayout.RotateHalf, vocab: ByteLevelVocabulary.Size(chatTokens: false), layerRepeat: 1);
         var original = new TransformerModel<float>(config, WeightFormat.Ternary);
         Fill(original, 5);
         original.InitializeAlphas();
         var provenance = new PqProvenance("test", "1.58", "trainer test", new Dictionary<string, string>());
-        PqExport.Write(original, dir.File("t.pq"), ByteLevelVocabulary.Info(chatTokens: false), ByteLevelVocabulary.Ranks(), provenance, WeightFormat.F32);
+        PqExport.Write(original, dir.File("t.pq"), ByteLevelVocabulary.Info(chatTokens: false),
+            ByteLevelVocabulary.Ranks(), provenance, WeightFormat.F32);
         var imported = ModelImport.FromPq(dir.File("t.pq"));
         Assert.Null(imported.Projections);
         foreach (var slot in original.Slots)
@@ -126,17 +137,20 @@ public sealed class TrainerModelTests
             if (slot.Spec.IsProjection)
             {
                 var alphas = original.AlphasOf(slot.Spec.Name);
-                for (int i = 0; i < expected.Length; i++) expected[i] = Quantizer.FakeQuantize(WeightFormat.Ternary, expected[i], alphas[i / slot.Spec.Cols]);
+                for (int i = 0; i < expected.Length; i++) expected[i] = Quantizer.FakeQuantize(WeightFormat.Ternary,
+                    expected[i], alphas[i / slot.Spec.Cols]);
             }
             Assert.Equal(expected, imported.Parameters.AsSpan(slot.Offset, slot.Length).ToArray());
         }
 
-        // A Hugging Face directory (bf16 safetensors, the LLaMA-2 tokenizer): every stored value, in the trainer's layout.
-        var hf = HfCheckpointWriter.Write(dir.File("hf"), "mobilellm", HfCheckpointWriter.TinyMobileLlm(), HfWeights.FullPrecision, WeightFormat.Q2Seq,
-            pytorchBin: false, ConverterTests.LlamaTokenizer());
+        // A Hugging Face directory (bf16 safetensors, the LLaMA-2 tokenizer): every stored value, in the trainer's
+        // layout.
+        var hf = HfCheckpointWriter.Write(dir.File("hf"), "mobilellm", HfCheckpointWriter.TinyMobileLlm(),
+            HfWeights.FullPrecision, WeightFormat.Q2Seq, pytorchBin: false, ConverterTests.LlamaTokenizer());
         var fromHf = ModelImport.FromHuggingFace(hf.Directory);
         foreach (var slot in fromHf.Slots)
             Assert.Equal(hf.Stored[slot.Spec.Name], fromHf.Parameters.AsSpan(slot.Offset, slot.Length).ToArray());
-        Assert.StartsWith(dir.File("config.json"), Assert.ThrowsAny<Exception>(() => ModelImport.FromHuggingFace(dir.Path)).Message);
+        Assert.StartsWith(dir.File("config.json"),
+            Assert.ThrowsAny<Exception>(() => ModelImport.FromHuggingFace(dir.Path)).Message);
     }
 }

@@ -3,7 +3,6 @@ using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
 using ParetoQ.Runtime.Text;
 using ParetoQ.Trainer;
-using Xunit;
 
 namespace ParetoQ.Runtime.Tests;
 
@@ -26,14 +25,17 @@ public sealed class TrainerOptimizerTests
 
     private static ModelConfig Small(int vocab) => new()
     {
-        Architecture = "mobilellm", VocabSize = vocab, HiddenSize = 32, IntermediateSize = 64, NumLayers = 2, NumHeads = 4, NumKvHeads = 2, HeadDim = 8,
-        MaxPositionEmbeddings = 64, RmsNormEps = 1e-5f, RopeTheta = 10000, RopeLayout = RopeLayout.RotateHalf, TieWordEmbeddings = true,
+        Architecture = "mobilellm", VocabSize = vocab, HiddenSize = 32, IntermediateSize = 64, NumLayers = 2,
+            NumHeads = 4, NumKvHeads = 2, HeadDim = 8,
+        MaxPositionEmbeddings = 64, RmsNormEps = 1e-5f, RopeTheta = 10000, RopeLayout = RopeLayout.RotateHalf,
+            TieWordEmbeddings = true,
         LayerTypes = [AttentionKind.Global, AttentionKind.Global], RopeLayers = [true, true],
     };
 
     // Byte-level tokens of the first Brown paragraphs: 32-token windows, each target the next token.
     private static int[] BrownBytes() =>
-        [.. Encoding.UTF8.GetBytes(string.Join("\n", File.ReadLines(TestData.Path("brown/text.txt")).Take(40))).Select(b => (int)b)];
+        [.. Encoding.UTF8.GetBytes(string.Join("\n", File.ReadLines(TestData.Path("brown/text.txt")).Take(40))).Select(b
+            => (int)b)];
 
     private static double Train(TransformerModel<float> model, AdamW optimizer, int[] data, int steps, int first = 0)
     {

@@ -20,7 +20,8 @@ internal sealed unsafe class AttentionJob : IParallelJob
     public void Set(CpuScratch scratch, CpuBuffer q, CpuBuffer k, CpuBuffer v, int startPos, LayerAttention layer,
         CpuKvCache cache, KernelPath path, CpuBuffer output)
     {
-        (_scratch, _q, _k, _v, _startPos, _layer, _cache, _path, _output) = (scratch, q, k, v, startPos, layer, cache, path, output);
+        (_scratch, _q, _k, _v, _startPos, _layer, _cache, _path, _output) = (scratch, q, k, v, startPos, layer, cache,
+            path, output);
     }
 
     public void Execute(int begin, int end, int worker)
@@ -37,8 +38,9 @@ internal sealed unsafe class AttentionJob : IParallelJob
                 var (t, g) = Token >= 0 ? (Token, item) : (item / kvHeads, item % kvHeads);
                 int pos = _startPos + t;
                 float* q = _q.Pointer + t * qWidth + g * group * hd;
-                Int8Attention.HeadGroup(_path, q, _k.Pointer + t * kvWidth + g * hd, _v.Pointer + t * kvWidth + g * hd, cache, g,
-                    group, layer.FirstVisible(pos), pos, weights, dots, _output.Pointer + t * qWidth + g * group * hd);
+                Int8Attention.HeadGroup(_path, q, _k.Pointer + t * kvWidth + g * hd, _v.Pointer + t * kvWidth + g * hd,
+                    cache, g, group, layer.FirstVisible(pos), pos, weights, dots,
+                        _output.Pointer + t * qWidth + g * group * hd);
             }
     }
 }

@@ -14,7 +14,8 @@ public sealed record CpuBackendOptions
     public bool Exact { get; init; }
     /// <summary>Worker threads, the caller included; 0 means one per core (<see cref="ThreadCount"/>).</summary>
     public int Threads { get; init; }
-    /// <summary>The kernel path of the fast backend; null means <see cref="KernelDispatch.Default"/> (the best one, or PARETOQ_KERNELS).</summary>
+    /// <summary>The kernel path of the fast backend; null means <see cref="KernelDispatch.Default"/> (the best one, or
+    /// PARETOQ_KERNELS).</summary>
     public KernelPath? Kernels { get; init; }
 
     public static CpuBackendOptions ExactMode { get; } = new() { Exact = true, Threads = 1 };
@@ -22,8 +23,9 @@ public sealed record CpuBackendOptions
 
 /// <summary>
 /// The fast CPU backend. Weights stay in the memory map and the kernels read them in place. Matmuls are split by row
-/// tiles over a persistent <see cref="WorkerPool"/>; each matmul input is quantized to int8 once per call, and attention
-/// over an int8 KV cache runs integer scores (<see cref="Int8Attention"/>) in parallel over (token, KV head) pairs.
+/// tiles over a persistent <see cref="WorkerPool"/>; each matmul input is quantized to int8 once per call, and
+/// attention over an int8 KV cache runs integer scores (<see cref="Int8Attention"/>) in parallel over (token, KV head)
+/// pairs.
 /// </summary>
 public sealed unsafe class CpuBackend : HostBackend
 {
@@ -66,17 +68,19 @@ public sealed unsafe class CpuBackend : HostBackend
             tileBegin * PackedLayout.TileRows, rowEnd, worker.Row, y.Data.AsSpan(0, tokens * w.Rows));
     }
 
-    // Int8 KV: work items are (token, KV head) pairs. A global cache takes the whole chunk's K/V first (each token still
-    // sees only positions up to its own); a ring cache is written token by token, since a later token's slot may be one
-    // an earlier token of the chunk still needs. An fp32 cache (an accuracy option) takes the reference's attention.
-    public override void Attention(BackendScratch scratch, BackendBuffer q, BackendBuffer k, BackendBuffer v, int tokens,
-        int startPos, LayerAttention layer, BackendKvCache cacheHandle, BackendBuffer output)
+    // Int8 KV: work items are (token, KV head) pairs. A global cache takes the whole chunk's K/V first (each token
+    // still sees only positions up to its own); a ring cache is written token by token, since a later token's slot may
+    // be one an earlier token of the chunk still needs. An fp32 cache (an accuracy option) takes the reference's
+    // attention.
+    public override void Attention(BackendScratch scratch, BackendBuffer q, BackendBuffer k, BackendBuffer v,
+        int tokens, int startPos, LayerAttention layer, BackendKvCache cacheHandle, BackendBuffer output)
     {
         var cache = (CpuKvCache)cacheHandle;
         var s = (CpuScratch)scratch;
         if (cache.Type == KvCacheType.F32)
         {
-            ReferenceAttention.Run(s, (CpuBuffer)q, (CpuBuffer)k, (CpuBuffer)v, tokens, startPos, layer, cache, (CpuBuffer)output);
+            ReferenceAttention.Run(s, (CpuBuffer)q, (CpuBuffer)k, (CpuBuffer)v, tokens, startPos, layer, cache,
+                (CpuBuffer)output);
             return;
         }
         var job = s.Attention;
@@ -86,7 +90,8 @@ public sealed unsafe class CpuBackend : HostBackend
         int kvWidth = layer.KvHeads * layer.HeadDim;
         if (!cache.Ring)
         {
-            for (int t = 0; t < tokens; t++) cache.Write(startPos + t, kData.AsSpan(t * kvWidth, kvWidth), vData.AsSpan(t * kvWidth, kvWidth));
+            for (int t = 0; t < tokens; t++) cache.Write(startPos + t, kData.AsSpan(t * kvWidth, kvWidth),
+                vData.AsSpan(t * kvWidth, kvWidth));
             job.Token = -1;
             Pool.Run(job, tokens * layer.KvHeads);
             return;

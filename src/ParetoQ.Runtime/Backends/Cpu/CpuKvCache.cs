@@ -17,7 +17,8 @@ public sealed class CpuKvCache : BackendKvCache
     private readonly sbyte[] _kZero = [], _vZero = [];    // (capacity, kvHeads)
     private readonly float[] _k32 = [], _v32 = [];        // (capacity, kvHeads, hd) fp32
 
-    public CpuKvCache(int capacity, int kvHeads, int headDim, KvCacheType type, bool ring) : base(capacity, kvHeads, headDim, type, ring)
+    public CpuKvCache(int capacity, int kvHeads, int headDim, KvCacheType type, bool ring)
+        : base(capacity, kvHeads, headDim, type, ring)
     {
         long n = (long)capacity * kvHeads * headDim;
         if (type == KvCacheType.Int8)
@@ -44,8 +45,9 @@ public sealed class CpuKvCache : BackendKvCache
     private int Slot(int pos) => Ring ? pos % Capacity : pos;
 
     /// <summary>The int8 cache as the attention kernels read it.</summary>
-    internal unsafe Int8KvView View => new(Pointer(_k8), Pointer(_v8), Pointer(_kScale), Pointer(_kZero), Pointer(_vScale),
-        Pointer(_vZero), Capacity, KvHeads, HeadDim, Ring);
+    internal unsafe Int8KvView View
+        => new(Pointer(_k8), Pointer(_v8), Pointer(_kScale), Pointer(_kZero), Pointer(_vScale), Pointer(_vZero),
+            Capacity, KvHeads, HeadDim, Ring);
 
     private static unsafe T* Pointer<T>(T[] pinned) where T : unmanaged =>
         (T*)Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(pinned));
@@ -53,7 +55,8 @@ public sealed class CpuKvCache : BackendKvCache
     /// <summary>Stores k, v (kvHeads·hd) of one position.</summary>
     public void Write(int pos, ReadOnlySpan<float> k, ReadOnlySpan<float> v)
     {
-        if (!Ring && pos >= Capacity) throw new InvalidOperationException($"position {pos} is past the KV cache capacity {Capacity}");
+        if (!Ring
+            && pos >= Capacity) throw new InvalidOperationException($"position {pos} is past the KV cache capacity {Capacity}");
         int slot = Slot(pos), hd = HeadDim;
         for (int h = 0; h < KvHeads; h++)
         {

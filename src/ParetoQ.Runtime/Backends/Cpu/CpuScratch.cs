@@ -9,8 +9,10 @@ namespace ParetoQ.Runtime.Backends.Cpu;
 /// </summary>
 internal sealed class CpuScratch : BackendScratch
 {
-    public readonly QuantizedActivations Activations; // (tokens, width) int8 matmul input, with per-token scales and sums
-    public readonly float[] Scores;                    // (KV positions) one head's attention weights, reference attention
+    // (tokens, width) int8 matmul input, with per-token scales and sums
+    public readonly QuantizedActivations Activations;
+    // (KV positions) one head's attention weights, reference attention
+    public readonly float[] Scores;
     public readonly WorkerScratch[] Workers;           // (pool threads)
     // The parallel jobs' per-call state, so a call allocates nothing.
     public readonly MatMulJob MatMul = new();
@@ -30,10 +32,15 @@ internal sealed class CpuScratch : BackendScratch
 /// <summary>What one worker thread's share of a job needs.</summary>
 internal sealed class WorkerScratch(ScratchShape shape)
 {
-    public readonly float[] AttentionWeights = GC.AllocateArray<float>(shape.KvPositions * Int8Attention.Heads, pinned: true); // (KV positions, 4)
-    public readonly int[] AttentionDots = GC.AllocateArray<int>(shape.KvPositions * Int8Attention.Heads, pinned: true);       // (KV positions, 4)
-    public readonly float[] Row = new float[shape.Width];                                      // (width) one weight row as fp32
-    public readonly byte[] Codes = new byte[RoundUp(shape.Width, QuantizedActivations.StrideMultiple)]; // (padded width) one row's codes
+    // (KV positions, 4)
+    public readonly float[] AttentionWeights = GC.AllocateArray<float>(shape.KvPositions * Int8Attention.Heads,
+        pinned: true);
+    // (KV positions, 4)
+    public readonly int[] AttentionDots = GC.AllocateArray<int>(shape.KvPositions * Int8Attention.Heads, pinned: true);
+    // (width) one weight row as fp32
+    public readonly float[] Row = new float[shape.Width];
+    // (padded width) one row's codes
+    public readonly byte[] Codes = new byte[RoundUp(shape.Width, QuantizedActivations.StrideMultiple)];
 
     private static int RoundUp(int n, int multiple) => (n + multiple - 1) / multiple * multiple;
 }

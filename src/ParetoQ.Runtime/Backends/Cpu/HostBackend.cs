@@ -37,7 +37,8 @@ public abstract class HostBackend : IComputeBackend
         var codes = ((CpuScratch)scratch).Workers[0].Codes;
         int dim = table.Cols;
         for (int t = 0; t < tokens.Length; t++)
-            ScalarKernels.DequantizeRow(table.Format, table.Rows, dim, table.Tensor.Data, tokens[t], codes, dst.AsSpan(t * dim, dim));
+            ScalarKernels.DequantizeRow(table.Format, table.Rows, dim, table.Tensor.Data, tokens[t], codes,
+                dst.AsSpan(t * dim, dim));
     }
 
     public void RmsNorm(BackendBuffer x, BackendWeight weight, int firstToken, int tokens, float eps, BackendBuffer y)
@@ -65,8 +66,10 @@ public abstract class HostBackend : IComputeBackend
         Pool.Run(s.MatMul, tiles);
     }
 
-    /// <summary>Readies the matmul input x (tokens, cols) once per call, before the tiles run (the fast path quantizes it).</summary>
-    internal abstract void PrepareMatMulInput(CpuScratch scratch, CpuBuffer x, int tokens, int cols, bool packedWeights);
+    /// <summary>Readies the matmul input x (tokens, cols) once per call, before the tiles run (the fast path quantizes
+    /// it).</summary>
+    internal abstract void PrepareMatMulInput(CpuScratch scratch, CpuBuffer x, int tokens, int cols,
+        bool packedWeights);
 
     /// <summary>Rows of tiles [tileBegin, tileEnd) of y (tokens, w.Rows) = x · Wᵀ, on one worker thread.</summary>
     internal abstract void MatMulTiles(CpuScratch scratch, WorkerScratch worker, CpuWeight w, CpuBuffer x, int tokens,
@@ -98,8 +101,10 @@ public abstract class HostBackend : IComputeBackend
                 for (int h = 0; h < layer.KvHeads; h++) ScalarKernels.Rope(cos, sin, interleaved, kt.Slice(h * hd, hd));
                 if (layer.QkNorm)
                 {
-                    for (int h = 0; h < layer.Heads; h++) ScalarKernels.RmsNorm(qt.Slice(h * hd, hd), default, layer.QkNormEps, qt.Slice(h * hd, hd));
-                    for (int h = 0; h < layer.KvHeads; h++) ScalarKernels.RmsNorm(kt.Slice(h * hd, hd), default, layer.QkNormEps, kt.Slice(h * hd, hd));
+                    for (int h = 0; h < layer.Heads; h++) ScalarKernels.RmsNorm(qt.Slice(h * hd, hd), default,
+                        layer.QkNormEps, qt.Slice(h * hd, hd));
+                    for (int h = 0; h < layer.KvHeads; h++) ScalarKernels.RmsNorm(kt.Slice(h * hd, hd), default,
+                        layer.QkNormEps, kt.Slice(h * hd, hd));
                 }
             }
             else if (layer.TemperatureTuning is { } tune)
@@ -110,8 +115,8 @@ public abstract class HostBackend : IComputeBackend
         }
     }
 
-    public abstract void Attention(BackendScratch scratch, BackendBuffer q, BackendBuffer k, BackendBuffer v, int tokens, int startPos,
-        LayerAttention layer, BackendKvCache cache, BackendBuffer output);
+    public abstract void Attention(BackendScratch scratch, BackendBuffer q, BackendBuffer k, BackendBuffer v,
+        int tokens, int startPos, LayerAttention layer, BackendKvCache cache, BackendBuffer output);
 
     public abstract void SwiGlu(BackendBuffer up, int count, BackendBuffer gate);
 

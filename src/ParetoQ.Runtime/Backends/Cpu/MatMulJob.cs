@@ -18,9 +18,11 @@ internal sealed class MatMulJob : IParallelJob
     private int _count, _tokens;
 
     /// <summary>Takes one call's operands and readies its input; returns the number of tiles to split.</summary>
-    public int Prepare(HostBackend backend, CpuScratch scratch, CpuBuffer x, int tokens, ReadOnlySpan<MatMulOutput> outputs)
+    public int Prepare(HostBackend backend, CpuScratch scratch, CpuBuffer x, int tokens,
+        ReadOnlySpan<MatMulOutput> outputs)
     {
-        if (outputs.Length > MaxOutputs) throw new ArgumentException($"at most {MaxOutputs} fused matmuls", nameof(outputs));
+        if (outputs.Length > MaxOutputs) throw new ArgumentException($"at most {MaxOutputs} fused matmuls",
+            nameof(outputs));
         (_backend, _scratch, _x, _tokens, _count) = (backend, scratch, x, tokens, outputs.Length);
         bool packed = false;
         for (int i = 0; i < outputs.Length; i++)
@@ -38,8 +40,10 @@ internal sealed class MatMulJob : IParallelJob
     {
         for (int i = 0; i < _count; i++)
         {
-            int lo = Math.Max(begin, _firstTile[i]) - _firstTile[i], hi = Math.Min(end, _firstTile[i + 1]) - _firstTile[i];
-            if (lo < hi) _backend.MatMulTiles(_scratch, _scratch.Workers[worker], _weights[i], _x, _tokens, lo, hi, _outputs[i]);
+            int lo = Math.Max(begin, _firstTile[i]) - _firstTile[i],
+                hi = Math.Min(end, _firstTile[i + 1]) - _firstTile[i];
+            if (lo < hi) _backend.MatMulTiles(_scratch, _scratch.Workers[worker], _weights[i], _x, _tokens, lo, hi,
+                _outputs[i]);
         }
     }
 }

@@ -13,7 +13,8 @@ public sealed class ReferenceBackend(int threads = 1) : HostBackend(threads)
 {
     public override string Name => "cpu-exact";
 
-    internal override void PrepareMatMulInput(CpuScratch scratch, CpuBuffer x, int tokens, int cols, bool packedWeights) { }
+    internal override void PrepareMatMulInput(CpuScratch scratch, CpuBuffer x, int tokens, int cols,
+        bool packedWeights) { }
 
     internal override void MatMulTiles(CpuScratch scratch, WorkerScratch worker, CpuWeight w, CpuBuffer x, int tokens,
         int tileBegin, int tileEnd, CpuBuffer y)
@@ -23,8 +24,8 @@ public sealed class ReferenceBackend(int threads = 1) : HostBackend(threads)
             tileBegin * PackedLayout.TileRows, rowEnd, worker.Codes, worker.Row, y.Data.AsSpan(0, tokens * w.Rows));
     }
 
-    public override void Attention(BackendScratch scratch, BackendBuffer q, BackendBuffer k, BackendBuffer v, int tokens,
-        int startPos, LayerAttention layer, BackendKvCache cache, BackendBuffer output) =>
+    public override void Attention(BackendScratch scratch, BackendBuffer q, BackendBuffer k, BackendBuffer v,
+        int tokens, int startPos, LayerAttention layer, BackendKvCache cache, BackendBuffer output) =>
         ReferenceAttention.Run((CpuScratch)scratch, (CpuBuffer)q, (CpuBuffer)k, (CpuBuffer)v, tokens, startPos, layer,
             (CpuKvCache)cache, (CpuBuffer)output);
 
@@ -34,7 +35,8 @@ public sealed class ReferenceBackend(int threads = 1) : HostBackend(threads)
 
 /// <summary>
 /// Attention over a host KV cache in plain fp32 loops, one head at a time, on the calling thread: the reference's, and
-/// the fast backend's for an fp32 cache. Cached keys and values are read dequantized; the token's own at full precision.
+/// the fast backend's for an fp32 cache. Cached keys and values are read dequantized; the token's own at full
+/// precision.
 /// </summary>
 internal static class ReferenceAttention
 {
