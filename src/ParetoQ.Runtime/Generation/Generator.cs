@@ -43,7 +43,8 @@ public sealed class Generator(Session session, ITokenizer tokenizer)
         if (session.Position + prompt.Length > session.ContextLength)
             throw new ContextLengthExceededException($"the prompt has {prompt.Length} tokens; with {session.Position} already in context that exceeds the context length {session.ContextLength}");
         var sampler = new Sampler(session.Config.VocabSize, options.Sampler);
-        var history = new List<int>(prompt.Length + options.MaxTokens);
+        // The history never outgrows the context, whatever MaxTokens asks for (int.MaxValue means "until it is full").
+        var history = new List<int>((int)Math.Min((long)prompt.Length + options.MaxTokens, session.ContextLength));
         history.AddRange(prompt);
         var decoder = new StreamingDecoder(tokenizer);
         var text = new StopStringFilter(options.StopStrings, onText);

@@ -96,6 +96,11 @@ public sealed class GeneratorTests : IDisposable
         var full = Run(new GenerationOptions { MaxTokens = 100, Sampler = SamplerOptions.Greedy }, contextLength: 10);
         // Positions 6..9 take 4 fed tokens; the 5th is sampled from the last position's logits and emitted.
         Assert.Equal((StopReason.ContextFull, 5), (full.Reason, full.GeneratedTokens));
+        // The largest limit a caller can ask for (paretoq-run --max-tokens 2147483647, pq_generate) runs to the
+        // context.
+        var unbounded = Run(new GenerationOptions { MaxTokens = int.MaxValue, Sampler = SamplerOptions.Greedy },
+            contextLength: 10);
+        Assert.Equal((StopReason.ContextFull, 5), (unbounded.Reason, unbounded.GeneratedTokens));
 
         using var cts = new CancellationTokenSource();
         var pieces = new List<string>();
