@@ -138,6 +138,18 @@ public class KernelTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Quantized_activations_hold_what_they_were_sized_for_and_refuse_more()
+    {
+        using var q = new QuantizedActivations(2, 100);
+        q.Quantize(new float[2 * 100], 2, 100);
+        q.Quantize(new float[1 * 128], 1, 128); // rows are padded to 128, so 128 columns fit as well
+        Assert.Contains("exceed",
+            Assert.Throws<ArgumentOutOfRangeException>(() => q.Quantize(new float[3 * 100], 3, 100)).Message);
+        Assert.Contains("exceed",
+            Assert.Throws<ArgumentOutOfRangeException>(() => q.Quantize(new float[2 * 129], 2, 129)).Message);
+    }
+
+    [Fact]
     public void Activation_quantization_rounds_half_to_even_and_pads_with_zeros()
     {
         var x = new float[] { 127f, 0.5f, 1.5f, -2.5f, -127f, 63.5f, 0f, 3f, 1f };
