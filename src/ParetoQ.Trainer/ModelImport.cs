@@ -21,7 +21,7 @@ public static class ModelImport
             var spec = slot.Spec;
             var tensor = loaded.File[spec.Name];
             var values = model.Parameters.AsSpan(slot.Offset, slot.Length);
-            var codes = new byte[spec.Cols + QuantizedActivations.StrideMultiple]; // a packed row's padded codes
+            var codes = new byte[PackedLayout.MaxPaddedCols(spec.Cols)];
             for (int r = 0; r < spec.Rows; r++)
                 ScalarKernels.DequantizeRow(tensor.Format, spec.Rows, spec.Cols, tensor.Data, r, codes,
                     values.Slice(r * spec.Cols, spec.Cols));

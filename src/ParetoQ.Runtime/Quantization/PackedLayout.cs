@@ -64,6 +64,16 @@ public readonly struct PackedLayout
 
     /// <summary>Columns covered by one unit of the chunk arrangement; <see cref="PaddedCols"/> is a multiple of
     /// it.</summary>
+    /// <summary>
+    /// The most codes a row of <paramref name="cols"/> columns unpacks to in any packed format (its PaddedCols at the
+    /// widest block): the size of a row-code scratch buffer that serves every format.
+    /// </summary>
+    public static int MaxPaddedCols(int cols)
+    {
+        int widest = WeightFormats.All.Where(f => f.IsPacked).Max(f => f.BlockCols);
+        return checked((cols + widest - 1) / widest * widest);
+    }
+
     public static int BlockCols(WeightFormat format) =>
         WeightFormats.IsPacked(format) ? WeightFormats.Of(format).BlockCols
             : throw new ArgumentException($"{format} is not a packed integer format", nameof(format));

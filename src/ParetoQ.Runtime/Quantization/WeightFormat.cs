@@ -129,9 +129,8 @@ public static class WeightFormats
     public static int CodeBits(WeightFormat f) => Of(f).CodeBits;
 
     /// <summary>Largest code value a format uses (codes are unsigned, 0..MaxCode).</summary>
-    public static int MaxCode(WeightFormat f) =>
-        Of(f).IsPacked ? s_table[(int)f].MaxCode
-            : throw new ArgumentOutOfRangeException(nameof(f), f, "not an integer-code format");
+    public static int MaxCode(WeightFormat f) => Of(f) is { IsPacked: true } info
+        ? info.MaxCode : throw new ArgumentOutOfRangeException(nameof(f), f, "not an integer-code format");
 
     /// <summary>Inputs that share one scale: 32 for <see cref="WeightFormat.Q4G32"/>, 0 meaning "the whole row"
     /// otherwise.</summary>
@@ -157,7 +156,6 @@ public static class WeightFormats
         ?? throw new ArgumentOutOfRangeException(nameof(bits), bits, "ParetoQ bit widths are 1, 1.58, 2, 3 and 4");
 
     /// <summary>The affine code → value map of a packed format.</summary>
-    public static AffineCodes Affine(WeightFormat f) =>
-        Of(f).IsPacked ? s_table[(int)f].Affine
-            : throw new ArgumentException($"{f} is not a packed integer format", nameof(f));
+    public static AffineCodes Affine(WeightFormat f) => Of(f) is { IsPacked: true } info
+        ? info.Affine : throw new ArgumentException($"{f} is not a packed integer format", nameof(f));
 }

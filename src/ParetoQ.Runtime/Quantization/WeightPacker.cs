@@ -57,10 +57,30 @@ public static class WeightPacker
             SetBits(tensor.Slice((int)layout.ChunkOffset(row, k / perChunk), 16), k % perChunk, bits, rowCodes[k]);
     }
 
-    /// <summary>Codes of one row (PaddedCols of them, the padding included), in column order.</summary>
+    /// <summary>
+    /// Codes of one row (PaddedCols of them, the padding included), in column order: chunk by chunk, the bulk form of
+    /// <see cref="Code"/> (the embedding of every decoded token and each exact-mode row come through here).
+    /// </summary>
     public static void UnpackRow(in PackedLayout layout, ReadOnlySpan<byte> tensor, int row, Span<byte> rowCodes)
     {
-        for (int col = 0; col < layout.PaddedCols; col++) rowCodes[col] = (byte)Code(layout, tensor, row, col);
+        if (layout.CodeBits == 3)
+        {
+            for (int block = 0; block < layout.PaddedCols / 128; block++)
+            {
+                var lo0 = tensor.Slice((int)layout.ChunkOffset(row, block * 3), 16);
+                var lo1 = tensor.Slice((int)layout.ChunkOffset(row, block * 3 + 1), 16);
+                var hi = tensor.Slice((int)layout.ChunkOffset(row, block * 3 + 2), 16);
+                for (int m = 0; m < 128; m++)
+                    rowCodes[block * 128 + m] = (byte)(GetBits(m < 64 ? lo0 : lo1, m % 64, 2) | GetBits(hi, m, 1) << 2);
+            }
+            return;
+        }
+        int bits = layout.CodeBits, perChunk = 128 / bits;
+        for (int chunk = 0; chunk < layout.ChunksPerRow; chunk++)
+        {
+            var src = tensor.Slice((int)layout.ChunkOffset(row, chunk), 16);
+            for (int m = 0; m < perChunk; m++) rowCodes[chunk * perChunk + m] = (byte)GetBits(src, m, bits);
+        }
     }
 
     /// <summary>
@@ -90,12 +110,13 @@ public static class WeightPacker
         Span<float> dst)
     {
         UnpackRow(layout, tensor, row, codeScratch);
+        // Quantizer.Dequantize's arithmetic, with the format's map and each group's effective scale looked up once.
+        var affine = WeightFormats.Affine(layout.Format);
         for (int g = 0; g < layout.GroupsPerRow; g++)
         {
-            float scale = Scale(layout, tensor, row, g);
+            float scale = Quantizer.EffectiveScale(layout.Format, Scale(layout, tensor, row, g));
             int end = Math.Min(layout.Cols, (g + 1) * layout.GroupSize);
-            for (int k = g * layout.GroupSize; k < end; k++) dst[k] = Quantizer.Dequantize(layout.Format,
-                codeScratch[k], scale);
+            for (int k = g * layout.GroupSize; k < end; k++) dst[k] = affine.Value(codeScratch[k], scale);
         }
     }
 

@@ -114,7 +114,7 @@ public sealed class AcceleratorKernelTests : IClassFixture<AcceleratorKernelTest
             using (var scratch = backend.CreateScratch(new ScratchShape(ids.Length, cols, 1, 1))) backend.Embed(scratch,
                 weight, ids, embedded);
             var rowsExpected = new float[ids.Length * cols];
-            var codes = new byte[cols + QuantizedActivations.StrideMultiple];
+            var codes = new byte[PackedLayout.MaxPaddedCols(cols)];
             for (int t = 0; t < ids.Length; t++) ScalarKernels.DequantizeRow(format, rows, cols, tensor.Data, ids[t],
                 codes, rowsExpected.AsSpan(t * cols, cols));
             Assert.Equal(rowsExpected, Download(backend, embedded, ids.Length * cols));

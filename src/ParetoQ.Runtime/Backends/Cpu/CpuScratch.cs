@@ -1,4 +1,5 @@
 using ParetoQ.Runtime.Kernels;
+using ParetoQ.Runtime.Quantization;
 
 namespace ParetoQ.Runtime.Backends.Cpu;
 
@@ -40,7 +41,5 @@ internal sealed class WorkerScratch(ScratchShape shape)
     // (width) one weight row as fp32
     public readonly float[] Row = new float[shape.Width];
     // (padded width) one row's codes
-    public readonly byte[] Codes = new byte[RoundUp(shape.Width, QuantizedActivations.StrideMultiple)];
-
-    private static int RoundUp(int n, int multiple) => (n + multiple - 1) / multiple * multiple;
+    public readonly byte[] Codes = new byte[PackedLayout.MaxPaddedCols(shape.Width)];
 }
