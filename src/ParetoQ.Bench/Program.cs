@@ -55,7 +55,7 @@ public static class Program
         var minTime = MinTime();
         var formats = new Option<string>("--formats") { Description = "Comma-separated weight formats",
             DefaultValueFactory = _ => "binary,ternary,q2_seq,q3_row,q4_row,q4_g32,i8_row" };
-        var paths = new Option<string>("--paths") { Description = "Kernel paths: best, all, or a comma-separated list (scalar, avx2, avxvnni, avx512, neon)", DefaultValueFactory = _ => "best" };
+        var paths = new Option<string>("--paths") { Description = "Kernel paths: best, all, or a comma-separated list (scalar, avx2, avxvnni, avx512, avx512gfni, neon)", DefaultValueFactory = _ => "best" };
         var shapes = new Option<string?>("--shapes") { Description = "Only shapes whose name contains one of these comma-separated words (e.g. up,head)" };
         var tokens = new Option<string>("--n") { Description = "Comma-separated token counts (1 = decode GEMV, 512 = prefill GEMM)", DefaultValueFactory = _ => "1,512" };
         var cold = new Option<bool>("--cold") { Description = "Rotate over copies of each matrix adding up to 512 MiB, so weights stream from DRAM as in a model" };

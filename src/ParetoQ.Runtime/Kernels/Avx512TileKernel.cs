@@ -10,8 +10,12 @@ namespace ParetoQ.Runtime.Kernels;
 /// activation block is broadcast to the 4 lanes. Codes (u8) × activations (s8) go through vpmaddubsw into int16, summed
 /// over a batch of units in two chains (sized so int16 cannot overflow), then vpmaddwd into int32.
 /// 8-bit codes are split into nibbles so vpmaddubsw cannot saturate.
+/// <typeparamref name="TUnpack"/> says whether bit fields come out with GFNI's affine transform or with shift and mask.
+/// It is a type, not a run-time <c>Gfni.IsSupported</c> test, because NativeAOT builds check GFNI at run time: the
+/// test then stays in every unpack, the inliner gives up on the 4-token loop, and its GEMM ran 2–4× slower.
 /// </summary>
-internal unsafe struct Avx512TileKernel<TWidth> : ITileKernel where TWidth : struct, ICodeWidth
+internal unsafe struct Avx512TileKernel<TWidth, TUnpack> : ITileKernel
+    where TWidth : struct, ICodeWidth where TUnpack : struct, IBitUnpack
 {
     private const int ChunkStride = 64; // bytes between consecutive chunks of one tile
 
@@ -47,7 +51,7 @@ internal unsafe struct Avx512TileKernel<TWidth> : ITileKernel where TWidth : str
         var layout = w.Layout;
         if (TWidth.Bits != 4 || layout.GroupSize != QuantizedActivations.SumGroup || w.B != 8)
         {
-            LowBitMatMul.GroupedDotFromSums<Avx512TileKernel<TWidth>>(w, tile, x, token0, count, acc);
+            LowBitMatMul.GroupedDotFromSums<Avx512TileKernel<TWidth, TUnpack>>(w, tile, x, token0, count, acc);
             return;
         }
         // 4-bit, one group per 32-weight unit. Four groups at a time: their lane sums are transposed into one
@@ -159,7 +163,7 @@ internal unsafe struct Avx512TileKernel<TWidth> : ITileKernel where TWidth : str
         => Field(v, shift, TWidth.Bits, 0);
 
     /// <summary>
-    /// Bits [from, from + count) of every byte moved to [to, to + count), the other bits zero. With GFNI one affine
+    /// Bits [from, from + count) of every byte moved to [to, to + count), the other bits zero. With GFNI, one affine
     /// transform does the shift and the mask: result bit i is the parity of matrix byte (7 − i) ANDed with the input,
     /// so byte (7 − i) holds the one source bit. Otherwise a 16-bit shift, then a byte mask (no bit crosses a byte once
     /// masked).
@@ -170,10 +174,12 @@ internal unsafe struct Avx512TileKernel<TWidth> : ITileKernel where TWidth : str
     {
         var mask = Vector512.Create((byte)(((1 << count) - 1) << to));
         if (from == to) return v & mask;
-        if (Gfni.V512.IsSupported)
+        if (typeof(TUnpack) == typeof(UseGfni))
         {
-            ulong matrix = 0;
-            for (int i = 0; i < count; i++) matrix |= (1UL << (from + i)) << (8 * (7 - to - i));
+            // Source bit from + i goes to matrix bit 8·(7 − to − i) + from + i = lowest + 7·(count − 1 − i): a run of
+            // bits 7 apart, written without a loop so the inliner sees a few constant operations.
+            int lowest = 56 + from - 8 * to - 7 * (count - 1);
+            ulong matrix = (1UL << lowest) * (((1UL << (7 * count)) - 1) / 127);
             return Gfni.V512.GaloisFieldAffineTransform(v, Vector512.Create(matrix).AsByte(), 0);
         }
         var w = v.AsUInt16();
@@ -264,3 +270,11 @@ internal unsafe struct Avx512TileKernel<TWidth> : ITileKernel where TWidth : str
             Vector512.Create(0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12, 0, 4, 8, 12)).GetLower().GetLower().Store(dst);
     }
 }
+
+/// <summary>How the AVX-512 kernel extracts bit fields: a type, tested with <c>typeof</c>, so each choice is compiled
+/// with the test folded away before inlining.</summary>
+internal interface IBitUnpack;
+/// <summary>One <c>vgf2p8affineqb</c> per field (Ice Lake, Zen 4 and later).</summary>
+internal struct UseGfni : IBitUnpack;
+/// <summary>A 16-bit shift and a byte mask per field (Skylake-X and Cascade Lake have AVX-512 without GFNI).</summary>
+internal struct UseShifts : IBitUnpack;

@@ -62,7 +62,7 @@ public static unsafe class Int8Attention
         foreach (var path in paths)
             table[(int)path] = path switch
             {
-                KernelPath.Avx2 or KernelPath.AvxVnni or KernelPath.Avx512 => &HeadGroup<Avx2AttentionKernel>,
+                KernelPath.Avx2 or KernelPath.AvxVnni or KernelPath.Avx512 or KernelPath.Avx512Gfni => &HeadGroup<Avx2AttentionKernel>,
                 KernelPath.Neon => &HeadGroup<NeonAttentionKernel>,
                 _ => &HeadGroup<ScalarAttentionKernel>,
             };

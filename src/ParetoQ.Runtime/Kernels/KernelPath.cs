@@ -13,15 +13,18 @@ public enum KernelPath
     Avx2,
     /// <summary>x86 AVX-VNNI: 256-bit <c>vpdpbusd</c>.</summary>
     AvxVnni,
-    /// <summary>x86 AVX-512BW: 512-bit <c>vpmaddubsw</c> + <c>vpmaddwd</c> (.NET exposes no 512-bit VNNI).</summary>
+    /// <summary>x86 AVX-512BW: 512-bit <c>vpmaddubsw</c> + <c>vpmaddwd</c> (.NET exposes no 512-bit VNNI), bit fields
+    /// unpacked by shift and mask.</summary>
     Avx512,
+    /// <summary>AVX-512BW with GFNI: each bit field unpacked by one <c>vgf2p8affineqb</c>.</summary>
+    Avx512Gfni,
     /// <summary>Arm64 NEON with the dot-product extension (<c>sdot</c>).</summary>
     Neon,
 }
 
 /// <summary>
 /// Picks the kernel path once per process: the fastest one the CPU supports, unless the environment variable
-/// <c>PARETOQ_KERNELS</c> (scalar, avx2, avxvnni, avx512, neon) asks for another supported one.
+/// <c>PARETOQ_KERNELS</c> (scalar, avx2, avxvnni, avx512, avx512gfni, neon) asks for another supported one.
 /// </summary>
 public static class KernelDispatch
 {
@@ -33,6 +36,7 @@ public static class KernelDispatch
         KernelPath.Avx2 => Avx2.IsSupported,
         KernelPath.AvxVnni => Avx2.IsSupported && AvxVnni.IsSupported,
         KernelPath.Avx512 => Avx512BW.IsSupported && Avx512F.IsSupported,
+        KernelPath.Avx512Gfni => Avx512BW.IsSupported && Avx512F.IsSupported && Gfni.V512.IsSupported,
         KernelPath.Neon => AdvSimd.Arm64.IsSupported && Dp.IsSupported,
         _ => false,
     };
@@ -78,7 +82,7 @@ public static class KernelDispatch
     {
         // AVX-512 at 512 bits beats 256-bit VNNI on this kind of load: twice the width per instruction for one extra
         // vpmaddwd.
-        foreach (var p in new[] { KernelPath.Avx512, KernelPath.AvxVnni, KernelPath.Avx2, KernelPath.Neon })
+        foreach (var p in new[] { KernelPath.Avx512Gfni, KernelPath.Avx512, KernelPath.AvxVnni, KernelPath.Avx2, KernelPath.Neon })
             if (IsSupported(p)) return p;
         return KernelPath.Scalar;
     }

@@ -118,12 +118,14 @@ public class KernelTests(ITestOutputHelper output)
         bool Off(string isa) => Environment.GetEnvironmentVariable("DOTNET_Enable" + isa) == "0"
             || Environment.GetEnvironmentVariable("DOTNET_EnableHWIntrinsic") == "0";
         bool avx2 = flags.Contains("avx2") && flags.Contains("fma") && !Off("AVX2");
+        bool avx512 = new[] { "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl" }.All(flags.Contains)
+            && !Off("AVX512");
         var expected = new Dictionary<KernelPath, bool>
         {
             [KernelPath.Avx2] = avx2,
             [KernelPath.AvxVnni] = avx2 && flags.Contains("avx_vnni") && !Off("AVXVNNI"),
-            [KernelPath.Avx512] = new[] { "avx512f", "avx512bw", "avx512cd", "avx512dq",
-                "avx512vl" }.All(flags.Contains) && !Off("AVX512"),
+            [KernelPath.Avx512] = avx512,
+            [KernelPath.Avx512Gfni] = avx512 && flags.Contains("gfni") && !Off("GFNI"),
             [KernelPath.Neon] = false,
         };
         foreach (var (path, offered) in expected)
@@ -132,7 +134,7 @@ public class KernelTests(ITestOutputHelper output)
                 $"{KernelDispatch.Name(path)}: the CPU flags and environment say {(offered ? "offered" : "absent")}, dispatch says the opposite");
             if (!offered) output.WriteLine($"{KernelDispatch.Name(path)}: not on this machine, so not covered here");
         }
-        var best = new[] { KernelPath.Avx512, KernelPath.AvxVnni, KernelPath.Avx2 }.FirstOrDefault(p => expected[p],
+        var best = new[] { KernelPath.Avx512Gfni, KernelPath.Avx512, KernelPath.AvxVnni, KernelPath.Avx2 }.FirstOrDefault(p => expected[p],
             KernelPath.Scalar);
         Assert.Equal(best, KernelDispatch.Best);
     }
