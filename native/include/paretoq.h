@@ -136,7 +136,8 @@ typedef struct pq_generation_stats {
 typedef int32_t (*pq_text_callback)(const char *text, int32_t length, void *user_data);
 
 PQ_API uint32_t pq_abi_version(void);
-/* The library's version, e.g. "0.5.0 (abi 1)"; a static string. */
+/* The library's version and the kernel path it runs, e.g. "ParetoQ.Runtime 0.6.0 (abi 1, kernels avx512gfni)"; a static
+ * string. On x86-64 the path shows which build variant the loader picked (avx512* only in the x86-64-v4 one). */
 PQ_API const char *pq_version_string(void);
 /* The calling thread's last error message; "" when none. Valid until this thread's next failing call or its exit. */
 PQ_API const char *pq_last_error(void);

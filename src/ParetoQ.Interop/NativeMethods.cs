@@ -4,10 +4,12 @@ using ParetoQ.Abi;
 namespace ParetoQ.Interop;
 
 /// <summary>The exports of native/include/paretoq.h, one to one. "paretoq" resolves to libparetoq.so beside the
-/// app.</summary>
+/// app, or to its AVX-512 build where the CPU runs it (<see cref="LibraryVariant"/>).</summary>
 internal static unsafe partial class NativeMethods
 {
     private const string Library = "paretoq";
+
+    static NativeMethods() => LibraryVariant.Install();
 
     [LibraryImport(Library, EntryPoint = "pq_abi_version")] public static partial uint AbiVersion();
     [LibraryImport(Library, EntryPoint = "pq_version_string")] public static partial byte* VersionString();

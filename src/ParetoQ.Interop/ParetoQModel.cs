@@ -34,7 +34,7 @@ public sealed unsafe class ParetoQModel : IDisposable
 
     public ModelInfo Info { get; }
 
-    /// <summary>The library's version string, e.g. "ParetoQ.Runtime 0.6.0 (abi 1)".</summary>
+    /// <summary>The library's version string, e.g. "ParetoQ.Runtime 0.6.0 (abi 1, kernels avx512gfni)".</summary>
     public static string LibraryVersion => Marshal.PtrToStringUTF8((nint)NativeMethods.VersionString()) ?? "";
 
     private ParetoQModel(ModelHandle handle)

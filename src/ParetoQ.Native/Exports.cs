@@ -24,7 +24,9 @@ public static unsafe class Exports
     [UnmanagedCallersOnly(EntryPoint = "pq_version_string")]
     public static byte* VersionString() => s_version;
 
-    private static readonly byte* s_version = Errors.Persistent("ParetoQ.Runtime 0.6.0 (abi 1)");
+    // The kernel path names the build variant that got loaded (avx512gfni/avx512 come only from the x86-64-v4 one).
+    private static readonly byte* s_version = Errors.Persistent(
+        $"ParetoQ.Runtime 0.6.0 (abi 1, kernels {KernelDispatch.Name(KernelDispatch.Best)})");
 
     [UnmanagedCallersOnly(EntryPoint = "pq_last_error")]
     public static byte* LastError() => Errors.Message;

@@ -23,6 +23,15 @@ public sealed class InteropTests : IDisposable
     public void Dispose() => Directory.Delete(_dir, recursive: true);
 
     [Fact]
+    public void The_binding_loads_the_build_this_cpu_runs_best()
+    {
+        // The library names its kernel path; avx512* exists only in the x86-64-v4 build from glibc-hwcaps/.
+        bool avx512 = LibraryVariant.WantsAvx512();
+        Assert.True(avx512 == ParetoQModel.LibraryVersion.Contains("kernels avx512"),
+            $"expected the {(avx512 ? "x86-64-v4" : "baseline")} build, loaded '{ParetoQModel.LibraryVersion}'");
+    }
+
+    [Fact]
     public void The_binding_loads_the_native_library_and_generates_text()
     {
         Assert.Contains("abi 1", ParetoQModel.LibraryVersion);

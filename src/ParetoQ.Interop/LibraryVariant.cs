@@ -1,0 +1,39 @@
+using System.Reflection;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics.X86;
+
+namespace ParetoQ.Interop;
+
+/// <summary>
+/// Picks which build of libparetoq.so the binding loads. tools/publish-native.sh ships an x86-64-v3 build beside the
+/// app and an AVX-512 one in glibc-hwcaps/x86-64-v4/. glibc's loader chooses between them only for libraries found
+/// through its search path, and .NET opens the app's copy by absolute path, so the binding makes the same choice
+/// itself. <c>PARETOQ_ISA=x86-64-v3</c> (or <c>x86-64-v4</c>) asks for a build, as it does for the programs.
+/// </summary>
+internal static class LibraryVariant
+{
+    public const string EnvironmentVariable = "PARETOQ_ISA";
+    public const string Avx512Directory = "glibc-hwcaps/x86-64-v4";
+
+    /// <summary>Installs the resolver; NativeMethods' static constructor calls it before the first P/Invoke.</summary>
+    public static void Install() => NativeLibrary.SetDllImportResolver(typeof(LibraryVariant).Assembly, Resolve);
+
+    /// <summary>Whether this process should load the AVX-512 build: the CPU has x86-64-v4's AVX-512 (F, BW, CD, DQ,
+    /// VL), unless PARETOQ_ISA says otherwise.</summary>
+    public static bool WantsAvx512()
+    {
+        string? asked = Environment.GetEnvironmentVariable(EnvironmentVariable);
+        if (asked == "x86-64-v3") return false;
+        if (asked == "x86-64-v4") return true;
+        return RuntimeInformation.ProcessArchitecture == Architecture.X64 && OperatingSystem.IsLinux()
+            && Avx512F.IsSupported && Avx512BW.IsSupported && Avx512CD.IsSupported && Avx512DQ.IsSupported
+            && Avx512F.VL.IsSupported;
+    }
+
+    private static nint Resolve(string name, Assembly assembly, DllImportSearchPath? searchPath)
+    {
+        if (name != "paretoq" || !WantsAvx512()) return 0; // 0: the default probing (libparetoq.so beside the app)
+        string path = Path.Combine(AppContext.BaseDirectory, Avx512Directory, "libparetoq.so");
+        return File.Exists(path) ? NativeLibrary.Load(path) : 0;
+    }
+}
