@@ -109,7 +109,12 @@ internal unsafe struct Avx512TileKernel<TWidth, TUnpack> : ITileKernel
 
     // Units whose int16 partial sums may be added before widening: each of the two chains gains at most
     // (planes / 2) · 2 · maxCode · 127 per unit, which must stay below 32767.
-    private static int BatchUnits => TWidth.Bits switch { 1 => 16, 2 => 16, 3 => 4, 4 => 8, _ => 1 };
+    // (A conditional rather than a switch: NativeAOT inlines it, as the JIT does, instead of calling it per batch.)
+    private static int BatchUnits
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => TWidth.Bits <= 2 ? 16 : TWidth.Bits == 3 ? 4 : TWidth.Bits == 4 ? 8 : 1;
+    }
 
     // s0, s1 += this unit's code·x products (two chains for instruction-level parallelism), shifts as constants.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -32,6 +32,7 @@ public readonly unsafe struct PackedMatrix
     public int Tiles => Layout.PaddedRows / PackedLayout.TileRows;
     /// <summary>Bytes of one tile's codes.</summary>
     public long TileBytes => (long)Layout.ChunksPerRow * PackedLayout.TileRows * PackedLayout.ChunkBytes;
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public byte* Tile(int tile) => Codes + tile * TileBytes;
 }
 
