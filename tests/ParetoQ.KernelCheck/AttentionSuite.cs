@@ -34,7 +34,7 @@ public static unsafe class AttentionSuite
     /// differs.</summary>
     public static string? Run(AttentionCase c)
     {
-        const int KvHeads = 2, G = 1; // the cache holds two KV heads; the case reads the second, so rows are strided
+        const int KvHeads = 2, G = 1; // the cache holds two KV heads; the case reads the second (rows from the middle)
         int hd = c.HeadDim, n = c.Positions, pos = n + (c.Ring ? 7 : 0), first = pos - n;
         int capacity = c.Ring ? Math.Max(1, n) + 2 : pos + 1;
         var rng = new Random(c.GetHashCode());

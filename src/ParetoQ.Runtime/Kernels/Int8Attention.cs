@@ -3,8 +3,10 @@ using System.Runtime.Intrinsics;
 namespace ParetoQ.Runtime.Kernels;
 
 /// <summary>
-/// An int8 KV cache as the attention kernels read it: (capacity, kvHeads, headDim) int8 keys and values with one scale
-/// and zero point per (slot, head). Position p lives in slot p, or p mod capacity in a ring (local layers).
+/// An int8 KV cache as the attention kernels read it: (kvHeads, capacity, headDim) int8 keys and values with one scale
+/// and zero point per (head, slot). Head-major: one KV head's positions are consecutive rows, so a pass over them
+/// streams sequential memory (slot-major interleaved the heads, and each pass read a fifth of every line it
+/// fetched). Position p lives in slot p, or p mod capacity in a ring (local layers).
 /// </summary>
 public readonly unsafe struct Int8KvView(sbyte* keys, sbyte* values, float* keyScales, sbyte* keyZeros,
     float* valueScales, sbyte* valueZeros, int capacity, int kvHeads, int headDim, bool ring)
@@ -22,7 +24,7 @@ public readonly unsafe struct Int8KvView(sbyte* keys, sbyte* values, float* keyS
     public int ContiguousRun(int pos, int end) => Math.Min(end - pos, Capacity - Slot(pos));
 
     /// <summary>Index of (position, head) among the cached vectors: its int8 data starts at index · HeadDim.</summary>
-    public int Row(int pos, int head) => Slot(pos) * KvHeads + head;
+    public int Row(int pos, int head) => head * Capacity + Slot(pos);
 }
 
 /// <summary>
@@ -62,7 +64,8 @@ public static unsafe class Int8Attention
         foreach (var path in paths)
             table[(int)path] = path switch
             {
-                KernelPath.Avx2 or KernelPath.AvxVnni or KernelPath.Avx512 or KernelPath.Avx512Gfni => &HeadGroup<Avx2AttentionKernel>,
+                KernelPath.Avx2 or KernelPath.AvxVnni => &HeadGroup<Avx2AttentionKernel>,
+                KernelPath.Avx512 or KernelPath.Avx512Gfni => &HeadGroup<Avx512AttentionKernel>,
                 KernelPath.Neon => &HeadGroup<NeonAttentionKernel>,
                 _ => &HeadGroup<ScalarAttentionKernel>,
             };
@@ -75,7 +78,7 @@ public static unsafe class Int8Attention
         const int H = Heads;
         int hd = cache.HeadDim;
         int count = pos - first;
-        long stride = (long)cache.KvHeads * hd;
+        long stride = hd; // bytes between consecutive positions of one head
         float invSqrt = 1f / MathF.Sqrt(hd);
         sbyte* q8 = stackalloc sbyte[H * hd];
         float* acc = stackalloc float[H * hd];
@@ -98,32 +101,59 @@ public static unsafe class Int8Attention
                     ScalarKernels.Dot(new ReadOnlySpan<float>(qh, hd), new ReadOnlySpan<float>(kOwn, hd)) * invSqrt);
             }
 
-            // Pass 1: scores of the cached positions (runs of contiguous slots; a ring wraps at most once).
+            // Pass 1: scores of the cached positions, a run of contiguous slots at a time (a ring wraps at most once);
+            // within a run the rows' scales and zero points are consecutive too.
+            var max = own;
             for (int j = first, run; j < pos; j += run)
             {
                 run = cache.ContiguousRun(j, pos);
-                TKernel.DotInt8x4(q8, cache.Keys + (long)cache.Row(j, g) * hd, stride, run, hd, dots + (j - first) * H);
-            }
-            var max = own;
-            for (int j = 0; j < count; j++)
-            {
-                int row = cache.Row(first + j, g);
-                var dot = Vector128.ConvertToSingle(Vector128.Load(dots + j * H)) - cache.KeyZeros[row] * qSum;
-                var score = dot * qScale * cache.KeyScales[row];
-                score.Store(weights + j * H);
-                max = Vector128.Max(max, score);
+                int row = cache.Row(j, g);
+                int* d = dots + (j - first) * H;
+                float* wr = weights + (j - first) * H, keyScales = cache.KeyScales + row;
+                sbyte* keyZeros = cache.KeyZeros + row;
+                TKernel.DotInt8x4(q8, cache.Keys + (long)row * hd, stride, run, hd, d);
+                for (int i = 0; i < run; i++)
+                {
+                    var dot = Vector128.ConvertToSingle(Vector128.Load(d + i * H)) - keyZeros[i] * qSum;
+                    var score = dot * qScale * keyScales[i];
+                    score.Store(wr + i * H);
+                    max = Vector128.Max(max, score);
+                }
             }
 
-            // Softmax numerators; the weights fold in each value row's scale, and its zero point goes in zeroTerm.
+            // Softmax numerators; the weights fold in each value row's scale, and its zero point goes in zeroTerm. exp
+            // runs on two positions at once (the same per-lane result as one at a time); the sums stay in order.
             Vector128<float> denom = Vector128.Exp(own - max), pOwn = denom, zeroTerm = default;
-            for (int j = 0; j < count; j++)
+            var max2 = Vector256.Create(max, max);
+            for (int j = first, run; j < pos; j += run)
             {
-                int row = cache.Row(first + j, g);
-                var p = Vector128.Exp(Vector128.Load(weights + j * H) - max);
-                denom += p;
-                var w = p * cache.ValueScales[row];
-                zeroTerm += w * cache.ValueZeros[row];
-                w.Store(weights + j * H);
+                run = cache.ContiguousRun(j, pos);
+                int row = cache.Row(j, g);
+                float* wr = weights + (j - first) * H, valueScales = cache.ValueScales + row;
+                sbyte* valueZeros = cache.ValueZeros + row;
+                int i = 0;
+                for (; i + 2 <= run; i += 2)
+                {
+                    var p2 = Vector256.Exp(Vector256.Load(wr + i * H) - max2);
+                    var p = p2.GetLower();
+                    denom += p;
+                    var w = p * valueScales[i];
+                    zeroTerm += w * valueZeros[i];
+                    w.Store(wr + i * H);
+                    p = p2.GetUpper();
+                    denom += p;
+                    w = p * valueScales[i + 1];
+                    zeroTerm += w * valueZeros[i + 1];
+                    w.Store(wr + (i + 1) * H);
+                }
+                if (i < run)
+                {
+                    var p = Vector128.Exp(Vector128.Load(wr + i * H) - max);
+                    denom += p;
+                    var w = p * valueScales[i];
+                    zeroTerm += w * valueZeros[i];
+                    w.Store(wr + i * H);
+                }
             }
 
             // Pass 2: Σ weight · int8 value.

@@ -6,16 +6,16 @@ using ParetoQ.Runtime.Quantization;
 namespace ParetoQ.Runtime.Backends.Cpu;
 
 /// <summary>
-/// KV cache in host memory: (capacity, kvHeads, headDim) keys and values, int8 with a scale and zero point per
-/// (position, head), or fp32. Position p lives in slot p for global layers and p mod capacity for ring (local) layers.
+/// KV cache in host memory: (kvHeads, capacity, headDim) keys and values, int8 with a scale and zero point per
+/// (head, position), or fp32. Head-major, so the attention over one KV head streams one contiguous block. Position p lives in slot p for global layers and p mod capacity for ring (local) layers.
 /// The int8 arrays are pinned, so the attention kernels read them through <see cref="View"/>.
 /// </summary>
 public sealed class CpuKvCache : BackendKvCache
 {
-    private readonly sbyte[] _k8 = [], _v8 = [];         // (capacity, kvHeads, hd) int8
-    private readonly float[] _kScale = [], _vScale = [];  // (capacity, kvHeads)
-    private readonly sbyte[] _kZero = [], _vZero = [];    // (capacity, kvHeads)
-    private readonly float[] _k32 = [], _v32 = [];        // (capacity, kvHeads, hd) fp32
+    private readonly sbyte[] _k8 = [], _v8 = [];         // (kvHeads, capacity, hd) int8
+    private readonly float[] _kScale = [], _vScale = [];  // (kvHeads, capacity)
+    private readonly sbyte[] _kZero = [], _vZero = [];    // (kvHeads, capacity)
+    private readonly float[] _k32 = [], _v32 = [];        // (kvHeads, capacity, hd) fp32
 
     public CpuKvCache(int capacity, int kvHeads, int headDim, KvCacheType type, bool ring)
         : base(capacity, kvHeads, headDim, type, ring)
@@ -44,6 +44,9 @@ public sealed class CpuKvCache : BackendKvCache
 
     private int Slot(int pos) => Ring ? pos % Capacity : pos;
 
+    /// <summary>Index of (position, head) among the cached vectors, as <see cref="Int8KvView.Row"/>.</summary>
+    private int Row(int pos, int head) => head * Capacity + Slot(pos);
+
     /// <summary>The int8 cache as the attention kernels read it.</summary>
     internal unsafe Int8KvView View
         => new(Pointer(_k8), Pointer(_v8), Pointer(_kScale), Pointer(_kZero), Pointer(_vScale), Pointer(_vZero),
@@ -57,10 +60,10 @@ public sealed class CpuKvCache : BackendKvCache
     {
         if (!Ring
             && pos >= Capacity) throw new InvalidOperationException($"position {pos} is past the KV cache capacity {Capacity}");
-        int slot = Slot(pos), hd = HeadDim;
+        int hd = HeadDim;
         for (int h = 0; h < KvHeads; h++)
         {
-            int row = slot * KvHeads + h;
+            int row = Row(pos, h);
             if (Type == KvCacheType.Int8)
             {
                 (_kScale[row], _kZero[row]) = KvQuantizer.Quantize(k.Slice(h * hd, hd), _k8.AsSpan(row * hd, hd));
@@ -77,7 +80,7 @@ public sealed class CpuKvCache : BackendKvCache
     /// <summary>q · k[pos, head].</summary>
     public float DotKey(ReadOnlySpan<float> q, int pos, int head)
     {
-        int row = Slot(pos) * KvHeads + head, hd = HeadDim;
+        int row = Row(pos, head), hd = HeadDim;
         if (Type == KvCacheType.F32) return ScalarKernels.Dot(q, _k32.AsSpan(row * hd, hd));
         var k8 = _k8.AsSpan(row * hd, hd);
         float scale = _kScale[row];
@@ -90,7 +93,7 @@ public sealed class CpuKvCache : BackendKvCache
     /// <summary>acc += p · v[pos, head].</summary>
     public void AccumulateValue(int pos, int head, float p, Span<float> acc)
     {
-        int row = Slot(pos) * KvHeads + head, hd = HeadDim;
+        int row = Row(pos, head), hd = HeadDim;
         if (Type == KvCacheType.F32)
         {
             var v = _v32.AsSpan(row * hd, hd);
