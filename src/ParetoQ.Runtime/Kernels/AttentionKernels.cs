@@ -141,19 +141,23 @@ internal unsafe struct Avx512AttentionKernel : IAttentionKernel
                 a2 += Avx512BW.MultiplyAddAdjacent(x, Vector512.Load(q2 + i));
                 a3 += Avx512BW.MultiplyAddAdjacent(x, Vector512.Load(q3 + i));
             }
-            // Integer sums, so the order of the additions does not matter: fold to 256 bits, add a 16-value tail there.
-            Vector256<int> b0 = a0.GetLower() + a0.GetUpper(), b1 = a1.GetLower() + a1.GetUpper(),
-                b2 = a2.GetLower() + a2.GetUpper(), b3 = a3.GetLower() + a3.GetUpper();
             if (i < hd)
             {
+                // A 16-value tail, in the lower half (integer sums: the order of the additions does not matter).
                 var x = Avx2.ConvertToVector256Int16(row + i);
-                b0 += Avx2.MultiplyAddAdjacent(x, Vector256.Load(q16 + i));
-                b1 += Avx2.MultiplyAddAdjacent(x, Vector256.Load(q1 + i));
-                b2 += Avx2.MultiplyAddAdjacent(x, Vector256.Load(q2 + i));
-                b3 += Avx2.MultiplyAddAdjacent(x, Vector256.Load(q3 + i));
+                a0 += Avx2.MultiplyAddAdjacent(x, Vector256.Load(q16 + i)).ToVector512();
+                a1 += Avx2.MultiplyAddAdjacent(x, Vector256.Load(q1 + i)).ToVector512();
+                a2 += Avx2.MultiplyAddAdjacent(x, Vector256.Load(q2 + i)).ToVector512();
+                a3 += Avx2.MultiplyAddAdjacent(x, Vector256.Load(q3 + i)).ToVector512();
             }
-            var s = Avx2.HorizontalAdd(Avx2.HorizontalAdd(b0, b1), Avx2.HorizontalAdd(b2, b3));
-            (s.GetLower() + s.GetUpper()).Store(dots + j * Heads);
+            // Transpose-and-add: after two unpack levels each 128-bit lane holds (head 0, 1, 2, 3) partial sums, so
+            // folding the four lanes gives the four dots (single-uop steps; vphaddd costs three).
+            var a01 = Avx512F.UnpackLow(a0, a1) + Avx512F.UnpackHigh(a0, a1);
+            var a23 = Avx512F.UnpackLow(a2, a3) + Avx512F.UnpackHigh(a2, a3);
+            var heads = Avx512F.UnpackLow(a01.AsInt64(), a23.AsInt64()).AsInt32()
+                + Avx512F.UnpackHigh(a01.AsInt64(), a23.AsInt64()).AsInt32(); // added as int32: no carry across
+            var half = heads.GetLower() + heads.GetUpper();
+            (half.GetLower() + half.GetUpper()).Store(dots + j * Heads);
         }
     }
 

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace ParetoQ.Runtime.Kernels;
@@ -112,7 +113,23 @@ public static unsafe class Int8Attention
                 float* wr = weights + (j - first) * H, keyScales = cache.KeyScales + row;
                 sbyte* keyZeros = cache.KeyZeros + row;
                 TKernel.DotInt8x4(q8, cache.Keys + (long)row * hd, stride, run, hd, d);
-                for (int i = 0; i < run; i++)
+                // Two positions a step with two running maxima: max is exact in any order, and one chain of
+                // Vector128.Max (three dependent instructions) per position was the loop's bound.
+                int i = 0;
+                Vector256<float> qSum2 = Vector256.Create(qSum, qSum), qScale2 = Vector256.Create(qScale, qScale);
+                Vector256<float> maxA = Vector256.Create(max, max), maxB = maxA;
+                for (; i + 4 <= run; i += 4)
+                {
+                    var a = Scores(d + i * H, keyZeros + i, keyScales + i, qSum2, qScale2);
+                    var b = Scores(d + (i + 2) * H, keyZeros + i + 2, keyScales + i + 2, qSum2, qScale2);
+                    a.Store(wr + i * H);
+                    b.Store(wr + (i + 2) * H);
+                    maxA = Vector256.Max(maxA, a);
+                    maxB = Vector256.Max(maxB, b);
+                }
+                maxA = Vector256.Max(maxA, maxB);
+                max = Vector128.Max(maxA.GetLower(), maxA.GetUpper());
+                for (; i < run; i++)
                 {
                     var dot = Vector128.ConvertToSingle(Vector128.Load(d + i * H)) - keyZeros[i] * qSum;
                     var score = dot * qScale * keyScales[i];
@@ -171,6 +188,17 @@ public static unsafe class Int8Attention
                 for (int i = 0; i < hd; i++) oh[i] = (acc[h * hd + i] - zero + po * vOwn[i]) * inv;
             }
         }
+    }
+
+    // The scores of two consecutive positions: (dot − zero·Σq) · qScale · keyScale per lane, as the one-position loop
+    // forms them.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Scores(int* dots, sbyte* zeros, float* scales, Vector256<float> qSum,
+        Vector256<float> qScale)
+    {
+        var zero = Vector256.Create(Vector128.Create((float)zeros[0]), Vector128.Create((float)zeros[1]));
+        var scale = Vector256.Create(Vector128.Create(scales[0]), Vector128.Create(scales[1]));
+        return (Vector256.ConvertToSingle(Vector256.Load(dots)) - zero * qSum) * qScale * scale;
     }
 
     /// <summary>
