@@ -82,7 +82,8 @@ public static class KernelDispatch
     {
         // AVX-512 at 512 bits beats 256-bit VNNI on this kind of load: twice the width per instruction for one extra
         // vpmaddwd.
-        foreach (var p in new[] { KernelPath.Avx512Gfni, KernelPath.Avx512, KernelPath.AvxVnni, KernelPath.Avx2, KernelPath.Neon })
+        foreach (var p in new[]
+            { KernelPath.Avx512Gfni, KernelPath.Avx512, KernelPath.AvxVnni, KernelPath.Avx2, KernelPath.Neon })
             if (IsSupported(p)) return p;
         return KernelPath.Scalar;
     }

@@ -134,8 +134,8 @@ public class KernelTests(ITestOutputHelper output)
                 $"{KernelDispatch.Name(path)}: the CPU flags and environment say {(offered ? "offered" : "absent")}, dispatch says the opposite");
             if (!offered) output.WriteLine($"{KernelDispatch.Name(path)}: not on this machine, so not covered here");
         }
-        var best = new[] { KernelPath.Avx512Gfni, KernelPath.Avx512, KernelPath.AvxVnni, KernelPath.Avx2 }.FirstOrDefault(p => expected[p],
-            KernelPath.Scalar);
+        var best = new[] { KernelPath.Avx512Gfni, KernelPath.Avx512, KernelPath.AvxVnni, KernelPath.Avx2 }
+            .FirstOrDefault(p => expected[p], KernelPath.Scalar);
         Assert.Equal(best, KernelDispatch.Best);
     }
 

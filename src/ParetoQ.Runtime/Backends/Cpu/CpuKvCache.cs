@@ -7,7 +7,8 @@ namespace ParetoQ.Runtime.Backends.Cpu;
 
 /// <summary>
 /// KV cache in host memory: (kvHeads, capacity, headDim) keys and values, int8 with a scale and zero point per
-/// (head, position), or fp32. Head-major, so the attention over one KV head streams one contiguous block. Position p lives in slot p for global layers and p mod capacity for ring (local) layers.
+/// (head, position), or fp32. Head-major, so the attention over one KV head streams one contiguous block. Position p
+/// lives in slot p for global layers and p mod capacity for ring (local) layers.
 /// The int8 arrays are pinned, so the attention kernels read them through <see cref="View"/>.
 /// </summary>
 public sealed class CpuKvCache : BackendKvCache
