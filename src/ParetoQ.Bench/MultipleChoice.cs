@@ -1,5 +1,6 @@
 using System.Text;
 using System.Text.Json;
+using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Generation;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Text;
@@ -28,6 +29,7 @@ public sealed record ChoiceScore(ChoiceItem Item, double[] LogLikelihoods, int[]
 public static class MultipleChoice
 {
     private const int MaxLineBytes = 1 << 20;
+    private const long MaxFileBytes = 256 << 20;
 
     /// <summary>
     /// Reads JSON lines of the form <c>{"context": "...", "choices": ["...", ...], "label": 0}</c> (an optional
@@ -40,22 +42,21 @@ public static class MultipleChoice
         var items = new List<ChoiceItem>();
         var utf8 = new UTF8Encoding(false, throwOnInvalidBytes: true);
         int number = 0;
-        foreach (byte[] raw in Lines(File.ReadAllBytes(path)))
+        foreach (byte[] raw in Lines(InputFile.ReadAll(path, MaxFileBytes,
+            problem => new InvalidDataException($"{path}: {problem}"))))
         {
             number++;
             string where = $"{path}:{number}";
-            if (raw.Length > MaxLineBytes) throw new ArgumentException($"{where}: line longer than {MaxLineBytes} bytes");
+            if (raw.Length > MaxLineBytes) throw new InvalidDataException($"{where}: line longer than {MaxLineBytes} bytes");
             string line;
             try { line = utf8.GetString(raw); }
-            catch (DecoderFallbackException) { throw new ArgumentException($"{where}: not valid UTF-8"); }
+            catch (DecoderFallbackException) { throw new InvalidDataException($"{where}: not valid UTF-8"); }
             if (line.Trim().Length == 0) continue;
-            JsonDocument doc;
-            try { doc = JsonDocument.Parse(line, new JsonDocumentOptions { MaxDepth = 4 }); }
-            catch (JsonException e) { throw new ArgumentException($"{where}: not a JSON object ({e.Message})"); }
-            using (doc)
+            using (var doc = StrictJson.Parse(raw, 4, "the line",
+                problem => new InvalidDataException($"{where}: {problem}")))
             {
                 var root = doc.RootElement;
-                if (root.ValueKind != JsonValueKind.Object) throw new ArgumentException($"{where}: not a JSON object");
+                if (root.ValueKind != JsonValueKind.Object) throw new InvalidDataException($"{where}: not a JSON object");
                 string? context = null;
                 List<string>? choices = null;
                 int? label = null;
@@ -70,25 +71,25 @@ public static class MultipleChoice
                             foreach (var c in p.Value.EnumerateArray())
                                 choices.Add(c.ValueKind == JsonValueKind.String && c.GetString()!.Length > 0
                                     ? c.GetString()!
-                                    : throw new ArgumentException($"{where}: every choice must be a non-empty string"));
+                                    : throw new InvalidDataException($"{where}: every choice must be a non-empty string"));
                             break;
                         case "label" when p.Value.ValueKind == JsonValueKind.Number && label is null:
                             label = p.Value.TryGetInt32(out int l) ? l
-                                : throw new ArgumentException($"{where}: label must be an integer");
+                                : throw new InvalidDataException($"{where}: label must be an integer");
                             break;
                         case "id" when p.Value.ValueKind is JsonValueKind.String or JsonValueKind.Number: break;
-                        default: throw new ArgumentException($"{where}: unexpected or repeated field '{p.Name}' (expected context, choices, label and optionally id)");
+                        default: throw new InvalidDataException($"{where}: unexpected or repeated field '{p.Name}' (expected context, choices, label and optionally id)");
                     }
                 }
                 if (context is null || choices is null
-                    || label is null) throw new ArgumentException($"{where}: needs \"context\" (string), \"choices\" (array of strings) and \"label\" (integer)");
-                if (choices.Count < 2) throw new ArgumentException($"{where}: needs at least 2 choices");
+                    || label is null) throw new InvalidDataException($"{where}: needs \"context\" (string), \"choices\" (array of strings) and \"label\" (integer)");
+                if (choices.Count < 2) throw new InvalidDataException($"{where}: needs at least 2 choices");
                 if (label < 0
-                    || label >= choices.Count) throw new ArgumentException($"{where}: label {label} is not a choice index (0..{choices.Count - 1})");
+                    || label >= choices.Count) throw new InvalidDataException($"{where}: label {label} is not a choice index (0..{choices.Count - 1})");
                 items.Add(new ChoiceItem(number, context, choices, label.Value));
             }
         }
-        if (items.Count == 0) throw new ArgumentException($"{path} holds no questions");
+        if (items.Count == 0) throw new InvalidDataException($"{path} holds no questions");
         return items;
     }
 
@@ -107,9 +108,9 @@ public static class MultipleChoice
             for (int c = 0; c < item.Choices.Count; c++)
             {
                 int[] ids = tokenizer.Encode(item.Context + item.Choices[c], addBos: true);
-                if (ids.Length <= contextTokens) throw new ArgumentException($"line {item.Line}: choice {c} adds no tokens to the context");
+                if (ids.Length <= contextTokens) throw new InvalidDataException($"line {item.Line}: choice {c} adds no tokens to the context");
                 if (ids.Length > session.ContextLength)
-                    throw new ArgumentException($"line {item.Line}: context and choice {c} are {ids.Length} tokens, more than the context length {session.ContextLength}");
+                    throw new InvalidDataException($"line {item.Line}: context and choice {c} are {ids.Length} tokens, more than the context length {session.ContextLength}");
                 scores[c] = TokenScoring.LogLikelihood(session, ids, contextTokens, logits);
                 bytes[c] = Encoding.UTF8.GetByteCount(item.Choices[c]);
             }

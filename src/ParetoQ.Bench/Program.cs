@@ -25,20 +25,7 @@ public static class Program
         root.Subcommands.Add(ModelCommand());
         root.Subcommands.Add(MultipleChoiceCommand());
         root.Subcommands.Add(DevicesCommand());
-        var parsed = root.Parse(args);
-        if (UsageErrors.Report(parsed, "paretoq-bench")) return UsageErrors.ExitCode;
-        try
-        {
-            return parsed.Invoke();
-        }
-        catch (Exception e) when (e is ArgumentException or NotSupportedException or IOException
-            or UnauthorizedAccessException
-                                   or Runtime.Format.PqFormatException or ModelConfigException
-                                       or Runtime.Text.TokenizerException)
-        {
-            Console.Error.WriteLine($"paretoq-bench: {e.Message}");
-            return 1;
-        }
+        return ProgramErrors.Invoke(root, args, "paretoq-bench");
     }
 
     private static Option<int> Threads()
@@ -73,7 +60,7 @@ public static class Program
             string? filter = parse.GetValue(shapes);
             var selected = KernelBench.DefaultShapes.Where(s => filter is null
                 || Split(filter).Any(f => s.Name.Contains(f, StringComparison.OrdinalIgnoreCase))).ToList();
-            if (selected.Count == 0) throw new ArgumentException($"no shape matches '{filter}'");
+            if (selected.Count == 0) throw new UsageException($"no shape matches '{filter}'");
             KernelBench.Run(report, pool, ParsePaths(parse.GetValue(paths)!), ParseFormats(parse.GetValue(formats)!),
                 selected, Split(parse.GetValue(tokens)!).Select(ParsePositive).ToList(), parse.GetValue(minTime),
                     Console.Error, parse.GetValue(cold));
@@ -156,7 +143,7 @@ public static class Program
             report.Fact("read_GB/s", bw);
             var promptLengths = Split(parse.GetValue(prompts)!).Select(ParsePositive).ToList();
             int decodeTokens = parse.GetValue(decode);
-            if (decodeTokens < 1) throw new ArgumentException("--decode must be at least 1");
+            if (decodeTokens < 1) throw new UsageException("--decode must be at least 1");
             if (parse.GetValue(modelFile) is { } file)
             {
                 ModelBench.Run(report, file, Path.GetFileName(file), backend, promptLengths, decodeTokens, bw,
@@ -165,7 +152,7 @@ public static class Program
             else
             {
                 if (!WeightFormats.TryParse(parse.GetValue(head)!,
-                    out var headFormat)) throw new ArgumentException($"unknown head format '{parse.GetValue(head)}'");
+                    out var headFormat)) throw new UsageException($"unknown head format '{parse.GetValue(head)}'");
                 var matrix = ModelBench.DefaultModels.AsEnumerable();
                 if (parse.GetValue(presets) is { } p)
                 {
@@ -233,7 +220,7 @@ public static class Program
         cmd.SetAction(parse =>
         {
             var items = MultipleChoice.Read(parse.GetValue(jsonl)!);
-            if (parse.GetValue(limit) is var n && n < 0) throw new ArgumentException($"--limit {n} must be ≥ 0");
+            if (parse.GetValue(limit) is var n && n < 0) throw new UsageException($"--limit {n} must be ≥ 0");
             if (n > 0) items = items.Take(n).ToList();
             using var model = LanguageModel.Load(parse.GetValue(modelFile)!,
                 new CpuBackendOptions { Threads = ThreadCount(parse.GetValue(threads)),
@@ -265,7 +252,17 @@ public static class Program
         return cmd;
     }
 
-    private static int ThreadCount(int requested) => Runtime.Kernels.ThreadCount.Check(requested, "--threads");
+    private static int ThreadCount(int requested)
+    {
+        try
+        {
+            return Runtime.Kernels.ThreadCount.Check(requested, "--threads");
+        }
+        catch (ArgumentException e)
+        {
+            throw new UsageException(e.Message);
+        }
+    }
 
     private static string[] Split(string list)
         => list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
@@ -273,11 +270,11 @@ public static class Program
     private static int ParsePositive(string s) =>
         int.TryParse(s, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture,
             out int v) && v > 0
-            ? v : throw new ArgumentException($"'{s}' is not a positive integer");
+            ? v : throw new UsageException($"'{s}' is not a positive integer");
 
     private static List<WeightFormat> ParseFormats(string list) => Split(list).Select(n =>
         WeightFormats.TryParse(n, out var f) && WeightFormats.IsPacked(f) ? f
-            : throw new ArgumentException($"unknown packed format '{n}'")).ToList();
+            : throw new UsageException($"unknown packed format '{n}'")).ToList();
 
     private static List<KernelPath> ParsePaths(string list) => list switch
     {

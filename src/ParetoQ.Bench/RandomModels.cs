@@ -1,3 +1,4 @@
+using ParetoQ.CommandLine;
 using System.Runtime.InteropServices;
 using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Model;
@@ -50,7 +51,7 @@ public static class RandomModels
             LayerTypes = Enumerable.Repeat(AttentionKind.Global, 4).ToArray(),
                 RopeLayers = Enumerable.Repeat(true, 4).ToArray(),
         },
-        _ => throw new ArgumentException($"unknown model preset '{name}' (expected mobilellm-1b, mobilellm-pro-1b or tiny)"),
+        _ => throw new UsageException($"unknown model preset '{name}' (expected mobilellm-1b, mobilellm-pro-1b or tiny)"),
     };
 
     public static readonly string[] PresetNames = ["mobilellm-1b", "mobilellm-pro-1b", "tiny"];

@@ -1,4 +1,6 @@
+using ParetoQ.CommandLine;
 using System.Text;
+using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Generation;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Text;
@@ -24,16 +26,19 @@ internal enum PerplexityMode
 
 internal static class Perplexity
 {
+    /// <summary>The largest text scored: about 16M tokens, hours of prefill on a laptop.</summary>
+    public const long MaxTextBytes = 64 << 20;
+
     public static int Run(Session session, ITokenizer tokenizer, string path, PerplexityMode mode)
     {
-        byte[] bytes = File.ReadAllBytes(path);
+        byte[] bytes = InputFile.ReadAll(path, MaxTextBytes, problem => new InvalidDataException($"{path}: {problem}"));
         string text;
         try { text = new UTF8Encoding(false, throwOnInvalidBytes: true).GetString(bytes); }
-        catch (DecoderFallbackException e) { throw new ArgumentException($"{path} is not valid UTF-8 (byte {e.Index})"); }
+        catch (DecoderFallbackException e) { throw new InvalidDataException($"{path} is not valid UTF-8 (byte {e.Index})"); }
         int[] tokens = tokenizer.Encode(text, addBos: true);
-        if (tokens.Length < 2) throw new ArgumentException($"{path} has fewer than 2 tokens; nothing to score");
+        if (tokens.Length < 2) throw new InvalidDataException($"{path} has fewer than 2 tokens; nothing to score");
 
-        if (session.ContextLength < 2) throw new ArgumentException("perplexity needs a context of at least 2 tokens");
+        if (session.ContextLength < 2) throw new UsageException("perplexity needs a context of at least 2 tokens");
         int window = session.ContextLength, stride = Math.Max(1, window / 2);
         var logits = new float[session.MaxBatch * session.Config.VocabSize];
         double nll = 0;
@@ -41,7 +46,7 @@ internal static class Perplexity
         if (mode == PerplexityMode.Chunks)
         {
             if (tokens.Length < 2 * window)
-                throw new ArgumentException($"{path} has {tokens.Length} tokens; chunked perplexity with a context of {window} needs at least {2 * window}");
+                throw new InvalidDataException($"{path} has {tokens.Length} tokens; chunked perplexity with a context of {window} needs at least {2 * window}");
             int first = window / 2;
             var chunk = new int[window];
             for (int begin = 0; begin + window <= tokens.Length; begin += window)

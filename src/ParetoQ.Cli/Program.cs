@@ -56,6 +56,16 @@ public static class Program
         var perplexityMode = new Option<string>("--perplexity-mode") { Description = "windows: sliding windows with half-context overlap, every token scored once; chunks: llama-perplexity's protocol (chunks of --context tokens starting with BOS, second halves scored), comparable with llama-perplexity -c N", DefaultValueFactory = _ => "windows" };
         perplexityMode.AcceptOnlyFromAmong("windows", "chunks");
 
+        // Out-of-range values are usage errors, found by the engine's own checks at parse time.
+        maxTokens.Check(n => { if (n < 0) throw new ArgumentException($"--max-tokens {n} must be ≥ 0"); });
+        temperature.Check(v => new SamplerOptions { Temperature = v }.Validate());
+        topK.Check(v => new SamplerOptions { TopK = v }.Validate());
+        topP.Check(v => new SamplerOptions { TopP = v }.Validate());
+        minP.Check(v => new SamplerOptions { MinP = v }.Validate());
+        repeatPenalty.Check(v => new SamplerOptions { RepeatPenalty = v }.Validate());
+        threads.Check(v => ThreadCount.Check(v, "--threads"));
+        context.Check(v => { if (v < 0) throw new ArgumentException($"--context {v} must be ≥ 0"); });
+
         var root = new RootCommand("paretoq-run: run a ParetoQ low-bit language model (.pq)")
         {
             model, prompt, maxTokens, temperature, topK, topP, minP, repeatPenalty, seed, context, kvCache, chat,
@@ -75,9 +85,7 @@ public static class Program
             parse.GetValue(perplexityMode) == "chunks" ? PerplexityMode.Chunks : PerplexityMode.Windows,
                 parse.GetValue(threads), parse.GetValue(exact), parse.GetValue(device)!)));
 
-        var parsed = root.Parse(args);
-        if (UsageErrors.Report(parsed, "paretoq-run")) return UsageErrors.ExitCode;
-        return parsed.Invoke();
+        return ProgramErrors.Invoke(root, args, "paretoq-run");
     }
 
     private sealed record Settings(string? Model, string? Prompt, int MaxTokens, SamplerOptions Sampler, int Context,
@@ -86,40 +94,26 @@ public static class Program
 
     private static int Run(Settings s)
     {
-        try
-        {
-            s.Sampler.Validate();
-            if (s.MaxTokens < 0) throw new ArgumentException($"--max-tokens {s.MaxTokens} must be ≥ 0");
-            if (s.Prompt is not null && s.Prompt.Trim().Length == 0) throw new ArgumentException("the prompt is empty");
-            if (s.Prompt is null && !s.Chat
-                && s.Perplexity is null) throw new ArgumentException("give --prompt TEXT, --chat or --perplexity FILE");
-            ThreadCount.Check(s.Threads, "--threads");
-            string path = ResolveModel(s.Model);
-            using var backend = ComputeDevice.Create(s.Device,
-                new CpuBackendOptions { Threads = s.Threads, Exact = s.Exact }, Accelerators);
-            using var model = LanguageModel.Load(path, backend);
-            var tokenizer = Tokenizers.FromFile(model.File, model.Config.VocabSize);
-            using var session = new Session(model,
-                new SessionOptions { ContextLength = s.Context, KvCache = s.KvCache,
-                AllLogits = s.Perplexity is not null });
-            if (s.Perplexity is not null) return Perplexity.Run(session, tokenizer, s.Perplexity, s.PerplexityMode);
-            return s.Chat ? Chat(session, tokenizer, model.File, s) : Complete(session, tokenizer, model.File, s);
-        }
-        catch (Exception e) when (e is PqFormatException or ModelConfigException or TokenizerException
-            or ArgumentException
-                                   or ContextLengthExceededException or IOException or UnauthorizedAccessException
-                                       or NotSupportedException)
-        {
-            Console.Error.WriteLine($"paretoq-run: {e.Message}");
-            return 1;
-        }
+        if (s.Prompt is not null && s.Prompt.Trim().Length == 0) throw new UsageException("the prompt is empty");
+        if (s.Prompt is null && !s.Chat
+            && s.Perplexity is null) throw new UsageException("give --prompt TEXT, --chat or --perplexity FILE");
+        string path = ResolveModel(s.Model);
+        using var backend = ComputeDevice.Create(s.Device,
+            new CpuBackendOptions { Threads = s.Threads, Exact = s.Exact }, Accelerators);
+        using var model = LanguageModel.Load(path, backend);
+        var tokenizer = Tokenizers.FromFile(model.File, model.Config.VocabSize);
+        using var session = new Session(model,
+            new SessionOptions { ContextLength = s.Context, KvCache = s.KvCache,
+            AllLogits = s.Perplexity is not null });
+        if (s.Perplexity is not null) return Perplexity.Run(session, tokenizer, s.Perplexity, s.PerplexityMode);
+        return s.Chat ? Chat(session, tokenizer, model.File, s) : Complete(session, tokenizer, model.File, s);
     }
 
     private static string ResolveModel(string? given)
     {
         if (given is not null)
         {
-            if (!File.Exists(given)) throw new FileNotFoundException($"model file '{given}' does not exist");
+            InputFile.Check(given, problem => new PqFormatException(given, null, problem));
             return given;
         }
         foreach (string dir in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
@@ -134,13 +128,14 @@ public static class Program
         var result = Generate(session, tokenizer, file, s, ids);
         Console.WriteLine();
         PrintStats(result);
-        return 0;
+        // The partial text stays printed; the exit code says it was cut short.
+        return result.Reason == StopReason.Cancelled ? ProgramErrors.Interrupted : 0;
     }
 
     private static int Chat(Session session, ITokenizer tokenizer, PqFile file, Settings s)
     {
         if (tokenizer is not TiktokenTextTokenizer llama4 || !llama4.SpecialTokens.ContainsKey("<|header_start|>"))
-            throw new ArgumentException($"{file.Path} has no Llama-4 chat tokens; --chat needs an instruct model");
+            throw new NotSupportedException($"{file.Path} has no Llama-4 chat tokens; --chat needs an instruct model");
         var first = new List<ChatTemplate.Message>();
         if (s.System is not null) first.Add(new("system", s.System));
         bool interactive = s.Prompt is null;

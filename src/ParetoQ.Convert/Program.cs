@@ -30,12 +30,12 @@ public static class Program
             "-v") { Description = "Print every tensor's origin, format and reconstruction error" };
 
         var root = new RootCommand("paretoq-convert: convert Hugging Face checkpoints to .pq and .pq to GGUF, and inspect or verify .pq files") { input, output, to, bits, head, force, verbose };
-        root.SetAction(p => Guard(() =>
+        root.SetAction(p =>
         {
             if (p.GetValue(to) == "gguf")
             {
                 if (p.GetResult(bits) is { Implicit: false } || p.GetResult(head) is { Implicit: false })
-                    throw new ArgumentException("--bits and --head choose how a Hugging Face checkpoint is quantized; GGUF export keeps the .pq file's formats");
+                    throw new UsageException("--bits and --head choose how a Hugging Face checkpoint is quantized; GGUF export keeps the .pq file's formats");
                 return ExportGguf(p.GetValue(input)!, p.GetValue(output)!, p.GetValue(force), p.GetValue(verbose));
             }
             return Convert(p.GetValue(input)!, p.GetValue(output)!, new ConversionOptions
@@ -44,38 +44,19 @@ public static class Program
                 Head = ConversionOptions.HeadNames[p.GetValue(head)!],
                 Overwrite = p.GetValue(force),
             }, p.GetValue(verbose));
-        }));
+        });
 
         var file = new Argument<string>("MODEL") { Description = "A .pq file" };
         var inspect = new Command("inspect", "Print a .pq file's config, tokenizer, provenance and tensors") { file };
-        inspect.SetAction(p => Guard(() => Inspect(p.GetValue(file)!)));
+        inspect.SetAction(p => Inspect(p.GetValue(file)!));
         var verifyFile = new Argument<string>("MODEL") { Description = "A .pq file" };
         var verify = new Command("verify",
             "Check every checksum of a .pq file, then that the model and its tokenizer load") { verifyFile };
-        verify.SetAction(p => Guard(() => Verify(p.GetValue(verifyFile)!)));
+        verify.SetAction(p => Verify(p.GetValue(verifyFile)!));
         root.Subcommands.Add(inspect);
         root.Subcommands.Add(verify);
 
-        var parsed = root.Parse(args);
-        if (UsageErrors.Report(parsed, "paretoq-convert")) return UsageErrors.ExitCode;
-        return parsed.Invoke();
-    }
-
-    private static int Guard(Func<int> action)
-    {
-        try
-        {
-            return action();
-        }
-        catch (Exception e) when (e is CheckpointException or PqFormatException or ModelConfigException
-            or TokenizerException or ArgumentException
-                                   or NotSupportedException or IOException or UnauthorizedAccessException
-                                       or OutOfMemoryException)
-        {
-            Console.Error.WriteLine();
-            Console.Error.WriteLine($"paretoq-convert: {e.Message}");
-            return 1;
-        }
+        return ProgramErrors.Invoke(root, args, "paretoq-convert");
     }
 
     /// <summary>A one-line progress bar on stderr when it is a terminal; null otherwise.</summary>

@@ -48,8 +48,9 @@ public static class Checkpoint
 
     public static TrainingState Load(string path)
     {
-        byte[] bytes = File.ReadAllBytes(path);
         InvalidDataException Bad(string problem) => new($"{path}: not a valid checkpoint: {problem}");
+        byte[] bytes = InputFile.ReadAll(path, Array.MaxLength,
+            problem => new InvalidDataException($"{path}: {problem}"));
         if (bytes.Length < 20 || !bytes.AsSpan(0, 8).SequenceEqual(Magic)) throw Bad("no PQCKPT01 header");
         if (XxHash3.HashToUInt64(bytes.AsSpan(0,
             bytes.Length - 8)) != BinaryPrimitives.ReadUInt64LittleEndian(bytes.AsSpan(bytes.Length - 8)))
@@ -57,15 +58,25 @@ public static class Checkpoint
         int metaLength = (int)Math.Min(BinaryPrimitives.ReadUInt32LittleEndian(bytes.AsSpan(8)), int.MaxValue);
         if (metaLength > bytes.Length - 20) throw Bad("metadata length past the end");
         // The checksum already vouches for the bytes; a parse or field error means another program wrote the file.
-        JsonDocument doc;
-        try { doc = JsonDocument.Parse(bytes.AsMemory(12, metaLength)); }
-        catch (JsonException e) { throw Bad($"metadata is not JSON ({e.Message})"); }
-        using var _ = doc;
-        var root = doc.RootElement;
+        using var doc = StrictJson.Parse(bytes.AsMemory(12, metaLength), 16, "metadata", problem => Bad(problem));
+        try
+        {
+            return Read(doc.RootElement, bytes, metaLength, path, Bad);
+        }
+        catch (Exception e) when (e is KeyNotFoundException or InvalidOperationException or FormatException
+            or OverflowException)
+        {
+            throw Bad($"metadata field missing or of the wrong kind ({e.Message})");
+        }
+    }
+
+    private static TrainingState Read(JsonElement root, byte[] bytes, int metaLength, string path,
+        Func<string, InvalidDataException> bad)
+    {
         var config = ModelConfig.Parse(root.GetProperty("config"), path);
         WeightFormat? grid = root.GetProperty("projections").ValueKind == JsonValueKind.Null ? null
             : WeightFormats.TryParse(root.GetProperty("projections").GetString()!, out var f) ? f
-                : throw Bad("unknown projection grid");
+                : throw bad("unknown projection grid");
         var o = root.GetProperty("optimizer");
         var settings = new AdamWSettings
         {
@@ -82,7 +93,7 @@ public static class Checkpoint
             optimizer.AlphaV];
         int at = (12 + metaLength + 3) / 4 * 4;
         if (bytes.Length != at + arrays.Sum(a
-            => (long)a.Length * 4) + 8) throw Bad($"{bytes.Length} bytes do not hold the arrays its config needs");
+            => (long)a.Length * 4) + 8) throw bad($"{bytes.Length} bytes do not hold the arrays its config needs");
         foreach (var array in arrays)
         {
             MemoryMarshal.Cast<byte, float>(bytes.AsSpan(at, array.Length * 4)).CopyTo(array);

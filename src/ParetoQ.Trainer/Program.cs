@@ -4,7 +4,6 @@ using System.Text;
 using ParetoQ.CommandLine;
 using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Generation;
-using ParetoQ.Runtime.Interchange;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
 using ParetoQ.Runtime.Text;
@@ -23,22 +22,13 @@ public static class Program
         root.Subcommands.Add(ExportCommand());
         root.Subcommands.Add(ImportCommand());
         root.Subcommands.Add(ChartCommand());
-        var parsed = root.Parse(args);
-        if (UsageErrors.Report(parsed, "paretoq-train")) return UsageErrors.ExitCode;
-        try
-        {
-            return parsed.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
-        }
-        catch (Exception e) when (e is ArgumentException or IOException or InvalidDataException
-            or UnauthorizedAccessException or NotSupportedException
-                                   or PqFormatException or ModelConfigException or TokenizerException
-                                       or ArithmeticException or CheckpointException)
-        {
-            if (!Console.IsErrorRedirected) Console.Error.WriteLine();
-            Console.Error.WriteLine($"paretoq-train: {e.Message}");
-            return 1;
-        }
+        return ProgramErrors.Invoke(root, args, "paretoq-train");
     }
+
+    /// <summary>The largest training text file read whole.</summary>
+    private const long MaxTextBytes = 1L << 30;
+
+    private static readonly string[] Presets = ["tiny", "mobilellm-7m"];
 
     /// <summary>The model sizes <c>pretrain --model</c> knows.</summary>
     public static ModelConfig Preset(string name, int vocab) => name switch
@@ -47,7 +37,7 @@ public static class Program
         "tiny" => Config(vocab, dim: 32, layers: 2, heads: 4, kvHeads: 2, ffn: 64, context: 128),
         // The shipped experiment: MobileLLM's deep-thin shape at ~7M non-embedding parameters (8.2M tied embedding).
         "mobilellm-7m" => Config(vocab, dim: 256, layers: 10, heads: 4, kvHeads: 1, ffn: 704, context: 512),
-        _ => throw new ArgumentException($"unknown model '{name}' (tiny or mobilellm-7m)"),
+        _ => throw new UsageException($"unknown model '{name}' (tiny or mobilellm-7m)"),
     };
 
     private static ModelConfig Config(int vocab, int dim, int layers, int heads, int kvHeads, int ffn, int context)
@@ -84,8 +74,9 @@ public static class Program
                 foreach (string file in p.GetValue(text)!)
                 {
                     string content;
-                    try { content = utf8.GetString(File.ReadAllBytes(file)); }
-                    catch (DecoderFallbackException e) { throw new ArgumentException($"{file} is not valid UTF-8 (byte {e.Index})"); }
+                    try { content = utf8.GetString(InputFile.ReadAll(file, MaxTextBytes,
+                        problem => new InvalidDataException($"{file}: {problem}"))); }
+                    catch (DecoderFallbackException e) { throw new InvalidDataException($"{file} is not valid UTF-8 (byte {e.Index})"); }
                     foreach (string line in content.Split('\n')) yield return line.TrimEnd('\r');
                 }
             }
@@ -107,6 +98,7 @@ public static class Program
             "-o") { Description = "Checkpoint to write (metrics go beside it as .jsonl)", Required = true };
         var model = new Option<string>("--model") { Description = "Model size: tiny or mobilellm-7m",
             DefaultValueFactory = _ => "tiny" };
+        model.AcceptOnlyFromAmong(Presets);
         var from = new Option<string>("--from") { Description = "The full-precision checkpoint to start from",
             Required = qat };
         var bits = new Option<string>("--bits") { Description = "ParetoQ grid: 1, 1.58, 2, 3 or 4", Required = qat };
@@ -268,7 +260,7 @@ public static class Program
                 series.Add(new ChartSeries(name, train));
                 if (validation.Count > 0) series.Add(new ChartSeries("", validation, Markers: true));
             }
-            if (series.Count == 0) throw new ArgumentException("give --metrics files or --points");
+            if (series.Count == 0) throw new UsageException("give --metrics files or --points");
             Chart.Write(p.GetValue(output)!, p.GetValue(title)!, p.GetValue(xLabel)!, p.GetValue(yLabel)!, series);
             Console.WriteLine($"wrote {p.GetValue(output)} ({series.Count} series)");
             return 0;
@@ -289,7 +281,7 @@ public static class Program
         {
             string source = p.GetValue(model)!, ckpt = p.GetValue(output)!;
             if (!p.GetValue(force)
-                && File.Exists(ckpt)) throw new IOException($"{ckpt} already exists (use --force to replace it)");
+                && File.Exists(ckpt)) throw new OutputExistsException(ckpt);
             var imported = Directory.Exists(source) ? ModelImport.FromHuggingFace(source)
                 : File.Exists(source) ? ModelImport.FromPq(source)
                     : throw new FileNotFoundException($"'{source}' is neither a .pq file nor a directory");
@@ -328,7 +320,7 @@ public static class Program
             }
             string tokenizerPath = p.GetValue(tokenizer)
                 ?? (state.Run.TryGetValue("data", out var d) ? Path.Combine(d, "tokenizer.json")
-                : throw new ArgumentException("the checkpoint does not name its data directory; give --tokenizer"));
+                : throw new UsageException("the checkpoint does not name its data directory; give --tokenizer"));
             var (info, bytes, _) = Tokenizers.LlamaTokenizerJson(tokenizerPath);
             WeightFormats.TryParse(p.GetValue(head)!, out var headFormat);
             string bitsName = model.Projections is { } g

@@ -62,7 +62,8 @@ public static class TokenData
         BinaryPrimitives.WriteUInt64LittleEndian(bytes.AsSpan(24), (ulong)tokens.Count);
         for (int i = 0; i < tokens.Count; i++)
         {
-            if ((uint)tokens[i] >= (uint)vocabSize) throw new ArgumentException($"token {i} is {tokens[i]}, outside the vocabulary of {vocabSize}");
+            if ((uint)tokens[i] >= (uint)vocabSize)
+                throw new ArgumentException($"token {i} is {tokens[i]}, outside the vocabulary of {vocabSize}");
             var at = bytes.AsSpan(HeaderBytes + i * width);
             if (width == 2) BinaryPrimitives.WriteUInt16LittleEndian(at, (ushort)tokens[i]);
             else BinaryPrimitives.WriteInt32LittleEndian(at, tokens[i]);
@@ -76,7 +77,8 @@ public static class TokenData
     /// vocabulary.</summary>
     public static int[] Read(string path, int vocabSize)
     {
-        byte[] bytes = File.ReadAllBytes(path);
+        byte[] bytes = InputFile.ReadAll(path, Array.MaxLength,
+            problem => new InvalidDataException($"{path}: {problem}"));
         string Bad(string problem) => $"{path}: not a valid token file: {problem}";
         if (bytes.Length < HeaderBytes + 8
             || !bytes.AsSpan(0, 8).SequenceEqual(Magic)) throw new InvalidDataException(Bad("no PQTOKENS header"));
@@ -92,14 +94,16 @@ public static class TokenData
         if (XxHash3.HashToUInt64(bytes.AsSpan(0,
             bytes.Length - 8)) != BinaryPrimitives.ReadUInt64LittleEndian(bytes.AsSpan(bytes.Length - 8)))
             throw new InvalidDataException(Bad("checksum mismatch (corrupted)"));
-        if (vocab != vocabSize) throw new InvalidDataException($"{path} was tokenized for a vocabulary of {vocab}; the model's is {vocabSize}");
+        if (vocab != vocabSize)
+            throw new InvalidDataException($"{path} was tokenized for a vocabulary of {vocab}; the model's is {vocabSize}");
         var tokens = new int[count];
         for (long i = 0; i < tokens.LongLength; i++)
         {
             var at = bytes.AsSpan(HeaderBytes + (int)(i * width));
             tokens[i] = width == 2 ? BinaryPrimitives.ReadUInt16LittleEndian(at)
                 : BinaryPrimitives.ReadInt32LittleEndian(at);
-            if ((uint)tokens[i] >= vocab) throw new InvalidDataException(Bad($"token {i} is {tokens[i]}, outside the vocabulary"));
+            if ((uint)tokens[i] >= vocab)
+                throw new InvalidDataException(Bad($"token {i} is {tokens[i]}, outside the vocabulary"));
         }
         return tokens;
     }

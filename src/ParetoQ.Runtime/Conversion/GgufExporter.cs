@@ -40,7 +40,7 @@ public static class GgufExporter
     {
         if (Path.GetFullPath(pqPath) == Path.GetFullPath(output)) throw new ArgumentException($"the output {output} is the input file");
         if (!overwrite
-            && File.Exists(output)) throw new IOException($"{output} already exists (use --force to replace it)");
+            && File.Exists(output)) throw new OutputExistsException(output);
         using var model = LanguageModel.Load(pqPath, new CpuBackendOptions { Threads = 1 });
         var c = model.Config;
         CheckRepresentable(c, pqPath);

@@ -44,16 +44,7 @@ public sealed record HfConfig(
     {
         string path = Path.Combine(directory, FileName);
         ModelConfigException Error(string problem) => new(path, problem);
-        byte[] bytes;
-        try
-        {
-            if (new FileInfo(path).Length > 1 << 20) throw Error("config.json is larger than 1 MiB");
-            bytes = File.ReadAllBytes(path);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw Error($"cannot read: {e.Message}");
-        }
+        byte[] bytes = InputFile.ReadAll(path, 1 << 20, Error);
         using var doc = StrictJson.Parse(bytes, 16, "config.json", Error);
         return Parse(doc.RootElement, path);
     }

@@ -99,7 +99,7 @@ public static class HfConverter
     public static ConversionReport Convert(string directory, string output, ConversionOptions options)
     {
         if (!options.Overwrite
-            && File.Exists(output)) throw new IOException($"{output} already exists (pass --force to replace it)");
+            && File.Exists(output)) throw new OutputExistsException(output);
         if (options.Head is not (WeightFormat.I8Row or WeightFormat.Q4G32) && !WeightFormats.IsFloat(options.Head))
             throw new ArgumentException($"the head format must be int8, q4, f16, bf16 or f32, not {WeightFormats.Name(options.Head)}");
         var hf = HfConfig.Read(directory);

@@ -163,20 +163,6 @@ public sealed record HfTokenizer(PqTokenizerInfo Info, byte[] Bytes, string Desc
             => new TokenizerException(path, msg));
     }
 
-    private static byte[] ReadBounded(string path, long limit)
-    {
-        try
-        {
-            using var fs = File.OpenRead(path);
-            if (fs.Length > limit) throw new TokenizerException(path,
-                $"is {fs.Length} bytes, more than the {limit} a tokenizer file may be");
-            var bytes = new byte[fs.Length];
-            fs.ReadExactly(bytes);
-            return bytes;
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new TokenizerException(path, $"cannot read: {e.Message}");
-        }
-    }
+    private static byte[] ReadBounded(string path, long limit) =>
+        InputFile.ReadAll(path, limit, problem => new TokenizerException(path, problem));
 }

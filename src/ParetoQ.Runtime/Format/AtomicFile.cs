@@ -1,5 +1,12 @@
 namespace ParetoQ.Runtime.Format;
 
+/// <summary>The output file exists and the caller did not ask to replace it (each program names its own flag for
+/// that).</summary>
+public sealed class OutputExistsException(string path) : IOException($"{path} already exists")
+{
+    public string OutputPath { get; } = path;
+}
+
 /// <summary>
 /// Writes a file under a temporary name beside its destination and renames it into place only when complete and
 /// checked, so an interrupted or refused write never leaves a half-file under the final name or replaces a good one.
@@ -12,7 +19,7 @@ public static class AtomicFile
     public static void Write(string path, bool overwrite, Action<FileStream> write, Action<string>? check = null)
     {
         if (!overwrite
-            && File.Exists(path)) throw new IOException($"{path} already exists (pass overwrite to replace it)");
+            && File.Exists(path)) throw new OutputExistsException(path);
         string full = Path.GetFullPath(path);
         if (Directory.Exists(full)) throw new IOException($"{path} is a directory");
         string temp = Path.Combine(Path.GetDirectoryName(full)!,

@@ -2,6 +2,7 @@ using System.Buffers.Binary;
 using System.IO.Hashing;
 using System.IO.MemoryMappedFiles;
 using System.Text.Json;
+using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
 
 namespace ParetoQ.Runtime.Format;
@@ -20,6 +21,8 @@ public sealed unsafe class PqFile : IDisposable
     public const int MaxMetadataBytes = 64 << 20;
     public const int MaxTensors = 1 << 16;
     public const int MaxNameLength = 512;
+    /// <summary>The largest token id any model may use (<see cref="ModelConfig.MaxVocabSize"/> − 1).</summary>
+    public const int MaxTokenId = ModelConfig.MaxVocabSize - 1;
 
     private readonly MemoryMappedFile _map;
     private readonly MemoryMappedViewAccessor _view;
@@ -54,23 +57,16 @@ public sealed unsafe class PqFile : IDisposable
     private PqFile(string path, bool verifyChecksums)
     {
         Path = path;
-        if (!BitConverter.IsLittleEndian) throw Error("this machine is big-endian; .pq files are little-endian and read in place");
-        FileStream stream;
-        try
-        {
-            stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException
-            or NotSupportedException)
-        {
-            throw new PqFormatException(path, null, $"cannot open: {e.Message}", e);
-        }
+        if (!BitConverter.IsLittleEndian)
+            throw Error("this machine is big-endian; .pq files are little-endian and read in place");
+        FileStream stream = InputFile.Open(path, Error);
         long metaLength, dataLength;
         ulong metaHash;
         using (stream)
         {
             FileLength = stream.Length;
-            if (FileLength < HeaderSize) throw Error($"file is {FileLength} bytes, shorter than the {HeaderSize}-byte header (truncated or not a .pq file)");
+            if (FileLength < HeaderSize)
+                throw Error($"file is {FileLength} bytes, shorter than the {HeaderSize}-byte header (truncated or not a .pq file)");
             Span<byte> header = stackalloc byte[HeaderSize];
             stream.ReadExactly(header);
             (metaLength, long dataOffset, dataLength, metaHash) = ReadHeader(header);
@@ -83,7 +79,7 @@ public sealed unsafe class PqFile : IDisposable
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
-                throw new PqFormatException(path, null, $"cannot memory-map: {e.Message}", e);
+                throw new PqFormatException(path, null, $"cannot memory-map: {InputFile.Reason(e)}", e);
             }
         }
         try
@@ -107,7 +103,8 @@ public sealed unsafe class PqFile : IDisposable
                 Tensors = tensors;
                 _byName = new Dictionary<string, PqTensor>(StringComparer.Ordinal);
                 foreach (var t in tensors) _byName[t.Name] = t;
-                if (XxHash3.HashToUInt64(TokenizerBytes) != tokHash) throw Error("tokenizer checksum mismatch (the file is corrupt)");
+                if (XxHash3.HashToUInt64(TokenizerBytes) != tokHash)
+                    throw Error("tokenizer checksum mismatch (the file is corrupt)");
                 if (verifyChecksums) VerifyChecksums();
                 CheckScales();
             }
@@ -121,12 +118,14 @@ public sealed unsafe class PqFile : IDisposable
 
     private (long metaLength, long dataOffset, long dataLength, ulong metaHash) ReadHeader(ReadOnlySpan<byte> h)
     {
-        if (!h[..8].SequenceEqual(Magic)) throw Error("bad magic: not a .pq file");
+        if (!h[..8].SequenceEqual(Magic)) throw Error(ForeignFormat(h) ?? "bad magic: not a .pq file");
         uint version = BinaryPrimitives.ReadUInt32LittleEndian(h[8..]);
-        if (version != Version) throw Error($"unsupported format version {version} (this build reads version {Version})");
+        if (version != Version)
+            throw Error($"unsupported format version {version} (this build reads version {Version})");
         uint headerSize = BinaryPrimitives.ReadUInt32LittleEndian(h[12..]);
         if (headerSize != HeaderSize) throw Error($"header size {headerSize}, expected {HeaderSize}");
-        if (XxHash3.HashToUInt64(h[..56]) != BinaryPrimitives.ReadUInt64LittleEndian(h[56..])) throw Error("header checksum mismatch (the file is corrupt)");
+        if (XxHash3.HashToUInt64(h[..56]) != BinaryPrimitives.ReadUInt64LittleEndian(h[56..]))
+            throw Error("header checksum mismatch (the file is corrupt)");
         ulong metaLength = BinaryPrimitives.ReadUInt64LittleEndian(h[16..]);
         ulong dataOffset = BinaryPrimitives.ReadUInt64LittleEndian(h[24..]);
         ulong dataLength = BinaryPrimitives.ReadUInt64LittleEndian(h[32..]);
@@ -134,7 +133,8 @@ public sealed unsafe class PqFile : IDisposable
         if (BinaryPrimitives.ReadUInt64LittleEndian(h[48..]) != 0) throw Error("reserved header bytes are not zero");
         if (metaLength == 0
             || metaLength > MaxMetadataBytes) throw Error($"metadata length {metaLength} is outside 1..{MaxMetadataBytes}");
-        if (metaLength > (ulong)(FileLength - HeaderSize)) throw Error($"metadata ({metaLength} bytes) runs past the end of the {FileLength}-byte file (truncated?)");
+        if (metaLength > (ulong)(FileLength - HeaderSize))
+            throw Error($"metadata ({metaLength} bytes) runs past the end of the {FileLength}-byte file (truncated?)");
         if (dataOffset % Alignment != 0) throw Error($"data offset {dataOffset} is not {Alignment}-byte aligned");
         if (dataOffset < HeaderSize + metaLength) throw Error($"data offset {dataOffset} overlaps the metadata");
         if (dataOffset > (ulong)FileLength || dataLength != (ulong)FileLength - dataOffset)
@@ -142,13 +142,22 @@ public sealed unsafe class PqFile : IDisposable
         return ((long)metaLength, (long)dataOffset, (long)dataLength, metaHash);
     }
 
+    // Files people hand the engine by mistake, recognised by their first bytes so the error can say what to do.
+    private string? ForeignFormat(ReadOnlySpan<byte> h) =>
+        h[..4].SequenceEqual("GGUF"u8)
+            ? $"is a GGUF file (llama.cpp's format), not a .pq file: convert it with paretoq-convert {Path} -o model.pq"
+        : h[..4].SequenceEqual("PK\u0003\u0004"u8) || h[8] == (byte)'{'
+            ? "is a PyTorch or safetensors checkpoint, not a .pq file: convert its Hugging Face directory with paretoq-convert DIR -o model.pq"
+        : null;
+
     private PqProvenance ReadProvenance(StrictJson p)
     {
         var settings = new Dictionary<string, string>(StringComparer.Ordinal);
         var s = p.Get("settings", JsonValueKind.Object);
         foreach (var kv in s.EnumerateObject())
         {
-            if (kv.Value.ValueKind != JsonValueKind.String) throw Error($"field 'provenance.settings.{kv.Name}' must be a string");
+            if (kv.Value.ValueKind != JsonValueKind.String)
+                throw Error($"field 'provenance.settings.{kv.Name}' must be a string");
             if (!settings.TryAdd(kv.Name,
                 kv.Value.GetString()!)) throw Error($"field 'provenance.settings.{kv.Name}' appears twice");
         }
@@ -164,17 +173,21 @@ public sealed unsafe class PqFile : IDisposable
         long offset = t.Int64("offset", 0, dataLength);
         long length = t.Int64("length", 1, int.MaxValue);
         if (offset % Alignment != 0) throw Error($"tokenizer offset {offset} is not {Alignment}-byte aligned");
-        if (length > dataLength - offset) throw Error($"tokenizer bytes [{offset}, +{length}) run past the data section ({dataLength} bytes)");
+        if (length > dataLength - offset)
+            throw Error($"tokenizer bytes [{offset}, +{length}) run past the data section ({dataLength} bytes)");
         ulong hash = ParseHash(t.String("xxh3", 16), "tokenizer", null);
-        int bos = t.Int("bos_id", -1, int.MaxValue);
-        int pad = t.Int("pad_id", -1, int.MaxValue);
-        int[] eos = t.IntArray("eos_ids", 64, 0, int.MaxValue);
+        // Ids are bounded by the largest vocabulary a config may declare; the tokenizer checks them against the actual
+        // one before it sizes anything by them.
+        int bos = t.Int("bos_id", -1, MaxTokenId);
+        int pad = t.Int("pad_id", -1, MaxTokenId);
+        int[] eos = t.IntArray("eos_ids", 64, 0, MaxTokenId);
         var specials = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (var kv in t.Get("special_tokens", JsonValueKind.Object).EnumerateObject())
         {
             if (specials.Count >= 1 << 16) throw Error("more than 65536 special tokens");
-            if (kv.Value.ValueKind != JsonValueKind.Number || !kv.Value.TryGetInt32(out int id) || id < 0)
-                throw Error($"special token '{kv.Name}' must map to a non-negative integer id");
+            if (kv.Value.ValueKind != JsonValueKind.Number || !kv.Value.TryGetInt32(out int id) || id < 0
+                || id > MaxTokenId)
+                throw Error($"special token '{kv.Name}' must map to an integer id in [0, {MaxTokenId}]");
             if (!specials.TryAdd(kv.Name, id)) throw Error($"special token '{kv.Name}' appears twice");
         }
         string? template = t.OptionalString("chat_template");
@@ -205,10 +218,13 @@ public sealed unsafe class PqFile : IDisposable
             tj.String("name", MaxNameLength);
             tj.RejectUnknown();
             long expected = TensorSize.Bytes(format, shape);
-            if (expected < 0) throw tensorError($"shape [{string.Join(", ", shape)}] is not valid for format {formatName}");
-            if (expected != length) throw tensorError($"length {length} does not match {formatName} [{string.Join(", ", shape)}], which needs {expected} bytes");
+            if (expected < 0)
+                throw tensorError($"shape [{string.Join(", ", shape)}] is not valid for format {formatName}");
+            if (expected != length)
+                throw tensorError($"length {length} does not match {formatName} [{string.Join(", ", shape)}], which needs {expected} bytes");
             if (offset % Alignment != 0) throw tensorError($"offset {offset} is not {Alignment}-byte aligned");
-            if (length > dataLength - offset) throw tensorError($"bytes [{offset}, +{length}) run past the data section ({dataLength} bytes; truncated?)");
+            if (length > dataLength - offset)
+                throw tensorError($"bytes [{offset}, +{length}) run past the data section ({dataLength} bytes; truncated?)");
             list.Add(new PqTensor(this, name, format, shape, offset, length, hash, _base + DataOffset + offset));
             index++;
         }

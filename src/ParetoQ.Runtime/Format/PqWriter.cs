@@ -116,12 +116,12 @@ public sealed class PqWriter
             w.WriteRawValue(_configJson);
 
             w.WriteStartObject("provenance");
-            w.WriteString("source", Provenance.Source);
+            w.WriteString("source", WithoutDirectories(Provenance.Source));
             w.WriteString("bits", Provenance.Bits);
             w.WriteString("tool", Provenance.Tool);
             w.WriteStartObject("settings");
             foreach (var kv in Provenance.Settings.OrderBy(kv => kv.Key, StringComparer.Ordinal)) w.WriteString(kv.Key,
-                kv.Value);
+                WithoutDirectories(kv.Value));
             w.WriteEndObject();
             w.WriteEndObject();
 
@@ -165,4 +165,9 @@ public sealed class PqWriter
     private static string Hex(ulong v) => v.ToString("x16");
 
     private static long Align(long x) => (x + PqFile.Alignment - 1) / PqFile.Alignment * PqFile.Alignment;
+
+    /// <summary>An absolute path as its last component: a shipped file must not carry the directories of the machine
+    /// that built it (user names, build trees).</summary>
+    internal static string WithoutDirectories(string value) =>
+        Path.IsPathFullyQualified(value) ? Path.GetFileName(value.TrimEnd('/', '\\')) : value;
 }

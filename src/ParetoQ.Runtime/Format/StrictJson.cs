@@ -7,7 +7,7 @@ namespace ParetoQ.Runtime.Format;
 /// <see cref="RejectUnknown"/> refuses any field nobody asked for. Errors go through the caller's exception factory,
 /// so each domain (format, config) keeps its own exception type.
 /// </summary>
-internal sealed class StrictJson
+public sealed class StrictJson
 {
     private readonly JsonElement _obj;
     private readonly string _path;
@@ -22,13 +22,54 @@ internal sealed class StrictJson
         Exception> error)
     {
         if (!System.Text.Unicode.Utf8.IsValid(utf8.Span)) throw error($"{what} is not valid UTF-8");
+        JsonDocument doc;
         try
         {
-            return JsonDocument.Parse(utf8, new JsonDocumentOptions { MaxDepth = maxDepth });
+            doc = JsonDocument.Parse(utf8, new JsonDocumentOptions { MaxDepth = maxDepth });
         }
         catch (JsonException e)
         {
             throw error($"{what} is not valid JSON: {e.Message}");
+        }
+        try
+        {
+            CheckStrings(doc.RootElement, what, error);
+            return doc;
+        }
+        catch
+        {
+            doc.Dispose();
+            throw;
+        }
+    }
+
+    // A "\ud800" escape is valid JSON syntax and valid UTF-8, but no string: reading it throws
+    // InvalidOperationException wherever that happens. Every name and string is decoded once here instead.
+    private static void CheckStrings(JsonElement e, string what, Func<string, Exception> error)
+    {
+        switch (e.ValueKind)
+        {
+            case JsonValueKind.Object:
+                foreach (var p in e.EnumerateObject())
+                {
+                    CheckStrings(p.Value, what, error);
+                    try { _ = p.Name; }
+                    catch (InvalidOperationException)
+                    {
+                        throw error($"{what} holds a field name with an unpaired UTF-16 surrogate escape");
+                    }
+                }
+                break;
+            case JsonValueKind.Array:
+                foreach (var item in e.EnumerateArray()) CheckStrings(item, what, error);
+                break;
+            case JsonValueKind.String:
+                try { _ = e.GetString(); }
+                catch (InvalidOperationException)
+                {
+                    throw error($"{what} holds a string with an unpaired UTF-16 surrogate escape (such as \\ud800)");
+                }
+                break;
         }
     }
 
@@ -67,7 +108,8 @@ internal sealed class StrictJson
     public string String(string name, int maxLength = 4096)
     {
         string s = Get(name, JsonValueKind.String).GetString()!;
-        if (s.Length > maxLength) throw _error($"field '{Field(name)}' is {s.Length} characters, more than {maxLength}");
+        if (s.Length > maxLength)
+            throw _error($"field '{Field(name)}' is {s.Length} characters, more than {maxLength}");
         return s;
     }
 
@@ -131,7 +173,8 @@ internal sealed class StrictJson
     public void RejectUnknown()
     {
         foreach (var p in _obj.EnumerateObject())
-            if (!_seen.Contains(p.Name)) throw _error($"unknown field '{Field(p.Name)}' (not supported by this version of ParetoQ.Runtime)");
+            if (!_seen.Contains(p.Name))
+                throw _error($"unknown field '{Field(p.Name)}' (not supported by this version of ParetoQ.Runtime)");
     }
 
     private long CheckedInt(JsonElement v, string field, long min, long max)

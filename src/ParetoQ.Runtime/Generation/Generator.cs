@@ -38,7 +38,7 @@ public sealed class Generator(Session session, ITokenizer tokenizer)
         CancellationToken cancellation = default)
     {
         if (prompt.IsEmpty) throw new ArgumentException("the prompt is empty", nameof(prompt));
-        if (options.MaxTokens < 0) throw new ArgumentOutOfRangeException(nameof(options),
+        if (options.MaxTokens < 0) throw new ArgumentException(
             $"max tokens {options.MaxTokens} must be ≥ 0");
         if (session.Position + prompt.Length > session.ContextLength)
             throw new ContextLengthExceededException($"the prompt has {prompt.Length} tokens; with {session.Position} already in context that exceeds the context length {session.ContextLength}");

@@ -95,16 +95,7 @@ internal static class SourceTensorReader
     /// fails.</summary>
     public static T OpenFile<T>(string path, Func<SafeFileHandle, T> build)
     {
-        SafeFileHandle handle;
-        try
-        {
-            handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException
-            or NotSupportedException)
-        {
-            throw new CheckpointException(path, null, $"cannot open: {e.Message}", e);
-        }
+        var handle = InputFile.OpenHandle(path, problem => new CheckpointException(path, null, problem));
         try
         {
             return build(handle);
@@ -152,8 +143,20 @@ internal static class SourceTensorReader
                     for (int i = 0; i < n; i++) dst[i] = FloatCodec.Bf16ToSingle(BinaryPrimitives.ReadUInt16LittleEndian(bytes[(2 * i)..]));
                     break;
             }
+            // A NaN or infinite weight would quantize to garbage scales and silently wrong logits; every conversion
+            // reads through here, so it is refused here.
+            int bad = FirstNonFinite(dst);
+            if (bad >= 0) throw new CheckpointException(path, tensor.Name,
+                $"element {start + done + bad} is {dst[bad]}; a checkpoint with NaN or infinite weights cannot be converted");
             done += n;
         }
+    }
+
+    private static int FirstNonFinite(ReadOnlySpan<float> values)
+    {
+        for (int i = 0; i < values.Length; i++)
+            if (!float.IsFinite(values[i])) return i;
+        return -1;
     }
 }
 
@@ -231,16 +234,7 @@ public sealed class ShardedCheckpoint : ISourceCheckpoint
     private static Dictionary<string, string> ReadIndex(string path)
     {
         CheckpointException Error(string problem) => new(path, null, problem);
-        byte[] bytes;
-        try
-        {
-            if (new FileInfo(path).Length > MaxIndexBytes) throw Error($"the index is larger than {MaxIndexBytes} bytes");
-            bytes = File.ReadAllBytes(path);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new CheckpointException(path, null, $"cannot read: {e.Message}", e);
-        }
+        byte[] bytes = InputFile.ReadAll(path, MaxIndexBytes, Error);
         using (var doc = StrictJson.Parse(bytes, 8, "the index", Error))
         {
             var json = new StrictJson(doc.RootElement, "", Error);

@@ -64,7 +64,9 @@ public sealed class TorchFile : ICheckpointFile
             if (!members.TryGetValue($"{prefix}data/{t.Storage.Key}",
                 out var member)) throw Error($"its storage data/{t.Storage.Key} is not in the archive", name);
             int size = SourceTensor.BytesPerElement(t.Storage.DType);
-            if (member.Length != t.Storage.Elements * size)
+            // Compared by division: the pickle's element count is untrusted, and count × size can wrap to the
+            // member's length.
+            if (member.Length % size != 0 || member.Length / size != t.Storage.Elements)
                 throw Error($"storage data/{t.Storage.Key} holds {member.Length} bytes, not the {t.Storage.Elements} × {size} the pickle declares", name);
             long elements = 1, expectedStride = 1;
             for (int d = t.Shape.Length - 1; d >= 0; d--)

@@ -14,12 +14,16 @@ internal sealed record TorchTensor(TorchStorage Storage, long StorageOffset, lon
 /// A restricted unpickler for the <c>data.pkl</c> of a PyTorch zip checkpoint. It interprets only the opcodes that
 /// <c>torch.save</c> emits for a state dict and builds plain data; it never imports or calls anything. The only
 /// globals it accepts are the tensor rebuild functions, the three float storage classes and
-/// <c>collections.OrderedDict</c>; any other global or opcode is refused by name. Memory is bounded by the pickle's
-/// size: every object it builds costs at least one opcode byte, and lengths are checked against the bytes left.
+/// <c>collections.OrderedDict</c>; any other global or opcode is refused by name. Memory is bounded: lengths are
+/// checked against the bytes left, and the objects built and the memo entries stored are counted against limits far
+/// above what a state dict needs (a one-byte MEMOIZE would otherwise cost some 70 bytes of memo each).
 /// </summary>
 internal sealed class TorchPickle
 {
     public const int MaxPickleBytes = 64 << 20;
+    /// <summary>Objects built: a state dict takes about 20 per tensor.</summary>
+    public const int MaxObjects = 1 << 20;
+    public const int MaxMemoEntries = 1 << 18;
 
     private static readonly Dictionary<string, SourceDType> StorageTypes = new(StringComparer.Ordinal)
     {
@@ -42,6 +46,7 @@ internal sealed class TorchPickle
     private int _pos;
     private readonly List<object?> _stack = [];
     private readonly Dictionary<long, object?> _memo = [];
+    private int _objects;
 
     private TorchPickle(byte[] data, string path)
     {
@@ -100,9 +105,9 @@ internal sealed class TorchPickle
                 case (byte)'G': Push(BinaryPrimitives.ReadDoubleBigEndian(Take(8))); break;          // BINFLOAT
                 case (byte)'X': Push(Utf8(Length(4))); break;                  // BINUNICODE
                 case 0x8c: Push(Utf8(Byte())); break;                          // SHORT_BINUNICODE
-                case (byte)'q': _memo[Byte()] = Peek(); break;                 // BINPUT
-                case (byte)'r': _memo[BinaryPrimitives.ReadUInt32LittleEndian(Take(4))] = Peek(); break; // LONG_BINPUT
-                case 0x94: _memo[_memo.Count] = Peek(); break;                 // MEMOIZE
+                case (byte)'q': Remember(Byte()); break;                       // BINPUT
+                case (byte)'r': Remember(BinaryPrimitives.ReadUInt32LittleEndian(Take(4))); break; // LONG_BINPUT
+                case 0x94: Remember(_memo.Count); break;                       // MEMOIZE
                 case (byte)'h': Push(Memo(Byte())); break;                     // BINGET
                 case (byte)'j': Push(Memo(BinaryPrimitives.ReadUInt32LittleEndian(Take(4)))); break; // LONG_BINGET
                 case (byte)'t': Push(PopToMark().ToArray()); break;            // TUPLE
@@ -183,12 +188,15 @@ internal sealed class TorchPickle
                 if (a[0] is not TorchStorage storage) throw Error($"_rebuild_tensor_v2 storage is {Describe(a[0])}");
                 long offset = AsLong(a[1], "storage offset");
                 long[] shape = AsLongs(a[2], "size"), stride = AsLongs(a[3], "stride");
-                if (shape.Length != stride.Length) throw Error($"size has {shape.Length} dimensions but stride has {stride.Length}");
-                if (a[5] is not PickleDict { Count: 0 }) throw Error("a tensor with backward hooks is not a plain state dict entry");
+                if (shape.Length != stride.Length)
+                    throw Error($"size has {shape.Length} dimensions but stride has {stride.Length}");
+                if (a[5] is not PickleDict { Count: 0 })
+                    throw Error("a tensor with backward hooks is not a plain state dict entry");
                 return new TorchTensor(storage, offset, shape, stride);
             }
             case RebuildParameter when a.Length == 3 && a[0] is TorchTensor tensor:
-                if (a[2] is not PickleDict { Count: 0 }) throw Error("a parameter with backward hooks is not a plain state dict entry");
+                if (a[2] is not PickleDict { Count: 0 })
+                    throw Error("a parameter with backward hooks is not a plain state dict entry");
                 return tensor;
             default:
                 throw Error($"{g.Name} called with {a.Length} arguments is not a form torch.save writes");
@@ -236,7 +244,19 @@ internal sealed class TorchPickle
         return v;
     }
 
-    private void Push(object? o) => _stack.Add(o);
+    private void Push(object? o)
+    {
+        if (++_objects > MaxObjects)
+            throw Error($"the pickle builds more than {MaxObjects} objects, far more than a state dict needs");
+        _stack.Add(o);
+    }
+
+    private void Remember(long slot)
+    {
+        if (_memo.Count >= MaxMemoEntries && !_memo.ContainsKey(slot))
+            throw Error($"the pickle stores more than {MaxMemoEntries} memo entries, far more than a state dict needs");
+        _memo[slot] = Peek();
+    }
 
     private object? Peek() => _stack.Count > 0 && _stack[^1] is not Mark ? _stack[^1] : throw Error("stack underflow");
 

@@ -66,6 +66,9 @@ internal static class ZipDirectory
         if (cdSize < 0 || cdSize > MaxCentralDirectoryBytes || cdOffset < 0 || cdOffset > endOffset - cdSize)
             throw Error($"the central directory (offset {cdOffset}, {cdSize} bytes) does not lie inside the file");
 
+        // Each entry takes at least 46 bytes of the directory: a count the directory cannot hold is refused before
+        // anything is sized by it.
+        if (entries > cdSize / 46) throw Error($"{entries} zip members cannot fit a central directory of {cdSize} bytes");
         var cd = new byte[cdSize];
         ReadExactly(handle, path, cd, cdOffset);
         var result = new List<ZipEntry>((int)entries);

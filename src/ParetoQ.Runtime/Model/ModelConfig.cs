@@ -42,6 +42,8 @@ public sealed record AttentionTemperatureTuning(double FloorScale, double AttnSc
 public sealed class ModelConfig
 {
     public static readonly string[] KnownArchitectures = ["mobilellm", "mobilellm-pro"];
+    /// <summary>The largest vocabulary a config may declare (MobileLLM-Pro's is 202k).</summary>
+    public const int MaxVocabSize = 1 << 24;
 
     public required string Architecture { get; init; }
     public required int VocabSize { get; init; }
@@ -122,7 +124,7 @@ public sealed class ModelConfig
         var config = new ModelConfig
         {
             Architecture = arch,
-            VocabSize = c.Int("vocab_size", 1, 1 << 24),
+            VocabSize = c.Int("vocab_size", 1, MaxVocabSize),
             HiddenSize = c.Int("hidden_size", 1, 1 << 16),
             IntermediateSize = c.Int("intermediate_size", 1, 1 << 18),
             NumLayers = layers,

@@ -47,7 +47,7 @@ public sealed class Session : IDisposable
         _be = model.Backend;
         ContextLength = options.ContextLength == 0 ? Math.Min(c.MaxPositionEmbeddings, 4096) : options.ContextLength;
         if (ContextLength < 1 || ContextLength > c.MaxPositionEmbeddings)
-            throw new ArgumentOutOfRangeException(nameof(options),
+            throw new ArgumentException(
                 $"context length {ContextLength} is outside 1..{c.MaxPositionEmbeddings} (max_position_embeddings)");
         if (options.MaxBatch < 1) throw new ArgumentOutOfRangeException(nameof(options), "MaxBatch must be at least 1");
         MaxBatch = Math.Min(options.MaxBatch, ContextLength);

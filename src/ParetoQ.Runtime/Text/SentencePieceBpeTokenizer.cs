@@ -17,6 +17,8 @@ namespace ParetoQ.Runtime.Text;
 public sealed partial class SentencePieceBpeTokenizer : ITokenizer
 {
     private const char Space = '\u2581';
+    /// <summary>The largest tokenizer.json read (LLaMA-3's is 9 MB).</summary>
+    public const long MaxJsonBytes = 16 << 20;
     private readonly string[] _pieces;                              // id → piece
     private readonly Dictionary<string, int> _ids;                  // piece → id
     private readonly Dictionary<(int Left, int Right), (int Rank, int Merged)> _merges;
@@ -116,12 +118,30 @@ public sealed partial class SentencePieceBpeTokenizer : ITokenizer
             }
 
             var control = new bool[pieces.Length];
-            if (root.TryGetProperty("added_tokens", out var added) && added.ValueKind == JsonValueKind.Array)
+            if (root.TryGetProperty("added_tokens", out var added) && added.ValueKind != JsonValueKind.Null)
+            {
+                if (added.ValueKind != JsonValueKind.Array) throw new TokenizerException(source,
+                    "added_tokens must be an array");
+                int index = 0;
                 foreach (var a in added.EnumerateArray())
-                    if (a.TryGetProperty("id", out var idEl) && idEl.TryGetInt32(out int id)
-                        && (uint)id < (uint)pieces.Length
-                        && a.TryGetProperty("special", out var sp) && sp.ValueKind == JsonValueKind.True)
-                        control[id] = true;
+                {
+                    // Every entry is checked, not skipped: an id this vocabulary lacks would be a token nobody can
+                    // decode.
+                    if (a.ValueKind != JsonValueKind.Object || !a.TryGetProperty("id", out var idEl)
+                        || idEl.ValueKind != JsonValueKind.Number || !idEl.TryGetInt32(out int id)
+                        || !a.TryGetProperty("content", out var content)
+                        || content.ValueKind != JsonValueKind.String)
+                        throw new TokenizerException(source,
+                            $"added_tokens[{index}] needs an integer id and a content string");
+                    if ((uint)id >= (uint)pieces.Length) throw new TokenizerException(source,
+                        $"added token '{content.GetString()}' has id {id}, outside model.vocab (0..{pieces.Length - 1})");
+                    if (content.GetString() != pieces[id]) throw new TokenizerException(source,
+                        $"added token '{content.GetString()}' has id {id}, which model.vocab gives to '{pieces[id]}'");
+                    if (a.TryGetProperty("special",
+                        out var sp) && sp.ValueKind == JsonValueKind.True) control[id] = true;
+                    index++;
+                }
+            }
             int unk = ids.GetValueOrDefault(model.TryGetProperty("unk_token", out var u)
                 && u.ValueKind == JsonValueKind.String ? u.GetString()! : "<unk>", -1);
             int bos = ids.GetValueOrDefault("<s>", -1);

@@ -13,6 +13,10 @@ public static class Tokenizers
     /// model's vocabulary.</summary>
     public static ITokenizer Create(PqTokenizerInfo info, ReadOnlySpan<byte> bytes, int vocabSize, string source)
     {
+        // Ids first: a tokenizer sizes its tables by the largest id, so a hostile one must not reach it.
+        foreach (int id in info.EosIds.Append(info.BosId).Append(info.PadId).Concat(info.SpecialTokens.Values))
+            if (id >= vocabSize) throw new TokenizerException(source,
+                $"special id {id} is outside the model's vocabulary ({vocabSize})");
         ITokenizer tokenizer = info.Kind switch
         {
             TokenizerKinds.HuggingFaceJson => SentencePieceBpeTokenizer.FromHuggingFaceJson(bytes, source),
@@ -24,9 +28,6 @@ public static class Tokenizers
         if (tokenizer.VocabSize > vocabSize)
             throw new TokenizerException(source,
                 $"the tokenizer has {tokenizer.VocabSize} ids but the model's vocabulary is {vocabSize}");
-        foreach (int id in info.EosIds.Append(info.BosId).Append(info.PadId))
-            if (id >= vocabSize) throw new TokenizerException(source,
-                $"special id {id} is outside the model's vocabulary ({vocabSize})");
         return tokenizer;
     }
 
@@ -38,7 +39,8 @@ public static class Tokenizers
     public static (PqTokenizerInfo Info, byte[] Bytes,
         SentencePieceBpeTokenizer Tokenizer) LlamaTokenizerJson(string path)
     {
-        byte[] bytes = File.ReadAllBytes(path);
+        byte[] bytes = InputFile.ReadAll(path, SentencePieceBpeTokenizer.MaxJsonBytes,
+            problem => new TokenizerException(path, problem));
         var tokenizer = SentencePieceBpeTokenizer.FromHuggingFaceJson(bytes, path);
         int eos = Array.FindIndex(tokenizer.Pieces(), p => p.Piece == "</s>");
         if (tokenizer.BosId < 0 || eos < 0) throw new TokenizerException(path, "has no <s> and </s> pieces");

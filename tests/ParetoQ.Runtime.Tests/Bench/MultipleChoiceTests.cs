@@ -88,13 +88,15 @@ public sealed class MultipleChoiceTests
     [InlineData("{\"context\": \"a\", \"choices\": [\" b\", \" c\"], \"label\": 1.5}", ":1: label must be an integer")]
     [InlineData("[1, 2]", ":1: not a JSON object")]
     [InlineData("{\"context\": \"a\", \"choices\": [\" b\", \" c\"], \"label\": 0}\n{\"context\": ",
-        ":2: not a JSON object")]
+        ":2: the line is not valid JSON")]
+    [InlineData("{\"context\": \"a\\ud800\", \"choices\": [\" b\", \" c\"], \"label\": 0}",
+        ":1: the line holds a string with an unpaired UTF-16 surrogate")]
     [InlineData("\n\n", "holds no questions")]
     public void Bad_question_files_are_refused_naming_the_line(string content, string message)
     {
         using var dir = new TempDir();
         File.WriteAllText(dir.File("q.jsonl"), content);
-        var e = Assert.Throws<ArgumentException>(() => MultipleChoice.Read(dir.File("q.jsonl")));
+        var e = Assert.Throws<InvalidDataException>(() => MultipleChoice.Read(dir.File("q.jsonl")));
         Assert.Contains(message, e.Message);
     }
 
@@ -105,7 +107,7 @@ public sealed class MultipleChoiceTests
         File.WriteAllBytes(dir.File("bad.jsonl"),
             [.. "{\"context\": \"a"u8, 0xC3, 0x28, .. "\", \"choices\": [\" b\", \" c\"], \"label\": 0}"u8]);
         Assert.Contains(":1: not valid UTF-8",
-            Assert.Throws<ArgumentException>(() => MultipleChoice.Read(dir.File("bad.jsonl"))).Message);
+            Assert.Throws<InvalidDataException>(() => MultipleChoice.Read(dir.File("bad.jsonl"))).Message);
 
         string pq = TinyModel(dir);
         string longContext = string.Join(' ', Enumerable.Repeat("word", 200));

@@ -63,7 +63,7 @@ public sealed class CliTests : IDisposable
             Assert.Equal(one.Out, avx2.Out);
         }
         var badThreads = Run("--model", _model, "--prompt", "Hello", "--threads", "-3");
-        Assert.Equal(1, badThreads.Exit);
+        Assert.Equal(2, badThreads.Exit);
         Assert.Contains("--threads -3", badThreads.Err);
         var badPath = RunWithEnvironment("", [("PARETOQ_KERNELS", "sse9")], "--model", _model, "--prompt", "Hello");
         Assert.Equal(1, badPath.Exit);
@@ -216,13 +216,13 @@ public sealed class CliTests : IDisposable
 
     public static TheoryData<string[], int, string> Errors() => new()
     {
-        { ["--model", "/nonexistent/m.pq", "--prompt", "x"], 1, "model file '/nonexistent/m.pq' does not exist" },
+        { ["--model", "/nonexistent/m.pq", "--prompt", "x"], 1, "/nonexistent/m.pq: does not exist" },
         { ["--prompt", "x", "--bogus"], 2, "Unrecognized command or argument '--bogus'" },
-        { ["--model", "MODEL", "--prompt", "   "], 1, "the prompt is empty" },
-        { ["--model", "MODEL"], 1, "give --prompt TEXT, --chat or --perplexity FILE" },
+        { ["--model", "MODEL", "--prompt", "   "], 2, "the prompt is empty" },
+        { ["--model", "MODEL"], 2, "give --prompt TEXT, --chat or --perplexity FILE" },
         { ["--model", "MODEL", "--prompt", "a long prompt that does not fit", "--context", "8"], 1,
             "exceeds the context length 8" },
-        { ["--model", "MODEL", "--prompt", "x", "--top-p", "0"], 1, "top-p 0 must be in (0, 1]" },
+        { ["--model", "MODEL", "--prompt", "x", "--top-p", "0"], 2, "top-p 0 must be in (0, 1]" },
         { ["--model", "MODEL", "--prompt", "x", "--kv-cache", "int4"], 2, "int4" },
         { ["--model", "V1MODEL", "--chat", "--prompt", "hi"], 1, "has no Llama-4 chat tokens" },
         { ["--model", "CORRUPT", "--prompt", "x"], 1, "checksum mismatch" },

@@ -299,7 +299,8 @@ public sealed class ConverterTests(ITestOutputHelper output)
 
         // An existing output is never replaced without --force, and it is left as it was.
         File.WriteAllText(pq, "precious");
-        Assert.Contains("already exists", Assert.Throws<IOException>(() => Convert(src.Directory, pq)).Message);
+        Assert.Contains("already exists", Assert.Throws<OutputExistsException>(() => Convert(src.Directory,
+            pq)).Message);
         Assert.Equal("precious", File.ReadAllText(pq));
         HfConverter.Convert(src.Directory, pq, new ConversionOptions { Overwrite = true });
         using var file = PqFile.Open(pq);
@@ -329,7 +330,7 @@ public sealed class ConverterTests(ITestOutputHelper output)
         Assert.Equal(0, Run("verify", pq).Exit);
         var again = Run(src.Directory, "-o", pq);
         Assert.Equal(1, again.Exit);
-        Assert.Contains("already exists (pass --force", again.Err);
+        Assert.Contains("already exists (--force replaces it)", again.Err);
         Assert.Equal(0, Run(src.Directory, "-o", pq, "--force", "--bits", "3").Exit);
 
         var bytes = File.ReadAllBytes(pq);

@@ -189,7 +189,7 @@ public sealed class GgufExportTests
         string pq = ConvertHf(dir, HfCheckpointWriter.TinyMobileLlm(), HfWeights.Snapped, WeightFormat.Q2Seq,
             new ConversionOptions());
         File.WriteAllText(dir.File("taken.gguf"), "keep me");
-        Assert.Throws<IOException>(() => GgufExporter.Export(pq, dir.File("taken.gguf"), overwrite: false));
+        Assert.Throws<OutputExistsException>(() => GgufExporter.Export(pq, dir.File("taken.gguf"), overwrite: false));
         Assert.Equal("keep me", File.ReadAllText(dir.File("taken.gguf")));
         Assert.Throws<ArgumentException>(() => GgufExporter.Export(pq, pq, overwrite: true));
 
@@ -217,13 +217,13 @@ public sealed class GgufExportTests
         Assert.Equal(10u, new GgufReader(dir.File("m.gguf")).Tensors["blk.1.ffn_gate.weight"].Type);
 
         run = ProgramRunner.Run("paretoq-convert", "", [], pq, "--to", "gguf", "--bits", "2", "-o", dir.File("n.gguf"));
-        Assert.Equal(1, run.Exit);
+        Assert.Equal(2, run.Exit);
         Assert.Contains("GGUF export keeps the .pq file's formats", run.Err);
         run = ProgramRunner.Run("paretoq-convert", "", [], dir.File("hf"), "--to", "gguf", "-o", dir.File("n.gguf"));
         Assert.Equal(1, run.Exit);
         Assert.Contains("is a directory", run.Err);
         run = ProgramRunner.Run("paretoq-convert", "", [], pq, "--to", "gguf", "-o", dir.File("m.gguf"));
         Assert.Equal(1, run.Exit);
-        Assert.Contains("already exists", run.Err);
+        Assert.Contains("already exists (--force replaces it)", run.Err);
     }
 }

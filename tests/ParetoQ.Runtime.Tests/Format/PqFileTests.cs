@@ -52,7 +52,7 @@ public sealed class PqFileTests : IDisposable
         var writer = new PqWriter(TestModelGenerator.MobileLlm().ToJson(),
             new PqProvenance("s", "2", "t", new Dictionary<string, string>()));
         writer.SetTokenizer(ByteLevelVocabulary.Info(chatTokens: false), ByteLevelVocabulary.Ranks());
-        var e = Assert.Throws<IOException>(() => writer.Write(_model.Path));
+        var e = Assert.Throws<OutputExistsException>(() => writer.Write(_model.Path));
         Assert.Contains("already exists", e.Message);
         Assert.Equal(_bytes, File.ReadAllBytes(_model.Path));
         Assert.Single(Directory.GetFiles(_dir.Path));
@@ -62,9 +62,9 @@ public sealed class PqFileTests : IDisposable
     public void Missing_file_or_directory_is_a_format_error_naming_the_path()
     {
         string missing = _dir.File("nope.pq");
-        Assert.StartsWith(missing + ": cannot open",
+        Assert.Equal(missing + ": does not exist",
             Assert.Throws<PqFormatException>(() => PqFile.Open(missing)).Message);
-        Assert.StartsWith(_dir.Path + ": cannot open",
+        Assert.Equal(_dir.Path + ": is a directory, not a file",
             Assert.Throws<PqFormatException>(() => PqFile.Open(_dir.Path)).Message);
     }
 
@@ -103,7 +103,8 @@ public sealed class PqFileTests : IDisposable
     {
         { "bad magic", "bad magic" },
         { "version 2", "unsupported format version 2" },
-        { "empty file", "shorter than the 64-byte header" },
+        { "empty file", "is empty, or not a regular file" },
+        { "short file", "shorter than the 64-byte header" },
         { "truncated in metadata", "runs past the end" },
         { "truncated in data", "does not end at the file's end" },
         { "trailing bytes", "does not end at the file's end" },
@@ -151,6 +152,7 @@ public sealed class PqFileTests : IDisposable
             "bad magic" => Patch(_bytes, 0, 0x51),
             "version 2" => Reseal(h => BinaryPrimitives.WriteUInt32LittleEndian(h.AsSpan(8), 2)),
             "empty file" => [],
+            "short file" => _bytes[..40],
             "truncated in metadata" => _bytes[..200],
             "truncated in data" => _bytes[..^1],
             "trailing bytes" => [.. _bytes, 0],

@@ -1,6 +1,9 @@
 using System.Runtime.InteropServices;
+using System.Text;
 using ParetoQ.Abi;
 using ParetoQ.Native;
+using ParetoQ.Runtime.Quantization;
+using ParetoQ.TestModels;
 
 namespace ParetoQ.Runtime.Tests;
 
@@ -31,5 +34,40 @@ public sealed class NativeErrorTests
             GC.WaitForPendingFinalizers();
         }
         Assert.Equal(before, Errors.LiveThreadMessages);
+    }
+
+    [Fact]
+    public unsafe void A_lone_surrogate_in_the_metadata_is_a_format_error_through_the_c_abi()
+    {
+        using var dir = new TempDir();
+        TestModelGenerator.Write(dir.File("m.pq"), TestModelGenerator.MobileLlm(), WeightFormat.Q2Seq,
+            WeightFormat.F32, seed: 4);
+        File.WriteAllBytes(dir.File("s.pq"), PqBytes.WithMetadata(File.ReadAllBytes(dir.File("m.pq")),
+            m => m.Replace("\"tool\": \"", "\"tool\": \"\\ud800")));
+        byte[] path = Encoding.UTF8.GetBytes(dir.File("s.pq") + "\0");
+        nint model = -1;
+        int status = 0;
+        string message = "";
+        // On a thread of its own: the other test expects this test thread's last error to be empty.
+        var thread = new Thread(() =>
+        {
+            delegate* unmanaged<byte*, PqModelParams*, nint*, int> load = &Exports.ModelLoad;
+            nint loaded;
+            fixed (byte* p = path) status = load(p, null, &loaded);
+            model = loaded;
+            message = Marshal.PtrToStringUTF8((nint)Errors.Message)!;
+        });
+        long before = Errors.LiveThreadMessages;
+        thread.Start();
+        thread.Join();
+        // Let the exited thread's message be freed, so the other test of this class counts from a settled state.
+        for (int round = 0; round < 20 && Errors.LiveThreadMessages > before; round++)
+        {
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+        }
+        Assert.True(status == (int)PqStatus.ModelFormat, $"status {status}: {message}");
+        Assert.Contains("unpaired UTF-16 surrogate", message);
+        Assert.Equal(0, model);
     }
 }

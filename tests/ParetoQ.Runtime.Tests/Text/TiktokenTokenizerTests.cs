@@ -113,7 +113,7 @@ public sealed class TiktokenTokenizerTests
         Assert.Equal([256, 72, 105], tok.Encode("Hi", addBos: true)); // byte-level ranks: ids are the bytes
         Assert.Equal("Hi", tok.Decode([256, 72, 105]));
         var e = Assert.Throws<TokenizerException>(() => Tokenizers.FromFile(file, 200));
-        Assert.Contains("but the model's vocabulary is 200", e.Message);
+        Assert.Contains("is outside the model's vocabulary (200)", e.Message);
     }
 
     [Fact]

@@ -53,7 +53,7 @@ public sealed class TrainerCliTests
         Assert.True(run.Exit == 0, run.Err);
         run = Train("import", "--model", dir.File("q2.pq"), "-o", dir.File("imported.ckpt"));
         Assert.Equal(1, run.Exit);
-        Assert.Contains("imported.ckpt already exists (use --force", run.Err);
+        Assert.Contains("imported.ckpt already exists (--force replaces it)", run.Err);
         run = Train("import", "--model", dir.File("missing.pq"), "-o", dir.File("other.ckpt"));
         Assert.Equal(1, run.Exit);
         Assert.Contains("is neither a .pq file nor a directory", run.Err);

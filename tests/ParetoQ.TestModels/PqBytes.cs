@@ -3,11 +3,11 @@ using System.IO.Hashing;
 using System.Text;
 using ParetoQ.Runtime.Format;
 
-namespace ParetoQ.Runtime.Tests;
+namespace ParetoQ.TestModels;
 
 /// <summary>Takes a valid .pq file apart and puts it back together with correct checksums, so tests can craft files
 /// that are well-sealed but wrong inside.</summary>
-internal static class PqBytes
+public static class PqBytes
 {
     public static (string Metadata, byte[] Data) Split(byte[] file)
     {
@@ -44,7 +44,7 @@ internal static class PqBytes
     {
         var (meta, data) = Split(file);
         string edited = edit(meta);
-        Assert.NotEqual(meta, edited);
+        if (edited == meta) throw new InvalidOperationException("the edit changed nothing");
         return Build(edited, data);
     }
 }
