@@ -147,7 +147,7 @@ internal static class SourceTensorReader
             // reads through here, so it is refused here.
             int bad = FirstNonFinite(dst);
             if (bad >= 0) throw new CheckpointException(path, tensor.Name,
-                $"element {start + done + bad} is {dst[bad]}; a checkpoint with NaN or infinite weights cannot be converted");
+                $"element {start + done + bad} is {(float.IsNaN(dst[bad]) ? "NaN" : dst[bad] > 0 ? "+infinity" : "-infinity")}; a checkpoint with NaN or infinite weights cannot be converted");
             done += n;
         }
     }

@@ -107,20 +107,22 @@ public sealed class ErrorContractTests : IDisposable
         ("archive/data.pkl", pickle), ("archive/data/0", storage), ("archive/byteorder", "little"u8.ToArray()),
         ("archive/version", "3\n"u8.ToArray())]);
 
-    [Fact]
-    public void Nan_and_infinite_weights_are_refused_at_conversion()
+    [Theory]
+    [InlineData(float.NaN, "NaN")]
+    [InlineData(float.NegativeInfinity, "-infinity")]
+    public void Nan_and_infinite_weights_are_refused_at_conversion(float bad, string shown)
     {
-        var hf = HfDirectory("hf-nan", pytorchBin: true);
-        string bin = Path.Combine(hf, "pytorch_model.bin");
-        var values = new float[16];
-        values[5] = float.NaN;
-        var pickle = TorchCheckpointWriter.StateDictPickle([("model.norm.weight", SourceDType.F32, "0",
-            16, [16])]);
-        File.WriteAllBytes(bin, TorchZip(pickle, SafetensorsWriter.Encode(SourceDType.F32, values)));
-        var r = Run("paretoq-convert", hf, "-o", _dir.File("out.pq"));
-        // The file lacks the other tensors too; whichever the converter meets first, the NaN must not pass silently.
-        if (r.Err.Contains("NaN")) AssertOneLine(r, 1, "element 5 is NaN");
-        else AssertOneLine(r, 1, "model.");
+        var written = HfCheckpointWriter.Write(_dir.File("hf-nan"), "llama4_text", TestModelGenerator.MobileLlmPro(),
+            HfWeights.FullPrecision, default, pytorchBin: false, HfCheckpointWriter.ByteLevelTiktokenFiles(), seed: 3);
+        var tensors = written.Tensors.ToList();
+        var poisoned = tensors[^1];
+        float[] values = (float[])poisoned.Values.Clone();
+        values[5] = bad;
+        tensors[^1] = poisoned with { DType = SourceDType.F32, Values = values };
+        SafetensorsWriter.Write(Path.Combine(written.Directory, SafetensorsCheckpoint.SingleFile), tensors);
+        AssertOneLine(Run("paretoq-convert", written.Directory, "-o", _dir.File("out.pq")), 1,
+            $"tensor '{poisoned.Name}': element 5 is {shown}; a checkpoint with NaN or infinite weights cannot be converted");
+        Assert.False(File.Exists(_dir.File("out.pq")));
     }
 
     [Fact]
