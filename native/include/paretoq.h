@@ -100,7 +100,7 @@ typedef struct pq_sampler_params {
     int32_t top_k;              /* 0 = off; default 40 */
     float top_p;                /* (0, 1]; 1 = off; default 0.95 */
     float min_p;                /* [0, 1]; 0 = off; default 0.05 */
-    float repeat_penalty;       /* > 0; 1 = off; default 1.1 */
+    float repeat_penalty;       /* > 0; 1 = off (the default, as llama.cpp's) */
     int32_t repeat_last_n;      /* tokens the penalty looks back over; default 64 */
     uint64_t seed;              /* the same seed and inputs give the same tokens on every platform */
 } pq_sampler_params;

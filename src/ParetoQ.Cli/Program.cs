@@ -38,7 +38,7 @@ public static class Program
         var topP = new Option<float>("--top-p") { Description = "Nucleus sampling threshold; 1 is off",
             DefaultValueFactory = _ => 0.95f };
         var minP = new Option<float>("--min-p") { Description = "Drop tokens below this fraction of the best one's probability; 0 is off", DefaultValueFactory = _ => 0.05f };
-        var repeatPenalty = new Option<float>("--repeat-penalty") { Description = "Penalty on tokens of the last 64; 1 is off", DefaultValueFactory = _ => 1.1f };
+        var repeatPenalty = new Option<float>("--repeat-penalty") { Description = "Penalty on tokens of the last 64; 1 (the default) is off, so --temperature 0 is argmax", DefaultValueFactory = _ => 1f };
         var seed = new Option<ulong?>("--seed") { Description = "Random seed; the same seed gives the same text (default: random)" };
         var context = new Option<int>("--context",
             "-c") { Description = "Context length in tokens (default: min(model maximum, 4096))" };

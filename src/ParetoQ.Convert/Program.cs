@@ -16,29 +16,41 @@ public static class Program
 {
     public static int Main(string[] args)
     {
-        var input = new Argument<string>("INPUT") { Description = "Hugging Face checkpoint directory (config.json, safetensors or pytorch_model.bin, tokenizer files); with --to gguf, a .pq file" };
+        var input = new Argument<string>("INPUT") { Description = "Hugging Face checkpoint directory (config.json, " +
+            "safetensors or pytorch_model.bin, tokenizer files), a GGUF file (llama architecture), or a llama2.c " +
+            "model.bin with --tokenizer; with --to gguf, a .pq file" };
         var output = new Option<string>("--output", "-o") { Description = "The file to write", Required = true };
-        var to = new Option<string>("--to") { Description = "Output format: pq (from a Hugging Face directory) or gguf (from a .pq file, for llama.cpp)", DefaultValueFactory = _ => "pq" };
+        var to = new Option<string>("--to") { Description = "Output format: pq (from a Hugging Face directory) or " +
+            "gguf (from a .pq file, for llama.cpp)", DefaultValueFactory = _ => "pq" };
         to.AcceptOnlyFromAmong("pq", "gguf");
-        var bits = new Option<string>("--bits") { Description = "Projection weights: auto (detect snapped grids, use trained clip values), 1, 1.58, 2, 3, 4 (ParetoQ grids; round-to-nearest when not snapped), int4 (group-32), int8, bf16, f16, f32", DefaultValueFactory = _ => "auto" };
+        var bits = new Option<string>("--bits") { Description = "Projection weights: auto (detect snapped grids, use " +
+            "trained clip values), 1, 1.58, 2, 3, 4 (ParetoQ grids; round-to-nearest when not snapped), int4 " +
+            "(group-32), int8, bf16, f16, f32", DefaultValueFactory = _ => "auto" };
         bits.AcceptOnlyFromAmong([.. ConversionOptions.BitsNames.Keys]);
         var head = new Option<string>("--head") { Description = "Embedding and output head format",
             DefaultValueFactory = _ => "int8" };
         head.AcceptOnlyFromAmong([.. ConversionOptions.HeadNames.Keys]);
         var force = new Option<bool>("--force") { Description = "Replace the output file if it exists" };
+        var tokenizer = new Option<string?>("--tokenizer")
+        {
+            Description = "With a llama2.c checkpoint (model.bin): its tokenizer.bin",
+        };
         var verbose = new Option<bool>("--verbose",
             "-v") { Description = "Print every tensor's origin, format and reconstruction error" };
 
-        var root = new RootCommand("paretoq-convert: convert Hugging Face checkpoints to .pq and .pq to GGUF, and inspect or verify .pq files") { input, output, to, bits, head, force, verbose };
+        var root = new RootCommand("paretoq-convert: convert Hugging Face, GGUF and llama2.c checkpoints to .pq and " +
+            ".pq to GGUF, and inspect or verify .pq " +
+            "files") { input, output, to, bits, head, force, tokenizer, verbose };
         root.SetAction(p =>
         {
             if (p.GetValue(to) == "gguf")
             {
                 if (p.GetResult(bits) is { Implicit: false } || p.GetResult(head) is { Implicit: false })
-                    throw new UsageException("--bits and --head choose how a Hugging Face checkpoint is quantized; GGUF export keeps the .pq file's formats");
+                    throw new UsageException("--bits and --head choose how a Hugging Face checkpoint is quantized; " +
+                        "GGUF export keeps the .pq file's formats");
                 return ExportGguf(p.GetValue(input)!, p.GetValue(output)!, p.GetValue(force), p.GetValue(verbose));
             }
-            return Convert(p.GetValue(input)!, p.GetValue(output)!, new ConversionOptions
+            return Convert(p.GetValue(input)!, p.GetValue(tokenizer), p.GetValue(output)!, new ConversionOptions
             {
                 Bits = ConversionOptions.BitsNames[p.GetValue(bits)!],
                 Head = ConversionOptions.HeadNames[p.GetValue(head)!],
@@ -67,13 +79,42 @@ public static class Program
         if (done == total) Console.Error.WriteLine();
     };
 
-    private static int Convert(string directory, string output, ConversionOptions options, bool verbose)
+    private static int Convert(string input, string? tokenizer, string output, ConversionOptions options,
+        bool verbose)
     {
-        var report = HfConverter.Convert(directory, output, options with { Progress = ProgressBar() });
+        options = options with { Progress = ProgressBar() };
+        ConversionReport report;
+        if (Directory.Exists(input))
+        {
+            if (tokenizer is not null)
+                throw new UsageException("--tokenizer is for a llama2.c checkpoint; a Hugging Face directory holds " +
+                    "its own tokenizer files");
+            report = HfConverter.Convert(input, output, options);
+        }
+        else
+        {
+            InputFile.Check(input, problem => new CheckpointException(input, null, problem));
+            if (LooksLikeGguf(input))
+            {
+                if (tokenizer is not null)
+                    throw new UsageException("--tokenizer is for a llama2.c checkpoint; a GGUF file holds its own " +
+                        "vocabulary");
+                report = HfConverter.ConvertGguf(input, output, options);
+            }
+            else if (tokenizer is null)
+                throw new UsageException($"{input} is a file, so it is read as a llama2.c checkpoint, which needs " +
+                    $"--tokenizer tokenizer.bin (a Hugging Face checkpoint is a directory)");
+            else report = HfConverter.ConvertLlama2c(input, tokenizer, output, options);
+        }
+        string directory = input;
 
         var c = report.Source.Config;
-        Console.WriteLine($"converted {Path.GetFullPath(directory)} ({report.Source.Family}, {report.WeightFiles}) -> {report.Output}");
-        Console.WriteLine($"  model      {c.Architecture}: {c.NumLayers} layers{(c.LayerRepeat > 1 ? $" x{c.LayerRepeat} shared" : "")}, dim {c.HiddenSize}, heads {c.NumHeads}/{c.NumKvHeads}, FFN {c.IntermediateSize}, vocab {c.VocabSize}, context {c.MaxPositionEmbeddings}, {(c.TieWordEmbeddings ? "tied" : "separate")} head");
+        Console.WriteLine($"converted {Path.GetFullPath(directory)} ({report.Source.Family}, {report.WeightFiles}) " +
+            $"-> {report.Output}");
+        Console.WriteLine($"  model      {c.Architecture}: {c.NumLayers} " +
+            $"layers{(c.LayerRepeat > 1 ? $" x{c.LayerRepeat} shared" : "")}, dim {c.HiddenSize}, heads " +
+            $"{c.NumHeads}/{c.NumKvHeads}, FFN {c.IntermediateSize}, vocab {c.VocabSize}, context " +
+            $"{c.MaxPositionEmbeddings}, {(c.TieWordEmbeddings ? "tied" : "separate")} head");
         Console.WriteLine($"  tokenizer  {report.Tokenizer.Description}");
         foreach (var group in report.Tensors.Where(t => !t.Spec.IsNorm).GroupBy(t
             => (t.Origin, t.Format, t.IsProjection)))
@@ -88,35 +129,52 @@ public static class Program
                 _ => "floating point",
             };
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"  {what,-14} {WeightFormats.Name(group.Key.Format)} x{group.Count()}: {origin}; max |error| {group.Max(t => t.MaxError):G3}, relative error {Rms(group):G3}"));
+                $"  {what,-14} {WeightFormats.Name(group.Key.Format)} x{group.Count()}: {origin}; max |error| " +
+                    $"{group.Max(t => t.MaxError):G3}, relative error {Rms(group):G3}"));
         }
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"  size       {report.FileBytes / 1e6:F1} MB; projections {report.ProjectionBitsPerWeight:F3} bits/weight (codes + scales), whole file {report.FileBitsPerWeight:F3} bits/parameter"));
+            $"  size       {report.FileBytes / 1e6:F1} MB; projections {report.ProjectionBitsPerWeight:F3} " +
+                $"bits/weight (codes + scales), whole file {report.FileBitsPerWeight:F3} bits/parameter"));
         foreach (string note in report.Notes) Console.WriteLine($"  note       {note}");
         if (verbose)
             foreach (var t in report.Tensors)
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"    {t.Name,-52} {WeightFormats.Name(t.Format),-8} [{t.Rows}, {t.Cols}] {t.Origin,-15} max|err| {t.MaxError:G3} rel {t.RelativeError:G3}"));
+                    $"    {t.Name,-52} {WeightFormats.Name(t.Format),-8} [{t.Rows}, {t.Cols}] {t.Origin,-15} " +
+                        $"max|err| {t.MaxError:G3} rel {t.RelativeError:G3}"));
         return 0;
+    }
+
+    private static bool LooksLikeGguf(string path)
+    {
+        using var stream = File.OpenRead(path);
+        Span<byte> magic = stackalloc byte[4];
+        return GgufFile.HasMagic(magic[..stream.ReadAtLeast(magic, 4, throwOnEndOfStream: false)]);
     }
 
     private static int ExportGguf(string input, string output, bool force, bool verbose)
     {
-        if (Directory.Exists(input)) throw new ArgumentException($"{input} is a directory; --to gguf exports a .pq file (convert the checkpoint to .pq first)");
+        if (Directory.Exists(input))
+            throw new ArgumentException($"{input} is a directory; --to gguf exports a .pq file (convert the " +
+                $"checkpoint to .pq first)");
         if (!File.Exists(input)) throw new FileNotFoundException($"model file '{input}' does not exist");
         var report = GgufExporter.Export(input, output, force, ProgressBar());
         var c = report.Config;
-        Console.WriteLine($"exported {Path.GetFullPath(input)} -> {report.Output} (GGUF v{GgufWriter.Version}, llama architecture)");
-        Console.WriteLine($"  model      {report.Blocks} blocks, dim {c.HiddenSize}, heads {c.NumHeads}/{c.NumKvHeads}, FFN {c.IntermediateSize}, vocab {c.VocabSize}, {(c.TieWordEmbeddings ? "tied" : "separate")} head");
+        Console.WriteLine($"exported {Path.GetFullPath(input)} -> {report.Output} (GGUF v{GgufWriter.Version}, llama " +
+            $"architecture)");
+        Console.WriteLine($"  model      {report.Blocks} blocks, dim {c.HiddenSize}, heads " +
+            $"{c.NumHeads}/{c.NumKvHeads}, FFN {c.IntermediateSize}, vocab {c.VocabSize}, " +
+            $"{(c.TieWordEmbeddings ? "tied" : "separate")} head");
         foreach (var group in report.Tensors.GroupBy(t => (t.SourceFormat, t.Type, t.Fallback)))
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"  {WeightFormats.Name(group.Key.SourceFormat),-8} -> {group.Key.Type,-6} x{group.Count()}: {(group.Key.Type is GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 && group.Key.Fallback is null ? "copied" : $"same levels, scales rounded to fp16 (max relative change {group.Max(t => t.MaxScaleError):G3})")}{(group.Key.Fallback is { } why ? $"; wider type because {why}" : "")}"));
+                $"  {WeightFormats.Name(group.Key.SourceFormat),-8} -> {group.Key.Type,-6} x{group.Count()}: " +
+                    $"{(group.Key.Type is GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 && group.Key.Fallback is null ? "copied" : $"same levels, scales rounded to fp16 (max relative change {group.Max(t => t.MaxScaleError):G3})")}{(group.Key.Fallback is { } why ? $"; wider type because {why}" : "")}"));
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  size       {report.FileBytes / 1e6:F1} MB"));
         foreach (string note in report.Notes) Console.WriteLine($"  note       {note}");
         if (verbose)
             foreach (var t in report.Tensors)
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"    {t.Name,-28} {t.Type,-6} from {t.Source} ({WeightFormats.Name(t.SourceFormat)}), {t.Bytes} bytes, scale rounding {t.MaxScaleError:G3}"));
+                    $"    {t.Name,-28} {t.Type,-6} from {t.Source} ({WeightFormats.Name(t.SourceFormat)}), {t.Bytes} " +
+                        $"bytes, scale rounding {t.MaxScaleError:G3}"));
         return 0;
     }
 
@@ -126,20 +184,26 @@ public static class Program
     private static int Inspect(string path)
     {
         using var file = PqFile.Open(path, verifyChecksums: false);
-        Console.WriteLine($"{path}: .pq version {PqFile.Version}, {file.FileLength} bytes, {file.Tensors.Count} tensors");
+        Console.WriteLine($"{path}: .pq version {PqFile.Version}, {file.FileLength} bytes, {file.Tensors.Count} " +
+            $"tensors");
         Console.WriteLine("config:");
         Console.WriteLine(Indent(file.Config.ToString()));
         var p = file.Provenance;
         Console.WriteLine($"provenance: source {p.Source}; bits {p.Bits}; tool {p.Tool}");
         foreach (var (k, v) in p.Settings) Console.WriteLine($"  {k}: {v}");
         var t = file.Tokenizer;
-        Console.WriteLine($"tokenizer: {t.Kind}, {file.TokenizerBytes.Length} bytes, BOS {t.BosId}, EOS [{string.Join(", ", t.EosIds)}], PAD {t.PadId}, {t.SpecialTokens.Count} special tokens, chat template: {(t.ChatTemplate is null ? "none" : $"{t.ChatTemplate.Length} characters")}");
+        Console.WriteLine($"tokenizer: {t.Kind}, {file.TokenizerBytes.Length} bytes, BOS {t.BosId}, EOS " +
+            $"[{string.Join(", ", t.EosIds)}], PAD {t.PadId}, {t.SpecialTokens.Count} special tokens, chat template: " +
+            $"{(t.ChatTemplate is null ? "none" : $"{t.ChatTemplate.Length} characters")}");
         Console.WriteLine("tensors:");
         foreach (var tensor in file.Tensors)
-            Console.WriteLine($"  {tensor.Name,-52} {WeightFormats.Name(tensor.Format),-8} {tensor.ShapeText,-14} {tensor.Length,12} bytes");
+            Console.WriteLine($"  {tensor.Name,-52} {WeightFormats.Name(tensor.Format),-8} {tensor.ShapeText,-14} " +
+                $"{tensor.Length,12} bytes");
         foreach (var group in file.Tensors.GroupBy(x => x.Format).OrderBy(g => g.Key))
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"  {WeightFormats.Name(group.Key)}: {group.Count()} tensors, {group.Sum(x => x.ElementCount) / 1e6:F2}M weights, {group.Sum(x => x.Length) / 1e6:F1} MB, {group.Sum(x => x.Length) * 8.0 / group.Sum(x => x.ElementCount):F3} bits/weight"));
+                $"  {WeightFormats.Name(group.Key)}: {group.Count()} tensors, " +
+                    $"{group.Sum(x => x.ElementCount) / 1e6:F2}M weights, {group.Sum(x => x.Length) / 1e6:F1} MB, " +
+                    $"{group.Sum(x => x.Length) * 8.0 / group.Sum(x => x.ElementCount):F3} bits/weight"));
         return 0;
     }
 
@@ -151,7 +215,8 @@ public static class Program
         using var backend = new CpuBackend(new CpuBackendOptions { Threads = 1 });
         using var model = new LanguageModel(file, backend);
         Tokenizers.FromFile(file, model.Config.VocabSize);
-        Console.WriteLine($"{path}: config valid ({model.Config.Architecture}, {model.Config.NumLayers} layers), every tensor matches it, tokenizer loads");
+        Console.WriteLine($"{path}: config valid ({model.Config.Architecture}, {model.Config.NumLayers} layers), " +
+            $"every tensor matches it, tokenizer loads");
         return 0;
     }
 

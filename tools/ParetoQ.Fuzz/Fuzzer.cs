@@ -25,16 +25,17 @@ public sealed record FuzzLimits(TimeSpan PerCase, double MemoryMultiple, long Me
 
 /// <summary>
 /// Mutation fuzzing of every reader that takes untrusted bytes: .pq (model and embedded tokenizer), safetensors,
-/// PyTorch zip+pickle, config.json and tokenizer.json. Each format starts from a valid file made by our own writers;
-/// mutations are byte flips, truncations, splices and JSON-aware value swaps, and the checksums a format carries are
-/// resealed afterwards, so the parser behind them is reached. A case passes when the reader either accepts the input or
-/// refuses it with its own format exception, within the time bound and allocating at most
+/// PyTorch zip+pickle, config.json, tokenizer.json, GGUF and llama2.c checkpoints. Each format starts from a valid file
+/// made by our own writers; mutations are byte flips, truncations, splices and JSON-aware value swaps, and the
+/// checksums a format carries are resealed afterwards, so the parser behind them is reached. A case passes when the
+/// reader either accepts the input or refuses it with its own format exception, within the time bound and allocating
+/// at most
 /// <see cref="FuzzLimits.MemoryMultiple"/> × the input's size plus <see cref="FuzzLimits.MemoryAllowance"/>
 /// (allocations on the reading thread, which is where every reader runs).
 /// </summary>
 public static class Fuzzer
 {
-    public static readonly string[] Formats = ["pq", "safetensors", "torch", "config", "tokenizer"];
+    public static readonly string[] Formats = ["pq", "safetensors", "torch", "config", "tokenizer", "gguf", "llama2c"];
 
     public static readonly FuzzLimits DefaultLimits = new(TimeSpan.FromSeconds(10), 16, 16 << 20);
 
@@ -229,9 +230,117 @@ public static class Fuzzer
                     tokenizer.Decode(tokenizer.Encode("ab a\u00e9\U0001F600", addBos: true));
                 });
             }
+            case "gguf":
+            {
+                string path = Path.Combine(dir, "model.gguf");
+                byte[] valid = SmallGguf(Path.Combine(dir, "seed.gguf"));
+                return new FuzzTarget(path, valid, rng => Mutations.Bytes(valid, rng), () =>
+                {
+                    using var file = GgufCheckpoint.Open(path);
+                    file.Describe();
+                    foreach (var t in file.Tensors) file.ReadAll(t);
+                });
+            }
+            case "llama2c":
+            {
+                // A legacy-format checkpoint (dim 8, hidden 16, 1 layer, 2 heads, 1 KV head, vocab 4, seq_len 4)
+                // and its tokenizer.bin, mutated one at a time.
+                string path = Path.Combine(dir, "model.bin"), tokenizerPath = Path.Combine(dir, "tokenizer.bin");
+                int[] header = [8, 16, 1, 2, 1, 4, 4];
+                long floats = 4 * 8 + 8 + 8 * 8 + 2 * 4 * 8 + 8 * 8 + 8 + 3 * 16 * 8 + 8 + 2 * 4 * 2;
+                var model = new byte[28 + 4 * floats];
+                Buffer.BlockCopy(header, 0, model, 0, 28);
+                var rng0 = new Random(1);
+                Buffer.BlockCopy(TestModelGenerator.Gaussian(rng0, (int)floats, 1), 0, model, 28, 4 * (int)floats);
+                var tokenizer = new MemoryStream();
+                tokenizer.Write(BitConverter.GetBytes(6));
+                foreach (string piece in new[] { "<unk>", "\n<s>\n", "\n</s>\n", " a" })
+                {
+                    tokenizer.Write(BitConverter.GetBytes(-1f));
+                    tokenizer.Write(BitConverter.GetBytes(Encoding.UTF8.GetByteCount(piece)));
+                    tokenizer.Write(Encoding.UTF8.GetBytes(piece));
+                }
+                byte[] validTokenizer = tokenizer.ToArray();
+                File.WriteAllBytes(tokenizerPath, validTokenizer);
+                return new FuzzTarget(path, model, rng =>
+                {
+                    bool damageTokenizer = rng.Next(2) == 0;
+                    File.WriteAllBytes(tokenizerPath, damageTokenizer ? Mutations.Bytes(validTokenizer, rng)
+                        : validTokenizer);
+                    return damageTokenizer ? model : Mutations.Bytes(model, rng);
+                }, () =>
+                {
+                    using var file = Llama2cCheckpoint.Open(path);
+                    file.Describe(tokenizerPath);
+                    foreach (var t in file.Tensors) file.ReadAll(t);
+                });
+            }
             default:
                 throw new ArgumentException($"unknown format '{format}' (expected {string.Join(", ", Formats)})");
         }
+    }
+
+    /// <summary>A small llama GGUF with a tensor of every block type the importer reads, written by our own
+    /// writer.</summary>
+    private static byte[] SmallGguf(string path)
+    {
+        var rng = new Random(2);
+        var gguf = new GgufWriter();
+        gguf.Add("general.architecture", "llama");
+        gguf.Add("llama.embedding_length", 256u);
+        gguf.Add("llama.block_count", 1u);
+        gguf.Add("llama.feed_forward_length", 32u);
+        gguf.Add("llama.attention.head_count", 4u);
+        gguf.Add("llama.attention.head_count_kv", 2u);
+        gguf.Add("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+        gguf.Add("llama.context_length", 64u);
+        gguf.Add("tokenizer.ggml.model", "llama");
+        gguf.Add("tokenizer.ggml.tokens", ["<unk>", "<s>", "</s>", "▁a", "b", "▁ab", "<0x0A>", "c"]);
+        gguf.Add("tokenizer.ggml.scores", [0f, 0f, 0f, -1f, -2f, -3f, 0f, -4f]);
+        gguf.Add("tokenizer.ggml.token_type", [2, 3, 3, 1, 1, 1, 6, 1]);
+        gguf.Add("tokenizer.ggml.bos_token_id", 1u);
+        gguf.Add("tokenizer.ggml.eos_token_id", 2u);
+        void Add(string name, GgmlType type, long cols, long rows)
+        {
+            var (elements, size) = GgmlTypes.Block(type);
+            var bytes = new byte[GgmlTypes.RowBytes(type, cols) * rows];
+            if (GgmlTypes.IsFloat(type))
+            {
+                var values = TestModelGenerator.Gaussian(rng, (int)(cols * rows), 0.1f);
+                foreach (var (v, i) in values.Select((v, i) => (v, i)))
+                    _ = type switch
+                    {
+                        GgmlType.F32 => BitConverter.TryWriteBytes(bytes.AsSpan(4 * i), v),
+                        GgmlType.F16 => BitConverter.TryWriteBytes(bytes.AsSpan(2 * i), (Half)v),
+                        _ => BitConverter.TryWriteBytes(bytes.AsSpan(2 * i), FloatCodec.SingleToBf16(v)),
+                    };
+            }
+            else
+            {
+                rng.NextBytes(bytes);
+                // Each block's fp16 scales (at its end, or its start for Q4_0/Q8_0) set to a small normal value.
+                int[] scaleAt = type switch { GgmlType.Q2_K => [80, 82], GgmlType.Q4_0 or GgmlType.Q8_0 => [0],
+                    _ => [size - 2] };
+                for (long b = 0; b < bytes.Length / size; b++)
+                    foreach (int at in scaleAt)
+                        BitConverter.TryWriteBytes(bytes.AsSpan((int)(b * size + at)), (Half)0.01f);
+                _ = elements;
+            }
+            gguf.AddTensor(name, type, rows == 1 ? [cols] : [cols, rows], () => bytes);
+        }
+        Add("token_embd.weight", GgmlType.Q8_0, 256, 8);
+        Add("blk.0.attn_norm.weight", GgmlType.F32, 256, 1);
+        Add("blk.0.attn_q.weight", GgmlType.TQ2_0, 256, 256);
+        Add("blk.0.attn_k.weight", GgmlType.TQ1_0, 256, 128);
+        Add("blk.0.attn_v.weight", GgmlType.Q2_K, 256, 128);
+        Add("blk.0.attn_output.weight", GgmlType.Q4_0, 256, 256);
+        Add("blk.0.ffn_norm.weight", GgmlType.F32, 256, 1);
+        Add("blk.0.ffn_gate.weight", GgmlType.F16, 256, 32);
+        Add("blk.0.ffn_up.weight", GgmlType.BF16, 256, 32);
+        Add("blk.0.ffn_down.weight", GgmlType.Q8_0, 32, 256);
+        Add("output_norm.weight", GgmlType.F32, 256, 1);
+        gguf.Write(path, overwrite: true);
+        return File.ReadAllBytes(path);
     }
 
     // Damage to the data section (tensors, scales, the embedded tokenizer) with every checksum recomputed, so the

@@ -9,7 +9,8 @@ public static class Program
 {
     public static int Main(string[] args)
     {
-        var format = new Option<string>("--format") { Description = "pq, safetensors, torch, config, tokenizer or all",
+        var format = new Option<string>("--format") { Description = "pq, safetensors, torch, config, tokenizer, " +
+            "gguf, llama2c or all",
             DefaultValueFactory = _ => "all" };
         format.AcceptOnlyFromAmong([.. Fuzzer.Formats, "all"]);
         var cases = new Option<int>("--cases") { Description = "Cases per format", DefaultValueFactory = _ => 10_000 };

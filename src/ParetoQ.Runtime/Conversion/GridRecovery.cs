@@ -17,7 +17,7 @@ public static class GridRecovery
 
     // Per format: its nonzero levels (the value of each code at α = 1), largest magnitude first.
     private static readonly float[][] LevelsByMagnitude = Enumerable.Range(0, (int)WeightFormat.Q4G32 + 1).Select(f =>
-        Grids.Contains((WeightFormat)f)
+        Grids.Contains((WeightFormat)f) || (WeightFormat)f == WeightFormat.I8Row
             ? Enumerable.Range(0, WeightFormats.MaxCode((WeightFormat)f) + 1).Select(c
                 => Quantizer.Dequantize((WeightFormat)f, c, 1f))
                 .Where(l => l != 0).OrderByDescending(MathF.Abs).ToArray()
@@ -27,7 +27,9 @@ public static class GridRecovery
     /// Tries to write row's codes and α. <paramref name="maxError"/> is max |dequantized − stored| in fp32: zero when
     /// α·level is exactly representable in the source dtype, otherwise below half a unit in its last place.
     /// </summary>
-    /// <remarks><paramref name="format"/> must be one of <see cref="Grids"/>.</remarks>
+    /// <remarks><paramref name="format"/> must be one of <see cref="Grids"/> or int8 rows; for int8 only the two
+    /// largest levels of each sign are tried, where ggml's Q8_0 puts a block's largest weight (±127), so a row with
+    /// mixed block scales fails in a few passes instead of 255.</remarks>
     public static bool TryRecoverRow(WeightFormat format, ReadOnlySpan<float> row, SourceDType dtype, Span<byte> codes,
         out float alpha, out float maxError)
     {
@@ -49,7 +51,8 @@ public static class GridRecovery
         }
         // The largest weight sits on some level; try each level it could be, largest first (smallest α: the finest
         // grid).
-        foreach (float level in LevelsByMagnitude[(int)format])
+        var levels = LevelsByMagnitude[(int)format];
+        foreach (float level in format == WeightFormat.I8Row ? levels.AsSpan(0, 4) : levels.AsSpan())
         {
             if (MathF.Sign(level) != MathF.Sign(row[maxAt])) continue;
             float guess = row[maxAt] / level;

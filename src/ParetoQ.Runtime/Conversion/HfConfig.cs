@@ -14,6 +14,11 @@ public enum SourceFamily
     Llama,
     /// <summary><c>model_type</c> llama4_text: MobileLLM-Pro (local/global attention, NoPE layers, QK-norm).</summary>
     MobileLlmPro,
+    /// <summary>A llama2.c checkpoint (<see cref="Interchange.Llama2cCheckpoint"/>): LLaMA with adjacent-pair
+    /// RoPE.</summary>
+    Llama2c,
+    /// <summary>A GGUF file of llama.cpp's <c>llama</c> architecture (<see cref="Interchange.GgufCheckpoint"/>).</summary>
+    Gguf,
 }
 
 /// <summary>A Hugging Face config.json mapped onto <see cref="ModelConfig"/>, with what the converter needs beside

@@ -98,13 +98,45 @@ public static class HfConverter
 {
     public static ConversionReport Convert(string directory, string output, ConversionOptions options)
     {
+        CheckOptions(output, options);
+        var hf = HfConfig.Read(directory);
+        var tokenizer = HfTokenizer.Read(directory, hf);
+        using var source = SourceCheckpoint.Open(directory);
+        return Convert(directory, hf, tokenizer, source, output, options);
+    }
+
+    /// <summary>Converts a llama2.c checkpoint (<c>model.bin</c>) with its <c>tokenizer.bin</c>.</summary>
+    public static ConversionReport ConvertLlama2c(string checkpoint, string tokenizerPath, string output,
+        ConversionOptions options)
+    {
+        CheckOptions(output, options);
+        using var source = Llama2cCheckpoint.Open(checkpoint);
+        var (hf, tokenizer) = source.Describe(tokenizerPath);
+        return Convert(checkpoint, hf, tokenizer, source, output, options);
+    }
+
+    /// <summary>Converts a GGUF file of llama.cpp's <c>llama</c> architecture (<see cref="GgufCheckpoint"/>).</summary>
+    public static ConversionReport ConvertGguf(string path, string output, ConversionOptions options)
+    {
+        CheckOptions(output, options);
+        using var source = GgufCheckpoint.Open(path);
+        var (hf, tokenizer) = source.Describe();
+        return Convert(path, hf, tokenizer, source, output, options);
+    }
+
+    private static void CheckOptions(string output, ConversionOptions options)
+    {
         if (!options.Overwrite
             && File.Exists(output)) throw new OutputExistsException(output);
         if (options.Head is not (WeightFormat.I8Row or WeightFormat.Q4G32) && !WeightFormats.IsFloat(options.Head))
             throw new ArgumentException($"the head format must be int8, q4, f16, bf16 or f32, not {WeightFormats.Name(options.Head)}");
-        var hf = HfConfig.Read(directory);
-        var tokenizer = HfTokenizer.Read(directory, hf);
-        using var source = SourceCheckpoint.Open(directory);
+    }
+
+    /// <summary>The one conversion: <paramref name="origin"/> (a directory or a file) names the source in errors and
+    /// provenance.</summary>
+    private static ConversionReport Convert(string origin, HfConfig hf, HfTokenizer tokenizer,
+        ISourceCheckpoint source, string output, ConversionOptions options)
+    {
         var config = hf.Config;
         var notes = new List<string>(hf.Notes.Concat(tokenizer.Notes));
         var used = new HashSet<string>(StringComparer.Ordinal);
@@ -115,11 +147,11 @@ public static class HfConverter
             foreach (string candidate in new[] { name,
                 name.Replace(".mlp.", ".feed_forward.", StringComparison.Ordinal) })
                 if (FindOptional(source, candidate, used) is { } t) return t;
-            throw new CheckpointException(directory, name, "is missing from the checkpoint");
+            throw new CheckpointException(origin, name, "is missing from the checkpoint");
         }
 
         var writer = new PqWriter(config.ToJson(),
-            new PqProvenance(Path.GetFullPath(directory), "", options.Tool, new Dictionary<string, string>()));
+            new PqProvenance(Path.GetFullPath(origin), "", options.Tool, new Dictionary<string, string>()));
         writer.SetTokenizer(tokenizer.Info, tokenizer.Bytes);
         var reports = new List<TensorReport>();
         var specs = ModelTensors.For(config).ToList();
@@ -156,13 +188,15 @@ public static class HfConverter
         var unused = source.Tensors.Select(t => t.Name).Where(n => !used.Contains(n)
             && !n.EndsWith(".rotary_emb.inv_freq", StringComparison.Ordinal)).ToList();
         if (unused.Count > 0)
-            throw new CheckpointException(directory, null,
+            throw new CheckpointException(origin, null,
                 $"{unused.Count} tensor(s) the model does not use, so the checkpoint holds something not implemented: {string.Join(", ", unused.Take(5))}{(unused.Count > 5 ? ", …" : "")}");
+
+        if (source is GgufCheckpoint) notes.AddRange(GgufOutcomes(source, reports));
 
         var projectionFormats = reports.Where(r => r.IsProjection).Select(r => r.Format).Distinct().ToList();
         string bits = projectionFormats.Count == 1
             ? WeightFormats.NominalBits(projectionFormats[0]).ToString(CultureInfo.InvariantCulture) : "mixed";
-        writer.Provenance = new PqProvenance(Path.GetFullPath(directory), bits, options.Tool, new Dictionary<string,
+        writer.Provenance = new PqProvenance(Path.GetFullPath(origin), bits, options.Tool, new Dictionary<string,
             string>
         {
             ["source_family"] = hf.Family.ToString(),
@@ -233,12 +267,25 @@ public static class HfConverter
             throw new CheckpointException(src.File, src.Name,
                 $"{failure} (config.json has w_bits {hf.WBits}; pass --bits to quantize it anew)");
         }
+        if (src.Ggml is { } ggml)
+        {
+            // A GGUF block type: the .pq grids that can hold its values, tried exactly; otherwise its values are kept
+            // as they are, in f32, which holds every ggml block value exactly.
+            foreach (var grid in GridsHolding(ggml))
+                if (TryAddSnapped(writer, spec, src, w, grid, codes, out var exact, out _)) return exact!;
+            if (ggml == GgmlType.Q4_0 && TryAddSnappedGroups(writer, spec, w, codes, out var grouped)) return grouped!;
+            return AddPlain(writer, spec, w, WeightFormat.F32);
+        }
         foreach (var grid in GridRecovery.Grids)
             if (TryAddSnapped(writer, spec, src, w, grid, codes, out var report, out _)) return report!;
         if (hf.WBits is null && hf.Family == SourceFamily.MobileLlmPro)
             return AddQuantized(writer, spec, w, WeightFormat.Q4G32, TensorOrigin.RoundToNearest, null);
-        throw new CheckpointException(src.File, src.Name,
-            "is full precision, not snapped to a ParetoQ grid: pass --bits 1|1.58|2|3|4 (round-to-nearest PTQ), int4, int8, or bf16/f16/f32 to keep it");
+        // An ordinary full-precision model: kept at the precision it came in, and said so.
+        var kept = src.DType switch { SourceDType.BF16 => WeightFormat.BF16, SourceDType.F16 => WeightFormat.F16, _
+            => WeightFormat.F32 };
+        string note = $"full-precision projections kept as {WeightFormats.Name(kept)}, the checkpoint's own precision (--bits 1|1.58|2|3|4, int4 or int8 quantizes them)";
+        if (!notes.Contains(note)) notes.Add(note);
+        return AddPlain(writer, spec, w, kept);
     }
 
     private static bool TryAddSnapped(PqWriter writer, TensorSpec spec, SourceTensor src, float[] w,
@@ -270,6 +317,62 @@ public static class HfConverter
         report = new TensorReport(spec, TensorOrigin.Snapped, format, packed.Length, maxError, normSq > 0
             ? Math.Sqrt(errSq / normSq) : 0);
         failure = null;
+        return true;
+    }
+
+    /// <summary>What became of each GGUF tensor type, one line per (type, outcome).</summary>
+    private static IEnumerable<string> GgufOutcomes(ISourceCheckpoint source, List<TensorReport> reports) =>
+        reports.GroupBy(r =>
+        {
+            source.TryGet(r.Name, out var src);
+            string from = $"GGUF {src.Ggml?.ToString() ?? src.DType.ToString()} -> {WeightFormats.Name(r.Format)}";
+            return r.Origin switch
+            {
+                TensorOrigin.Snapped => $"{from}, every value exact",
+                TensorOrigin.Float when src.Ggml is not null
+                    => $"{from}, dequantized exactly (no .pq grid holds these blocks; --bits requantizes them)",
+                TensorOrigin.Float => $"{from}, float to float",
+                _ => $"{from}, requantized",
+            };
+        }).Select(g =>
+        {
+            double maxError = g.Max(r => r.Origin == TensorOrigin.Snapped ? 0 : r.MaxError);
+            return $"{g.Key}: {g.Count()} tensor(s){(maxError > 0 ? $", max error {maxError:G3}" : "")}";
+        });
+
+    /// <summary>The per-row .pq grids whose levels a ggml block type can hold, fewest bits first: the ones our GGUF
+    /// export writes it from.</summary>
+    private static WeightFormat[] GridsHolding(GgmlType type) => type switch
+    {
+        GgmlType.TQ1_0 or GgmlType.TQ2_0 => [WeightFormat.Binary, WeightFormat.Ternary],
+        GgmlType.Q2_K => [WeightFormat.Q2Seq],
+        GgmlType.Q4_0 => [WeightFormat.Q3Row, WeightFormat.Q4Row],
+        GgmlType.Q8_0 => [WeightFormat.I8Row],
+        _ => [],
+    };
+
+    /// <summary>int4 with one scale per 32 inputs (<see cref="WeightFormat.Q4G32"/>), recovered group by group: Q4_0
+    /// blocks whose scale is non-negative, or negative without level −8 (the grid has no +8).</summary>
+    private static bool TryAddSnappedGroups(PqWriter writer, TensorSpec spec, float[] w, byte[] codes,
+        out TensorReport? report)
+    {
+        const int Group = 32;
+        report = null;
+        if (spec.Cols % Group != 0) return false;
+        var scales = new float[spec.Rows * (spec.Cols / Group)];
+        for (int g = 0; g < scales.Length; g++)
+        {
+            // Q4_0 and q4_row share the levels −8..7 of one scale, so a group is recovered as a 32-wide q4_row.
+            if (!GridRecovery.TryRecoverRow(WeightFormat.Q4Row, w.AsSpan(g * Group, Group), SourceDType.F32,
+                codes.AsSpan(g * Group, Group), out scales[g], out _)) return false;
+            for (int i = 0; i < Group; i++)
+                if (Quantizer.Dequantize(WeightFormat.Q4G32, codes[g * Group + i], scales[g]) != w[g * Group + i])
+                    return false;
+        }
+        var matrix = new QuantizedMatrix(WeightFormat.Q4G32, spec.Rows, spec.Cols, Group, codes[..w.Length], scales);
+        byte[] packed = WeightPacker.Pack(matrix);
+        writer.AddTensor(spec.Name, WeightFormat.Q4G32, [spec.Rows, spec.Cols], packed);
+        report = new TensorReport(spec, TensorOrigin.Snapped, WeightFormat.Q4G32, packed.Length, 0, 0);
         return true;
     }
 

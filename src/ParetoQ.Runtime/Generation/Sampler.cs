@@ -9,7 +9,7 @@ public sealed record SamplerOptions
     public float TopP { get; init; } = 0.95f;
     public float MinP { get; init; } = 0.05f;
     /// <summary>CTRL-style penalty on tokens seen in the last <see cref="RepeatWindow"/> tokens; 1 = off.</summary>
-    public float RepeatPenalty { get; init; } = 1.1f;
+    public float RepeatPenalty { get; init; } = 1f;
     public int RepeatWindow { get; init; } = 64;
     public ulong Seed { get; init; } = 0x5EED;
 

@@ -3,34 +3,6 @@ using ParetoQ.Runtime.Format;
 
 namespace ParetoQ.Runtime.Interchange;
 
-/// <summary>The ggml tensor types a GGUF export uses, with ggml's numbering.</summary>
-public enum GgmlType : uint
-{
-    F32 = 0, F16 = 1, Q4_0 = 2, Q8_0 = 8, Q2_K = 10, BF16 = 30, TQ2_0 = 35,
-}
-
-public static class GgmlTypes
-{
-    /// <summary>Elements per block and bytes per block (ggml's blck_size and type_size).</summary>
-    public static (int Elements, int Bytes) Block(GgmlType type) => type switch
-    {
-        GgmlType.F32 => (1, 4),
-        GgmlType.F16 or GgmlType.BF16 => (1, 2),
-        GgmlType.Q4_0 => (32, 18),  // fp16 d, 16 bytes of nibbles
-        GgmlType.Q8_0 => (32, 34),  // fp16 d, 32 int8
-        GgmlType.Q2_K => (256, 84), // 16 scale/min bytes, 64 bytes of 2-bit codes, fp16 d, fp16 dmin
-        GgmlType.TQ2_0 => (256, 66), // 64 bytes of 2-bit codes, fp16 d
-        _ => throw new ArgumentOutOfRangeException(nameof(type), type, "unknown ggml type"),
-    };
-
-    public static long RowBytes(GgmlType type, long elements)
-    {
-        var (n, bytes) = Block(type);
-        if (elements % n != 0) throw new ArgumentException($"a {type} row needs a multiple of {n} elements, not {elements}");
-        return elements / n * bytes;
-    }
-}
-
 /// <summary>
 /// Writes GGUF version 3, llama.cpp's model file: header, typed key/values, tensor infos, then tensor data aligned to
 /// <see cref="Alignment"/>. All integers little-endian; strings are a u64 byte length and UTF-8 bytes.

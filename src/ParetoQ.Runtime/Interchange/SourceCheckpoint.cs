@@ -25,8 +25,10 @@ public sealed class CheckpointException : Exception
 public enum SourceDType { F32, F16, BF16 }
 
 /// <summary>One tensor of a source checkpoint: its place in <see cref="File"/>, absolute byte offset and
-/// length.</summary>
-public sealed record SourceTensor(string Name, SourceDType DType, long[] Shape, string File, long Offset, long Length)
+/// length. <paramref name="Ggml"/> is the block type of a quantized GGUF tensor, whose values read exactly as
+/// <see cref="SourceDType.F32"/>.</summary>
+public sealed record SourceTensor(string Name, SourceDType DType, long[] Shape, string File, long Offset, long Length,
+    GgmlType? Ggml = null)
 {
     public long Elements => Shape.Aggregate(1L, (a, b) => a * b);
     public int ElementBytes => BytesPerElement(DType);
@@ -145,18 +147,17 @@ internal static class SourceTensorReader
             }
             // A NaN or infinite weight would quantize to garbage scales and silently wrong logits; every conversion
             // reads through here, so it is refused here.
-            int bad = FirstNonFinite(dst);
-            if (bad >= 0) throw new CheckpointException(path, tensor.Name,
-                $"element {start + done + bad} is {(float.IsNaN(dst[bad]) ? "NaN" : dst[bad] > 0 ? "+infinity" : "-infinity")}; a checkpoint with NaN or infinite weights cannot be converted");
+            CheckFinite(path, tensor, start + done, dst);
             done += n;
         }
     }
 
-    private static int FirstNonFinite(ReadOnlySpan<float> values)
+    /// <summary>Refuses NaN and infinite values; <paramref name="start"/> is the first one's element index.</summary>
+    public static void CheckFinite(string path, SourceTensor tensor, long start, ReadOnlySpan<float> values)
     {
         for (int i = 0; i < values.Length; i++)
-            if (!float.IsFinite(values[i])) return i;
-        return -1;
+            if (!float.IsFinite(values[i])) throw new CheckpointException(path, tensor.Name,
+                $"element {start + i} is {(float.IsNaN(values[i]) ? "NaN" : values[i] > 0 ? "+infinity" : "-infinity")}; a checkpoint with NaN or infinite weights cannot be converted");
     }
 }
 

@@ -187,6 +187,7 @@ public sealed class ErrorContractTests : IDisposable
         File.WriteAllBytes(gguf, [.. "GGUF"u8, .. new byte[100]]);
         AssertOneLine(Run("paretoq-run", "--model", gguf, "--prompt", "Hi"), 1,
             "is a GGUF file (llama.cpp's format), not a .pq file: convert it with paretoq-convert");
+        AssertOneLine(Run("paretoq-convert", gguf, "-o", _dir.File("from-gguf.pq")), 1, "has GGUF version 0");
 
         var hf = HfDirectory("hf-exists", pytorchBin: false);
         File.WriteAllText(_dir.File("taken.pq"), "precious");

@@ -188,9 +188,11 @@ public sealed class ConverterTests(ITestOutputHelper output)
         var src = HfCheckpointWriter.Write(dir.File("hf"), "mobilellm",
             HfCheckpointWriter.TinyMobileLlm(layerSharing: true), HfWeights.FullPrecision, default, pytorchBin: false,
             LlamaTokenizer(), seed: 13);
-        Assert.Contains("not snapped to a ParetoQ grid",
-            Assert.Throws<CheckpointException>(() => Convert(src.Directory, dir.File("m.pq"))).Message);
-        Assert.False(File.Exists(dir.File("m.pq")));
+        // --bits auto keeps an ordinary full-precision model at its own precision, and says so.
+        var kept = Convert(src.Directory, dir.File("kept.pq"));
+        Assert.All(kept.Tensors.Where(t => t.IsProjection), t
+            => Assert.Equal((TensorOrigin.Float, WeightFormat.BF16), (t.Origin, t.Format)));
+        Assert.Contains(kept.Notes, n => n.StartsWith("full-precision projections kept as bf16", StringComparison.Ordinal));
 
         var report = Convert(src.Directory, dir.File("m.pq"), BitsChoice.Bits4);
         Assert.Equal(2, report.Source.Config.LayerRepeat);

@@ -16,6 +16,8 @@ public sealed class FuzzSliceTests(ITestOutputHelper output)
     [InlineData("torch")]
     [InlineData("config")]
     [InlineData("tokenizer")]
+    [InlineData("gguf")]
+    [InlineData("llama2c")]
     public void Mutated_inputs_are_accepted_or_refused_with_a_format_error(string format)
     {
         using var dir = new TempDir();

@@ -1,10 +1,8 @@
-using ParetoQ.Runtime.Text;
+namespace ParetoQ.Runtime.Text;
 
-namespace ParetoQ.Runtime.Tests;
-
-/// <summary>Writes a SentencePiece tokenizer.model (ModelProto) with LLaMA's BPE settings, from a list of
-/// pieces.</summary>
-internal static class SentencePieceModelWriter
+/// <summary>Writes a SentencePiece tokenizer.model (ModelProto) with LLaMA's BPE settings, from a list of pieces: how a
+/// vocabulary that arrives in another container (llama2.c's tokenizer.bin) is embedded in a .pq.</summary>
+public static class SentencePieceModelWriter
 {
     // ModelProto { 1: pieces { 1: piece, 2: score, 3: type }, 2: trainer_spec { 3: model_type, 35: byte_fallback },
     //              3: normalizer_spec { 1: name, 3: add_dummy_prefix, 4: remove_extra_whitespaces, 5:

@@ -1,0 +1,259 @@
+using System.Globalization;
+using ParetoQ.Runtime.Conversion;
+using ParetoQ.Runtime.Format;
+using ParetoQ.Runtime.Model;
+using ParetoQ.Runtime.Text;
+
+namespace ParetoQ.Runtime.Interchange;
+
+/// <summary>
+/// A GGUF file of llama.cpp's <c>llama</c> architecture presented to the converter under Hugging Face names, as the
+/// llama2.c reader is. Every tensor reads as fp32 values equal to llama.cpp's own dequantization; the converter then
+/// maps each onto a .pq grid where that grid holds the values exactly, and says what it did where it could not.
+/// GGUF stores q and k rows in llama.cpp's adjacent-pair RoPE layout; they are read back in the rotate-half order our
+/// GGUF export started from, so .pq → GGUF → .pq gives the same rows.
+/// </summary>
+public sealed class GgufCheckpoint : ISourceCheckpoint
+{
+    // The llama.* keys this importer understands; any other would change the computation in a way it does not know.
+    private static readonly HashSet<string> LlamaKeys = new(StringComparer.Ordinal)
+    {
+        "vocab_size", "context_length", "embedding_length", "block_count", "feed_forward_length",
+        "attention.head_count", "attention.head_count_kv", "attention.layer_norm_rms_epsilon", "attention.key_length",
+        "attention.value_length", "rope.dimension_count", "rope.freq_base", "rope.scaling.type",
+        "rope.scaling.factor", "expert_count", "expert_used_count",
+    };
+
+    private static readonly Dictionary<string, string> LayerNames = new(StringComparer.Ordinal)
+    {
+        ["attn_norm"] = "input_layernorm", ["attn_q"] = "self_attn.q_proj", ["attn_k"] = "self_attn.k_proj",
+        ["attn_v"] = "self_attn.v_proj", ["attn_output"] = "self_attn.o_proj",
+        ["ffn_norm"] = "post_attention_layernorm",
+        ["ffn_gate"] = "mlp.gate_proj", ["ffn_up"] = "mlp.up_proj", ["ffn_down"] = "mlp.down_proj",
+    };
+
+    private readonly GgufFile _file;
+    private readonly Dictionary<string, (SourceTensor Tensor, GgufTensor Gguf, int PermuteHeadDim)> _byName;
+
+    public string Directory { get; }
+    public IReadOnlyList<string> Files => [_file.Path];
+    public IReadOnlyList<SourceTensor> Tensors { get; }
+    public ModelConfig Config { get; }
+    public GgufFile File => _file;
+
+    private GgufCheckpoint(GgufFile file, ModelConfig config)
+    {
+        _file = file;
+        Config = config;
+        Directory = Path.GetDirectoryName(Path.GetFullPath(file.Path))!;
+        _byName = new Dictionary<string, (SourceTensor, GgufTensor, int)>(StringComparer.Ordinal);
+        var tensors = new List<SourceTensor>();
+        foreach (var t in file.Tensors)
+        {
+            string name = HfName(t.Name);
+            long[] shape = t.Dims.Length == 1 ? [t.Cols] : [t.Rows, t.Cols];
+            var dtype = t.Type switch { GgmlType.F16 => SourceDType.F16, GgmlType.BF16 => SourceDType.BF16, _
+                => SourceDType.F32 };
+            var source = new SourceTensor(name, dtype, shape, file.Path, t.Offset, t.Bytes,
+                GgmlTypes.IsFloat(t.Type) ? null : t.Type);
+            bool rope = name.EndsWith(".self_attn.q_proj.weight", StringComparison.Ordinal)
+                || name.EndsWith(".self_attn.k_proj.weight", StringComparison.Ordinal);
+            _byName[name] = (source, t, rope ? config.HeadDim : 0);
+            tensors.Add(source);
+        }
+        Tensors = tensors;
+    }
+
+    /// <summary>Opens a GGUF file and reads its llama hyperparameters; the tensors are read later, on demand.</summary>
+    public static GgufCheckpoint Open(string path)
+    {
+        var file = GgufFile.Open(path);
+        try
+        {
+            return new GgufCheckpoint(file, ReadConfig(file));
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+    }
+
+    private static string HfName(string gguf)
+    {
+        switch (gguf)
+        {
+            case "token_embd.weight": return "model.embed_tokens.weight";
+            case "output_norm.weight": return "model.norm.weight";
+            case "output.weight": return "lm_head.weight";
+        }
+        var parts = gguf.Split('.');
+        if (parts is ["blk", var layer, var kind, "weight"] && int.TryParse(layer, NumberStyles.None,
+                CultureInfo.InvariantCulture, out int n) && LayerNames.TryGetValue(kind, out var hf))
+            return $"model.layers.{n}.{hf}.weight";
+        return gguf; // not a llama tensor: the converter names it as unused
+    }
+
+    private static ModelConfig ReadConfig(GgufFile f)
+    {
+        CheckpointException Error(string problem) => new(f.Path, null, problem);
+        string architecture = Get<string>(f, "general.architecture") ?? throw Error("has no general.architecture");
+        if (architecture != "llama")
+            throw Error($"has architecture '{architecture}', which is not imported (llama is: LLaMA and " +
+                $"MobileLLM-shaped models)");
+        foreach (string key in f.Metadata.Keys)
+            if (key.StartsWith("llama.", StringComparison.Ordinal) && !LlamaKeys.Contains(key["llama.".Length..]))
+                throw Error($"has metadata {key}, which this importer does not understand");
+
+        int Required(string key) => Int(f, key) ?? throw Error($"has no {key}");
+        int dim = Required("llama.embedding_length"), layers = Required("llama.block_count"),
+            hidden = Required("llama.feed_forward_length"), heads = Required("llama.attention.head_count");
+        int kvHeads = Int(f, "llama.attention.head_count_kv") ?? heads;
+        if (heads < 1 || dim % heads != 0 || kvHeads < 1 || heads % kvHeads != 0)
+            throw Error($"has {heads} heads and {kvHeads} KV heads for embedding length {dim}");
+        int headDim = Int(f, "llama.attention.key_length") ?? dim / heads;
+        foreach (string key in new[] { "llama.attention.value_length", "llama.rope.dimension_count" })
+            if (Int(f, key) is { } v && v != headDim)
+                throw Error($"has {key} {v}, not the head dimension {headDim} (partial RoPE and unequal key/value " +
+                    $"widths are not llama)");
+        if ((Int(f, "llama.expert_count") ?? 0) != 0)
+            throw Error("is a mixture-of-experts llama model, which is not imported");
+        string scaling = Get<string>(f, "llama.rope.scaling.type") ?? "none";
+        double factor = Get<double?>(f, "llama.rope.scaling.factor") ?? 1;
+        if (!(scaling is "none" || scaling == "linear" && factor == 1))
+            throw Error($"has RoPE scaling '{scaling}' (factor {factor}), which is not imported");
+        var tokens = Get<string[]>(f, "tokenizer.ggml.tokens") ?? throw Error("has no tokenizer.ggml.tokens (the " +
+            "vocabulary)");
+        if (Int(f, "llama.vocab_size") is { } vocab && vocab != tokens.Length)
+            throw Error($"has llama.vocab_size {vocab} but {tokens.Length} tokens");
+
+        var config = new ModelConfig
+        {
+            Architecture = "mobilellm", VocabSize = tokens.Length, HiddenSize = dim, IntermediateSize = hidden,
+            NumLayers = layers, NumHeads = heads, NumKvHeads = kvHeads, HeadDim = headDim,
+            MaxPositionEmbeddings = Int(f, "llama.context_length") ?? 2048,
+            RmsNormEps = (float)(Get<double?>(f, "llama.attention.layer_norm_rms_epsilon")
+                ?? throw Error("has no llama.attention.layer_norm_rms_epsilon")),
+            RopeTheta = (float)(Get<double?>(f, "llama.rope.freq_base") ?? 10000),
+            RopeLayout = RopeLayout.RotateHalf,
+            TieWordEmbeddings = !f.Tensors.Any(t => t.Name == "output.weight"), LayerRepeat = 1,
+            LayerTypes = [.. Enumerable.Repeat(AttentionKind.Global, layers)],
+            RopeLayers = [.. Enumerable.Repeat(true, layers)],
+        };
+        // The .pq loader's own checks (ranges, divisibility), so a bad GGUF fails here and not after conversion.
+        using var json = System.Text.Json.JsonDocument.Parse(config.ToJson());
+        return ModelConfig.Parse(json.RootElement, f.Path);
+    }
+
+    private static T? Get<T>(GgufFile f, string key)
+    {
+        if (!f.Metadata.TryGetValue(key, out var value)) return default;
+        if (typeof(T) == typeof(double?) && value is double d) return (T)(object)d;
+        if (value is T t) return t;
+        throw new CheckpointException(f.Path, null, $"has metadata {key} of the wrong type ({value.GetType().Name})");
+    }
+
+    private static int? Int(GgufFile f, string key)
+    {
+        if (!f.Metadata.TryGetValue(key, out var value)) return null;
+        if (value is not long v || v < 0 || v > int.MaxValue)
+            throw new CheckpointException(f.Path, null, $"has metadata {key} = {value}, not a count");
+        return (int)v;
+    }
+
+    public bool TryGet(string name, out SourceTensor tensor)
+    {
+        bool found = _byName.TryGetValue(name, out var entry);
+        tensor = entry.Tensor;
+        return found;
+    }
+
+    public void Read(SourceTensor tensor, long start, Span<float> destination)
+    {
+        if (!_byName.TryGetValue(tensor.Name, out var entry) || !ReferenceEquals(entry.Tensor, tensor))
+            throw new ArgumentException($"tensor '{tensor.Name}' does not belong to {_file.Path}", nameof(tensor));
+        var t = entry.Gguf;
+        if (start < 0 || start + destination.Length > t.Elements)
+            throw new ArgumentOutOfRangeException(nameof(start), $"elements [{start}, {start + destination.Length}) " +
+                $"are outside tensor '{tensor.Name}' of {t.Elements}");
+        int cols = checked((int)t.Cols);
+        var bytes = new byte[t.RowBytes];
+        var row = new float[cols];
+        for (int done = 0; done < destination.Length;)
+        {
+            long r = (start + done) / cols;
+            int from = (int)((start + done) % cols), n = Math.Min(cols - from, destination.Length - done);
+            _file.ReadBytes(t, GgufRow(r, entry.PermuteHeadDim) * t.RowBytes, bytes);
+            GgmlTypes.Dequantize(t.Type, bytes, row);
+            row.AsSpan(from, n).CopyTo(destination.Slice(done, n));
+            SourceTensorReader.CheckFinite(_file.Path, tensor, start + done, destination.Slice(done, n));
+            done += n;
+        }
+    }
+
+    /// <summary>
+    /// The GGUF row holding Hugging Face row <paramref name="row"/>: within each head, rotate-half's pair (j, j + d/2)
+    /// is llama.cpp's adjacent pair (2j, 2j + 1). The inverse of the exporter's permutation.
+    /// </summary>
+    private static long GgufRow(long row, int headDim)
+    {
+        if (headDim == 0) return row;
+        long head = row / headDim;
+        int j = (int)(row % headDim), half = headDim / 2;
+        return head * headDim + (j < half ? 2 * j : 2 * (j - half) + 1);
+    }
+
+    public void Dispose() => _file.Dispose();
+
+    /// <summary>The converter's view: config and the tokenizer from the GGUF metadata, as a SentencePiece
+    /// model.</summary>
+    public (HfConfig Config, HfTokenizer Tokenizer) Describe()
+    {
+        var f = _file;
+        TokenizerException Error(string problem) => new(f.Path, problem);
+        string model = Get<string>(f, "tokenizer.ggml.model") ?? throw Error("has no tokenizer.ggml.model");
+        if (model != "llama")
+            throw Error($"has tokenizer model '{model}', which is not imported (llama, SentencePiece BPE, is)");
+        if (Get<bool?>(f, "tokenizer.ggml.add_space_prefix") == false)
+            throw Error("has add_space_prefix false, which the SentencePiece tokenizer does not implement");
+        var tokens = Get<string[]>(f, "tokenizer.ggml.tokens")!;
+        var scores = Get<double[]>(f, "tokenizer.ggml.scores");
+        var types = Get<long[]>(f, "tokenizer.ggml.token_type");
+        if (scores is not null && scores.Length != tokens.Length || types is not null && types.Length != tokens.Length)
+            throw Error($"has {tokens.Length} tokens but {scores?.Length} scores and {types?.Length} token types");
+        var pieces = new List<SentencePiece>(tokens.Length);
+        for (int i = 0; i < tokens.Length; i++)
+        {
+            long type = types?[i] ?? (long)PieceType.Normal;
+            if (type is < 1 or > 6) throw Error($"token {i} has type {type} (1 to 6)");
+            float score = (float)(scores?[i] ?? 0);
+            if (!float.IsFinite(score)) throw Error($"token {i} has score {scores![i]}");
+            if (tokens[i].Length == 0) throw Error($"token {i} is empty");
+            pieces.Add(new SentencePiece(tokens[i], score, (PieceType)type));
+        }
+
+        int? Id(string key)
+        {
+            if (!f.Metadata.TryGetValue(key, out var raw) || raw is long none && none == uint.MaxValue) return null;
+            int id = Int(f, key)!.Value; // u32 max is llama.cpp's "none"
+            if (id >= tokens.Length) throw Error($"{key} {id} is outside the vocabulary of {tokens.Length}");
+            return id;
+        }
+        int? bos = Id("tokenizer.ggml.bos_token_id"), eos = Id("tokenizer.ggml.eos_token_id"),
+            pad = Id("tokenizer.ggml.padding_token_id");
+        bool addBos = Get<bool?>(f, "tokenizer.ggml.add_bos_token") ?? true;
+        if (Get<bool?>(f, "tokenizer.ggml.add_eos_token") == true)
+            throw Error("has add_eos_token true, which generation does not implement");
+        int bosId = addBos && bos is { } b ? b : PqTokenizerInfo.None;
+        int[] stops = eos is { } e ? [e] : [];
+        var info = new PqTokenizerInfo(TokenizerKinds.SentencePiece, bosId, stops, pad ?? PqTokenizerInfo.None,
+            new Dictionary<string, int>(), Get<string>(f, "tokenizer.chat_template"));
+        var notes = new List<string> { $"GGUF version {f.Version}, {f.Tensors.Count} tensors" };
+        var hf = new HfConfig(SourceFamily.Gguf, Config, null, bosId == PqTokenizerInfo.None ? null : bosId, stops,
+            pad, notes);
+        var tokenizer = new HfTokenizer(info, SentencePieceModelWriter.Write(pieces),
+            $"GGUF vocabulary as a SentencePiece model, {pieces.Count} pieces, BOS {(addBos ? bos : "off")}, " +
+            $"EOS {(eos?.ToString(CultureInfo.InvariantCulture) ?? "none")}", []);
+        return (hf, tokenizer);
+    }
+}
