@@ -102,7 +102,9 @@ public static class Program
             "-m") { Description = "Benchmark this .pq file instead of generated ones" };
         var presets = new Option<string?>("--preset") { Description = "Generated architecture: mobilellm-1b, mobilellm-pro-1b or tiny (default: the full matrix)" };
         var formats = new Option<string?>("--formats") { Description = "Projection formats for --preset (comma-separated)" };
-        var head = new Option<string>("--head") { Description = "Embedding/head format of generated models: i8_row, q4_g32, f16, bf16, f32", DefaultValueFactory = _ => "i8_row" };
+        var head = new Option<string>("--head") { Description = "Embedding/head format of generated models: i8_row, " +
+            "q4_g32, f16, bf16, f32", DefaultValueFactory = _ => "i8_row" };
+        head.AcceptOnlyFromAmong([.. WeightFormats.HeadFormats.Select(WeightFormats.Name)]);
         var prompts = new Option<string>("--prompts") { Description = "Prompt lengths to prefill; decode is timed right after each", DefaultValueFactory = _ => "128,512,2048" };
         var decode = new Option<int>("--decode") { Description = "Tokens decoded after each prefill",
             DefaultValueFactory = _ => 32 };
@@ -151,8 +153,7 @@ public static class Program
             }
             else
             {
-                if (!WeightFormats.TryParse(parse.GetValue(head)!,
-                    out var headFormat)) throw new UsageException($"unknown head format '{parse.GetValue(head)}'");
+                var headFormat = WeightFormats.ParseOption(parse.GetValue(head)!);
                 var matrix = ModelBench.DefaultModels.AsEnumerable();
                 if (parse.GetValue(presets) is { } p)
                 {
@@ -273,8 +274,8 @@ public static class Program
             ? v : throw new UsageException($"'{s}' is not a positive integer");
 
     private static List<WeightFormat> ParseFormats(string list) => Split(list).Select(n =>
-        WeightFormats.TryParse(n, out var f) && WeightFormats.IsPacked(f) ? f
-            : throw new UsageException($"unknown packed format '{n}'")).ToList();
+        WeightFormats.TryParseOption(n, out var f) && WeightFormats.IsPacked(f) ? f
+            : throw new UsageException($"unknown packed format '{n}' (1, 1.58, 2, 3, 4 or a name: {string.Join(", ", WeightFormats.OptionNames(WeightFormats.IsPacked).Skip(5))})")).ToList();
 
     private static List<KernelPath> ParsePaths(string list) => list switch
     {

@@ -17,18 +17,19 @@ public static class Program
     public static int Main(string[] args)
     {
         var input = new Argument<string>("INPUT") { Description = "Hugging Face checkpoint directory (config.json, " +
-            "safetensors or pytorch_model.bin, tokenizer files), a GGUF file (llama architecture), or a llama2.c " +
-            "model.bin with --tokenizer; with --to gguf, a .pq file" };
+            "safetensors or pytorch_model.bin, tokenizer files), a GGUF file (llama architecture), a .pq file to " +
+            "requantize, or a llama2.c model.bin with --tokenizer; with --to gguf, a .pq file" };
         var output = new Option<string>("--output", "-o") { Description = "The file to write", Required = true };
         var to = new Option<string>("--to") { Description = "Output format: pq (from a Hugging Face directory) or " +
             "gguf (from a .pq file, for llama.cpp)", DefaultValueFactory = _ => "pq" };
         to.AcceptOnlyFromAmong("pq", "gguf");
         var bits = new Option<string>("--bits") { Description = "Projection weights: auto (detect snapped grids, use " +
-            "trained clip values), 1, 1.58, 2, 3, 4 (ParetoQ grids; round-to-nearest when not snapped), int4 " +
-            "(group-32), int8, bf16, f16, f32", DefaultValueFactory = _ => "auto" };
+            "trained clip values), 1, 1.58, 2, 3, 4 (ParetoQ grids, also spelled binary, ternary, q2_seq, q3_row, " +
+            "q4_row; round-to-nearest when not snapped), q4_g32, i8_row, bf16, f16, f32", DefaultValueFactory = _
+            => "auto" };
         bits.AcceptOnlyFromAmong([.. ConversionOptions.BitsNames.Keys]);
-        var head = new Option<string>("--head") { Description = "Embedding and output head format",
-            DefaultValueFactory = _ => "int8" };
+        var head = new Option<string>("--head") { Description = "Embedding and output head format: i8_row, q4_g32, " +
+            "f16, bf16, f32", DefaultValueFactory = _ => "i8_row" };
         head.AcceptOnlyFromAmong([.. ConversionOptions.HeadNames.Keys]);
         var force = new Option<bool>("--force") { Description = "Replace the output file if it exists" };
         var tokenizer = new Option<string?>("--tokenizer")
@@ -101,6 +102,12 @@ public static class Program
                         "vocabulary");
                 report = HfConverter.ConvertGguf(input, output, options);
             }
+            else if (LooksLikePq(input))
+            {
+                if (tokenizer is not null) throw new UsageException("--tokenizer is for a llama2.c checkpoint; a .pq " +
+                    "file holds its own tokenizer");
+                report = HfConverter.ConvertPq(input, output, options);
+            }
             else if (tokenizer is null)
                 throw new UsageException($"{input} is a file, so it is read as a llama2.c checkpoint, which needs " +
                     $"--tokenizer tokenizer.bin (a Hugging Face checkpoint is a directory)");
@@ -144,11 +151,15 @@ public static class Program
         return 0;
     }
 
-    private static bool LooksLikeGguf(string path)
+    private static bool LooksLikeGguf(string path) => GgufFile.HasMagic(FirstBytes(path));
+
+    private static bool LooksLikePq(string path) => FirstBytes(path).StartsWith(PqFile.Magic);
+
+    private static byte[] FirstBytes(string path)
     {
         using var stream = File.OpenRead(path);
-        Span<byte> magic = stackalloc byte[4];
-        return GgufFile.HasMagic(magic[..stream.ReadAtLeast(magic, 4, throwOnEndOfStream: false)]);
+        var start = new byte[8];
+        return start[..stream.ReadAtLeast(start, start.Length, throwOnEndOfStream: false)];
     }
 
     private static int ExportGguf(string input, string output, bool force, bool verbose)

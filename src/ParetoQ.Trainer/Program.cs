@@ -101,8 +101,9 @@ public static class Program
         model.AcceptOnlyFromAmong(Presets);
         var from = new Option<string>("--from") { Description = "The full-precision checkpoint to start from",
             Required = qat };
-        var bits = new Option<string>("--bits") { Description = "ParetoQ grid: 1, 1.58, 2, 3 or 4", Required = qat };
-        bits.AcceptOnlyFromAmong("1", "1.58", "2", "3", "4");
+        var bits = new Option<string>("--bits") { Description = "ParetoQ grid: 1, 1.58, 2, 3 or 4 (or binary, " +
+            "ternary, q2_seq, q3_row, q4_row)", Required = qat };
+        bits.AcceptOnlyFromAmong(WeightFormats.OptionNames(WeightFormats.IsParetoQ));
         var steps = new Option<int>("--steps") { Description = "Optimizer steps", Required = true };
         var seq = new Option<int>("--seq") { Description = "Tokens per training sequence", DefaultValueFactory = _
             => 128 };
@@ -156,8 +157,7 @@ public static class Program
                 {
                     var pretrained = Checkpoint.Load(p.GetValue(from)!);
                     if (pretrained.Model.Projections is not null) throw new ArgumentException($"{p.GetValue(from)} is already a QAT checkpoint; start from a full-precision one");
-                    m = pretrained.Model.WithProjections(WeightFormats.FromParetoQBits(double.Parse(p.GetValue(bits)!,
-                        CultureInfo.InvariantCulture)));
+                    m = pretrained.Model.WithProjections(WeightFormats.ParseOption(p.GetValue(bits)!));
                     run["from"] = Path.GetFullPath(p.GetValue(from)!);
                     run["bits"] = p.GetValue(bits)!;
                     run["distill"] = p.GetValue(distill).ToString(CultureInfo.InvariantCulture);
@@ -300,11 +300,11 @@ public static class Program
             Required = true };
         var output = new Option<string>("--output", "-o") { Description = "The .pq file to write", Required = true };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "tokenizer.json to embed (default: the one beside the run's token data)" };
-        var head = new Option<string>("--head") { Description = "Embedding/head format: f32, f16, bf16, i8_row",
+        var head = new Option<string>("--head") { Description = "Embedding/head format: i8_row, q4_g32, f16, bf16, f32",
             DefaultValueFactory = _ => "i8_row" };
-        head.AcceptOnlyFromAmong("f32", "f16", "bf16", "i8_row");
+        head.AcceptOnlyFromAmong([.. WeightFormats.HeadFormats.Select(WeightFormats.Name)]);
         var ptq = new Option<string?>("--ptq") { Description = "Round-to-nearest quantize a full-precision checkpoint to this grid (1, 1.58, 2, 3, 4): the no-training baseline" };
-        ptq.AcceptOnlyFromAmong("1", "1.58", "2", "3", "4");
+        ptq.AcceptOnlyFromAmong(WeightFormats.OptionNames(WeightFormats.IsParetoQ));
         var force = new Option<bool>("--force") { Description = "Replace the output file" };
         var cmd = new Command("export", "Write a checkpoint as a .pq model the runtime runs") { checkpoint, output,
             tokenizer, head, ptq, force };
@@ -315,14 +315,13 @@ public static class Program
             if (p.GetValue(ptq) is { } bits)
             {
                 if (model.Projections is not null) throw new ArgumentException("--ptq quantizes a full-precision checkpoint; this one is already QAT");
-                model = model.WithProjections(WeightFormats.FromParetoQBits(double.Parse(bits,
-                    CultureInfo.InvariantCulture)));
+                model = model.WithProjections(WeightFormats.ParseOption(bits));
             }
             string tokenizerPath = p.GetValue(tokenizer)
                 ?? (state.Run.TryGetValue("data", out var d) ? Path.Combine(d, "tokenizer.json")
                 : throw new UsageException("the checkpoint does not name its data directory; give --tokenizer"));
             var (info, bytes, _) = Tokenizers.LlamaTokenizerJson(tokenizerPath);
-            WeightFormats.TryParse(p.GetValue(head)!, out var headFormat);
+            var headFormat = WeightFormats.ParseOption(p.GetValue(head)!);
             string bitsName = model.Projections is { } g
                 ? WeightFormats.NominalBits(g).ToString(CultureInfo.InvariantCulture) : "32";
             var settings = state.Run.ToDictionary(k => k.Key, k => k.Value);
@@ -331,7 +330,7 @@ public static class Program
             PqExport.Write(model, p.GetValue(output)!, info, bytes,
                 new PqProvenance(Path.GetFullPath(p.GetValue(checkpoint)!), bitsName, "paretoq-train", settings),
                     headFormat, p.GetValue(force));
-            Console.WriteLine($"exported {p.GetValue(checkpoint)} (step {state.Optimizer.Step}{(p.GetValue(ptq) is { } b ? $", round-to-nearest {b}-bit" : "")}) -> {p.GetValue(output)}: {new FileInfo(p.GetValue(output)!).Length / 1e6:F2} MB");
+            Console.WriteLine($"exported {p.GetValue(checkpoint)} (step {state.Optimizer.Step}{(p.GetValue(ptq) is { } b ? $", round-to-nearest {WeightFormats.NominalBits(WeightFormats.ParseOption(b)).ToString(CultureInfo.InvariantCulture)}-bit" : "")}) -> {p.GetValue(output)}: {new FileInfo(p.GetValue(output)!).Length / 1e6:F2} MB");
             return 0;
         });
         return cmd;

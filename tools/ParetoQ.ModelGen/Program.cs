@@ -3,8 +3,8 @@ using ParetoQ.Runtime.Quantization;
 using ParetoQ.TestModels;
 
 // paretoq-modelgen: writes a deterministic random-weight test model of either architecture at any weight format. Usage:
-//   paretoq-modelgen [--arch mobilellm|mobilellm-pro] [--format q2_seq|ternary|binary|q3_row|q4_row|q4_g32|i8_row|f32]
-//                    [--head i8_row|q4_g32|f16|bf16|f32] [--seed N] [-o FILE.pq] [--force]
+//   paretoq-modelgen [--arch mobilellm|mobilellm-pro] [--format 1|1.58|2|3|4|binary|ternary|q2_seq|q3_row|q4_row|q4_g32|
+//                    i8_row|f32] [--head i8_row|q4_g32|f16|bf16|f32] [--seed N] [-o FILE.pq] [--force]
 // --head sets the embedding/head format (default f32); int8 or 4-bit shrinks the largest per-token read at low bits.
 // An existing output file is replaced only with --force.
 string arch = "mobilellm-pro", formatName = "q2_seq", headName = "f32", output = "test-model.pq";
@@ -26,14 +26,14 @@ for (int i = 0; i < args.Length; i++)
             return 2;
     }
 }
-if (!WeightFormats.TryParse(formatName, out var format) || !WeightFormats.IsKnown(format))
+if (!WeightFormats.TryParseOption(formatName, out var format) || !WeightFormats.IsKnown(format))
 {
     Console.Error.WriteLine($"error: unknown format '{formatName}'");
     return 2;
 }
-if (!WeightFormats.TryParse(headName, out var head) || head is WeightFormat.Binary or WeightFormat.Ternary)
+if (!WeightFormats.TryParseOption(headName, out var head) || !WeightFormats.HeadFormats.Contains(head))
 {
-    Console.Error.WriteLine($"error: unsupported head format '{headName}' (i8_row, q4_g32, q4_row, q3_row, q2_seq, f16, bf16 or f32)");
+    Console.Error.WriteLine($"error: unsupported head format '{headName}' (i8_row, q4_g32, f16, bf16 or f32)");
     return 2;
 }
 var config = arch switch

@@ -19,6 +19,8 @@ public enum SourceFamily
     Llama2c,
     /// <summary>A GGUF file of llama.cpp's <c>llama</c> architecture (<see cref="Interchange.GgufCheckpoint"/>).</summary>
     Gguf,
+    /// <summary>A .pq file, requantized (<see cref="Interchange.PqCheckpoint"/>).</summary>
+    Pq,
 }
 
 /// <summary>A Hugging Face config.json mapped onto <see cref="ModelConfig"/>, with what the converter needs beside

@@ -30,20 +30,24 @@ public sealed record ConversionOptions
     public Action<int, int, string>? Progress { get; init; }
     public string Tool { get; init; } = "paretoq-convert";
 
-    public static readonly IReadOnlyDictionary<string, BitsChoice> BitsNames = new Dictionary<string,
-        BitsChoice>(StringComparer.Ordinal)
-    {
-        ["auto"] = BitsChoice.Auto, ["1"] = BitsChoice.Binary, ["1.58"] = BitsChoice.Ternary, ["2"] = BitsChoice.Bits2,
-            ["3"] = BitsChoice.Bits3,
-        ["4"] = BitsChoice.Bits4, ["int4"] = BitsChoice.Int4, ["int8"] = BitsChoice.Int8, ["bf16"] = BitsChoice.BF16,
-            ["f16"] = BitsChoice.F16, ["f32"] = BitsChoice.F32,
-    };
+    /// <summary>--bits: auto, or a weight format as every program spells it (<see cref="WeightFormats.TryParseOption"/>:
+    /// 1, 1.58, 2, 3, 4 or a format name).</summary>
+    public static readonly IReadOnlyDictionary<string, BitsChoice> BitsNames = new[] { "auto" }
+        .Concat(WeightFormats.OptionNames(f => Choice(f) is not null))
+        .ToDictionary(name => name, name => name == "auto" ? BitsChoice.Auto
+            : Choice(WeightFormats.ParseOption(name))!.Value, StringComparer.Ordinal);
 
-    public static readonly IReadOnlyDictionary<string, WeightFormat> HeadNames = new Dictionary<string,
-        WeightFormat>(StringComparer.Ordinal)
+    /// <summary>--head: <see cref="WeightFormats.HeadFormats"/>, by name.</summary>
+    public static readonly IReadOnlyDictionary<string, WeightFormat> HeadNames = WeightFormats.HeadFormats
+        .ToDictionary(WeightFormats.Name, f => f, StringComparer.Ordinal);
+
+    private static BitsChoice? Choice(WeightFormat format) => format switch
     {
-        ["int8"] = WeightFormat.I8Row, ["q4"] = WeightFormat.Q4G32, ["f16"] = WeightFormat.F16,
-            ["bf16"] = WeightFormat.BF16, ["f32"] = WeightFormat.F32,
+        WeightFormat.Binary => BitsChoice.Binary, WeightFormat.Ternary => BitsChoice.Ternary,
+        WeightFormat.Q2Seq => BitsChoice.Bits2, WeightFormat.Q3Row => BitsChoice.Bits3,
+        WeightFormat.Q4Row => BitsChoice.Bits4, WeightFormat.Q4G32 => BitsChoice.Int4,
+        WeightFormat.I8Row => BitsChoice.Int8, WeightFormat.BF16 => BitsChoice.BF16, WeightFormat.F16 => BitsChoice.F16,
+        WeightFormat.F32 => BitsChoice.F32, _ => null,
     };
 }
 
@@ -124,12 +128,24 @@ public static class HfConverter
         return Convert(path, hf, tokenizer, source, output, options);
     }
 
+    /// <summary>Requantizes a .pq file (<see cref="PqCheckpoint"/>): PTQ with <c>--bits</c>, or a new head
+    /// format.</summary>
+    public static ConversionReport ConvertPq(string path, string output, ConversionOptions options)
+    {
+        if (Path.GetFullPath(path) == Path.GetFullPath(output))
+            throw new ArgumentException($"the output {output} is the input file; write the requantized model elsewhere");
+        CheckOptions(output, options);
+        using var source = PqCheckpoint.Open(path);
+        var (hf, tokenizer) = source.Describe();
+        return Convert(path, hf, tokenizer, source, output, options);
+    }
+
     private static void CheckOptions(string output, ConversionOptions options)
     {
         if (!options.Overwrite
             && File.Exists(output)) throw new OutputExistsException(output);
         if (options.Head is not (WeightFormat.I8Row or WeightFormat.Q4G32) && !WeightFormats.IsFloat(options.Head))
-            throw new ArgumentException($"the head format must be int8, q4, f16, bf16 or f32, not {WeightFormats.Name(options.Head)}");
+            throw new ArgumentException($"the head format must be one of {string.Join(", ", ConversionOptions.HeadNames.Keys)}, not {WeightFormats.Name(options.Head)}");
     }
 
     /// <summary>The one conversion: <paramref name="origin"/> (a directory or a file) names the source in errors and
@@ -283,7 +299,7 @@ public static class HfConverter
         // An ordinary full-precision model: kept at the precision it came in, and said so.
         var kept = src.DType switch { SourceDType.BF16 => WeightFormat.BF16, SourceDType.F16 => WeightFormat.F16, _
             => WeightFormat.F32 };
-        string note = $"full-precision projections kept as {WeightFormats.Name(kept)}, the checkpoint's own precision (--bits 1|1.58|2|3|4, int4 or int8 quantizes them)";
+        string note = $"full-precision projections kept as {WeightFormats.Name(kept)}, the checkpoint's own precision (--bits 1|1.58|2|3|4, q4_g32 or i8_row quantizes them)";
         if (!notes.Contains(note)) notes.Add(note);
         return AddPlain(writer, spec, w, kept);
     }

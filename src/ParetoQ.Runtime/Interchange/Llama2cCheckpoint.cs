@@ -18,7 +18,9 @@ namespace ParetoQ.Runtime.Interchange;
 /// <item>v1 (magic 0x616b3432, "ak42" read as a little-endian uint32; version 1): a 256-byte header with the same
 /// sizes and a shared-classifier flag, then the
 /// arrays in export.py's order (embedding, attention norms, FFN norms, final norm, wq, wk, wv, wo, w1, w2, w3,
-/// head).</item>
+/// head);</item>
+/// <item>v2 (version 2): the same header plus the group size at byte 37; the norms in fp32, then embedding, wq … w3
+/// and head each as int8 values followed by one fp32 scale per group (export.py's Q8_0).</item>
 /// </list>
 /// Every matrix is PyTorch's [out, in] row-major, as in a Hugging Face checkpoint; RoPE rotates adjacent pairs
 /// (<see cref="RopeLayout.Interleaved"/>). The file's size must be exactly what the header implies.
@@ -36,10 +38,12 @@ public sealed class Llama2cCheckpoint : ISourceCheckpoint
     public IReadOnlyList<SourceTensor> Tensors { get; }
     /// <summary>The model the header describes (fp32 weights; vocabulary and context from the header).</summary>
     public ModelConfig Config { get; }
-    /// <summary>"v0" or "v1".</summary>
+    /// <summary>"v0", "v1" or "v2".</summary>
     public string FormatVersion { get; }
+    /// <summary>Values per fp32 scale of a version 2 checkpoint's int8 matrices; 0 for fp32 checkpoints.</summary>
+    public int GroupSize { get; }
 
-    private Llama2cCheckpoint(string path, SafeFileHandle handle, ModelConfig config, string version,
+    private Llama2cCheckpoint(string path, SafeFileHandle handle, ModelConfig config, string version, int groupSize,
         List<SourceTensor> tensors)
     {
         Path = path;
@@ -47,6 +51,7 @@ public sealed class Llama2cCheckpoint : ISourceCheckpoint
         _handle = handle;
         Config = config;
         FormatVersion = version;
+        GroupSize = groupSize;
         Tensors = tensors;
         _byName = tensors.ToDictionary(t => t.Name, StringComparer.Ordinal);
     }
@@ -60,11 +65,12 @@ public sealed class Llama2cCheckpoint : ISourceCheckpoint
         RandomAccess.Read(handle, header.AsSpan(0, (int)Math.Min(256, length)), 0);
         bool versioned = BinaryPrimitives.ReadUInt32LittleEndian(header) == VersionedMagic;
         int version = versioned ? BinaryPrimitives.ReadInt32LittleEndian(header.AsSpan(4)) : 0;
-        if (versioned && version != 1)
-            throw Error(version == 2
-                ? "is a llama2.c version 2 checkpoint (Q8_0 groups), which this build does not import; export it as version 0 or 1"
-                : $"has llama2.c format version {version} (versions 0 and 1 are read)");
-        if (versioned && length < 256) throw Error($"is {length} bytes, shorter than a version 1 header");
+        if (versioned && version is not (1 or 2))
+            throw Error($"has llama2.c format version {version} (versions 0, 1 and 2 are read)");
+        if (versioned && length < 256) throw Error($"is {length} bytes, shorter than a version {version} header");
+        // Version 2 stores each matrix as int8 with one fp32 scale per group of this many values (export.py's Q8_0).
+        int groupSize = version == 2 ? BinaryPrimitives.ReadInt32LittleEndian(header.AsSpan(37)) : 0;
+        if (version == 2 && groupSize is < 1 or > 1 << 16) throw Error($"has group size {groupSize} (1 to 65536)");
         var h = header.AsSpan(versioned ? 8 : 0);
         int dim = Read(h, 0), hidden = Read(h, 1), layers = Read(h, 2), heads = Read(h, 3), kvHeads = Read(h, 4),
             vocabField = Read(h, 5), seqLen = Read(h, 6);
@@ -105,16 +111,22 @@ public sealed class Llama2cCheckpoint : ISourceCheckpoint
         ];
         (string, long, long, bool)[] head = tied ? [] : [("lm_head.weight", vocab, dim, false)];
         var ropeTables = ("", 2L, (long)seqLen * headDim / 2, false); // freq_cis_real and _imag, skipped
-        List<(string Name, long Rows, long Cols, bool PerLayer)> order = versioned
-            ? [.. embedding, .. attentionNorm, .. ffnNorm, .. finalNorm, .. projections, .. head]
-            : [.. embedding, .. attentionNorm, .. projections.Take(4), .. ffnNorm, .. projections.Skip(4),
-                .. finalNorm, ropeTables, .. head];
+        List<(string Name, long Rows, long Cols, bool PerLayer)> order = version switch
+        {
+            2 => [.. attentionNorm, .. ffnNorm, .. finalNorm, .. embedding, .. projections, .. head],
+            1 => [.. embedding, .. attentionNorm, .. ffnNorm, .. finalNorm, .. projections, .. head],
+            _ => [.. embedding, .. attentionNorm, .. projections.Take(4), .. ffnNorm, .. projections.Skip(4),
+                .. finalNorm, ropeTables, .. head],
+        };
 
         var tensors = new List<SourceTensor>();
         long offset = versioned ? 256 : 28;
         foreach (var (name, rows, cols, perLayer) in order)
         {
-            long bytes = rows * cols * 4;
+            bool grouped = version == 2 && rows > 1; // the norms stay fp32
+            if (grouped && rows * cols % groupSize != 0)
+                throw Error($"{name.Replace("{i}.", "")}: {rows * cols} values are not whole groups of {groupSize}");
+            long bytes = grouped ? rows * cols + rows * cols / groupSize * 4 : rows * cols * 4;
             for (int i = 0; i < (perLayer ? layers : 1); i++)
             {
                 if (name.Length > 0)
@@ -128,8 +140,8 @@ public sealed class Llama2cCheckpoint : ISourceCheckpoint
             }
         }
         if (offset != length)
-            throw Error($"is {length} bytes, but a {(versioned ? "version 1" : "legacy")} checkpoint of this header needs {offset} (truncated, or not llama2.c)");
-        return new Llama2cCheckpoint(path, handle, config, versioned ? "v1" : "v0", tensors);
+            throw Error($"is {length} bytes, but a {(versioned ? $"version {version}" : "legacy")} checkpoint of this header needs {offset} (truncated, or not llama2.c)");
+        return new Llama2cCheckpoint(path, handle, config, $"v{version}", groupSize, tensors);
     });
 
     private static int Read(ReadOnlySpan<byte> header, int field) =>
@@ -137,8 +149,38 @@ public sealed class Llama2cCheckpoint : ISourceCheckpoint
 
     public bool TryGet(string name, out SourceTensor tensor) => _byName.TryGetValue(name, out tensor!);
 
-    public void Read(SourceTensor tensor, long start, Span<float> destination) =>
-        SourceTensorReader.Read(_handle, Path, tensor, start, destination);
+    public void Read(SourceTensor tensor, long start, Span<float> destination)
+    {
+        if (tensor.Length == tensor.Elements * 4)
+        {
+            SourceTensorReader.Read(_handle, Path, tensor, start, destination);
+            return;
+        }
+        // A version 2 matrix: int8 values, then the fp32 scales; each value is q · s in fp32, as runq.c dequantizes.
+        if (start < 0 || start + destination.Length > tensor.Elements)
+            throw new ArgumentOutOfRangeException(nameof(start), $"elements [{start}, {start + destination.Length}) " +
+                $"are outside tensor '{tensor.Name}' of {tensor.Elements}");
+        long firstGroup = start / GroupSize, lastGroup = (start + destination.Length - 1) / GroupSize;
+        var q = new byte[destination.Length];
+        var scales = new byte[(lastGroup - firstGroup + 1) * 4];
+        ReadExactly(tensor, tensor.Offset + start, q);
+        ReadExactly(tensor, tensor.Offset + tensor.Elements + firstGroup * 4, scales);
+        for (int i = 0; i < destination.Length; i++)
+            destination[i] = (sbyte)q[i] * BinaryPrimitives.ReadSingleLittleEndian(
+                scales.AsSpan((int)(((start + i) / GroupSize - firstGroup) * 4)));
+        SourceTensorReader.CheckFinite(Path, tensor, start, destination);
+    }
+
+    private void ReadExactly(SourceTensor tensor, long offset, Span<byte> destination)
+    {
+        for (int read = 0; read < destination.Length;)
+        {
+            int n = RandomAccess.Read(_handle, destination[read..], offset + read);
+            if (n == 0) throw new CheckpointException(Path, tensor.Name,
+                $"the file ended at byte {offset + read} while reading the tensor (it was truncated after opening)");
+            read += n;
+        }
+    }
 
     public void Dispose() => _handle.Dispose();
 
@@ -208,6 +250,9 @@ public sealed class Llama2cCheckpoint : ISourceCheckpoint
         {
             $"llama2.c {FormatVersion} checkpoint: generation stops at EOS or at BOS, which begins each training story",
         };
+        if (GroupSize > 0)
+            notes.Add($"version 2 stores int8 matrices with one fp32 scale per {GroupSize} values; each value is read " +
+                "as q·s in fp32, as llama2.c's runq.c dequantizes it");
         var hf = new HfConfig(SourceFamily.Llama2c, Config, null, bos, stops, null, notes);
         var tokenizer = new HfTokenizer(info, SentencePieceModelWriter.Write(pieces),
             $"llama2.c tokenizer.bin as a SentencePiece model, {pieces.Count} pieces, BOS {bos}, " +

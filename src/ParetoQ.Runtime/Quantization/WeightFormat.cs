@@ -155,6 +155,38 @@ public static class WeightFormats
         s_table.FirstOrDefault(i => i.IsParetoQ && i.NominalBits == bits)?.Format
         ?? throw new ArgumentOutOfRangeException(nameof(bits), bits, "ParetoQ bit widths are 1, 1.58, 2, 3 and 4");
 
+    /// <summary>Formats an embedding and output head can take (the ParetoQ grids are for projections).</summary>
+    public static readonly WeightFormat[] HeadFormats = [WeightFormat.I8Row, WeightFormat.Q4G32, WeightFormat.F16,
+        WeightFormat.BF16, WeightFormat.F32];
+
+    /// <summary>
+    /// The one spelling of a weight format on every command line (--bits, --head, --format(s), --ptq): its name, as
+    /// <c>paretoq-convert inspect</c> prints it, or for a ParetoQ grid its bit width as the paper writes it (1, 1.58,
+    /// 2, 3, 4).
+    /// </summary>
+    public static bool TryParseOption(string text, out WeightFormat format)
+    {
+        if (TryParse(text, out format)) return true;
+        var grid = s_table.FirstOrDefault(i => i.IsParetoQ
+            && i.NominalBits.ToString(System.Globalization.CultureInfo.InvariantCulture) == text);
+        format = grid?.Format ?? default;
+        return grid is not null;
+    }
+
+    /// <summary>Every spelling <see cref="TryParseOption"/> accepts for the formats <paramref name="accepted"/> lets
+    /// through, widths first: for an option's list of allowed values.</summary>
+    public static string[] OptionNames(Func<WeightFormat, bool> accepted) =>
+    [
+        .. s_table.Where(i => i.IsParetoQ && accepted(i.Format))
+            .Select(i => i.NominalBits.ToString(System.Globalization.CultureInfo.InvariantCulture)),
+        .. s_table.Where(i => accepted(i.Format)).Select(i => i.Name),
+    ];
+
+    /// <summary><see cref="TryParseOption"/> for a value an option already restricted to
+    /// <see cref="OptionNames"/>.</summary>
+    public static WeightFormat ParseOption(string text) => TryParseOption(text, out var format) ? format
+        : throw new ArgumentException($"'{text}' is not a weight format ({string.Join(", ", OptionNames(_ => true))})");
+
     /// <summary>The affine code → value map of a packed format.</summary>
     public static AffineCodes Affine(WeightFormat f) => Of(f) is { IsPacked: true } info
         ? info.Affine : throw new ArgumentException($"{f} is not a packed integer format", nameof(f));

@@ -27,6 +27,16 @@ public sealed class WeightFormatDescriptorTests
         Assert.Equal(info.IsPacked, WeightFormats.IsPacked(format));
         if (info.IsFloat) Assert.Equal(info.CodeBits / 8, FloatCodec.ElementBytes(format));
         if (info.IsParetoQ) Assert.Equal(format, WeightFormats.FromParetoQBits(info.NominalBits));
+
+        // One spelling on every command line: the name, or a ParetoQ grid's width, and convert's --bits/--head agree.
+        Assert.True(WeightFormats.TryParseOption(info.Name, out var option));
+        Assert.Equal(format, option);
+        string width = info.NominalBits.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        Assert.Equal(info.IsParetoQ, WeightFormats.TryParseOption(width, out var byWidth) && byWidth == format);
+        if (Conversion.ConversionOptions.BitsNames.TryGetValue(info.Name, out var choice))
+            Assert.Equal(choice, Conversion.ConversionOptions.BitsNames[info.IsParetoQ ? width : info.Name]);
+        Assert.Equal(WeightFormats.HeadFormats.Contains(format),
+            Conversion.ConversionOptions.HeadNames.TryGetValue(info.Name, out var head) && head == format);
     }
 
     [Theory]
