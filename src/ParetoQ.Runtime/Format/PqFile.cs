@@ -62,9 +62,11 @@ public sealed unsafe class PqFile : IDisposable
         FileStream stream = InputFile.Open(path, Error);
         long metaLength, dataLength;
         ulong metaHash;
+        DateTime written;
         using (stream)
         {
             FileLength = stream.Length;
+            written = File.GetLastWriteTimeUtc(stream.SafeFileHandle);
             if (FileLength < HeaderSize)
                 throw Error($"file is {FileLength} bytes, shorter than the {HeaderSize}-byte header (truncated or not a .pq file)");
             Span<byte> header = stackalloc byte[HeaderSize];
@@ -108,6 +110,12 @@ public sealed unsafe class PqFile : IDisposable
                 if (verifyChecksums) VerifyChecksums();
                 CheckScales();
             }
+            // A mapped file truncated by another process raises SIGBUS on the next read (docs/RELIABILITY.md); one
+            // replaced or rewritten while it was loaded is refused here rather than trusted.
+            var now = new FileInfo(path);
+            if (!now.Exists || now.Length != FileLength || now.LastWriteTimeUtc != written)
+                throw Error("changed while it was being loaded (another process is writing it; replace model files " +
+                    "with a rename, as paretoq-convert does, never in place)");
         }
         catch
         {

@@ -5,7 +5,7 @@ namespace ParetoQ.Runtime.Tests;
 
 /// <summary>
 /// CI's slice of paretoq-fuzz: a fixed seed and a few hundred cases per format, under the same time and memory bounds
-/// as the documented 10,000-case run (docs/FUZZING.md). Each case must be accepted or refused with the reader's own
+/// as the documented 10,000-case run (docs/RELIABILITY.md). Each case must be accepted or refused with the reader's own
 /// format error.
 /// </summary>
 public sealed class FuzzSliceTests(ITestOutputHelper output)

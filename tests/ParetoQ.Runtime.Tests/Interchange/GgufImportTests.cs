@@ -53,13 +53,31 @@ public sealed class GgufImportTests
         // The same weights; only the order RoPE pairs are summed in differs.
         Assert.True(worst < 1e-4, $"logits differ by {worst}");
 
-        a.Reset();
-        var text = new StringBuilder();
-        new Generator(a, tokenizer).Generate([tokenizer.BosId], new GenerationOptions
+        // llama2.c's greedy text, with the default kernels and in exact mode.
+        foreach (bool exact in new[] { false, true })
         {
-            MaxTokens = 200, Sampler = SamplerOptions.Greedy, EosIds = [tokenizer.BosId],
-        }, piece => text.Append(piece));
-        Assert.Equal(File.ReadAllText(Stories("expected-stdout.txt")), text.ToString().TrimStart(' '));
+            using var kernels = ComputeDevice.Create("cpu", new CpuBackendOptions { Exact = exact }, null);
+            using var model = LanguageModel.Load(dir.File("gguf.pq"), kernels);
+            using var session = new Session(model, new SessionOptions { ContextLength = 256,
+                KvCache = KvCacheType.F32 });
+            var text = new StringBuilder();
+            new Generator(session, tokenizer).Generate([tokenizer.BosId], new GenerationOptions
+            {
+                MaxTokens = 200, Sampler = SamplerOptions.Greedy, EosIds = model.File.Tokenizer.EosIds,
+            }, piece => text.Append(piece));
+            Assert.Equal(File.ReadAllText(Stories("expected-stdout.txt")), text.ToString().TrimStart(' '));
+        }
+
+        // PTQ straight from the GGUF: 2-bit round-to-nearest, the error reported.
+        var ptq = HfConverter.ConvertGguf(Stories("stories260K.gguf"), dir.File("q2.pq"),
+            options with { Bits = BitsChoice.Bits2 });
+        Assert.All(ptq.Tensors.Where(t => t.IsProjection), t =>
+        {
+            Assert.Equal((TensorOrigin.RoundToNearest, WeightFormat.Q2Seq), (t.Origin, t.Format));
+            Assert.True(t.MaxError > 0);
+        });
+        Assert.Contains(ptq.Notes, n => n.StartsWith("GGUF F32 -> q2_seq, requantized: 35 tensor(s), max error",
+            StringComparison.Ordinal));
     }
 
     // Rows of 256 and 512 inputs: whole TQ2_0/Q2_K super-blocks.
