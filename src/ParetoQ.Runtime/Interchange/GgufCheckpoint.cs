@@ -173,9 +173,7 @@ public sealed class GgufCheckpoint : ISourceCheckpoint
         if (!_byName.TryGetValue(tensor.Name, out var entry) || !ReferenceEquals(entry.Tensor, tensor))
             throw new ArgumentException($"tensor '{tensor.Name}' does not belong to {_file.Path}", nameof(tensor));
         var t = entry.Gguf;
-        if (start < 0 || start + destination.Length > t.Elements)
-            throw new ArgumentOutOfRangeException(nameof(start), $"elements [{start}, {start + destination.Length}) " +
-                $"are outside tensor '{tensor.Name}' of {t.Elements}");
+        SourceTensorReader.CheckRange(tensor, start, destination.Length);
         int cols = checked((int)t.Cols);
         var bytes = new byte[t.RowBytes];
         var row = new float[cols];

@@ -157,9 +157,7 @@ public sealed class Llama2cCheckpoint : ISourceCheckpoint
             return;
         }
         // A version 2 matrix: int8 values, then the fp32 scales; each value is q · s in fp32, as runq.c dequantizes.
-        if (start < 0 || start + destination.Length > tensor.Elements)
-            throw new ArgumentOutOfRangeException(nameof(start), $"elements [{start}, {start + destination.Length}) " +
-                $"are outside tensor '{tensor.Name}' of {tensor.Elements}");
+        SourceTensorReader.CheckRange(tensor, start, destination.Length);
         long firstGroup = start / GroupSize, lastGroup = (start + destination.Length - 1) / GroupSize;
         var q = new byte[destination.Length];
         var scales = new byte[(lastGroup - firstGroup + 1) * 4];

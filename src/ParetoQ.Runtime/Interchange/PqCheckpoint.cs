@@ -66,9 +66,7 @@ public sealed class PqCheckpoint : ISourceCheckpoint
         if (!_byName.TryGetValue(tensor.Name, out var entry) || !ReferenceEquals(entry.Source, tensor))
             throw new ArgumentException($"tensor '{tensor.Name}' does not belong to {_file.Path}", nameof(tensor));
         var t = entry.Tensor;
-        if (start < 0 || start + destination.Length > tensor.Elements)
-            throw new ArgumentOutOfRangeException(nameof(start), $"elements [{start}, {start + destination.Length}) " +
-                $"are outside tensor '{tensor.Name}' of {tensor.Elements}");
+        SourceTensorReader.CheckRange(tensor, start, destination.Length);
         if (!WeightFormats.IsPacked(t.Format))
         {
             FloatCodec.Decode(t.Format, t.Data, start, destination);

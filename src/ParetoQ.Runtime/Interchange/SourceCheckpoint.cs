@@ -113,9 +113,7 @@ internal static class SourceTensorReader
         Span<float> destination)
     {
         if (tensor.File != path) throw new ArgumentException($"tensor '{tensor.Name}' belongs to {tensor.File}, not {path}", nameof(tensor));
-        if (start < 0 || start + destination.Length > tensor.Elements)
-            throw new ArgumentOutOfRangeException(nameof(start),
-                $"elements [{start}, {start + destination.Length}) are outside tensor '{tensor.Name}' of {tensor.Elements}");
+        SourceTensorReader.CheckRange(tensor, start, destination.Length);
         const int ChunkElements = 1 << 16;
         int size = tensor.ElementBytes;
         var buffer = new byte[Math.Min(destination.Length, ChunkElements) * size];
@@ -150,6 +148,14 @@ internal static class SourceTensorReader
             CheckFinite(path, tensor, start + done, dst);
             done += n;
         }
+    }
+
+    /// <summary>Elements [start, start + count) must lie inside the tensor: a caller's bug otherwise.</summary>
+    public static void CheckRange(SourceTensor tensor, long start, int count)
+    {
+        if (start < 0 || start + count > tensor.Elements)
+            throw new ArgumentOutOfRangeException(nameof(start),
+                $"elements [{start}, {start + count}) are outside tensor '{tensor.Name}' of {tensor.Elements}");
     }
 
     /// <summary>Refuses NaN and infinite values; <paramref name="start"/> is the first one's element index.</summary>
