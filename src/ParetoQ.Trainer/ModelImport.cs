@@ -1,5 +1,8 @@
 using ParetoQ.Runtime.Backends.Cpu;
+using ParetoQ.CommandLine;
 using ParetoQ.Runtime.Conversion;
+using ParetoQ.Runtime.Format;
+using ParetoQ.Runtime.Interchange;
 using ParetoQ.Runtime.Kernels;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
@@ -8,7 +11,7 @@ namespace ParetoQ.Trainer;
 
 /// <summary>
 /// Full-precision starting weights for QAT from a model the runtime loads: a .pq file (validated by the runtime's own
-/// loader; quantized tensors are dequantized) or a Hugging Face directory (converted to f32 by the converter first).
+/// loader; quantized tensors are dequantized), or any source the converter reads (converted to f32 first).
 /// </summary>
 public static class ModelImport
 {
@@ -29,19 +32,42 @@ public static class ModelImport
         return model;
     }
 
-    public static TransformerModel<float> FromHuggingFace(string directory)
+    /// <summary>
+    /// Any model the converter reads, as full-precision weights: a Hugging Face directory, a GGUF file, a llama2.c
+    /// checkpoint (with <paramref name="tokenizer"/>, its tokenizer.bin) or a .pq file. Foreign formats are converted to
+    /// an f32 .pq first, so the trainer starts from exactly the values the runtime computes with.
+    /// </summary>
+    public static TransformerModel<float> FromModel(string source, string? tokenizer)
     {
+        if (File.Exists(source) && IsPq(source))
+        {
+            if (tokenizer is not null) throw new UsageException("--tokenizer is for a llama2.c checkpoint; a .pq file holds its own");
+            return FromPq(source);
+        }
         string converted = Path.Combine(Path.GetTempPath(), $"paretoq-import-{Guid.NewGuid():N}.pq");
+        var options = new ConversionOptions { Bits = BitsChoice.F32, Head = WeightFormat.F32,
+            Tool = "paretoq-train import" };
         try
         {
-            HfConverter.Convert(directory, converted,
-                new ConversionOptions { Bits = BitsChoice.F32, Head = WeightFormat.F32,
-                Tool = "paretoq-train import" });
+            if (System.IO.Directory.Exists(source)) HfConverter.Convert(source, converted, options);
+            else if (GgufFile.HasMagic(FirstBytes(source))) HfConverter.ConvertGguf(source, converted, options);
+            else if (tokenizer is not null) HfConverter.ConvertLlama2c(source, tokenizer, converted, options);
+            else throw new UsageException($"{source} is not a .pq or GGUF file, so it is read as a llama2.c checkpoint, which needs --tokenizer tokenizer.bin");
             return FromPq(converted);
         }
         finally
         {
             File.Delete(converted);
         }
+    }
+
+    private static bool IsPq(string path) => FirstBytes(path).AsSpan().StartsWith(PqFile.Magic);
+
+    private static byte[] FirstBytes(string path)
+    {
+        InputFile.Check(path, problem => new CheckpointException(path, null, problem));
+        using var stream = File.OpenRead(path);
+        var start = new byte[8];
+        return start[..stream.ReadAtLeast(start, start.Length, throwOnEndOfStream: false)];
     }
 }

@@ -6,7 +6,6 @@ using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Generation;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
-using ParetoQ.Runtime.Text;
 
 namespace ParetoQ.Trainer;
 
@@ -55,7 +54,7 @@ public static class Program
     private static Command DataCommand()
     {
         var text = new Option<string[]>("--text") { Description = "UTF-8 text files; every non-empty line is one document", Required = true, AllowMultipleArgumentsPerToken = true };
-        var tokenizer = new Option<string>("--tokenizer") { Description = "A LLaMA-style tokenizer.json",
+        var tokenizer = new Option<string>("--tokenizer") { Description = "A LLaMA-style tokenizer.json, or a .pq model whose own tokenizer to use",
             Required = true };
         var output = new Option<string>("--output",
             "-o") { Description = "Directory for train.tokens, val.tokens, val.txt (the held-out text) and tokenizer.json", Required = true };
@@ -66,7 +65,8 @@ public static class Program
         cmd.SetAction(p =>
         {
             string dir = p.GetValue(output)!;
-            var (info, bytes, tok) = Tokenizers.LlamaTokenizerJson(p.GetValue(tokenizer)!);
+            var source = TrainingTokenizer.Load(p.GetValue(tokenizer)!);
+            var (info, tok) = (source.Info, source.Tokenizer);
             Directory.CreateDirectory(dir);
             var utf8 = new UTF8Encoding(false, throwOnInvalidBytes: true);
             IEnumerable<string> Documents()
@@ -82,7 +82,7 @@ public static class Program
             }
             var report = TokenData.Build(Documents(), tok, tok.VocabSize, Path.Combine(dir, "train.tokens"),
                 Path.Combine(dir, "val.tokens"), p.GetValue(every), p.GetValue(force), Path.Combine(dir, "val.txt"));
-            AtomicFile.Write(Path.Combine(dir, "tokenizer.json"), overwrite: true, fs => fs.Write(bytes));
+            source.Save(dir);
             Console.WriteLine($"{report.Documents} documents: {report.TrainTokens} training and {report.ValidationTokens} validation tokens in {dir} (vocabulary {tok.VocabSize}, BOS {info.BosId})");
             return 0;
         });
@@ -164,7 +164,7 @@ public static class Program
                 }
                 else
                 {
-                    int vocab = Tokenizers.LlamaTokenizerJson(Path.Combine(dir, "tokenizer.json")).Tokenizer.VocabSize;
+                    int vocab = TrainingTokenizer.FromData(dir).Tokenizer.VocabSize;
                     m = new TransformerModel<float>(Preset(p.GetValue(model)!, vocab));
                     m.InitializeRandom(p.GetValue(seed));
                     run["model"] = p.GetValue(model)!;
@@ -271,20 +271,20 @@ public static class Program
     private static Command ImportCommand()
     {
         var model = new Option<string>("--model",
-            "-m") { Description = "A .pq file (quantized tensors are dequantized) or a Hugging Face checkpoint directory", Required = true };
+            "-m") { Description = "A .pq file (quantized tensors are dequantized), a Hugging Face checkpoint directory, " +
+            "a GGUF file or a llama2.c checkpoint (with --tokenizer)", Required = true };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "With a llama2.c checkpoint: its tokenizer.bin" };
         var output = new Option<string>("--output",
             "-o") { Description = "The full-precision checkpoint to write (qat --from takes it)", Required = true };
         var force = new Option<bool>("--force") { Description = "Replace an existing checkpoint" };
         var cmd = new Command("import", "Make a full-precision checkpoint from an existing model, to QAT from") { model,
-            output, force };
+            tokenizer, output, force };
         cmd.SetAction(p =>
         {
             string source = p.GetValue(model)!, ckpt = p.GetValue(output)!;
             if (!p.GetValue(force)
                 && File.Exists(ckpt)) throw new OutputExistsException(ckpt);
-            var imported = Directory.Exists(source) ? ModelImport.FromHuggingFace(source)
-                : File.Exists(source) ? ModelImport.FromPq(source)
-                    : throw new FileNotFoundException($"'{source}' is neither a .pq file nor a directory");
+            var imported = ModelImport.FromModel(source, p.GetValue(tokenizer));
             var run = new Dictionary<string, string> { ["phase"] = "import", ["source"] = Path.GetFullPath(source) };
             Checkpoint.Save(ckpt, imported, new AdamW(imported, new AdamWSettings()), Pcg32.FromSeed(1).State, run);
             var c = imported.Config;
@@ -299,7 +299,7 @@ public static class Program
         var checkpoint = new Option<string>("--checkpoint") { Description = "A checkpoint of pretrain or qat",
             Required = true };
         var output = new Option<string>("--output", "-o") { Description = "The .pq file to write", Required = true };
-        var tokenizer = new Option<string?>("--tokenizer") { Description = "tokenizer.json to embed (default: the one beside the run's token data)" };
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "tokenizer.json or .pq model whose tokenizer to embed (default: the one beside the run's token data)" };
         var head = new Option<string>("--head") { Description = "Embedding/head format: i8_row, q4_g32, f16, bf16, f32",
             DefaultValueFactory = _ => "i8_row" };
         head.AcceptOnlyFromAmong([.. WeightFormats.HeadFormats.Select(WeightFormats.Name)]);
@@ -317,10 +317,10 @@ public static class Program
                 if (model.Projections is not null) throw new ArgumentException("--ptq quantizes a full-precision checkpoint; this one is already QAT");
                 model = model.WithProjections(WeightFormats.ParseOption(bits));
             }
-            string tokenizerPath = p.GetValue(tokenizer)
-                ?? (state.Run.TryGetValue("data", out var d) ? Path.Combine(d, "tokenizer.json")
-                : throw new UsageException("the checkpoint does not name its data directory; give --tokenizer"));
-            var (info, bytes, _) = Tokenizers.LlamaTokenizerJson(tokenizerPath);
+            var trainingTokenizer = p.GetValue(tokenizer) is { } given ? TrainingTokenizer.Load(given)
+                : state.Run.TryGetValue("data", out var d) ? TrainingTokenizer.FromData(d)
+                : throw new UsageException("the checkpoint does not name its data directory; give --tokenizer");
+            var (info, bytes) = (trainingTokenizer.Info, trainingTokenizer.Bytes);
             var headFormat = WeightFormats.ParseOption(p.GetValue(head)!);
             string bitsName = model.Projections is { } g
                 ? WeightFormats.NominalBits(g).ToString(CultureInfo.InvariantCulture) : "32";

@@ -56,7 +56,7 @@ public sealed class TrainerCliTests
         Assert.Contains("imported.ckpt already exists (--force replaces it)", run.Err);
         run = Train("import", "--model", dir.File("missing.pq"), "-o", dir.File("other.ckpt"));
         Assert.Equal(1, run.Exit);
-        Assert.Contains("is neither a .pq file nor a directory", run.Err);
+        Assert.Contains("missing.pq", run.Err);
         run = Train("export", "--checkpoint", dir.File("fp.ckpt"), "--ptq", "1.58", "-o", dir.File("ptq.pq"));
         Assert.True(run.Exit == 0, run.Err);
         Assert.Contains("round-to-nearest 1.58-bit", run.Out);
@@ -92,5 +92,62 @@ public sealed class TrainerCliTests
         var inspect = ProgramRunner.Run("paretoq-convert", "", [], "inspect", dir.File("q2.pq"));
         Assert.Contains("q2_seq", inspect.Out);
         Assert.Contains("tool paretoq-train", inspect.Out);
+    }
+
+    /// <summary>QAT from a model its authors trained: stories260K from its llama2.c file and its GGUF, its own
+    /// vocabulary for the data, 2-bit QAT whose loss falls, the export run by the runtime.</summary>
+    [SharedDataFact]
+    public void Stories260K_imports_from_llama2c_and_gguf_and_QATs_on_its_own_tokenizer()
+    {
+        using var dir = new TempDir();
+        string Stories(string name) => SharedData.Path(Path.Combine("stories260K", name));
+        var run = Train("import", "--model", Stories("stories260K.bin"), "--tokenizer", Stories("tok512.bin"), "-o",
+            dir.File("fp.ckpt"));
+        Assert.True(run.Exit == 0, run.Err);
+        Assert.Contains("5 layers, dim 64, vocabulary 512", run.Out);
+        run = Train("import", "--model", Stories("stories260K.gguf"), "-o", dir.File("gguf.ckpt"));
+        Assert.True(run.Exit == 0, run.Err);
+        run = Train("import", "--model", Stories("stories260K.bin"), "-o", dir.File("none.ckpt"));
+        Assert.Equal(2, run.Exit);
+        Assert.Contains("--tokenizer", run.Err);
+
+        // The text, tokenized with the model's own 512-piece vocabulary (carried by a converted .pq).
+        var convert = ProgramRunner.Run("paretoq-convert", "", [], Stories("stories260K.gguf"), "-o",
+            dir.File("stories.pq"));
+        Assert.True(convert.Exit == 0, convert.Err);
+        File.WriteAllText(dir.File("text.txt"), File.ReadAllText(Stories("tinystories-sample.txt"))
+            .Replace("<|endoftext|>", "").Replace("\n\n", "\n"));
+        run = Train("data", "--text", dir.File("text.txt"), "--tokenizer", dir.File("stories.pq"), "-o",
+            dir.File("data"), "--validation-every", "5");
+        Assert.True(run.Exit == 0, run.Err);
+        Assert.Contains("(vocabulary 512, BOS 1)", run.Out);
+        Assert.True(File.Exists(dir.File("data/tokenizer.pq")));
+
+        run = Train("qat", "--from", dir.File("fp.ckpt"), "--bits", "2", "--data", dir.File("data"), "-o",
+            dir.File("q2.ckpt"), "--steps", "12", "--seq", "64", "--batch", "2", "--lr", "0.002", "--warmup", "2");
+        Assert.True(run.Exit == 0, run.Err);
+        double[] losses = Losses(dir.File("q2.jsonl"));
+        Assert.True(losses[^3..].Average() < losses[..3].Average(), $"loss {losses[0]:F3} → {losses[^1]:F3}");
+        run = Train("export", "--checkpoint", dir.File("q2.ckpt"), "-o", dir.File("q2.pq"));
+        Assert.True(run.Exit == 0, run.Err);
+        var generate = ProgramRunner.Run("paretoq-run", "", [], "--model", dir.File("q2.pq"), "--prompt",
+            "Once upon a time", "-n", "16", "--temperature", "0");
+        Assert.True(generate.Exit == 0, generate.Err);
+        Assert.NotEmpty(generate.Out.Trim());
+
+        // A dozen QAT steps already leave round-to-nearest 2-bit far behind on held-out text.
+        run = Train("export", "--checkpoint", dir.File("fp.ckpt"), "--ptq", "2", "--tokenizer",
+            dir.File("data/tokenizer.pq"), "-o", dir.File("ptq2.pq"));
+        Assert.True(run.Exit == 0, run.Err);
+        double Perplexity(string model)
+        {
+            var ppl = ProgramRunner.Run("paretoq-run", "", [], "--model", dir.File(model), "--perplexity",
+                dir.File("data/val.txt"), "--context", "128", "--kv-cache", "f32");
+            Assert.True(ppl.Exit == 0, ppl.Err);
+            return double.Parse(System.Text.RegularExpressions.Regex.Match(ppl.Out, @"^perplexity ([\d.]+)")
+                .Groups[1].Value, CultureInfo.InvariantCulture);
+        }
+        double qat = Perplexity("q2.pq"), ptq = Perplexity("ptq2.pq");
+        Assert.True(qat < ptq / 2, $"2-bit QAT {qat:F2}, PTQ {ptq:F2}");
     }
 }

@@ -147,10 +147,10 @@ public sealed class TrainerModelTests
         // layout.
         var hf = HfCheckpointWriter.Write(dir.File("hf"), "mobilellm", HfCheckpointWriter.TinyMobileLlm(),
             HfWeights.FullPrecision, WeightFormat.Q2Seq, pytorchBin: false, ConverterTests.LlamaTokenizer());
-        var fromHf = ModelImport.FromHuggingFace(hf.Directory);
+        var fromHf = ModelImport.FromModel(hf.Directory, null);
         foreach (var slot in fromHf.Slots)
             Assert.Equal(hf.Stored[slot.Spec.Name], fromHf.Parameters.AsSpan(slot.Offset, slot.Length).ToArray());
         Assert.StartsWith(dir.File("config.json"),
-            Assert.ThrowsAny<Exception>(() => ModelImport.FromHuggingFace(dir.Path)).Message);
+            Assert.ThrowsAny<Exception>(() => ModelImport.FromModel(dir.Path, null)).Message);
     }
 }
