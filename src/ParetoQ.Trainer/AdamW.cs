@@ -44,8 +44,20 @@ public sealed record AdamWSettings
 /// </summary>
 public sealed class AdamW
 {
-    public AdamWSettings Settings { get; }
+    public AdamWSettings Settings { get; private set; }
     public int Step { get; set; }
+
+    /// <summary>
+    /// Stretches the cosine over <paramref name="totalSteps"/> when a resumed run is given more (or fewer) steps, so
+    /// the rate keeps falling to the new end instead of sitting at the minimum past the old one.
+    /// </summary>
+    public void Reschedule(int totalSteps)
+    {
+        if (totalSteps < Step) throw new ArgumentException($"--steps {totalSteps} is below the {Step} steps already taken");
+        var settings = Settings with { TotalSteps = Math.Max(totalSteps, Settings.WarmupSteps) };
+        settings.Validate();
+        Settings = settings;
+    }
     public float[] M { get; }
     public float[] V { get; }
     public float[] AlphaM { get; }

@@ -137,6 +137,12 @@ public static class Program
             if (p.GetValue(resume))
             {
                 state = Checkpoint.Load(ckpt);
+                int before = state.Optimizer.Settings.TotalSteps;
+                if (p.GetValue(steps) != before)
+                {
+                    state.Optimizer.Reschedule(p.GetValue(steps));
+                    Console.WriteLine($"the cosine schedule now runs over {p.GetValue(steps)} steps (was {before})");
+                }
             }
             else
             {
@@ -203,7 +209,9 @@ public static class Program
                     1e-9);
                 string line = string.Create(CultureInfo.InvariantCulture,
                     $"step {r.Step}/{r.Steps} loss {r.Loss:F4}{(r.ValidationLoss is { } v ? $" val {v:F4}" : "")} lr {r.LearningRate:G3} |g| {r.GradientNorm:F2} {rate:F0} tok/s ETA {TimeSpan.FromSeconds(eta):hh\\:mm\\:ss}");
-                if (!Console.IsErrorRedirected) Console.Error.Write($"\r{line,-110}");
+                // The progress line rewrites itself; a line with a validation loss stays on screen.
+                if (!Console.IsErrorRedirected)
+                    Console.Error.Write(r.ValidationLoss is null ? $"\r{line,-110}" : $"\r{line,-110}\n");
                 else if (r.ValidationLoss is not null) Console.Error.WriteLine(line);
             }, cancel.Token);
             if (!Console.IsErrorRedirected) Console.Error.WriteLine();

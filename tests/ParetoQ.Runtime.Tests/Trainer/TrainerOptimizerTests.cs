@@ -21,6 +21,13 @@ public sealed class TrainerOptimizerTests
         Assert.Equal(1e-4, s.RateAt(100), 12);
         Assert.Throws<ArgumentException>(() => new AdamWSettings { WarmupSteps = 5, TotalSteps = 2 }.Validate());
         Assert.Throws<ArgumentException>(() => new AdamWSettings { LearningRate = 0 }.Validate());
+
+        // A resumed run given more steps stretches the cosine to the new end instead of idling at the minimum.
+        var optimizer = new AdamW(new TransformerModel<float>(Small(16)), s) { Step = 14 };
+        optimizer.Reschedule(24);
+        Assert.Equal(1e-4 + 0.5 * 0.9e-3 * (1 + Math.Cos(Math.PI * 10 / 20)), optimizer.Settings.RateAt(14), 12);
+        Assert.Equal(1e-4, optimizer.Settings.RateAt(24), 12);
+        Assert.Throws<ArgumentException>(() => optimizer.Reschedule(10));
     }
 
     private static ModelConfig Small(int vocab) => new()
