@@ -1,5 +1,6 @@
 using ParetoQ.Runtime.Backends;
 using ParetoQ.Runtime.Backends.Cpu;
+using ParetoQ.Runtime.Conversion;
 using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
@@ -114,6 +115,37 @@ public sealed class TrainerModelTests
         Assert.True(worst <= 1e-4 * scale,
             $"{WeightFormats.Name(grid)}: max |trainer − runtime| {worst} of logits up to {scale}");
         Assert.Equal(grid, runtime.File[ModelTensors.Name(TensorRole.Down, 1)].Format);
+    }
+
+    /// <summary>The same on a model its authors trained: stories260K imported from its llama2.c file, snapped to 2 bits
+    /// (interleaved RoPE, GQA, its own vocabulary), gives the runtime's logits once exported.</summary>
+    [SharedDataFact]
+    public void Stories260K_2bit_QAT_logits_equal_the_runtime_logits_of_its_export()
+    {
+        string Stories(string name) => SharedData.Path(Path.Combine("stories260K", name));
+        var model = ModelImport.FromModel(Stories("stories260K.bin"), Stories("tok512.bin"))
+            .WithProjections(WeightFormat.Q2Seq);
+        var config = model.Config;
+        using var dir = new TempDir();
+        HfConverter.ConvertLlama2c(Stories("stories260K.bin"), Stories("tok512.bin"), dir.File("fp.pq"),
+            new ConversionOptions());
+        var tokenizer = TrainingTokenizer.Load(dir.File("fp.pq"));
+        int[] tokens = tokenizer.Tokenizer.Encode("Once upon a time, there was a little girl named Lily.", addBos: true);
+        var logits = new float[tokens.Length * config.VocabSize];
+        model.Forward(tokens, Enumerable.Repeat(-1, tokens.Length).ToArray(), logits);
+
+        PqExport.Write(model, dir.File("q2.pq"), tokenizer.Info, tokenizer.Bytes,
+            new PqProvenance("stories260K", "2", "trainer test", new Dictionary<string, string>()));
+        using var runtime = LanguageModel.Load(dir.File("q2.pq"), CpuBackendOptions.ExactMode);
+        using var session = new Session(runtime,
+            new SessionOptions { AllLogits = true, ContextLength = 64, KvCache = KvCacheType.F32 });
+        var expected = new float[tokens.Length * config.VocabSize];
+        session.Forward(tokens, expected);
+        double worst = 0, scale = expected.Max(MathF.Abs);
+        for (int i = 0; i < logits.Length; i++) worst = Math.Max(worst, Math.Abs(logits[i] - expected[i]));
+        Assert.True(worst <= 1e-4 * scale, $"max |trainer − runtime| {worst} of logits up to {scale}");
+        Assert.Equal(WeightFormat.Q2Seq, runtime.File["model.layers.0.mlp.down_proj.weight"].Format);
+        Assert.Equal(RopeLayout.Interleaved, runtime.Config.RopeLayout);
     }
 
     [Fact]
