@@ -9,6 +9,8 @@ namespace ParetoQ.Trainer;
 /// The trainer's float matrix multiply, C[m, n] (+)= A[m, k]·B[k, n] over row-major arrays: a register tile of 4 rows ×
 /// 2 vectors of C (one broadcast of A and two loads of B per 8 or 16 multiply-adds), column panels of C split over a
 /// persistent <see cref="WorkerPool"/>, k in blocks so each panel's slice of B is reused from L1 by every row block.
+/// A may be stored transposed (a weight gradient from dy as it lies), and B may be stored transposed (a weight
+/// [out, in] as it lies), where 4 × 4 dot products run along k; so no matmul copies a matrix into a transposed one.
 /// <see cref="Ops{T}"/> routes its float matmuls here and keeps its generic loops as the reference (the tests run them
 /// in double). Allocates nothing after warm-up.
 /// </summary>
@@ -40,6 +42,11 @@ public sealed unsafe class Gemm : IParallelJob
     private float* _a, _b, _c;
     private int _m, _n, _k;
     private bool _accumulate;
+    private Layout _layout;
+
+    /// <summary>How A and B are stored: plain (A [m, k], B [k, n]), A transposed (A stored [k, m]) or B transposed (B
+    /// stored [n, k], PyTorch's weight layout), so no caller has to transpose a matrix into scratch.</summary>
+    private enum Layout { Plain, TransposedA, TransposedB }
 
     private Gemm(int threads) => _pool = new WorkerPool(threads);
 
@@ -47,7 +54,18 @@ public sealed unsafe class Gemm : IParallelJob
 
     /// <summary>C = A·B, or C += A·B when <paramref name="accumulate"/>; A [m, k], B [k, n], C [m, n].</summary>
     public void Multiply(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int m, int n, int k,
-        bool accumulate)
+        bool accumulate) => Run(a, b, c, m, n, k, accumulate, Layout.Plain);
+
+    /// <summary>C (+)= Aᵀ·B with A stored [k, m]: a weight gradient dyᵀ·x straight from dy [tokens, out].</summary>
+    public void MultiplyTransposedA(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int m, int n, int k,
+        bool accumulate) => Run(a, b, c, m, n, k, accumulate, Layout.TransposedA);
+
+    /// <summary>C (+)= A·Bᵀ with B stored [n, k]: a linear layer x·wᵀ straight from w [out, in].</summary>
+    public void MultiplyTransposedB(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int m, int n, int k,
+        bool accumulate) => Run(a, b, c, m, n, k, accumulate, Layout.TransposedB);
+
+    private void Run(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int m, int n, int k,
+        bool accumulate, Layout layout)
     {
         if (a.Length < (long)m * k || b.Length < (long)k * n
             || c.Length < (long)m * n) throw new ArgumentException($"buffers too small for [{m}×{k}]·[{k}×{n}]");
@@ -58,8 +76,8 @@ public sealed unsafe class Gemm : IParallelJob
                 _a = pa;
                 _b = pb;
                 _c = pc;
-                (_m, _n, _k, _accumulate) = (m, n, k, accumulate);
-                _pool.Run(this, (n + PanelWidth - 1) / PanelWidth);
+                (_m, _n, _k, _accumulate, _layout) = (m, n, k, accumulate, layout);
+                _pool.Run(this, layout == Layout.TransposedB ? (n + 3) / 4 : (n + PanelWidth - 1) / PanelWidth);
                 _a = _b = _c = null;
             }
         }
@@ -75,6 +93,11 @@ public sealed unsafe class Gemm : IParallelJob
     /// </summary>
     public void Execute(int begin, int end, int worker)
     {
+        if (_layout == Layout.TransposedB)
+        {
+            ExecuteTransposedB(begin, end);
+            return;
+        }
         int width = PanelWidth;
         for (int panel = begin; panel < end; panel++)
         {
@@ -92,25 +115,27 @@ public sealed unsafe class Gemm : IParallelJob
         }
     }
 
-    // 4 rows × 2 vectors of C, accumulated over k0..k1.
+    // 4 rows × 2 vectors of C, accumulated over k0..k1. A's element (r, kk) sits at r·k + kk, or at kk·m + r when A
+    // is stored transposed: (rowStride, kStride) walks either.
     private void Tile4(int r0, int j, int k0, int k1, bool add)
     {
-        int n = _n, k = _k, width = Vector<float>.Count;
-        float* a0 = _a + (long)r0 * k, a1 = a0 + k, a2 = a1 + k, a3 = a2 + k;
+        int n = _n, width = Vector<float>.Count;
+        var (rowStride, kStride) = AStrides;
+        float* a0 = _a + (long)r0 * rowStride, a1 = a0 + rowStride, a2 = a1 + rowStride, a3 = a2 + rowStride;
         Vector<float> s00 = default, s01 = default, s10 = default, s11 = default, s20 = default, s21 = default,
             s30 = default, s31 = default;
         float* bp = _b + (long)k0 * n + j;
-        for (int kk = k0; kk < k1; kk++, bp += n)
+        for (long kk = k0, ka = k0 * kStride; kk < k1; kk++, ka += kStride, bp += n)
         {
             var b0 = Unsafe.ReadUnaligned<Vector<float>>(bp);
             var b1 = Unsafe.ReadUnaligned<Vector<float>>(bp + width);
-            var x = new Vector<float>(a0[kk]); s00 = Vector.FusedMultiplyAdd(x, b0,
+            var x = new Vector<float>(a0[ka]); s00 = Vector.FusedMultiplyAdd(x, b0,
                 s00); s01 = Vector.FusedMultiplyAdd(x, b1, s01);
-            x = new Vector<float>(a1[kk]); s10 = Vector.FusedMultiplyAdd(x, b0, s10); s11 = Vector.FusedMultiplyAdd(x,
+            x = new Vector<float>(a1[ka]); s10 = Vector.FusedMultiplyAdd(x, b0, s10); s11 = Vector.FusedMultiplyAdd(x,
                 b1, s11);
-            x = new Vector<float>(a2[kk]); s20 = Vector.FusedMultiplyAdd(x, b0, s20); s21 = Vector.FusedMultiplyAdd(x,
+            x = new Vector<float>(a2[ka]); s20 = Vector.FusedMultiplyAdd(x, b0, s20); s21 = Vector.FusedMultiplyAdd(x,
                 b1, s21);
-            x = new Vector<float>(a3[kk]); s30 = Vector.FusedMultiplyAdd(x, b0, s30); s31 = Vector.FusedMultiplyAdd(x,
+            x = new Vector<float>(a3[ka]); s30 = Vector.FusedMultiplyAdd(x, b0, s30); s31 = Vector.FusedMultiplyAdd(x,
                 b1, s31);
         }
         float* c0 = _c + (long)r0 * n + j;
@@ -123,15 +148,94 @@ public sealed unsafe class Gemm : IParallelJob
     // One row of C over `columns` (≤ one panel) columns: the tails of rows and of columns.
     private void Narrow(int r, int j, int columns, int k0, int k1, bool add)
     {
-        int n = _n, k = _k;
-        float* ar = _a + (long)r * k, cr = _c + (long)r * n + j;
+        int n = _n;
+        var (rowStride, kStride) = AStrides;
+        float* ar = _a + (long)r * rowStride, cr = _c + (long)r * n + j;
         for (int q = 0; q < columns; q++)
         {
             float s = 0;
             float* bp = _b + (long)k0 * n + j + q;
-            for (int kk = k0; kk < k1; kk++, bp += n) s += ar[kk] * *bp;
+            for (long kk = k0; kk < k1; kk++, bp += n) s += ar[kk * kStride] * *bp;
             cr[q] = add ? cr[q] + s : s;
         }
+    }
+
+    private (long Row, long K) AStrides => _layout == Layout.TransposedA ? (1, _m) : (_k, 1);
+
+    /// <summary>
+    /// Blocks [begin, end) of 4 columns of C for A·Bᵀ: each element is a dot product of a row of A and a row of B,
+    /// both contiguous in k, done 4 rows × 4 columns at a time with 16 vector accumulators. The 4 rows of B (4·k
+    /// floats) stay in L1 while every row block of A passes.
+    /// </summary>
+    private void ExecuteTransposedB(int begin, int end)
+    {
+        int m = _m, n = _n, k = _k;
+        for (int block = begin; block < end; block++)
+        {
+            int j = block * 4, columns = Math.Min(4, n - j);
+            int r = 0;
+            if (columns == 4)
+                for (; r + 4 <= m; r += 4) DotTile4x4(r, j);
+            // tail rows, or every row of a partial last block
+            for (; r < m; r++)
+                for (int q = 0; q < columns; q++) StoreOne(r, j + q, Dot(_a + (long)r * k, _b + (long)(j + q) * k, k));
+        }
+    }
+
+    private void DotTile4x4(int r0, int j0)
+    {
+        int k = _k, width = Vector<float>.Count, vectorEnd = k - k % width;
+        float* a0 = _a + (long)r0 * k, a1 = a0 + k, a2 = a1 + k, a3 = a2 + k;
+        float* b0 = _b + (long)j0 * k, b1 = b0 + k, b2 = b1 + k, b3 = b2 + k;
+        Vector<float> s00 = default, s01 = default, s02 = default, s03 = default, s10 = default, s11 = default,
+            s12 = default, s13 = default, s20 = default, s21 = default, s22 = default, s23 = default, s30 = default,
+            s31 = default, s32 = default, s33 = default;
+        for (int kk = 0; kk < vectorEnd; kk += width)
+        {
+            var w0 = Unsafe.ReadUnaligned<Vector<float>>(b0 + kk);
+            var w1 = Unsafe.ReadUnaligned<Vector<float>>(b1 + kk);
+            var w2 = Unsafe.ReadUnaligned<Vector<float>>(b2 + kk);
+            var w3 = Unsafe.ReadUnaligned<Vector<float>>(b3 + kk);
+            var x = Unsafe.ReadUnaligned<Vector<float>>(a0 + kk);
+            s00 = Vector.FusedMultiplyAdd(x, w0, s00); s01 = Vector.FusedMultiplyAdd(x, w1, s01);
+            s02 = Vector.FusedMultiplyAdd(x, w2, s02); s03 = Vector.FusedMultiplyAdd(x, w3, s03);
+            x = Unsafe.ReadUnaligned<Vector<float>>(a1 + kk);
+            s10 = Vector.FusedMultiplyAdd(x, w0, s10); s11 = Vector.FusedMultiplyAdd(x, w1, s11);
+            s12 = Vector.FusedMultiplyAdd(x, w2, s12); s13 = Vector.FusedMultiplyAdd(x, w3, s13);
+            x = Unsafe.ReadUnaligned<Vector<float>>(a2 + kk);
+            s20 = Vector.FusedMultiplyAdd(x, w0, s20); s21 = Vector.FusedMultiplyAdd(x, w1, s21);
+            s22 = Vector.FusedMultiplyAdd(x, w2, s22); s23 = Vector.FusedMultiplyAdd(x, w3, s23);
+            x = Unsafe.ReadUnaligned<Vector<float>>(a3 + kk);
+            s30 = Vector.FusedMultiplyAdd(x, w0, s30); s31 = Vector.FusedMultiplyAdd(x, w1, s31);
+            s32 = Vector.FusedMultiplyAdd(x, w2, s32); s33 = Vector.FusedMultiplyAdd(x, w3, s33);
+        }
+        ReadOnlySpan<Vector<float>> sums = [s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, s31, s32,
+            s33];
+        for (int i = 0; i < 16; i++)
+        {
+            int r = r0 + i / 4, q = j0 + i % 4;
+            float s = Vector.Sum(sums[i]);
+            for (int kk = vectorEnd; kk < k; kk++) s += _a[(long)r * k + kk] * _b[(long)q * k + kk];
+            StoreOne(r, q, s);
+        }
+    }
+
+    private static float Dot(float* a, float* b, int k)
+    {
+        int width = Vector<float>.Count, vectorEnd = k - k % width;
+        var acc = Vector<float>.Zero;
+        for (int kk = 0; kk < vectorEnd; kk += width)
+            acc = Vector.FusedMultiplyAdd(Unsafe.ReadUnaligned<Vector<float>>(a + kk),
+                Unsafe.ReadUnaligned<Vector<float>>(b + kk), acc);
+        float s = Vector.Sum(acc);
+        for (int kk = vectorEnd; kk < k; kk++) s += a[kk] * b[kk];
+        return s;
+    }
+
+    private void StoreOne(int r, int q, float value)
+    {
+        float* c = _c + (long)r * _n + q;
+        *c = _accumulate ? *c + value : value;
     }
 
     private static void Store(float* c, Vector<float> lo, Vector<float> hi, int width, bool add)
@@ -143,25 +247,6 @@ public sealed unsafe class Gemm : IParallelJob
         }
         Unsafe.WriteUnaligned(c, lo);
         Unsafe.WriteUnaligned(c + width, hi);
-    }
-
-    /// <summary>dst [cols, rows] = srcᵀ, src [rows, cols]; in 32×32 tiles so both sides stay in cache.</summary>
-    public static void Transpose(ReadOnlySpan<float> src, Span<float> dst, int rows, int cols)
-    {
-        const int tile = 32;
-        for (int r0 = 0; r0 < rows; r0 += tile)
-            for (int c0 = 0; c0 < cols; c0 += tile)
-                for (int r = r0; r < Math.Min(rows, r0 + tile); r++)
-                    for (int c = c0; c < Math.Min(cols, c0 + tile); c++)
-                        dst[c * rows + r] = src[r * cols + c];
-    }
-
-    /// <summary>A per-thread scratch buffer of at least <paramref name="length"/> floats, grown only when too
-    /// small.</summary>
-    public static float[] Scratch(ref float[]? buffer, long length)
-    {
-        if (buffer is null || buffer.Length < length) buffer = GC.AllocateUninitializedArray<float>((int)length);
-        return buffer;
     }
 
     internal static ReadOnlySpan<float> AsFloats<T>(ReadOnlySpan<T> span) where T : struct => MemoryMarshal.Cast<T,

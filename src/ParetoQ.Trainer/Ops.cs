@@ -12,17 +12,14 @@ namespace ParetoQ.Trainer;
 /// </summary>
 public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
 {
-    [ThreadStatic] private static float[]? t_transposed;
-
     /// <summary>y[n, o] = Σ_i x[n, i]·w[o, i]: a linear layer, weights [out, in] as in PyTorch.</summary>
     public static void MatMul(ReadOnlySpan<T> x, ReadOnlySpan<T> w, int n, int inDim, int outDim, Span<T> y)
     {
         if (typeof(T) == typeof(float))
         {
-            // y = x·wᵀ through the float GEMM, with wᵀ [in, out] transposed into scratch.
-            var wt = Gemm.Scratch(ref t_transposed, (long)inDim * outDim);
-            Gemm.Transpose(Gemm.AsFloats(w), wt, outDim, inDim);
-            Gemm.Shared.Multiply(Gemm.AsFloats(x), wt, Gemm.AsFloats(y), n, outDim, inDim, accumulate: false);
+            // y = x·wᵀ, with w read as it lies ([out, in]).
+            Gemm.Shared.MultiplyTransposedB(Gemm.AsFloats(x), Gemm.AsFloats(w), Gemm.AsFloats(y), n, outDim, inDim,
+                accumulate: false);
             return;
         }
         for (int t = 0; t < n; t++)
@@ -41,9 +38,8 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
             // dx [n, in] += dy [n, out]·w [out, in]; dw [out, in] += dyᵀ [out, n]·x [n, in].
             Gemm.Shared.Multiply(Gemm.AsFloats(dy), Gemm.AsFloats(w), Gemm.AsFloats(dx), n, inDim, outDim,
                 accumulate: true);
-            var dyt = Gemm.Scratch(ref t_transposed, (long)n * outDim);
-            Gemm.Transpose(Gemm.AsFloats(dy), dyt, n, outDim);
-            Gemm.Shared.Multiply(dyt, Gemm.AsFloats(x), Gemm.AsFloats(dw), outDim, inDim, n, accumulate: true);
+            Gemm.Shared.MultiplyTransposedA(Gemm.AsFloats(dy), Gemm.AsFloats(x), Gemm.AsFloats(dw), outDim, inDim, n,
+                accumulate: true);
             return;
         }
         for (int t = 0; t < n; t++)
