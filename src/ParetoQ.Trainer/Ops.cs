@@ -92,14 +92,38 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
     /// <summary>h = silu(gate)·up, elementwise.</summary>
     public static void SwiGlu(ReadOnlySpan<T> gate, ReadOnlySpan<T> up, Span<T> h)
     {
-        for (int i = 0; i < h.Length; i++) h[i] = gate[i] * Sigmoid(gate[i]) * up[i];
+        int i = 0;
+        if (typeof(T) == typeof(float))
+        {
+            ReadOnlySpan<float> g = Gemm.AsFloats(gate), u = Gemm.AsFloats(up);
+            Span<float> y = Gemm.AsFloats(h);
+            for (int width = Vector<float>.Count; i <= y.Length - width; i += width)
+            {
+                var gv = new Vector<float>(g[i..]);
+                (gv * Sigmoid(gv) * new Vector<float>(u[i..])).CopyTo(y[i..]);
+            }
+        }
+        for (; i < h.Length; i++) h[i] = gate[i] * Sigmoid(gate[i]) * up[i];
     }
 
     /// <summary>dgate += dh·up·silu'(gate), dup += dh·silu(gate), with silu'(g) = σ(g)·(1 + g·(1 − σ(g))).</summary>
     public static void SwiGluBackward(ReadOnlySpan<T> dh, ReadOnlySpan<T> gate, ReadOnlySpan<T> up, Span<T> dgate,
         Span<T> dup)
     {
-        for (int i = 0; i < dh.Length; i++)
+        int i = 0;
+        if (typeof(T) == typeof(float))
+        {
+            ReadOnlySpan<float> d = Gemm.AsFloats(dh), g = Gemm.AsFloats(gate), u = Gemm.AsFloats(up);
+            Span<float> dg = Gemm.AsFloats(dgate), du = Gemm.AsFloats(dup);
+            var one = Vector<float>.One;
+            for (int width = Vector<float>.Count; i <= d.Length - width; i += width)
+            {
+                Vector<float> dv = new(d[i..]), gv = new(g[i..]), uv = new(u[i..]), sv = Sigmoid(gv);
+                (new Vector<float>(dg[i..]) + dv * uv * sv * (one + gv * (one - sv))).CopyTo(dg[i..]);
+                (new Vector<float>(du[i..]) + dv * gv * sv).CopyTo(du[i..]);
+            }
+        }
+        for (; i < dh.Length; i++)
         {
             T s = Sigmoid(gate[i]);
             dgate[i] += dh[i] * up[i] * s * (T.One + gate[i] * (T.One - s));
@@ -239,12 +263,23 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
             if (targets[t] < 0) continue;
             var row = logits.Slice(t * vocab, vocab);
             var grad = dlogits.Slice(t * vocab, vocab);
-            T max = T.NegativeInfinity;
-            foreach (T l in row) max = T.Max(max, l);
-            T sum = T.Zero;
-            for (int i = 0; i < vocab; i++) sum += grad[i] = T.Exp(row[i] - max);
-            loss += T.Log(sum) - (row[targets[t]] - max);
-            for (int i = 0; i < vocab; i++) grad[i] = grad[i] / sum * weight;
+            if (typeof(T) == typeof(float))
+            {
+                // The float path in vectors (the 32000-wide head makes this the trainer's largest scalar loop).
+                var (fmax, fsum) = ExpShifted(Gemm.AsFloats(row), Gemm.AsFloats(grad));
+                T max = T.CreateTruncating(fmax), sum = T.CreateTruncating(fsum);
+                loss += T.Log(sum) - (row[targets[t]] - max);
+                Scale(Gemm.AsFloats(grad), float.CreateTruncating(weight / sum));
+            }
+            else
+            {
+                T max = T.NegativeInfinity;
+                foreach (T l in row) max = T.Max(max, l);
+                T sum = T.Zero;
+                for (int i = 0; i < vocab; i++) sum += grad[i] = T.Exp(row[i] - max);
+                loss += T.Log(sum) - (row[targets[t]] - max);
+                for (int i = 0; i < vocab; i++) grad[i] = grad[i] / sum * weight;
+            }
             grad[targets[t]] -= weight;
         }
         return loss / T.CreateChecked(count);
@@ -285,6 +320,38 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
     }
 
     private static T Sigmoid(T x) => T.One / (T.One + T.Exp(-x));
+
+    private static Vector<float> Sigmoid(Vector<float> x) => Vector<float>.One / (Vector<float>.One + Vector.Exp(-x));
+
+    /// <summary>e[i] = exp(x[i] − max x); returns (max, Σ e).</summary>
+    private static (float Max, float Sum) ExpShifted(ReadOnlySpan<float> x, Span<float> e)
+    {
+        int width = Vector<float>.Count, i = 0, end = x.Length - x.Length % width;
+        var maxV = new Vector<float>(float.NegativeInfinity);
+        for (; i < end; i += width) maxV = Vector.Max(maxV, new Vector<float>(x[i..]));
+        float max = float.NegativeInfinity;
+        for (int lane = 0; lane < width; lane++) max = MathF.Max(max, maxV[lane]);
+        for (; i < x.Length; i++) max = MathF.Max(max, x[i]);
+        var shift = new Vector<float>(max);
+        var sumV = Vector<float>.Zero;
+        for (i = 0; i < end; i += width)
+        {
+            var v = Vector.Exp(new Vector<float>(x[i..]) - shift);
+            v.CopyTo(e[i..]);
+            sumV += v;
+        }
+        float sum = Vector.Sum(sumV);
+        for (; i < x.Length; i++) sum += e[i] = MathF.Exp(x[i] - max);
+        return (max, sum);
+    }
+
+    private static void Scale(Span<float> y, float factor)
+    {
+        int width = Vector<float>.Count, i = 0;
+        var f = new Vector<float>(factor);
+        for (; i <= y.Length - width; i += width) (new Vector<float>(y[i..]) * f).CopyTo(y[i..]);
+        for (; i < y.Length; i++) y[i] *= factor;
+    }
 
     // The two inner loops of every matmul, over System.Numerics vectors of T (8 floats or 4 doubles with AVX2).
     private static T Dot(ReadOnlySpan<T> a, ReadOnlySpan<T> b)
