@@ -64,6 +64,12 @@ public sealed unsafe class Gemm : IParallelJob
     public void MultiplyTransposedB(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int m, int n, int k,
         bool accumulate) => Run(a, b, c, m, n, k, accumulate, Layout.TransposedB);
 
+    /// <summary>Runs another job's items [0, count) on this pool (one job at a time, like a multiply).</summary>
+    public void Run(IParallelJob job, int count)
+    {
+        lock (this) _pool.Run(job, count);
+    }
+
     private void Run(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int m, int n, int k,
         bool accumulate, Layout layout)
     {

@@ -164,30 +164,40 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
     public static void Attention(ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, int n, int heads, int kvHeads,
         int headDim, int window, Span<T> output, Span<T> probs)
     {
-        T scale = T.One / T.Sqrt(T.CreateChecked(headDim));
-        int group = heads / kvHeads;
-        for (int h = 0; h < heads; h++)
+        if (typeof(T) == typeof(float))
         {
-            int kh = h / group;
-            for (int t = 0; t < n; t++)
+            // Heads are independent: one job item per head on the GEMM's pool.
+            ParallelAttention.Forward(Gemm.AsFloats(q), Gemm.AsFloats(k), Gemm.AsFloats(v), n, heads, kvHeads, headDim,
+                window, Gemm.AsFloats(output), Gemm.AsFloats(probs));
+            return;
+        }
+        for (int h = 0; h < heads; h++) AttentionHead(q, k, v, n, heads, kvHeads, headDim, window, h, output, probs);
+    }
+
+    /// <summary>One query head of <see cref="Attention"/>: it writes only that head's outputs and probs.</summary>
+    internal static void AttentionHead(ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, int n, int heads,
+        int kvHeads, int headDim, int window, int h, Span<T> output, Span<T> probs)
+    {
+        T scale = T.One / T.Sqrt(T.CreateChecked(headDim));
+        int kh = h / (heads / kvHeads);
+        for (int t = 0; t < n; t++)
+        {
+            int first = AttentionWindow.FirstVisible(t, window);
+            var row = probs.Slice((h * n + t) * n, n);
+            row.Clear();
+            var qt = q.Slice((t * heads + h) * headDim, headDim);
+            T max = T.NegativeInfinity;
+            for (int s = first; s <= t; s++)
             {
-                int first = AttentionWindow.FirstVisible(t, window);
-                var row = probs.Slice((h * n + t) * n, n);
-                row.Clear();
-                var qt = q.Slice((t * heads + h) * headDim, headDim);
-                T max = T.NegativeInfinity;
-                for (int s = first; s <= t; s++)
-                {
-                    row[s] = Dot(qt, k.Slice((s * kvHeads + kh) * headDim, headDim)) * scale;
-                    max = T.Max(max, row[s]);
-                }
-                T sum = T.Zero;
-                for (int s = first; s <= t; s++) sum += row[s] = T.Exp(row[s] - max);
-                var ot = output.Slice((t * heads + h) * headDim, headDim);
-                ot.Clear();
-                for (int s = first; s <= t; s++) AddScaled(ot, row[s] /= sum,
-                    v.Slice((s * kvHeads + kh) * headDim, headDim));
+                row[s] = Dot(qt, k.Slice((s * kvHeads + kh) * headDim, headDim)) * scale;
+                max = T.Max(max, row[s]);
             }
+            T sum = T.Zero;
+            for (int s = first; s <= t; s++) sum += row[s] = T.Exp(row[s] - max);
+            var ot = output.Slice((t * heads + h) * headDim, headDim);
+            ot.Clear();
+            for (int s = first; s <= t; s++) AddScaled(ot, row[s] /= sum,
+                v.Slice((s * kvHeads + kh) * headDim, headDim));
         }
     }
 
@@ -196,11 +206,28 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
         ReadOnlySpan<T> probs, int n, int heads, int kvHeads, int headDim, int window, Span<T> dq, Span<T> dk,
         Span<T> dv)
     {
+        if (typeof(T) == typeof(float))
+        {
+            // A KV head's gradient gathers its whole group of query heads: one job item per KV head.
+            ParallelAttention.Backward(Gemm.AsFloats(dout), Gemm.AsFloats(q), Gemm.AsFloats(k), Gemm.AsFloats(v),
+                Gemm.AsFloats(probs), n, heads, kvHeads, headDim, window, Gemm.AsFloats(dq), Gemm.AsFloats(dk),
+                Gemm.AsFloats(dv));
+            return;
+        }
+        for (int kh = 0; kh < kvHeads; kh++)
+            AttentionBackwardKvHead(dout, q, k, v, probs, n, heads, kvHeads, headDim, window, kh, dq, dk, dv);
+    }
+
+    /// <summary>The query heads of KV head <paramref name="kh"/> in <see cref="AttentionBackward"/>: it writes only
+    /// their dq rows and that KV head's dk and dv.</summary>
+    internal static void AttentionBackwardKvHead(ReadOnlySpan<T> dout, ReadOnlySpan<T> q, ReadOnlySpan<T> k,
+        ReadOnlySpan<T> v, ReadOnlySpan<T> probs, int n, int heads, int kvHeads, int headDim, int window, int kh,
+        Span<T> dq, Span<T> dk, Span<T> dv)
+    {
         T scale = T.One / T.Sqrt(T.CreateChecked(headDim));
         int group = heads / kvHeads;
-        for (int h = 0; h < heads; h++)
+        for (int h = kh * group; h < (kh + 1) * group; h++)
         {
-            int kh = h / group;
             for (int t = 0; t < n; t++)
             {
                 int first = AttentionWindow.FirstVisible(t, window);
@@ -258,28 +285,23 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
         dlogits[..(targets.Length * vocab)].Clear();
         if (count == 0) return loss;
         T weight = gradScale / T.CreateChecked(count);
+        if (typeof(T) == typeof(float))
+        {
+            // Rows are independent: spread over the GEMM's pool, in vectors.
+            return T.CreateTruncating(ParallelCrossEntropy.Run(Gemm.AsFloats(logits), targets, vocab,
+                float.CreateTruncating(weight), Gemm.AsFloats(dlogits)) / count);
+        }
         for (int t = 0; t < targets.Length; t++)
         {
             if (targets[t] < 0) continue;
             var row = logits.Slice(t * vocab, vocab);
             var grad = dlogits.Slice(t * vocab, vocab);
-            if (typeof(T) == typeof(float))
-            {
-                // The float path in vectors (the 32000-wide head makes this the trainer's largest scalar loop).
-                var (fmax, fsum) = ExpShifted(Gemm.AsFloats(row), Gemm.AsFloats(grad));
-                T max = T.CreateTruncating(fmax), sum = T.CreateTruncating(fsum);
-                loss += T.Log(sum) - (row[targets[t]] - max);
-                Scale(Gemm.AsFloats(grad), float.CreateTruncating(weight / sum));
-            }
-            else
-            {
-                T max = T.NegativeInfinity;
-                foreach (T l in row) max = T.Max(max, l);
-                T sum = T.Zero;
-                for (int i = 0; i < vocab; i++) sum += grad[i] = T.Exp(row[i] - max);
-                loss += T.Log(sum) - (row[targets[t]] - max);
-                for (int i = 0; i < vocab; i++) grad[i] = grad[i] / sum * weight;
-            }
+            T max = T.NegativeInfinity;
+            foreach (T l in row) max = T.Max(max, l);
+            T sum = T.Zero;
+            for (int i = 0; i < vocab; i++) sum += grad[i] = T.Exp(row[i] - max);
+            loss += T.Log(sum) - (row[targets[t]] - max);
+            for (int i = 0; i < vocab; i++) grad[i] = grad[i] / sum * weight;
             grad[targets[t]] -= weight;
         }
         return loss / T.CreateChecked(count);
@@ -322,6 +344,16 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
     private static T Sigmoid(T x) => T.One / (T.One + T.Exp(-x));
 
     private static Vector<float> Sigmoid(Vector<float> x) => Vector<float>.One / (Vector<float>.One + Vector.Exp(-x));
+
+    /// <summary>One row of the float cross-entropy in vectors (the 32000-wide head makes it the trainer's largest
+    /// elementwise loop): grad = (softmax(row) − onehot)·weight; returns the row's loss.</summary>
+    internal static float CrossEntropyRow(ReadOnlySpan<float> row, int target, float weight, Span<float> grad)
+    {
+        var (max, sum) = ExpShifted(row, grad);
+        Scale(grad, weight / sum);
+        grad[target] -= weight;
+        return MathF.Log(sum) - (row[target] - max);
+    }
 
     /// <summary>e[i] = exp(x[i] − max x); returns (max, Σ e).</summary>
     private static (float Max, float Sum) ExpShifted(ReadOnlySpan<float> x, Span<float> e)
