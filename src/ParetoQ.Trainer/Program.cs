@@ -6,6 +6,7 @@ using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Generation;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
+using ParetoQ.Runtime.Text;
 
 namespace ParetoQ.Trainer;
 
@@ -20,6 +21,7 @@ public static class Program
         root.Subcommands.Add(TrainCommand("qat", "Quantization-aware training from a full-precision checkpoint"));
         root.Subcommands.Add(ExportCommand());
         root.Subcommands.Add(ImportCommand());
+        root.Subcommands.Add(SampleCommand());
         root.Subcommands.Add(ChartCommand());
         return ProgramErrors.Invoke(root, args, "paretoq-train");
     }
@@ -218,6 +220,68 @@ public static class Program
             if (last is { } end)
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"{(cancel.IsCancellationRequested ? "stopped" : "done")} at step {end.Step}: loss {end.Loss:F4}{(end.ValidationLoss is { } v ? $", validation {v:F4} (perplexity {Math.Exp(v):F1})" : "")}; checkpoint {ckpt}, metrics {metrics}"));
+            return 0;
+        });
+        return cmd;
+    }
+
+    /// <summary>
+    /// Training text sampled from a model (LLM-QAT's data-free route: the full-precision teacher writes the text its
+    /// quantized student trains on). One document per line, as `data` reads them; a document's own line breaks become
+    /// spaces.
+    /// </summary>
+    private static Command SampleCommand()
+    {
+        var model = new Option<string>("--model", "-m") { Description = "The .pq model to sample from (the teacher)",
+            Required = true };
+        var output = new Option<string>("--output", "-o") { Description = "The text file to write, one document per line",
+            Required = true };
+        var documents = new Option<int>("--documents") { Description = "How many documents", Required = true };
+        documents.Check(n => { if (n < 1) throw new ArgumentException($"--documents {n} must be at least 1"); });
+        var maxTokens = new Option<int>("--max-tokens") { Description = "Longest document in tokens (it also ends at EOS)",
+            DefaultValueFactory = _ => 256 };
+        maxTokens.Check(n => { if (n < 1) throw new ArgumentException($"--max-tokens {n} must be at least 1"); });
+        var temperature = new Option<float>("--temperature") { Description = "Sampling temperature (top-k, top-p and " +
+            "min-p are off, so the text follows the model's own distribution at 1)", DefaultValueFactory = _ => 1f };
+        temperature.Check(t => new SamplerOptions { Temperature = t }.Validate());
+        var seed = new Option<ulong>("--seed") { Description = "Random seed; the same seed gives the same text",
+            DefaultValueFactory = _ => 1 };
+        var force = new Option<bool>("--force") { Description = "Replace the output file" };
+        var cmd = new Command("sample", "Write training text sampled from a model (data-free QAT)")
+        {
+            model, output, documents, maxTokens, temperature, seed, force,
+        };
+        cmd.SetAction(p =>
+        {
+            string path = p.GetValue(output)!;
+            if (!p.GetValue(force) && File.Exists(path)) throw new OutputExistsException(path);
+            using var loaded = LanguageModel.Load(p.GetValue(model)!);
+            var tokenizer = Tokenizers.FromFile(loaded.File, loaded.Config.VocabSize);
+            if (tokenizer.BosId < 0) throw new ArgumentException($"{p.GetValue(model)} has no BOS token to start documents from");
+            int context = Math.Min(loaded.Config.MaxPositionEmbeddings, p.GetValue(maxTokens) + 1);
+            using var session = new Session(loaded, new SessionOptions { ContextLength = context });
+            var generator = new Generator(session, tokenizer);
+            long tokens = 0;
+            var lines = new List<string>();
+            for (int d = 0; d < p.GetValue(documents); d++)
+            {
+                session.Reset();
+                var result = generator.Generate([tokenizer.BosId], new GenerationOptions
+                {
+                    MaxTokens = context - 1, EosIds = loaded.File.Tokenizer.EosIds,
+                    Sampler = new SamplerOptions { Temperature = p.GetValue(temperature), TopK = 0, TopP = 1, MinP = 0,
+                        Seed = p.GetValue(seed) + (ulong)d },
+                }, _ => { });
+                tokens += result.GeneratedTokens;
+                lines.Add(string.Join(' ', result.Text.Split('\n', StringSplitOptions.TrimEntries
+                    | StringSplitOptions.RemoveEmptyEntries)));
+            }
+            AtomicFile.Write(path, p.GetValue(force), fs =>
+            {
+                using var writer = new StreamWriter(fs, new UTF8Encoding(false), leaveOpen: true);
+                foreach (string line in lines) writer.WriteLine(line);
+            });
+            Console.WriteLine($"sampled {lines.Count} documents, {tokens} tokens, from {p.GetValue(model)} -> {path}");
             return 0;
         });
         return cmd;

@@ -115,8 +115,23 @@ public sealed class TrainerCliTests
         var convert = ProgramRunner.Run("paretoq-convert", "", [], Stories("stories260K.gguf"), "-o",
             dir.File("stories.pq"));
         Assert.True(convert.Exit == 0, convert.Err);
+        // Training text: the real sample, and stories the full-precision model writes itself (the data-free route).
+        run = Train("sample", "--model", dir.File("stories.pq"), "--documents", "24", "--max-tokens", "128", "--seed",
+            "7", "-o", dir.File("sampled.txt"));
+        Assert.True(run.Exit == 0, run.Err);
+        string[] sampled = File.ReadAllLines(dir.File("sampled.txt"));
+        Assert.Equal(24, sampled.Length);
+        Assert.All(sampled, story => Assert.False(string.IsNullOrWhiteSpace(story)));
+        Assert.True(sampled.Count(story => story.Contains("Once upon a time", StringComparison.Ordinal)) >= 12,
+            string.Join("\n", sampled.Take(3)));
+        run = Train("sample", "--model", dir.File("stories.pq"), "--documents", "24", "--max-tokens", "128", "--seed",
+            "7", "-o", dir.File("again.txt"));
+        Assert.Equal(sampled, File.ReadAllLines(dir.File("again.txt"))); // the same seed, the same stories
+        run = Train("sample", "--model", dir.File("stories.pq"), "--documents", "1", "-o", dir.File("sampled.txt"));
+        Assert.Equal(1, run.Exit);
+        Assert.Contains("already exists (--force replaces it)", run.Err);
         File.WriteAllText(dir.File("text.txt"), File.ReadAllText(Stories("tinystories-sample.txt"))
-            .Replace("<|endoftext|>", "").Replace("\n\n", "\n"));
+            .Replace("<|endoftext|>", "").Replace("\n\n", "\n") + string.Join("\n", sampled) + "\n");
         run = Train("data", "--text", dir.File("text.txt"), "--tokenizer", dir.File("stories.pq"), "-o",
             dir.File("data"), "--validation-every", "5");
         Assert.True(run.Exit == 0, run.Err);
