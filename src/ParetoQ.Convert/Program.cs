@@ -11,7 +11,8 @@ using ParetoQ.Runtime.Text;
 
 namespace ParetoQ.Convert;
 
-/// <summary>paretoq-convert: Hugging Face checkpoint directory → .pq; inspect and verify .pq files.</summary>
+/// <summary>paretoq-convert: Hugging Face, GGUF, llama2.c and .pq sources → .pq; .pq → GGUF; inspect and verify .pq
+/// files.</summary>
 public static class Program
 {
     public static int Main(string[] args)
@@ -84,39 +85,10 @@ public static class Program
         bool verbose)
     {
         options = options with { Progress = ProgressBar() };
-        ConversionReport report;
-        if (Directory.Exists(input))
-        {
-            if (tokenizer is not null)
-                throw new UsageException("--tokenizer is for a llama2.c checkpoint; a Hugging Face directory holds " +
-                    "its own tokenizer files");
-            report = HfConverter.Convert(input, output, options);
-        }
-        else
-        {
-            InputFile.Check(input, problem => new CheckpointException(input, null, problem));
-            if (LooksLikeGguf(input))
-            {
-                if (tokenizer is not null)
-                    throw new UsageException("--tokenizer is for a llama2.c checkpoint; a GGUF file holds its own " +
-                        "vocabulary");
-                report = HfConverter.ConvertGguf(input, output, options);
-            }
-            else if (LooksLikePq(input))
-            {
-                if (tokenizer is not null) throw new UsageException("--tokenizer is for a llama2.c checkpoint; a .pq " +
-                    "file holds its own tokenizer");
-                report = HfConverter.ConvertPq(input, output, options);
-            }
-            else if (tokenizer is null)
-                throw new UsageException($"{input} is a file, so it is read as a llama2.c checkpoint, which needs " +
-                    $"--tokenizer tokenizer.bin (a Hugging Face checkpoint is a directory)");
-            else report = HfConverter.ConvertLlama2c(input, tokenizer, output, options);
-        }
-        string directory = input;
+        var report = ModelSources.Convert(input, tokenizer, output, options);
 
         var c = report.Source.Config;
-        Console.WriteLine($"converted {Path.GetFullPath(directory)} ({report.Source.Family}, {report.WeightFiles}) " +
+        Console.WriteLine($"converted {Path.GetFullPath(input)} ({report.Source.Family}, {report.WeightFiles}) " +
             $"-> {report.Output}");
         Console.WriteLine($"  model      {c.Architecture}: {c.NumLayers} " +
             $"layers{(c.LayerRepeat > 1 ? $" x{c.LayerRepeat} shared" : "")}, dim {c.HiddenSize}, heads " +
@@ -149,17 +121,6 @@ public static class Program
                     $"    {t.Name,-52} {WeightFormats.Name(t.Format),-8} [{t.Rows}, {t.Cols}] {t.Origin,-15} " +
                         $"max|err| {t.MaxError:G3} rel {t.RelativeError:G3}"));
         return 0;
-    }
-
-    private static bool LooksLikeGguf(string path) => GgufFile.HasMagic(FirstBytes(path));
-
-    private static bool LooksLikePq(string path) => FirstBytes(path).StartsWith(PqFile.Magic);
-
-    private static byte[] FirstBytes(string path)
-    {
-        using var stream = File.OpenRead(path);
-        var start = new byte[8];
-        return start[..stream.ReadAtLeast(start, start.Length, throwOnEndOfStream: false)];
     }
 
     private static int ExportGguf(string input, string output, bool force, bool verbose)

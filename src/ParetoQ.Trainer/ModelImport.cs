@@ -1,7 +1,6 @@
 using ParetoQ.Runtime.Backends.Cpu;
 using ParetoQ.CommandLine;
 using ParetoQ.Runtime.Conversion;
-using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Interchange;
 using ParetoQ.Runtime.Kernels;
 using ParetoQ.Runtime.Model;
@@ -39,35 +38,19 @@ public static class ModelImport
     /// </summary>
     public static TransformerModel<float> FromModel(string source, string? tokenizer)
     {
-        if (File.Exists(source) && IsPq(source))
-        {
-            if (tokenizer is not null) throw new UsageException("--tokenizer is for a llama2.c checkpoint; a .pq file holds its own");
-            return FromPq(source);
-        }
+        if (tokenizer is null && SourceCheckpoint.KindOf(source) == SourceKind.Pq) return FromPq(source);
         string converted = Path.Combine(Path.GetTempPath(), $"paretoq-import-{Guid.NewGuid():N}.pq");
-        var options = new ConversionOptions { Bits = BitsChoice.F32, Head = WeightFormat.F32,
-            Tool = "paretoq-train import" };
         try
         {
-            if (System.IO.Directory.Exists(source)) HfConverter.Convert(source, converted, options);
-            else if (GgufFile.HasMagic(FirstBytes(source))) HfConverter.ConvertGguf(source, converted, options);
-            else if (tokenizer is not null) HfConverter.ConvertLlama2c(source, tokenizer, converted, options);
-            else throw new UsageException($"{source} is not a .pq or GGUF file, so it is read as a llama2.c checkpoint, which needs --tokenizer tokenizer.bin");
+            ModelSources.Convert(source, tokenizer, converted, new ConversionOptions
+            {
+                Bits = BitsChoice.F32, Head = WeightFormat.F32, Tool = "paretoq-train import",
+            });
             return FromPq(converted);
         }
         finally
         {
             File.Delete(converted);
         }
-    }
-
-    private static bool IsPq(string path) => FirstBytes(path).AsSpan().StartsWith(PqFile.Magic);
-
-    private static byte[] FirstBytes(string path)
-    {
-        InputFile.Check(path, problem => new CheckpointException(path, null, problem));
-        using var stream = File.OpenRead(path);
-        var start = new byte[8];
-        return start[..stream.ReadAtLeast(start, start.Length, throwOnEndOfStream: false)];
     }
 }

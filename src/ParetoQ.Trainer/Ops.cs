@@ -279,10 +279,12 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
     public static T CrossEntropy(ReadOnlySpan<T> logits, ReadOnlySpan<int> targets, int vocab, T gradScale,
         Span<T> dlogits)
     {
+        // Scored rows are overwritten below; only masked rows need zeros.
         int count = 0;
-        foreach (int target in targets) if (target >= 0) count++;
+        for (int t = 0; t < targets.Length; t++)
+            if (targets[t] >= 0) count++;
+            else dlogits.Slice(t * vocab, vocab).Clear();
         T loss = T.Zero;
-        dlogits[..(targets.Length * vocab)].Clear();
         if (count == 0) return loss;
         T weight = gradScale / T.CreateChecked(count);
         if (typeof(T) == typeof(float))

@@ -1,4 +1,5 @@
 using ParetoQ.Runtime.Format;
+using ParetoQ.Runtime.Interchange;
 using ParetoQ.Runtime.Text;
 
 namespace ParetoQ.Trainer;
@@ -16,7 +17,7 @@ public sealed record TrainingTokenizer(PqTokenizerInfo Info, byte[] Bytes, IToke
 
     public static TrainingTokenizer Load(string path)
     {
-        if (!IsPq(path))
+        if (SourceCheckpoint.KindOf(path, problem => new TokenizerException(path, problem)) != SourceKind.Pq)
         {
             var (info, bytes, tokenizer) = Tokenizers.LlamaTokenizerJson(path);
             return new TrainingTokenizer(info, bytes, tokenizer, null);
@@ -47,14 +48,5 @@ public sealed record TrainingTokenizer(PqTokenizerInfo Info, byte[] Bytes, IToke
         writer.SetTokenizer(Info, Bytes);
         writer.Write(Path.Combine(directory, ModelFile), overwrite: true);
         File.Delete(Path.Combine(directory, JsonFile));
-    }
-
-    private static bool IsPq(string path)
-    {
-        InputFile.Check(path, problem => new TokenizerException(path, problem));
-        using var stream = File.OpenRead(path);
-        var start = new byte[8];
-        return stream.ReadAtLeast(start, start.Length, throwOnEndOfStream: false) == 8
-            && start.AsSpan().SequenceEqual(PqFile.Magic);
     }
 }

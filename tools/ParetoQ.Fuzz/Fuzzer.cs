@@ -302,29 +302,27 @@ public static class Fuzzer
         gguf.Add("tokenizer.ggml.eos_token_id", 2u);
         void Add(string name, GgmlType type, long cols, long rows)
         {
-            var (elements, size) = GgmlTypes.Block(type);
             var bytes = new byte[GgmlTypes.RowBytes(type, cols) * rows];
             if (GgmlTypes.IsFloat(type))
             {
                 var values = TestModelGenerator.Gaussian(rng, (int)(cols * rows), 0.1f);
-                foreach (var (v, i) in values.Select((v, i) => (v, i)))
-                    _ = type switch
-                    {
-                        GgmlType.F32 => BitConverter.TryWriteBytes(bytes.AsSpan(4 * i), v),
-                        GgmlType.F16 => BitConverter.TryWriteBytes(bytes.AsSpan(2 * i), (Half)v),
-                        _ => BitConverter.TryWriteBytes(bytes.AsSpan(2 * i), FloatCodec.SingleToBf16(v)),
-                    };
+                for (int i = 0; i < values.Length; i++)
+                {
+                    if (type == GgmlType.F32) BitConverter.TryWriteBytes(bytes.AsSpan(4 * i), values[i]);
+                    else if (type == GgmlType.F16) BitConverter.TryWriteBytes(bytes.AsSpan(2 * i), (Half)values[i]);
+                    else BitConverter.TryWriteBytes(bytes.AsSpan(2 * i), FloatCodec.SingleToBf16(values[i]));
+                }
             }
             else
             {
                 rng.NextBytes(bytes);
                 // Each block's fp16 scales (at its end, or its start for Q4_0/Q8_0) set to a small normal value.
+                int size = GgmlTypes.Block(type).Bytes;
                 int[] scaleAt = type switch { GgmlType.Q2_K => [80, 82], GgmlType.Q4_0 or GgmlType.Q8_0 => [0],
                     _ => [size - 2] };
                 for (long b = 0; b < bytes.Length / size; b++)
                     foreach (int at in scaleAt)
                         BitConverter.TryWriteBytes(bytes.AsSpan((int)(b * size + at)), (Half)0.01f);
-                _ = elements;
             }
             gguf.AddTensor(name, type, rows == 1 ? [cols] : [cols, rows], () => bytes);
         }

@@ -385,7 +385,7 @@ public static class HfConverter
                 if (Quantizer.Dequantize(WeightFormat.Q4G32, codes[g * Group + i], scales[g]) != w[g * Group + i])
                     return false;
         }
-        var matrix = new QuantizedMatrix(WeightFormat.Q4G32, spec.Rows, spec.Cols, Group, codes[..w.Length], scales);
+        var matrix = new QuantizedMatrix(WeightFormat.Q4G32, spec.Rows, spec.Cols, Group, codes, scales);
         byte[] packed = WeightPacker.Pack(matrix);
         writer.AddTensor(spec.Name, WeightFormat.Q4G32, [spec.Rows, spec.Cols], packed);
         report = new TensorReport(spec, TensorOrigin.Snapped, WeightFormat.Q4G32, packed.Length, 0, 0);

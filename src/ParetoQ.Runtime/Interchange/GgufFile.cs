@@ -141,15 +141,7 @@ public sealed class GgufFile : IDisposable
         if (offset < 0 || offset > tensor.Bytes - destination.Length)
             throw new ArgumentOutOfRangeException(nameof(offset), $"bytes [{offset}, {offset + destination.Length}) " +
                 $"are outside tensor {tensor.Name} of {tensor.Bytes}");
-        int read = 0;
-        while (read < destination.Length)
-        {
-            int n = RandomAccess.Read(_handle, destination[read..], tensor.Offset + offset + read);
-            if (n == 0) throw new CheckpointException(Path, tensor.Name,
-                $"the file ended at byte {tensor.Offset + offset + read} while reading the tensor (it was truncated " +
-                    $"after opening)");
-            read += n;
-        }
+        SourceTensorReader.ReadExactly(_handle, Path, tensor.Name, tensor.Offset + offset, destination);
     }
 
     public void Dispose() => _handle.Dispose();

@@ -161,23 +161,13 @@ public sealed class Llama2cCheckpoint : ISourceCheckpoint
         long firstGroup = start / GroupSize, lastGroup = (start + destination.Length - 1) / GroupSize;
         var q = new byte[destination.Length];
         var scales = new byte[(lastGroup - firstGroup + 1) * 4];
-        ReadExactly(tensor, tensor.Offset + start, q);
-        ReadExactly(tensor, tensor.Offset + tensor.Elements + firstGroup * 4, scales);
+        SourceTensorReader.ReadExactly(_handle, Path, tensor.Name, tensor.Offset + start, q);
+        SourceTensorReader.ReadExactly(_handle, Path, tensor.Name, tensor.Offset + tensor.Elements + firstGroup * 4,
+            scales);
         for (int i = 0; i < destination.Length; i++)
             destination[i] = (sbyte)q[i] * BinaryPrimitives.ReadSingleLittleEndian(
                 scales.AsSpan((int)(((start + i) / GroupSize - firstGroup) * 4)));
         SourceTensorReader.CheckFinite(Path, tensor, start, destination);
-    }
-
-    private void ReadExactly(SourceTensor tensor, long offset, Span<byte> destination)
-    {
-        for (int read = 0; read < destination.Length;)
-        {
-            int n = RandomAccess.Read(_handle, destination[read..], offset + read);
-            if (n == 0) throw new CheckpointException(Path, tensor.Name,
-                $"the file ended at byte {offset + read} while reading the tensor (it was truncated after opening)");
-            read += n;
-        }
     }
 
     public void Dispose() => _handle.Dispose();

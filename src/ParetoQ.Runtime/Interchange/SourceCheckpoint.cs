@@ -74,10 +74,28 @@ public interface ISourceCheckpoint : ITensorReader, IDisposable
     bool TryGet(string name, out SourceTensor tensor);
 }
 
+/// <summary>What a path given to a converter holds, told apart by its first bytes (a directory is Hugging
+/// Face).</summary>
+public enum SourceKind { HuggingFaceDirectory, Gguf, Pq, Llama2c }
+
 /// <summary>Opens the weights of a checkpoint directory: safetensors when present, else PyTorch
 /// <c>pytorch_model.bin</c>.</summary>
 public static class SourceCheckpoint
 {
+    /// <summary>The kind of source at <paramref name="path"/>: a directory, a GGUF or .pq file by its magic, else a
+    /// llama2.c checkpoint (the one format without a magic of its own).</summary>
+    public static SourceKind KindOf(string path, Func<string, Exception>? error = null)
+    {
+        if (System.IO.Directory.Exists(path)) return SourceKind.HuggingFaceDirectory;
+        using var handle = InputFile.OpenHandle(path, error ?? (problem => new CheckpointException(path, null,
+            problem)));
+        Span<byte> start = stackalloc byte[8];
+        start = start[..RandomAccess.Read(handle, start, 0)];
+        return GgufFile.HasMagic(start) ? SourceKind.Gguf
+            : start.SequenceEqual(PqFile.Magic) ? SourceKind.Pq
+            : SourceKind.Llama2c;
+    }
+
     public static ISourceCheckpoint Open(string directory)
     {
         if (!System.IO.Directory.Exists(directory)) throw new CheckpointException(directory, null,
@@ -122,14 +140,7 @@ internal static class SourceTensorReader
             int n = Math.Min(ChunkElements, destination.Length - done);
             var bytes = buffer.AsSpan(0, n * size);
             long offset = tensor.Offset + (start + done) * size;
-            int read = 0;
-            while (read < bytes.Length)
-            {
-                int r = RandomAccess.Read(handle, bytes[read..], offset + read);
-                if (r == 0) throw new CheckpointException(path, tensor.Name,
-                    $"the file ended at byte {offset + read} while reading the tensor (it was truncated after opening)");
-                read += r;
-            }
+            ReadExactly(handle, path, tensor.Name, offset, bytes);
             var dst = destination.Slice(done, n);
             switch (tensor.DType)
             {
@@ -147,6 +158,20 @@ internal static class SourceTensorReader
             // reads through here, so it is refused here.
             CheckFinite(path, tensor, start + done, dst);
             done += n;
+        }
+    }
+
+    /// <summary>Fills <paramref name="destination"/> from <paramref name="offset"/>; a file that ends first was
+    /// truncated after it was opened and checked.</summary>
+    public static void ReadExactly(SafeFileHandle handle, string path, string tensor, long offset,
+        Span<byte> destination)
+    {
+        for (int read = 0; read < destination.Length;)
+        {
+            int n = RandomAccess.Read(handle, destination[read..], offset + read);
+            if (n == 0) throw new CheckpointException(path, tensor,
+                $"the file ended at byte {offset + read} while reading the tensor (it was truncated after opening)");
+            read += n;
         }
     }
 

@@ -97,24 +97,32 @@ public sealed class TrainerModelTests
         var model = new TransformerModel<float>(config, grid);
         Fill(model, 11);
         model.InitializeAlphas();
-        int[] tokens = [256, 72, 101, 108, 108, 111, 44, 32, 119, 111, 114];
-        var logits = new float[tokens.Length * config.VocabSize];
-        model.Forward(tokens, Enumerable.Repeat(-1, tokens.Length).ToArray(), logits);
-
         using var dir = new TempDir();
-        string path = dir.File("qat.pq");
-        PqExport.Write(model, path, ByteLevelVocabulary.Info(chatTokens: false), ByteLevelVocabulary.Ranks(),
+        using var runtime = AssertExportGivesTrainerLogits(model, [256, 72, 101, 108, 108, 111, 44, 32, 119, 111, 114],
+            ByteLevelVocabulary.Info(chatTokens: false), ByteLevelVocabulary.Ranks(), dir.File("qat.pq"),
+            WeightFormats.Name(grid));
+        Assert.Equal(grid, runtime.File[ModelTensors.Name(TensorRole.Down, 1)].Format);
+    }
+
+    /// <summary>Exports <paramref name="model"/> and checks the runtime's exact-mode logits of the file against the
+    /// trainer's own over <paramref name="tokens"/> (1e-4 of the largest logit); returns the loaded export.</summary>
+    private static LanguageModel AssertExportGivesTrainerLogits(TransformerModel<float> model, int[] tokens,
+        PqTokenizerInfo tokenizer, byte[] tokenizerBytes, string path, string what)
+    {
+        int vocab = model.Config.VocabSize;
+        var logits = new float[tokens.Length * vocab];
+        model.Forward(tokens, Enumerable.Repeat(-1, tokens.Length).ToArray(), logits);
+        PqExport.Write(model, path, tokenizer, tokenizerBytes,
             new PqProvenance("test", "2", "trainer test", new Dictionary<string, string>()));
-        using var runtime = LanguageModel.Load(path, CpuBackendOptions.ExactMode);
+        var runtime = LanguageModel.Load(path, CpuBackendOptions.ExactMode);
         using var session = new Session(runtime,
             new SessionOptions { AllLogits = true, ContextLength = 64, KvCache = KvCacheType.F32 });
-        var expected = new float[tokens.Length * config.VocabSize];
+        var expected = new float[tokens.Length * vocab];
         session.Forward(tokens, expected);
         double worst = 0, scale = expected.Max(MathF.Abs);
         for (int i = 0; i < logits.Length; i++) worst = Math.Max(worst, Math.Abs(logits[i] - expected[i]));
-        Assert.True(worst <= 1e-4 * scale,
-            $"{WeightFormats.Name(grid)}: max |trainer − runtime| {worst} of logits up to {scale}");
-        Assert.Equal(grid, runtime.File[ModelTensors.Name(TensorRole.Down, 1)].Format);
+        Assert.True(worst <= 1e-4 * scale, $"{what}: max |trainer − runtime| {worst} of logits up to {scale}");
+        return runtime;
     }
 
     /// <summary>The same on a model its authors trained: stories260K imported from its llama2.c file, snapped to 2 bits
@@ -125,25 +133,13 @@ public sealed class TrainerModelTests
         string Stories(string name) => SharedData.Path(Path.Combine("stories260K", name));
         var model = ModelImport.FromModel(Stories("stories260K.bin"), Stories("tok512.bin"))
             .WithProjections(WeightFormat.Q2Seq);
-        var config = model.Config;
         using var dir = new TempDir();
         HfConverter.ConvertLlama2c(Stories("stories260K.bin"), Stories("tok512.bin"), dir.File("fp.pq"),
             new ConversionOptions());
         var tokenizer = TrainingTokenizer.Load(dir.File("fp.pq"));
         int[] tokens = tokenizer.Tokenizer.Encode("Once upon a time, there was a little girl named Lily.", addBos: true);
-        var logits = new float[tokens.Length * config.VocabSize];
-        model.Forward(tokens, Enumerable.Repeat(-1, tokens.Length).ToArray(), logits);
-
-        PqExport.Write(model, dir.File("q2.pq"), tokenizer.Info, tokenizer.Bytes,
-            new PqProvenance("stories260K", "2", "trainer test", new Dictionary<string, string>()));
-        using var runtime = LanguageModel.Load(dir.File("q2.pq"), CpuBackendOptions.ExactMode);
-        using var session = new Session(runtime,
-            new SessionOptions { AllLogits = true, ContextLength = 64, KvCache = KvCacheType.F32 });
-        var expected = new float[tokens.Length * config.VocabSize];
-        session.Forward(tokens, expected);
-        double worst = 0, scale = expected.Max(MathF.Abs);
-        for (int i = 0; i < logits.Length; i++) worst = Math.Max(worst, Math.Abs(logits[i] - expected[i]));
-        Assert.True(worst <= 1e-4 * scale, $"max |trainer − runtime| {worst} of logits up to {scale}");
+        using var runtime = AssertExportGivesTrainerLogits(model, tokens, tokenizer.Info, tokenizer.Bytes,
+            dir.File("q2.pq"), "stories260K q2_seq");
         Assert.Equal(WeightFormat.Q2Seq, runtime.File["model.layers.0.mlp.down_proj.weight"].Format);
         Assert.Equal(RopeLayout.Interleaved, runtime.Config.RopeLayout);
     }
