@@ -14,7 +14,8 @@ public sealed record ChartSeries(string Name, IReadOnlyList<(double X, double Y)
 
 /// <summary>
 /// Line charts as PNG files, with no graphics library: an RGB canvas, axes with 1-2-5 ticks and labels in a built-in
-/// 5×7 pixel font, a legend, and a PNG encoder (zlib-compressed scanlines, CRC-32 per chunk).
+/// 5×7 pixel font, a legend, and a PNG encoder (zlib-compressed scanlines, CRC-32 per chunk). With a logarithmic y
+/// axis the ticks are 1, 2 and 5 × 10^k, so values that span decades (a perplexity of 4 beside one of 2000) stay readable.
 /// </summary>
 public static class Chart
 {
@@ -24,16 +25,21 @@ public static class Chart
             (127, 127, 127)];
 
     public static void Write(string path, string title, string xLabel, string yLabel, IReadOnlyList<ChartSeries> series,
-        bool overwrite = true)
+        bool overwrite = true, bool logY = false)
     {
         var points = series.SelectMany(s => s.Points).Where(p => double.IsFinite(p.X) && double.IsFinite(p.Y)).ToList();
         if (points.Count == 0) throw new ArgumentException("nothing to plot: no finite points");
+        if (logY && points.Min(p => p.Y) <= 0)
+            throw new ArgumentException($"a logarithmic y axis needs positive values; the smallest is {points.Min(p => p.Y)}");
         var canvas = new Canvas(Width, Height);
         var (x0, x1, xStep) = Ticks(points.Min(p => p.X), points.Max(p => p.X));
         var (y0, y1, yStep) = Ticks(points.Min(p => p.Y), points.Max(p => p.Y));
+        var yTicks = logY ? LogTicks(points.Min(p => p.Y), points.Max(p => p.Y)) : LinearTicks(y0, y1, yStep);
+        if (logY) (y0, y1) = (yTicks[0], yTicks[^1]);
+        Func<double, double> yScale = logY ? Math.Log10 : y => y;
         int plotW = Width - Left - Right, plotH = Height - Top - Bottom;
         int Px(double x) => Left + (int)Math.Round((x - x0) / (x1 - x0) * plotW);
-        int Py(double y) => Top + plotH - (int)Math.Round((y - y0) / (y1 - y0) * plotH);
+        int Py(double y) => Top + plotH - (int)Math.Round((yScale(y) - yScale(y0)) / (yScale(y1) - yScale(y0)) * plotH);
 
         var grid = ((byte)230, (byte)230, (byte)230);
         var ink = ((byte)40, (byte)40, (byte)40);
@@ -43,10 +49,10 @@ public static class Chart
             string label = Label(x, xStep);
             canvas.Text(Px(x) - label.Length * 3, Top + plotH + 8, label, ink);
         }
-        for (double y = y0; y <= y1 + yStep / 2; y += yStep)
+        foreach (double y in yTicks)
         {
             canvas.Line(Left, Py(y), Left + plotW, Py(y), grid);
-            string label = Label(y, yStep);
+            string label = Label(y, logY ? y : yStep);
             canvas.Text(Left - 8 - label.Length * 6, Py(y) - 3, label, ink);
         }
         canvas.Rectangle(Left, Top, Left + plotW, Top + plotH, ink);
@@ -81,6 +87,24 @@ public static class Chart
         double raw = (max - min) / 6, magnitude = Math.Pow(10, Math.Floor(Math.Log10(raw)));
         double step = new[] { 1, 2, 5, 10 }.Select(f => f * magnitude).First(s => s >= raw);
         return (Math.Floor(min / step) * step, Math.Ceiling(max / step) * step, step);
+    }
+
+    private static List<double> LinearTicks(double low, double high, double step)
+    {
+        var ticks = new List<double>();
+        for (double v = low; v <= high + step / 2; v += step) ticks.Add(v);
+        return ticks;
+    }
+
+    // 1, 2 and 5 × 10^k from the one at or below the smallest value to the one at or above the largest.
+    private static List<double> LogTicks(double min, double max)
+    {
+        var all = new List<double>();
+        for (int k = (int)Math.Floor(Math.Log10(min)); k <= (int)Math.Ceiling(Math.Log10(max)); k++)
+            foreach (int f in (int[])[1, 2, 5]) all.Add(f * Math.Pow(10, k));
+        int first = all.FindLastIndex(v => v <= min * (1 + 1e-9)), last = all.FindIndex(v => v >= max * (1 - 1e-9));
+        if (last == first) last++;
+        return all.GetRange(first, last - first + 1);
     }
 
     private static string Label(double value, double step) =>

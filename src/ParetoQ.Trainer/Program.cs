@@ -26,9 +26,6 @@ public static class Program
         return ProgramErrors.Invoke(root, args, "paretoq-train");
     }
 
-    /// <summary>The largest training text file read whole.</summary>
-    private const long MaxTextBytes = 1L << 30;
-
     private static readonly string[] Presets = ["tiny", "mobilellm-7m"];
 
     /// <summary>The model sizes <c>pretrain --model</c> knows.</summary>
@@ -55,7 +52,7 @@ public static class Program
 
     private static Command DataCommand()
     {
-        var text = new Option<string[]>("--text") { Description = "UTF-8 text files; every non-empty line is one document", Required = true, AllowMultipleArgumentsPerToken = true };
+        var text = new Option<string[]>("--text") { Description = "UTF-8 text files: one document per non-empty line, or per {\"text\": ...} line of a .jsonl file", Required = true, AllowMultipleArgumentsPerToken = true };
         var tokenizer = new Option<string>("--tokenizer") { Description = "A LLaMA-style tokenizer.json, or a .pq model whose own tokenizer to use",
             Required = true };
         var output = new Option<string>("--output",
@@ -70,19 +67,7 @@ public static class Program
             var source = TrainingTokenizer.Load(p.GetValue(tokenizer)!);
             var (info, tok) = (source.Info, source.Tokenizer);
             Directory.CreateDirectory(dir);
-            var utf8 = new UTF8Encoding(false, throwOnInvalidBytes: true);
-            IEnumerable<string> Documents()
-            {
-                foreach (string file in p.GetValue(text)!)
-                {
-                    string content;
-                    try { content = utf8.GetString(InputFile.ReadAll(file, MaxTextBytes,
-                        problem => new InvalidDataException($"{file}: {problem}"))); }
-                    catch (DecoderFallbackException e) { throw new InvalidDataException($"{file} is not valid UTF-8 (byte {e.Index})"); }
-                    foreach (string line in content.Split('\n')) yield return line.TrimEnd('\r');
-                }
-            }
-            var report = TokenData.Build(Documents(), tok, tok.VocabSize, Path.Combine(dir, "train.tokens"),
+            var report = TokenData.Build(p.GetValue(text)!.SelectMany(TrainingText.Documents), tok, tok.VocabSize, Path.Combine(dir, "train.tokens"),
                 Path.Combine(dir, "val.tokens"), p.GetValue(every), p.GetValue(force), Path.Combine(dir, "val.txt"));
             source.Save(dir);
             Console.WriteLine($"{report.Documents} documents: {report.TrainTokens} training and {report.ValidationTokens} validation tokens in {dir} (vocabulary {tok.VocabSize}, BOS {info.BosId})");
@@ -227,15 +212,15 @@ public static class Program
 
     /// <summary>
     /// Training text sampled from a model (LLM-QAT's data-free route: the full-precision teacher writes the text its
-    /// quantized student trains on). One document per line, as `data` reads them; a document's own line breaks become
-    /// spaces.
+    /// quantized student trains on). JSON Lines, one {"text": ...} per document, so each keeps its own line breaks and the
+    /// student learns what follows them.
     /// </summary>
     private static Command SampleCommand()
     {
         var model = new Option<string>("--model", "-m") { Description = "The .pq model to sample from (the teacher)",
             Required = true };
-        var output = new Option<string>("--output", "-o") { Description = "The text file to write, one document per line",
-            Required = true };
+        var output = new Option<string>("--output", "-o") { Description = "The .jsonl file to write: one {\"text\": ...} " +
+            "line per document, as `data --text` reads it", Required = true };
         var documents = new Option<int>("--documents") { Description = "How many documents", Required = true };
         documents.Check(n => { if (n < 1) throw new ArgumentException($"--documents {n} must be at least 1"); });
         var maxTokens = new Option<int>("--max-tokens") { Description = "Longest document in tokens (it also ends at EOS)",
@@ -254,6 +239,8 @@ public static class Program
         cmd.SetAction(p =>
         {
             string path = p.GetValue(output)!;
+            if (!path.EndsWith(".jsonl", StringComparison.OrdinalIgnoreCase))
+                throw new UsageException($"--output {path} must end in .jsonl: sampled documents keep their line breaks, one JSON object per document");
             if (!p.GetValue(force) && File.Exists(path)) throw new OutputExistsException(path);
             using var loaded = LanguageModel.Load(p.GetValue(model)!);
             var tokenizer = Tokenizers.FromFile(loaded.File, loaded.Config.VocabSize);
@@ -273,8 +260,7 @@ public static class Program
                         Seed = p.GetValue(seed) + (ulong)d },
                 }, _ => { });
                 tokens += result.GeneratedTokens;
-                lines.Add(string.Join(' ', result.Text.Split('\n', StringSplitOptions.TrimEntries
-                    | StringSplitOptions.RemoveEmptyEntries)));
+                lines.Add(TrainingText.JsonLine(result.Text));
             }
             AtomicFile.Write(path, p.GetValue(force), fs =>
             {
@@ -298,9 +284,10 @@ public static class Program
             => "step" };
         var yLabel = new Option<string>("--y-label") { Description = "Vertical axis label", DefaultValueFactory = _
             => "loss (nats/token)" };
+        var logY = new Option<bool>("--log-y") { Description = "Logarithmic vertical axis (for values spanning decades)" };
         var cmd = new Command("chart",
             "Plot loss curves from metrics files, or any series from a CSV, as a PNG") { metrics, points, output, title,
-            xLabel, yLabel };
+            xLabel, yLabel, logY };
         cmd.SetAction(p =>
         {
             var series = new List<ChartSeries>();
@@ -333,7 +320,8 @@ public static class Program
                 if (validation.Count > 0) series.Add(new ChartSeries("", validation, Markers: true));
             }
             if (series.Count == 0) throw new UsageException("give --metrics files or --points");
-            Chart.Write(p.GetValue(output)!, p.GetValue(title)!, p.GetValue(xLabel)!, p.GetValue(yLabel)!, series);
+            Chart.Write(p.GetValue(output)!, p.GetValue(title)!, p.GetValue(xLabel)!, p.GetValue(yLabel)!, series,
+                logY: p.GetValue(logY));
             Console.WriteLine($"wrote {p.GetValue(output)} ({series.Count} series)");
             return 0;
         });

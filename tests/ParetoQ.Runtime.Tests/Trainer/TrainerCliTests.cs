@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json;
+using ParetoQ.Trainer;
 
 namespace ParetoQ.Runtime.Tests;
 
@@ -117,23 +118,27 @@ public sealed class TrainerCliTests
         Assert.True(convert.Exit == 0, convert.Err);
         // Training text: the real sample, and stories the full-precision model writes itself (the data-free route).
         run = Train("sample", "--model", dir.File("stories.pq"), "--documents", "24", "--max-tokens", "128", "--seed",
-            "7", "-o", dir.File("sampled.txt"));
+            "7", "-o", dir.File("sampled.jsonl"));
         Assert.True(run.Exit == 0, run.Err);
-        string[] sampled = File.ReadAllLines(dir.File("sampled.txt"));
+        string[] sampled = [.. TrainingText.Documents(dir.File("sampled.jsonl"))];
         Assert.Equal(24, sampled.Length);
         Assert.All(sampled, story => Assert.False(string.IsNullOrWhiteSpace(story)));
         Assert.True(sampled.Count(story => story.Contains("Once upon a time", StringComparison.Ordinal)) >= 12,
             string.Join("\n", sampled.Take(3)));
+        Assert.Contains(sampled, story => story.Trim().Contains('\n')); // stories keep their paragraphs
         run = Train("sample", "--model", dir.File("stories.pq"), "--documents", "24", "--max-tokens", "128", "--seed",
-            "7", "-o", dir.File("again.txt"));
-        Assert.Equal(sampled, File.ReadAllLines(dir.File("again.txt"))); // the same seed, the same stories
-        run = Train("sample", "--model", dir.File("stories.pq"), "--documents", "1", "-o", dir.File("sampled.txt"));
+            "7", "-o", dir.File("again.jsonl"));
+        Assert.Equal(File.ReadAllBytes(dir.File("sampled.jsonl")), File.ReadAllBytes(dir.File("again.jsonl")));
+        run = Train("sample", "--model", dir.File("stories.pq"), "--documents", "1", "-o", dir.File("sampled.jsonl"));
         Assert.Equal(1, run.Exit);
         Assert.Contains("already exists (--force replaces it)", run.Err);
+        run = Train("sample", "--model", dir.File("stories.pq"), "--documents", "1", "-o", dir.File("sampled.txt"));
+        Assert.Equal(2, run.Exit);
+        Assert.Contains("must end in .jsonl", run.Err);
         File.WriteAllText(dir.File("text.txt"), File.ReadAllText(Stories("tinystories-sample.txt"))
-            .Replace("<|endoftext|>", "").Replace("\n\n", "\n") + string.Join("\n", sampled) + "\n");
-        run = Train("data", "--text", dir.File("text.txt"), "--tokenizer", dir.File("stories.pq"), "-o",
-            dir.File("data"), "--validation-every", "5");
+            .Replace("<|endoftext|>", "").Replace("\n\n", "\n"));
+        run = Train("data", "--text", dir.File("text.txt"), dir.File("sampled.jsonl"), "--tokenizer",
+            dir.File("stories.pq"), "-o", dir.File("data"), "--validation-every", "5");
         Assert.True(run.Exit == 0, run.Err);
         Assert.Contains("(vocabulary 512, BOS 1)", run.Out);
         Assert.True(File.Exists(dir.File("data/tokenizer.pq")));
