@@ -15,7 +15,7 @@ namespace ParetoQ.Cli;
 /// file.</summary>
 public static class Program
 {
-    public const string DefaultModel = "models/mobilellm-7m-2bit.pq";
+    public const string DefaultModel = "models/stories260K-2bit.pq";
 
 #if PARETOQ_ILGPU
     private static readonly Func<string, IComputeBackend?>? Accelerators = ParetoQ.Accelerators.IlgpuDevices.TryCreate;

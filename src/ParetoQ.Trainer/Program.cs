@@ -260,7 +260,9 @@ public static class Program
                         Seed = p.GetValue(seed) + (ulong)d },
                 }, _ => { });
                 tokens += result.GeneratedTokens;
-                lines.Add(TrainingText.JsonLine(result.Text));
+                // The whole-sequence decode, not the stream: it drops SentencePiece's dummy-prefix space (" Once"),
+                // which `data` would otherwise encode as one more token before the story.
+                lines.Add(TrainingText.JsonLine(tokenizer.Decode([.. result.Tokens])));
             }
             AtomicFile.Write(path, p.GetValue(force), fs =>
             {

@@ -126,6 +126,7 @@ public sealed class TrainerCliTests
         Assert.True(sampled.Count(story => story.Contains("Once upon a time", StringComparison.Ordinal)) >= 12,
             string.Join("\n", sampled.Take(3)));
         Assert.Contains(sampled, story => story.Trim().Contains('\n')); // stories keep their paragraphs
+        Assert.All(sampled, story => Assert.False(char.IsWhiteSpace(story[0]), story)); // no dummy-prefix space
         run = Train("sample", "--model", dir.File("stories.pq"), "--documents", "24", "--max-tokens", "128", "--seed",
             "7", "-o", dir.File("again.jsonl"));
         Assert.Equal(File.ReadAllBytes(dir.File("sampled.jsonl")), File.ReadAllBytes(dir.File("again.jsonl")));

@@ -109,12 +109,19 @@ public sealed class TrainerModelTests
     private static LanguageModel AssertExportGivesTrainerLogits(TransformerModel<float> model, int[] tokens,
         PqTokenizerInfo tokenizer, byte[] tokenizerBytes, string path, string what)
     {
-        int vocab = model.Config.VocabSize;
-        var logits = new float[tokens.Length * vocab];
-        model.Forward(tokens, Enumerable.Repeat(-1, tokens.Length).ToArray(), logits);
         PqExport.Write(model, path, tokenizer, tokenizerBytes,
             new PqProvenance("test", "2", "trainer test", new Dictionary<string, string>()));
         var runtime = LanguageModel.Load(path, CpuBackendOptions.ExactMode);
+        AssertSameLogits(model, runtime, tokens, what);
+        return runtime;
+    }
+
+    // The trainer's logits over tokens against the runtime's exact-mode ones (fp32 KV), within 1e-4 of the largest.
+    private static void AssertSameLogits(TransformerModel<float> model, LanguageModel runtime, int[] tokens, string what)
+    {
+        int vocab = model.Config.VocabSize;
+        var logits = new float[tokens.Length * vocab];
+        model.Forward(tokens, Enumerable.Repeat(-1, tokens.Length).ToArray(), logits);
         using var session = new Session(runtime,
             new SessionOptions { AllLogits = true, ContextLength = 64, KvCache = KvCacheType.F32 });
         var expected = new float[tokens.Length * vocab];
@@ -122,7 +129,34 @@ public sealed class TrainerModelTests
         double worst = 0, scale = expected.Max(MathF.Abs);
         for (int i = 0; i < logits.Length; i++) worst = Math.Max(worst, Math.Abs(logits[i] - expected[i]));
         Assert.True(worst <= 1e-4 * scale, $"{what}: max |trainer − runtime| {worst} of logits up to {scale}");
-        return runtime;
+    }
+
+    /// <summary>
+    /// The shipped 2-bit and ternary models (models/stories260K-*.pq, written by the trainer's export) back in the
+    /// trainer: their codes as latent weights and their per-row α as the quantizer's, so the trainer's fake-quant
+    /// forward must give the runtime's logits of the shipped file.
+    /// </summary>
+    [Theory]
+    [InlineData("stories260K-2bit.pq", WeightFormat.Q2Seq)]
+    [InlineData("stories260K-ternary.pq", WeightFormat.Ternary)]
+    public void A_shipped_models_runtime_logits_equal_the_trainers_fake_quant_logits(string file, WeightFormat grid)
+    {
+        string path = Path.Combine(TestData.RepoRoot(), "models", file);
+        using var runtime = LanguageModel.Load(path, CpuBackendOptions.ExactMode);
+        var latent = ModelImport.FromPq(path);
+        var model = new TransformerModel<float>(latent.Config, grid);
+        latent.Parameters.CopyTo(model.Parameters, 0);
+        foreach (var slot in model.Slots.Where(s => s.Spec.IsProjection))
+        {
+            var tensor = runtime.File[slot.Spec.Name];
+            Assert.Equal(grid, tensor.Format);
+            var layout = new PackedLayout(grid, slot.Spec.Rows, slot.Spec.Cols);
+            var alphas = model.AlphasOf(slot.Spec.Name);
+            for (int r = 0; r < alphas.Length; r++) alphas[r] = WeightPacker.Scale(layout, tensor.Data, r, 0);
+        }
+        var tokenizer = TrainingTokenizer.Load(path);
+        int[] tokens = tokenizer.Tokenizer.Encode("Once upon a time, there was a little girl named Lily.", addBos: true);
+        AssertSameLogits(model, runtime, tokens, file);
     }
 
     /// <summary>The same on a model its authors trained: stories260K imported from its llama2.c file, snapped to 2 bits
