@@ -6,13 +6,15 @@
 # sample, which no run trains on. Writes results.md, results.csv, perplexity.png and loss.png to OUT.
 #   tools/qat-stories260k.sh                               # the real run: 3000 steps a width, ~12 min each on 2 cores
 #   STEPS=20 DOCUMENTS=40 OUT=/tmp/q tools/qat-stories260k.sh  # a quick end-to-end check of the pipeline
-# BITS sets the widths (default "2 1.58 1 3 4"), LR / MIN_LR the cosine. Every stage resumes where it stopped, and a
+# BITS sets the widths (default "2 1.58 1 3 4"), LR / MIN_LR the cosine, SEQ / BATCH the windows (128 × 8). Every stage resumes where it stopped, and a
 # larger STEPS continues a finished run's schedule (AdamW's cosine is rescheduled on resume).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-.cache/qat-stories260k}
 steps=${STEPS:-3000}
 documents=${DOCUMENTS:-8000}
+seq=${SEQ:-128} # 128-token windows hold up to ~384 positions at 2 bits; SEQ=512 BATCH=2 trains the whole context (2.5× slower)
+batch=${BATCH:-8}
 lr=${LR:-2e-3}
 min_lr=${MIN_LR:-1e-4}
 widths=${BITS:-2 1.58 1 3 4}
@@ -48,7 +50,7 @@ echo "series,x,y" > "$out/results.csv"
 } > "$out/results.md"
 ratio() { awk -v a="$1" -v b="$fp" 'BEGIN { printf "%.2f×", a / b }'; }
 for bits in $widths; do
-  args=(qat --from "$out/fp.ckpt" --bits "$bits" --data "$out/data" --steps "$steps" --seq 128 --batch 8
+  args=(qat --from "$out/fp.ckpt" --bits "$bits" --data "$out/data" --steps "$steps" --seq "$seq" --batch "$batch"
     --lr "$lr" --min-lr "$min_lr" --warmup 20 --distill 1 --eval-every $(( steps / 8 )) --checkpoint-every 100
     -o "$out/q$bits.ckpt")
   if [ -f "$out/q$bits.ckpt" ]; then "$T" "${args[@]}" --resume; else "$T" "${args[@]}"; fi

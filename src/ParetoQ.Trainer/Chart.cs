@@ -15,7 +15,8 @@ public sealed record ChartSeries(string Name, IReadOnlyList<(double X, double Y)
 /// <summary>
 /// Line charts as PNG files, with no graphics library: an RGB canvas, axes with 1-2-5 ticks and labels in a built-in
 /// 5×7 pixel font, a legend, and a PNG encoder (zlib-compressed scanlines, CRC-32 per chunk). With a logarithmic y
-/// axis the ticks are 1, 2 and 5 × 10^k, so values that span decades (a perplexity of 4 beside one of 2000) stay readable.
+/// axis the ticks are 1, 2 and 5 × 10^k, so values that span decades (a perplexity of 4 beside one of 2000) stay
+/// readable.
 /// </summary>
 public static class Chart
 {
@@ -30,7 +31,8 @@ public static class Chart
         var points = series.SelectMany(s => s.Points).Where(p => double.IsFinite(p.X) && double.IsFinite(p.Y)).ToList();
         if (points.Count == 0) throw new ArgumentException("nothing to plot: no finite points");
         if (logY && points.Min(p => p.Y) <= 0)
-            throw new ArgumentException($"a logarithmic y axis needs positive values; the smallest is {points.Min(p => p.Y)}");
+            throw new ArgumentException(
+                $"a logarithmic y axis needs positive values; the smallest is {points.Min(p => p.Y)}");
         var canvas = new Canvas(Width, Height);
         var (x0, x1, xStep) = Ticks(points.Min(p => p.X), points.Max(p => p.X));
         var (y0, y1, yStep) = Ticks(points.Min(p => p.Y), points.Max(p => p.Y));

@@ -52,7 +52,12 @@ public static class Program
 
     private static Command DataCommand()
     {
-        var text = new Option<string[]>("--text") { Description = "UTF-8 text files: one document per non-empty line, or per {\"text\": ...} line of a .jsonl file", Required = true, AllowMultipleArgumentsPerToken = true };
+        var text = new Option<string[]>("--text")
+        {
+            Description = "UTF-8 text files: one document per non-empty line, or per {\"text\": ...} line of a " +
+                ".jsonl file",
+            Required = true, AllowMultipleArgumentsPerToken = true,
+        };
         var tokenizer = new Option<string>("--tokenizer") { Description = "A LLaMA-style tokenizer.json, or a .pq model whose own tokenizer to use",
             Required = true };
         var output = new Option<string>("--output",
@@ -67,7 +72,8 @@ public static class Program
             var source = TrainingTokenizer.Load(p.GetValue(tokenizer)!);
             var (info, tok) = (source.Info, source.Tokenizer);
             Directory.CreateDirectory(dir);
-            var report = TokenData.Build(p.GetValue(text)!.SelectMany(TrainingText.Documents), tok, tok.VocabSize, Path.Combine(dir, "train.tokens"),
+            var report = TokenData.Build(p.GetValue(text)!.SelectMany(TrainingText.Documents), tok, tok.VocabSize,
+                Path.Combine(dir, "train.tokens"),
                 Path.Combine(dir, "val.tokens"), p.GetValue(every), p.GetValue(force), Path.Combine(dir, "val.txt"));
             source.Save(dir);
             Console.WriteLine($"{report.Documents} documents: {report.TrainTokens} training and {report.ValidationTokens} validation tokens in {dir} (vocabulary {tok.VocabSize}, BOS {info.BosId})");
@@ -212,15 +218,18 @@ public static class Program
 
     /// <summary>
     /// Training text sampled from a model (LLM-QAT's data-free route: the full-precision teacher writes the text its
-    /// quantized student trains on). JSON Lines, one {"text": ...} per document, so each keeps its own line breaks and the
-    /// student learns what follows them.
+    /// quantized student trains on). JSON Lines, one {"text": ...} per document, so each keeps its own line breaks and
+    /// the student learns what follows them.
     /// </summary>
     private static Command SampleCommand()
     {
         var model = new Option<string>("--model", "-m") { Description = "The .pq model to sample from (the teacher)",
             Required = true };
-        var output = new Option<string>("--output", "-o") { Description = "The .jsonl file to write: one {\"text\": ...} " +
-            "line per document, as `data --text` reads it", Required = true };
+        var output = new Option<string>("--output", "-o")
+        {
+            Description = "The .jsonl file to write: one {\"text\": ...} line per document, as `data --text` reads it",
+            Required = true,
+        };
         var documents = new Option<int>("--documents") { Description = "How many documents", Required = true };
         documents.Check(n => { if (n < 1) throw new ArgumentException($"--documents {n} must be at least 1"); });
         var maxTokens = new Option<int>("--max-tokens") { Description = "Longest document in tokens (it also ends at EOS)",
@@ -240,7 +249,8 @@ public static class Program
         {
             string path = p.GetValue(output)!;
             if (!path.EndsWith(".jsonl", StringComparison.OrdinalIgnoreCase))
-                throw new UsageException($"--output {path} must end in .jsonl: sampled documents keep their line breaks, one JSON object per document");
+                throw new UsageException($"--output {path} must end in .jsonl: sampled documents keep their line " +
+                    "breaks, one JSON object per document");
             if (!p.GetValue(force) && File.Exists(path)) throw new OutputExistsException(path);
             using var loaded = LanguageModel.Load(p.GetValue(model)!);
             var tokenizer = Tokenizers.FromFile(loaded.File, loaded.Config.VocabSize);
@@ -286,7 +296,10 @@ public static class Program
             => "step" };
         var yLabel = new Option<string>("--y-label") { Description = "Vertical axis label", DefaultValueFactory = _
             => "loss (nats/token)" };
-        var logY = new Option<bool>("--log-y") { Description = "Logarithmic vertical axis (for values spanning decades)" };
+        var logY = new Option<bool>("--log-y")
+        {
+            Description = "Logarithmic vertical axis (for values spanning decades)",
+        };
         var cmd = new Command("chart",
             "Plot loss curves from metrics files, or any series from a CSV, as a PNG") { metrics, points, output, title,
             xLabel, yLabel, logY };

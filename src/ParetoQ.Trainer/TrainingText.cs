@@ -24,7 +24,10 @@ public static class TrainingText
             content = new UTF8Encoding(false, throwOnInvalidBytes: true).GetString(InputFile.ReadAll(file, MaxFileBytes,
                 problem => new InvalidDataException($"{file}: {problem}")));
         }
-        catch (DecoderFallbackException e) { throw new InvalidDataException($"{file} is not valid UTF-8 (byte {e.Index})"); }
+        catch (DecoderFallbackException e)
+        {
+            throw new InvalidDataException($"{file} is not valid UTF-8 (byte {e.Index})");
+        }
         bool jsonLines = file.EndsWith(".jsonl", StringComparison.OrdinalIgnoreCase);
         string[] lines = content.Split('\n');
         for (int i = 0; i < lines.Length; i++)
@@ -35,7 +38,8 @@ public static class TrainingText
         }
     }
 
-    /// <summary>One document as a JSON Lines record, <c>{"text":"..."}</c>, with non-ASCII text left readable.</summary>
+    /// <summary>One document as a JSON Lines record, <c>{"text":"..."}</c>, with non-ASCII text left
+    /// readable.</summary>
     public static string JsonLine(string document)
     {
         var buffer = new ArrayBufferWriter<byte>();
@@ -66,7 +70,8 @@ public static class TrainingText
         }
         catch (InvalidOperationException e) // a lone surrogate escape has no UTF-16 string
         {
-            throw new InvalidDataException($"{file}:{lineNumber}: the \"text\" string is not valid Unicode ({e.Message})");
+            throw new InvalidDataException(
+                $"{file}:{lineNumber}: the \"text\" string is not valid Unicode ({e.Message})");
         }
     }
 }

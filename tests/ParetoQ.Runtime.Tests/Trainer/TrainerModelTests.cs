@@ -117,7 +117,8 @@ public sealed class TrainerModelTests
     }
 
     // The trainer's logits over tokens against the runtime's exact-mode ones (fp32 KV), within 1e-4 of the largest.
-    private static void AssertSameLogits(TransformerModel<float> model, LanguageModel runtime, int[] tokens, string what)
+    private static void AssertSameLogits(TransformerModel<float> model, LanguageModel runtime, int[] tokens,
+        string what)
     {
         int vocab = model.Config.VocabSize;
         var logits = new float[tokens.Length * vocab];
@@ -155,7 +156,8 @@ public sealed class TrainerModelTests
             for (int r = 0; r < alphas.Length; r++) alphas[r] = WeightPacker.Scale(layout, tensor.Data, r, 0);
         }
         var tokenizer = TrainingTokenizer.Load(path);
-        int[] tokens = tokenizer.Tokenizer.Encode("Once upon a time, there was a little girl named Lily.", addBos: true);
+        int[] tokens = tokenizer.Tokenizer.Encode("Once upon a time, there was a little girl named Lily.",
+            addBos: true);
         AssertSameLogits(model, runtime, tokens, file);
     }
 

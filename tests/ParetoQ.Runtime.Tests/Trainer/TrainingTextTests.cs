@@ -9,7 +9,8 @@ public sealed class TrainingTextTests
     public void Json_lines_keep_line_breaks_quotes_and_unicode_through_a_round_trip()
     {
         using var dir = new TempDir();
-        string[] documents = ["Once upon a time.\nThe end.", "He said, \u201cWow!\u201d \"Quoted\" \\ tab\t.", "é 日本 🙂"];
+        string[] documents =
+            ["Once upon a time.\nThe end.", "He said, \u201cWow!\u201d \"Quoted\" \\ tab\t.", "é 日本 🙂"];
         File.WriteAllLines(dir.File("d.jsonl"), documents.Select(TrainingText.JsonLine));
         Assert.Equal(documents, TrainingText.Documents(dir.File("d.jsonl")));
         Assert.Contains("日本", File.ReadAllText(dir.File("d.jsonl"))); // readable, not \u escapes
