@@ -62,8 +62,6 @@ public readonly struct PackedLayout
         TotalBytes = CodeBytes + (long)PaddedRows * GroupsPerRow * sizeof(float);
     }
 
-    /// <summary>Columns covered by one unit of the chunk arrangement; <see cref="PaddedCols"/> is a multiple of
-    /// it.</summary>
     /// <summary>
     /// The most codes a row of <paramref name="cols"/> columns unpacks to in any packed format (its PaddedCols at the
     /// widest block): the size of a row-code scratch buffer that serves every format.
