@@ -30,13 +30,13 @@ public static class Chart
     {
         var points = series.SelectMany(s => s.Points).Where(p => double.IsFinite(p.X) && double.IsFinite(p.Y)).ToList();
         if (points.Count == 0) throw new ArgumentException("nothing to plot: no finite points");
-        if (logY && points.Min(p => p.Y) <= 0)
-            throw new ArgumentException(
-                $"a logarithmic y axis needs positive values; the smallest is {points.Min(p => p.Y)}");
+        double yMin = points.Min(p => p.Y), yMax = points.Max(p => p.Y);
+        if (logY && yMin <= 0)
+            throw new ArgumentException($"a logarithmic y axis needs positive values; the smallest is {yMin}");
         var canvas = new Canvas(Width, Height);
         var (x0, x1, xStep) = Ticks(points.Min(p => p.X), points.Max(p => p.X));
-        var (y0, y1, yStep) = Ticks(points.Min(p => p.Y), points.Max(p => p.Y));
-        var yTicks = logY ? LogTicks(points.Min(p => p.Y), points.Max(p => p.Y)) : LinearTicks(y0, y1, yStep);
+        var (y0, y1, yStep) = Ticks(yMin, yMax);
+        var yTicks = logY ? LogTicks(yMin, yMax) : LinearTicks(y0, y1, yStep);
         if (logY) (y0, y1) = (yTicks[0], yTicks[^1]);
         Func<double, double> yScale = logY ? Math.Log10 : y => y;
         int plotW = Width - Left - Right, plotH = Height - Top - Bottom;
