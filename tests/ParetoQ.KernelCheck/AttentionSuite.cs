@@ -2,23 +2,27 @@ using ParetoQ.Runtime.Kernels;
 
 namespace ParetoQ.KernelCheck;
 
-public sealed record AttentionCase(KernelPath Path, int HeadDim, int Group, int Positions, bool Ring)
+public sealed record AttentionCase(KernelPath Path, int HeadDim, int Group, int Positions, bool Ring,
+    int SegmentPositions = Int8Attention.SegmentPositions)
 {
     public override string ToString() =>
-        $"attention {KernelDispatch.Name(Path)} hd={HeadDim} group={Group} positions={Positions}{(Ring ? " ring" : "")}";
+        $"attention {KernelDispatch.Name(Path)} hd={HeadDim} group={Group} positions={Positions}{(Ring ? " ring" : "")}" +
+        (SegmentPositions == Int8Attention.SegmentPositions ? "" : $" segments of {SegmentPositions}");
 }
 
 /// <summary>
 /// Int8 attention (<see cref="Int8Attention.HeadGroup"/>) on a path against the Scalar path bit for bit, and the Scalar
 /// path against the plain-loop <see cref="Int8Attention.Reference"/> to rounding: head sizes with and without vector
 /// tails, groups that fill four-head blocks or leave them short, position counts from none to many, a ring cache that
-/// wraps, and extreme int8 values.
+/// wraps, and extreme int8 values. Spans longer than a segment are scored in segments whose partial softmaxes are
+/// merged: the default segment length, and short ones that give many segments and uneven splits.
 /// </summary>
 public static unsafe class AttentionSuite
 {
     public static readonly int[] HeadDims = [8, 16, 24, 64, 80];
     public static readonly int[] Groups = [1, 3, 4, 5];
-    public static readonly int[] PositionCounts = [0, 1, 3, 17, 130];
+    public static readonly int[] PositionCounts = [0, 1, 3, 17, 130, 300];
+    public static readonly int[] ShortSegments = [1, 7, 64];
 
     /// <summary>Head sizes swept one by one, beside the named ones.</summary>
     public const int SweepHeadDim = 136;
@@ -28,7 +32,10 @@ public static unsafe class AttentionSuite
             true]
          select new AttentionCase(p, hd, g, n, ring))
         .Concat(from p in paths from hd in Enumerable.Range(1, SweepHeadDim) select new AttentionCase(p, hd, 5, 9,
-            true));
+            true))
+        .Concat(from p in paths from hd in (int[])[16, 24] from g in Groups from segment in ShortSegments
+                from ring in (bool[])[false, true]
+                select new AttentionCase(p, hd, g, 130, ring, segment));
 
     /// <summary>Null when the path equals Scalar exactly and Scalar agrees with the reference; otherwise what
     /// differs.</summary>
@@ -57,16 +64,21 @@ public static unsafe class AttentionSuite
         var actual = new float[c.Group * hd];
         var scalar = new float[actual.Length];
         var reference = new float[actual.Length];
-        var weights = new float[Math.Max(1, n) * Int8Attention.Heads];
+        int segments = Int8Attention.Segments(n, c.SegmentPositions);
+        var weights = new float[Math.Max(1, Math.Min(n, c.SegmentPositions)) * Int8Attention.Heads];
         var dots = new int[weights.Length];
+        var partials = new float[segments * Int8Attention.PartialFloats(c.Group, hd)];
         fixed (sbyte* k = keys, v = values, z = zeros)
-        fixed (float* s = scales, qp = q, ko = kOwn, vo = vOwn, a = actual, sc = scalar, r = reference, w = weights)
+        fixed (float* s = scales, qp = q, ko = kOwn, vo = vOwn, a = actual, sc = scalar, r = reference, w = weights,
+            p = partials)
         fixed (int* d = dots)
         {
             int rows = capacity * KvHeads;
             var cache = new Int8KvView(k, v, s, z, s + rows, z + rows, capacity, KvHeads, hd, c.Ring);
-            Int8Attention.HeadGroup(c.Path, qp, ko, vo, cache, G, c.Group, first, pos, w, d, a);
-            Int8Attention.HeadGroup(KernelPath.Scalar, qp, ko, vo, cache, G, c.Group, first, pos, w, d, sc);
+            Int8Attention.HeadGroup(c.Path, qp, ko, vo, cache, G, c.Group, first, pos, w, d, p, a,
+                c.SegmentPositions);
+            Int8Attention.HeadGroup(KernelPath.Scalar, qp, ko, vo, cache, G, c.Group, first, pos, w, d, p, sc,
+                c.SegmentPositions);
             Int8Attention.Reference(qp, ko, vo, cache, G, c.Group, first, pos, r);
         }
         for (int i = 0; i < actual.Length; i++)

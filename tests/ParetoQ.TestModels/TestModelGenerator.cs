@@ -16,7 +16,7 @@ public sealed record GeneratedModel(string Path, ModelConfig Config, IReadOnlyDi
 public static class TestModelGenerator
 {
     /// <summary>A tiny MobileLLM v1 / ParetoQ config: LLaMA-style, GQA, rotate_half RoPE.</summary>
-    public static ModelConfig MobileLlm(bool tieEmbeddings = true, int layerRepeat = 1) => new()
+    public static ModelConfig MobileLlm(bool tieEmbeddings = true, int layerRepeat = 1, int maxPositions = 256) => new()
     {
         Architecture = "mobilellm",
         VocabSize = 301,
@@ -26,7 +26,7 @@ public static class TestModelGenerator
         NumHeads = 6,
         NumKvHeads = 2,
         HeadDim = 12,
-        MaxPositionEmbeddings = 256,
+        MaxPositionEmbeddings = maxPositions,
         RmsNormEps = 1e-5f,
         RopeTheta = 10000,
         RopeLayout = RopeLayout.RotateHalf,
@@ -41,7 +41,7 @@ public static class TestModelGenerator
     /// QK-norm on RoPE layers, NoPE global layers with temperature tuning (floor scale small enough to change within
     /// the test).
     /// </summary>
-    public static ModelConfig MobileLlmPro(int slidingWindow = 8) => new()
+    public static ModelConfig MobileLlmPro(int slidingWindow = 8, int maxPositions = 512) => new()
     {
         Architecture = "mobilellm-pro",
         VocabSize = 261,
@@ -51,7 +51,7 @@ public static class TestModelGenerator
         NumHeads = 5,
         NumKvHeads = 1,
         HeadDim = 16,
-        MaxPositionEmbeddings = 512,
+        MaxPositionEmbeddings = maxPositions,
         RmsNormEps = 1e-5f,
         RopeTheta = 500000,
         RopeLayout = RopeLayout.Interleaved,

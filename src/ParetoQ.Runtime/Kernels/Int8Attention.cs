@@ -40,28 +40,101 @@ public static unsafe class Int8Attention
     public const int Heads = 4;
 
     /// <summary>
+    /// Cached positions per segment. A longer span is scored segment by segment and the partial softmaxes are merged
+    /// (<see cref="Merge"/>), so one token's KV head can be split across threads at long context. The length is fixed,
+    /// not taken from the thread count, so a result does not depend on how many threads computed it.
+    /// </summary>
+    public const int SegmentPositions = 256;
+
+    /// <summary>Segments of a span of <paramref name="count"/> cached positions.</summary>
+    public static int Segments(int count, int segmentPositions = SegmentPositions) =>
+        Math.Max(1, (count + segmentPositions - 1) / segmentPositions);
+
+    /// <summary>Floats of one segment's partial result for <paramref name="group"/> heads: the unnormalized outputs
+    /// (group, hd), then each head's running maximum, then each head's softmax denominator.</summary>
+    public static int PartialFloats(int group, int hd) => group * (hd + 2);
+
+    /// <summary>
     /// Attention output (group heads, hd) for the query heads q (group, hd) that share KV head <paramref name="g"/>, at
     /// position <paramref name="pos"/> over cached positions [first, pos) plus its own kOwn, vOwn (hd).
-    /// <paramref name="weights"/> and <paramref name="dots"/> hold (pos − first, 4) each.
+    /// <paramref name="weights"/> and <paramref name="dots"/> hold (min(pos − first, segmentPositions), 4) each;
+    /// <paramref name="partials"/> holds <see cref="Segments"/> × <see cref="PartialFloats"/>.
     /// </summary>
     public static void HeadGroup(KernelPath path, float* q, float* kOwn, float* vOwn, in Int8KvView cache, int g,
-        int group, int first, int pos, float* weights, int* dots, float* output) =>
-        s_headGroup[cache.HeadDim % VectorHeadDim == 0 ? (int)path : (int)KernelPath.Scalar](q, kOwn, vOwn, cache, g,
-            group, first, pos, weights, dots, output);
+        int group, int first, int pos, float* weights, int* dots, float* partials, float* output,
+        int segmentPositions = SegmentPositions)
+    {
+        int segments = Segments(pos - first, segmentPositions);
+        if (segments == 1)
+        {
+            Kernel(path, cache)(q, kOwn, vOwn, cache, g, group, first, pos, true, weights, dots, output, false);
+            return;
+        }
+        int partialFloats = PartialFloats(group, cache.HeadDim);
+        for (int s = 0; s < segments; s++)
+            Segment(path, q, kOwn, vOwn, cache, g, group, first, pos, s, segments, weights, dots,
+                partials + s * partialFloats);
+        Merge(segments, group, cache.HeadDim, partials, output);
+    }
+
+    /// <summary>
+    /// Segment <paramref name="segment"/> of <paramref name="segments"/> of <see cref="HeadGroup"/>'s span: its partial
+    /// result (<see cref="PartialFloats"/>) into <paramref name="partial"/>. The last segment takes the token's own
+    /// K/V.
+    /// </summary>
+    public static void Segment(KernelPath path, float* q, float* kOwn, float* vOwn, in Int8KvView cache, int g,
+        int group, int first, int pos, int segment, int segments, float* weights, int* dots, float* partial)
+    {
+        var (begin, end) = WorkerPool.Share(pos - first, segments, segment);
+        Kernel(path, cache)(q, kOwn, vOwn, cache, g, group, first + begin, first + end, segment == segments - 1,
+            weights, dots, partial, true);
+    }
+
+    /// <summary>
+    /// Output (group, hd) from <paramref name="segments"/> consecutive partial results: each segment's numerators and
+    /// denominator rescaled from its own maximum to the overall one, summed in segment order.
+    /// </summary>
+    public static void Merge(int segments, int group, int hd, float* partials, float* output)
+    {
+        int stride = PartialFloats(group, hd), maxAt = group * hd, denomAt = maxAt + group;
+        float* factor = stackalloc float[segments];
+        for (int h = 0; h < group; h++)
+        {
+            float max = float.NegativeInfinity, denom = 0;
+            for (int s = 0; s < segments; s++) max = MathF.Max(max, partials[s * stride + maxAt + h]);
+            for (int s = 0; s < segments; s++)
+            {
+                factor[s] = MathF.Exp(partials[s * stride + maxAt + h] - max);
+                denom += factor[s] * partials[s * stride + denomAt + h];
+            }
+            float inv = 1f / denom;
+            float* oh = output + h * hd;
+            for (int i = 0; i < hd; i++)
+            {
+                float sum = 0;
+                for (int s = 0; s < segments; s++) sum += factor[s] * partials[s * stride + h * hd + i];
+                oh[i] = sum * inv;
+            }
+        }
+    }
 
     /// <summary>The vector paths' head-size step: 16 int8 lanes per load.</summary>
     private const int VectorHeadDim = 16;
 
-    // The path → kernel table, built once.
-    private static readonly delegate*<float*, float*, float*, in Int8KvView, int, int, int, int, float*, int*, float*,
-        void>[] s_headGroup = Table();
+    private static delegate*<float*, float*, float*, in Int8KvView, int, int, int, int, bool, float*, int*, float*,
+        bool, void> Kernel(KernelPath path, in Int8KvView cache) =>
+        s_headGroup[cache.HeadDim % VectorHeadDim == 0 ? (int)path : (int)KernelPath.Scalar];
 
-    private static delegate*<float*, float*, float*, in Int8KvView, int, int, int, int, float*, int*, float*,
-        void>[] Table()
+    // The path → kernel table, built once.
+    private static readonly delegate*<float*, float*, float*, in Int8KvView, int, int, int, int, bool, float*, int*,
+        float*, bool, void>[] s_headGroup = Table();
+
+    private static delegate*<float*, float*, float*, in Int8KvView, int, int, int, int, bool, float*, int*, float*,
+        bool, void>[] Table()
     {
         var paths = Enum.GetValues<KernelPath>();
-        var table = new delegate*<float*, float*, float*, in Int8KvView, int, int, int, int, float*, int*, float*,
-            void>[paths.Length];
+        var table = new delegate*<float*, float*, float*, in Int8KvView, int, int, int, int, bool, float*, int*,
+            float*, bool, void>[paths.Length];
         foreach (var path in paths)
             table[(int)path] = path switch
             {
@@ -73,12 +146,15 @@ public static unsafe class Int8Attention
         return table;
     }
 
+    // Positions [first, pos) of the cache, plus the token's own K/V when withOwn is set. Normalized: output (group,
+    // hd) is the attention result. Partial: output is a PartialFloats block (unnormalized outputs, maxima,
+    // denominators) for Merge.
     private static void HeadGroup<TKernel>(float* q, float* kOwn, float* vOwn, in Int8KvView cache, int g, int group,
-        int first, int pos, float* weights, int* dots, float* output) where TKernel : IAttentionKernel
+        int first, int pos, bool withOwn, float* weights, int* dots, float* output, bool partial)
+        where TKernel : IAttentionKernel
     {
         const int H = Heads;
         int hd = cache.HeadDim;
-        int count = pos - first;
         long stride = hd; // bytes between consecutive positions of one head
         float invSqrt = 1f / MathF.Sqrt(hd);
         sbyte* q8 = stackalloc sbyte[H * hd];
@@ -98,13 +174,14 @@ public static unsafe class Int8Attention
                 int sum = 0;
                 for (int i = 0; i < hd; i++) sum += q8[h * hd + i];
                 qSum = qSum.WithElement(h, sum);
-                own = own.WithElement(h,
-                    ScalarKernels.Dot(new ReadOnlySpan<float>(qh, hd), new ReadOnlySpan<float>(kOwn, hd)) * invSqrt);
+                if (withOwn)
+                    own = own.WithElement(h, ScalarKernels.Dot(new ReadOnlySpan<float>(qh, hd),
+                        new ReadOnlySpan<float>(kOwn, hd)) * invSqrt);
             }
 
             // Pass 1: scores of the cached positions, a run of contiguous slots at a time (a ring wraps at most once);
             // within a run the rows' scales and zero points are consecutive too.
-            var max = own;
+            var max = withOwn ? own : Vector128.Create(float.NegativeInfinity);
             for (int j = first, run; j < pos; j += run)
             {
                 run = cache.ContiguousRun(j, pos);
@@ -140,7 +217,7 @@ public static unsafe class Int8Attention
 
             // Softmax numerators; the weights fold in each value row's scale, and its zero point goes in zeroTerm. exp
             // runs on two positions at once (the same per-lane result as one at a time); the sums stay in order.
-            Vector128<float> denom = Vector128.Exp(own - max), pOwn = denom, zeroTerm = default;
+            Vector128<float> denom = withOwn ? Vector128.Exp(own - max) : default, pOwn = denom, zeroTerm = default;
             var max2 = Vector256.Create(max, max);
             for (int j = first, run; j < pos; j += run)
             {
@@ -184,7 +261,15 @@ public static unsafe class Int8Attention
             for (int h = 0; h < heads; h++)
             {
                 float* oh = output + (h0 + h) * hd;
-                float zero = zeroTerm[h], po = pOwn[h], inv = 1f / denom[h];
+                float zero = zeroTerm[h], po = pOwn[h];
+                if (partial)
+                {
+                    for (int i = 0; i < hd; i++) oh[i] = acc[h * hd + i] - zero + po * vOwn[i];
+                    output[group * hd + h0 + h] = max[h];
+                    output[group * hd + group + h0 + h] = denom[h];
+                    continue;
+                }
+                float inv = 1f / denom[h];
                 for (int i = 0; i < hd; i++) oh[i] = (acc[h * hd + i] - zero + po * vOwn[i]) * inv;
             }
         }

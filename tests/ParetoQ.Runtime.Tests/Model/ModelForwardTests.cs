@@ -167,8 +167,50 @@ public sealed class ModelForwardTests(ITestOutputHelper output)
         Assert.Equal((2 * 64 + 3 * 8) * 2 * 16 * 4L, s.KvCacheBytes);
     }
 
-    [Fact]
-    public void Decode_steps_allocate_nothing()
+    // Past Int8Attention.SegmentPositions (256) a decode step splits each KV head's positions into segments and merges
+    // them: the Pro config's local window (300) makes its ring buffers split too.
+    private static readonly int[] LongPrompt = Enumerable.Range(0, 620).Select(i => (i * 37 + 11) % 250).ToArray();
+
+    private static ModelConfig LongContextConfig(string variant) => variant == "mobilellm-pro"
+        ? TestModelGenerator.MobileLlmPro(slidingWindow: 300, maxPositions: 1024)
+        : TestModelGenerator.MobileLlm(maxPositions: 1024);
+
+    [Theory]
+    [InlineData("mobilellm")]
+    [InlineData("mobilellm-pro")]
+    public void Long_context_decode_is_thread_count_independent_and_equals_full_recompute(string variant)
+    {
+        using var dir = new TempDir();
+        var gen = TestModelGenerator.Write(dir.File("m.pq"), LongContextConfig(variant), WeightFormat.Q2Seq,
+            WeightFormat.F32, seed: 9);
+        const int prefill = 600;
+        var decoded = new List<float[]>();
+        foreach (int threads in new[] { 1, 2 })
+        {
+            using var model = LanguageModel.Load(gen.Path, new CpuBackendOptions { Threads = threads });
+            using var s = new Session(model, new SessionOptions { KvCache = KvCacheType.Int8 });
+            s.Forward(LongPrompt.AsSpan(0, prefill));
+            float[] last = [];
+            for (int i = prefill; i < LongPrompt.Length; i++) last = s.Forward(LongPrompt.AsSpan(i, 1)).ToArray();
+            decoded.Add(last);
+        }
+        Assert.Equal(decoded[0], decoded[1]);
+
+        using var fullModel = LanguageModel.Load(gen.Path);
+        using var full = new Session(fullModel, new SessionOptions { KvCache = KvCacheType.Int8, MaxBatch = 64 });
+        var recomputed = full.Forward(LongPrompt).ToArray();
+        double err = MaxAbsDiff(decoded[0], recomputed) / MaxAbs(recomputed);
+        using var f32 = new Session(fullModel, new SessionOptions { KvCache = KvCacheType.F32, MaxBatch = 64 });
+        double int8Err = MaxAbsDiff(decoded[0], f32.Forward(LongPrompt).ToArray()) / MaxAbs(recomputed);
+        output.WriteLine($"{variant}: segmented decode vs chunked recompute {err:E2}, vs fp32 KV {int8Err:E2}");
+        Assert.True(err < 1e-5, $"segmented decode differs from the chunked recompute by {err:E2}");
+        Assert.True(int8Err < 2e-2, $"int8 KV decode differs from fp32 KV by {int8Err:E2}");
+    }
+
+    [Theory]
+    [InlineData(10)]
+    [InlineData(300)] // the global layers' decode attention splits into segments
+    public void Decode_steps_allocate_nothing(int prefill)
     {
         using var dir = new TempDir();
         var gen = TestModelGenerator.Write(dir.File("m.pq"), TestModelGenerator.MobileLlmPro(), WeightFormat.Q2Seq,
@@ -177,13 +219,13 @@ public sealed class ModelForwardTests(ITestOutputHelper output)
         var pool = ((HostBackend)model.Backend).Pool;
         Assert.Equal(2, pool.Threads);
         using var s = new Session(model);
-        s.Forward(Prompt.AsSpan(0, 10));
-        s.Forward(Prompt.AsSpan(10, 1)); // warm-up
+        s.Forward(LongPrompt.AsSpan(0, prefill));
+        s.Forward(LongPrompt.AsSpan(prefill, 1)); // warm-up
         // Counted on every thread that runs the decode: the caller and each pool worker.
         var probe = new AllocationProbe();
         long[] before = new long[pool.Threads], after = new long[pool.Threads];
         probe.Read(pool, before);
-        for (int i = 11; i < Prompt.Length; i++) s.Forward(Prompt.AsSpan(i, 1));
+        for (int i = prefill + 1; i < prefill + 20; i++) s.Forward(LongPrompt.AsSpan(i, 1));
         probe.Read(pool, after);
         for (int t = 0; t < pool.Threads; t++) Assert.True(after[t] == before[t],
             $"thread {t} of the pool allocated {after[t] - before[t]} bytes");

@@ -68,10 +68,11 @@ public sealed unsafe class CpuBackend : HostBackend
             tileBegin * PackedLayout.TileRows, rowEnd, worker.Row, y.Data.AsSpan(0, tokens * w.Rows));
     }
 
-    // Int8 KV: work items are (token, KV head) pairs. A global cache takes the whole chunk's K/V first (each token
-    // still sees only positions up to its own); a ring cache is written token by token, since a later token's slot may
-    // be one an earlier token of the chunk still needs. An fp32 cache (an accuracy option) takes the reference's
-    // attention.
+    // Int8 KV: work items are (token, KV head) pairs for a chunk, and (KV head, segment of positions) for a single
+    // token, so decode splits over the threads however few KV heads there are. A global cache takes the whole chunk's
+    // K/V first (each token still sees only positions up to its own); a ring cache is written and attended token by
+    // token, since a later token's slot may be one an earlier token of the chunk still needs. An fp32 cache (an
+    // accuracy option) takes the reference's attention.
     public override void Attention(BackendScratch scratch, BackendBuffer q, BackendBuffer k, BackendBuffer v,
         int tokens, int startPos, LayerAttention layer, BackendKvCache cacheHandle, BackendBuffer output)
     {
@@ -92,15 +93,19 @@ public sealed unsafe class CpuBackend : HostBackend
         {
             for (int t = 0; t < tokens; t++) cache.Write(startPos + t, kData.AsSpan(t * kvWidth, kvWidth),
                 vData.AsSpan(t * kvWidth, kvWidth));
-            job.Token = -1;
-            Pool.Run(job, tokens * layer.KvHeads);
+            if (tokens == 1)
+            {
+                Pool.Run(job, job.ForToken(0));
+                job.MergeSegments();
+            }
+            else Pool.Run(job, job.ForChunk(tokens));
             return;
         }
         for (int t = 0; t < tokens; t++)
         {
             cache.Write(startPos + t, kData.AsSpan(t * kvWidth, kvWidth), vData.AsSpan(t * kvWidth, kvWidth));
-            job.Token = t;
-            Pool.Run(job, layer.KvHeads);
+            Pool.Run(job, job.ForToken(t));
+            job.MergeSegments();
         }
     }
 

@@ -18,11 +18,14 @@ internal sealed class CpuScratch : BackendScratch
     // The parallel jobs' per-call state, so a call allocates nothing.
     public readonly MatMulJob MatMul = new();
     public readonly AttentionJob Attention = new();
+    // (segments of the longest span, KV heads' partial results) one token's attention segments, for the merge
+    public readonly float[] AttentionPartials;
 
     public CpuScratch(ScratchShape shape, int threads) : base(shape)
     {
         Activations = new QuantizedActivations(shape.Tokens, shape.Width);
         Scores = new float[shape.KvPositions];
+        AttentionPartials = GC.AllocateArray<float>(WorkerScratch.PartialFloats(shape), pinned: true);
         Workers = new WorkerScratch[threads];
         for (int i = 0; i < threads; i++) Workers[i] = new WorkerScratch(shape);
     }
@@ -33,11 +36,22 @@ internal sealed class CpuScratch : BackendScratch
 /// <summary>What one worker thread's share of a job needs.</summary>
 internal sealed class WorkerScratch(ScratchShape shape)
 {
-    // (KV positions, 4)
-    public readonly float[] AttentionWeights = GC.AllocateArray<float>(shape.KvPositions * Int8Attention.Heads,
+    private static int SegmentPositions(ScratchShape shape) =>
+        Math.Max(1, Math.Min(shape.KvPositions, Int8Attention.SegmentPositions));
+
+    /// <summary>Partial results of every segment of the longest span, for all query heads (heads · head size is at most
+    /// the widest input).</summary>
+    public static int PartialFloats(ScratchShape shape) =>
+        Int8Attention.Segments(shape.KvPositions) * (shape.Width + 2 * shape.Heads);
+
+    // (positions of a segment, 4)
+    public readonly float[] AttentionWeights = GC.AllocateArray<float>(SegmentPositions(shape) * Int8Attention.Heads,
         pinned: true);
-    // (KV positions, 4)
-    public readonly int[] AttentionDots = GC.AllocateArray<int>(shape.KvPositions * Int8Attention.Heads, pinned: true);
+    // (positions of a segment, 4)
+    public readonly int[] AttentionDots = GC.AllocateArray<int>(SegmentPositions(shape) * Int8Attention.Heads,
+        pinned: true);
+    // (segments of the longest span, one KV head's partial results) a token's segments, merged by the same worker
+    public readonly float[] AttentionPartials = GC.AllocateArray<float>(PartialFloats(shape), pinned: true);
     // (width) one weight row as fp32
     public readonly float[] Row = new float[shape.Width];
     // (padded width) one row's codes
