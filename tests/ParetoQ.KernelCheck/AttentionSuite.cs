@@ -6,7 +6,8 @@ public sealed record AttentionCase(KernelPath Path, int HeadDim, int Group, int 
     int SegmentPositions = Int8Attention.SegmentPositions)
 {
     public override string ToString() =>
-        $"attention {KernelDispatch.Name(Path)} hd={HeadDim} group={Group} positions={Positions}{(Ring ? " ring" : "")}" +
+        $"attention {KernelDispatch.Name(Path)} hd={HeadDim} group={Group} positions={Positions}" +
+        (Ring ? " ring" : "") +
         (SegmentPositions == Int8Attention.SegmentPositions ? "" : $" segments of {SegmentPositions}");
 }
 

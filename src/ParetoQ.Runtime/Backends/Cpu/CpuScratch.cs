@@ -39,8 +39,8 @@ internal sealed class WorkerScratch(ScratchShape shape)
     private static int SegmentPositions(ScratchShape shape) =>
         Math.Max(1, Math.Min(shape.KvPositions, Int8Attention.SegmentPositions));
 
-    /// <summary>Partial results of every segment of the longest span, for all query heads (heads · head size is at most
-    /// the widest input).</summary>
+    /// <summary>Partial results of every segment of the longest span, for all query heads (heads · head size is at
+    /// most the widest input).</summary>
     public static int PartialFloats(ScratchShape shape) =>
         Int8Attention.Segments(shape.KvPositions) * (shape.Width + 2 * shape.Heads);
 
