@@ -22,7 +22,7 @@ public static unsafe class AttentionSuite
 {
     public static readonly int[] HeadDims = [8, 16, 24, 64, 80];
     public static readonly int[] Groups = [1, 3, 4, 5];
-    public static readonly int[] PositionCounts = [0, 1, 3, 17, 130, 300];
+    public static readonly int[] PositionCounts = [0, 1, 3, 17, 130, Int8Attention.SegmentPositions + 100];
     public static readonly int[] ShortSegments = [1, 7, 64];
 
     /// <summary>Head sizes swept one by one, beside the named ones.</summary>

@@ -42,9 +42,11 @@ public static unsafe class Int8Attention
     /// <summary>
     /// Cached positions per segment. A longer span is scored segment by segment and the partial softmaxes are merged
     /// (<see cref="Merge"/>), so one token's KV head can be split across threads at long context. The length is fixed,
-    /// not taken from the thread count, so a result does not depend on how many threads computed it.
+    /// not taken from the thread count, so a result does not depend on how many threads computed it. Each segment
+    /// re-quantizes q and restarts the K/V streams: 256 made decode at context 2048 slower in the model, 1024 breaks
+    /// even there (docs/BENCHMARKS.md).
     /// </summary>
-    public const int SegmentPositions = 256;
+    public const int SegmentPositions = 1024;
 
     /// <summary>Segments of a span of <paramref name="count"/> cached positions.</summary>
     public static int Segments(int count, int segmentPositions = SegmentPositions) =>
@@ -109,7 +111,16 @@ public static unsafe class Int8Attention
             }
             float inv = 1f / denom;
             float* oh = output + h * hd;
-            for (int i = 0; i < hd; i++)
+            int i = 0;
+            if (Vector128.IsHardwareAccelerated)
+                for (; i + 4 <= hd; i += 4)
+                {
+                    var sum = Vector128<float>.Zero;
+                    for (int s = 0; s < segments; s++)
+                        sum += Vector128.Create(factor[s]) * Vector128.Load(partials + s * stride + h * hd + i);
+                    (sum * inv).Store(oh + i);
+                }
+            for (; i < hd; i++)
             {
                 float sum = 0;
                 for (int s = 0; s < segments; s++) sum += factor[s] * partials[s * stride + h * hd + i];
@@ -171,9 +182,7 @@ public static unsafe class Int8Attention
                 qScale = qScale.WithElement(h,
                     QuantizedActivations.QuantizeRow(new ReadOnlySpan<float>(qh, hd),
                     new Span<sbyte>(q8 + h * hd, hd)) * invSqrt);
-                int sum = 0;
-                for (int i = 0; i < hd; i++) sum += q8[h * hd + i];
-                qSum = qSum.WithElement(h, sum);
+                qSum = qSum.WithElement(h, Sum(q8 + h * hd, hd));
                 if (withOwn)
                     own = own.WithElement(h, ScalarKernels.Dot(new ReadOnlySpan<float>(qh, hd),
                         new ReadOnlySpan<float>(kOwn, hd)) * invSqrt);
@@ -262,17 +271,46 @@ public static unsafe class Int8Attention
             {
                 float* oh = output + (h0 + h) * hd;
                 float zero = zeroTerm[h], po = pOwn[h];
-                if (partial)
-                {
-                    for (int i = 0; i < hd; i++) oh[i] = acc[h * hd + i] - zero + po * vOwn[i];
-                    output[group * hd + h0 + h] = max[h];
-                    output[group * hd + group + h0 + h] = denom[h];
-                    continue;
-                }
-                float inv = 1f / denom[h];
-                for (int i = 0; i < hd; i++) oh[i] = (acc[h * hd + i] - zero + po * vOwn[i]) * inv;
+                // Partial results stay unnormalized (a scale of 1 is exact).
+                float inv = partial ? 1f : 1f / denom[h];
+                Finish(acc + h * hd, vOwn, zero, po, inv, oh, hd);
+                if (!partial) continue;
+                output[group * hd + h0 + h] = max[h];
+                output[group * hd + group + h0 + h] = denom[h];
             }
         }
+    }
+
+    // Σ of n int8 values (exact in any order).
+    private static int Sum(sbyte* x, int n)
+    {
+        int i = 0, sum = 0;
+        if (Vector128.IsHardwareAccelerated)
+        {
+            var acc = Vector128<int>.Zero;
+            for (; i + 16 <= n; i += 16)
+            {
+                var (lo, hi) = Vector128.Widen(Vector128.Load(x + i));
+                var (a, b) = Vector128.Widen(lo + hi);
+                acc += a + b;
+            }
+            sum = Vector128.Sum(acc);
+        }
+        for (; i < n; i++) sum += x[i];
+        return sum;
+    }
+
+    // out[i] = (acc[i] − zero + pOwn · vOwn[i]) · inv, element by element: the same operations vector or scalar.
+    private static void Finish(float* acc, float* vOwn, float zero, float pOwn, float inv, float* output, int n)
+    {
+        int i = 0;
+        if (Vector128.IsHardwareAccelerated)
+        {
+            Vector128<float> z = Vector128.Create(zero), p = Vector128.Create(pOwn), s = Vector128.Create(inv);
+            for (; i + 4 <= n; i += 4)
+                ((Vector128.Load(acc + i) - z + p * Vector128.Load(vOwn + i)) * s).Store(output + i);
+        }
+        for (; i < n; i++) output[i] = (acc[i] - zero + pOwn * vOwn[i]) * inv;
     }
 
     // The scores of two consecutive positions: (dot − zero·Σq) · qScale · keyScale per lane, as the one-position loop

@@ -167,13 +167,15 @@ public sealed class ModelForwardTests(ITestOutputHelper output)
         Assert.Equal((2 * 64 + 3 * 8) * 2 * 16 * 4L, s.KvCacheBytes);
     }
 
-    // Past Int8Attention.SegmentPositions (256) a decode step splits each KV head's positions into segments and merges
-    // them: the Pro config's local window (300) makes its ring buffers split too.
-    private static readonly int[] LongPrompt = Enumerable.Range(0, 620).Select(i => (i * 37 + 11) % 250).ToArray();
+    // Longer than Int8Attention.SegmentPositions, so a decode step splits each KV head's positions into segments and
+    // merges them; the Pro config's local window is longer too, so its ring buffers wrap and split.
+    private const int LongPrefill = Int8Attention.SegmentPositions + 80;
+    private static readonly int[] LongPrompt =
+        Enumerable.Range(0, LongPrefill + 20).Select(i => (i * 37 + 11) % 250).ToArray();
 
     private static ModelConfig LongContextConfig(string variant) => variant == "mobilellm-pro"
-        ? TestModelGenerator.MobileLlmPro(slidingWindow: 300, maxPositions: 1024)
-        : TestModelGenerator.MobileLlm(maxPositions: 1024);
+        ? TestModelGenerator.MobileLlmPro(slidingWindow: LongPrefill - 40, maxPositions: 2 * LongPrefill)
+        : TestModelGenerator.MobileLlm(maxPositions: 2 * LongPrefill);
 
     [Theory]
     [InlineData("mobilellm")]
@@ -183,7 +185,7 @@ public sealed class ModelForwardTests(ITestOutputHelper output)
         using var dir = new TempDir();
         var gen = TestModelGenerator.Write(dir.File("m.pq"), LongContextConfig(variant), WeightFormat.Q2Seq,
             WeightFormat.F32, seed: 9);
-        const int prefill = 600;
+        const int prefill = LongPrefill;
         var decoded = new List<float[]>();
         foreach (int threads in new[] { 1, 2 })
         {
@@ -209,12 +211,12 @@ public sealed class ModelForwardTests(ITestOutputHelper output)
 
     [Theory]
     [InlineData(10)]
-    [InlineData(300)] // the global layers' decode attention splits into segments
+    [InlineData(LongPrefill)] // the global layers' decode attention splits into segments
     public void Decode_steps_allocate_nothing(int prefill)
     {
         using var dir = new TempDir();
-        var gen = TestModelGenerator.Write(dir.File("m.pq"), TestModelGenerator.MobileLlmPro(), WeightFormat.Q2Seq,
-            WeightFormat.I8Row, seed: 5);
+        var config = TestModelGenerator.MobileLlmPro(maxPositions: 2 * LongPrefill);
+        var gen = TestModelGenerator.Write(dir.File("m.pq"), config, WeightFormat.Q2Seq, WeightFormat.I8Row, seed: 5);
         using var model = LanguageModel.Load(gen.Path, new CpuBackendOptions { Threads = 2 });
         var pool = ((HostBackend)model.Backend).Pool;
         Assert.Equal(2, pool.Threads);
