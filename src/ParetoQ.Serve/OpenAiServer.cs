@@ -1,0 +1,398 @@
+using System.Diagnostics;
+using System.Net;
+using System.Text;
+using System.Text.Json;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using ParetoQ.Runtime.Generation;
+using ParetoQ.Runtime.Text;
+
+namespace ParetoQ.Serve;
+
+public sealed record ServerOptions
+{
+    public required string Model { get; init; }
+    public string Host { get; init; } = "127.0.0.1";
+    /// <summary>0 picks a free port (tests).</summary>
+    public int Port { get; init; } = 8080;
+    public int Parallel { get; init; } = 1;
+    /// <summary>Requests that may wait for a session; more are refused with 503.</summary>
+    public int Queue { get; init; } = 16;
+    /// <summary>0: min(model maximum, 4096).</summary>
+    public int Context { get; init; }
+    public int Threads { get; init; }
+    public string? ApiKey { get; init; }
+    public long MaxBodyBytes { get; init; } = 1 << 20;
+    public TextWriter Log { get; init; } = Console.Error;
+}
+
+/// <summary>
+/// An OpenAI-compatible HTTP server over one model: GET /health, GET /v1/models, POST /v1/completions and POST
+/// /v1/chat/completions (JSON, or server-sent events ending with [DONE] when "stream" is true). Every refusal is a 4xx
+/// or 503 with an OpenAI-style error object. JSON is written with Utf8JsonWriter, so the server publishes with
+/// NativeAOT.
+/// </summary>
+public sealed class OpenAiServer : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+    private readonly ServedModel _model;
+    private readonly ServerOptions _options;
+
+    public Uri BaseAddress { get; private set; } = null!;
+
+    /// <summary>The served model and its sessions (tests hold a session to fill the server).</summary>
+    internal ServedModel Model => _model;
+
+    // Quotes and apostrophes as themselves: the bodies are JSON for API clients, never embedded in HTML.
+    private static readonly JsonWriterOptions JsonOptions =
+        new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    private OpenAiServer(WebApplication app, ServedModel model, ServerOptions options) =>
+        (_app, _model, _options) = (app, model, options);
+
+    public static async Task<OpenAiServer> StartAsync(ServerOptions options)
+    {
+        if (!IPAddress.TryParse(options.Host == "localhost" ? "127.0.0.1" : options.Host, out var address))
+            throw new ArgumentException($"--host '{options.Host}' is not an IP address (or localhost)");
+        if (options.Port is < 0 or > 65535) throw new ArgumentException($"--port {options.Port} is out of range");
+        var model = new ServedModel(options.Model, options.Parallel, options.Queue, options.Context, options.Threads);
+        try
+        {
+            var builder = WebApplication.CreateSlimBuilder();
+            builder.Logging.ClearProviders();
+            builder.WebHost.UseKestrel(k =>
+            {
+                k.Listen(address, options.Port);
+                k.Limits.MaxRequestBodySize = options.MaxBodyBytes;
+                k.AddServerHeader = false;
+            });
+            var app = builder.Build();
+            var server = new OpenAiServer(app, model, options);
+            app.MapGet("/health", server.Health);
+            app.MapGet("/v1/models", server.Models);
+            app.MapPost("/v1/completions", ctx => server.Generate(ctx, chat: false));
+            app.MapPost("/v1/chat/completions", ctx => server.Generate(ctx, chat: true));
+            app.MapFallback(ctx => WriteError(ctx, new ApiException(404,
+                $"no route {ctx.Request.Method} {ctx.Request.Path}", code: "not_found")));
+            await app.StartAsync();
+            var bound = app.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>()
+                .Features.Get<IServerAddressesFeature>()!.Addresses.First();
+            server.BaseAddress = new Uri(bound.Replace("0.0.0.0", "127.0.0.1").Replace("[::]", "[::1]"));
+            return server;
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    public Task WaitForShutdownAsync() => _app.WaitForShutdownAsync();
+
+    public async ValueTask DisposeAsync()
+    {
+        await _app.StopAsync();
+        await _app.DisposeAsync();
+        _model.Dispose();
+    }
+
+    private Task Health(HttpContext ctx) => WriteJson(ctx, 200, w =>
+    {
+        w.WriteString("status", "ok");
+        w.WriteString("model", _model.Id);
+    });
+
+    private Task Models(HttpContext ctx)
+    {
+        if (!Authorized(ctx)) return WriteError(ctx, Unauthorized());
+        return WriteJson(ctx, 200, w =>
+        {
+            w.WriteString("object", "list");
+            w.WriteStartArray("data");
+            w.WriteStartObject();
+            w.WriteString("id", _model.Id);
+            w.WriteString("object", "model");
+            w.WriteNumber("created", _model.Created);
+            w.WriteString("owned_by", "paretoq");
+            w.WriteNumber("context_length", _model.ContextLength);
+            w.WriteEndObject();
+            w.WriteEndArray();
+        });
+    }
+
+    private async Task Generate(HttpContext ctx, bool chat)
+    {
+        var clock = Stopwatch.StartNew();
+        GenerationResult? result = null;
+        bool gone = false;
+        try
+        {
+            if (!Authorized(ctx)) throw Unauthorized();
+            var request = await ReadRequest(ctx, chat);
+            if (request.Model != _model.Id)
+                throw new ApiException(404,
+                    $"the model '{request.Model}' does not exist; this server has '{_model.Id}'", "model",
+                    "model_not_found");
+            int[] prompt = chat ? ChatTemplate.Encode(_model.Tokenizer, request.Messages!)
+                : _model.Tokenizer.Encode(request.Prompt!, addBos: true);
+            if (prompt.Length >= _model.ContextLength)
+                throw new ApiException(400,
+                    $"the prompt has {prompt.Length} tokens, and the context is {_model.ContextLength}",
+                    chat ? "messages" : "prompt", "context_length_exceeded");
+            int room = _model.ContextLength - prompt.Length;
+            if (request.MaxTokens > room)
+                throw new ApiException(400, $"'max_tokens' is {request.MaxTokens}, but the prompt's " +
+                    $"{prompt.Length} tokens leave room for {room} in the context of {_model.ContextLength}",
+                    "max_tokens", "context_length_exceeded");
+            var options = new GenerationOptions
+            {
+                MaxTokens = request.MaxTokens ?? room,
+                Sampler = new SamplerOptions
+                {
+                    Temperature = request.Temperature, TopP = request.TopP, TopK = 0, MinP = 0,
+                    Seed = request.Seed ?? (ulong)Stopwatch.GetTimestamp(),
+                },
+                StopStrings = chat ? [.. request.Stop, .. ChatTemplate.StopStrings(_model.ChatFormat)] : request.Stop,
+                EosIds = _model.EosIds,
+            };
+            using var lease = await _model.TryLeaseAsync(ctx.RequestAborted)
+                ?? throw new ApiException(503, "every session is busy and the queue is full; retry later",
+                    code: "server_busy", type: "server_error");
+            var reply = new Reply(chat, _model.Id);
+            result = request.Stream
+                ? await Stream(ctx, new Generator(lease.Session, _model.Tokenizer), prompt, options, reply,
+                    request.IncludeUsage)
+                : await Task.Run(() => new Generator(lease.Session, _model.Tokenizer).Generate(prompt, options,
+                    cancellation: ctx.RequestAborted));
+            if (!request.Stream && result.Reason != StopReason.Cancelled)
+                await WriteJson(ctx, 200, w => reply.WriteWhole(w, result));
+        }
+        catch (ApiException e)
+        {
+            if (!ctx.Response.HasStarted) await WriteError(ctx, e);
+        }
+        catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested)
+        {
+            gone = true; // the client went away while its request waited for a session
+        }
+        Log(ctx, clock.Elapsed, result, gone);
+    }
+
+    // Server-sent events: each text piece as soon as it is final, then the finish reason, usage if asked, [DONE]. The
+    // generator runs at most StreamAhead pieces ahead of the client, so a client that stops reading or goes away
+    // stops its generation instead of leaving it to run to the end of the context.
+    private const int StreamAhead = 16;
+
+    private static async Task<GenerationResult> Stream(HttpContext ctx, Generator generator, int[] prompt,
+        GenerationOptions options, Reply reply, bool includeUsage)
+    {
+        ctx.Response.StatusCode = 200;
+        ctx.Response.ContentType = "text/event-stream";
+        ctx.Response.Headers.CacheControl = "no-cache";
+        var pieces = System.Threading.Channels.Channel.CreateBounded<string>(StreamAhead);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(ctx.RequestAborted);
+        var run = Task.Run(() =>
+        {
+            try
+            {
+                return generator.Generate(prompt, options, piece =>
+                {
+                    try { pieces.Writer.WriteAsync(piece, stop.Token).AsTask().GetAwaiter().GetResult(); }
+                    catch (OperationCanceledException) { } // the generator sees the same token before the next token
+                }, stop.Token);
+            }
+            finally { pieces.Writer.Complete(); }
+        }, CancellationToken.None);
+        try
+        {
+            if (reply.Chat) await WriteEvent(ctx, w => reply.WriteChunk(w, null, first: true, null));
+            await foreach (var piece in pieces.Reader.ReadAllAsync(CancellationToken.None))
+                await WriteEvent(ctx, w => reply.WriteChunk(w, piece, first: false, null));
+        }
+        catch (Exception e)
+            when (e is IOException or OperationCanceledException || ctx.RequestAborted.IsCancellationRequested)
+        {
+            stop.Cancel(); // the client is gone: writing failed
+        }
+        var result = await run;
+        if (result.Reason == StopReason.Cancelled || stop.IsCancellationRequested) return result;
+        try
+        {
+            await WriteEvent(ctx, w => reply.WriteChunk(w, reply.Chat ? null : "", first: false, result));
+            if (includeUsage) await WriteEvent(ctx, w => reply.WriteUsageChunk(w, result));
+            await ctx.Response.WriteAsync("data: [DONE]\n\n", ctx.RequestAborted);
+        }
+        catch (Exception e) when (e is IOException or OperationCanceledException)
+        {
+            // The client left after the last piece; the generation itself is complete.
+        }
+        return result;
+    }
+
+    private static async Task WriteEvent(HttpContext ctx, Action<Utf8JsonWriter> body)
+    {
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>();
+        System.Buffers.BuffersExtensions.Write(buffer, "data: "u8);
+        using (var w = new Utf8JsonWriter(buffer, JsonOptions))
+        {
+            w.WriteStartObject();
+            body(w);
+            w.WriteEndObject();
+        }
+        System.Buffers.BuffersExtensions.Write(buffer, "\n\n"u8);
+        await ctx.Response.Body.WriteAsync(buffer.WrittenMemory, ctx.RequestAborted);
+        await ctx.Response.Body.FlushAsync(ctx.RequestAborted);
+    }
+
+    private static async Task<OpenAiRequest> ReadRequest(HttpContext ctx, bool chat)
+    {
+        if (ctx.Request.ContentType is { } type
+            && !type.StartsWith("application/json", StringComparison.OrdinalIgnoreCase))
+            throw new ApiException(415, $"the body must be application/json, not {type}");
+        JsonDocument body;
+        try
+        {
+            body = await JsonDocument.ParseAsync(ctx.Request.Body, default, ctx.RequestAborted);
+        }
+        catch (JsonException e)
+        {
+            throw new ApiException(400, $"the body is not valid JSON: {e.Message}");
+        }
+        catch (BadHttpRequestException e) when (e.StatusCode == 413)
+        {
+            throw new ApiException(413, "the body is larger than the server's limit", code: "request_too_large");
+        }
+        using (body) return OpenAiRequest.Parse(body.RootElement, chat);
+    }
+
+    private bool Authorized(HttpContext ctx) =>
+        _options.ApiKey is null || ctx.Request.Headers.Authorization.ToString() == $"Bearer {_options.ApiKey}";
+
+    private static ApiException Unauthorized() =>
+        new(401, "a valid API key is required (Authorization: Bearer KEY)", code: "invalid_api_key");
+
+    private static Task WriteError(HttpContext ctx, ApiException e)
+    {
+        if (e.Status == 503) ctx.Response.Headers.RetryAfter = "1";
+        return WriteJson(ctx, e.Status, w =>
+        {
+            w.WriteStartObject("error");
+            w.WriteString("message", e.Message);
+            w.WriteString("type", e.Type);
+            if (e.Param is null) w.WriteNull("param"); else w.WriteString("param", e.Param);
+            if (e.Code is null) w.WriteNull("code"); else w.WriteString("code", e.Code);
+            w.WriteEndObject();
+        });
+    }
+
+    private static async Task WriteJson(HttpContext ctx, int status, Action<Utf8JsonWriter> body)
+    {
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>();
+        using (var w = new Utf8JsonWriter(buffer, JsonOptions))
+        {
+            w.WriteStartObject();
+            body(w);
+            w.WriteEndObject();
+        }
+        ctx.Response.StatusCode = status;
+        ctx.Response.ContentType = "application/json";
+        ctx.Response.ContentLength = buffer.WrittenCount;
+        await ctx.Response.Body.WriteAsync(buffer.WrittenMemory, CancellationToken.None);
+    }
+
+    // One line per request: method, path, status, tokens, decode speed, time.
+    private void Log(HttpContext ctx, TimeSpan elapsed, GenerationResult? r, bool gone = false)
+    {
+        var line = new StringBuilder($"{DateTime.UtcNow:HH:mm:ss} {ctx.Request.Method} {ctx.Request.Path} " +
+            (gone ? "client closed the connection while queued" : ctx.Response.StatusCode.ToString()));
+        if (r is not null)
+            line.Append($" prompt {r.PromptTokens} tokens, generated {r.GeneratedTokens} at " +
+                $"{r.DecodeTokensPerSecond:F1} tok/s, {r.Reason}");
+        line.Append($", {elapsed.TotalSeconds:F3} s");
+        lock (_options.Log) _options.Log.WriteLine(line.ToString());
+    }
+
+    /// <summary>The response objects of one request: ids, the model name, and completion or chat shapes.</summary>
+    private sealed class Reply(bool chat, string model)
+    {
+        public bool Chat { get; } = chat;
+        private readonly string _id = (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N");
+        private readonly long _created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+
+        private void Header(Utf8JsonWriter w, bool chunk)
+        {
+            w.WriteString("id", _id);
+            w.WriteString("object", Chat ? chunk ? "chat.completion.chunk" : "chat.completion" : "text_completion");
+            w.WriteNumber("created", _created);
+            w.WriteString("model", model);
+        }
+
+        public void WriteWhole(Utf8JsonWriter w, GenerationResult r)
+        {
+            Header(w, chunk: false);
+            w.WriteStartArray("choices");
+            w.WriteStartObject();
+            w.WriteNumber("index", 0);
+            if (Chat)
+            {
+                w.WriteStartObject("message");
+                w.WriteString("role", "assistant");
+                w.WriteString("content", r.Text);
+                w.WriteEndObject();
+            }
+            else
+            {
+                w.WriteString("text", r.Text);
+                w.WriteNull("logprobs");
+            }
+            w.WriteString("finish_reason", FinishReason(r.Reason));
+            w.WriteEndObject();
+            w.WriteEndArray();
+            Usage(w, r);
+        }
+
+        /// <summary>A stream event: a text piece, the role (first chat event), or the finish reason (final).</summary>
+        public void WriteChunk(Utf8JsonWriter w, string? text, bool first, GenerationResult? final)
+        {
+            Header(w, chunk: true);
+            w.WriteStartArray("choices");
+            w.WriteStartObject();
+            w.WriteNumber("index", 0);
+            if (Chat)
+            {
+                w.WriteStartObject("delta");
+                if (first) w.WriteString("role", "assistant");
+                if (first || text is not null) w.WriteString("content", text ?? "");
+                w.WriteEndObject();
+            }
+            else
+            {
+                w.WriteString("text", text ?? "");
+                w.WriteNull("logprobs");
+            }
+            if (final is null) w.WriteNull("finish_reason");
+            else w.WriteString("finish_reason", FinishReason(final.Reason));
+            w.WriteEndObject();
+            w.WriteEndArray();
+        }
+
+        public void WriteUsageChunk(Utf8JsonWriter w, GenerationResult r)
+        {
+            Header(w, chunk: true);
+            w.WriteStartArray("choices");
+            w.WriteEndArray();
+            Usage(w, r);
+        }
+
+        private static void Usage(Utf8JsonWriter w, GenerationResult r)
+        {
+            w.WriteStartObject("usage");
+            w.WriteNumber("prompt_tokens", r.PromptTokens);
+            w.WriteNumber("completion_tokens", r.GeneratedTokens);
+            w.WriteNumber("total_tokens", r.PromptTokens + r.GeneratedTokens);
+            w.WriteEndObject();
+        }
+
+        private static string FinishReason(StopReason reason) =>
+            reason is StopReason.EndOfSequence or StopReason.StopString ? "stop" : "length";
+    }
+}
