@@ -29,6 +29,11 @@ public static class Program
         var threads = new Option<int>("--threads", "-t") { Description = "Worker threads (default: one per core)" };
         var apiKey = new Option<string?>("--api-key")
             { Description = "Require 'Authorization: Bearer KEY' on /v1 (default: PARETOQ_API_KEY, else none)" };
+        host.Check(v =>
+        {
+            if (v != "localhost" && !System.Net.IPAddress.TryParse(v, out _))
+                throw new ArgumentException($"--host '{v}' is not an IP address (or localhost)");
+        });
         port.Check(v => { if (v is < 0 or > 65535) throw new ArgumentException($"--port {v} must be in [0, 65535]"); });
         parallel.Check(v =>
         {
