@@ -123,7 +123,7 @@ public sealed class OpenAiServer : IAsyncDisposable
     {
         var clock = Stopwatch.StartNew();
         GenerationResult? result = null;
-        bool gone = false;
+        string? gone = null;
         try
         {
             if (!Authorized(ctx)) throw Unauthorized();
@@ -163,8 +163,9 @@ public sealed class OpenAiServer : IAsyncDisposable
                     request.IncludeUsage)
                 : await Task.Run(() => new Generator(lease.Session, _model.Tokenizer).Generate(prompt, options,
                     cancellation: ctx.RequestAborted));
-            if (!request.Stream && result.Reason != StopReason.Cancelled)
-                await WriteJson(ctx, 200, w => reply.WriteWhole(w, result));
+            if (result is null || result.Reason == StopReason.Cancelled)
+                gone = $"the client closed the connection after {lease.Session.Position - prompt.Length} tokens";
+            else if (!request.Stream) await WriteJson(ctx, 200, w => reply.WriteWhole(w, result));
         }
         catch (ApiException e)
         {
@@ -172,58 +173,38 @@ public sealed class OpenAiServer : IAsyncDisposable
         }
         catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested)
         {
-            gone = true; // the client went away while its request waited for a session
+            gone = "the client closed the connection while queued";
         }
         Log(ctx, clock.Elapsed, result, gone);
     }
 
     // Server-sent events: each text piece as soon as it is final, then the finish reason, usage if asked, [DONE]. The
-    // generator runs at most StreamAhead pieces ahead of the client, so a client that stops reading or goes away
-    // stops its generation instead of leaving it to run to the end of the context.
-    private const int StreamAhead = 16;
-
-    private static async Task<GenerationResult> Stream(HttpContext ctx, Generator generator, int[] prompt,
+    // generator runs only a few pieces ahead of the client (Generator.StreamAsync), so a client that goes away stops
+    // its generation at the first failed write.
+    private static async Task<GenerationResult?> Stream(HttpContext ctx, Generator generator, int[] prompt,
         GenerationOptions options, Reply reply, bool includeUsage)
     {
         ctx.Response.StatusCode = 200;
         ctx.Response.ContentType = "text/event-stream";
         ctx.Response.Headers.CacheControl = "no-cache";
-        var pieces = System.Threading.Channels.Channel.CreateBounded<string>(StreamAhead);
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(ctx.RequestAborted);
-        var run = Task.Run(() =>
-        {
-            try
-            {
-                return generator.Generate(prompt, options, piece =>
-                {
-                    try { pieces.Writer.WriteAsync(piece, stop.Token).AsTask().GetAwaiter().GetResult(); }
-                    catch (OperationCanceledException) { } // the generator sees the same token before the next token
-                }, stop.Token);
-            }
-            finally { pieces.Writer.Complete(); }
-        }, CancellationToken.None);
+        GenerationResult? result = null;
         try
         {
             if (reply.Chat) await WriteEvent(ctx, w => reply.WriteChunk(w, null, first: true, null));
-            await foreach (var piece in pieces.Reader.ReadAllAsync(CancellationToken.None))
-                await WriteEvent(ctx, w => reply.WriteChunk(w, piece, first: false, null));
-        }
-        catch (Exception e)
-            when (e is IOException or OperationCanceledException || ctx.RequestAborted.IsCancellationRequested)
-        {
-            stop.Cancel(); // the client is gone: writing failed
-        }
-        var result = await run;
-        if (result.Reason == StopReason.Cancelled || stop.IsCancellationRequested) return result;
-        try
-        {
+            await foreach (var update in generator.StreamAsync(prompt, options, ctx.RequestAborted))
+            {
+                if (update.Result is null) await WriteEvent(ctx, w => reply.WriteChunk(w, update.Text, first: false, null));
+                result = update.Result;
+            }
+            if (result is null || result.Reason == StopReason.Cancelled) return result;
             await WriteEvent(ctx, w => reply.WriteChunk(w, reply.Chat ? null : "", first: false, result));
             if (includeUsage) await WriteEvent(ctx, w => reply.WriteUsageChunk(w, result));
             await ctx.Response.WriteAsync("data: [DONE]\n\n", ctx.RequestAborted);
         }
-        catch (Exception e) when (e is IOException or OperationCanceledException)
+        catch (Exception e)
+            when (e is IOException or OperationCanceledException || ctx.RequestAborted.IsCancellationRequested)
         {
-            // The client left after the last piece; the generation itself is complete.
+            // The client is gone; leaving the enumeration has stopped the generator.
         }
         return result;
     }
@@ -300,11 +281,11 @@ public sealed class OpenAiServer : IAsyncDisposable
     }
 
     // One line per request: method, path, status, tokens, decode speed, time.
-    private void Log(HttpContext ctx, TimeSpan elapsed, GenerationResult? r, bool gone = false)
+    private void Log(HttpContext ctx, TimeSpan elapsed, GenerationResult? r, string? gone)
     {
         var line = new StringBuilder($"{DateTime.UtcNow:HH:mm:ss} {ctx.Request.Method} {ctx.Request.Path} " +
-            (gone ? "client closed the connection while queued" : ctx.Response.StatusCode.ToString()));
-        if (r is not null)
+            (gone ?? ctx.Response.StatusCode.ToString()));
+        if (r is not null && gone is null)
             line.Append($" prompt {r.PromptTokens} tokens, generated {r.GeneratedTokens} at " +
                 $"{r.DecodeTokensPerSecond:F1} tok/s, {r.Reason}");
         line.Append($", {elapsed.TotalSeconds:F3} s");

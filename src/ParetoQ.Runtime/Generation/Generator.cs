@@ -27,6 +27,9 @@ public sealed record GenerationResult(string Text, int PromptTokens, IReadOnlyLi
     public double DecodeTokensPerSecond => GeneratedTokens / Math.Max(Decode.TotalSeconds, 1e-9);
 }
 
+/// <summary>A piece of streamed text, or (the last update) the finished generation's result.</summary>
+public sealed record GenerationUpdate(string Text, GenerationResult? Result);
+
 /// <summary>
 /// The generation loop: prefill the prompt, then sample → stream text → feed the token back, until EOS, a stop string,
 /// MaxTokens, the end of the context, or cancellation. Text is streamed through a callback as soon as it is final
@@ -72,19 +75,45 @@ public sealed class Generator(Session session, ITokenizer tokenizer)
             clock.Elapsed, reason);
     }
 
-    /// <summary>The same loop as an async stream of text pieces; runs on the thread pool and honours
-    /// cancellation.</summary>
-    public async IAsyncEnumerable<string> GenerateAsync(int[] prompt, GenerationOptions options,
+    /// <summary>Text pieces the generator may run ahead of a stream's consumer.</summary>
+    public const int StreamAhead = 16;
+
+    /// <summary>
+    /// The same loop as an async stream: text pieces as they become final, then one update with the result (its
+    /// statistics and stop reason). It runs on the thread pool at most <see cref="StreamAhead"/> pieces ahead of the
+    /// consumer, so a consumer that stops reading, cancels, or abandons the enumeration stops the generation within a
+    /// token instead of leaving it to run on.
+    /// </summary>
+    public async IAsyncEnumerable<GenerationUpdate> StreamAsync(int[] prompt, GenerationOptions options,
         [EnumeratorCancellation] CancellationToken cancellation = default)
     {
-        var channel = System.Threading.Channels.Channel.CreateUnbounded<string>();
+        var pieces = System.Threading.Channels.Channel.CreateBounded<string>(StreamAhead);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
         var run = Task.Run(() =>
         {
-            try { Generate(prompt, options, piece => channel.Writer.TryWrite(piece), cancellation); }
-            finally { channel.Writer.Complete(); }
+            try
+            {
+                return Generate(prompt, options, piece =>
+                {
+                    try { pieces.Writer.WriteAsync(piece, stop.Token).AsTask().GetAwaiter().GetResult(); }
+                    catch (OperationCanceledException) { } // the loop sees the same token before the next token
+                }, stop.Token);
+            }
+            finally { pieces.Writer.Complete(); }
         }, CancellationToken.None);
-        await foreach (var piece in channel.Reader.ReadAllAsync(CancellationToken.None)) yield return piece;
-        await run;
+        try
+        {
+            await foreach (var piece in pieces.Reader.ReadAllAsync(CancellationToken.None))
+                yield return new GenerationUpdate(piece, null);
+            yield return new GenerationUpdate("", await run);
+        }
+        finally
+        {
+            // An abandoned enumeration (an exception or break in the consumer) stops the generator and waits for it,
+            // so the session is free again when this returns.
+            stop.Cancel();
+            try { await run; } catch (Exception) when (run.IsFaulted || run.IsCanceled) { }
+        }
     }
 
     /// <summary>Holds back text that could still grow into a stop string; cuts the output at the first stop

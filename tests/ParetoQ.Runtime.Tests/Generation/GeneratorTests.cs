@@ -117,8 +117,29 @@ public sealed class GeneratorTests : IDisposable
         var options = new GenerationOptions { MaxTokens = 12, Sampler = SamplerOptions.Greedy };
         using var session = new Session(_model, new SessionOptions { KvCache = KvCacheType.F32 });
         var pieces = new List<string>();
-        await foreach (var p in new Generator(session, _tokenizer).GenerateAsync(Prompt, options)) pieces.Add(p);
-        Assert.Equal(Run(options).Text, string.Concat(pieces));
+        GenerationResult? result = null;
+        await foreach (var u in new Generator(session, _tokenizer).StreamAsync(Prompt, options))
+        {
+            Assert.Null(result); // the result comes last
+            pieces.Add(u.Text);
+            result = u.Result;
+        }
+        var expected = Run(options);
+        Assert.Equal(expected.Text, string.Concat(pieces));
+        Assert.Equal(expected.Tokens, result!.Tokens);
+        Assert.Equal(StopReason.MaxTokens, result.Reason);
+    }
+
+    [Fact]
+    public async Task A_consumer_that_stops_reading_stops_the_generation()
+    {
+        var options = new GenerationOptions { MaxTokens = 200, Sampler = SamplerOptions.Greedy };
+        using var session = new Session(_model, new SessionOptions { KvCache = KvCacheType.F32 });
+        await foreach (var u in new Generator(session, _tokenizer).StreamAsync(Prompt, options))
+            break; // leaving the loop disposes the enumeration, which waits for the generator to stop
+        // The generator stopped about StreamAhead pieces past the first (tokens that end mid-character add none),
+        // far short of its 200.
+        Assert.InRange(session.Position, Prompt.Length + 1, Prompt.Length + 100);
     }
 
     [Fact]
