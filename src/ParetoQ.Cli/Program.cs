@@ -29,8 +29,18 @@ public static class Program
             "-m") { Description = $"The .pq model file (default: {DefaultModel} in the current directory or beside the program)" };
         var prompt = new Option<string?>("--prompt",
             "-p") { Description = "The prompt; with --chat, the first user message" };
-        var maxTokens = new Option<int>("--max-tokens", "-n") { Description = "Most tokens to generate",
-            DefaultValueFactory = _ => 256 };
+        var file = new Option<string?>("--file", "-f")
+            { Description = "Read the prompt from this UTF-8 file; - reads standard input" };
+        var maxTokens = new Option<int>("--max-tokens", "-n")
+        {
+            Description = "Most tokens to generate; -1 runs until EOS or the context is full",
+            DefaultValueFactory = _ => 256,
+        };
+        var stop = new Option<string[]>("--stop")
+            { Description = "Stop before this text (repeatable); it is not printed" };
+        var noEcho = new Option<bool>("--no-echo") { Description = "Do not print the prompt before the completion" };
+        var json = new Option<bool>("--json")
+            { Description = "Print one JSON object with the text and the statistics instead of streaming" };
         var temperature = new Option<float>("--temperature") { Description = "Sampling temperature; 0 is greedy",
             DefaultValueFactory = _ => 0.8f };
         var topK = new Option<int>("--top-k") { Description = "Keep the k most likely tokens; 0 keeps all",
@@ -57,7 +67,10 @@ public static class Program
         perplexityMode.AcceptOnlyFromAmong("windows", "chunks");
 
         // Out-of-range values are usage errors, found by the engine's own checks at parse time.
-        maxTokens.Check(n => { if (n < 0) throw new ArgumentException($"--max-tokens {n} must be ≥ 0"); });
+        maxTokens.Check(n =>
+        {
+            if (n < -1) throw new ArgumentException($"--max-tokens {n} must be ≥ 0, or -1 for no limit");
+        });
         temperature.Check(v => new SamplerOptions { Temperature = v }.Validate());
         topK.Check(v => new SamplerOptions { TopK = v }.Validate());
         topP.Check(v => new SamplerOptions { TopP = v }.Validate());
@@ -66,13 +79,16 @@ public static class Program
         threads.Check(v => ThreadCount.Check(v, "--threads"));
         context.Check(v => { if (v < 0) throw new ArgumentException($"--context {v} must be ≥ 0"); });
 
-        var root = new RootCommand("paretoq-run: run a ParetoQ low-bit language model (.pq)")
+        var root = new RootCommand(Help)
         {
-            model, prompt, maxTokens, temperature, topK, topP, minP, repeatPenalty, seed, context, kvCache, chat,
+            model, prompt, file, maxTokens, stop, noEcho, json, temperature, topK, topP, minP, repeatPenalty, seed,
+                context, kvCache, chat,
                 system, perplexity, perplexityMode, threads, exact, device,
         };
         root.SetAction(parse => Run(new Settings(
-            parse.GetValue(model), parse.GetValue(prompt), parse.GetValue(maxTokens),
+            parse.GetValue(model), parse.GetValue(prompt), parse.GetValue(file),
+            parse.GetValue(maxTokens) == -1 ? int.MaxValue : parse.GetValue(maxTokens),
+            parse.GetValue(stop) ?? [], parse.GetValue(noEcho), parse.GetValue(json),
             new SamplerOptions
             {
                 Temperature = parse.GetValue(temperature), TopK = parse.GetValue(topK), TopP = parse.GetValue(topP),
@@ -88,12 +104,30 @@ public static class Program
         return ProgramErrors.Invoke(root, args, "paretoq-run");
     }
 
-    private sealed record Settings(string? Model, string? Prompt, int MaxTokens, SamplerOptions Sampler, int Context,
+    private const string Help = """
+        paretoq-run: run a ParetoQ low-bit language model (.pq)
+
+        Examples:
+          paretoq-run --prompt "Once upon a time"                       the shipped default model, streamed
+          paretoq-run -m model.pq -f prompt.txt -n -1 --temperature 0   prompt from a file, greedy, until EOS
+          echo "Once upon a time" | paretoq-run -m model.pq -f -        prompt from standard input
+          paretoq-run -m model.pq -p "Tom said" --stop "." --json       one JSON object: text and statistics
+          paretoq-run -m model.pq --chat                                interactive chat in the model's template
+          paretoq-run -m model.pq --perplexity text.txt                 perplexity over a text file
+        """;
+
+    private sealed record Settings(string? Model, string? Prompt, string? PromptFile, int MaxTokens,
+        IReadOnlyList<string> Stops, bool NoEcho, bool Json, SamplerOptions Sampler, int Context,
         KvCacheType KvCache, bool Chat, string? System, string? Perplexity, PerplexityMode PerplexityMode, int Threads,
         bool Exact, string Device);
 
     private static int Run(Settings s)
     {
+        if (s.PromptFile is not null)
+        {
+            if (s.Prompt is not null) throw new UsageException("give --prompt or --file, not both");
+            s = s with { Prompt = ReadPrompt(s.PromptFile) };
+        }
         if (s.Prompt is not null && s.Prompt.Trim().Length == 0) throw new UsageException("the prompt is empty");
         if (s.Prompt is null && !s.Chat
             && s.Perplexity is null) throw new UsageException("give --prompt TEXT, --chat or --perplexity FILE");
@@ -107,6 +141,37 @@ public static class Program
             AllLogits = s.Perplexity is not null });
         if (s.Perplexity is not null) return Perplexity.Run(session, tokenizer, s.Perplexity, s.PerplexityMode);
         return s.Chat ? Chat(session, tokenizer, model.File, s) : Complete(session, tokenizer, model.File, s);
+    }
+
+    // The longest prompt file read: far beyond any context, and bounded.
+    private const int MaxPromptBytes = 64 << 20;
+
+    private static string ReadPrompt(string path)
+    {
+        byte[] bytes;
+        if (path == "-")
+        {
+            using var stdin = Console.OpenStandardInput();
+            using var buffer = new MemoryStream();
+            var chunk = new byte[81920];
+            for (int n; (n = stdin.Read(chunk)) > 0;)
+            {
+                if (buffer.Length + n > MaxPromptBytes)
+                    throw new InvalidDataException($"standard input holds more than {MaxPromptBytes} bytes of prompt");
+                buffer.Write(chunk, 0, n);
+            }
+            bytes = buffer.ToArray();
+        }
+        else bytes = InputFile.ReadAll(path, MaxPromptBytes, problem => new InvalidDataException($"{path} {problem}"));
+        string name = path == "-" ? "standard input" : path;
+        try
+        {
+            return new System.Text.UTF8Encoding(false, throwOnInvalidBytes: true).GetString(bytes).TrimEnd('\n', '\r');
+        }
+        catch (System.Text.DecoderFallbackException e)
+        {
+            throw new InvalidDataException($"{name} is not valid UTF-8 (byte {e.Index})");
+        }
     }
 
     private static string ResolveModel(string? given)
@@ -125,7 +190,13 @@ public static class Program
     private static int Complete(Session session, ITokenizer tokenizer, PqFile file, Settings s)
     {
         int[] ids = tokenizer.Encode(s.Prompt!, addBos: true);
+        if (!s.NoEcho && !s.Json) Console.Write(s.Prompt);
         var result = Generate(session, tokenizer, file, s, ids);
+        if (s.Json)
+        {
+            WriteJson(result, s.NoEcho ? null : s.Prompt);
+            return result.Reason == StopReason.Cancelled ? ProgramErrors.Interrupted : 0;
+        }
         Console.WriteLine();
         PrintStats(result);
         // The partial text stays printed; the exit code says it was cut short.
@@ -134,13 +205,15 @@ public static class Program
 
     private static int Chat(Session session, ITokenizer tokenizer, PqFile file, Settings s)
     {
-        if (tokenizer is not TiktokenTextTokenizer llama4 || !llama4.SpecialTokens.ContainsKey("<|header_start|>"))
-            throw new NotSupportedException($"{file.Path} has no Llama-4 chat tokens; --chat needs an instruct model");
-        var first = new List<ChatTemplate.Message>();
-        if (s.System is not null) first.Add(new("system", s.System));
+        var format = ChatTemplate.FormatOf(tokenizer);
+        if (format == ChatFormat.Plain)
+            Console.Error.WriteLine($"note: {Path.GetFileName(file.Path)} has no chat template, so the plain one is " +
+                "used (User: / Assistant: lines); a base model continues the text rather than following instructions");
+        var conversation = new List<ChatTemplate.Message>();
+        if (s.System is not null) conversation.Add(new("system", s.System));
         bool interactive = s.Prompt is null;
+        if (interactive && s.Json) throw new UsageException("--json needs --prompt (one answer, not a conversation)");
         string? user = s.Prompt;
-        bool continuation = false;
         while (true)
         {
             if (interactive)
@@ -150,21 +223,41 @@ public static class Program
                 if (user is null || user.Trim() is "/exit" or "/quit") return 0;
                 if (user.Trim().Length == 0) continue;
             }
-            var turn = continuation ? new List<ChatTemplate.Message>() : first;
-            turn.Add(new("user", user!));
-            int[] ids = ChatTemplate.Llama4(llama4, turn, continuation: continuation);
-            var result = Generate(session, tokenizer, file, s, ids);
+            conversation.Add(new("user", user!));
+            int[] ids;
+            if (format == ChatFormat.Llama4)
+            {
+                // The session holds the conversation so far, closed with <|eot|>: only the new turn is fed.
+                bool continuation = session.Position > 0;
+                ids = ChatTemplate.Llama4((TiktokenTextTokenizer)tokenizer,
+                    continuation ? [conversation[^1]] : conversation, continuation: continuation);
+            }
+            else
+            {
+                // A plain-template reply ends at a stop string whose tokens are already in the cache, so the
+                // conversation is read again from the start.
+                session.Reset();
+                ids = ChatTemplate.Plain(tokenizer, conversation);
+            }
+            var result = Generate(session, tokenizer, file, s, ids, ChatTemplate.StopStrings(format));
+            if (s.Json)
+            {
+                WriteJson(result, null);
+                return 0;
+            }
             Console.WriteLine();
             PrintStats(result);
             if (!interactive) return 0;
+            conversation.Add(new("assistant", result.Text.Trim()));
+            if (format != ChatFormat.Llama4) continue;
             // Close the assistant turn so the next user message follows the template.
             if (session.Position + 1 >= session.ContextLength) throw new ContextLengthExceededException($"the conversation filled the context of {session.ContextLength} tokens");
-            session.Forward([llama4.Special("<|eot|>")]);
-            continuation = true;
+            session.Forward([((TiktokenTextTokenizer)tokenizer).Special("<|eot|>")]);
         }
     }
 
-    private static GenerationResult Generate(Session session, ITokenizer tokenizer, PqFile file, Settings s, int[] ids)
+    private static GenerationResult Generate(Session session, ITokenizer tokenizer, PqFile file, Settings s, int[] ids,
+        IReadOnlyList<string>? extraStops = null)
     {
         using var cancel = new CancellationTokenSource();
         ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cancel.Cancel(); };
@@ -173,14 +266,37 @@ public static class Program
         {
             var stdout = Console.Out;
             var options = new GenerationOptions { MaxTokens = s.MaxTokens, Sampler = s.Sampler,
-                EosIds = file.Tokenizer.EosIds };
-            return new Generator(session, tokenizer).Generate(ids, options, text
-                => { stdout.Write(text); stdout.Flush(); }, cancel.Token);
+                EosIds = file.Tokenizer.EosIds, StopStrings = [.. s.Stops, .. extraStops ?? []] };
+            Action<string>? print = s.Json ? null : text => { stdout.Write(text); stdout.Flush(); };
+            return new Generator(session, tokenizer).Generate(ids, options, print, cancel.Token);
         }
         finally
         {
             Console.CancelKeyPress -= onCancel;
         }
+    }
+
+    // One object on stdout: the prompt (unless --no-echo), the completion and the statistics.
+    private static void WriteJson(GenerationResult r, string? prompt)
+    {
+        using var stdout = Console.OpenStandardOutput();
+        using (var w = new System.Text.Json.Utf8JsonWriter(stdout, new System.Text.Json.JsonWriterOptions
+            { Indented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
+        {
+            w.WriteStartObject();
+            if (prompt is not null) w.WriteString("prompt", prompt);
+            w.WriteString("text", r.Text);
+            w.WriteNumber("prompt_tokens", r.PromptTokens);
+            w.WriteNumber("generated_tokens", r.GeneratedTokens);
+            w.WriteNumber("prefill_seconds", Math.Round(r.Prefill.TotalSeconds, 6));
+            w.WriteNumber("decode_seconds", Math.Round(r.Decode.TotalSeconds, 6));
+            w.WriteNumber("prefill_tokens_per_second", Math.Round(r.PrefillTokensPerSecond, 2));
+            w.WriteNumber("decode_tokens_per_second", Math.Round(r.DecodeTokensPerSecond, 2));
+            w.WriteNumber("peak_memory_mib", Process.GetCurrentProcess().PeakWorkingSet64 / (1024 * 1024));
+            w.WriteString("stop", r.Reason.ToString());
+            w.WriteEndObject();
+        }
+        stdout.Write("\n"u8);
     }
 
     private static void PrintStats(GenerationResult r) =>

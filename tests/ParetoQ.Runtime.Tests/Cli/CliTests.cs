@@ -108,7 +108,73 @@ public sealed class CliTests : IDisposable
         var expected = new Generator(session, tokenizer).Generate(tokenizer.Encode("Hello", addBos: true),
             new GenerationOptions { MaxTokens = 10, Sampler = new SamplerOptions { Temperature = 0 },
                 EosIds = model.File.Tokenizer.EosIds });
-        Assert.Equal(expected.Text + Environment.NewLine, cli.Out);
+        // The prompt is echoed first, as llama-cli does.
+        Assert.Equal("Hello" + expected.Text + Environment.NewLine, cli.Out);
+        var bare = Run("--model", _model, "--prompt", "Hello", "--max-tokens", "10", "--temperature", "0", "--no-echo");
+        Assert.Equal(expected.Text + Environment.NewLine, bare.Out);
+    }
+
+    [Fact]
+    public void The_prompt_comes_from_a_file_or_stdin_and_json_carries_the_text_and_statistics()
+    {
+        string[] greedy = ["--model", _model, "--max-tokens", "12", "--temperature", "0", "--no-echo"];
+        var fromArgument = Run([.. greedy, "--prompt", "Hello there"]);
+        File.WriteAllText(_dir.File("prompt.txt"), "Hello there\n");
+        var fromFile = Run([.. greedy, "-f", _dir.File("prompt.txt")]);
+        var fromStdin = RunWithInput("Hello there\n", [.. greedy, "-f", "-"]);
+        Assert.Equal(0, fromFile.Exit);
+        Assert.Equal(fromArgument.Out, fromFile.Out);
+        Assert.Equal(fromArgument.Out, fromStdin.Out);
+
+        var json = Run([.. greedy[..^1], "--prompt", "Hello there", "--json"]);
+        Assert.Equal(0, json.Exit);
+        Assert.Equal("", json.Err);
+        using var doc = System.Text.Json.JsonDocument.Parse(json.Out);
+        var root = doc.RootElement;
+        Assert.Equal("Hello there", root.GetProperty("prompt").GetString());
+        Assert.Equal(fromArgument.Out.TrimEnd('\n', '\r'), root.GetProperty("text").GetString());
+        Assert.Equal(12, root.GetProperty("generated_tokens").GetInt32());
+        Assert.True(root.GetProperty("decode_tokens_per_second").GetDouble() > 0);
+        Assert.Equal("MaxTokens", root.GetProperty("stop").GetString());
+    }
+
+    [Fact]
+    public void Stop_strings_and_unlimited_generation_end_where_they_should()
+    {
+        string[] greedy = ["--model", _model, "--prompt", "Hello", "--temperature", "0", "--no-echo", "--json"];
+        using var free = System.Text.Json.JsonDocument.Parse(Run([.. greedy, "--max-tokens", "40"]).Out);
+        string text = free.RootElement.GetProperty("text").GetString()!;
+        string stop = text.Substring(text.Length / 2, 2);
+        using var stopped =
+            System.Text.Json.JsonDocument.Parse(Run([.. greedy, "--max-tokens", "40", "--stop", stop]).Out);
+        Assert.Equal(text[..text.IndexOf(stop, StringComparison.Ordinal)],
+            stopped.RootElement.GetProperty("text").GetString());
+        Assert.Equal("StopString", stopped.RootElement.GetProperty("stop").GetString());
+
+        // -n -1: until EOS or a full context.
+        using var unlimited = System.Text.Json.JsonDocument.Parse(Run([.. greedy, "-n", "-1", "--context", "48"]).Out);
+        var reason = unlimited.RootElement.GetProperty("stop").GetString();
+        Assert.True(reason is "ContextFull" or "EndOfSequence", reason);
+        // A full context of 48 still yields one more token, sampled from the last position's logits.
+        if (reason == "ContextFull")
+            Assert.Equal(49, unlimited.RootElement.GetProperty("prompt_tokens").GetInt32()
+                + unlimited.RootElement.GetProperty("generated_tokens").GetInt32());
+    }
+
+    [Fact]
+    public void A_base_model_chats_through_the_plain_template_with_a_note()
+    {
+        string v1 = _dir.File("base.pq");
+        TestModelGenerator.Write(v1, TestModelGenerator.MobileLlm(), WeightFormat.Q2Seq, WeightFormat.F32, seed: 1);
+        var talk = RunWithInput("Hi\nHow are you?\n/exit\n", "--model", v1, "--chat", "--max-tokens", "6",
+            "--temperature", "0");
+        Assert.Equal(0, talk.Exit);
+        Assert.Contains("has no chat template, so the plain one is used", talk.Err);
+        var prompts = System.Text.RegularExpressions.Regex.Matches(talk.Err, @"prompt (\d+) tokens")
+            .Select(m => int.Parse(m.Groups[1].Value)).ToArray();
+        Assert.Equal(2, prompts.Length);
+        // Each turn reads the whole conversation again: the second prompt holds the first turn too.
+        Assert.True(prompts[1] > prompts[0], $"{prompts[0]} then {prompts[1]}");
     }
 
     [Fact]
@@ -224,7 +290,10 @@ public sealed class CliTests : IDisposable
             "exceeds the context length 8" },
         { ["--model", "MODEL", "--prompt", "x", "--top-p", "0"], 2, "top-p 0 must be in (0, 1]" },
         { ["--model", "MODEL", "--prompt", "x", "--kv-cache", "int4"], 2, "int4" },
-        { ["--model", "V1MODEL", "--chat", "--prompt", "hi"], 1, "has no Llama-4 chat tokens" },
+        { ["--model", "MODEL", "-f", "BADUTF8"], 1, "is not valid UTF-8 (byte 1)" },
+        { ["--model", "MODEL", "-f", "BADUTF8", "--prompt", "x"], 2, "give --prompt or --file, not both" },
+        { ["--model", "MODEL", "--prompt", "x", "-n", "-2"], 2, "-1 for no limit" },
+        { ["--model", "MODEL", "--chat", "--json"], 2, "--json needs --prompt" },
         { ["--model", "CORRUPT", "--prompt", "x"], 1, "checksum mismatch" },
         { ["--model", "MODEL", "--perplexity", "BADUTF8"], 1, "is not valid UTF-8" },
         { ["--model", "MODEL", "--prompt", "x", "--device", "tpu"], 2, "tpu" },
@@ -241,12 +310,9 @@ public sealed class CliTests : IDisposable
         bytes[^10] ^= 0xFF;
         File.WriteAllBytes(corrupt, bytes);
         File.WriteAllBytes(_dir.File("bad.txt"), [0x41, 0xC3, 0x28, 0x42]);
-        string v1 = _dir.File("v1.pq");
-        if (!File.Exists(v1)) TestModelGenerator.Write(v1, TestModelGenerator.MobileLlm(), WeightFormat.Q2Seq,
-            WeightFormat.F32, seed: 1);
         var resolved = args.Select(a
-            => a switch { "MODEL" => _model, "V1MODEL" => v1, "CORRUPT" => corrupt, "BADUTF8" => _dir.File("bad.txt"), _
-            => a }).ToArray();
+            => a switch { "MODEL" => _model, "CORRUPT" => corrupt, "BADUTF8" => _dir.File("bad.txt"), _ => a })
+            .ToArray();
         var r = Run(resolved);
         Assert.Equal(exit, r.Exit);
         string line = Assert.Single(r.Err.Split('\n', StringSplitOptions.RemoveEmptyEntries));
