@@ -25,6 +25,7 @@ public static class Program
         root.Subcommands.Add(ModelCommand());
         root.Subcommands.Add(MultipleChoiceCommand());
         root.Subcommands.Add(DevicesCommand());
+        root.Subcommands.Add(ServeCommand());
         return ProgramErrors.Invoke(root, args, "paretoq-bench");
     }
 
@@ -198,6 +199,46 @@ public static class Program
 #else
             Console.WriteLine("(this NativeAOT build has no ILGPU devices: ILGPU compiles kernels at run time; use the JIT-hosted build, dotnet run -c Release --project src/ParetoQ.Bench -- devices)");
 #endif
+            return 0;
+        });
+        return cmd;
+    }
+
+    private static Command ServeCommand()
+    {
+        var json = Json();
+        var url = new Option<string>("--url")
+            { Description = "The server's base address", DefaultValueFactory = _ => "http://127.0.0.1:8080/" };
+        var clients = new Option<string>("--clients")
+            { Description = "Concurrent clients, comma-separated", DefaultValueFactory = _ => "1,4" };
+        var requests = new Option<int>("--requests")
+            { Description = "Requests per client count", DefaultValueFactory = _ => 16 };
+        var maxTokens = new Option<int>("--max-tokens")
+            { Description = "max_tokens of each request", DefaultValueFactory = _ => 128 };
+        var cmd = new Command("serve",
+            "Aggregate completion tokens/s of a running OpenAI-compatible server with 1 and more concurrent clients")
+        {
+            json, url, clients, requests, maxTokens,
+        };
+        cmd.SetAction(async (parse, cancellation) =>
+        {
+            if (!Uri.TryCreate(parse.GetValue(url), UriKind.Absolute, out var baseAddress))
+                throw new UsageException($"--url '{parse.GetValue(url)}' is not an absolute address");
+            int count = parse.GetValue(requests), tokens = parse.GetValue(maxTokens);
+            if (count < 1) throw new UsageException($"--requests {count} must be at least 1");
+            if (tokens < 1) throw new UsageException($"--max-tokens {tokens} must be at least 1");
+            using var http = new HttpClient { BaseAddress = baseAddress, Timeout = TimeSpan.FromMinutes(10) };
+            string model = await ServeBench.ModelIdAsync(http);
+            var report = new BenchReport("serve");
+            report.Fact("url", baseAddress.ToString());
+            report.Fact("model", model);
+            foreach (int c in Split(parse.GetValue(clients)!).Select(ParsePositive))
+            {
+                var r = await ServeBench.RunAsync(http, model, c, count, tokens);
+                report.Row(("clients", c), ("requests", r.Requests), ("completion_tokens", r.CompletionTokens),
+                    ("seconds", r.Seconds), ("aggregate_tok/s", r.TokensPerSecond), ("mean_latency_s", r.MeanLatency));
+            }
+            report.Print(parse.GetValue(json), Console.Out);
             return 0;
         });
         return cmd;

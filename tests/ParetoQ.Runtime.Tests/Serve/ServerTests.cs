@@ -223,6 +223,27 @@ public sealed class ServerTests
     }
 
     [Fact]
+    public async Task The_throughput_benchmark_counts_the_servers_tokens()
+    {
+        var log = new StringWriter();
+        await using var server = await Start(parallel: 2, log: log);
+        using var http = Http(server);
+        string model = await ParetoQ.Bench.ServeBench.ModelIdAsync(http);
+        Assert.Equal(ModelId, model);
+        var result = await ParetoQ.Bench.ServeBench.RunAsync(http, model, clients: 2, requests: 5, maxTokens: 16);
+        Assert.Equal(5, result.Requests);
+        // Every request's completion tokens, as the server logged them (a line follows its response).
+        var generated = new System.Text.RegularExpressions.Regex(@"generated (\d+) at");
+        System.Text.RegularExpressions.MatchCollection Logged() { lock (log) return generated.Matches(log.ToString()); }
+        var wait = System.Diagnostics.Stopwatch.StartNew();
+        while (Logged().Count < 5 && wait.Elapsed < Patience) await Task.Delay(20);
+        long logged = Logged().Sum(m => long.Parse(m.Groups[1].Value));
+        Assert.Equal(logged, result.CompletionTokens);
+        Assert.InRange(result.CompletionTokens, 5, 5 * 16);
+        Assert.True(result.TokensPerSecond > 0);
+    }
+
+    [Fact]
     public async Task A_client_that_disconnects_cancels_its_generation_and_frees_the_session()
     {
         var log = new StringWriter();
