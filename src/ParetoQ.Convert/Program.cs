@@ -61,8 +61,10 @@ public static class Program
         });
 
         var file = new Argument<string>("MODEL") { Description = "A .pq file" };
-        var inspect = new Command("inspect", "Print a .pq file's config, tokenizer, provenance and tensors") { file };
-        inspect.SetAction(p => Inspect(p.GetValue(file)!));
+        var inspectJson = new Option<bool>("--json") { Description = "Write one JSON object instead of text" };
+        var inspect = new Command("inspect", "Print a .pq file's config, tokenizer, provenance and tensors")
+            { file, inspectJson };
+        inspect.SetAction(p => p.GetValue(inspectJson) ? InspectJson(p.GetValue(file)!) : Inspect(p.GetValue(file)!));
         var verifyFile = new Argument<string>("MODEL") { Description = "A .pq file" };
         var verify = new Command("verify",
             "Check every checksum of a .pq file, then that the model and its tokenizer load") { verifyFile };
@@ -176,6 +178,60 @@ public static class Program
                 $"  {WeightFormats.Name(group.Key)}: {group.Count()} tensors, " +
                     $"{group.Sum(x => x.ElementCount) / 1e6:F2}M weights, {group.Sum(x => x.Length) / 1e6:F1} MB, " +
                     $"{group.Sum(x => x.Length) * 8.0 / group.Sum(x => x.ElementCount):F3} bits/weight"));
+        return 0;
+    }
+
+    // The same facts as Inspect, for scripts: the config exactly as stored, then everything else by name.
+    private static int InspectJson(string path)
+    {
+        using var file = PqFile.Open(path, verifyChecksums: false);
+        using var stdout = Console.OpenStandardOutput();
+        using (var w = new System.Text.Json.Utf8JsonWriter(stdout, new System.Text.Json.JsonWriterOptions
+            { Indented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
+        {
+            w.WriteStartObject();
+            w.WriteString("path", path);
+            w.WriteNumber("version", PqFile.Version);
+            w.WriteNumber("bytes", file.FileLength);
+            w.WritePropertyName("config");
+            file.Config.WriteTo(w);
+            var p = file.Provenance;
+            w.WriteStartObject("provenance");
+            w.WriteString("source", p.Source);
+            w.WriteString("bits", p.Bits);
+            w.WriteString("tool", p.Tool);
+            w.WriteStartObject("settings");
+            foreach (var (k, v) in p.Settings) w.WriteString(k, v);
+            w.WriteEndObject();
+            w.WriteEndObject();
+            var t = file.Tokenizer;
+            w.WriteStartObject("tokenizer");
+            w.WriteString("kind", t.Kind);
+            w.WriteNumber("bytes", file.TokenizerBytes.Length);
+            w.WriteNumber("bos_id", t.BosId);
+            w.WriteStartArray("eos_ids");
+            foreach (int id in t.EosIds) w.WriteNumberValue(id);
+            w.WriteEndArray();
+            w.WriteNumber("pad_id", t.PadId);
+            w.WriteNumber("special_tokens", t.SpecialTokens.Count);
+            if (t.ChatTemplate is null) w.WriteNull("chat_template");
+            else w.WriteString("chat_template", t.ChatTemplate);
+            w.WriteEndObject();
+            w.WriteStartArray("tensors");
+            foreach (var tensor in file.Tensors)
+            {
+                w.WriteStartObject();
+                w.WriteString("name", tensor.Name);
+                w.WriteString("format", WeightFormats.Name(tensor.Format));
+                w.WriteString("shape", tensor.ShapeText);
+                w.WriteNumber("elements", tensor.ElementCount);
+                w.WriteNumber("bytes", tensor.Length);
+                w.WriteEndObject();
+            }
+            w.WriteEndArray();
+            w.WriteEndObject();
+        }
+        stdout.Write("\n"u8);
         return 0;
     }
 

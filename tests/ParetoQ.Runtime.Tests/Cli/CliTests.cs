@@ -162,6 +162,23 @@ public sealed class CliTests : IDisposable
     }
 
     [Fact]
+    public void Convert_inspect_json_describes_the_file_as_the_reader_sees_it()
+    {
+        var r = ProgramRunner.Run("paretoq-convert", "", [], ["inspect", _model, "--json"]);
+        Assert.Equal(0, r.Exit);
+        using var doc = System.Text.Json.JsonDocument.Parse(r.Out);
+        using var file = ParetoQ.Runtime.Format.PqFile.Open(_model, verifyChecksums: false);
+        var root = doc.RootElement;
+        Assert.Equal(file.FileLength, root.GetProperty("bytes").GetInt64());
+        Assert.True(System.Text.Json.JsonElement.DeepEquals(file.Config, root.GetProperty("config")));
+        Assert.Equal(file.Tokenizer.EosIds, root.GetProperty("tokenizer").GetProperty("eos_ids").EnumerateArray()
+            .Select(e => e.GetInt32()));
+        var tensors = root.GetProperty("tensors").EnumerateArray().ToList();
+        Assert.Equal(file.Tensors.Select(t => t.Name), tensors.Select(t => t.GetProperty("name").GetString()));
+        Assert.Equal(file.Tensors.Sum(t => t.Length), tensors.Sum(t => t.GetProperty("bytes").GetInt64()));
+    }
+
+    [Fact]
     public void A_base_model_chats_through_the_plain_template_with_a_note()
     {
         string v1 = _dir.File("base.pq");
