@@ -11,7 +11,7 @@ public sealed record GenerationStats(int PromptTokens, int GeneratedTokens, PqSt
 /// One conversation (a KV cache and its worker threads) on a <see cref="ParetoQModel"/>. Use it from one thread at a
 /// time; contexts on different threads run in parallel.
 /// </summary>
-public sealed unsafe class ParetoQContext : IDisposable
+public sealed unsafe partial class ParetoQContext : IDisposable
 {
     private readonly ContextHandle _handle;
 

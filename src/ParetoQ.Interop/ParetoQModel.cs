@@ -46,6 +46,11 @@ public sealed unsafe class ParetoQModel : IDisposable
             info.MaxContext, info.Layers, info.HiddenSize, info.BosId, info.EosId, info.FileBytes, info.Parameters);
     }
 
+    /// <summary><see cref="Load"/> on the thread pool (checksums read the whole file).</summary>
+    public static Task<ParetoQModel> LoadAsync(string path, bool verifyChecksums = true,
+        CancellationToken cancellation = default) =>
+        Task.Run(() => Load(path, verifyChecksums), cancellation);
+
     /// <summary>Loads a .pq file; throws <see cref="ParetoQException"/> naming the problem, and refuses a library of
     /// another ABI.</summary>
     public static ParetoQModel Load(string path, bool verifyChecksums = true)

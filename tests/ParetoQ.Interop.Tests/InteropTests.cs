@@ -72,6 +72,45 @@ public sealed class InteropTests : IDisposable
     }
 
     [Fact]
+    public async Task Async_generation_streams_the_same_text_and_cancels()
+    {
+        using var model = await ParetoQModel.LoadAsync(_model);
+        var greedy = ParetoQContext.DefaultSampler with { Temperature = 0, RepeatPenalty = 1 };
+        using var context = model.CreateContext(threads: 1, contextLength: 128);
+        var pieces = new List<string>();
+        var stats = await context.GenerateAsync("Hello", 12, pieces.Add, greedy);
+        Assert.InRange(stats.GeneratedTokens, 1, 12);
+
+        context.Reset();
+        var streamed = new List<string>();
+        await foreach (var piece in context.StreamAsync("Hello", 12, greedy)) streamed.Add(piece);
+        Assert.Equal(string.Concat(pieces), string.Concat(streamed));
+
+        // Cancelled after the first piece: an OperationCanceledException, and the context is usable again.
+        context.Reset();
+        using var cancel = new CancellationTokenSource();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(()
+            => context.GenerateAsync("Hello", 100, _ => cancel.Cancel(), greedy, cancel.Token));
+        Assert.InRange(context.Position, 7, 60);
+        context.Reset();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(async () =>
+        {
+            using var streamCancel = new CancellationTokenSource();
+            await foreach (var piece in context.StreamAsync("Hello", 100, greedy, streamCancel.Token))
+                streamCancel.Cancel();
+        });
+        context.Reset();
+        Assert.Equal(string.Concat(pieces), string.Concat(await Collect(context.StreamAsync("Hello", 12, greedy))));
+    }
+
+    private static async Task<List<string>> Collect(IAsyncEnumerable<string> pieces)
+    {
+        var list = new List<string>();
+        await foreach (var piece in pieces) list.Add(piece);
+        return list;
+    }
+
+    [Fact]
     public void Errors_arrive_as_exceptions_with_the_library_message()
     {
         var missing = Assert.Throws<ParetoQException>(() => ParetoQModel.Load(Path.Combine(_dir, "absent.pq")));
