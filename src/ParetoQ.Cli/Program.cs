@@ -205,8 +205,8 @@ public static class Program
 
     private static int Chat(Session session, ITokenizer tokenizer, PqFile file, Settings s)
     {
-        var format = ChatTemplate.FormatOf(tokenizer);
-        if (format == ChatFormat.Plain)
+        var template = ChatTemplate.For(tokenizer, file.Tokenizer);
+        if (template.Format == ChatFormat.Plain)
             Console.Error.WriteLine($"note: {Path.GetFileName(file.Path)} has no chat template, so the plain one is " +
                 "used (User: / Assistant: lines); a base model continues the text rather than following instructions");
         var conversation = new List<ChatTemplate.Message>();
@@ -224,22 +224,13 @@ public static class Program
                 if (user.Trim().Length == 0) continue;
             }
             conversation.Add(new("user", user!));
-            int[] ids;
-            if (format == ChatFormat.Llama4)
-            {
-                // The session holds the conversation so far, closed with <|eot|>: only the new turn is fed.
-                bool continuation = session.Position > 0;
-                ids = ChatTemplate.Llama4((TiktokenTextTokenizer)tokenizer,
-                    continuation ? [conversation[^1]] : conversation, continuation: continuation);
-            }
-            else
-            {
-                // A plain-template reply ends at a stop string whose tokens are already in the cache, so the
-                // conversation is read again from the start.
-                session.Reset();
-                ids = ChatTemplate.Plain(tokenizer, conversation);
-            }
-            var result = Generate(session, tokenizer, file, s, ids, ChatTemplate.StopStrings(format));
+            // The session holds the conversation so far with the last reply closed: only the new turn is fed. The
+            // plain template cannot close a reply, so its conversation is read again from the start.
+            bool continuation = session.Position > 0 && template.CloseReply is not null;
+            if (!continuation) session.Reset();
+            int[] ids = continuation ? template.Encode([conversation[^1]], continuation: true)
+                : template.Encode(conversation);
+            var result = Generate(session, tokenizer, file, s, ids, template);
             if (s.Json)
             {
                 WriteJson(result, null);
@@ -249,15 +240,16 @@ public static class Program
             PrintStats(result);
             if (!interactive) return 0;
             conversation.Add(new("assistant", result.Text.Trim()));
-            if (format != ChatFormat.Llama4) continue;
-            // Close the assistant turn so the next user message follows the template.
-            if (session.Position + 1 >= session.ContextLength) throw new ContextLengthExceededException($"the conversation filled the context of {session.ContextLength} tokens");
-            session.Forward([((TiktokenTextTokenizer)tokenizer).Special("<|eot|>")]);
+            if (template.CloseReply is not { } close) continue;
+            if (session.Position + close.Length >= session.ContextLength)
+                throw new ContextLengthExceededException(
+                    $"the conversation filled the context of {session.ContextLength} tokens");
+            session.Forward(close);
         }
     }
 
     private static GenerationResult Generate(Session session, ITokenizer tokenizer, PqFile file, Settings s, int[] ids,
-        IReadOnlyList<string>? extraStops = null)
+        ChatTemplate? chat = null)
     {
         using var cancel = new CancellationTokenSource();
         ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cancel.Cancel(); };
@@ -266,7 +258,8 @@ public static class Program
         {
             var stdout = Console.Out;
             var options = new GenerationOptions { MaxTokens = s.MaxTokens, Sampler = s.Sampler,
-                EosIds = file.Tokenizer.EosIds, StopStrings = [.. s.Stops, .. extraStops ?? []] };
+                EosIds = [.. file.Tokenizer.EosIds, .. chat?.EndOfTurnIds ?? []],
+                StopStrings = [.. s.Stops, .. chat?.StopStrings ?? []] };
             Action<string>? print = s.Json ? null : text => { stdout.Write(text); stdout.Flush(); };
             return new Generator(session, tokenizer).Generate(ids, options, print, cancel.Token);
         }

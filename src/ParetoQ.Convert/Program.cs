@@ -168,7 +168,8 @@ public static class Program
         var t = file.Tokenizer;
         Console.WriteLine($"tokenizer: {t.Kind}, {file.TokenizerBytes.Length} bytes, BOS {t.BosId}, EOS " +
             $"[{string.Join(", ", t.EosIds)}], PAD {t.PadId}, {t.SpecialTokens.Count} special tokens, chat template: " +
-            $"{(t.ChatTemplate is null ? "none" : $"{t.ChatTemplate.Length} characters")}");
+            $"{(t.ChatTemplate is null ? "none" : $"{t.ChatTemplate.Length} characters")}, chat format " +
+            $"{ChatTemplate.Detect(t.ChatTemplate, t.SpecialTokens, t.BosId >= 0)}");
         Console.WriteLine("tensors:");
         foreach (var tensor in file.Tensors)
             Console.WriteLine($"  {tensor.Name,-52} {WeightFormats.Name(tensor.Format),-8} {tensor.ShapeText,-14} " +
@@ -216,6 +217,7 @@ public static class Program
             w.WriteNumber("special_tokens", t.SpecialTokens.Count);
             if (t.ChatTemplate is null) w.WriteNull("chat_template");
             else w.WriteString("chat_template", t.ChatTemplate);
+            w.WriteString("chat_format", ChatTemplate.Detect(t.ChatTemplate, t.SpecialTokens, t.BosId >= 0).ToString());
             w.WriteEndObject();
             w.WriteStartArray("tensors");
             foreach (var tensor in file.Tensors)

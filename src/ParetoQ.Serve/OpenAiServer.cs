@@ -4,7 +4,6 @@ using System.Text;
 using System.Text.Json;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using ParetoQ.Runtime.Generation;
-using ParetoQ.Runtime.Text;
 
 namespace ParetoQ.Serve;
 
@@ -132,7 +131,7 @@ public sealed class OpenAiServer : IAsyncDisposable
                 throw new ApiException(404,
                     $"the model '{request.Model}' does not exist; this server has '{_model.Id}'", "model",
                     "model_not_found");
-            int[] prompt = chat ? ChatTemplate.Encode(_model.Tokenizer, request.Messages!)
+            int[] prompt = chat ? _model.ChatTemplate.Encode(request.Messages!)
                 : _model.Tokenizer.Encode(request.Prompt!, addBos: true);
             if (prompt.Length >= _model.ContextLength)
                 throw new ApiException(400,
@@ -151,8 +150,8 @@ public sealed class OpenAiServer : IAsyncDisposable
                     Temperature = request.Temperature, TopP = request.TopP, TopK = 0, MinP = 0,
                     Seed = request.Seed ?? (ulong)Stopwatch.GetTimestamp(),
                 },
-                StopStrings = chat ? [.. request.Stop, .. ChatTemplate.StopStrings(_model.ChatFormat)] : request.Stop,
-                EosIds = _model.EosIds,
+                StopStrings = chat ? [.. request.Stop, .. _model.ChatTemplate.StopStrings] : request.Stop,
+                EosIds = chat ? [.. _model.EosIds, .. _model.ChatTemplate.EndOfTurnIds] : _model.EosIds,
             };
             using var lease = await _model.TryLeaseAsync(ctx.RequestAborted)
                 ?? throw new ApiException(503, "every session is busy and the queue is full; retry later",

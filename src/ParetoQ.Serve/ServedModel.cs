@@ -21,7 +21,7 @@ public sealed class ServedModel : IDisposable
     public string Id { get; }
     public ITokenizer Tokenizer { get; }
     public IReadOnlyList<int> EosIds { get; }
-    public ChatFormat ChatFormat { get; }
+    public ChatTemplate ChatTemplate { get; }
     public int ContextLength => _sessions[0].ContextLength;
     public long Created { get; }
 
@@ -49,7 +49,7 @@ public sealed class ServedModel : IDisposable
         _admissionLimit = parallel + queueLength;
         Id = System.IO.Path.GetFileNameWithoutExtension(path);
         EosIds = _model.File.Tokenizer.EosIds;
-        ChatFormat = ChatTemplate.FormatOf(Tokenizer);
+        ChatTemplate = ChatTemplate.For(Tokenizer, _model.File.Tokenizer);
         Created = new DateTimeOffset(File.GetLastWriteTimeUtc(path)).ToUnixTimeSeconds();
     }
 

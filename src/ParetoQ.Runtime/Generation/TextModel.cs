@@ -30,7 +30,7 @@ public sealed class TextModel : IDisposable
     public string Name { get; }
     public ITokenizer Tokenizer { get; }
     public IReadOnlyList<int> EosIds { get; }
-    public ChatFormat ChatFormat { get; }
+    public ChatTemplate ChatTemplate { get; }
     public int ContextLength => _session.ContextLength;
 
     private TextModel(string path, LanguageModel model, Session session)
@@ -39,7 +39,7 @@ public sealed class TextModel : IDisposable
         Name = Path.GetFileNameWithoutExtension(path);
         Tokenizer = Tokenizers.FromFile(model.File, model.Config.VocabSize);
         EosIds = model.File.Tokenizer.EosIds;
-        ChatFormat = ChatTemplate.FormatOf(Tokenizer);
+        ChatTemplate = ChatTemplate.For(Tokenizer, model.File.Tokenizer);
     }
 
     public static TextModel Load(string path, TextModelOptions? options = null)
@@ -69,7 +69,7 @@ public sealed class TextModel : IDisposable
     /// <summary>The assistant's reply to <paramref name="messages"/>, in the model's chat template.</summary>
     public Task<GenerationResult> ChatAsync(IReadOnlyList<ChatTemplate.Message> messages,
         GenerationOptions? options = null, CancellationToken cancellation = default) =>
-        RunAsync(ChatTemplate.Encode(Tokenizer, messages), WithModelDefaults(options, chat: true), cancellation);
+        RunAsync(ChatTemplate.Encode(messages), WithModelDefaults(options, chat: true), cancellation);
 
     /// <summary><see cref="GenerateAsync"/> as a stream: text pieces, then the result.</summary>
     public IAsyncEnumerable<GenerationUpdate> StreamAsync(string prompt, GenerationOptions? options = null,
@@ -79,21 +79,21 @@ public sealed class TextModel : IDisposable
     /// <summary><see cref="ChatAsync"/> as a stream: text pieces, then the result.</summary>
     public IAsyncEnumerable<GenerationUpdate> StreamChatAsync(IReadOnlyList<ChatTemplate.Message> messages,
         GenerationOptions? options = null, CancellationToken cancellation = default) =>
-        StreamIdsAsync(ChatTemplate.Encode(Tokenizer, messages), WithModelDefaults(options, chat: true), cancellation);
+        StreamIdsAsync(ChatTemplate.Encode(messages), WithModelDefaults(options, chat: true), cancellation);
 
     private int[] EncodePrompt(string prompt) => string.IsNullOrEmpty(prompt)
         ? throw new ArgumentException("the prompt is empty", nameof(prompt))
         : Tokenizer.Encode(prompt, addBos: true);
 
-    // The model's EOS ids unless the caller gave some, and the chat template's stop strings for a chat.
+    // The model's EOS ids unless the caller gave some, and for a chat the template's end-of-turn ids and stop strings.
     private GenerationOptions WithModelDefaults(GenerationOptions? options, bool chat)
     {
         options ??= new();
-        return options with
+        var eos = options.EosIds.Count > 0 ? options.EosIds : EosIds;
+        return !chat ? options with { EosIds = eos } : options with
         {
-            EosIds = options.EosIds.Count > 0 ? options.EosIds : EosIds,
-            StopStrings = chat ? [.. options.StopStrings, .. ChatTemplate.StopStrings(ChatFormat)]
-                : options.StopStrings,
+            EosIds = [.. eos, .. ChatTemplate.EndOfTurnIds],
+            StopStrings = [.. options.StopStrings, .. ChatTemplate.StopStrings],
         };
     }
 

@@ -40,7 +40,7 @@ public sealed class ChatClientTests
         Assert.Equal(tokenizer.Encode("Once upon a time", addBos: true).Length, result.PromptTokens);
         Assert.True(result.DecodeTokensPerSecond > 0);
         Assert.Equal("stories260K-2bit", text.Name);
-        Assert.Equal(ChatFormat.Plain, text.ChatFormat);
+        Assert.Equal(ChatFormat.Plain, text.ChatTemplate.Format);
 
         // Each call starts from an empty context: the same call gives the same text.
         Assert.Equal(result.Text, (await text.GenerateAsync("Once upon a time", options)).Text);

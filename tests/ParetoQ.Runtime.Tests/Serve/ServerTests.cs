@@ -71,7 +71,7 @@ public sealed class ServerTests
         var options = new ChatCompletionOptions { Temperature = 0, MaxOutputTokenCount = 24 };
         var whole = (await chat.CompleteChatAsync(messages, options)).Value;
         string expected = EngineGreedy(Encode("System: You tell stories.\nUser: Tell me about a cat.\nAssistant:"), 24,
-            ChatTemplate.StopStrings(ChatFormat.Plain));
+            ["\nUser:", "\nSystem:"]);
         Assert.Equal(expected, whole.Content[0].Text);
         Assert.Equal(ChatMessageRole.Assistant, whole.Role);
         Assert.True(whole.FinishReason is ChatFinishReason.Length or ChatFinishReason.Stop);

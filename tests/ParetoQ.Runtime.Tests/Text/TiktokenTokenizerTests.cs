@@ -116,12 +116,19 @@ public sealed class TiktokenTokenizerTests
         Assert.Contains("is outside the model's vocabulary (200)", e.Message);
     }
 
+    // A template over the o200k tokenizer with the special tokens a family defines (ids past the vocabulary).
+    private static ChatTemplate Template(string? jinja, Dictionary<string, int> specials, int bos = -1, int eos = -1) =>
+        ChatTemplate.For(Llama4Like.Value, new ParetoQ.Runtime.Format.PqTokenizerInfo("tiktoken", bos,
+            eos >= 0 ? [eos] : [], -1, specials, jinja));
+
+    private static int[] Enc(string s) => Llama4Like.Value.Encode(s, addBos: false);
+
     [Fact]
     public void Llama4_chat_template_wraps_messages_in_header_and_eot_tokens()
     {
-        var tok = Llama4Like.Value;
-        int[] Enc(string s) => tok.Encode(s, addBos: false);
-        int[] ids = ChatTemplate.Llama4(tok, [new("system", "Be brief."), new("user", "Hi <|eot|>")]);
+        var template = Template(null, Specials);
+        Assert.Equal(ChatFormat.Llama4, template.Format);
+        int[] ids = template.Encode([new("system", "Be brief."), new("user", "Hi <|eot|>")]);
         int[] expected =
         [
             200000,
@@ -131,6 +138,79 @@ public sealed class TiktokenTokenizerTests
         ];
         Assert.Equal(expected, ids);
         Assert.Equal(2, ids.Count(id => id == 200008)); // the user's literal "<|eot|>" stayed text
-        Assert.Throws<ArgumentException>(() => ChatTemplate.Llama4(tok, [new("robot", "x")]));
+        Assert.Equal([200008], template.EndOfTurnIds);
+        // A continuation after the closed reply: no BOS.
+        Assert.Equal([200005, .. Enc("user"), 200006, .. Enc("\n\n"), .. Enc("Bye"), 200008,
+            200005, .. Enc("assistant"), 200006, .. Enc("\n\n")], template.Encode([new("user", "Bye")], true));
+        Assert.Throws<ArgumentException>(() => template.Encode([new("robot", "x")]));
+    }
+
+    // Excerpts of the chat_template fields that real checkpoints ship, with the markers each family writes.
+    public static TheoryData<string, string[], bool, ChatFormat> TemplateFamilies() => new()
+    {
+        { "{% if messages[0]['role'] == 'system' %}{% set system_message = '<<SYS>>\\n' + messages[0]['content'] + " +
+            "'\\n<</SYS>>\\n\\n' %}{% endif %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}", [], true,
+            ChatFormat.Llama2 },
+        { "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + " +
+            "message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + " +
+            "eos_token}}{% endif %}{% endfor %}", [], true, ChatFormat.Mistral },
+        { "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + " +
+            "message['content'] | trim + '<|eot_id|>' %}",
+            ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"], true, ChatFormat.Llama3 },
+        { "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + " +
+            "'<|im_end|>' + '\\n'}}{% endfor %}", ["<|im_start|>", "<|im_end|>"], false, ChatFormat.ChatML },
+        { "{{- '<|header_start|>' + message['role'] + '<|header_end|>\\n\\n' }}",
+            ["<|begin_of_text|>", "<|header_start|>", "<|header_end|>", "<|eot|>"], true, ChatFormat.Llama4 },
+        // A template naming a token the tokenizer lacks cannot be written: the plain template instead.
+        { "{{'<|im_start|>' + message['role'] }}", [], false, ChatFormat.Plain },
+    };
+
+    [Theory]
+    [MemberData(nameof(TemplateFamilies))]
+    public void The_family_is_detected_from_the_stored_template(string jinja, string[] specials, bool hasBos,
+        ChatFormat expected)
+    {
+        var ids = specials.Select((name, i) => (name, i)).ToDictionary(x => x.name, x => 200100 + x.i);
+        Assert.Equal(expected, ChatTemplate.Detect(jinja, ids, hasBos));
+    }
+
+    [Fact]
+    public void Header_chatml_and_inst_families_lay_out_messages_as_their_templates_do()
+    {
+        var llama3 = Template(null, new() { ["<|begin_of_text|>"] = 200100, ["<|start_header_id|>"] = 200101,
+            ["<|end_header_id|>"] = 200102, ["<|eot_id|>"] = 200103 });
+        Assert.Equal(ChatFormat.Llama3, llama3.Format);
+        Assert.Equal([200100, 200101, .. Enc("user"), 200102, .. Enc("\n\n"), .. Enc("Hi"), 200103,
+            200101, .. Enc("assistant"), 200102, .. Enc("\n\n")], llama3.Encode([new("user", "Hi")]));
+        Assert.Equal([200103], llama3.EndOfTurnIds);
+
+        var chatml = Template(null, new() { ["<|im_start|>"] = 200200, ["<|im_end|>"] = 200201 });
+        Assert.Equal(ChatFormat.ChatML, chatml.Format);
+        Assert.Equal([200200, .. Enc("system\nBe brief."), 200201, .. Enc("\n"),
+            200200, .. Enc("user\nHi"), 200201, .. Enc("\n"), 200200, .. Enc("assistant\n")],
+            chatml.Encode([new("system", "Be brief."), new("user", "Hi")]));
+        Assert.Equal([200201, .. Enc("\n")], chatml.CloseReply!);
+
+        const string Llama2Jinja = "{{ bos_token + '[INST] ' + content + ' [/INST]' }} <<SYS>>";
+        var llama2 = Template(Llama2Jinja, [], bos: 1, eos: 2);
+        Assert.Equal(ChatFormat.Llama2, llama2.Format);
+        Assert.Equal([1, .. Enc("[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST]"), .. Enc(" Hello "), 2,
+            1, .. Enc("[INST] Bye [/INST]")],
+            llama2.Encode([new("system", "Be brief."), new("user", "Hi"), new("assistant", "Hello"),
+                new("user", "Bye")]));
+
+        var mistral = Template("{{ bos_token }}{{ '[INST] ' + message['content'] + ' [/INST]' }}", [], bos: 1, eos: 2);
+        Assert.Equal(ChatFormat.Mistral, mistral.Format);
+        Assert.Equal([1, .. Enc("[INST] Be brief.\n\nHi [/INST]"), .. Enc("Hello"), 2, .. Enc("[INST] Bye [/INST]")],
+            mistral.Encode([new("system", "Be brief."), new("user", "Hi"), new("assistant", "Hello"),
+                new("user", "Bye")]));
+        Assert.Equal([2], mistral.CloseReply!);
+        Assert.Equal(Enc("[INST] Next [/INST]"), mistral.Encode([new("user", "Next")], continuation: true));
+
+        var plain = Template(null, [], bos: 1, eos: 2);
+        Assert.Equal(ChatFormat.Plain, plain.Format);
+        Assert.Equal([1, .. Enc("User: Hi\nAssistant:")], plain.Encode([new("user", "Hi")]));
+        Assert.Null(plain.CloseReply);
+        Assert.Equal(["\nUser:", "\nSystem:"], plain.StopStrings);
     }
 }
