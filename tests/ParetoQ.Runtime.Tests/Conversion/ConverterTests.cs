@@ -5,6 +5,7 @@ using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Interchange;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
+using ParetoQ.Runtime.Text;
 using ParetoQ.TestModels;
 using Xunit.Abstractions;
 
@@ -237,6 +238,9 @@ public sealed class ConverterTests(ITestOutputHelper output)
             Assert.Equal([257, 260], file.Tokenizer.EosIds);
             Assert.Equal(260, file.Tokenizer.SpecialTokens["<|eot|>"]);
             Assert.NotNull(file.Tokenizer.ChatTemplate);
+            // The stored template names its family: the runtime chats in Llama-4 headers.
+            Assert.Equal(ChatFormat.Llama4, ChatTemplate.Detect(file.Tokenizer.ChatTemplate,
+                file.Tokenizer.SpecialTokens, file.Tokenizer.BosId >= 0));
         }
         int[] prompt = Enumerable.Range(0, 21).Select(i => (i * 37 + 11) % 250).ToArray();
         double err = CompareLogits(dir.File("m.pq"), report.Source.Config, dense, prompt);
