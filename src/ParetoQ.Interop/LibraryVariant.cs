@@ -30,10 +30,19 @@ internal static class LibraryVariant
             && Avx512F.VL.IsSupported;
     }
 
+    // Where the AVX-512 build sits: beside the app (publish-native.sh, or an app published for linux-x64 from the
+    // ParetoQ.Native package), or in the package's runtimes/ folder of a portable app.
+    private static readonly string[] Avx512Locations =
+        [Avx512Directory, $"runtimes/linux-x64/native/{Avx512Directory}"];
+
     private static nint Resolve(string name, Assembly assembly, DllImportSearchPath? searchPath)
     {
         if (name != "paretoq" || !WantsAvx512()) return 0; // 0: the default probing (libparetoq.so beside the app)
-        string path = Path.Combine(AppContext.BaseDirectory, Avx512Directory, "libparetoq.so");
-        return File.Exists(path) ? NativeLibrary.Load(path) : 0;
+        foreach (string location in Avx512Locations)
+        {
+            string path = Path.Combine(AppContext.BaseDirectory, location, "libparetoq.so");
+            if (File.Exists(path)) return NativeLibrary.Load(path);
+        }
+        return 0;
     }
 }

@@ -24,9 +24,11 @@ public static unsafe class Exports
     [UnmanagedCallersOnly(EntryPoint = "pq_version_string")]
     public static byte* VersionString() => s_version;
 
-    // The kernel path names the build variant that got loaded (avx512gfni/avx512 come only from the x86-64-v4 one).
+    // The version is the one Directory.Build.props sets for every package. The kernel path names the build variant
+    // that got loaded (avx512gfni/avx512 come only from the x86-64-v4 one).
     private static readonly byte* s_version = Errors.Persistent(
-        $"ParetoQ.Runtime 0.6.0 (abi 1, kernels {KernelDispatch.Name(KernelDispatch.Best)})");
+        $"ParetoQ.Runtime {typeof(Exports).Assembly.GetName().Version!.ToString(3)} (abi {PqAbi.Version}, " +
+        $"kernels {KernelDispatch.Name(KernelDispatch.Best)})");
 
     [UnmanagedCallersOnly(EntryPoint = "pq_last_error")]
     public static byte* LastError() => Errors.Message;

@@ -55,7 +55,8 @@ public sealed class PackageTests
         using var dir = new TempDir();
         string feed = Directory.CreateDirectory(dir.File("feed")).FullName;
         // A version of its own, so the global package cache cannot serve an older build of the same number.
-        string version = $"0.1.0-test.{DateTime.UtcNow:yyyyMMddHHmmss}{Environment.ProcessId}";
+        string version = $"{typeof(TextModel).Assembly.GetName().Version!.ToString(3)}-test." +
+            $"{DateTime.UtcNow:yyyyMMddHHmmss}{Environment.ProcessId}";
         foreach (string project in new[] { "ParetoQ.Runtime", "ParetoQ.Extensions.AI", "ParetoQ.Cli" })
             Run(Repo, "dotnet", "pack", $"src/{project}/{project}.csproj", "-c", Configuration, "--no-build",
                 "-o", feed, $"-p:Version={version}");
