@@ -54,30 +54,34 @@ public struct PositionShape
 
 /// <summary>
 /// The ILGPU kernels of the forward pass. Each mirrors a CPU reference in ParetoQ.Runtime (ScalarKernels, WeightPacker,
-/// KvQuantizer, CpuBackend's attention) and is tested against it. Matmul, RMSNorm and attention kernels run one warp
-/// per group and reduce with warp shuffles; they work at any warp size ≥ 4 (32 on NVIDIA, 4 on ILGPU's CPU
-/// accelerator).
+/// KvQuantizer, CpuBackend's attention) and is tested against it. Matmul, RMSNorm and attention kernels run groups of
+/// a power-of-two number of lanes, 4 to <see cref="MaxLanes"/>, and reduce through group shared memory. They use no
+/// warp shuffles: ILGPU's OpenCL backend emits shuffles for Intel devices only, so a kernel with one cannot compile
+/// for other OpenCL devices, and a group need not be one hardware warp.
 /// </summary>
 public static class DeviceKernels
 {
+    /// <summary>The most lanes a group may have: the size of the reductions' shared arrays.</summary>
+    public const int MaxLanes = 256;
+
     // ---- weights --------------------------------------------------------------------------------------------------
 
     /// <summary>
-    /// y (tokens, Rows) = x (tokens, Cols) · Wᵀ for a packed matrix. Group (tile, token) is one warp: lane l reads
-    /// row l mod 4 of the tile, so the warp's 16-byte loads are consecutive (the tile interleaves its 4 rows' chunks).
+    /// y (tokens, Rows) = x (tokens, Cols) · Wᵀ for a packed matrix, one group per (tile, token): lane l reads
+    /// row l mod 4 of the tile, so the group's 16-byte loads are consecutive (the tile interleaves its 4 rows' chunks).
     /// Each lane sums code·x and x over its units; the per-format affine map and the scale are applied once per group
-    /// of inputs, then the lanes of each row are added up with shuffles.
+    /// of inputs, then the lanes of each row are added up in shared memory.
     /// </summary>
     public static void PackedMatMul(ArrayView<int> w, DeviceMatrix m, ArrayView<float> x, ArrayView<float> y)
     {
         int tile = Grid.IdxX, token = Grid.IdxY;
-        int lane = Group.IdxX, warp = Group.DimX;
+        int lane = Group.IdxX, lanes = Group.DimX;
         int r = lane & 3;
         bool q3 = m.CodeBits == 3;
         int units = q3 ? m.ChunksPerRow / 3 : m.ChunksPerRow;
         int xBase = token * m.Cols;
         float acc = 0, codes = 0, inputs = 0;
-        for (int u = lane >> 2; u < units; u += warp >> 2)
+        for (int u = lane >> 2; u < units; u += lanes >> 2)
         {
             float c = 0, s = 0;
             if (q3) DotQ3Unit(w, m, x, xBase, tile, r, u, ref c, ref s);
@@ -86,7 +90,7 @@ public static class DeviceKernels
             else { codes += c; inputs += s; }
         }
         if (m.GroupsPerRow == 1) acc = Scale(w, m, tile, r, 0) * (m.C1 * codes + m.C0 * inputs);
-        for (int offset = warp >> 1; offset >= 4; offset >>= 1) acc += Warp.ShuffleXor(acc, offset);
+        acc = GroupSum(acc, lane, lanes, 4);
         int row = tile * 4 + r;
         if (lane < 4 && row < m.Rows) y[token * m.Rows + row] = acc;
     }
@@ -142,16 +146,16 @@ public static class DeviceKernels
         }
     }
 
-    /// <summary>y (tokens, Rows) = x · Wᵀ for a dense float matrix: group (row, token) is one warp striding over the
+    /// <summary>y (tokens, Rows) = x · Wᵀ for a dense float matrix: group (row, token) strides over the
     /// columns.</summary>
     public static void FloatMatMul(ArrayView<int> w, DeviceMatrix m, ArrayView<float> x, ArrayView<float> y)
     {
         int row = Grid.IdxX, token = Grid.IdxY;
-        int lane = Group.IdxX, warp = Group.DimX;
+        int lane = Group.IdxX, lanes = Group.DimX;
         float acc = 0;
         long rowBase = (long)row * m.Cols;
-        for (int k = lane; k < m.Cols; k += warp) acc += FloatAt(w, m.Format, rowBase + k) * x[token * m.Cols + k];
-        acc = WarpSum(acc, warp);
+        for (int k = lane; k < m.Cols; k += lanes) acc += FloatAt(w, m.Format, rowBase + k) * x[token * m.Cols + k];
+        acc = GroupSum(acc, lane, lanes, 1);
         if (lane == 0) y[token * m.Rows + row] = acc;
     }
 
@@ -219,17 +223,17 @@ public static class DeviceKernels
 
     // ---- norms and elementwise ------------------------------------------------------------------------------------
 
-    /// <summary>y row t = RMSNorm of x row first + t, times the f32 weight; group t is one warp.</summary>
+    /// <summary>y row t = RMSNorm of x row first + t, times the f32 weight, by group t.</summary>
     public static void RmsNorm(ArrayView<float> x, int first, int dim, ArrayView<int> weight, float eps,
         ArrayView<float> y)
     {
-        int t = Grid.IdxX, lane = Group.IdxX, warp = Group.DimX;
+        int t = Grid.IdxX, lane = Group.IdxX, lanes = Group.DimX;
         int src = (first + t) * dim;
         float ss = 0;
-        for (int i = lane; i < dim; i += warp) ss += x[src + i] * x[src + i];
-        ss = WarpSum(ss, warp);
+        for (int i = lane; i < dim; i += lanes) ss += x[src + i] * x[src + i];
+        ss = GroupSum(ss, lane, lanes, 1);
         float inv = 1f / XMath.Sqrt(ss / dim + eps);
-        for (int i = lane; i < dim; i += warp) y[t * dim + i] = x[src + i] * inv * Interop.IntAsFloat((uint)weight[i]);
+        for (int i = lane; i < dim; i += lanes) y[t * dim + i] = x[src + i] * inv * Interop.IntAsFloat((uint)weight[i]);
     }
 
     /// <summary>gate = silu(gate) · up.</summary>
@@ -330,8 +334,8 @@ public static class DeviceKernels
     }
 
     /// <summary>
-    /// Attention of query head index.X of token FirstToken + index.Y over the cache, one warp per group: lanes score
-    /// the cached positions into scratch, the max and the sum are warp reductions, then each lane accumulates its
+    /// Attention of query head index.X of token FirstToken + index.Y over the cache, one group each: lanes score
+    /// the cached positions into scratch, the max and the sum are group reductions, then each lane accumulates its
     /// dimensions over the weighted values. The token's own K/V come from the fp32 buffers, as on the CPU.
     /// </summary>
     public static void Attention(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<float> output,
@@ -339,7 +343,7 @@ public static class DeviceKernels
             ArrayView<float> scratch, AttentionShape a)
     {
         int h = Grid.IdxX, t = a.FirstToken + Grid.IdxY;
-        int lane = Group.IdxX, warp = Group.DimX, hd = a.HeadDim;
+        int lane = Group.IdxX, lanes = Group.DimX, hd = a.HeadDim;
         int g = h / (a.Heads / a.KvHeads), pos = a.StartPos + t;
         int first = AttentionWindow.FirstVisible(pos, a.Window), count = pos - first;
         long qh = (long)(t * a.Heads + h) * hd, own = (long)(t * a.KvHeads + g) * hd;
@@ -353,7 +357,7 @@ public static class DeviceKernels
         }
         ownScore *= a.Scale;
         float max = ownScore;
-        for (int j = lane; j < count; j += warp)
+        for (int j = lane; j < count; j += lanes)
         {
             int p = first + j, row = (a.Ring != 0 ? p % a.Capacity : p) * a.KvHeads + g;
             long kv = (long)row * hd;
@@ -369,18 +373,17 @@ public static class DeviceKernels
             scratch[scores + j] = score;
             max = XMath.Max(max, score);
         }
-        max = WarpMax(max, warp);
+        max = GroupMax(max, lane, lanes);
         float sum = 0;
-        for (int j = lane; j < count; j += warp)
+        for (int j = lane; j < count; j += lanes)
         {
             float e = XMath.Exp(scratch[scores + j] - max);
             scratch[scores + j] = e;
             sum += e;
         }
         float pOwn = XMath.Exp(ownScore - max);
-        float inv = 1f / (WarpSum(sum, warp) + pOwn);
-        Group.Barrier(); // every lane's weights are in scratch
-        for (int i = lane; i < hd; i += warp)
+        float inv = 1f / (GroupSum(sum, lane, lanes, 1) + pOwn); // its barriers also publish every lane's weights
+        for (int i = lane; i < hd; i += lanes)
         {
             float acc = 0;
             for (int j = 0; j < count; j++)
@@ -404,17 +407,39 @@ public static class DeviceKernels
         sink[index] = acc;
     }
 
-    // ---- warp reductions (every lane gets the result) ---------------------------------------------------------------
+    // ---- group reductions ------------------------------------------------------------------------------------------
+    // Halving trees over shared memory with a barrier per level; every lane of the group must call them, since a
+    // barrier that some lanes skip is undefined. The barriers also order global memory (ILGPU fences both spaces).
 
-    private static float WarpSum(float value, int warp)
+    /// <summary>The sums of <paramref name="value"/> over the lanes of each residue class mod
+    /// <paramref name="classes"/> (1: the whole group); lane l gets its class's sum.</summary>
+    private static float GroupSum(float value, int lane, int lanes, int classes)
     {
-        for (int offset = warp >> 1; offset > 0; offset >>= 1) value += Warp.ShuffleXor(value, offset);
-        return value;
+        var shared = SharedMemory.Allocate<float>(MaxLanes);
+        shared[lane] = value;
+        Group.Barrier();
+        for (int half = lanes >> 1; half >= classes; half >>= 1)
+        {
+            if (lane < half) shared[lane] += shared[lane + half];
+            Group.Barrier();
+        }
+        float total = shared[lane % classes];
+        Group.Barrier(); // the next reduction may reuse the array
+        return total;
     }
 
-    private static float WarpMax(float value, int warp)
+    private static float GroupMax(float value, int lane, int lanes)
     {
-        for (int offset = warp >> 1; offset > 0; offset >>= 1) value = XMath.Max(value, Warp.ShuffleXor(value, offset));
-        return value;
+        var shared = SharedMemory.Allocate<float>(MaxLanes);
+        shared[lane] = value;
+        Group.Barrier();
+        for (int half = lanes >> 1; half >= 1; half >>= 1)
+        {
+            if (lane < half) shared[lane] = XMath.Max(shared[lane], shared[lane + half]);
+            Group.Barrier();
+        }
+        float total = shared[0];
+        Group.Barrier();
+        return total;
     }
 }

@@ -1,3 +1,4 @@
+using System.Numerics;
 using System.Runtime.InteropServices;
 using ILGPU;
 using ILGPU.Runtime;
@@ -19,7 +20,7 @@ public sealed class IlgpuBackend : IComputeBackend
 {
     private readonly Context _context;
     private readonly Accelerator _accelerator;
-    private readonly int _warp;
+    private readonly int _lanes;
     private readonly List<IDisposable> _owned = [];
     private readonly Dictionary<object, PositionTable> _positionTables = new(ReferenceEqualityComparer.Instance);
 
@@ -39,21 +40,24 @@ public sealed class IlgpuBackend : IComputeBackend
 
     public string Name { get; }
     public AcceleratorType AcceleratorType => _accelerator.AcceleratorType;
-    public int WarpSize => _warp;
+    /// <summary>Lanes per group of the matmul, norm and attention kernels.</summary>
+    public int LanesPerGroup => _lanes;
     /// <summary>Device memory held by uploaded weights.</summary>
     public long WeightBytes { get; private set; }
 
     /// <summary>Takes ownership of <paramref name="context"/> and creates an accelerator on <paramref name="device"/>;
-    /// the kernels are compiled here.</summary>
-    public IlgpuBackend(Context context, Device device)
+    /// the kernels are compiled here. Groups have <paramref name="lanesPerGroup"/> lanes, by default the device's
+    /// warp.</summary>
+    public IlgpuBackend(Context context, Device device, int lanesPerGroup = 0)
     {
         _context = context;
         try
         {
             _accelerator = device.CreateAccelerator(context);
-            _warp = _accelerator.WarpSize;
-            if (_warp < 4
-                || (_warp & (_warp - 1)) != 0) throw new NotSupportedException($"{device.Name}: warp size {_warp} is not a power of two ≥ 4, which the kernels need");
+            _lanes = lanesPerGroup > 0 ? lanesPerGroup : DefaultLanes(_accelerator);
+            int most = Math.Min(DeviceKernels.MaxLanes, _accelerator.MaxNumThreadsPerGroup);
+            if (_lanes < 4 || _lanes > most || !BitOperations.IsPow2(_lanes))
+                throw new NotSupportedException($"{device.Name}: {_lanes} lanes per group is not a power of two from 4 to {most}");
             Name = $"ilgpu-{_accelerator.AcceleratorType.ToString().ToLowerInvariant()} ({device.Name})";
             _packedMatMul = _accelerator.LoadStreamKernel<ArrayView<int>, DeviceMatrix, ArrayView<float>,
                 ArrayView<float>>(DeviceKernels.PackedMatMul);
@@ -84,6 +88,15 @@ public sealed class IlgpuBackend : IComputeBackend
             context.Dispose();
             throw;
         }
+    }
+
+    // One warp per group where the warp is a usable size. An OpenCL device without sub-groups reports the preferred
+    // work-group multiple as its warp, which may be 1 or not a power of two; 32 lanes then.
+    private static int DefaultLanes(Accelerator accelerator)
+    {
+        int warp = accelerator.WarpSize;
+        int lanes = warp >= 4 && warp <= DeviceKernels.MaxLanes && BitOperations.IsPow2(warp) ? warp : 32;
+        return Math.Min(lanes, 1 << BitOperations.Log2((uint)accelerator.MaxNumThreadsPerGroup));
     }
 
     public BackendWeight Upload(PqTensor tensor, int rows, int cols)
@@ -151,7 +164,7 @@ public sealed class IlgpuBackend : IComputeBackend
         int dim = w.Cols;
         CheckLength(x, (long)(firstToken + tokens) * dim, "norm input");
         CheckLength(y, (long)tokens * dim, "norm output");
-        _rmsNorm(new KernelConfig(tokens, _warp), View(x), firstToken, dim, w.Words.View, eps, View(y));
+        _rmsNorm(new KernelConfig(tokens, _lanes), View(x), firstToken, dim, w.Words.View, eps, View(y));
     }
 
     public void MatMul(BackendScratch scratch, BackendBuffer x, int tokens, params ReadOnlySpan<MatMulOutput> outputs)
@@ -162,10 +175,10 @@ public sealed class IlgpuBackend : IComputeBackend
             CheckLength(x, (long)tokens * w.Cols, $"input of {w.Tensor.Name}");
             CheckLength(o.Output, (long)tokens * w.Rows, $"output of {w.Tensor.Name}");
             if (w.Matrix.CodeBits == 0)
-                _floatMatMul(new KernelConfig(new Index2D(w.Rows, tokens), new Index2D(_warp, 1)), w.Words.View,
+                _floatMatMul(new KernelConfig(new Index2D(w.Rows, tokens), new Index2D(_lanes, 1)), w.Words.View,
                     w.Matrix, View(x), View(o.Output));
             else
-                _packedMatMul(new KernelConfig(new Index2D((w.Rows + 3) / 4, tokens), new Index2D(_warp, 1)),
+                _packedMatMul(new KernelConfig(new Index2D((w.Rows + 3) / 4, tokens), new Index2D(_lanes, 1)),
                     w.Words.View, w.Matrix, View(x), View(o.Output));
         }
     }
@@ -209,7 +222,7 @@ public sealed class IlgpuBackend : IComputeBackend
             shape.FirstToken = t;
             _kvWrite(new Index2D(layer.KvHeads, perLaunch), View(k), View(v), cache.Codes.View, cache.Scales.View,
                 cache.Zeros.View, cache.Full.View, shape);
-            _attention(new KernelConfig(new Index2D(layer.Heads, perLaunch), new Index2D(_warp, 1)), View(q), View(k),
+            _attention(new KernelConfig(new Index2D(layer.Heads, perLaunch), new Index2D(_lanes, 1)), View(q), View(k),
                 View(v), View(output), cache.Codes.View, cache.Scales.View, cache.Zeros.View, cache.Full.View, scores,
                     shape);
         }

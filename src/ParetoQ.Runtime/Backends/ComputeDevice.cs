@@ -18,7 +18,8 @@ public static class ComputeDevice
 
     /// <summary>
     /// The backend for <paramref name="device"/>. <paramref name="accelerators"/> opens the first ILGPU device of a
-    /// kind (cuda, opencl, ilgpu-cpu), or returns null when there is none. auto takes CUDA, then OpenCL, then the CPU.
+    /// kind (cuda, opencl, ilgpu-cpu), or returns null when there is none; it throws NotSupportedException when devices
+    /// of the kind exist but none can be used. auto takes CUDA, then OpenCL, then the CPU.
     /// </summary>
     public static IComputeBackend Create(string device, CpuBackendOptions cpu, Func<string,
         IComputeBackend?>? accelerators)
@@ -29,8 +30,15 @@ public static class ComputeDevice
         if (accelerators is null)
             throw new NotSupportedException($"--device {device} runs through ILGPU, which compiles its kernels at run time and so is not part of " +
                 "this NativeAOT build; use the JIT-hosted build of this program (dotnet run -c Release --project src/ParetoQ.Cli or src/ParetoQ.Bench -- ...)");
-        if (device == "auto") return accelerators("cuda") ?? accelerators("opencl") ?? Cpu(cpu);
+        if (device == "auto") return Usable("cuda") ?? Usable("opencl") ?? Cpu(cpu);
         return accelerators(device)
             ?? throw new NotSupportedException($"--device {device}: ILGPU found no such device here (paretoq-bench devices lists what it finds)");
+
+        // auto passes over devices that exist but that ILGPU cannot drive; an explicit --device names the reason.
+        IComputeBackend? Usable(string kind)
+        {
+            try { return accelerators(kind); }
+            catch (NotSupportedException) { return null; }
+        }
     }
 }

@@ -19,7 +19,7 @@ namespace ParetoQ.Runtime.Tests;
 /// </summary>
 public sealed class AcceleratorKernelTests : IClassFixture<AcceleratorKernelTests.Matrices>
 {
-    private static readonly WeightFormat[] AllFormats =
+    internal static readonly WeightFormat[] AllFormats =
     [
         WeightFormat.Binary, WeightFormat.Ternary, WeightFormat.Q2Seq, WeightFormat.Q3Row, WeightFormat.Q4Row,
             WeightFormat.Q4G32,
@@ -74,25 +74,27 @@ public sealed class AcceleratorKernelTests : IClassFixture<AcceleratorKernelTest
     public void Matmul_and_embedding_rows_match_the_scalar_reference(WeightFormat format)
     {
         using var backend = IlgpuDevices.CreateCpu();
-        CheckMatMul(backend, format);
+        CheckMatMul(backend, _matrices.File, format);
     }
 
-    [Fact]
-    public void Matmul_matches_at_the_NVIDIA_warp_size_of_32()
+    [Theory]
+    [InlineData(32, 32)] // NVIDIA's warp: eight lanes per row walk a row's chunks, which narrow test warps never do
+    [InlineData(4, 32)]  // eight warps per group, as on an OpenCL device without sub-groups: reductions span warps
+    public void Matmul_norm_and_attention_match_with_32_lanes_per_group(int warpSize, int lanes)
     {
-        // The GPU's lane layout: eight lanes per row walk a row's chunks, which the narrow test warp never does.
-        using var backend = IlgpuDevices.CreateCpu(warpSize: 32);
-        Assert.Equal(32, backend.WarpSize);
+        using var backend = IlgpuDevices.CreateCpu(warpSize, lanes);
+        Assert.Equal(lanes, backend.LanesPerGroup);
         foreach (var format in new[] { WeightFormat.Q2Seq, WeightFormat.Q3Row, WeightFormat.Q4G32,
-            WeightFormat.F16 }) CheckMatMul(backend, format);
+            WeightFormat.F16 }) CheckMatMul(backend, _matrices.File, format);
+        CheckOps(backend, KvCacheType.Int8, local: true);
     }
 
-    private void CheckMatMul(IlgpuBackend backend, WeightFormat format)
+    internal static void CheckMatMul(IlgpuBackend backend, PqFile matrices, WeightFormat format)
     {
         var rng = new Random(11);
         foreach (var (rows, cols) in Shapes)
         {
-            var tensor = _matrices.File[Matrices.Name(format, rows, cols)];
+            var tensor = matrices[Matrices.Name(format, rows, cols)];
             var weight = backend.Upload(tensor, rows, cols);
             foreach (int tokens in new[] { 1, 3 })
             {
@@ -129,11 +131,16 @@ public sealed class AcceleratorKernelTests : IClassFixture<AcceleratorKernelTest
     public void Norm_position_encoding_attention_and_elementwise_ops_match_the_CPU_exact_mode(KvCacheType kvType,
         bool local)
     {
+        using var gpu = IlgpuDevices.CreateCpu();
+        CheckOps(gpu, kvType, local);
+    }
+
+    internal static void CheckOps(IlgpuBackend gpu, KvCacheType kvType, bool local)
+    {
         var config = TestModelGenerator.MobileLlmPro(slidingWindow: 6);
         using var dir = new TempDir();
         var gen = TestModelGenerator.Write(dir.File("pro.pq"), config, WeightFormat.Q2Seq, WeightFormat.F32, seed: 3);
         using var file = PqFile.Open(gen.Path);
-        using var gpu = IlgpuDevices.CreateCpu();
         using var cpu = new ReferenceBackend();
         var rng = new Random(23);
 
