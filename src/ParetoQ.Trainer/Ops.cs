@@ -132,12 +132,13 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
     }
 
     /// <summary>
-    /// Rotates each head of x [n, heads, headDim] in place by position (start + t) with frequencies invFreq
-    /// [headDim/2]; pair p is (p, p + hd/2) for rotate-half and (2p, 2p + 1) interleaved. <paramref name="inverse"/>
-    /// rotates by the negative angle, which is the backward (a rotation's transpose).
+    /// Rotates each head of x [sequences, n, heads, headDim] in place by position (start + t), t counted from each
+    /// sequence's first token, with frequencies invFreq [headDim/2]; pair p is (p, p + hd/2) for rotate-half and (2p,
+    /// 2p + 1) interleaved. <paramref name="inverse"/> rotates by the negative angle, which is the backward (a
+    /// rotation's transpose). Each angle's cos and sin serve every sequence and head.
     /// </summary>
-    public static void Rope(ReadOnlySpan<double> invFreq, int n, int heads, int headDim, int start, bool interleaved,
-        bool inverse, Span<T> x)
+    public static void Rope(ReadOnlySpan<double> invFreq, int n, int sequences, int heads, int headDim, int start,
+        bool interleaved, bool inverse, Span<T> x)
     {
         int half = headDim / 2;
         for (int t = 0; t < n; t++)
@@ -146,32 +147,38 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
                 double angle = (start + t) * invFreq[p];
                 T cos = T.CreateChecked(Math.Cos(angle)),
                     sin = T.CreateChecked(inverse ? -Math.Sin(angle) : Math.Sin(angle));
-                for (int h = 0; h < heads; h++)
-                {
-                    int b = (t * heads + h) * headDim;
-                    int i = interleaved ? b + 2 * p : b + p, j = interleaved ? i + 1 : i + half;
-                    T a = x[i], c = x[j];
-                    x[i] = a * cos - c * sin;
-                    x[j] = a * sin + c * cos;
-                }
+                for (int s = 0; s < sequences; s++)
+                    for (int h = 0; h < heads; h++)
+                    {
+                        int b = ((s * n + t) * heads + h) * headDim;
+                        int i = interleaved ? b + 2 * p : b + p, j = interleaved ? i + 1 : i + half;
+                        T a = x[i], c = x[j];
+                        x[i] = a * cos - c * sin;
+                        x[j] = a * sin + c * cos;
+                    }
             }
     }
 
     /// <summary>
-    /// Causal attention with grouped KV heads: q [n, H, hd], k and v [n, Hkv, hd], out [n, H, hd]; query t sees keys
-    /// max(0, t − window + 1) … t (window 0 = all). probs [H, n, n] keeps the softmax for the backward.
+    /// Causal attention with grouped KV heads within each of <paramref name="sequences"/> sequences of n tokens: q
+    /// [sequences, n, H, hd], k and v [sequences, n, Hkv, hd], out like q; query t sees keys max(0, t − window + 1) … t
+    /// of its own sequence (window 0 = all). probs [sequences, H, n, n] keeps the softmax for the backward.
     /// </summary>
-    public static void Attention(ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, int n, int heads, int kvHeads,
-        int headDim, int window, Span<T> output, Span<T> probs)
+    public static void Attention(ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v, int n, int sequences,
+        int heads, int kvHeads, int headDim, int window, Span<T> output, Span<T> probs)
     {
         if (typeof(T) == typeof(float))
         {
-            // Heads are independent: one job item per head on the GEMM's pool.
-            ParallelAttention.Forward(Gemm.AsFloats(q), Gemm.AsFloats(k), Gemm.AsFloats(v), n, heads, kvHeads, headDim,
-                window, Gemm.AsFloats(output), Gemm.AsFloats(probs));
+            // (sequence, head) pairs are independent: one job item each on the GEMM's pool.
+            ParallelAttention.Forward(Gemm.AsFloats(q), Gemm.AsFloats(k), Gemm.AsFloats(v), n, sequences, heads,
+                kvHeads, headDim, window, Gemm.AsFloats(output), Gemm.AsFloats(probs));
             return;
         }
-        for (int h = 0; h < heads; h++) AttentionHead(q, k, v, n, heads, kvHeads, headDim, window, h, output, probs);
+        var shape = new SequenceShape(n, heads, kvHeads, headDim);
+        for (int s = 0; s < sequences; s++)
+            for (int h = 0; h < heads; h++)
+                AttentionHead(shape.Q(q, s), shape.Kv(k, s), shape.Kv(v, s), n, heads, kvHeads, headDim, window, h,
+                    shape.Q(output, s), shape.Probs(probs, s));
     }
 
     /// <summary>One query head of <see cref="Attention"/>: it writes only that head's outputs and probs.</summary>
@@ -203,19 +210,35 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
 
     /// <summary>dq, dk, dv += the gradients of <see cref="Attention"/> given dout and its saved probs.</summary>
     public static void AttentionBackward(ReadOnlySpan<T> dout, ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v,
-        ReadOnlySpan<T> probs, int n, int heads, int kvHeads, int headDim, int window, Span<T> dq, Span<T> dk,
-        Span<T> dv)
+        ReadOnlySpan<T> probs, int n, int sequences, int heads, int kvHeads, int headDim, int window, Span<T> dq,
+        Span<T> dk, Span<T> dv)
     {
         if (typeof(T) == typeof(float))
         {
-            // A KV head's gradient gathers its whole group of query heads: one job item per KV head.
+            // A KV head's gradient gathers its whole group of query heads: one job item per (sequence, KV head).
             ParallelAttention.Backward(Gemm.AsFloats(dout), Gemm.AsFloats(q), Gemm.AsFloats(k), Gemm.AsFloats(v),
-                Gemm.AsFloats(probs), n, heads, kvHeads, headDim, window, Gemm.AsFloats(dq), Gemm.AsFloats(dk),
-                Gemm.AsFloats(dv));
+                Gemm.AsFloats(probs), n, sequences, heads, kvHeads, headDim, window, Gemm.AsFloats(dq),
+                Gemm.AsFloats(dk), Gemm.AsFloats(dv));
             return;
         }
-        for (int kh = 0; kh < kvHeads; kh++)
-            AttentionBackwardKvHead(dout, q, k, v, probs, n, heads, kvHeads, headDim, window, kh, dq, dk, dv);
+        var shape = new SequenceShape(n, heads, kvHeads, headDim);
+        for (int s = 0; s < sequences; s++)
+            for (int kh = 0; kh < kvHeads; kh++)
+                AttentionBackwardKvHead(shape.Q(dout, s), shape.Q(q, s), shape.Kv(k, s), shape.Kv(v, s),
+                    shape.Probs(probs, s), n, heads, kvHeads, headDim, window, kh, shape.Q(dq, s), shape.Kv(dk, s),
+                    shape.Kv(dv, s));
+    }
+
+    /// <summary>Where sequence s of a batch lies in the attention's buffers.</summary>
+    internal readonly record struct SequenceShape(int N, int Heads, int KvHeads, int HeadDim)
+    {
+        public Span<T> Q(Span<T> x, int s) => x.Slice(s * N * Heads * HeadDim, N * Heads * HeadDim);
+        public ReadOnlySpan<T> Q(ReadOnlySpan<T> x, int s) => x.Slice(s * N * Heads * HeadDim, N * Heads * HeadDim);
+        public Span<T> Kv(Span<T> x, int s) => x.Slice(s * N * KvHeads * HeadDim, N * KvHeads * HeadDim);
+        public ReadOnlySpan<T> Kv(ReadOnlySpan<T> x, int s)
+            => x.Slice(s * N * KvHeads * HeadDim, N * KvHeads * HeadDim);
+        public Span<T> Probs(Span<T> x, int s) => x.Slice(s * Heads * N * N, Heads * N * N);
+        public ReadOnlySpan<T> Probs(ReadOnlySpan<T> x, int s) => x.Slice(s * Heads * N * N, Heads * N * N);
     }
 
     /// <summary>The query heads of KV head <paramref name="kh"/> in <see cref="AttentionBackward"/>: it writes only

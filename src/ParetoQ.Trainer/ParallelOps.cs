@@ -3,61 +3,67 @@ using ParetoQ.Runtime.Kernels;
 namespace ParetoQ.Trainer;
 
 /// <summary>
-/// The float attention of <see cref="Ops{T}"/> spread over the GEMM's pool: the forward one item per query head, the
-/// backward one item per KV head (its dk and dv gather the whole group, so no two items write the same row). Each item
-/// runs the same generic per-head code the double reference runs.
+/// The float attention of <see cref="Ops{T}"/> spread over the GEMM's pool: the forward one item per (sequence, query
+/// head), the backward one per (sequence, KV head) (its dk and dv gather the whole group, so no two items write the
+/// same row). Each item runs the same generic per-head code the double reference runs.
 /// </summary>
 internal sealed unsafe class ParallelAttention : IParallelJob
 {
     private float* _dout, _q, _k, _v, _probs, _output, _dq, _dk, _dv;
-    private int _n, _heads, _kvHeads, _headDim, _window;
+    private int _n, _sequences, _heads, _kvHeads, _headDim, _window;
     private bool _backward;
 
     [ThreadStatic] private static ParallelAttention? t_job;
 
-    public static void Forward(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, int n, int heads,
-        int kvHeads, int headDim, int window, Span<float> output, Span<float> probs)
+    public static void Forward(ReadOnlySpan<float> q, ReadOnlySpan<float> k, ReadOnlySpan<float> v, int n,
+        int sequences, int heads, int kvHeads, int headDim, int window, Span<float> output, Span<float> probs)
     {
         var job = t_job ??= new ParallelAttention();
         fixed (float* pq = q, pk = k, pv = v, po = output, pp = probs)
         {
             job._q = pq; job._k = pk; job._v = pv; job._output = po; job._probs = pp;
-            (job._n, job._heads, job._kvHeads, job._headDim, job._window, job._backward) =
-                (n, heads, kvHeads, headDim, window, false);
-            Gemm.Shared.Run(job, heads);
+            (job._n, job._sequences, job._heads, job._kvHeads, job._headDim, job._window, job._backward) =
+                (n, sequences, heads, kvHeads, headDim, window, false);
+            Gemm.Shared.Run(job, sequences * heads);
         }
     }
 
     public static void Backward(ReadOnlySpan<float> dout, ReadOnlySpan<float> q, ReadOnlySpan<float> k,
-        ReadOnlySpan<float> v, ReadOnlySpan<float> probs, int n, int heads, int kvHeads, int headDim, int window,
-        Span<float> dq, Span<float> dk, Span<float> dv)
+        ReadOnlySpan<float> v, ReadOnlySpan<float> probs, int n, int sequences, int heads, int kvHeads, int headDim,
+        int window, Span<float> dq, Span<float> dk, Span<float> dv)
     {
         var job = t_job ??= new ParallelAttention();
         fixed (float* pd = dout, pq = q, pk = k, pv = v, pp = probs, pdq = dq, pdk = dk, pdv = dv)
         {
             job._dout = pd; job._q = pq; job._k = pk; job._v = pv; job._probs = pp;
             job._dq = pdq; job._dk = pdk; job._dv = pdv;
-            (job._n, job._heads, job._kvHeads, job._headDim, job._window, job._backward) =
-                (n, heads, kvHeads, headDim, window, true);
-            Gemm.Shared.Run(job, kvHeads);
+            (job._n, job._sequences, job._heads, job._kvHeads, job._headDim, job._window, job._backward) =
+                (n, sequences, heads, kvHeads, headDim, window, true);
+            Gemm.Shared.Run(job, sequences * kvHeads);
         }
     }
 
+    /// <summary>Items are (sequence, head) for the forward and (sequence, KV head) for the backward, sequence
+    /// major.</summary>
     public void Execute(int begin, int end, int worker)
     {
         int n = _n, qLength = n * _heads * _headDim, kvLength = n * _kvHeads * _headDim, probsLength = _heads * n * n;
-        var q = new ReadOnlySpan<float>(_q, qLength);
-        var k = new ReadOnlySpan<float>(_k, kvLength);
-        var v = new ReadOnlySpan<float>(_v, kvLength);
+        int perSequence = _backward ? _kvHeads : _heads;
         for (int item = begin; item < end; item++)
         {
+            int s = item / perSequence, head = item % perSequence;
+            var q = new ReadOnlySpan<float>(_q + (long)s * qLength, qLength);
+            var k = new ReadOnlySpan<float>(_k + (long)s * kvLength, kvLength);
+            var v = new ReadOnlySpan<float>(_v + (long)s * kvLength, kvLength);
+            var probs = new Span<float>(_probs + (long)s * probsLength, probsLength);
             if (_backward)
-                Ops<float>.AttentionBackwardKvHead(new ReadOnlySpan<float>(_dout, qLength), q, k, v,
-                    new ReadOnlySpan<float>(_probs, probsLength), n, _heads, _kvHeads, _headDim, _window, item,
-                    new Span<float>(_dq, qLength), new Span<float>(_dk, kvLength), new Span<float>(_dv, kvLength));
+                Ops<float>.AttentionBackwardKvHead(new ReadOnlySpan<float>(_dout + (long)s * qLength, qLength), q, k, v,
+                    probs, n, _heads, _kvHeads, _headDim, _window, head,
+                    new Span<float>(_dq + (long)s * qLength, qLength), new Span<float>(_dk + (long)s * kvLength,
+                        kvLength), new Span<float>(_dv + (long)s * kvLength, kvLength));
             else
-                Ops<float>.AttentionHead(q, k, v, n, _heads, _kvHeads, _headDim, _window, item,
-                    new Span<float>(_output, qLength), new Span<float>(_probs, probsLength));
+                Ops<float>.AttentionHead(q, k, v, n, _heads, _kvHeads, _headDim, _window, head,
+                    new Span<float>(_output + (long)s * qLength, qLength), probs);
         }
     }
 }

@@ -39,7 +39,7 @@ public sealed record StepReport(int Step, int Steps, double Loss, double Learnin
     double? ValidationLoss, long Tokens, double Seconds);
 
 /// <summary>
-/// The training loop: each step accumulates the gradients of <see cref="LoopSettings.SequencesPerStep"/> random
+/// The training loop: each step runs <see cref="LoopSettings.SequencesPerStep"/> random
 /// windows, takes one AdamW step, logs a metrics line, evaluates on fixed validation windows and checkpoints on
 /// schedule. Nothing is allocated per step once the first one has run. Cancelling stops after the current step and
 /// checkpoints it.
@@ -72,9 +72,10 @@ public static class TrainingLoop
         double secondsBefore = settings.MetricsPath is { } log ? KeepMetricsUpTo(log, optimizer.Step) : 0;
         var clock = Stopwatch.StartNew();
         long tokens = (long)optimizer.Step * settings.SequencesPerStep * settings.SequenceLength;
-        float accumulate = 1f / settings.SequencesPerStep;
-        var teacherLogits = settings.Teacher is null ? null
-            : new float[settings.SequenceLength * model.Config.VocabSize];
+        int sequences = settings.SequencesPerStep, length = settings.SequenceLength;
+        var inputs = new int[sequences * length];
+        var targets = new int[sequences * length];
+        var teacherLogits = settings.Teacher is null ? null : new float[inputs.Length * model.Config.VocabSize];
         if (settings.Teacher is { } t
             && t.Config.VocabSize != model.Config.VocabSize) throw new ArgumentException("the teacher's vocabulary differs from the model's");
         using var metrics = settings.MetricsPath is null ? null
@@ -82,17 +83,17 @@ public static class TrainingLoop
         while (optimizer.Step < settings.Steps && !cancellation.IsCancellationRequested)
         {
             model.ZeroGradients();
-            double loss = 0;
-            for (int s = 0; s < settings.SequencesPerStep; s++)
+            // The step's windows go through the model as one batch: every matmul sees all of their tokens.
+            for (int s = 0; s < sequences; s++)
             {
                 int start = sampler.Next();
-                var inputs = train.AsSpan(start, settings.SequenceLength);
-                var targets = train.AsSpan(start + 1, settings.SequenceLength);
-                if (settings.Teacher is { } teacher) teacher.Forward(inputs, targets, teacherLogits);
-                loss += model.Forward(inputs, targets, default, teacherLogits, settings.DistillWeight) * accumulate;
-                model.Backward(accumulate);
-                tokens += settings.SequenceLength;
+                train.AsSpan(start, length).CopyTo(inputs.AsSpan(s * length));
+                train.AsSpan(start + 1, length).CopyTo(targets.AsSpan(s * length));
             }
+            settings.Teacher?.Forward(inputs, targets, teacherLogits, sequences: sequences);
+            double loss = model.Forward(inputs, targets, default, teacherLogits, settings.DistillWeight, sequences);
+            model.Backward(1f);
+            tokens += inputs.Length;
             var (norm, lr) = optimizer.Update(model);
             int step = optimizer.Step;
             double? validationLoss = step % settings.EvaluateEvery == 0 || step == settings.Steps

@@ -37,6 +37,8 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
     private readonly T[] _quantized;       // projection weights after fake-quant, same layout as Parameters (QAT only)
     private readonly T[] _quantizedGrads;  // ∂L/∂Wq before the straight-through step (QAT only)
     private Activations? _acts;
+    // The other shape in use (training batches and single validation windows alternate), kept so neither reallocates.
+    private Activations? _otherActs;
 
     public TransformerModel(ModelConfig config, WeightFormat? projections = null)
     {
@@ -136,20 +138,27 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
     public Span<float> AlphasOf(string name) => Alphas.AsSpan(_alphaOffset[name], _byName[name].Spec.Rows);
 
     /// <summary>
-    /// Runs one sequence and returns the mean cross-entropy of predicting <paramref name="targets"/> (−1 = unscored);
+    /// Runs <paramref name="sequences"/> sequences of equal length, laid end to end in <paramref name="tokens"/>, and
+    /// returns the mean cross-entropy of predicting <paramref name="targets"/> (−1 = unscored) over all of them. Each
+    /// sequence attends only within itself and starts at position 0; every matmul takes the whole batch at once.
     /// <paramref name="logits"/> (tokens × vocab), when given, receives the logits. Activations are kept for
     /// <see cref="Backward"/>. With <paramref name="teacherLogits"/>, the loss is (1 − w)·cross-entropy + w·KL(teacher
     /// ‖ model) for w = <paramref name="distillWeight"/> (knowledge distillation).
     /// </summary>
     public T Forward(ReadOnlySpan<int> tokens, ReadOnlySpan<int> targets, Span<T> logits = default,
-        ReadOnlySpan<T> teacherLogits = default, T distillWeight = default)
+        ReadOnlySpan<T> teacherLogits = default, T distillWeight = default, int sequences = 1)
     {
         var c = Config;
         int n = tokens.Length, d = c.HiddenSize;
-        if (n == 0
-            || n > c.MaxPositionEmbeddings) throw new ArgumentException($"{n} tokens: a sequence needs 1..{c.MaxPositionEmbeddings}");
+        if (sequences < 1 || n % sequences != 0) throw new ArgumentException($"{n} tokens do not split into {sequences} equal sequences");
+        int length = n / sequences;
+        if (length == 0
+            || length > c.MaxPositionEmbeddings) throw new ArgumentException($"{length} tokens: a sequence needs 1..{c.MaxPositionEmbeddings}");
         if (targets.Length != n) throw new ArgumentException("one target per token");
-        var a = _acts = _acts is { } existing && existing.Tokens == n ? existing : new Activations(c, n);
+        if (_acts is not { } current || current.Tokens != n || current.Sequences != sequences)
+            (_acts, _otherActs) = (_otherActs is { } other && other.Tokens == n && other.Sequences == sequences ? other
+                : new Activations(c, n, sequences), _acts);
+        var a = _acts;
         tokens.CopyTo(a.TokenIds);
         targets.CopyTo(a.Targets);
         ReadOnlySpan<T> weights = Parameters;
@@ -179,9 +188,10 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
             Ops<T>.MatMul(L.Norm1, W(weights, TensorRole.Key, layer), n, d, c.KvDim, L.K);
             Ops<T>.MatMul(L.Norm1, W(weights, TensorRole.Value, layer), n, d, c.KvDim, L.V);
             bool interleaved = c.RopeLayout == RopeLayout.Interleaved;
-            Ops<T>.Rope(_invFreq, n, c.NumHeads, c.HeadDim, 0, interleaved, false, L.Q);
-            Ops<T>.Rope(_invFreq, n, c.NumKvHeads, c.HeadDim, 0, interleaved, false, L.K);
-            Ops<T>.Attention(L.Q, L.K, L.V, n, c.NumHeads, c.NumKvHeads, c.HeadDim, Window(layer), L.Attended, L.Probs);
+            Ops<T>.Rope(_invFreq, length, sequences, c.NumHeads, c.HeadDim, 0, interleaved, false, L.Q);
+            Ops<T>.Rope(_invFreq, length, sequences, c.NumKvHeads, c.HeadDim, 0, interleaved, false, L.K);
+            Ops<T>.Attention(L.Q, L.K, L.V, length, sequences, c.NumHeads, c.NumKvHeads, c.HeadDim, Window(layer),
+                L.Attended, L.Probs);
             Ops<T>.MatMul(L.Attended, W(weights, TensorRole.Output, layer), n, c.QueryDim, d, L.Mid);
             for (int i = 0; i < n * d; i++) L.Mid[i] += x[i];
             Ops<T>.RmsNorm(L.Mid, W(weights, TensorRole.FfnNorm, layer), n, d, T.CreateChecked(c.RmsNormEps), L.Norm2,
@@ -212,7 +222,7 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
     {
         var a = _acts ?? throw new InvalidOperationException("Backward needs a Forward first");
         var c = Config;
-        int n = a.Tokens, d = c.HiddenSize;
+        int n = a.Tokens, d = c.HiddenSize, sequences = a.Sequences, length = n / sequences;
         ReadOnlySpan<T> weights = Projections is null ? Parameters : _quantized;
         // Projection gradients land in ∂L/∂Wq first during QAT, then pass the straight-through step into Gradients.
         T[] projectionGrads = Projections is null ? Gradients : _quantizedGrads;
@@ -257,11 +267,11 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
             s.Q.AsSpan().Clear();
             s.K.AsSpan().Clear();
             s.V.AsSpan().Clear();
-            Ops<T>.AttentionBackward(s.Attended, L.Q, L.K, L.V, L.Probs, n, c.NumHeads, c.NumKvHeads, c.HeadDim,
-                Window(layer), s.Q, s.K, s.V);
+            Ops<T>.AttentionBackward(s.Attended, L.Q, L.K, L.V, L.Probs, length, sequences, c.NumHeads, c.NumKvHeads,
+                c.HeadDim, Window(layer), s.Q, s.K, s.V);
             bool interleaved = c.RopeLayout == RopeLayout.Interleaved;
-            Ops<T>.Rope(_invFreq, n, c.NumHeads, c.HeadDim, 0, interleaved, inverse: true, s.Q);
-            Ops<T>.Rope(_invFreq, n, c.NumKvHeads, c.HeadDim, 0, interleaved, inverse: true, s.K);
+            Ops<T>.Rope(_invFreq, length, sequences, c.NumHeads, c.HeadDim, 0, interleaved, inverse: true, s.Q);
+            Ops<T>.Rope(_invFreq, length, sequences, c.NumKvHeads, c.HeadDim, 0, interleaved, inverse: true, s.K);
             s.Norm1.AsSpan().Clear();
             Ops<T>.MatMulBackward(s.Q, L.Norm1, W(weights, TensorRole.Query, layer), n, d, c.QueryDim, s.Norm1,
                 P(TensorRole.Query));
@@ -307,14 +317,14 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
         => Gradients.AsSpan(SlotOf(role, layer).Offset, SlotOf(role, layer).Length);
 
     /// <summary>Per-layer forward state kept for the backward.</summary>
-    private sealed class LayerActivations(ModelConfig c, int n)
+    private sealed class LayerActivations(ModelConfig c, int n, int sequences)
     {
         public T[] Norm1 { get; } = new T[n * c.HiddenSize];
         public T[] Rstd1 { get; } = new T[n];
         public T[] Q { get; } = new T[n * c.QueryDim];
         public T[] K { get; } = new T[n * c.KvDim];
         public T[] V { get; } = new T[n * c.KvDim];
-        public T[] Probs { get; } = new T[c.NumHeads * n * n];
+        public T[] Probs { get; } = new T[c.NumHeads * n * (n / sequences)]; // [sequences, heads, length, length]
         public T[] Attended { get; } = new T[n * c.QueryDim];
         public T[] Mid { get; } = new T[n * c.HiddenSize];
         public T[] Norm2 { get; } = new T[n * c.HiddenSize];
@@ -324,23 +334,24 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
         public T[] Hidden { get; } = new T[n * c.IntermediateSize];
     }
 
-    /// <summary>Everything one sequence needs, allocated once per sequence length and reused across steps.</summary>
-    private sealed class Activations(ModelConfig c, int n)
+    /// <summary>Everything one batch needs, allocated once per batch shape and reused across steps.</summary>
+    private sealed class Activations(ModelConfig c, int n, int sequences)
     {
         public int Tokens { get; } = n;
+        public int Sequences { get; } = sequences;
         public int[] TokenIds { get; } = new int[n];
         public int[] Targets { get; } = new int[n];
         /// <summary>The residual stream entering each layer, and after the last one.</summary>
         public T[][] Residual { get; } = Enumerable.Range(0, c.EffectiveLayers + 1).Select(_
             => new T[n * c.HiddenSize]).ToArray();
         public LayerActivations[] Layers { get; } = Enumerable.Range(0, c.EffectiveLayers).Select(_
-            => new LayerActivations(c, n)).ToArray();
+            => new LayerActivations(c, n, sequences)).ToArray();
         public T[] FinalNorm { get; } = new T[n * c.HiddenSize];
         public T[] FinalRstd { get; } = new T[n];
         public T[] Logits { get; } = new T[n * c.VocabSize];
         public T[] LogitGrads { get; } = new T[n * c.VocabSize];
         public T[] ResidualGrad { get; } = new T[n * c.HiddenSize];
         /// <summary>Gradient buffers of one layer, reused layer after layer in the backward.</summary>
-        public LayerActivations Scratch { get; } = new(c, n);
+        public LayerActivations Scratch { get; } = new(c, n, sequences);
     }
 }

@@ -47,29 +47,31 @@ public sealed class TrainerFloatPathTests
     }
 
     [Theory]
-    [InlineData(9, 4, 2, 8, 0)]
-    [InlineData(17, 6, 2, 12, 5)]
-    [InlineData(5, 3, 3, 4, 0)]
-    public void Attention_forward_and_backward_in_float_match_double(int n, int heads, int kvHeads, int headDim,
-        int window)
+    [InlineData(9, 1, 4, 2, 8, 0)]
+    [InlineData(17, 3, 6, 2, 12, 5)]
+    [InlineData(5, 2, 3, 3, 4, 0)]
+    public void Attention_forward_and_backward_in_float_match_double(int n, int sequences, int heads, int kvHeads,
+        int headDim, int window)
     {
         var rng = new Random(n * 100 + heads);
         double[] Values(int count) => [.. Enumerable.Range(0, count).Select(_ => rng.NextDouble() * 2 - 1)];
         float[] F(double[] v) => [.. v.Select(d => (float)d)];
-        double[] q = Values(n * heads * headDim), k = Values(n * kvHeads * headDim), v = Values(n * kvHeads * headDim),
-            dout = Values(n * heads * headDim);
-        var (outD, probsD) = (new double[q.Length], new double[heads * n * n]);
-        var (outF, probsF) = (new float[q.Length], new float[heads * n * n]);
-        Ops<double>.Attention(q, k, v, n, heads, kvHeads, headDim, window, outD, probsD);
-        Ops<float>.Attention(F(q), F(k), F(v), n, heads, kvHeads, headDim, window, outF, probsF);
+        int tokens = sequences * n;
+        double[] q = Values(tokens * heads * headDim), k = Values(tokens * kvHeads * headDim),
+            v = Values(tokens * kvHeads * headDim), dout = Values(tokens * heads * headDim);
+        var (outD, probsD) = (new double[q.Length], new double[sequences * heads * n * n]);
+        var (outF, probsF) = (new float[q.Length], new float[sequences * heads * n * n]);
+        Ops<double>.Attention(q, k, v, n, sequences, heads, kvHeads, headDim, window, outD, probsD);
+        Ops<float>.Attention(F(q), F(k), F(v), n, sequences, heads, kvHeads, headDim, window, outF, probsF);
         for (int i = 0; i < outD.Length; i++) Assert.Equal(outD[i], outF[i], 1e-5);
         for (int i = 0; i < probsD.Length; i++) Assert.Equal(probsD[i], probsF[i], 1e-5);
 
         double[] dqD = Values(q.Length), dkD = Values(k.Length), dvD = Values(v.Length);
         float[] dqF = F(dqD), dkF = F(dkD), dvF = F(dvD);
-        Ops<double>.AttentionBackward(dout, q, k, v, probsD, n, heads, kvHeads, headDim, window, dqD, dkD, dvD);
-        Ops<float>.AttentionBackward(F(dout), F(q), F(k), F(v), probsF, n, heads, kvHeads, headDim, window, dqF, dkF,
-            dvF);
+        Ops<double>.AttentionBackward(dout, q, k, v, probsD, n, sequences, heads, kvHeads, headDim, window, dqD, dkD,
+            dvD);
+        Ops<float>.AttentionBackward(F(dout), F(q), F(k), F(v), probsF, n, sequences, heads, kvHeads, headDim, window,
+            dqF, dkF, dvF);
         for (int i = 0; i < dqD.Length; i++) Assert.Equal(dqD[i], dqF[i], 1e-4);
         for (int i = 0; i < dkD.Length; i++) Assert.Equal(dkD[i], dkF[i], 1e-4);
         for (int i = 0; i < dvD.Length; i++) Assert.Equal(dvD[i], dvF[i], 1e-4);

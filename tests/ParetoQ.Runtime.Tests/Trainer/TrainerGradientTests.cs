@@ -87,10 +87,10 @@ public sealed class TrainerGradientTests
         int n = 3, heads = 2, hd = 8;
         double[] invFreq = Enumerable.Range(0, hd / 2).Select(i => Math.Pow(10000, -2.0 * i / hd)).ToArray();
         double[] x = Random(rng, n * heads * hd), r = Random(rng, x.Length);
-        double Loss() { var y = (double[])x.Clone(); Ops<double>.Rope(invFreq, n, heads, hd, 5, interleaved, false,
+        double Loss() { var y = (double[])x.Clone(); Ops<double>.Rope(invFreq, n, 1, heads, hd, 5, interleaved, false,
             y); return Dot(y, r); }
         var dx = (double[])r.Clone();
-        Ops<double>.Rope(invFreq, n, heads, hd, 5, interleaved, inverse: true, dx);
+        Ops<double>.Rope(invFreq, n, 1, heads, hd, 5, interleaved, inverse: true, dx);
         CheckGradient("dx", x, dx, Loss);
     }
 
@@ -103,14 +103,14 @@ public sealed class TrainerGradientTests
         int n = 5, heads = 4, kvHeads = 2, hd = 3;
         double[] q = Random(rng, n * heads * hd), k = Random(rng, n * kvHeads * hd), v = Random(rng, n * kvHeads * hd),
             r = Random(rng, n * heads * hd);
-        double Loss() { var o = new double[q.Length]; Ops<double>.Attention(q, k, v, n, heads, kvHeads, hd, window, o,
+        double Loss() { var o = new double[q.Length]; Ops<double>.Attention(q, k, v, n, 1, heads, kvHeads, hd, window, o,
             new double[heads * n * n]); return Dot(o, r); }
         var probs = new double[heads * n * n];
-        Ops<double>.Attention(q, k, v, n, heads, kvHeads, hd, window, new double[q.Length], probs);
+        Ops<double>.Attention(q, k, v, n, 1, heads, kvHeads, hd, window, new double[q.Length], probs);
         var dq = new double[q.Length];
         var dk = new double[k.Length];
         var dv = new double[v.Length];
-        Ops<double>.AttentionBackward(r, q, k, v, probs, n, heads, kvHeads, hd, window, dq, dk, dv);
+        Ops<double>.AttentionBackward(r, q, k, v, probs, n, 1, heads, kvHeads, hd, window, dq, dk, dv);
         CheckGradient("dq", q, dq, Loss);
         CheckGradient("dk", k, dk, Loss);
         CheckGradient("dv", v, dv, Loss);

@@ -48,6 +48,37 @@ public sealed class TrainerModelTests
         CheckEveryParameter(model, () => model.Forward(tokens, targets), stride: 1);
     }
 
+    [Fact]
+    public void A_batch_of_sequences_gives_the_mean_of_their_separate_losses_and_gradients()
+    {
+        // Three windows of 7 (longer than the local layer's window of 3): positions restart and attention stays within
+        // each sequence, so the batch is exactly the sequences one at a time, averaged.
+        var model = new TransformerModel<double>(Tiny(RopeLayout.RotateHalf));
+        Fill(model, 3);
+        int[] stream = [.. Enumerable.Range(0, 22).Select(i => i * 7 % 13)];
+        int[] tokens = [.. stream[..7], .. stream[7..14], .. stream[14..21]];
+        int[] targets = [.. stream[1..8], .. stream[8..15], .. stream[15..22]];
+        model.ZeroGradients();
+        double separate = 0;
+        for (int s = 0; s < 3; s++)
+        {
+            separate += model.Forward(tokens.AsSpan(s * 7, 7), targets.AsSpan(s * 7, 7)) / 3;
+            model.Backward(1.0 / 3);
+        }
+        var expected = (double[])model.Gradients.Clone();
+        var logits = new double[21 * 13];
+        model.ZeroGradients();
+        double batched = model.Forward(tokens, targets, logits, sequences: 3);
+        model.Backward(1);
+        Assert.Equal(separate, batched, 1e-12);
+        for (int i = 0; i < expected.Length; i++) Assert.Equal(expected[i], model.Gradients[i], 1e-12);
+        // the second sequence's logits are those of running it alone
+        var alone = new double[7 * 13];
+        model.Forward(tokens.AsSpan(7, 7), targets.AsSpan(7, 7), alone);
+        for (int i = 0; i < alone.Length; i++) Assert.Equal(alone[i], logits[7 * 13 + i], 1e-12);
+        Assert.Throws<ArgumentException>(() => model.Forward(tokens, targets, sequences: 2));
+    }
+
     // The analytic gradient of loss() (one Forward + Backward) against central differences, for every stride-th
     // parameter.
     private static void CheckEveryParameter(TransformerModel<double> model, Func<double> loss, int stride)

@@ -111,13 +111,14 @@ public sealed class TrainerRunTests
     {
         using var dir = new TempDir();
         var (train, validation) = Tokens(dir);
-        var settings = new LoopSettings { Steps = 10, SequenceLength = 24, SequencesPerStep = 2, EvaluateEvery = 100,
+        // Validation at steps 3, 6, 9 and 10: the first one sizes the single-window activations, the others reuse them.
+        var settings = new LoopSettings { Steps = 10, SequenceLength = 24, SequencesPerStep = 2, EvaluateEvery = 3,
             EvaluationWindows = 2, CheckpointEvery = 100, MetricsPath = dir.File("m.jsonl") };
         var allocated = new List<long>();
         TrainingLoop.Run(Fresh(qat ? WeightFormat.Q2Seq : null), train, validation, settings, _
             => allocated.Add(GC.GetAllocatedBytesForCurrentThread()));
-        // Activations, gradients, scratch and GEMM panels are reused; what is left per step is the metrics line and the
-        // report.
+        // Activations (of the training batch and of a validation window), gradients, scratch and GEMM panels are reused;
+        // what is left per step is the metrics line and the report.
         double perStep = (allocated[^1] - allocated[2]) / (double)(allocated.Count - 3);
         Assert.True(perStep < 4096, $"{perStep:F0} bytes allocated per training step");
     }
