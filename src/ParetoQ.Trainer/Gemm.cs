@@ -1,6 +1,7 @@
 using System.Numerics;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
 using ParetoQ.Runtime.Kernels;
 
 namespace ParetoQ.Trainer;
@@ -14,7 +15,7 @@ namespace ParetoQ.Trainer;
 /// <see cref="Ops{T}"/> routes its float matmuls here and keeps its generic loops as the reference (the tests run them
 /// in double). Allocates nothing after warm-up.
 /// </summary>
-public sealed unsafe class Gemm : IParallelJob
+public sealed unsafe class Gemm : IParallelJob, IDisposable
 {
     private static Gemm? s_shared;
     private static readonly object s_lock = new();
@@ -33,7 +34,7 @@ public sealed unsafe class Gemm : IParallelJob
     {
         lock (s_lock)
         {
-            s_shared?._pool.Dispose();
+            s_shared?.Dispose();
             s_shared = new Gemm(threads);
         }
     }
@@ -48,9 +49,24 @@ public sealed unsafe class Gemm : IParallelJob
     /// stored [n, k], PyTorch's weight layout), so no caller has to transpose a matrix into scratch.</summary>
     private enum Layout { Plain, TransposedA, TransposedB }
 
-    private Gemm(int threads) => _pool = new WorkerPool(threads);
+    private readonly bool _wide;
+
+    /// <summary>A pool of <paramref name="threads"/> (0: one per core). <paramref name="wide"/> runs the A·B tiles
+    /// in 512-bit vectors (by default where the CPU has them); otherwise they use <see cref="Vector{T}"/>, 256 bits on
+    /// AVX2.</summary>
+    public Gemm(int threads, bool? wide = null)
+    {
+        _wide = wide ?? Vector512.IsHardwareAccelerated;
+        if (_wide && !Vector512.IsHardwareAccelerated) throw new PlatformNotSupportedException("512-bit vectors");
+        _pool = new WorkerPool(threads);
+    }
 
     public int Threads => _pool.Threads;
+
+    public void Dispose() => _pool.Dispose();
+
+    /// <summary>The vector width of the A·B tiles, in floats.</summary>
+    public int TileVectorWidth => _wide ? Vector512<float>.Count : Vector<float>.Count;
 
     /// <summary>C = A·B, or C += A·B when <paramref name="accumulate"/>; A [m, k], B [k, n], C [m, n].</summary>
     public void Multiply(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> c, int m, int n, int k,
@@ -89,7 +105,7 @@ public sealed unsafe class Gemm : IParallelJob
         }
     }
 
-    private static int PanelWidth => 2 * Vector<float>.Count;
+    private int PanelWidth => 2 * TileVectorWidth;
     // rows of a B panel per pass: PanelWidth × 256 floats stay in L1 while every row block of A passes
     private const int KBlock = 256;
 
@@ -113,7 +129,9 @@ public sealed unsafe class Gemm : IParallelJob
                 int k1 = Math.Min(_k, k0 + KBlock);
                 bool add = _accumulate || k0 > 0;
                 int r = 0;
-                if (columns == width)
+                if (columns == width && _wide)
+                    for (; r + 4 <= _m; r += 4) Tile4Wide(r, j, k0, k1, add);
+                else if (columns == width)
                     for (; r + 4 <= _m; r += 4) Tile4(r, j, k0, k1, add);
                 // tail rows, or every row of a partial last panel
                 for (; r < _m; r++) Narrow(r, j, columns, k0, k1, add);
@@ -149,6 +167,49 @@ public sealed unsafe class Gemm : IParallelJob
         Store(c0 + n, s10, s11, width, add);
         Store(c0 + 2 * n, s20, s21, width, add);
         Store(c0 + 3 * n, s30, s31, width, add);
+    }
+
+    // Tile4 in 512-bit vectors: 4 rows × 32 columns of C. Measured alone on Zen 5, 1.4–1.6× the 256-bit tile; the
+    // dot-product tiles of A·Bᵀ stay at Vector<float>, where 512 bits made their horizontal sums cost more than they
+    // saved (docs/BENCHMARKS.md, "The trainer's GEMM in 512-bit vectors").
+    private void Tile4Wide(int r0, int j, int k0, int k1, bool add)
+    {
+        int n = _n, width = Vector512<float>.Count;
+        var (rowStride, kStride) = AStrides;
+        float* a0 = _a + (long)r0 * rowStride, a1 = a0 + rowStride, a2 = a1 + rowStride, a3 = a2 + rowStride;
+        Vector512<float> s00 = default, s01 = default, s10 = default, s11 = default, s20 = default, s21 = default,
+            s30 = default, s31 = default;
+        float* bp = _b + (long)k0 * n + j;
+        for (long kk = k0, ka = k0 * kStride; kk < k1; kk++, ka += kStride, bp += n)
+        {
+            var b0 = Vector512.Load(bp);
+            var b1 = Vector512.Load(bp + width);
+            var x = Vector512.Create(a0[ka]);
+            s00 = Vector512.FusedMultiplyAdd(x, b0, s00); s01 = Vector512.FusedMultiplyAdd(x, b1, s01);
+            x = Vector512.Create(a1[ka]);
+            s10 = Vector512.FusedMultiplyAdd(x, b0, s10); s11 = Vector512.FusedMultiplyAdd(x, b1, s11);
+            x = Vector512.Create(a2[ka]);
+            s20 = Vector512.FusedMultiplyAdd(x, b0, s20); s21 = Vector512.FusedMultiplyAdd(x, b1, s21);
+            x = Vector512.Create(a3[ka]);
+            s30 = Vector512.FusedMultiplyAdd(x, b0, s30); s31 = Vector512.FusedMultiplyAdd(x, b1, s31);
+        }
+        float* c0 = _c + (long)r0 * n + j;
+        StoreWide(c0, s00, s01, add);
+        StoreWide(c0 + n, s10, s11, add);
+        StoreWide(c0 + 2 * n, s20, s21, add);
+        StoreWide(c0 + 3 * n, s30, s31, add);
+    }
+
+    private static void StoreWide(float* c, Vector512<float> lo, Vector512<float> hi, bool add)
+    {
+        int width = Vector512<float>.Count;
+        if (add)
+        {
+            lo += Vector512.Load(c);
+            hi += Vector512.Load(c + width);
+        }
+        lo.Store(c);
+        hi.Store(c + width);
     }
 
     // One row of C over `columns` (≤ one panel) columns: the tails of rows and of columns.

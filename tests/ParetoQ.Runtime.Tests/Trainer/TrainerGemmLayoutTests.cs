@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics;
 using ParetoQ.Trainer;
 
 namespace ParetoQ.Runtime.Tests;
@@ -9,7 +10,12 @@ public sealed class TrainerGemmLayoutTests
     public static TheoryData<int, int, int> Shapes => new()
     {
         { 1, 1, 1 }, { 3, 5, 7 }, { 4, 4, 8 }, { 5, 17, 33 }, { 9, 40, 300 }, { 16, 33, 17 }, { 130, 70, 65 },
+        { 8, 64, 260 }, { 7, 95, 3 },
     };
+
+    // The tiles in Vector<float> (256 bits on AVX2) and, where the CPU has them, in 512-bit vectors.
+    private static readonly Gemm[] Pools = Vector512.IsHardwareAccelerated
+        ? [new Gemm(2, wide: false), new Gemm(2, wide: true)] : [new Gemm(2, wide: false)];
 
     [Theory]
     [MemberData(nameof(Shapes))]
@@ -34,11 +40,13 @@ public sealed class TrainerGemmLayoutTests
                     for (int kk = 0; kk < k; kk++) s += (double)a[r * k + kk] * b[kk * n + j];
                     expected[r * n + j] = s;
                 }
+            foreach (var gemm in Pools)
             foreach (var (name, multiply) in new (string, Action<float[]>)[]
             {
-                ("plain", c => Gemm.Shared.Multiply(a, b, c, m, n, k, accumulate)),
-                ("A transposed", c => Gemm.Shared.MultiplyTransposedA(aT, b, c, m, n, k, accumulate)),
-                ("B transposed", c => Gemm.Shared.MultiplyTransposedB(a, bT, c, m, n, k, accumulate)),
+                ($"plain, {gemm.TileVectorWidth} wide", c => gemm.Multiply(a, b, c, m, n, k, accumulate)),
+                ($"A transposed, {gemm.TileVectorWidth} wide", c => gemm.MultiplyTransposedA(aT, b, c, m, n, k,
+                    accumulate)),
+                ("B transposed", c => gemm.MultiplyTransposedB(a, bT, c, m, n, k, accumulate)),
             })
             {
                 float[] c = (float[])start.Clone();
