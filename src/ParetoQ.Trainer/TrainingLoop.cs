@@ -47,16 +47,28 @@ public sealed record StepReport(int Step, int Steps, double Loss, double Learnin
 public static class TrainingLoop
 {
     /// <summary>Mean loss over <paramref name="windows"/> evenly spaced windows of the validation tokens (always the
-    /// same ones).</summary>
-    public static double ValidationLoss(TransformerModel<float> model, int[] tokens, int length, int windows)
+    /// same ones), run <paramref name="batch"/> windows at a time (the training step's shape, so its activations
+    /// serve).</summary>
+    public static double ValidationLoss(TransformerModel<float> model, int[] tokens, int length, int windows,
+        int batch = 1)
     {
         int room = tokens.Length - length - 1;
         if (room < 0) throw new ArgumentException($"{tokens.Length} validation tokens hold no window of {length + 1}");
+        var inputs = new int[Math.Min(batch, windows) * length];
+        var targets = new int[inputs.Length];
         double sum = 0;
-        for (int w = 0; w < windows; w++)
+        for (int first = 0; first < windows; first += batch)
         {
-            int start = (int)((long)room * w / Math.Max(1, windows - 1));
-            sum += model.Forward(tokens.AsSpan(start, length), tokens.AsSpan(start + 1, length));
+            int count = Math.Min(batch, windows - first);
+            for (int i = 0; i < count; i++)
+            {
+                int start = (int)((long)room * (first + i) / Math.Max(1, windows - 1));
+                tokens.AsSpan(start, length).CopyTo(inputs.AsSpan(i * length));
+                tokens.AsSpan(start + 1, length).CopyTo(targets.AsSpan(i * length));
+            }
+            // every window's targets are all scored, so the batch's mean is the mean of its windows' means
+            sum += model.Forward(inputs.AsSpan(0, count * length), targets.AsSpan(0, count * length),
+                sequences: count) * count;
         }
         return sum / windows;
     }
@@ -97,7 +109,8 @@ public static class TrainingLoop
             var (norm, lr) = optimizer.Update(model);
             int step = optimizer.Step;
             double? validationLoss = step % settings.EvaluateEvery == 0 || step == settings.Steps
-                ? ValidationLoss(model, validation, settings.SequenceLength, settings.EvaluationWindows) : null;
+                ? ValidationLoss(model, validation, settings.SequenceLength, settings.EvaluationWindows, sequences)
+                : null;
             if (settings.CheckpointPath is { } path && (step % settings.CheckpointEvery == 0 || step == settings.Steps))
                 Checkpoint.Save(path, model, optimizer, sampler.State, state.Run);
             var report = new StepReport(step, settings.Steps, loss, lr, norm, validationLoss, tokens,

@@ -104,6 +104,19 @@ public sealed class TrainerRunTests
             Assert.Throws<InvalidDataException>(() => Checkpoint.Load(dir.File("bad.ckpt"))).Message);
     }
 
+    [Fact]
+    public void Validation_in_batches_gives_the_mean_of_its_windows()
+    {
+        using var dir = new TempDir();
+        var (_, validation) = Tokens(dir);
+        var model = Fresh().Model;
+        double one = TrainingLoop.ValidationLoss(model, validation, 24, 7);
+        // batches of 3: two full ones and a last window alone
+        double batched = TrainingLoop.ValidationLoss(model, validation, 24, 7, batch: 3);
+        Assert.Equal(one, batched, 1e-5);
+        Assert.True(one > 5, $"validation loss {one}");
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
@@ -111,7 +124,7 @@ public sealed class TrainerRunTests
     {
         using var dir = new TempDir();
         var (train, validation) = Tokens(dir);
-        // Validation at steps 3, 6, 9 and 10: the first one sizes the single-window activations, the others reuse them.
+        // Validation at steps 3, 6, 9 and 10, in the training batch's shape: it reuses the step's activations.
         var settings = new LoopSettings { Steps = 10, SequenceLength = 24, SequencesPerStep = 2, EvaluateEvery = 3,
             EvaluationWindows = 2, CheckpointEvery = 100, MetricsPath = dir.File("m.jsonl") };
         var allocated = new List<long>();
