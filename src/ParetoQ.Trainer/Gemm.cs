@@ -276,15 +276,24 @@ public sealed unsafe class Gemm : IParallelJob, IDisposable
             s30 = Vector.FusedMultiplyAdd(x, w0, s30); s31 = Vector.FusedMultiplyAdd(x, w1, s31);
             s32 = Vector.FusedMultiplyAdd(x, w2, s32); s33 = Vector.FusedMultiplyAdd(x, w3, s33);
         }
-        ReadOnlySpan<Vector<float>> sums = [s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, s31, s32,
-            s33];
-        for (int i = 0; i < 16; i++)
-        {
-            int r = r0 + i / 4, q = j0 + i % 4;
-            float s = Vector.Sum(sums[i]);
-            for (int kk = vectorEnd; kk < k; kk++) s += _a[(long)r * k + kk] * _b[(long)q * k + kk];
-            StoreOne(r, q, s);
-        }
+        // One call per accumulator: a span of all 16 makes them address-taken, and the JIT may then keep them in memory
+        // through the loop (115 against 165 GFLOP/s alone, with the trainer's tiered JIT).
+        FinishDot(r0, j0, vectorEnd, Vector.Sum(s00)); FinishDot(r0, j0 + 1, vectorEnd, Vector.Sum(s01));
+        FinishDot(r0, j0 + 2, vectorEnd, Vector.Sum(s02)); FinishDot(r0, j0 + 3, vectorEnd, Vector.Sum(s03));
+        FinishDot(r0 + 1, j0, vectorEnd, Vector.Sum(s10)); FinishDot(r0 + 1, j0 + 1, vectorEnd, Vector.Sum(s11));
+        FinishDot(r0 + 1, j0 + 2, vectorEnd, Vector.Sum(s12)); FinishDot(r0 + 1, j0 + 3, vectorEnd, Vector.Sum(s13));
+        FinishDot(r0 + 2, j0, vectorEnd, Vector.Sum(s20)); FinishDot(r0 + 2, j0 + 1, vectorEnd, Vector.Sum(s21));
+        FinishDot(r0 + 2, j0 + 2, vectorEnd, Vector.Sum(s22)); FinishDot(r0 + 2, j0 + 3, vectorEnd, Vector.Sum(s23));
+        FinishDot(r0 + 3, j0, vectorEnd, Vector.Sum(s30)); FinishDot(r0 + 3, j0 + 1, vectorEnd, Vector.Sum(s31));
+        FinishDot(r0 + 3, j0 + 2, vectorEnd, Vector.Sum(s32)); FinishDot(r0 + 3, j0 + 3, vectorEnd, Vector.Sum(s33));
+    }
+
+    // C[r, q] = the vector part's sum plus the scalar tail of the dot product past vectorEnd.
+    private void FinishDot(int r, int q, int vectorEnd, float sum)
+    {
+        int k = _k;
+        for (int kk = vectorEnd; kk < k; kk++) sum += _a[(long)r * k + kk] * _b[(long)q * k + kk];
+        StoreOne(r, q, sum);
     }
 
     private static float Dot(float* a, float* b, int k)
