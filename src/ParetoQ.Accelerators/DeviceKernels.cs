@@ -1,5 +1,6 @@
 using ILGPU;
 using ILGPU.Algorithms;
+using ILGPU.Algorithms.ScanReduceOperations;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
 
@@ -90,7 +91,7 @@ public static class DeviceKernels
             else { codes += c; inputs += s; }
         }
         if (m.GroupsPerRow == 1) acc = Scale(w, m, tile, r, 0) * (m.C1 * codes + m.C0 * inputs);
-        acc = GroupSum(acc, lane, lanes, 4);
+        acc = GroupReduce<AddFloat>(acc, lane, lanes, 4);
         int row = tile * 4 + r;
         if (lane < 4 && row < m.Rows) y[token * m.Rows + row] = acc;
     }
@@ -155,7 +156,7 @@ public static class DeviceKernels
         float acc = 0;
         long rowBase = (long)row * m.Cols;
         for (int k = lane; k < m.Cols; k += lanes) acc += FloatAt(w, m.Format, rowBase + k) * x[token * m.Cols + k];
-        acc = GroupSum(acc, lane, lanes, 1);
+        acc = GroupReduce<AddFloat>(acc, lane, lanes, 1);
         if (lane == 0) y[token * m.Rows + row] = acc;
     }
 
@@ -231,7 +232,7 @@ public static class DeviceKernels
         int src = (first + t) * dim;
         float ss = 0;
         for (int i = lane; i < dim; i += lanes) ss += x[src + i] * x[src + i];
-        ss = GroupSum(ss, lane, lanes, 1);
+        ss = GroupReduce<AddFloat>(ss, lane, lanes, 1);
         float inv = 1f / XMath.Sqrt(ss / dim + eps);
         for (int i = lane; i < dim; i += lanes) y[t * dim + i] = x[src + i] * inv * Interop.IntAsFloat((uint)weight[i]);
     }
@@ -373,7 +374,7 @@ public static class DeviceKernels
             scratch[scores + j] = score;
             max = XMath.Max(max, score);
         }
-        max = GroupMax(max, lane, lanes);
+        max = GroupReduce<MaxFloat>(max, lane, lanes, 1);
         float sum = 0;
         for (int j = lane; j < count; j += lanes)
         {
@@ -382,7 +383,8 @@ public static class DeviceKernels
             sum += e;
         }
         float pOwn = XMath.Exp(ownScore - max);
-        float inv = 1f / (GroupSum(sum, lane, lanes, 1) + pOwn); // its barriers also publish every lane's weights
+        // the reduction's barriers also publish every lane's weights in scratch
+        float inv = 1f / (GroupReduce<AddFloat>(sum, lane, lanes, 1) + pOwn);
         for (int i = lane; i < hd; i += lanes)
         {
             float acc = 0;
@@ -409,37 +411,26 @@ public static class DeviceKernels
 
     // ---- group reductions ------------------------------------------------------------------------------------------
     // Halving trees over shared memory with a barrier per level; every lane of the group must call them, since a
-    // barrier that some lanes skip is undefined. The barriers also order global memory (ILGPU fences both spaces).
+    // barrier that some lanes skip is undefined. ILGPU's barrier fences global memory, so it also publishes the
+    // attention's scratch; its OpenCL form names no local fence (docs/ARCHITECTURE.md, "The OpenCL path on pocl").
 
-    /// <summary>The sums of <paramref name="value"/> over the lanes of each residue class mod
-    /// <paramref name="classes"/> (1: the whole group); lane l gets its class's sum.</summary>
-    private static float GroupSum(float value, int lane, int lanes, int classes)
+    /// <summary>The reduction (<see cref="AddFloat"/>, <see cref="MaxFloat"/>) of <paramref name="value"/> over the
+    /// lanes of each residue class mod <paramref name="classes"/> (1: the whole group); lane l gets its class's
+    /// result.</summary>
+    private static float GroupReduce<TOperation>(float value, int lane, int lanes, int classes)
+        where TOperation : struct, IScanReduceOperation<float>
     {
+        var operation = default(TOperation);
         var shared = SharedMemory.Allocate<float>(MaxLanes);
         shared[lane] = value;
         Group.Barrier();
         for (int half = lanes >> 1; half >= classes; half >>= 1)
         {
-            if (lane < half) shared[lane] += shared[lane + half];
+            if (lane < half) shared[lane] = operation.Apply(shared[lane], shared[lane + half]);
             Group.Barrier();
         }
         float total = shared[lane % classes];
         Group.Barrier(); // the next reduction may reuse the array
-        return total;
-    }
-
-    private static float GroupMax(float value, int lane, int lanes)
-    {
-        var shared = SharedMemory.Allocate<float>(MaxLanes);
-        shared[lane] = value;
-        Group.Barrier();
-        for (int half = lanes >> 1; half >= 1; half >>= 1)
-        {
-            if (lane < half) shared[lane] = XMath.Max(shared[lane], shared[lane + half]);
-            Group.Barrier();
-        }
-        float total = shared[0];
-        Group.Barrier();
         return total;
     }
 }

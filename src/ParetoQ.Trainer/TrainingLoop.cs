@@ -39,10 +39,10 @@ public sealed record StepReport(int Step, int Steps, double Loss, double Learnin
     double? ValidationLoss, long Tokens, double Seconds);
 
 /// <summary>
-/// The training loop: each step runs <see cref="LoopSettings.SequencesPerStep"/> random
-/// windows, takes one AdamW step, logs a metrics line, evaluates on fixed validation windows and checkpoints on
-/// schedule. Nothing is allocated per step once the first one has run. Cancelling stops after the current step and
-/// checkpoints it.
+/// The training loop: each step runs <see cref="LoopSettings.SequencesPerStep"/> random windows as one batch, takes
+/// one AdamW step, logs a metrics line, evaluates on fixed validation windows and checkpoints on schedule. Nothing is
+/// allocated per step once the first one has run, apart from a validation's two window buffers. Cancelling stops
+/// after the current step and checkpoints it.
 /// </summary>
 public static class TrainingLoop
 {
@@ -61,16 +61,20 @@ public static class TrainingLoop
         {
             int count = Math.Min(batch, windows - first);
             for (int i = 0; i < count; i++)
-            {
-                int start = (int)((long)room * (first + i) / Math.Max(1, windows - 1));
-                tokens.AsSpan(start, length).CopyTo(inputs.AsSpan(i * length));
-                tokens.AsSpan(start + 1, length).CopyTo(targets.AsSpan(i * length));
-            }
+                CopyWindow(tokens, (int)((long)room * (first + i) / Math.Max(1, windows - 1)), length, i, inputs,
+                    targets);
             // every window's targets are all scored, so the batch's mean is the mean of its windows' means
             sum += model.Forward(inputs.AsSpan(0, count * length), targets.AsSpan(0, count * length),
                 sequences: count) * count;
         }
         return sum / windows;
+    }
+
+    // Window tokens[start, start + length) into slot `slot` of a batch's inputs, and its next tokens into targets.
+    private static void CopyWindow(int[] tokens, int start, int length, int slot, int[] inputs, int[] targets)
+    {
+        tokens.AsSpan(start, length).CopyTo(inputs.AsSpan(slot * length));
+        tokens.AsSpan(start + 1, length).CopyTo(targets.AsSpan(slot * length));
     }
 
     public static void Run(TrainingState state, int[] train, int[] validation, LoopSettings settings,
@@ -96,12 +100,7 @@ public static class TrainingLoop
         {
             model.ZeroGradients();
             // The step's windows go through the model as one batch: every matmul sees all of their tokens.
-            for (int s = 0; s < sequences; s++)
-            {
-                int start = sampler.Next();
-                train.AsSpan(start, length).CopyTo(inputs.AsSpan(s * length));
-                train.AsSpan(start + 1, length).CopyTo(targets.AsSpan(s * length));
-            }
+            for (int s = 0; s < sequences; s++) CopyWindow(train, sampler.Next(), length, s, inputs, targets);
             settings.Teacher?.Forward(inputs, targets, teacherLogits, sequences: sequences);
             double loss = model.Forward(inputs, targets, default, teacherLogits, settings.DistillWeight, sequences);
             model.Backward(1f);
