@@ -1,3 +1,6 @@
+using System.Numerics;
+using ParetoQ.Runtime.Kernels;
+
 namespace ParetoQ.Trainer;
 
 /// <summary>Optimizer settings; ParetoQ's QAT recipe is lr 2e-5 (1e-5 at 3/4 bits), no weight decay, cosine, no
@@ -40,9 +43,11 @@ public sealed record AdamWSettings
 
 /// <summary>
 /// AdamW over the model's flat parameter buffer and its α, with global-norm clipping. Its moments and step count are
-/// part of a checkpoint, so a resumed run continues exactly.
+/// part of a checkpoint, so a resumed run continues exactly. Both passes (the gradient norm, then the update) run in
+/// <see cref="Vector{T}"/> over fixed chunks on the GEMM's pool; the norm's chunk sums are added in chunk order, so
+/// the result does not depend on the thread count.
 /// </summary>
-public sealed class AdamW
+public sealed class AdamW : IParallelJob
 {
     public AdamWSettings Settings { get; private set; }
     public int Step { get; set; }
@@ -62,7 +67,16 @@ public sealed class AdamW
     public float[] V { get; }
     public float[] AlphaM { get; }
     public float[] AlphaV { get; }
-    private readonly bool[] _decays; // per parameter: matrices decay, norms do not
+
+    private const int ChunkLength = 1 << 16;
+    /// <summary>A run of parameters within one tensor (or of α): matrices decay, norms and α do not.</summary>
+    private readonly record struct Chunk(bool IsAlpha, int Offset, int Length, bool Decays);
+    private readonly Chunk[] _chunks;
+    private readonly double[] _chunkSquares;
+    // The pass in flight on the pool: the norm when _model's gradients are summed, else the update.
+    private TransformerModel<float>? _model;
+    private bool _updating;
+    private float _clip, _rate, _inverseC1, _inverseC2;
 
     public AdamW(TransformerModel<float> model, AdamWSettings settings)
     {
@@ -72,41 +86,95 @@ public sealed class AdamW
         V = new float[model.Parameters.Length];
         AlphaM = new float[model.Alphas.Length];
         AlphaV = new float[model.Alphas.Length];
-        _decays = new bool[model.Parameters.Length];
-        foreach (var slot in model.Slots)
-            if (!slot.Spec.IsNorm) _decays.AsSpan(slot.Offset, slot.Length).Fill(true);
+        var chunks = new List<Chunk>();
+        void Split(bool isAlpha, int offset, int length, bool decays)
+        {
+            for (int start = 0; start < length; start += ChunkLength)
+                chunks.Add(new Chunk(isAlpha, offset + start, Math.Min(ChunkLength, length - start), decays));
+        }
+        foreach (var slot in model.Slots) Split(false, slot.Offset, slot.Length, !slot.Spec.IsNorm);
+        Split(true, 0, model.Alphas.Length, false);
+        _chunks = [.. chunks];
+        _chunkSquares = new double[_chunks.Length];
     }
 
     /// <summary>Applies one update from the accumulated gradients; returns the gradient norm before clipping and the
     /// rate used.</summary>
     public (double GradientNorm, double LearningRate) Update(TransformerModel<float> model)
     {
+        if (model.Parameters.Length != M.Length || model.Alphas.Length != AlphaM.Length)
+            throw new ArgumentException("this optimizer was built for another model's shape");
+        _model = model;
+        _updating = false;
+        Gemm.Shared.Run(this, _chunks.Length);
         double squares = 0;
-        foreach (float g in model.Gradients) squares += (double)g * g;
-        foreach (float g in model.AlphaGradients) squares += (double)g * g;
+        foreach (double chunk in _chunkSquares) squares += chunk;
         double norm = Math.Sqrt(squares);
         if (!double.IsFinite(norm)) throw new ArithmeticException($"the gradient norm is {norm} at step {Step}: training diverged (lower the learning rate)");
-        double clip = Settings.ClipNorm > 0 && norm > Settings.ClipNorm ? Settings.ClipNorm / norm : 1;
         double lr = Settings.RateAt(Step);
         Step++;
-        double c1 = 1 - Math.Pow(Settings.Beta1, Step), c2 = 1 - Math.Pow(Settings.Beta2, Step);
-        Apply(model.Parameters, model.Gradients, M, V, _decays, clip, lr, c1, c2);
-        Apply(model.Alphas, model.AlphaGradients, AlphaM, AlphaV, null, clip, lr, c1, c2);
+        _clip = (float)(Settings.ClipNorm > 0 && norm > Settings.ClipNorm ? Settings.ClipNorm / norm : 1);
+        _rate = (float)lr;
+        _inverseC1 = (float)(1 / (1 - Math.Pow(Settings.Beta1, Step)));
+        _inverseC2 = (float)(1 / (1 - Math.Pow(Settings.Beta2, Step)));
+        _updating = true;
+        Gemm.Shared.Run(this, _chunks.Length);
+        _model = null;
         return (norm, lr);
     }
 
-    private void Apply(float[] p, float[] g, float[] m, float[] v, bool[]? decays, double clip, double lr, double c1,
-        double c2)
+    public void Execute(int begin, int end, int worker)
     {
-        float b1 = (float)Settings.Beta1, b2 = (float)Settings.Beta2;
-        for (int i = 0; i < p.Length; i++)
+        var model = _model!;
+        for (int i = begin; i < end; i++)
         {
-            float grad = (float)(g[i] * clip);
+            var chunk = _chunks[i];
+            var (p, g, m, v) = chunk.IsAlpha ? (model.Alphas, model.AlphaGradients, AlphaM, AlphaV)
+                : (model.Parameters, model.Gradients, M, V);
+            var range = new Range(chunk.Offset, chunk.Offset + chunk.Length);
+            if (_updating) Apply(p.AsSpan(range), g.AsSpan(range), m.AsSpan(range), v.AsSpan(range), chunk.Decays);
+            else _chunkSquares[i] = SumOfSquares(g.AsSpan(range));
+        }
+    }
+
+    private static double SumOfSquares(ReadOnlySpan<float> g)
+    {
+        var sum = Vector<double>.Zero;
+        int i = 0;
+        for (int width = Vector<float>.Count; i <= g.Length - width; i += width)
+        {
+            Vector.Widen(new Vector<float>(g[i..]), out var low, out var high);
+            sum += low * low + high * high;
+        }
+        double total = Vector.Sum(sum);
+        for (; i < g.Length; i++) total += (double)g[i] * g[i];
+        return total;
+    }
+
+    // m ← β1·m + (1 − β1)·g, v ← β2·v + (1 − β2)·g², p ← p − lr·(m̂ / (√v̂ + ε) + decay·p), g clipped first.
+    private void Apply(Span<float> p, ReadOnlySpan<float> g, Span<float> m, Span<float> v, bool decays)
+    {
+        float b1 = (float)Settings.Beta1, b2 = (float)Settings.Beta2, eps = (float)Settings.Epsilon;
+        float decay = decays ? (float)Settings.WeightDecay : 0, clip = _clip, lr = _rate;
+        float c1 = _inverseC1, c2 = _inverseC2;
+        int i = 0;
+        for (int width = Vector<float>.Count; i <= p.Length - width; i += width)
+        {
+            var grad = new Vector<float>(g[i..]) * clip;
+            var mv = new Vector<float>(b1) * new Vector<float>(m[i..]) + new Vector<float>(1 - b1) * grad;
+            var vv = new Vector<float>(b2) * new Vector<float>(v[i..]) + new Vector<float>(1 - b2) * grad * grad;
+            var pv = new Vector<float>(p[i..]);
+            var update = mv * c1 / (Vector.SquareRoot(vv * c2) + new Vector<float>(eps)) + pv * decay;
+            mv.CopyTo(m[i..]);
+            vv.CopyTo(v[i..]);
+            (pv - update * lr).CopyTo(p[i..]);
+        }
+        for (; i < p.Length; i++)
+        {
+            float grad = g[i] * clip;
             m[i] = b1 * m[i] + (1 - b1) * grad;
             v[i] = b2 * v[i] + (1 - b2) * grad * grad;
-            double update = m[i] / c1 / (Math.Sqrt(v[i] / c2) + Settings.Epsilon);
-            if (decays is not null && decays[i]) update += Settings.WeightDecay * p[i];
-            p[i] -= (float)(lr * update);
+            p[i] -= lr * (m[i] * c1 / (MathF.Sqrt(v[i] * c2) + eps) + decay * p[i]);
         }
     }
 }

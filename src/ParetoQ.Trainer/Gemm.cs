@@ -152,7 +152,8 @@ public sealed unsafe class Gemm : IParallelJob, IDisposable
                     {
                         // the last, partial panel: the full tile into scratch, then only its real columns into C
                         Tile(panel, r, tile, width, k0, k1, false);
-                        for (int i = 0; i < rows; i++) Merge(tile + i * width, _c + (long)(r + i) * _n + j, columns, add);
+                        for (int i = 0; i < rows; i++)
+                            Merge(tile + i * width, _c + (long)(r + i) * _n + j, columns, add);
                     }
                 }
                 for (; r < _m; r++) Narrow(panel, r, j, columns, k0, k1, add);
@@ -171,10 +172,17 @@ public sealed unsafe class Gemm : IParallelJob, IDisposable
                 float* source = _b + (long)(j + q) * _k;
                 for (int kk = k0; kk < k1; kk++) panel[(kk - k0) * width + q] = source[kk];
             }
+        else if (columns == width) // a whole row of the panel: a span copy's call would cost as much as the copy
+            for (int kk = k0; kk < k1; kk++)
+            {
+                float* source = _b + (long)kk * _n + j, target = panel + (kk - k0) * width;
+                for (int q = 0; q < width; q += Vector<float>.Count)
+                    Unsafe.WriteUnaligned(target + q, Unsafe.ReadUnaligned<Vector<float>>(source + q));
+            }
         else
             for (int kk = k0; kk < k1; kk++)
-                new ReadOnlySpan<float>(_b + (long)kk * _n + j, columns).CopyTo(new Span<float>(panel + (kk - k0) * width,
-                    columns));
+                new ReadOnlySpan<float>(_b + (long)kk * _n + j, columns)
+                    .CopyTo(new Span<float>(panel + (kk - k0) * width, columns));
     }
 
     private void Tile(float* panel, int r0, float* c, long ldc, int k0, int k1, bool add)

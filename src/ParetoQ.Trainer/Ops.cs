@@ -75,6 +75,13 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
     {
         for (int t = 0; t < n; t++)
         {
+            var rows = new Range(t * dim, (t + 1) * dim);
+            if (typeof(T) == typeof(float))
+            {
+                RmsNormBackwardRow(Gemm.AsFloats(dy[rows]), Gemm.AsFloats(x[rows]), Gemm.AsFloats(weight),
+                    float.CreateTruncating(rstd[t]), Gemm.AsFloats(dx[rows]), Gemm.AsFloats(dweight));
+                continue;
+            }
             T r = rstd[t];
             T dot = T.Zero;
             for (int i = 0; i < dim; i++) dot += dy[t * dim + i] * weight[i] * x[t * dim + i] * r;
@@ -87,6 +94,41 @@ public static class Ops<T> where T : unmanaged, IFloatingPointIeee754<T>
                 dx[t * dim + i] += r * (g * weight[i] - u * mean);
             }
         }
+    }
+
+    // One row of the float RMSNorm backward in Vector<float>, the generic loop's arithmetic.
+    private static void RmsNormBackwardRow(ReadOnlySpan<float> dy, ReadOnlySpan<float> x, ReadOnlySpan<float> weight,
+        float r, Span<float> dx, Span<float> dweight)
+    {
+        int dim = dy.Length, width = Vector<float>.Count, vectorEnd = dim - dim % width;
+        var dots = Vector<float>.Zero;
+        for (int i = 0; i < vectorEnd; i += width)
+            dots += new Vector<float>(dy[i..]) * new Vector<float>(weight[i..]) * new Vector<float>(x[i..]);
+        float dot = Vector.Sum(dots);
+        for (int i = vectorEnd; i < dim; i++) dot += dy[i] * weight[i] * x[i];
+        float mean = dot * r / dim;
+        for (int i = 0; i < vectorEnd; i += width)
+        {
+            var u = new Vector<float>(x[i..]) * r;
+            var g = new Vector<float>(dy[i..]);
+            (new Vector<float>(dweight[i..]) + g * u).CopyTo(dweight[i..]);
+            (new Vector<float>(dx[i..]) + r * (g * new Vector<float>(weight[i..]) - u * mean)).CopyTo(dx[i..]);
+        }
+        for (int i = vectorEnd; i < dim; i++)
+        {
+            float u = x[i] * r, g = dy[i];
+            dweight[i] += g * u;
+            dx[i] += r * (g * weight[i] - u * mean);
+        }
+    }
+
+    /// <summary>values ·= factor.</summary>
+    public static void Scale(Span<T> values, T factor)
+    {
+        int i = 0;
+        for (int width = Vector<T>.Count; i <= values.Length - width; i += width)
+            (new Vector<T>(values[i..]) * factor).CopyTo(values[i..]);
+        for (; i < values.Length; i++) values[i] *= factor;
     }
 
     /// <summary>h = silu(gate)·up, elementwise.</summary>

@@ -231,7 +231,7 @@ public sealed class TransformerModel<T> where T : unmanaged, IFloatingPointIeee7
         var s = a.Scratch;
         var dx = a.ResidualGrad;
         var dlogits = a.LogitGrads;
-        for (int i = 0; i < dlogits.Length; i++) dlogits[i] *= scale;
+        if (scale != T.One) Ops<T>.Scale(dlogits, scale);
         var dnorm = s.Norm1;
         dnorm.AsSpan().Clear();
         Ops<T>.MatMulBackward(dlogits, a.FinalNorm, W(weights, HeadRole), n, d, c.VocabSize, dnorm, G(HeadRole));

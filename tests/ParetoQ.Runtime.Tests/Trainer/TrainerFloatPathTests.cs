@@ -47,6 +47,26 @@ public sealed class TrainerFloatPathTests
     }
 
     [Theory]
+    [InlineData(1)]
+    [InlineData(7)]
+    [InlineData(33)]
+    [InlineData(260)]
+    public void Rms_norm_backward_in_float_matches_double(int dim)
+    {
+        var rng = new Random(dim);
+        double[] Values(int count) => [.. Enumerable.Range(0, count).Select(_ => rng.NextDouble() * 2 - 1)];
+        float[] F(double[] v) => [.. v.Select(d => (float)d)];
+        int n = 3;
+        double[] dy = Values(n * dim), x = Values(n * dim), weight = Values(dim), rstd = [0.5, 1.5, 3];
+        double[] dxD = Values(n * dim), dwD = Values(dim);
+        float[] dxF = F(dxD), dwF = F(dwD);
+        Ops<double>.RmsNormBackward(dy, x, weight, rstd, n, dim, dxD, dwD);
+        Ops<float>.RmsNormBackward(F(dy), F(x), F(weight), F(rstd), n, dim, dxF, dwF);
+        for (int i = 0; i < dxD.Length; i++) Assert.Equal(dxD[i], dxF[i], 1e-5 * Math.Max(1, Math.Abs(dxD[i])));
+        for (int i = 0; i < dim; i++) Assert.Equal(dwD[i], dwF[i], 1e-5 * Math.Max(1, Math.Abs(dwD[i])));
+    }
+
+    [Theory]
     [InlineData(9, 1, 4, 2, 8, 0)]
     [InlineData(17, 3, 6, 2, 12, 5)]
     [InlineData(5, 2, 3, 3, 4, 0)]

@@ -30,9 +30,61 @@ public sealed class TrainerOptimizerTests
         Assert.Throws<ArgumentException>(() => optimizer.Reschedule(10));
     }
 
-    private static ModelConfig Small(int vocab) => new()
+    /// <summary>The vectorized, chunked update against AdamW written out in double, element by element: weights that
+    /// decay and norms that do not, α, vector tails (every tensor of this model has an odd length), clipping.</summary>
+    [Fact]
+    public void The_update_matches_adamw_written_out_in_double()
     {
-        Architecture = "mobilellm", VocabSize = vocab, HiddenSize = 32, IntermediateSize = 64, NumLayers = 2,
+        var config = Small(17, hidden: 20, intermediate: 37);
+        var model = new TransformerModel<float>(config, WeightFormat.Q2Seq);
+        model.InitializeRandom(3);
+        model.InitializeAlphas();
+        var settings = new AdamWSettings { LearningRate = 1e-2, WeightDecay = 0.1, ClipNorm = 0.5, TotalSteps = 4 };
+        var optimizer = new AdamW(model, settings);
+        bool[] decays = new bool[model.Parameters.Length];
+        foreach (var slot in model.Slots) decays.AsSpan(slot.Offset, slot.Length).Fill(!slot.Spec.IsNorm);
+        var rng = new Random(5);
+        double[] p = [.. model.Parameters.Select(x => (double)x)], a = [.. model.Alphas.Select(x => (double)x)];
+        double[] m = new double[p.Length], v = new double[p.Length];
+        double[] am = new double[a.Length], av = new double[a.Length];
+        for (int step = 1; step <= 3; step++)
+        {
+            for (int i = 0; i < model.Gradients.Length; i++) model.Gradients[i] = (float)(rng.NextDouble() - 0.5);
+            for (int i = 0; i < model.AlphaGradients.Length; i++)
+                model.AlphaGradients[i] = (float)(rng.NextDouble() - 0.5);
+            double norm = Math.Sqrt(model.Gradients.Concat(model.AlphaGradients).Sum(g => (double)g * g));
+            double clip = Math.Min(1, settings.ClipNorm / norm), lr = settings.RateAt(step - 1);
+            void Reference(double[] x, float[] g, double[] mx, double[] vx, bool[]? decay)
+            {
+                for (int i = 0; i < x.Length; i++)
+                {
+                    double grad = g[i] * clip;
+                    mx[i] = 0.9 * mx[i] + 0.1 * grad;
+                    vx[i] = 0.95 * vx[i] + 0.05 * grad * grad;
+                    double update = mx[i] / (1 - Math.Pow(0.9, step)) / (Math.Sqrt(vx[i] / (1 - Math.Pow(0.95, step)))
+                        + 1e-8);
+                    x[i] -= lr * (update + (decay is not null && decay[i] ? 0.1 * x[i] : 0));
+                }
+            }
+            Reference(p, model.Gradients, m, v, decays);
+            Reference(a, model.AlphaGradients, am, av, null);
+            var (reported, rate) = optimizer.Update(model);
+            Assert.Equal(norm, reported, 1e-9 * norm);
+            Assert.Equal(lr, rate, 15);
+            for (int i = 0; i < p.Length; i++) Assert.Equal(p[i], model.Parameters[i], 2e-5);
+            for (int i = 0; i < a.Length; i++) Assert.Equal(a[i], model.Alphas[i], 2e-5);
+            for (int i = 0; i < m.Length; i++)
+            {
+                Assert.Equal(m[i], optimizer.M[i], 1e-6);
+                Assert.Equal(v[i], optimizer.V[i], 1e-6);
+            }
+        }
+    }
+
+    private static ModelConfig Small(int vocab, int hidden = 32, int intermediate = 64) => new()
+    {
+        Architecture = "mobilellm", VocabSize = vocab, HiddenSize = hidden, IntermediateSize = intermediate,
+            NumLayers = 2,
             NumHeads = 4, NumKvHeads = 2, HeadDim = 8,
         MaxPositionEmbeddings = 64, RmsNormEps = 1e-5f, RopeTheta = 10000, RopeLayout = RopeLayout.RotateHalf,
             TieWordEmbeddings = true,
