@@ -1,3 +1,5 @@
+using ILGPU;
+using ILGPU.Runtime.CPU;
 using ParetoQ.Accelerators;
 using ParetoQ.Runtime.Backends;
 using ParetoQ.Runtime.Backends.Cpu;
@@ -87,6 +89,21 @@ public sealed class AcceleratorKernelTests : IClassFixture<AcceleratorKernelTest
         foreach (var format in new[] { WeightFormat.Q2Seq, WeightFormat.Q3Row, WeightFormat.Q4G32,
             WeightFormat.F16 }) CheckMatMul(backend, _matrices.File, format);
         CheckOps(backend, KvCacheType.Int8, local: true);
+    }
+
+    [Theory]
+    [InlineData(24)] // not a power of two: the tree reductions halve the group
+    [InlineData(2)]  // fewer lanes than the kernels' smallest reduction
+    [InlineData(64)] // more than this device's groups hold (8 warps of 4)
+    public void A_group_size_the_kernels_cannot_reduce_over_is_refused_by_name(int lanes)
+    {
+        var device = new CPUDevice(4, 8, 1);
+        var context = Context.Create(builder => builder.CPU(device).EnableAlgorithms());
+        var error = Assert.Throws<NotSupportedException>(() =>
+        {
+            using var backend = new IlgpuBackend(context, context.Devices.Single(), lanes);
+        });
+        Assert.Contains($"{lanes} lanes per group is not a power of two from 4 to 32", error.Message);
     }
 
     internal static void CheckMatMul(IlgpuBackend backend, PqFile matrices, WeightFormat format)
