@@ -51,6 +51,7 @@ public sealed unsafe class Gemm : IParallelJob, IDisposable
 
     private readonly bool _wide;
     private readonly float*[] _panels, _tiles;
+    private readonly List<float[]> _scratch = [];
 
     /// <summary>A pool of <paramref name="threads"/> (0: one per core). <paramref name="wide"/> runs the A·B tiles
     /// in 512-bit vectors (by default where the CPU has them); otherwise they use <see cref="Vector{T}"/>, 256 bits on
@@ -69,11 +70,13 @@ public sealed unsafe class Gemm : IParallelJob, IDisposable
         }
     }
 
-    // Per-worker scratch for the life of the pool: on the pinned heap, so the pointers stay valid without a
-    // Dispose; aligned to 64 bytes so no vector load of a panel splits a cache line.
-    private static float* PinnedAligned(int floats)
+    // Per-worker scratch for the life of the pool: on the pinned heap, so the pointers stay valid without a Dispose
+    // while _scratch holds the arrays (an unreferenced pinned array is collected like any other); aligned to 64
+    // bytes so no vector load of a panel splits a cache line.
+    private float* PinnedAligned(int floats)
     {
         var array = GC.AllocateUninitializedArray<float>(floats + 16, pinned: true);
+        _scratch.Add(array);
         nint start = (nint)Unsafe.AsPointer(ref array[0]);
         return (float*)((start + 63) & ~(nint)63);
     }
