@@ -4,17 +4,18 @@
 # full-precision model writes itself, and the loss is distillation from it. Every width also gets a round-to-nearest
 # PTQ baseline, and every exported .pq is scored by the runtime (paretoq-run --perplexity) on the real TinyStories
 # sample, which no run trains on. Writes results.md, results.csv, perplexity.png and loss.png to OUT.
-#   tools/qat-stories260k.sh                               # the real run: 3000 steps a width, ~12 min each on 2 cores
+#   tools/qat-stories260k.sh                               # the real run: 3000 steps a width, ~8 min each on 2 cores
 #   STEPS=20 DOCUMENTS=40 OUT=/tmp/q tools/qat-stories260k.sh  # a quick end-to-end check of the pipeline
-# BITS sets the widths (default "2 1.58 1 3 4"), LR / MIN_LR the cosine, SEQ / BATCH the windows (128 × 8). Every stage resumes where it stopped, and a
-# larger STEPS continues a finished run's schedule (AdamW's cosine is rescheduled on resume).
+# BITS sets the widths (default "2 1.58 1 3 4"), LR / MIN_LR the cosine, SEQ / BATCH the windows (4 × 256).
+# Every stage resumes where it stopped, and a larger STEPS continues a finished run's schedule (AdamW's cosine is
+# rescheduled on resume).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-.cache/qat-stories260k}
 steps=${STEPS:-3000}
 documents=${DOCUMENTS:-8000}
-seq=${SEQ:-128} # 128-token windows hold up to ~384 positions at 2 bits; SEQ=512 BATCH=2 trains the whole context (2.5× slower)
-batch=${BATCH:-8}
+seq=${SEQ:-256} # the evaluation's chunk length; docs/QAT.md compares 128 and 512
+batch=${BATCH:-4}
 lr=${LR:-2e-3}
 min_lr=${MIN_LR:-1e-4}
 widths=${BITS:-2 1.58 1 3 4}
