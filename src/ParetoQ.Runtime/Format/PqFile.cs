@@ -111,8 +111,10 @@ public sealed unsafe class PqFile : IDisposable
                 CheckScales();
             }
             // A mapped file truncated by another process raises SIGBUS on the next read (docs/RELIABILITY.md); one
-            // replaced or rewritten while it was loaded is refused here rather than trusted.
+            // replaced or rewritten while it was loaded is refused here rather than trusted. A symbolic link is
+            // checked at its final target, the file that was mapped.
             var now = new FileInfo(path);
+            if (now.LinkTarget is not null) now = (FileInfo)(now.ResolveLinkTarget(returnFinalTarget: true) ?? now);
             if (!now.Exists || now.Length != FileLength || now.LastWriteTimeUtc != written)
                 throw Error("changed while it was being loaded (another process is writing it; replace model files " +
                     "with a rename, as paretoq-convert does, never in place)");

@@ -47,6 +47,17 @@ public sealed class PqFileTests : IDisposable
     }
 
     [Fact]
+    public void Model_opens_through_a_chain_of_symbolic_links()
+    {
+        string relative = _dir.File("relative-link.pq"), absolute = _dir.File("absolute-link.pq");
+        File.CreateSymbolicLink(relative, "valid.pq");
+        File.CreateSymbolicLink(absolute, relative);
+        using var f = PqFile.Open(absolute);
+        Assert.Equal(_bytes.Length, f.FileLength);
+        Assert.Equal(1 + 1 + 3 * 9, f.Tensors.Count);
+    }
+
+    [Fact]
     public void Writer_refuses_to_overwrite_and_leaves_no_temporary_files()
     {
         var writer = new PqWriter(TestModelGenerator.MobileLlm().ToJson(),
