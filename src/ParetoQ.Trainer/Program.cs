@@ -105,7 +105,7 @@ public static class Program
         var lr = new Option<double>("--lr") { Description = "Peak learning rate", DefaultValueFactory = _ => qat ? 2e-4
             : 3e-3 };
         var minLr = new Option<double>("--min-lr") { Description = "Learning rate at the end of the cosine",
-            DefaultValueFactory = _ => qat ? 2e-5 : 3e-4 };
+            DefaultValueFactory = _ => qat ? 0 : 3e-4 };
         var warmup = new Option<int>("--warmup") { Description = "Linear warmup steps", DefaultValueFactory = _ => qat
             ? 0 : 20 };
         var clip = new Option<double>("--clip") { Description = "Gradient-norm clipping; 0 = off",
