@@ -119,7 +119,7 @@ public sealed class GgufCheckpoint : ISourceCheckpoint
         if ((Int(f, "llama.expert_count") ?? 0) != 0)
             throw Error("is a mixture-of-experts llama model, which is not imported");
         string scaling = Get<string>(f, "llama.rope.scaling.type") ?? "none";
-        double factor = Get<double?>(f, "llama.rope.scaling.factor") ?? 1;
+        double factor = Double(f, "llama.rope.scaling.factor") ?? 1;
         if (!(scaling is "none" || scaling == "linear" && factor == 1))
             throw Error($"has RoPE scaling '{scaling}' (factor {factor}), which is not imported");
         var tokens = Get<string[]>(f, "tokenizer.ggml.tokens") ?? throw Error("has no tokenizer.ggml.tokens (the " +
@@ -132,9 +132,9 @@ public sealed class GgufCheckpoint : ISourceCheckpoint
             Architecture = "mobilellm", VocabSize = tokens.Length, HiddenSize = dim, IntermediateSize = hidden,
             NumLayers = layers, NumHeads = heads, NumKvHeads = kvHeads, HeadDim = headDim,
             MaxPositionEmbeddings = Int(f, "llama.context_length") ?? 2048,
-            RmsNormEps = (float)(Get<double?>(f, "llama.attention.layer_norm_rms_epsilon")
+            RmsNormEps = (float)(Double(f, "llama.attention.layer_norm_rms_epsilon")
                 ?? throw Error("has no llama.attention.layer_norm_rms_epsilon")),
-            RopeTheta = (float)(Get<double?>(f, "llama.rope.freq_base") ?? 10000),
+            RopeTheta = (float)(Double(f, "llama.rope.freq_base") ?? 10000),
             RopeLayout = RopeLayout.RotateHalf,
             TieWordEmbeddings = !f.Tensors.Any(t => t.Name == "output.weight"), LayerRepeat = 1,
             LayerTypes = [.. Enumerable.Repeat(AttentionKind.Global, layers)],
@@ -145,13 +145,29 @@ public sealed class GgufCheckpoint : ISourceCheckpoint
         return ModelConfig.Parse(json.RootElement, f.Path);
     }
 
-    private static T? Get<T>(GgufFile f, string key)
+    // One typed reader per metadata kind, and no generic `value is T` over a Nullable<T>: NativeAOT (ILC, .NET 10)
+    // compiled `value is T t` with T = bool? into a branch to itself, so every GGUF carrying a bool key hung the
+    // native converter (issue 36, G1). tests/ParetoQ.AotCheck keeps that pattern compiled natively in CI.
+    private static T? Get<T>(GgufFile f, string key) where T : class
     {
-        if (!f.Metadata.TryGetValue(key, out var value)) return default;
-        if (typeof(T) == typeof(double?) && value is double d) return (T)(object)d;
-        if (value is T t) return t;
-        throw new CheckpointException(f.Path, null, $"has metadata {key} of the wrong type ({value.GetType().Name})");
+        if (!f.Metadata.TryGetValue(key, out var value)) return null;
+        return value as T ?? throw WrongType(f, key, value);
     }
+
+    private static double? Double(GgufFile f, string key)
+    {
+        if (!f.Metadata.TryGetValue(key, out var value)) return null;
+        return value is double d ? d : throw WrongType(f, key, value);
+    }
+
+    private static bool? Bool(GgufFile f, string key)
+    {
+        if (!f.Metadata.TryGetValue(key, out var value)) return null;
+        return value is bool b ? b : throw WrongType(f, key, value);
+    }
+
+    private static CheckpointException WrongType(GgufFile f, string key, object value) =>
+        new(f.Path, null, $"has metadata {key} of the wrong type ({value.GetType().Name})");
 
     private static int? Int(GgufFile f, string key)
     {
@@ -212,7 +228,7 @@ public sealed class GgufCheckpoint : ISourceCheckpoint
         string model = Get<string>(f, "tokenizer.ggml.model") ?? throw Error("has no tokenizer.ggml.model");
         if (model != "llama")
             throw Error($"has tokenizer model '{model}', which is not imported (llama, SentencePiece BPE, is)");
-        if (Get<bool?>(f, "tokenizer.ggml.add_space_prefix") == false)
+        if (Bool(f, "tokenizer.ggml.add_space_prefix") == false)
             throw Error("has add_space_prefix false, which the SentencePiece tokenizer does not implement");
         var tokens = Get<string[]>(f, "tokenizer.ggml.tokens")!;
         var scores = Get<double[]>(f, "tokenizer.ggml.scores");
@@ -239,8 +255,8 @@ public sealed class GgufCheckpoint : ISourceCheckpoint
         }
         int? bos = Id("tokenizer.ggml.bos_token_id"), eos = Id("tokenizer.ggml.eos_token_id"),
             pad = Id("tokenizer.ggml.padding_token_id");
-        bool addBos = Get<bool?>(f, "tokenizer.ggml.add_bos_token") ?? true;
-        if (Get<bool?>(f, "tokenizer.ggml.add_eos_token") == true)
+        bool addBos = Bool(f, "tokenizer.ggml.add_bos_token") ?? true;
+        if (Bool(f, "tokenizer.ggml.add_eos_token") == true)
             throw Error("has add_eos_token true, which generation does not implement");
         int bosId = addBos && bos is { } b ? b : PqTokenizerInfo.None;
         int[] stops = eos is { } e ? [e] : [];
