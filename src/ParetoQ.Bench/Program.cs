@@ -47,10 +47,11 @@ public static class Program
         var shapes = new Option<string?>("--shapes") { Description = "Only shapes whose name contains one of these comma-separated words (e.g. up,head)" };
         var tokens = new Option<string>("--n") { Description = "Comma-separated token counts (1 = decode GEMV, 512 = prefill GEMM)", DefaultValueFactory = _ => "1,512" };
         var cold = new Option<bool>("--cold") { Description = "Rotate over copies of each matrix adding up to 512 MiB, so weights stream from DRAM as in a model" };
+        var bound = new Option<bool>("--bound") { Description = "Decode GEMV bounds per shape, format and path: arithmetic only (codes in L1, 1 thread), loads only (read bandwidth, 1 and all threads) and cold (1 and all threads), in GB/s of packed weights" };
         var cmd = new Command("kernels",
             "Time each packed matmul per format and path at MobileLLM shapes: µs, GOPS, weight GB/s")
         {
-            threads, json, minTime, formats, paths, shapes, tokens, cold,
+            threads, json, minTime, formats, paths, shapes, tokens, cold, bound,
         };
         cmd.SetAction(parse =>
         {
@@ -62,6 +63,14 @@ public static class Program
             var selected = KernelBench.DefaultShapes.Where(s => filter is null
                 || Split(filter).Any(f => s.Name.Contains(f, StringComparison.OrdinalIgnoreCase))).ToList();
             if (selected.Count == 0) throw new UsageException($"no shape matches '{filter}'");
+            if (parse.GetValue(bound))
+            {
+                using var single = new WorkerPool(1);
+                BoundBench.Run(report, single, pool, ParsePaths(parse.GetValue(paths)!),
+                    ParseFormats(parse.GetValue(formats)!), selected, parse.GetValue(minTime), Console.Error);
+                report.Print(parse.GetValue(json), Console.Out);
+                return 0;
+            }
             KernelBench.Run(report, pool, ParsePaths(parse.GetValue(paths)!), ParseFormats(parse.GetValue(formats)!),
                 selected, Split(parse.GetValue(tokens)!).Select(ParsePositive).ToList(), parse.GetValue(minTime),
                     Console.Error, parse.GetValue(cold));

@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -16,13 +17,20 @@ internal struct UseMaddubs : IMultiply256 { public static bool Vnni => false; }
 
 /// <summary>
 /// AVX2 and AVX-VNNI: a 64-byte chunk group of a tile is two 32-byte halves (rows 0–1, rows 2–3), one 128-bit lane per
-/// row, against a broadcast 16-byte activation block. The maddubs variant sums a unit's planes in int16 before
-/// widening, as the AVX-512 kernel does; the VNNI variant accumulates each plane directly in int32.
+/// row, against a broadcast 16-byte activation block shared by both halves.
+/// <para>
+/// Every plane of a unit is written out with a constant shift (a loop over planes compiles to a variable shift and
+/// scalar bookkeeping per plane), and the sums run in independent chains: vpdpbusd's latency (4–5 cycles) is longer
+/// than its issue interval, so one chain per half ran at half the VNNI ceiling. The VNNI variant keeps four int32
+/// chains per half; the maddubs variant sums planes in two int16 chains over a batch of units, widening once per
+/// batch, as the AVX-512 kernel does.
+/// </para>
 /// </summary>
 internal unsafe struct Avx2TileKernel<TWidth, TMultiply> : ITileKernel
     where TWidth : struct, ICodeWidth where TMultiply : struct, IMultiply256
 {
     private const int ChunkStride = 64;
+    private const int Half = 32; // bytes from rows 0–1 to rows 2–3 of a chunk group
 
     public static void GroupedDot(in PackedMatrix w, int tile, QuantizedActivations x, int token0, int count,
         float* acc) =>
@@ -47,58 +55,147 @@ internal unsafe struct Avx2TileKernel<TWidth, TMultiply> : ITileKernel
         }
     }
 
+    // j is a literal at every call, so after inlining each shift below is an immediate (CA1857 cannot see through it).
+#pragma warning disable CA1857
+    /// <summary>Plane <paramref name="j"/> (a constant) of the unit at p: 16 codes per row lane, for activations
+    /// x[16j, 16j + 16).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<byte> Plane(byte* p, int j)
+    private static Vector256<byte> Plane(byte* p, [ConstantExpected] int j)
     {
         if (TWidth.Bits == 3)
         {
+            // low two bits from chunk j / 4, bit 2 from bit j of the third chunk
             var lo = Vector256.Load(p + (j >> 2) * ChunkStride).AsUInt16();
             var hi = Vector256.Load(p + 2 * ChunkStride).AsUInt16();
-            var high = Vector256.ShiftLeft(Vector256.ShiftRightLogical(hi, j), 2).AsByte() & Vector256.Create((byte)4);
-            return (Vector256.ShiftRightLogical(lo, 2 * (j & 3)).AsByte() & Vector256.Create((byte)3)) | high;
+            var high = (j <= 2 ? Vector256.ShiftLeft(hi, 2 - j) : Vector256.ShiftRightLogical(hi, j - 2)).AsByte();
+            return Shifted(lo, 2 * (j & 3)) & Vector256.Create((byte)3) | high & Vector256.Create((byte)4);
         }
         var v = Vector256.Load(p).AsUInt16();
-        byte mask = (byte)((1 << TWidth.Bits) - 1);
-        return Vector256.ShiftRightLogical(v, j * TWidth.Bits).AsByte() & Vector256.Create(mask);
+        return Shifted(v, j * TWidth.Bits) & Vector256.Create((byte)((1 << TWidth.Bits) - 1));
     }
+#pragma warning restore CA1857
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> Shifted(Vector256<ushort> v, [ConstantExpected] int shift) =>
+        (shift == 0 ? v : Vector256.ShiftRightLogical(v, shift)).AsByte();
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<sbyte> Broadcast(sbyte* x) => Avx2.BroadcastVector128ToVector256(x);
 
-    // acc += Σ over one unit's planes of code·x (codes at p: one half-tile, 2 rows).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Unit(Vector256<int> acc, byte* p, sbyte* x)
+    private static Vector256<int> Dp(Vector256<int> acc, Vector256<byte> codes, sbyte* x) =>
+        AvxVnni.MultiplyWideningAndAdd(acc, codes, Broadcast(x));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> Madd(Vector256<byte> codes, sbyte* x) =>
+        Avx2.MultiplyAddAdjacent(codes, Broadcast(x));
+
+    /// <summary>VNNI: one half-tile's unit into four int32 chains (plane j into chain j mod 4).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void UnitVnni(byte* p, sbyte* x, ref Vector256<int> a0, ref Vector256<int> a1,
+        ref Vector256<int> a2, ref Vector256<int> a3)
     {
-        var ones = Vector256.Create((short)1);
         if (TWidth.Bits == 8)
         {
-            var v = Vector256.Load(p);
-            if (TMultiply.Vnni) return AvxVnni.MultiplyWideningAndAdd(acc, v, Broadcast(x));
-            var lo = Avx2.MultiplyAddAdjacent(v & Vector256.Create((byte)15), Broadcast(x));
-            var hi = Avx2.MultiplyAddAdjacent(Vector256.ShiftRightLogical(v.AsUInt16(),
-                4).AsByte() & Vector256.Create((byte)15), Broadcast(x));
-            return acc + Avx2.MultiplyAddAdjacent(lo, ones) + Avx2.MultiplyAddAdjacent(hi, Vector256.Create((short)16));
+            a0 = Dp(a0, Vector256.Load(p), x);
+            return;
         }
-        int planes = CodeUnits.Planes(TWidth.Bits);
-        if (TMultiply.Vnni)
-        {
-            for (int j = 0; j < planes; j++) acc = AvxVnni.MultiplyWideningAndAdd(acc, Plane(p, j),
-                Broadcast(x + j * 16));
-            return acc;
-        }
-        var s16 = Vector256<short>.Zero;
-        for (int j = 0; j < planes; j++) s16 += Avx2.MultiplyAddAdjacent(Plane(p, j), Broadcast(x + j * 16));
-        return acc + Avx2.MultiplyAddAdjacent(s16, ones);
+        int planes = CodeUnits.Planes(TWidth.Bits); // 8, 4 or 2: a constant per width
+        a0 = Dp(a0, Plane(p, 0), x);
+        a1 = Dp(a1, Plane(p, 1), x + 16);
+        if (planes == 2) return;
+        a2 = Dp(a2, Plane(p, 2), x + 32);
+        a3 = Dp(a3, Plane(p, 3), x + 48);
+        if (planes == 4) return;
+        a0 = Dp(a0, Plane(p, 4), x + 64);
+        a1 = Dp(a1, Plane(p, 5), x + 80);
+        a2 = Dp(a2, Plane(p, 6), x + 96);
+        a3 = Dp(a3, Plane(p, 7), x + 112);
     }
+
+    /// <summary>maddubs (widths up to 4): one half-tile's unit into two int16 chains (plane j into chain j mod
+    /// 2).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void UnitMaddubs(byte* p, sbyte* x, ref Vector256<short> s0, ref Vector256<short> s1)
+    {
+        int planes = CodeUnits.Planes(TWidth.Bits);
+        s0 += Madd(Plane(p, 0), x);
+        s1 += Madd(Plane(p, 1), x + 16);
+        if (planes == 2) return;
+        s0 += Madd(Plane(p, 2), x + 32);
+        s1 += Madd(Plane(p, 3), x + 48);
+        if (planes == 4) return;
+        s0 += Madd(Plane(p, 4), x + 64);
+        s1 += Madd(Plane(p, 5), x + 80);
+        s0 += Madd(Plane(p, 6), x + 96);
+        s1 += Madd(Plane(p, 7), x + 112);
+    }
+
+    // 8-bit codes without VNNI: acc += Σ low nibble·x + 16 · Σ high nibble·x, widened per unit (maddubs would
+    // saturate on whole bytes).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Unit8(Vector256<int> acc, byte* p, sbyte* x)
+    {
+        var v = Vector256.Load(p);
+        var lo = Madd(v & Vector256.Create((byte)15), x);
+        var hi = Madd(Vector256.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & Vector256.Create((byte)15), x);
+        return acc + Avx2.MultiplyAddAdjacent(lo, Vector256.Create((short)1))
+            + Avx2.MultiplyAddAdjacent(hi, Vector256.Create((short)16));
+    }
+
+    // Units whose int16 sums may be added before widening: each chain gains at most (planes / 2) · 2 · maxCode · 127
+    // per unit, which must stay below 32767.
+    private static int BatchUnits
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => TWidth.Bits <= 2 ? 16 : TWidth.Bits == 3 ? 4 : 8;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Widen(Vector256<short> s0, Vector256<short> s1) =>
+        Avx2.MultiplyAddAdjacent(s0, Vector256.Create((short)1)) + Avx2.MultiplyAddAdjacent(s1,
+            Vector256.Create((short)1));
 
     private static void Dot1(byte* p, sbyte* x, int units, int* sums)
     {
         int unitBytes = CodeUnits.UnitChunks(TWidth.Bits) * ChunkStride, unitCols = CodeUnits.UnitCols(TWidth.Bits);
-        Vector256<int> rows01 = default, rows23 = default;
-        for (int u = 0; u < units; u++, p += unitBytes, x += unitCols)
+        Vector256<int> rows01, rows23;
+        if (TMultiply.Vnni)
         {
-            rows01 = Unit(rows01, p, x);
-            rows23 = Unit(rows23, p + 32, x);
+            Vector256<int> a0 = default, a1 = default, a2 = default, a3 = default;
+            Vector256<int> b0 = default, b1 = default, b2 = default, b3 = default;
+            for (int u = 0; u < units; u++, p += unitBytes, x += unitCols)
+            {
+                UnitVnni(p, x, ref a0, ref a1, ref a2, ref a3);
+                UnitVnni(p + Half, x, ref b0, ref b1, ref b2, ref b3);
+            }
+            rows01 = a0 + a1 + (a2 + a3);
+            rows23 = b0 + b1 + (b2 + b3);
+        }
+        else if (TWidth.Bits == 8)
+        {
+            rows01 = rows23 = default;
+            for (int u = 0; u < units; u++, p += unitBytes, x += unitCols)
+            {
+                rows01 = Unit8(rows01, p, x);
+                rows23 = Unit8(rows23, p + Half, x);
+            }
+        }
+        else
+        {
+            rows01 = rows23 = default;
+            for (int u = 0; u < units;)
+            {
+                int end = Math.Min(units, u + BatchUnits);
+                Vector256<short> s0 = default, s1 = default, t0 = default, t1 = default;
+                for (; u < end; u++, p += unitBytes, x += unitCols)
+                {
+                    UnitMaddubs(p, x, ref s0, ref s1);
+                    UnitMaddubs(p + Half, x, ref t0, ref t1);
+                }
+                rows01 += Widen(s0, s1);
+                rows23 += Widen(t0, t1);
+            }
         }
         Store(rows01, sums);
         Store(rows23, sums + 2);
@@ -109,12 +206,48 @@ internal unsafe struct Avx2TileKernel<TWidth, TMultiply> : ITileKernel
     {
         int unitBytes = CodeUnits.UnitChunks(TWidth.Bits) * ChunkStride, unitCols = CodeUnits.UnitCols(TWidth.Bits);
         Vector256<int> a01 = default, a23 = default, b01 = default, b23 = default;
-        for (int u = 0; u < units; u++, p += unitBytes, x += unitCols)
+        if (TMultiply.Vnni)
         {
-            a01 = Unit(a01, p, x);
-            a23 = Unit(a23, p + 32, x);
-            b01 = Unit(b01, p, x + stride);
-            b23 = Unit(b23, p + 32, x + stride);
+            // Two chains per (token, half): eight in all, within the 16 ymm registers of an AVX2 build.
+            Vector256<int> a01b = default, a23b = default, b01b = default, b23b = default;
+            for (int u = 0; u < units; u++, p += unitBytes, x += unitCols)
+            {
+                UnitVnni(p, x, ref a01, ref a01b, ref a01, ref a01b);
+                UnitVnni(p + Half, x, ref a23, ref a23b, ref a23, ref a23b);
+                UnitVnni(p, x + stride, ref b01, ref b01b, ref b01, ref b01b);
+                UnitVnni(p + Half, x + stride, ref b23, ref b23b, ref b23, ref b23b);
+            }
+            (a01, a23, b01, b23) = (a01 + a01b, a23 + a23b, b01 + b01b, b23 + b23b);
+        }
+        else if (TWidth.Bits == 8)
+        {
+            for (int u = 0; u < units; u++, p += unitBytes, x += unitCols)
+            {
+                a01 = Unit8(a01, p, x);
+                a23 = Unit8(a23, p + Half, x);
+                b01 = Unit8(b01, p, x + stride);
+                b23 = Unit8(b23, p + Half, x + stride);
+            }
+        }
+        else
+        {
+            for (int u = 0; u < units;)
+            {
+                int end = Math.Min(units, u + BatchUnits);
+                Vector256<short> a0 = default, a1 = default, c0 = default, c1 = default;
+                Vector256<short> b0 = default, b1 = default, d0 = default, d1 = default;
+                for (; u < end; u++, p += unitBytes, x += unitCols)
+                {
+                    UnitMaddubs(p, x, ref a0, ref a1);
+                    UnitMaddubs(p + Half, x, ref c0, ref c1);
+                    UnitMaddubs(p, x + stride, ref b0, ref b1);
+                    UnitMaddubs(p + Half, x + stride, ref d0, ref d1);
+                }
+                a01 += Widen(a0, a1);
+                a23 += Widen(c0, c1);
+                b01 += Widen(b0, b1);
+                b23 += Widen(d0, d1);
+            }
         }
         Store(a01, sums);
         Store(a23, sums + 2);

@@ -1,0 +1,114 @@
+using System.Runtime.InteropServices;
+using ParetoQ.Runtime.Kernels;
+using ParetoQ.Runtime.Quantization;
+
+namespace ParetoQ.Bench;
+
+/// <summary>
+/// <c>paretoq-bench kernels --bound</c>: what bounds a decode GEMV on this machine. For each shape, format and path
+/// three rates from one run, all in GB/s of packed weights:
+/// - arithmetic only: the same kernel loop over a slice of the matrix (same columns, fewer rows) that stays in L1, on
+///   one thread, so no load ever waits for memory;
+/// - loads only: the same cold stream read with the widest loads and no arithmetic (the machine's read bandwidth),
+///   on 1 thread and on every thread;
+/// - cold: the real kernel over copies adding up to 512 MiB, on 1 thread and on every thread.
+/// A kernel is memory-bound when arithmetic-only is well above loads-only; cold / loads is then its roofline fraction.
+/// </summary>
+public static unsafe class BoundBench
+{
+    private const long L1Bytes = 24 * 1024; // under every current core's L1 data cache (32-48 KB), with room for x
+    private const long ColdBytes = 512L << 20;
+
+    private sealed class RepeatJob(KernelPath path, PackedMatrix w, QuantizedActivations x, float* y, int repeats)
+        : IParallelJob
+    {
+        public void Execute(int begin, int end, int worker)
+        {
+            for (int i = 0; i < repeats; i++) LowBitMatMul.Run(path, w, x, begin, end, y);
+        }
+    }
+
+    private sealed class Job(KernelPath path, PackedMatrix w, QuantizedActivations x, float* y) : IParallelJob
+    {
+        public void Execute(int begin, int end, int worker) => LowBitMatMul.Run(path, w, x, begin, end, y);
+    }
+
+    public static void Run(BenchReport report, WorkerPool one, WorkerPool all, IReadOnlyList<KernelPath> paths,
+        IReadOnlyList<WeightFormat> formats, IReadOnlyList<(string Name, int Rows, int Cols)> shapes,
+        double minSeconds, TextWriter progress)
+    {
+        // Read bandwidth: median of five measurements of the best of five passes, on one thread and on all of them.
+        double loads1 = Median(() => BandwidthBench.Measure(one, ColdBytes));
+        double loadsAll = Median(() => BandwidthBench.Measure(all, ColdBytes));
+        report.Fact("loads_GB/s_1_thread", Math.Round(loads1, 1));
+        report.Fact($"loads_GB/s_{all.Threads}_threads", Math.Round(loadsAll, 1));
+        var rng = new Random(1);
+        foreach (var (name, rows, cols) in shapes)
+            foreach (var format in formats)
+            {
+                var layout = new PackedLayout(format, rows, cols);
+                int copies = (int)Math.Max(1, (ColdBytes + layout.TotalBytes - 1) / layout.TotalBytes);
+                byte* w = (byte*)NativeMemory.AlignedAlloc((nuint)(layout.TotalBytes * copies), 64);
+                // The L1 slice: whole tiles of the same row length, as many as fit in L1Bytes.
+                long rowBytes = layout.CodeBytes / layout.PaddedRows;
+                int sliceRows = (int)Math.Clamp(L1Bytes / rowBytes / PackedLayout.TileRows * PackedLayout.TileRows,
+                    PackedLayout.TileRows, layout.PaddedRows);
+                var sliceLayout = new PackedLayout(format, sliceRows, cols);
+                byte* slice = (byte*)NativeMemory.AlignedAlloc((nuint)sliceLayout.TotalBytes, 64);
+                using var x = new QuantizedActivations(1, cols);
+                float* y = (float*)NativeMemory.AlignedAlloc((nuint)((long)rows * sizeof(float)), 64);
+                try
+                {
+                    var span = new Span<byte>(w, checked((int)layout.TotalBytes));
+                    rng.NextBytes(span[..(int)layout.CodeBytes]);
+                    MemoryMarshal.Cast<byte, float>(span[(int)layout.CodeBytes..]).Fill(0.01f);
+                    for (int c = 1; c < copies; c++) span.CopyTo(new Span<byte>(w + c * layout.TotalBytes,
+                        span.Length));
+                    var sliceSpan = new Span<byte>(slice, checked((int)sliceLayout.TotalBytes));
+                    rng.NextBytes(sliceSpan[..(int)sliceLayout.CodeBytes]);
+                    MemoryMarshal.Cast<byte, float>(sliceSpan[(int)sliceLayout.CodeBytes..]).Fill(0.01f);
+                    var xf = new float[cols];
+                    for (int i = 0; i < xf.Length; i++) xf[i] = (float)(rng.NextDouble() * 2 - 1);
+                    x.Quantize(xf, 1, cols);
+                    var sliceMatrix = new PackedMatrix(sliceLayout, slice);
+                    var matrices = Enumerable.Range(0, copies).Select(c
+                        => new PackedMatrix(layout, w + c * layout.TotalBytes)).ToArray();
+                    foreach (var path in paths)
+                    {
+                        // Repeat the slice about as many bytes as the whole matrix holds, at least 64 times.
+                        int repeats = (int)Math.Max(64, layout.TotalBytes / sliceLayout.TotalBytes);
+                        var repeat = new RepeatJob(path, sliceMatrix, x, y, repeats);
+                        double arith = sliceLayout.TotalBytes * (double)repeats / 1e9
+                            / Timing.Median(() => one.Run(repeat, sliceMatrix.Tiles), minSeconds);
+                        double Cold(WorkerPool pool)
+                        {
+                            var jobs = matrices.Select(m => new Job(path, m, x, y)).ToArray();
+                            int next = 0;
+                            return layout.TotalBytes / 1e9 / Timing.Median(() => pool.Run(jobs[next++ % copies],
+                                matrices[0].Tiles), minSeconds);
+                        }
+                        double cold1 = Cold(one), coldAll = Cold(all);
+                        progress.Write('.');
+                        report.Row(("shape", name), ("format", WeightFormats.Name(format)),
+                            ("path", KernelDispatch.Name(path)), ("arith_GB/s", arith),
+                            ("arith/loads1", arith / loads1), ("cold1_GB/s", cold1), ("cold1/loads1", cold1 / loads1),
+                            ($"cold{all.Threads}_GB/s", coldAll), ($"cold{all.Threads}/loads{all.Threads}",
+                                coldAll / loadsAll));
+                    }
+                }
+                finally
+                {
+                    NativeMemory.AlignedFree(y);
+                    NativeMemory.AlignedFree(slice);
+                    NativeMemory.AlignedFree(w);
+                }
+            }
+        progress.WriteLine();
+    }
+
+    private static double Median(Func<double> measure)
+    {
+        var values = Enumerable.Range(0, 5).Select(_ => measure()).Order().ToArray();
+        return values[values.Length / 2];
+    }
+}
