@@ -1,3 +1,4 @@
+using System.Diagnostics.CodeAnalysis;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.Arm;
@@ -32,42 +33,68 @@ internal unsafe struct NeonTileKernel<TWidth> : ITileKernel where TWidth : struc
         }
     }
 
+    // j is a literal at every call, so after inlining each shift below is an immediate (CA1857 cannot see through it).
+#pragma warning disable CA1857
+    /// <summary>Plane <paramref name="j"/> (a constant) of one row's chunk at p: 16 codes as s8, for activations
+    /// x[16j, 16j + 16).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector128<sbyte> Plane(byte* p, int j)
+    private static Vector128<sbyte> Plane(byte* p, [ConstantExpected] int j)
     {
         if (TWidth.Bits == 3)
         {
             var lo = Vector128.Load(p + (j >> 2) * ChunkStride);
             var hi = Vector128.Load(p + 2 * ChunkStride);
-            var high = Vector128.ShiftLeft(Vector128.ShiftRightLogical(hi, j) & Vector128.Create((byte)1), 2);
-            return ((Vector128.ShiftRightLogical(lo, 2 * (j & 3)) & Vector128.Create((byte)3)) | high).AsSByte();
+            var high = (j <= 2 ? Vector128.ShiftLeft(hi, 2 - j) : Vector128.ShiftRightLogical(hi, j - 2))
+                & Vector128.Create((byte)4);
+            return (Shifted(lo, 2 * (j & 3)) & Vector128.Create((byte)3) | high).AsSByte();
         }
         if (TWidth.Bits == 8) return (Vector128.Load(p) ^ Vector128.Create((byte)0x80)).AsSByte();
         byte mask = (byte)((1 << TWidth.Bits) - 1);
-        return (Vector128.ShiftRightLogical(Vector128.Load(p), j * TWidth.Bits) & Vector128.Create(mask)).AsSByte();
+        return (Shifted(Vector128.Load(p), j * TWidth.Bits) & Vector128.Create(mask)).AsSByte();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<byte> Shifted(Vector128<byte> v, [ConstantExpected] int shift) =>
+        shift == 0 ? v : Vector128.ShiftRightLogical(v, shift);
+#pragma warning restore CA1857
+
+    /// <summary>One row's unit into two int32 chains (even planes into a, odd into b): sdot's latency is several
+    /// times its issue interval, so one chain per row left the pipes idle.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void RowUnit(byte* p, sbyte* x, ref Vector128<int> a, ref Vector128<int> b)
+    {
+        int planes = CodeUnits.Planes(TWidth.Bits); // 8, 4, 2 or 1: a constant per width
+        a = Dp.DotProduct(a, Plane(p, 0), Vector128.Load(x));
+        if (planes == 1) return;
+        b = Dp.DotProduct(b, Plane(p, 1), Vector128.Load(x + 16));
+        if (planes == 2) return;
+        a = Dp.DotProduct(a, Plane(p, 2), Vector128.Load(x + 32));
+        b = Dp.DotProduct(b, Plane(p, 3), Vector128.Load(x + 48));
+        if (planes == 4) return;
+        a = Dp.DotProduct(a, Plane(p, 4), Vector128.Load(x + 64));
+        b = Dp.DotProduct(b, Plane(p, 5), Vector128.Load(x + 80));
+        a = Dp.DotProduct(a, Plane(p, 6), Vector128.Load(x + 96));
+        b = Dp.DotProduct(b, Plane(p, 7), Vector128.Load(x + 112));
     }
 
     private static void Dot1(byte* p, sbyte* x, int units, int* sums)
     {
-        int planes = CodeUnits.Planes(TWidth.Bits), unitBytes = CodeUnits.UnitChunks(TWidth.Bits) * ChunkStride;
+        int unitCols = CodeUnits.UnitCols(TWidth.Bits), unitBytes = CodeUnits.UnitChunks(TWidth.Bits) * ChunkStride;
         Vector128<int> r0 = default, r1 = default, r2 = default, r3 = default, xSum = default;
+        Vector128<int> q0 = default, q1 = default, q2 = default, q3 = default;
         var ones = Vector128.Create((sbyte)1);
-        for (int u = 0; u < units; u++, p += unitBytes, x += planes * 16)
+        for (int u = 0; u < units; u++, p += unitBytes, x += unitCols)
         {
-            for (int j = 0; j < planes; j++)
-            {
-                var xv = Vector128.Load(x + j * 16);
-                r0 = Dp.DotProduct(r0, Plane(p, j), xv);
-                r1 = Dp.DotProduct(r1, Plane(p + 16, j), xv);
-                r2 = Dp.DotProduct(r2, Plane(p + 32, j), xv);
-                r3 = Dp.DotProduct(r3, Plane(p + 48, j), xv);
-                if (TWidth.Bits == 8) xSum = Dp.DotProduct(xSum, ones, xv);
-            }
+            RowUnit(p, x, ref r0, ref q0);
+            RowUnit(p + 16, x, ref r1, ref q1);
+            RowUnit(p + 32, x, ref r2, ref q2);
+            RowUnit(p + 48, x, ref r3, ref q3);
+            if (TWidth.Bits == 8) xSum = Dp.DotProduct(xSum, ones, Vector128.Load(x));
         }
         int offset = TWidth.Bits == 8 ? 128 * AdvSimd.Arm64.AddAcross(xSum).ToScalar() : 0;
-        sums[0] = AdvSimd.Arm64.AddAcross(r0).ToScalar() + offset;
-        sums[1] = AdvSimd.Arm64.AddAcross(r1).ToScalar() + offset;
-        sums[2] = AdvSimd.Arm64.AddAcross(r2).ToScalar() + offset;
-        sums[3] = AdvSimd.Arm64.AddAcross(r3).ToScalar() + offset;
+        sums[0] = AdvSimd.Arm64.AddAcross(r0 + q0).ToScalar() + offset;
+        sums[1] = AdvSimd.Arm64.AddAcross(r1 + q1).ToScalar() + offset;
+        sums[2] = AdvSimd.Arm64.AddAcross(r2 + q2).ToScalar() + offset;
+        sums[3] = AdvSimd.Arm64.AddAcross(r3 + q3).ToScalar() + offset;
     }
 }
