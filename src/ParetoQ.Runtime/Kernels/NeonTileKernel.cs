@@ -49,8 +49,10 @@ internal unsafe struct NeonTileKernel<TWidth> : ITileKernel where TWidth : struc
             return (Shifted(lo, 2 * (j & 3)) & Vector128.Create((byte)3) | high).AsSByte();
         }
         if (TWidth.Bits == 8) return (Vector128.Load(p) ^ Vector128.Create((byte)0x80)).AsSByte();
-        byte mask = (byte)((1 << TWidth.Bits) - 1);
-        return (Shifted(Vector128.Load(p), j * TWidth.Bits) & Vector128.Create(mask)).AsSByte();
+        // NEON shifts each byte on its own, so the top field needs no mask.
+        var field = Shifted(Vector128.Load(p), j * TWidth.Bits);
+        if ((j + 1) * TWidth.Bits == 8) return field.AsSByte();
+        return (field & Vector128.Create((byte)((1 << TWidth.Bits) - 1))).AsSByte();
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
