@@ -1,3 +1,4 @@
+using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Backends;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
@@ -38,13 +39,14 @@ public static class ModelBench
     }
 
     public static void Run(BenchReport report, string path, string label, IComputeBackend backend,
-        IReadOnlyList<int> prompts, int decodeTokens, double? bandwidthGBs, TextWriter progress, bool profile = false)
+        IReadOnlyList<int> prompts, int decodeTokens, double? bandwidthGBs, TextWriter progress, bool profile = false,
+        WeightMemory weights = WeightMemory.Auto)
     {
         // --profile: time every backend operation of the prefill and of the decode steps, and print where a token's
         // time goes. An accelerator runs its kernels asynchronously, so there the time lands on the operation that
         // waits (copy_to_host).
         var profiler = profile ? new ProfilingBackend(backend) : null;
-        using var model = LanguageModel.Load(path, profiler ?? backend);
+        using var model = LanguageModel.Load(path, profiler ?? backend, weights);
         var c = model.Config;
         var rng = new Random(7);
         long weightBytes = model.File.Tensors.Sum(t => t.Length);
@@ -80,7 +82,8 @@ public static class ModelBench
             progress.Write('.');
             var row = new List<(string, object)>
             {
-                ("model", label), ("weights_MB", weightBytes / 1e6), ("prompt", p), ("prefill_tok/s", p / prefill),
+                ("model", label), ("weights_MB", weightBytes / 1e6),
+                ("weights", model.File.Memory == WeightMemory.Resident ? "resident" : "mapped"), ("prompt", p), ("prefill_tok/s", p / prefill),
                 ("decode_ctx", p), ("decode_tok/s", decodeTps), ("read_MB/token", (bytesPerToken + kvBytes) / 1e6),
             };
             if (bandwidthGBs is { } bw)

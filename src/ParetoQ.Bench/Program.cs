@@ -127,10 +127,11 @@ public static class Program
         var tokenizer = new Option<string?>("--tokenizer") { Description = "Give generated models this LLaMA-style tokenizer.json instead of the byte-level vocabulary, so they export to GGUF (paretoq-convert --to gguf)" };
         var device = new Option<string>("--device") { Description = "cpu, or through ILGPU (JIT-hosted build only): cuda, opencl, ilgpu-cpu, auto", DefaultValueFactory = _ => "cpu" };
         device.AcceptOnlyFromAmong(ComputeDevice.Names);
+        var weights = new WeightMemoryOptions();
         var cmd = new Command("model", "Prefill and decode tokens/s of whole models")
         {
             threads, json, modelFile, presets, formats, head, prompts, decode, kernels, exact, dir, bandwidth, profile,
-                tokenizer, device,
+                tokenizer, device, weights.Mmap, weights.NoMmap,
         };
         cmd.SetAction(parse =>
         {
@@ -159,7 +160,7 @@ public static class Program
             if (parse.GetValue(modelFile) is { } file)
             {
                 ModelBench.Run(report, file, Path.GetFileName(file), backend, promptLengths, decodeTokens, bw,
-                    Console.Error, parse.GetValue(profile));
+                    Console.Error, parse.GetValue(profile), weights.Get(parse));
             }
             else
             {
@@ -177,7 +178,7 @@ public static class Program
                         parse.GetValue(tokenizer), Console.Error);
                     ModelBench.Run(report, path,
                         $"{preset} {WeightFormats.Name(projections)} ({Path.GetFileName(path)})", backend,
-                        promptLengths, decodeTokens, bw, Console.Error, parse.GetValue(profile));
+                        promptLengths, decodeTokens, bw, Console.Error, parse.GetValue(profile), weights.Get(parse));
                 }
             }
             report.Print(parse.GetValue(json), Console.Out);

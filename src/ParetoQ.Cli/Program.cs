@@ -79,11 +79,12 @@ public static class Program
         threads.Check(v => ThreadCount.Check(v, "--threads"));
         context.Check(v => { if (v < 0) throw new ArgumentException($"--context {v} must be ≥ 0"); });
 
+        var weights = new WeightMemoryOptions();
         var root = new RootCommand(Help)
         {
             model, prompt, file, maxTokens, stop, noEcho, json, temperature, topK, topP, minP, repeatPenalty, seed,
                 context, kvCache, chat,
-                system, perplexity, perplexityMode, threads, exact, device,
+                system, perplexity, perplexityMode, threads, exact, device, weights.Mmap, weights.NoMmap,
         };
         root.SetAction(parse => Run(new Settings(
             parse.GetValue(model), parse.GetValue(prompt), parse.GetValue(file),
@@ -99,7 +100,7 @@ public static class Program
             parse.GetValue(context), parse.GetValue(kvCache) == "f32" ? KvCacheType.F32 : KvCacheType.Int8,
             parse.GetValue(chat), parse.GetValue(system), parse.GetValue(perplexity),
             parse.GetValue(perplexityMode) == "chunks" ? PerplexityMode.Chunks : PerplexityMode.Windows,
-                parse.GetValue(threads), parse.GetValue(exact), parse.GetValue(device)!)));
+                parse.GetValue(threads), parse.GetValue(exact), parse.GetValue(device)!, weights.Get(parse))));
 
         return ProgramErrors.Invoke(root, args, "paretoq-run");
     }
@@ -119,7 +120,7 @@ public static class Program
     private sealed record Settings(string? Model, string? Prompt, string? PromptFile, int MaxTokens,
         IReadOnlyList<string> Stops, bool NoEcho, bool Json, SamplerOptions Sampler, int Context,
         KvCacheType KvCache, bool Chat, string? System, string? Perplexity, PerplexityMode PerplexityMode, int Threads,
-        bool Exact, string Device);
+        bool Exact, string Device, WeightMemory Weights);
 
     private static int Run(Settings s)
     {
@@ -134,7 +135,7 @@ public static class Program
         string path = ResolveModel(s.Model);
         using var backend = ComputeDevice.Create(s.Device,
             new CpuBackendOptions { Threads = s.Threads, Exact = s.Exact }, Accelerators);
-        using var model = LanguageModel.Load(path, backend);
+        using var model = LanguageModel.Load(path, backend, s.Weights);
         var tokenizer = Tokenizers.FromFile(model.File, model.Config.VocabSize);
         using var session = new Session(model,
             new SessionOptions { ContextLength = s.Context, KvCache = s.KvCache,

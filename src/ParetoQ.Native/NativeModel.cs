@@ -19,7 +19,7 @@ internal sealed class NativeModel
 
     public NativeModel(string path, bool verifyChecksums)
     {
-        File = PqFile.Open(path, verifyChecksums);
+        File = PqFile.Open(path, verifyChecksums, WeightMemory.Auto); // resident in huge pages where that decodes faster
         try
         {
             // A full load on a one-thread backend validates every tensor against the config before the handle exists.

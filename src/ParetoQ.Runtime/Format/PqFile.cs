@@ -24,8 +24,9 @@ public sealed unsafe class PqFile : IDisposable
     /// <summary>The largest token id any model may use (<see cref="ModelConfig.MaxVocabSize"/> − 1).</summary>
     public const int MaxTokenId = ModelConfig.MaxVocabSize - 1;
 
-    private readonly MemoryMappedFile _map;
-    private readonly MemoryMappedViewAccessor _view;
+    private readonly MemoryMappedFile? _map;
+    private readonly MemoryMappedViewAccessor? _view;
+    private readonly byte* _resident; // the whole file, when resident; otherwise the map holds it
     private byte* _base;
     private readonly Dictionary<string, PqTensor> _byName;
     private readonly long _tokenizerOffset;
@@ -48,13 +49,19 @@ public sealed unsafe class PqFile : IDisposable
         }
     }
 
+    /// <summary>How this file's bytes are held: <see cref="WeightMemory.Mapped"/> or
+    /// <see cref="WeightMemory.Resident"/>.</summary>
+    public WeightMemory Memory { get; }
+
     /// <summary>Opens and validates a .pq file. Every problem is reported as a
     /// <see cref="PqFormatException"/>.</summary>
     /// <param name="verifyChecksums">Hash every tensor now (default). Skipping it makes opening O(metadata), for tools
     /// that verify separately.</param>
-    public static PqFile Open(string path, bool verifyChecksums = true) => new(path, verifyChecksums);
+    /// <param name="memory">Map the file, or read it into huge-page memory (see <see cref="WeightMemory"/>).</param>
+    public static PqFile Open(string path, bool verifyChecksums = true, WeightMemory memory = WeightMemory.Mapped) =>
+        new(path, verifyChecksums, memory);
 
-    private PqFile(string path, bool verifyChecksums)
+    private PqFile(string path, bool verifyChecksums, WeightMemory memory)
     {
         Path = path;
         if (!BitConverter.IsLittleEndian)
@@ -73,21 +80,54 @@ public sealed unsafe class PqFile : IDisposable
             stream.ReadExactly(header);
             (metaLength, long dataOffset, dataLength, metaHash) = ReadHeader(header);
             DataOffset = dataOffset;
-            try
+            Memory = ResidentMemory.Resolve(memory, FileLength);
+            if (Memory == WeightMemory.Resident)
             {
-                _map = MemoryMappedFile.CreateFromFile(stream, null, 0, MemoryMappedFileAccess.Read,
-                    HandleInheritability.None, leaveOpen: true);
-                _view = _map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
+                // Read, not copied from a map: a file truncated meanwhile is a short read here, never a SIGBUS.
+                _resident = ResidentMemory.Allocate(FileLength);
+                try
+                {
+                    stream.Position = 0;
+                    for (long done = 0; done < FileLength;)
+                    {
+                        int n = stream.Read(new Span<byte>(_resident + done, (int)Math.Min(FileLength - done, 1 << 30)));
+                        if (n == 0) throw Error($"ended after {done} of {FileLength} bytes while being read");
+                        done += n;
+                    }
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    ResidentMemory.Free(_resident);
+                    throw new PqFormatException(path, null, $"cannot read: {InputFile.Reason(e)}", e);
+                }
+                catch
+                {
+                    ResidentMemory.Free(_resident);
+                    throw;
+                }
             }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            else
             {
-                throw new PqFormatException(path, null, $"cannot memory-map: {InputFile.Reason(e)}", e);
+                try
+                {
+                    _map = MemoryMappedFile.CreateFromFile(stream, null, 0, MemoryMappedFileAccess.Read,
+                        HandleInheritability.None, leaveOpen: true);
+                    _view = _map.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    throw new PqFormatException(path, null, $"cannot memory-map: {InputFile.Reason(e)}", e);
+                }
             }
         }
         try
         {
-            _view.SafeMemoryMappedViewHandle.AcquirePointer(ref _base);
-            _base += _view.PointerOffset;
+            if (_resident != null) _base = _resident;
+            else
+            {
+                _view!.SafeMemoryMappedViewHandle.AcquirePointer(ref _base);
+                _base += _view.PointerOffset;
+            }
             var meta = new ReadOnlySpan<byte>(_base + HeaderSize, (int)metaLength);
             if (XxHash3.HashToUInt64(meta) != metaHash) throw Error("metadata checksum mismatch (the file is corrupt)");
 
@@ -299,7 +339,8 @@ public sealed unsafe class PqFile : IDisposable
     {
         if (_base != null)
         {
-            _view.SafeMemoryMappedViewHandle.ReleasePointer();
+            if (_resident != null) ResidentMemory.Free(_resident);
+            else _view!.SafeMemoryMappedViewHandle.ReleasePointer();
             _base = null;
         }
         _view?.Dispose();

@@ -38,11 +38,13 @@ public sealed class LanguageModel : IDisposable
 
     /// <summary>
     /// Opens a .pq file and loads it on <paramref name="backend"/>, or on a new <see cref="CpuBackend"/> with default
-    /// options, which the model then owns and disposes.
+    /// options, which the model then owns and disposes. <paramref name="memory"/> says whether the weights are mapped
+    /// or read into huge-page memory (<see cref="WeightMemory"/>; by default, whichever decodes faster here).
     /// </summary>
-    public static LanguageModel Load(string path, IComputeBackend? backend = null)
+    public static LanguageModel Load(string path, IComputeBackend? backend = null,
+        WeightMemory memory = WeightMemory.Auto)
     {
-        var file = PqFile.Open(path);
+        var file = PqFile.Open(path, memory: memory);
         IComputeBackend? owned = null;
         try
         {
@@ -58,12 +60,12 @@ public sealed class LanguageModel : IDisposable
     }
 
     /// <summary>Opens a .pq file on a new CPU backend with these options (threads, kernel path, exact mode).</summary>
-    public static LanguageModel Load(string path, CpuBackendOptions options)
+    public static LanguageModel Load(string path, CpuBackendOptions options, WeightMemory memory = WeightMemory.Auto)
     {
         var backend = ComputeDevice.Cpu(options);
         try
         {
-            var model = Load(path, backend);
+            var model = Load(path, backend, memory);
             model._ownsBackend = true;
             return model;
         }

@@ -150,9 +150,43 @@ public sealed class PqFileTests : IDisposable
         byte[] bad = Corrupt(corruption);
         string path = _dir.File("bad.pq");
         File.WriteAllBytes(path, bad);
-        var e = Assert.Throws<PqFormatException>(() => PqFile.Open(path).Dispose());
-        Assert.StartsWith(path + ":", e.Message);
-        Assert.Contains(expected, e.Message);
+        foreach (var memory in new[] { WeightMemory.Mapped, WeightMemory.Resident })
+        {
+            var e = Assert.Throws<PqFormatException>(() => PqFile.Open(path, memory: memory).Dispose());
+            Assert.StartsWith(path + ":", e.Message);
+            Assert.Contains(expected, e.Message);
+        }
+    }
+
+    [Fact]
+    public void Resident_file_holds_the_same_bytes_and_gives_the_same_logits_as_the_mapped_one()
+    {
+        using (var mapped = PqFile.Open(_model.Path, memory: WeightMemory.Mapped))
+        using (var resident = PqFile.Open(_model.Path, memory: WeightMemory.Resident))
+        {
+            Assert.Equal((WeightMemory.Mapped, WeightMemory.Resident), (mapped.Memory, resident.Memory));
+            Assert.Equal(mapped.TokenizerBytes.ToArray(), resident.TokenizerBytes.ToArray());
+            foreach (var t in mapped.Tensors) Assert.True(t.Data.SequenceEqual(resident[t.Name].Data), t.Name);
+        }
+        // Small files stay mapped by default: the TLB reach of 4 KiB pages covers them.
+        using (var auto = PqFile.Open(_model.Path, memory: WeightMemory.Auto))
+            Assert.Equal(WeightMemory.Mapped, auto.Memory);
+        Assert.Equal(WeightMemory.Mapped, ResidentMemory.Resolve(WeightMemory.Auto, ResidentMemory.AutoMinBytes - 1));
+        Assert.Equal(ResidentMemory.TransparentHugePages ? WeightMemory.Resident : WeightMemory.Mapped,
+            ResidentMemory.Resolve(WeightMemory.Auto, ResidentMemory.AutoMinBytes));
+
+        float[] Logits(WeightMemory memory)
+        {
+            using var model = LanguageModel.Load(_model.Path, new Backends.Cpu.CpuBackendOptions { Threads = 1 },
+                memory);
+            using var session = new Session(model);
+            return session.Forward([1, 2, 3]).ToArray();
+        }
+        Assert.Equal(Logits(WeightMemory.Mapped), Logits(WeightMemory.Resident));
+
+        var file = PqFile.Open(_model.Path, memory: WeightMemory.Resident);
+        file.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => file.TokenizerBytes.Length);
     }
 
     private byte[] Corrupt(string corruption)
