@@ -17,7 +17,7 @@ internal struct UseMaddubs : IMultiply256 { public static bool Vnni => false; }
 
 /// <summary>
 /// AVX2 and AVX-VNNI: a 64-byte chunk group of a tile is two 32-byte halves (rows 0–1, rows 2–3), one 128-bit lane per
-/// row, against a broadcast 16-byte activation block shared by both halves.
+/// row, against a 16-byte activation block in both lanes (read from QuantizedActivations.Wide) shared by both halves.
 /// <para>
 /// Every plane of a unit is written out with a constant shift (a loop over planes compiles to a variable shift and
 /// scalar bookkeeping per plane), and the sums run in independent chains: vpdpbusd's latency (4–5 cycles) is longer
@@ -48,8 +48,8 @@ internal unsafe struct Avx2TileKernel<TWidth, TMultiply> : ITileKernel
             int* s = sums + g * count * 4;
             for (int t = 0; t < count; t += 2)
             {
-                sbyte* xt = x.Values + (long)(token0 + t) * x.Stride + u0 * unitCols;
-                if (t + 1 < count) Dot2(p, xt, x.Stride, unitsPerGroup, s + t * 4);
+                sbyte* xt = x.Wide + ((long)(token0 + t) * x.Stride + u0 * unitCols) * Wide;
+                if (t + 1 < count) Dot2(p, xt, x.Stride * Wide, unitsPerGroup, s + t * 4);
                 else Dot1(p, xt, unitsPerGroup, s + t * 4);
             }
         }
@@ -79,8 +79,11 @@ internal unsafe struct Avx2TileKernel<TWidth, TMultiply> : ITileKernel
     private static Vector256<byte> Shifted(Vector256<ushort> v, [ConstantExpected] int shift) =>
         (shift == 0 ? v : Vector256.ShiftRightLogical(v, shift)).AsByte();
 
+    private const int Wide = QuantizedActivations.WideCopies; // x points into QuantizedActivations.Wide
+
+    /// <summary>The activation block at x in both 128-bit lanes: the first two of its four copies.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<sbyte> Broadcast(sbyte* x) => Avx2.BroadcastVector128ToVector256(x);
+    private static Vector256<sbyte> Broadcast(sbyte* x) => Vector256.Load(x);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> Dp(Vector256<int> acc, Vector256<byte> codes, sbyte* x) =>
@@ -102,15 +105,15 @@ internal unsafe struct Avx2TileKernel<TWidth, TMultiply> : ITileKernel
         }
         int planes = CodeUnits.Planes(TWidth.Bits); // 8, 4 or 2: a constant per width
         a0 = Dp(a0, Plane(p, 0), x);
-        a1 = Dp(a1, Plane(p, 1), x + 16);
+        a1 = Dp(a1, Plane(p, 1), x + 16 * Wide);
         if (planes == 2) return;
-        a2 = Dp(a2, Plane(p, 2), x + 32);
-        a3 = Dp(a3, Plane(p, 3), x + 48);
+        a2 = Dp(a2, Plane(p, 2), x + 32 * Wide);
+        a3 = Dp(a3, Plane(p, 3), x + 48 * Wide);
         if (planes == 4) return;
-        a0 = Dp(a0, Plane(p, 4), x + 64);
-        a1 = Dp(a1, Plane(p, 5), x + 80);
-        a2 = Dp(a2, Plane(p, 6), x + 96);
-        a3 = Dp(a3, Plane(p, 7), x + 112);
+        a0 = Dp(a0, Plane(p, 4), x + 64 * Wide);
+        a1 = Dp(a1, Plane(p, 5), x + 80 * Wide);
+        a2 = Dp(a2, Plane(p, 6), x + 96 * Wide);
+        a3 = Dp(a3, Plane(p, 7), x + 112 * Wide);
     }
 
     /// <summary>maddubs (widths up to 4): one half-tile's unit into two int16 chains (plane j into chain j mod
@@ -120,15 +123,15 @@ internal unsafe struct Avx2TileKernel<TWidth, TMultiply> : ITileKernel
     {
         int planes = CodeUnits.Planes(TWidth.Bits);
         s0 += Madd(Plane(p, 0), x);
-        s1 += Madd(Plane(p, 1), x + 16);
+        s1 += Madd(Plane(p, 1), x + 16 * Wide);
         if (planes == 2) return;
-        s0 += Madd(Plane(p, 2), x + 32);
-        s1 += Madd(Plane(p, 3), x + 48);
+        s0 += Madd(Plane(p, 2), x + 32 * Wide);
+        s1 += Madd(Plane(p, 3), x + 48 * Wide);
         if (planes == 4) return;
-        s0 += Madd(Plane(p, 4), x + 64);
-        s1 += Madd(Plane(p, 5), x + 80);
-        s0 += Madd(Plane(p, 6), x + 96);
-        s1 += Madd(Plane(p, 7), x + 112);
+        s0 += Madd(Plane(p, 4), x + 64 * Wide);
+        s1 += Madd(Plane(p, 5), x + 80 * Wide);
+        s0 += Madd(Plane(p, 6), x + 96 * Wide);
+        s1 += Madd(Plane(p, 7), x + 112 * Wide);
     }
 
     // 8-bit codes without VNNI: acc += Σ low nibble·x + 16 · Σ high nibble·x, widened per unit (maddubs would
@@ -164,7 +167,7 @@ internal unsafe struct Avx2TileKernel<TWidth, TMultiply> : ITileKernel
         {
             Vector256<int> a0 = default, a1 = default, a2 = default, a3 = default;
             Vector256<int> b0 = default, b1 = default, b2 = default, b3 = default;
-            for (int u = 0; u < units; u++, p += unitBytes, x += unitCols)
+            for (int u = 0; u < units; u++, p += unitBytes, x += unitCols * Wide)
             {
                 UnitVnni(p, x, ref a0, ref a1, ref a2, ref a3);
                 UnitVnni(p + Half, x, ref b0, ref b1, ref b2, ref b3);
@@ -175,7 +178,7 @@ internal unsafe struct Avx2TileKernel<TWidth, TMultiply> : ITileKernel
         else if (TWidth.Bits == 8)
         {
             rows01 = rows23 = default;
-            for (int u = 0; u < units; u++, p += unitBytes, x += unitCols)
+            for (int u = 0; u < units; u++, p += unitBytes, x += unitCols * Wide)
             {
                 rows01 = Unit8(rows01, p, x);
                 rows23 = Unit8(rows23, p + Half, x);
@@ -188,7 +191,7 @@ internal unsafe struct Avx2TileKernel<TWidth, TMultiply> : ITileKernel
             {
                 int end = Math.Min(units, u + BatchUnits);
                 Vector256<short> s0 = default, s1 = default, t0 = default, t1 = default;
-                for (; u < end; u++, p += unitBytes, x += unitCols)
+                for (; u < end; u++, p += unitBytes, x += unitCols * Wide)
                 {
                     UnitMaddubs(p, x, ref s0, ref s1);
                     UnitMaddubs(p + Half, x, ref t0, ref t1);
@@ -210,7 +213,7 @@ internal unsafe struct Avx2TileKernel<TWidth, TMultiply> : ITileKernel
         {
             // Two chains per (token, half): eight in all, within the 16 ymm registers of an AVX2 build.
             Vector256<int> a01b = default, a23b = default, b01b = default, b23b = default;
-            for (int u = 0; u < units; u++, p += unitBytes, x += unitCols)
+            for (int u = 0; u < units; u++, p += unitBytes, x += unitCols * Wide)
             {
                 UnitVnni(p, x, ref a01, ref a01b, ref a01, ref a01b);
                 UnitVnni(p + Half, x, ref a23, ref a23b, ref a23, ref a23b);
@@ -221,7 +224,7 @@ internal unsafe struct Avx2TileKernel<TWidth, TMultiply> : ITileKernel
         }
         else if (TWidth.Bits == 8)
         {
-            for (int u = 0; u < units; u++, p += unitBytes, x += unitCols)
+            for (int u = 0; u < units; u++, p += unitBytes, x += unitCols * Wide)
             {
                 a01 = Unit8(a01, p, x);
                 a23 = Unit8(a23, p + Half, x);
@@ -236,7 +239,7 @@ internal unsafe struct Avx2TileKernel<TWidth, TMultiply> : ITileKernel
                 int end = Math.Min(units, u + BatchUnits);
                 Vector256<short> a0 = default, a1 = default, c0 = default, c1 = default;
                 Vector256<short> b0 = default, b1 = default, d0 = default, d1 = default;
-                for (; u < end; u++, p += unitBytes, x += unitCols)
+                for (; u < end; u++, p += unitBytes, x += unitCols * Wide)
                 {
                     UnitMaddubs(p, x, ref a0, ref a1);
                     UnitMaddubs(p + Half, x, ref c0, ref c1);

@@ -7,7 +7,7 @@ namespace ParetoQ.Runtime.Kernels;
 
 /// <summary>
 /// AVX-512BW: one 64-byte load is the same chunk of all 4 rows of a tile (one 128-bit lane per row), and each 16-byte
-/// activation block is broadcast to the 4 lanes. Codes (u8) × activations (s8) go through vpmaddubsw into int16, summed
+/// activation block is read already broadcast to the 4 lanes (QuantizedActivations.Wide). Codes (u8) × activations (s8) go through vpmaddubsw into int16, summed
 /// over a batch of units in two chains (sized so int16 cannot overflow), then vpmaddwd into int32.
 /// 8-bit codes are split into nibbles so vpmaddubsw cannot saturate.
 /// <typeparamref name="TUnpack"/> says whether bit fields come out with GFNI's affine transform or with shift and mask.
@@ -31,19 +31,23 @@ internal unsafe struct Avx512TileKernel<TWidth, TUnpack> : ITileKernel
             int* s = sums + g * count * 4;
             if (count == 4)
             {
-                sbyte* x0 = x.Values + (long)token0 * x.Stride + u0 * unitCols;
-                Dot4(p, x0, x.Stride, unitsPerGroup, s);
+                sbyte* x0 = x.Wide + ((long)token0 * x.Stride + u0 * unitCols) * Wide;
+                Dot4(p, x0, x.Stride * Wide, unitsPerGroup, s);
             }
             else
             {
                 for (int t = 0; t < count; t++)
-                    Store(Dot1(p, x.Values + (long)(token0 + t) * x.Stride + u0 * unitCols, unitsPerGroup), s + t * 4);
+                    Store(Dot1(p, x.Wide + ((long)(token0 + t) * x.Stride + u0 * unitCols) * Wide, unitsPerGroup),
+                        s + t * 4);
             }
         }
     }
 
+    private const int Wide = QuantizedActivations.WideCopies; // x points into QuantizedActivations.Wide
+
+    /// <summary>Activation block <paramref name="k"/> (values 16k..16k+15 from x) in all four 128-bit lanes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<sbyte> Broadcast(sbyte* x) => Avx512F.BroadcastVector128ToVector512((int*)x).AsSByte();
+    private static Vector512<sbyte> Block(sbyte* x, int k) => Vector512.Load(x + 64 * k);
 
     public static void GroupedDot(in PackedMatrix w, int tile, QuantizedActivations x, int token0, int count,
         float* acc)
@@ -65,16 +69,16 @@ internal unsafe struct Avx512TileKernel<TWidth, TUnpack> : ITileKernel
         {
             byte* p = w.Tile(tile);
             float* scales = w.Scales + (long)tile * groups * 4;
-            sbyte* xt = x.Values + (long)(token0 + t) * x.Stride;
+            sbyte* xt = x.Wide + (long)(token0 + t) * x.Stride * Wide;
             int* xg = x.GroupSums + (long)(token0 + t) * x.GroupsPerToken;
             var sum = Vector128<float>.Zero;
             int g = 0;
-            for (; g + 4 <= groups; g += 4, p += 4 * ChunkStride, xt += 128)
+            for (; g + 4 <= groups; g += 4, p += 4 * ChunkStride, xt += 128 * Wide)
             {
                 var a0 = GroupLanes(p, xt, ones);
-                var a1 = GroupLanes(p + ChunkStride, xt + 32, ones);
-                var a2 = GroupLanes(p + 2 * ChunkStride, xt + 64, ones);
-                var a3 = GroupLanes(p + 3 * ChunkStride, xt + 96, ones);
+                var a1 = GroupLanes(p + ChunkStride, xt + 32 * Wide, ones);
+                var a2 = GroupLanes(p + 2 * ChunkStride, xt + 64 * Wide, ones);
+                var a3 = GroupLanes(p + 3 * ChunkStride, xt + 96 * Wide, ones);
                 var ab = Avx512F.UnpackLow(a0, a1) + Avx512F.UnpackHigh(a0, a1);
                 var cd = Avx512F.UnpackLow(a2, a3) + Avx512F.UnpackHigh(a2, a3);
                 var rowGroup = Avx512F.UnpackLow(ab.AsInt64(),
@@ -87,7 +91,7 @@ internal unsafe struct Avx512TileKernel<TWidth, TUnpack> : ITileKernel
                 sum += terms.GetUpper().GetLower();
                 sum += terms.GetUpper().GetUpper();
             }
-            for (; g < groups; g++, p += ChunkStride, xt += 32)
+            for (; g < groups; g++, p += ChunkStride, xt += 32 * Wide)
             {
                 Store(GroupLanes(p, xt, ones), tail);
                 var d = Vector128.Load(tail) - Vector128.Create(xg[g] << 3);
@@ -102,8 +106,8 @@ internal unsafe struct Avx512TileKernel<TWidth, TUnpack> : ITileKernel
     private static Vector512<int> GroupLanes(byte* p, sbyte* x, Vector512<short> ones)
     {
         var v = Vector512.Load(p);
-        var s16 = Avx512BW.MultiplyAddAdjacent(Plane(v, 0), Broadcast(x)) + Avx512BW.MultiplyAddAdjacent(Plane(v, 4),
-            Broadcast(x + 16));
+        var s16 = Avx512BW.MultiplyAddAdjacent(Plane(v, 0), Block(x, 0)) + Avx512BW.MultiplyAddAdjacent(Plane(v, 4),
+            Block(x, 1));
         return Avx512BW.MultiplyAddAdjacent(s16, ones);
     }
 
@@ -126,39 +130,39 @@ internal unsafe struct Avx512TileKernel<TWidth, TUnpack> : ITileKernel
             var lo1 = Vector512.Load(p + ChunkStride);
             var hi = Vector512.Load(p + 2 * ChunkStride);
             // low two bits from lo0/lo1, high bit j of hi moved to bit 2 of the same byte
-            s0 += Avx512BW.MultiplyAddAdjacent(Field(lo0, 0, 2, 0) | Field(hi, 0, 1, 2), Broadcast(x));
-            s1 += Avx512BW.MultiplyAddAdjacent(Field(lo0, 2, 2, 0) | Field(hi, 1, 1, 2), Broadcast(x + 16));
-            s0 += Avx512BW.MultiplyAddAdjacent(Field(lo0, 4, 2, 0) | Field(hi, 2, 1, 2), Broadcast(x + 32));
-            s1 += Avx512BW.MultiplyAddAdjacent(Field(lo0, 6, 2, 0) | Field(hi, 3, 1, 2), Broadcast(x + 48));
-            s0 += Avx512BW.MultiplyAddAdjacent(Field(lo1, 0, 2, 0) | Field(hi, 4, 1, 2), Broadcast(x + 64));
-            s1 += Avx512BW.MultiplyAddAdjacent(Field(lo1, 2, 2, 0) | Field(hi, 5, 1, 2), Broadcast(x + 80));
-            s0 += Avx512BW.MultiplyAddAdjacent(Field(lo1, 4, 2, 0) | Field(hi, 6, 1, 2), Broadcast(x + 96));
-            s1 += Avx512BW.MultiplyAddAdjacent(Field(lo1, 6, 2, 0) | Field(hi, 7, 1, 2), Broadcast(x + 112));
+            s0 += Avx512BW.MultiplyAddAdjacent(Field(lo0, 0, 2, 0) | Field(hi, 0, 1, 2), Block(x, 0));
+            s1 += Avx512BW.MultiplyAddAdjacent(Field(lo0, 2, 2, 0) | Field(hi, 1, 1, 2), Block(x, 1));
+            s0 += Avx512BW.MultiplyAddAdjacent(Field(lo0, 4, 2, 0) | Field(hi, 2, 1, 2), Block(x, 2));
+            s1 += Avx512BW.MultiplyAddAdjacent(Field(lo0, 6, 2, 0) | Field(hi, 3, 1, 2), Block(x, 3));
+            s0 += Avx512BW.MultiplyAddAdjacent(Field(lo1, 0, 2, 0) | Field(hi, 4, 1, 2), Block(x, 4));
+            s1 += Avx512BW.MultiplyAddAdjacent(Field(lo1, 2, 2, 0) | Field(hi, 5, 1, 2), Block(x, 5));
+            s0 += Avx512BW.MultiplyAddAdjacent(Field(lo1, 4, 2, 0) | Field(hi, 6, 1, 2), Block(x, 6));
+            s1 += Avx512BW.MultiplyAddAdjacent(Field(lo1, 6, 2, 0) | Field(hi, 7, 1, 2), Block(x, 7));
             return;
         }
         var v = Vector512.Load(p);
         if (TWidth.Bits == 2)
         {
-            s0 += Avx512BW.MultiplyAddAdjacent(Plane(v, 0), Broadcast(x));
-            s1 += Avx512BW.MultiplyAddAdjacent(Plane(v, 2), Broadcast(x + 16));
-            s0 += Avx512BW.MultiplyAddAdjacent(Plane(v, 4), Broadcast(x + 32));
-            s1 += Avx512BW.MultiplyAddAdjacent(Plane(v, 6), Broadcast(x + 48));
+            s0 += Avx512BW.MultiplyAddAdjacent(Plane(v, 0), Block(x, 0));
+            s1 += Avx512BW.MultiplyAddAdjacent(Plane(v, 2), Block(x, 1));
+            s0 += Avx512BW.MultiplyAddAdjacent(Plane(v, 4), Block(x, 2));
+            s1 += Avx512BW.MultiplyAddAdjacent(Plane(v, 6), Block(x, 3));
         }
         else if (TWidth.Bits == 4)
         {
-            s0 += Avx512BW.MultiplyAddAdjacent(Plane(v, 0), Broadcast(x));
-            s1 += Avx512BW.MultiplyAddAdjacent(Plane(v, 4), Broadcast(x + 16));
+            s0 += Avx512BW.MultiplyAddAdjacent(Plane(v, 0), Block(x, 0));
+            s1 += Avx512BW.MultiplyAddAdjacent(Plane(v, 4), Block(x, 1));
         }
         else if (TWidth.Bits == 1)
         {
-            s0 += Avx512BW.MultiplyAddAdjacent(Plane(v, 0), Broadcast(x));
-            s1 += Avx512BW.MultiplyAddAdjacent(Plane(v, 1), Broadcast(x + 16));
-            s0 += Avx512BW.MultiplyAddAdjacent(Plane(v, 2), Broadcast(x + 32));
-            s1 += Avx512BW.MultiplyAddAdjacent(Plane(v, 3), Broadcast(x + 48));
-            s0 += Avx512BW.MultiplyAddAdjacent(Plane(v, 4), Broadcast(x + 64));
-            s1 += Avx512BW.MultiplyAddAdjacent(Plane(v, 5), Broadcast(x + 80));
-            s0 += Avx512BW.MultiplyAddAdjacent(Plane(v, 6), Broadcast(x + 96));
-            s1 += Avx512BW.MultiplyAddAdjacent(Plane(v, 7), Broadcast(x + 112));
+            s0 += Avx512BW.MultiplyAddAdjacent(Plane(v, 0), Block(x, 0));
+            s1 += Avx512BW.MultiplyAddAdjacent(Plane(v, 1), Block(x, 1));
+            s0 += Avx512BW.MultiplyAddAdjacent(Plane(v, 2), Block(x, 2));
+            s1 += Avx512BW.MultiplyAddAdjacent(Plane(v, 3), Block(x, 3));
+            s0 += Avx512BW.MultiplyAddAdjacent(Plane(v, 4), Block(x, 4));
+            s1 += Avx512BW.MultiplyAddAdjacent(Plane(v, 5), Block(x, 5));
+            s0 += Avx512BW.MultiplyAddAdjacent(Plane(v, 6), Block(x, 6));
+            s1 += Avx512BW.MultiplyAddAdjacent(Plane(v, 7), Block(x, 7));
         }
     }
 
@@ -195,7 +199,7 @@ internal unsafe struct Avx512TileKernel<TWidth, TUnpack> : ITileKernel
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<int> Unit8(Vector512<int> acc, Vector512<byte> v, sbyte* x)
     {
-        var xv = Broadcast(x);
+        var xv = Block(x, 0);
         var lo = Avx512BW.MultiplyAddAdjacent(Field(v, 0, 4, 0), xv);
         var hi = Avx512BW.MultiplyAddAdjacent(Field(v, 4, 4, 0), xv);
         return acc + Avx512BW.MultiplyAddAdjacent(lo, Vector512.Create((short)1)) + Avx512BW.MultiplyAddAdjacent(hi,
@@ -209,14 +213,15 @@ internal unsafe struct Avx512TileKernel<TWidth, TUnpack> : ITileKernel
         var acc = Vector512<int>.Zero;
         if (TWidth.Bits == 8)
         {
-            for (int u = 0; u < units; u++, p += unitBytes, x += unitCols) acc = Unit8(acc, Vector512.Load(p), x);
+            for (int u = 0; u < units; u++, p += unitBytes, x += unitCols * Wide)
+                acc = Unit8(acc, Vector512.Load(p), x);
             return acc;
         }
         for (int u = 0; u < units;)
         {
             int end = Math.Min(units, u + BatchUnits);
             Vector512<short> s0 = default, s1 = default;
-            for (; u < end; u++, p += unitBytes, x += unitCols) Unit(p, x, ref s0, ref s1);
+            for (; u < end; u++, p += unitBytes, x += unitCols * Wide) Unit(p, x, ref s0, ref s1);
             acc += Avx512BW.MultiplyAddAdjacent(s0, ones) + Avx512BW.MultiplyAddAdjacent(s1, ones);
         }
         return acc;
@@ -230,7 +235,7 @@ internal unsafe struct Avx512TileKernel<TWidth, TUnpack> : ITileKernel
         Vector512<int> a0 = default, a1 = default, a2 = default, a3 = default;
         if (TWidth.Bits == 8)
         {
-            for (int u = 0; u < units; u++, p += unitBytes, x += unitCols)
+            for (int u = 0; u < units; u++, p += unitBytes, x += unitCols * Wide)
             {
                 var v = Vector512.Load(p);
                 a0 = Unit8(a0, v, x);
@@ -246,7 +251,7 @@ internal unsafe struct Avx512TileKernel<TWidth, TUnpack> : ITileKernel
                 int end = Math.Min(units, u + BatchUnits);
                 Vector512<short> s00 = default, s01 = default, s10 = default, s11 = default, s20 = default,
                     s21 = default, s30 = default, s31 = default;
-                for (; u < end; u++, p += unitBytes, x += unitCols)
+                for (; u < end; u++, p += unitBytes, x += unitCols * Wide)
                 {
                     Unit(p, x, ref s00, ref s01);
                     Unit(p, x + stride, ref s10, ref s11);
