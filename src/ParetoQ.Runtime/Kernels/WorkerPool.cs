@@ -34,14 +34,17 @@ public static class ThreadCount
 }
 
 /// <summary>
-/// Persistent worker threads for the kernels. <see cref="Run"/> splits items [0, count) into one contiguous range per
-/// thread, runs range 0 on the calling thread, and returns when all ranges are done. Workers spin briefly between jobs
+/// Persistent worker threads for the kernels. <see cref="Run"/> splits items [0, count) into one contiguous share per
+/// thread, or into chunks that free threads claim, runs on the calling thread too, and returns when all are done. Workers spin briefly between jobs
 /// (decode issues hundreds of small matmuls per token), then sleep, so an idle pool costs no CPU. Run allocates
 /// nothing. Several sessions may share one pool: a Run that finds the pool busy runs its job on the caller's thread
 /// alone.
 /// </summary>
 public sealed class WorkerPool : IDisposable
 {
+    /// <summary>The shortest claim is 1 / (threads · this) of a job: enough for a slow core to hand work over, few
+    /// enough that each claim stays a long sequential stream for the prefetchers.</summary>
+    private const int ChunksPerThread = 16;
     private static readonly long s_spinTicks = Stopwatch.Frequency / 5000; // 200 µs of spinning before a worker sleeps
 
     private readonly Thread[] _workers;
@@ -51,6 +54,8 @@ public sealed class WorkerPool : IDisposable
     private int _pending;             // workers still running the current job
     private IParallelJob? _job;
     private int _count;
+    private int _chunk;               // the fewest items a claim takes; 0: static shares
+    private int _next;                // first item not yet claimed
     private volatile bool _stopping;
     private ExceptionDispatchInfo? _failure;
     private int _busy;
@@ -79,7 +84,14 @@ public sealed class WorkerPool : IDisposable
     public static (int Begin, int End) Share(int count, int parts, int index) =>
         ((int)((long)count * index / parts), (int)((long)count * (index + 1) / parts));
 
-    public void Run(IParallelJob job, int count)
+    /// <summary>
+    /// Runs items [0, count) of <paramref name="job"/> over the pool. <paramref name="balance"/> off: one contiguous
+    /// share per thread, each a single sequential stream, which memory-bound work (a decode GEMV) needs: every extra
+    /// stream restarts the prefetchers, and guided claims made decode 10% slower on a Zen 5 VM. On: guided claims that
+    /// a free thread takes, for compute-bound work (prefill), where a slower core (a little core, or one another
+    /// process shares) then takes less of the job; 1.3x prefill with a busy neighbour (docs/BENCHMARKS.md).
+    /// </summary>
+    public void Run(IParallelJob job, int count, bool balance = false)
     {
         ObjectDisposedException.ThrowIf(_stopping, this);
         if (count <= 0) return;
@@ -97,6 +109,8 @@ public sealed class WorkerPool : IDisposable
         {
             _job = job;
             _count = count;
+            _chunk = balance ? Math.Max(1, count / (Threads * ChunksPerThread)) : 0;
+            _next = 0;
             _failure = null;
             Volatile.Write(ref _pending, _workers.Length);
             Interlocked.Increment(ref _generation);
@@ -114,13 +128,28 @@ public sealed class WorkerPool : IDisposable
         }
     }
 
+    // Static shares, or guided claims by whichever thread is free (see Run). Jobs write results per item, so the split
+    // never changes a result.
     private void RunShare(int index)
     {
-        var (begin, end) = Share(_count, Threads, index);
-        if (begin >= end) return;
         try
         {
-            _job!.Execute(begin, end, index);
+            int count = _count, threads = Threads, minChunk = _chunk;
+            if (minChunk == 0)
+            {
+                var (first, last) = Share(count, threads, index);
+                if (first < last) _job!.Execute(first, last, index);
+                return;
+            }
+            while (true)
+            {
+                // Guided: each claim takes a share of what is left, so early claims are long streams and the last
+                // ones short enough that no thread waits long for another.
+                int begin = Volatile.Read(ref _next);
+                if (begin >= count) break;
+                int end = Math.Min(count, begin + Math.Max(minChunk, (count - begin) / (2 * threads)));
+                if (Interlocked.CompareExchange(ref _next, end, begin) == begin) _job!.Execute(begin, end, index);
+            }
         }
         catch (Exception e)
         {

@@ -98,7 +98,7 @@ public sealed unsafe class CpuBackend : HostBackend
                 Pool.Run(job, job.ForToken(0));
                 job.MergeSegments();
             }
-            else Pool.Run(job, job.ForChunk(tokens));
+            else Pool.Run(job, job.ForChunk(tokens), balance: true);
             return;
         }
         for (int t = 0; t < tokens; t++)

@@ -63,7 +63,7 @@ public abstract class HostBackend : IComputeBackend
         if ((long)tokens * cols > x.Length) throw new ArgumentException($"input holds {x.Length} floats, fewer than {tokens}x{cols}", nameof(x));
         var s = (CpuScratch)scratch;
         int tiles = s.MatMul.Prepare(this, s, (CpuBuffer)x, tokens, outputs);
-        Pool.Run(s.MatMul, tiles);
+        Pool.Run(s.MatMul, tiles, balance: tokens > 1); // prefill is compute-bound; decode streams memory
     }
 
     /// <summary>Readies the matmul input x (tokens, cols) once per call, before the tiles run (the fast path quantizes
