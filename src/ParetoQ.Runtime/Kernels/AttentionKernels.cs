@@ -292,3 +292,80 @@ internal unsafe struct NeonAttentionKernel : IAttentionKernel
     private static Vector128<float> Fma128(Vector128<float> acc, float w, Vector128<float> x) =>
         AdvSimd.FusedMultiplyAdd(acc, Vector128.Create(w), x);
 }
+
+/// <summary>
+/// Head sizes that are a multiple of 8 but not of 16 (stories260K's 8), on any vector hardware: 8 values a step in
+/// portable 128-bit vectors. Before it they took the scalar loops, and attention was 84% of stories260K's decode step.
+/// Integer dots are exact; each output element gets the same fused multiply-adds in the same order as the scalar
+/// kernel, so the results are equal bit for bit.
+/// </summary>
+internal unsafe struct Narrow8AttentionKernel : IAttentionKernel
+{
+    private const int Heads = Int8Attention.Heads;
+
+    // Eight int8 values, sign-extended to int16.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<short> Load8(sbyte* p) =>
+        Vector128.WidenLower(Vector128.CreateScalar(*(long*)p).AsSByte());
+
+    // Σ of the 8 products (|q| ≤ 127 and |k| ≤ 128, so each product fits int16; the sum is taken in int32).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int Dot8(Vector128<short> a, Vector128<short> b)
+    {
+        var (lo, hi) = Vector128.Widen(a * b);
+        return Vector128.Sum(lo + hi);
+    }
+
+    public static void DotInt8x4(sbyte* q, sbyte* k, long stride, int count, int hd, int* dots)
+    {
+        for (int j = 0; j < count; j++)
+        {
+            sbyte* row = k + j * stride;
+            int d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+            for (int i = 0; i < hd; i += 8)
+            {
+                var kv = Load8(row + i);
+                d0 += Dot8(kv, Load8(q + i));
+                d1 += Dot8(kv, Load8(q + hd + i));
+                d2 += Dot8(kv, Load8(q + 2 * hd + i));
+                d3 += Dot8(kv, Load8(q + 3 * hd + i));
+            }
+            int* d = dots + j * Heads;
+            (d[0], d[1], d[2], d[3]) = (d0, d1, d2, d3);
+        }
+    }
+
+    public static void AccumulateInt8x4(float* acc, sbyte* v, long stride, int count, int hd, float* w)
+    {
+        for (int i = 0; i < hd; i += 8)
+        {
+            Vector128<float> a0 = Vector128.Load(acc + i), b0 = Vector128.Load(acc + i + 4);
+            Vector128<float> a1 = Vector128.Load(acc + hd + i), b1 = Vector128.Load(acc + hd + i + 4);
+            Vector128<float> a2 = Vector128.Load(acc + 2 * hd + i), b2 = Vector128.Load(acc + 2 * hd + i + 4);
+            Vector128<float> a3 = Vector128.Load(acc + 3 * hd + i), b3 = Vector128.Load(acc + 3 * hd + i + 4);
+            for (int j = 0; j < count; j++)
+            {
+                var (lo16, _) = Vector128.Widen(Vector128.CreateScalar(*(long*)(v + j * stride + i)).AsSByte());
+                var (lo32, hi32) = Vector128.Widen(lo16);
+                Vector128<float> lo = Vector128.ConvertToSingle(lo32), hi = Vector128.ConvertToSingle(hi32);
+                float* wj = w + j * Heads;
+                a0 = Vector128.FusedMultiplyAdd(Vector128.Create(wj[0]), lo, a0);
+                b0 = Vector128.FusedMultiplyAdd(Vector128.Create(wj[0]), hi, b0);
+                a1 = Vector128.FusedMultiplyAdd(Vector128.Create(wj[1]), lo, a1);
+                b1 = Vector128.FusedMultiplyAdd(Vector128.Create(wj[1]), hi, b1);
+                a2 = Vector128.FusedMultiplyAdd(Vector128.Create(wj[2]), lo, a2);
+                b2 = Vector128.FusedMultiplyAdd(Vector128.Create(wj[2]), hi, b2);
+                a3 = Vector128.FusedMultiplyAdd(Vector128.Create(wj[3]), lo, a3);
+                b3 = Vector128.FusedMultiplyAdd(Vector128.Create(wj[3]), hi, b3);
+            }
+            a0.Store(acc + i);
+            b0.Store(acc + i + 4);
+            a1.Store(acc + hd + i);
+            b1.Store(acc + hd + i + 4);
+            a2.Store(acc + 2 * hd + i);
+            b2.Store(acc + 2 * hd + i + 4);
+            a3.Store(acc + 3 * hd + i);
+            b3.Store(acc + 3 * hd + i + 4);
+        }
+    }
+}

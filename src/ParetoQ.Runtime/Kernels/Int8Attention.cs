@@ -134,7 +134,9 @@ public static unsafe class Int8Attention
 
     private static delegate*<float*, float*, float*, in Int8KvView, int, int, int, int, bool, float*, int*, float*,
         bool, void> Kernel(KernelPath path, in Int8KvView cache) =>
-        s_headGroup[cache.HeadDim % VectorHeadDim == 0 ? (int)path : (int)KernelPath.Scalar];
+        cache.HeadDim % VectorHeadDim == 0 || path == KernelPath.Scalar ? s_headGroup[(int)path]
+        : cache.HeadDim % 8 == 0 && Vector128.IsHardwareAccelerated ? &HeadGroup<Narrow8AttentionKernel>
+        : s_headGroup[(int)KernelPath.Scalar];
 
     // The path → kernel table, built once.
     private static readonly delegate*<float*, float*, float*, in Int8KvView, int, int, int, int, bool, float*, int*,
