@@ -14,6 +14,9 @@ public abstract class HostBackend : IComputeBackend
     /// <summary>The worker pool every parallel operation runs on.</summary>
     internal WorkerPool Pool { get; }
 
+    /// <summary>Decode matmuls over fewer weight bytes than this run on the calling thread alone.</summary>
+    internal const long InlineBytes = 48 * 1024;
+
     public abstract string Name { get; }
     public int Threads => Pool.Threads;
 
@@ -63,7 +66,10 @@ public abstract class HostBackend : IComputeBackend
         if ((long)tokens * cols > x.Length) throw new ArgumentException($"input holds {x.Length} floats, fewer than {tokens}x{cols}", nameof(x));
         var s = (CpuScratch)scratch;
         int tiles = s.MatMul.Prepare(this, s, (CpuBuffer)x, tokens, outputs);
-        Pool.Run(s.MatMul, tiles, balance: tokens > 1); // prefill is compute-bound; decode streams memory
+        // A decode matmul of a few KiB takes less time than handing half of it to another thread (stories260K decoded
+        // slower on 2 threads than on 1); it runs on the caller alone.
+        if (tokens == 1 && s.MatMul.WeightBytes < InlineBytes) s.MatMul.Execute(0, tiles, 0);
+        else Pool.Run(s.MatMul, tiles, balance: tokens > 1); // prefill is compute-bound; decode streams memory
     }
 
     /// <summary>Readies the matmul input x (tokens, cols) once per call, before the tiles run (the fast path quantizes

@@ -17,6 +17,9 @@ internal sealed class MatMulJob : IParallelJob
     private CpuBuffer _x = null!;
     private int _count, _tokens;
 
+    /// <summary>Weight bytes of the prepared call, all outputs together.</summary>
+    public long WeightBytes { get; private set; }
+
     /// <summary>Takes one call's operands and readies its input; returns the number of tiles to split.</summary>
     public int Prepare(HostBackend backend, CpuScratch scratch, CpuBuffer x, int tokens,
         ReadOnlySpan<MatMulOutput> outputs)
@@ -25,12 +28,14 @@ internal sealed class MatMulJob : IParallelJob
             nameof(outputs));
         (_backend, _scratch, _x, _tokens, _count) = (backend, scratch, x, tokens, outputs.Length);
         bool packed = false;
+        WeightBytes = 0;
         for (int i = 0; i < outputs.Length; i++)
         {
             _weights[i] = (CpuWeight)outputs[i].Weight;
             _outputs[i] = (CpuBuffer)outputs[i].Output;
             _firstTile[i + 1] = _firstTile[i] + _weights[i].Tiles;
             packed |= _weights[i].IsPacked;
+            WeightBytes += _weights[i].Tensor.Length;
         }
         backend.PrepareMatMulInput(scratch, x, tokens, _weights[0].Cols, packed);
         return _firstTile[_count];
