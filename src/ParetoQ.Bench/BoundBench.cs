@@ -59,20 +59,11 @@ public static unsafe class BoundBench
                 float* y = (float*)NativeMemory.AlignedAlloc((nuint)((long)rows * sizeof(float)), 64);
                 try
                 {
-                    var span = new Span<byte>(w, checked((int)layout.TotalBytes));
-                    rng.NextBytes(span[..(int)layout.CodeBytes]);
-                    MemoryMarshal.Cast<byte, float>(span[(int)layout.CodeBytes..]).Fill(0.01f);
-                    for (int c = 1; c < copies; c++) span.CopyTo(new Span<byte>(w + c * layout.TotalBytes,
-                        span.Length));
-                    var sliceSpan = new Span<byte>(slice, checked((int)sliceLayout.TotalBytes));
-                    rng.NextBytes(sliceSpan[..(int)sliceLayout.CodeBytes]);
-                    MemoryMarshal.Cast<byte, float>(sliceSpan[(int)sliceLayout.CodeBytes..]).Fill(0.01f);
+                    var matrices = KernelBench.RandomMatrices(layout, w, copies, rng);
+                    var sliceMatrix = KernelBench.RandomMatrices(sliceLayout, slice, 1, rng)[0];
                     var xf = new float[cols];
                     for (int i = 0; i < xf.Length; i++) xf[i] = (float)(rng.NextDouble() * 2 - 1);
                     x.Quantize(xf, 1, cols);
-                    var sliceMatrix = new PackedMatrix(sliceLayout, slice);
-                    var matrices = Enumerable.Range(0, copies).Select(c
-                        => new PackedMatrix(layout, w + c * layout.TotalBytes)).ToArray();
                     foreach (var path in paths)
                     {
                         // Repeat the slice about as many bytes as the whole matrix holds, at least 64 times.

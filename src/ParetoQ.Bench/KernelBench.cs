@@ -33,6 +33,19 @@ public static unsafe class KernelBench
         public void Execute(int begin, int end, int worker) => LowBitMatMul.Run(path, w, x, begin, end, y);
     }
 
+    /// <summary>
+    /// <paramref name="copies"/> identical matrices of random codes (valid for every format's timing) and scales of
+    /// 0.01, one after another from <paramref name="w"/>, which holds copies × layout.TotalBytes.
+    /// </summary>
+    internal static PackedMatrix[] RandomMatrices(PackedLayout layout, byte* w, int copies, Random rng)
+    {
+        var span = new Span<byte>(w, checked((int)layout.TotalBytes));
+        rng.NextBytes(span[..(int)layout.CodeBytes]);
+        MemoryMarshal.Cast<byte, float>(span[(int)layout.CodeBytes..]).Fill(0.01f);
+        for (int c = 1; c < copies; c++) span.CopyTo(new Span<byte>(w + c * layout.TotalBytes, span.Length));
+        return [.. Enumerable.Range(0, copies).Select(c => new PackedMatrix(layout, w + c * layout.TotalBytes))];
+    }
+
     public static void Run(BenchReport report, WorkerPool pool, IReadOnlyList<KernelPath> paths,
         IReadOnlyList<WeightFormat> formats, IReadOnlyList<(string Name, int Rows, int Cols)> shapes,
             IReadOnlyList<int> tokenCounts, double minSeconds, TextWriter progress,
@@ -50,13 +63,7 @@ public static unsafe class KernelBench
                 byte* w = (byte*)NativeMemory.AlignedAlloc((nuint)(layout.TotalBytes * copies), 64);
                 try
                 {
-                    var span = new Span<byte>(w, checked((int)layout.TotalBytes));
-                    rng.NextBytes(span[..(int)layout.CodeBytes]);
-                    MemoryMarshal.Cast<byte, float>(span[(int)layout.CodeBytes..]).Fill(0.01f);
-                    for (int c = 1; c < copies; c++) span.CopyTo(new Span<byte>(w + c * layout.TotalBytes,
-                        span.Length));
-                    var matrices = Enumerable.Range(0, copies).Select(c
-                        => new PackedMatrix(layout, w + c * layout.TotalBytes)).ToArray();
+                    var matrices = RandomMatrices(layout, w, copies, rng);
                     var matrix = matrices[0];
                     foreach (int n in tokenCounts)
                     {
