@@ -108,6 +108,9 @@ public sealed class GgufCheckpoint : ISourceCheckpoint
         int Required(string key) => Int(f, key) ?? throw Error($"has no {key}");
         int dim = Required("llama.embedding_length"), layers = Required("llama.block_count"),
             hidden = Required("llama.feed_forward_length"), heads = Required("llama.attention.head_count");
+        // Checked before anything is sized by it (the per-layer arrays below).
+        if (layers > ModelConfig.MaxLayers)
+            throw Error($"has llama.block_count {layers}, more than the {ModelConfig.MaxLayers} layers a model may have");
         int kvHeads = Int(f, "llama.attention.head_count_kv") ?? heads;
         if (heads < 1 || dim % heads != 0 || kvHeads < 1 || heads % kvHeads != 0)
             throw Error($"has {heads} heads and {kvHeads} KV heads for embedding length {dim}");

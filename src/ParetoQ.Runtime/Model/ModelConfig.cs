@@ -44,6 +44,8 @@ public sealed class ModelConfig
     public static readonly string[] KnownArchitectures = ["mobilellm", "mobilellm-pro"];
     /// <summary>The largest vocabulary a config may declare (MobileLLM-Pro's is 202k).</summary>
     public const int MaxVocabSize = 1 << 24;
+    /// <summary>The most layers a config may declare.</summary>
+    public const int MaxLayers = 4096;
 
     public required string Architecture { get; init; }
     public required int VocabSize { get; init; }
@@ -84,7 +86,7 @@ public sealed class ModelConfig
         var c = new StrictJson(json, "", error);
         string arch = c.String("architecture", 64);
         if (!KnownArchitectures.Contains(arch)) throw error($"unknown architecture '{arch}' (supported: {string.Join(", ", KnownArchitectures)})");
-        int layers = c.Int("num_hidden_layers", 1, 4096);
+        int layers = c.Int("num_hidden_layers", 1, MaxLayers);
         int heads = c.Int("num_attention_heads", 1, 4096);
         int kvHeads = c.Int("num_key_value_heads", 1, 4096);
         if (heads % kvHeads != 0) throw error($"num_attention_heads {heads} is not a multiple of num_key_value_heads {kvHeads}");

@@ -240,6 +240,10 @@ public sealed class GgufImportTests
         Assert.Contains("appears twice", Refusal(Replace(good, "blk.1.attn_q.weight", "blk.0.attn_q.weight")));
         Assert.Contains("Q4_K, which is not imported",
             Refusal(PatchTensorType(good, "blk.0.attn_q.weight", 12)));
+        // A layer count is range-checked before it sizes anything (issue 36, G2: 2^24 reached 2.3 GiB).
+        int blockCount = good.AsSpan().IndexOf("llama.block_count"u8) + "llama.block_count"u8.Length + 4;
+        Assert.Contains("llama.block_count 16777216, more than the 4096 layers",
+            Refusal(Patched(blockCount, BitConverter.GetBytes(1u << 24))));
     }
 
     private static byte[] Replace(byte[] file, string from, string to, bool latin1 = false)
