@@ -28,11 +28,6 @@ public static unsafe class BoundBench
         }
     }
 
-    private sealed class Job(KernelPath path, PackedMatrix w, QuantizedActivations x, float* y) : IParallelJob
-    {
-        public void Execute(int begin, int end, int worker) => LowBitMatMul.Run(path, w, x, begin, end, y);
-    }
-
     public static void Run(BenchReport report, WorkerPool one, WorkerPool all, IReadOnlyList<KernelPath> paths,
         IReadOnlyList<WeightFormat> formats, IReadOnlyList<(string Name, int Rows, int Cols)> shapes,
         double minSeconds, TextWriter progress)
@@ -73,7 +68,7 @@ public static unsafe class BoundBench
                             / Timing.Median(() => one.Run(repeat, sliceMatrix.Tiles), minSeconds);
                         double Cold(WorkerPool pool)
                         {
-                            var jobs = matrices.Select(m => new Job(path, m, x, y)).ToArray();
+                            var jobs = matrices.Select(m => new KernelBench.Job(path, m, x, y)).ToArray();
                             int next = 0;
                             return layout.TotalBytes / 1e9 / Timing.Median(() => pool.Run(jobs[next++ % copies],
                                 matrices[0].Tiles), minSeconds);

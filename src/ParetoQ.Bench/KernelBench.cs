@@ -28,7 +28,8 @@ public static unsafe class KernelBench
 
     private const long ColdBytes = 512L << 20;
 
-    private sealed class Job(KernelPath path, PackedMatrix w, QuantizedActivations x, float* y) : IParallelJob
+    /// <summary>One packed matmul over the pool's share of tiles.</summary>
+    internal sealed class Job(KernelPath path, PackedMatrix w, QuantizedActivations x, float* y) : IParallelJob
     {
         public void Execute(int begin, int end, int worker) => LowBitMatMul.Run(path, w, x, begin, end, y);
     }

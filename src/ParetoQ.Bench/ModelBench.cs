@@ -83,7 +83,8 @@ public static class ModelBench
             var row = new List<(string, object)>
             {
                 ("model", label), ("weights_MB", weightBytes / 1e6),
-                ("weights", model.File.Memory == WeightMemory.Resident ? "resident" : "mapped"), ("prompt", p), ("prefill_tok/s", p / prefill),
+                ("weights", model.File.Memory == WeightMemory.Resident ? "resident" : "mapped"), ("prompt", p),
+                ("prefill_tok/s", p / prefill),
                 ("decode_ctx", p), ("decode_tok/s", decodeTps), ("read_MB/token", (bytesPerToken + kvBytes) / 1e6),
             };
             if (bandwidthGBs is { } bw)

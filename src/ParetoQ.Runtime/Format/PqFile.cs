@@ -90,19 +90,17 @@ public sealed unsafe class PqFile : IDisposable
                     stream.Position = 0;
                     for (long done = 0; done < FileLength;)
                     {
-                        int n = stream.Read(new Span<byte>(_resident + done, (int)Math.Min(FileLength - done, 1 << 30)));
+                        int n = stream.Read(new Span<byte>(_resident + done,
+                            (int)Math.Min(FileLength - done, 1 << 30)));
                         if (n == 0) throw Error($"ended after {done} of {FileLength} bytes while being read");
                         done += n;
                     }
                 }
-                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                catch (Exception e)
                 {
                     ResidentMemory.Free(_resident);
-                    throw new PqFormatException(path, null, $"cannot read: {InputFile.Reason(e)}", e);
-                }
-                catch
-                {
-                    ResidentMemory.Free(_resident);
+                    if (e is IOException or UnauthorizedAccessException)
+                        throw new PqFormatException(path, null, $"cannot read: {InputFile.Reason(e)}", e);
                     throw;
                 }
             }

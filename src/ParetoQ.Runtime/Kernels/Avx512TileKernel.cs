@@ -7,8 +7,9 @@ namespace ParetoQ.Runtime.Kernels;
 
 /// <summary>
 /// AVX-512BW: one 64-byte load is the same chunk of all 4 rows of a tile (one 128-bit lane per row), and each 16-byte
-/// activation block is read already broadcast to the 4 lanes (QuantizedActivations.Wide). Codes (u8) × activations (s8) go through vpmaddubsw into int16, summed
-/// over a batch of units in two chains (sized so int16 cannot overflow), then vpmaddwd into int32.
+/// activation block is read already broadcast to the 4 lanes (QuantizedActivations.Wide). Codes (u8) × activations
+/// (s8) go through vpmaddubsw into int16, summed over a batch of units in two chains (sized so int16 cannot overflow),
+/// then vpmaddwd into int32.
 /// 8-bit codes are split into nibbles so vpmaddubsw cannot saturate.
 /// <typeparamref name="TUnpack"/> says whether bit fields come out with GFNI's affine transform or with shift and mask.
 /// It is a type, not a run-time <c>Gfni.IsSupported</c> test, because NativeAOT builds check GFNI at run time: the

@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace ParetoQ.Runtime.Kernels;
 
@@ -37,7 +38,7 @@ public sealed unsafe class QuantizedActivations : IDisposable
         _capacityTokens = capacityTokens;
         _capacityStride = (int)stride;
         _values = (sbyte*)NativeMemory.AlignedAlloc((nuint)bytes, 64);
-        _wide = (sbyte*)NativeMemory.AlignedAlloc((nuint)(bytes * WideCopies), 64);
+        if (HasWide) _wide = (sbyte*)NativeMemory.AlignedAlloc((nuint)(bytes * WideCopies), 64);
         _groupSums = (int*)NativeMemory.AlignedAlloc((nuint)(bytes / SumGroup * sizeof(int)), 64);
         _scales = (float*)NativeMemory.AlignedAlloc((nuint)(capacityTokens * sizeof(float)), 64);
         _sums = (int*)NativeMemory.AlignedAlloc((nuint)(capacityTokens * sizeof(int)), 64);
@@ -56,9 +57,13 @@ public sealed unsafe class QuantizedActivations : IDisposable
     /// The values again with every 16-value block written 4 times in a row (64 bytes), so the x86 kernels read a block
     /// already broadcast to every 128-bit lane with a plain load: a broadcast from memory costs a shuffle uop on Zen
     /// 4/5, and one per 16 weights of 4 rows held the AVX-512 GEMV to 0.75 of the same loop on wide activations.
-    /// Token t's row starts at t · Stride · 4.
+    /// Token t's row starts at t · Stride · 4. Only the x86 paths read it, so it exists only on x86
+    /// (<see cref="HasWide"/>; null elsewhere): an Arm core never pays for the copy.
     /// </summary>
     public sbyte* Wide => _wide;
+
+    /// <summary>Whether <see cref="Wide"/> is kept: in x86 processes, where the kernel paths that read it run.</summary>
+    public static bool HasWide => X86Base.IsSupported;
     public float* Scales => _scales;
     /// <summary>(tokens, Stride / 32) sums of 32 consecutive values.</summary>
     public int* GroupSums => _groupSums;
@@ -86,11 +91,14 @@ public sealed unsafe class QuantizedActivations : IDisposable
             var src = x.Slice(t * cols, cols);
             var dst = new Span<sbyte>(_values + (long)t * stride, stride);
             _scales[t] = QuantizeRow(src, dst);
-            sbyte* wide = _wide + (long)t * stride * WideCopies;
-            for (int b = 0; b < stride; b += 16)
+            if (HasWide)
             {
-                var block = Vector128.Load(_values + (long)t * stride + b);
-                for (int c = 0; c < WideCopies; c++) block.Store(wide + (long)b * WideCopies + c * 16);
+                sbyte* wide = _wide + (long)t * stride * WideCopies;
+                for (int b = 0; b < stride; b += 16)
+                {
+                    var block = Vector128.Load(_values + (long)t * stride + b);
+                    for (int c = 0; c < WideCopies; c++) block.Store(wide + (long)b * WideCopies + c * 16);
+                }
             }
             var sums = new Span<int>(_groupSums + (long)t * (stride / SumGroup), stride / SumGroup);
             int total = 0;

@@ -35,9 +35,9 @@ public static class ThreadCount
 
 /// <summary>
 /// Persistent worker threads for the kernels. <see cref="Run"/> splits items [0, count) into one contiguous share per
-/// thread, or into chunks that free threads claim, runs on the calling thread too, and returns when all are done. Workers spin briefly between jobs
-/// (decode issues hundreds of small matmuls per token), then sleep, so an idle pool costs no CPU. Run allocates
-/// nothing. Several sessions may share one pool: a Run that finds the pool busy runs its job on the caller's thread
+/// thread, or into chunks that free threads claim, runs on the calling thread too, and returns when all are done.
+/// Workers spin briefly between jobs (decode issues hundreds of small matmuls per token), then sleep, so an idle pool
+/// costs no CPU. Run allocates nothing. Several sessions may share one pool: a Run that finds the pool busy runs its job on the caller's thread
 /// alone.
 /// </summary>
 public sealed class WorkerPool : IDisposable
