@@ -1,5 +1,5 @@
-using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
+using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Kernels;
 
 namespace ParetoQ.Bench;
@@ -33,10 +33,11 @@ public static unsafe class BandwidthBench
         }
     }
 
-    /// <summary>Best read bandwidth in GB/s over a buffer of <paramref name="bytes"/>.</summary>
+    /// <summary>Best read bandwidth in GB/s over a buffer of <paramref name="bytes"/>, in the same huge-page memory
+    /// that resident weights get (<see cref="ResidentMemory"/>), so the roofline and the weights stream alike.</summary>
     public static double Measure(WorkerPool pool, long bytes, int passes = 5)
     {
-        byte* data = (byte*)NativeMemory.AlignedAlloc((nuint)bytes, 4096);
+        byte* data = ResidentMemory.Allocate(bytes);
         try
         {
             new Span<byte>(data, (int)Math.Min(bytes, int.MaxValue)).Fill(1);
@@ -49,7 +50,20 @@ public static unsafe class BandwidthBench
         }
         finally
         {
-            NativeMemory.AlignedFree(data);
+            ResidentMemory.Free(data);
         }
     }
+
+    /// <summary>
+    /// A bandwidth stable enough to judge a roofline fraction by: the median of <paramref name="runs"/>
+    /// <see cref="Measure"/>s over 512 MiB, with the lowest and highest beside it. One best-of-five read 37 to 60 GB/s
+    /// from run to run on a shared 2-vCPU VM; the median of five moved a few percent.
+    /// </summary>
+    public static (double Median, double Low, double High) MeasureStable(WorkerPool pool, int runs = 5)
+    {
+        var values = Enumerable.Range(0, runs).Select(_ => Measure(pool, StableBytes)).Order().ToArray();
+        return (values[values.Length / 2], values[0], values[^1]);
+    }
+
+    private const long StableBytes = 512L << 20;
 }

@@ -33,8 +33,8 @@ public static unsafe class BoundBench
         double minSeconds, TextWriter progress)
     {
         // Read bandwidth: median of five measurements of the best of five passes, on one thread and on all of them.
-        double loads1 = Median(() => BandwidthBench.Measure(one, ColdBytes));
-        double loadsAll = Median(() => BandwidthBench.Measure(all, ColdBytes));
+        double loads1 = BandwidthBench.MeasureStable(one).Median;
+        double loadsAll = BandwidthBench.MeasureStable(all).Median;
         report.Fact("loads_GB/s_1_thread", Math.Round(loads1, 1));
         report.Fact($"loads_GB/s_{all.Threads}_threads", Math.Round(loadsAll, 1));
         var rng = new Random(1);
@@ -90,11 +90,5 @@ public static unsafe class BoundBench
                 }
             }
         progress.WriteLine();
-    }
-
-    private static double Median(Func<double> measure)
-    {
-        var values = Enumerable.Range(0, 5).Select(_ => measure()).Order().ToArray();
-        return values[values.Length / 2];
     }
 }

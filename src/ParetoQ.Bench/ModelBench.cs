@@ -90,6 +90,7 @@ public static class ModelBench
             if (bandwidthGBs is { } bw)
             {
                 double bound = bw * 1e9 / (bytesPerToken + kvBytes);
+                row.Add(("read_GB/s", bw));
                 row.Add(("roofline_tok/s", bound));
                 row.Add(("roofline_frac", decodeTps / bound));
             }

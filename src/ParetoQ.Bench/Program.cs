@@ -122,7 +122,7 @@ public static class Program
         var exact = new Option<bool>("--exact") { Description = "Exact mode: fp32 activations, scalar kernels" };
         var dir = new Option<string>("--dir") { Description = "Where generated models are cached",
             DefaultValueFactory = _ => Path.Combine(Path.GetTempPath(), "paretoq-bench") };
-        var bandwidth = new Option<double>("--bandwidth") { Description = "Read bandwidth in GB/s for the roofline column; 0 measures it first", DefaultValueFactory = _ => 0 };
+        var bandwidth = new Option<double>("--bandwidth") { Description = "Read bandwidth in GB/s for the roofline column; 0 measures it first (the median of five 512 MiB passes, printed with its range)", DefaultValueFactory = _ => 0 };
         var profile = new Option<bool>("--profile") { Description = "Print the prefill and decode time per backend operation (to stderr)" };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "Give generated models this LLaMA-style tokenizer.json instead of the byte-level vocabulary, so they export to GGUF (paretoq-convert --to gguf)" };
         var device = new Option<string>("--device") { Description = "cpu, or through ILGPU (JIT-hosted build only): cuda, opencl, ilgpu-cpu, auto", DefaultValueFactory = _ => "cpu" };
@@ -152,8 +152,13 @@ public static class Program
                     : KernelDispatch.Name(options.Kernels ?? KernelDispatch.Default));
             }
             double bw = parse.GetValue(bandwidth);
-            if (bw <= 0) bw = ReadBandwidth(backend, options.Threads);
-            report.Fact("read_GB/s", bw);
+            if (bw <= 0)
+            {
+                var (median, low, high) = ReadBandwidth(backend, options.Threads);
+                bw = median;
+                report.Fact("read_GB/s", $"{median:F1} (median of 5; {low:F1}-{high:F1})");
+            }
+            else report.Fact("read_GB/s", $"{bw:F1} (--bandwidth)");
             var promptLengths = Split(parse.GetValue(prompts)!).Select(ParsePositive).ToList();
             int decodeTokens = parse.GetValue(decode);
             if (decodeTokens < 1) throw new UsageException("--decode must be at least 1");
@@ -187,15 +192,19 @@ public static class Program
         return cmd;
     }
 
-    /// <summary>Read bandwidth of the memory the backend's weights live in: host RAM for the CPU, device memory for an
-    /// accelerator.</summary>
-    private static double ReadBandwidth(IComputeBackend backend, int threads)
+    /// <summary>Read bandwidth of the memory the backend's weights live in (host RAM for the CPU, device memory for an
+    /// accelerator): a median with its range, so the roofline fraction does not swing with one lucky pass.</summary>
+    private static (double Median, double Low, double High) ReadBandwidth(IComputeBackend backend, int threads)
     {
 #if PARETOQ_ILGPU
-        if (backend is ParetoQ.Accelerators.IlgpuBackend gpu) return gpu.MeasureReadBandwidth(1L << 30);
+        if (backend is ParetoQ.Accelerators.IlgpuBackend gpu)
+        {
+            var passes = Enumerable.Range(0, 5).Select(_ => gpu.MeasureReadBandwidth(1L << 30)).Order().ToArray();
+            return (passes[2], passes[0], passes[^1]);
+        }
 #endif
         using var pool = new WorkerPool(threads);
-        return BandwidthBench.Measure(pool, 512L << 20);
+        return BandwidthBench.MeasureStable(pool);
     }
 
     private static Command DevicesCommand()

@@ -28,7 +28,7 @@ public static unsafe class Exports
     // that got loaded (avx512gfni/avx512 come only from the x86-64-v4 one).
     private static readonly byte* s_version = Errors.Persistent(
         $"ParetoQ.Runtime {typeof(Exports).Assembly.GetName().Version!.ToString(3)} (abi {PqAbi.Version}, " +
-        $"kernels {KernelDispatch.Name(KernelDispatch.Best)})");
+        $"kernels {KernelDispatch.Name(KernelDispatch.Widest)})");
 
     [UnmanagedCallersOnly(EntryPoint = "pq_last_error")]
     public static byte* LastError() => Errors.Message;

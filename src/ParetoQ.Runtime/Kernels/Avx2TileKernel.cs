@@ -159,98 +159,127 @@ internal unsafe struct Avx2TileKernel<TWidth, TMultiply> : ITileKernel
         Avx2.MultiplyAddAdjacent(s0, Vector256.Create((short)1)) + Avx2.MultiplyAddAdjacent(s1,
             Vector256.Create((short)1));
 
+    // Each variant of a loop is its own method: in one method with all three, RyuJIT ran out of inlining budget and
+    // called UnitMaddubs, Widen and Store per unit, which made the maddubs 4-token GEMM 4x slower than the VNNI one
+    // (and slower than four GEMVs). The branches fold per type, so these calls cost nothing.
     private static void Dot1(byte* p, sbyte* x, int units, int* sums)
     {
+        if (TMultiply.Vnni) Dot1Vnni(p, x, units, sums);
+        else if (TWidth.Bits == 8) Dot1Bytes(p, x, units, sums);
+        else Dot1Maddubs(p, x, units, sums);
+    }
+
+    private static void Dot2(byte* p, sbyte* x, int stride, int units, int* sums)
+    {
+        if (TMultiply.Vnni) Dot2Vnni(p, x, stride, units, sums);
+        else if (TWidth.Bits == 8) Dot2Bytes(p, x, stride, units, sums);
+        else Dot2Maddubs(p, x, stride, units, sums);
+    }
+
+    private static void Dot1Vnni(byte* p, sbyte* x, int units, int* sums)
+    {
         int unitBytes = CodeUnits.UnitChunks(TWidth.Bits) * ChunkStride, unitCols = CodeUnits.UnitCols(TWidth.Bits);
-        Vector256<int> rows01, rows23;
-        if (TMultiply.Vnni)
+        Vector256<int> a0 = default, a1 = default, a2 = default, a3 = default;
+        Vector256<int> b0 = default, b1 = default, b2 = default, b3 = default;
+        for (int u = 0; u < units; u++, p += unitBytes, x += unitCols * Wide)
         {
-            Vector256<int> a0 = default, a1 = default, a2 = default, a3 = default;
-            Vector256<int> b0 = default, b1 = default, b2 = default, b3 = default;
-            for (int u = 0; u < units; u++, p += unitBytes, x += unitCols * Wide)
-            {
-                UnitVnni(p, x, ref a0, ref a1, ref a2, ref a3);
-                UnitVnni(p + Half, x, ref b0, ref b1, ref b2, ref b3);
-            }
-            rows01 = a0 + a1 + (a2 + a3);
-            rows23 = b0 + b1 + (b2 + b3);
+            UnitVnni(p, x, ref a0, ref a1, ref a2, ref a3);
+            UnitVnni(p + Half, x, ref b0, ref b1, ref b2, ref b3);
         }
-        else if (TWidth.Bits == 8)
+        Store(a0 + a1 + (a2 + a3), sums);
+        Store(b0 + b1 + (b2 + b3), sums + 2);
+    }
+
+    private static void Dot1Bytes(byte* p, sbyte* x, int units, int* sums)
+    {
+        int unitBytes = CodeUnits.UnitChunks(TWidth.Bits) * ChunkStride, unitCols = CodeUnits.UnitCols(TWidth.Bits);
+        Vector256<int> rows01 = default, rows23 = default;
+        for (int u = 0; u < units; u++, p += unitBytes, x += unitCols * Wide)
         {
-            rows01 = rows23 = default;
-            for (int u = 0; u < units; u++, p += unitBytes, x += unitCols * Wide)
-            {
-                rows01 = Unit8(rows01, p, x);
-                rows23 = Unit8(rows23, p + Half, x);
-            }
+            rows01 = Unit8(rows01, p, x);
+            rows23 = Unit8(rows23, p + Half, x);
         }
-        else
+        Store(rows01, sums);
+        Store(rows23, sums + 2);
+    }
+
+    private static void Dot1Maddubs(byte* p, sbyte* x, int units, int* sums)
+    {
+        int unitBytes = CodeUnits.UnitChunks(TWidth.Bits) * ChunkStride, unitCols = CodeUnits.UnitCols(TWidth.Bits);
+        Vector256<int> rows01 = default, rows23 = default;
+        for (int u = 0; u < units;)
         {
-            rows01 = rows23 = default;
-            for (int u = 0; u < units;)
+            int end = Math.Min(units, u + BatchUnits);
+            Vector256<short> s0 = default, s1 = default, t0 = default, t1 = default;
+            for (; u < end; u++, p += unitBytes, x += unitCols * Wide)
             {
-                int end = Math.Min(units, u + BatchUnits);
-                Vector256<short> s0 = default, s1 = default, t0 = default, t1 = default;
-                for (; u < end; u++, p += unitBytes, x += unitCols * Wide)
-                {
-                    UnitMaddubs(p, x, ref s0, ref s1);
-                    UnitMaddubs(p + Half, x, ref t0, ref t1);
-                }
-                rows01 += Widen(s0, s1);
-                rows23 += Widen(t0, t1);
+                UnitMaddubs(p, x, ref s0, ref s1);
+                UnitMaddubs(p + Half, x, ref t0, ref t1);
             }
+            rows01 += Widen(s0, s1);
+            rows23 += Widen(t0, t1);
         }
         Store(rows01, sums);
         Store(rows23, sums + 2);
     }
 
     // Two tokens per pass: each half-tile load serves both.
-    private static void Dot2(byte* p, sbyte* x, int stride, int units, int* sums)
+    private static void Dot2Vnni(byte* p, sbyte* x, int stride, int units, int* sums)
+    {
+        int unitBytes = CodeUnits.UnitChunks(TWidth.Bits) * ChunkStride, unitCols = CodeUnits.UnitCols(TWidth.Bits);
+        // Two chains per (token, half): eight in all, within the 16 ymm registers of an AVX2 build.
+        Vector256<int> a01 = default, a23 = default, b01 = default, b23 = default;
+        Vector256<int> a01b = default, a23b = default, b01b = default, b23b = default;
+        for (int u = 0; u < units; u++, p += unitBytes, x += unitCols * Wide)
+        {
+            UnitVnni(p, x, ref a01, ref a01b, ref a01, ref a01b);
+            UnitVnni(p + Half, x, ref a23, ref a23b, ref a23, ref a23b);
+            UnitVnni(p, x + stride, ref b01, ref b01b, ref b01, ref b01b);
+            UnitVnni(p + Half, x + stride, ref b23, ref b23b, ref b23, ref b23b);
+        }
+        Store(a01 + a01b, sums);
+        Store(a23 + a23b, sums + 2);
+        Store(b01 + b01b, sums + 4);
+        Store(b23 + b23b, sums + 6);
+    }
+
+    private static void Dot2Bytes(byte* p, sbyte* x, int stride, int units, int* sums)
     {
         int unitBytes = CodeUnits.UnitChunks(TWidth.Bits) * ChunkStride, unitCols = CodeUnits.UnitCols(TWidth.Bits);
         Vector256<int> a01 = default, a23 = default, b01 = default, b23 = default;
-        if (TMultiply.Vnni)
+        for (int u = 0; u < units; u++, p += unitBytes, x += unitCols * Wide)
         {
-            // Two chains per (token, half): eight in all, within the 16 ymm registers of an AVX2 build.
-            Vector256<int> a01b = default, a23b = default, b01b = default, b23b = default;
-            for (int u = 0; u < units; u++, p += unitBytes, x += unitCols * Wide)
-            {
-                UnitVnni(p, x, ref a01, ref a01b, ref a01, ref a01b);
-                UnitVnni(p + Half, x, ref a23, ref a23b, ref a23, ref a23b);
-                UnitVnni(p, x + stride, ref b01, ref b01b, ref b01, ref b01b);
-                UnitVnni(p + Half, x + stride, ref b23, ref b23b, ref b23, ref b23b);
-            }
-            (a01, a23, b01, b23) = (a01 + a01b, a23 + a23b, b01 + b01b, b23 + b23b);
+            a01 = Unit8(a01, p, x);
+            a23 = Unit8(a23, p + Half, x);
+            b01 = Unit8(b01, p, x + stride);
+            b23 = Unit8(b23, p + Half, x + stride);
         }
-        else if (TWidth.Bits == 8)
+        Store(a01, sums);
+        Store(a23, sums + 2);
+        Store(b01, sums + 4);
+        Store(b23, sums + 6);
+    }
+
+    private static void Dot2Maddubs(byte* p, sbyte* x, int stride, int units, int* sums)
+    {
+        int unitBytes = CodeUnits.UnitChunks(TWidth.Bits) * ChunkStride, unitCols = CodeUnits.UnitCols(TWidth.Bits);
+        Vector256<int> a01 = default, a23 = default, b01 = default, b23 = default;
+        for (int u = 0; u < units;)
         {
-            for (int u = 0; u < units; u++, p += unitBytes, x += unitCols * Wide)
+            int end = Math.Min(units, u + BatchUnits);
+            Vector256<short> a0 = default, a1 = default, c0 = default, c1 = default;
+            Vector256<short> b0 = default, b1 = default, d0 = default, d1 = default;
+            for (; u < end; u++, p += unitBytes, x += unitCols * Wide)
             {
-                a01 = Unit8(a01, p, x);
-                a23 = Unit8(a23, p + Half, x);
-                b01 = Unit8(b01, p, x + stride);
-                b23 = Unit8(b23, p + Half, x + stride);
+                UnitMaddubs(p, x, ref a0, ref a1);
+                UnitMaddubs(p + Half, x, ref c0, ref c1);
+                UnitMaddubs(p, x + stride, ref b0, ref b1);
+                UnitMaddubs(p + Half, x + stride, ref d0, ref d1);
             }
-        }
-        else
-        {
-            for (int u = 0; u < units;)
-            {
-                int end = Math.Min(units, u + BatchUnits);
-                Vector256<short> a0 = default, a1 = default, c0 = default, c1 = default;
-                Vector256<short> b0 = default, b1 = default, d0 = default, d1 = default;
-                for (; u < end; u++, p += unitBytes, x += unitCols * Wide)
-                {
-                    UnitMaddubs(p, x, ref a0, ref a1);
-                    UnitMaddubs(p + Half, x, ref c0, ref c1);
-                    UnitMaddubs(p, x + stride, ref b0, ref b1);
-                    UnitMaddubs(p + Half, x + stride, ref d0, ref d1);
-                }
-                a01 += Widen(a0, a1);
-                a23 += Widen(c0, c1);
-                b01 += Widen(b0, b1);
-                b23 += Widen(d0, d1);
-            }
+            a01 += Widen(a0, a1);
+            a23 += Widen(c0, c1);
+            b01 += Widen(b0, b1);
+            b23 += Widen(d0, d1);
         }
         Store(a01, sums);
         Store(a23, sums + 2);

@@ -23,8 +23,9 @@ public enum KernelPath
 }
 
 /// <summary>
-/// Picks the kernel path once per process: the fastest one the CPU supports, unless the environment variable
-/// <c>PARETOQ_KERNELS</c> (scalar, avx2, avxvnni, avx512, avx512gfni, neon) asks for another supported one.
+/// Picks the kernel path once per process: the fastest one the CPU supports, as timed on this machine and cached per CPU
+/// model (<see cref="KernelChoice"/>), unless the environment variable <c>PARETOQ_KERNELS</c> (scalar, avx2, avxvnni,
+/// avx512, avx512gfni, neon) asks for another supported one.
 /// </summary>
 public static class KernelDispatch
 {
@@ -45,8 +46,13 @@ public static class KernelDispatch
     public static IReadOnlyList<KernelPath> Supported { get; } =
         Enum.GetValues<KernelPath>().Where(IsSupported).ToArray();
 
-    /// <summary>The best path this CPU supports.</summary>
-    public static KernelPath Best { get; } = PickBest();
+    /// <summary>The widest path this CPU supports: what the instruction sets alone suggest.</summary>
+    public static KernelPath Widest { get; } = PickWidest();
+
+    /// <summary>The fastest path this CPU supports, measured once per CPU model (<see cref="KernelChoice"/>).</summary>
+    public static KernelPath Best => s_best ??= KernelChoice.Choose(KernelChoice.DefaultCachePath);
+
+    private static KernelPath? s_best;
 
     /// <summary>The path used when none is asked for: <see cref="Best"/>, or the one named by
     /// <c>PARETOQ_KERNELS</c>.</summary>
@@ -78,7 +84,7 @@ public static class KernelDispatch
         return path;
     }
 
-    private static KernelPath PickBest()
+    private static KernelPath PickWidest()
     {
         // AVX-512 at 512 bits beats 256-bit VNNI on this kind of load: twice the width per instruction for one extra
         // vpmaddwd.
