@@ -34,7 +34,8 @@ public static unsafe class BandwidthBench
     }
 
     /// <summary>Best read bandwidth in GB/s over a buffer of <paramref name="bytes"/>, in the same huge-page memory
-    /// that resident weights get (<see cref="ResidentMemory"/>), so the roofline and the weights stream alike.</summary>
+    /// that resident weights get (<see cref="ResidentMemory"/>), so the roofline and the weights stream
+    /// alike.</summary>
     public static double Measure(WorkerPool pool, long bytes, int passes = 5)
     {
         byte* data = ResidentMemory.Allocate(bytes);

@@ -122,7 +122,12 @@ public static class Program
         var exact = new Option<bool>("--exact") { Description = "Exact mode: fp32 activations, scalar kernels" };
         var dir = new Option<string>("--dir") { Description = "Where generated models are cached",
             DefaultValueFactory = _ => Path.Combine(Path.GetTempPath(), "paretoq-bench") };
-        var bandwidth = new Option<double>("--bandwidth") { Description = "Read bandwidth in GB/s for the roofline column; 0 measures it first (the median of five 512 MiB passes, printed with its range)", DefaultValueFactory = _ => 0 };
+        var bandwidth = new Option<double>("--bandwidth")
+        {
+            Description = "Read bandwidth in GB/s for the roofline column; 0 measures it first (the median of five " +
+                "512 MiB passes, printed with its range)",
+            DefaultValueFactory = _ => 0,
+        };
         var profile = new Option<bool>("--profile") { Description = "Print the prefill and decode time per backend operation (to stderr)" };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "Give generated models this LLaMA-style tokenizer.json instead of the byte-level vocabulary, so they export to GGUF (paretoq-convert --to gguf)" };
         var device = new Option<string>("--device") { Description = "cpu, or through ILGPU (JIT-hosted build only): cuda, opencl, ilgpu-cpu, auto", DefaultValueFactory = _ => "cpu" };

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Text;
 
 namespace ParetoQ.Serve;
@@ -35,6 +36,34 @@ public sealed record OpenAiRequest
     public bool IncludeUsage { get; init; }
 
     public const int MaxStopStrings = 4;
+    /// <summary>Nesting deeper than this is refused (requests nest a few levels).</summary>
+    public const int MaxDepth = 64;
+
+    /// <summary>
+    /// Parses a request body strictly: a syntax error, or a string or field name that is not text (invalid UTF-8, an
+    /// unpaired surrogate escape such as <c>"\ud800"</c>), is a 400 that names where it is, here rather than as an
+    /// exception wherever the string is read later.
+    /// </summary>
+    public static JsonDocument ParseJson(byte[] body)
+    {
+        JsonDocument document;
+        try
+        {
+            document = JsonDocument.Parse(body, new JsonDocumentOptions { MaxDepth = MaxDepth });
+        }
+        catch (JsonException e)
+        {
+            throw new ApiException(400, $"the body is not valid JSON: {e.Message}");
+        }
+        if (StrictJson.FindUndecodable(document.RootElement) is { } at)
+        {
+            document.Dispose();
+            string field = at.Length == 0 ? "the body" : $"'{at}'";
+            throw new ApiException(400, $"{field} is not valid text: invalid UTF-8 or an unpaired surrogate " +
+                $"escape (such as \\ud800)", at.Length == 0 ? null : at);
+        }
+        return document;
+    }
 
     public static OpenAiRequest Parse(JsonElement root, bool chat)
     {

@@ -66,12 +66,31 @@ public sealed class OpenAiServer : IAsyncDisposable
             });
             var app = builder.Build();
             var server = new OpenAiServer(app, model, options);
-            app.MapGet("/health", server.Health);
-            app.MapGet("/v1/models", server.Models);
-            app.MapPost("/v1/completions", ctx => server.Generate(ctx, chat: false));
-            app.MapPost("/v1/chat/completions", ctx => server.Generate(ctx, chat: true));
-            app.MapFallback(ctx => WriteError(ctx, new ApiException(404,
-                $"no route {ctx.Request.Method} {ctx.Request.Path}", code: "not_found")));
+            // Every response the application writes carries an OpenAI error object, whatever fails: an exception
+            // that escapes a handler becomes a logged 500 with one, not an empty body.
+            app.Use(async (ctx, next) =>
+            {
+                try
+                {
+                    await next(ctx);
+                }
+                catch (Exception e) when (!ctx.Response.HasStarted && !ctx.RequestAborted.IsCancellationRequested)
+                {
+                    lock (options.Log) options.Log.WriteLine($"{DateTime.UtcNow:HH:mm:ss} {ctx.Request.Method} " +
+                        $"{ctx.Request.Path} 500 {e.GetType().Name}: {e.Message}");
+                    await WriteError(ctx, new ApiException(500, "internal error: " + e.Message, type: "server_error"));
+                }
+            });
+            Route(app, "/health", "GET", server.Health);
+            Route(app, "/v1/models", "GET", server.Models);
+            Route(app, "/v1/completions", "POST", ctx => server.Generate(ctx, chat: false));
+            Route(app, "/v1/chat/completions", "POST", ctx => server.Generate(ctx, chat: true));
+            // "{**path}" matches file-like paths too (/index.html): the default fallback pattern skips them.
+            app.MapFallback("{**path}", async ctx =>
+            {
+                await DrainBody(ctx);
+                await WriteError(ctx, new ApiException(404, $"no route {ctx.Request.Path}", code: "not_found"));
+            });
             await app.StartAsync();
             var bound = app.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>()
                 .Features.Get<IServerAddressesFeature>()!.Addresses.First();
@@ -84,6 +103,23 @@ public sealed class OpenAiServer : IAsyncDisposable
             throw;
         }
     }
+
+    // One handler per path for every method, so a known path with the wrong method is a 405 with an error object and
+    // an Allow header (routing alone answers an empty 405).
+    private static void Route(WebApplication app, string path, string method, RequestDelegate handler) =>
+        app.Map(path, async ctx =>
+        {
+            if (HttpMethods.Equals(ctx.Request.Method, method)
+                || method == "GET" && HttpMethods.IsHead(ctx.Request.Method))
+            {
+                await handler(ctx);
+                return;
+            }
+            await DrainBody(ctx);
+            ctx.Response.Headers.Allow = method;
+            await WriteError(ctx, new ApiException(405, $"{path} takes {method}, not {ctx.Request.Method}",
+                code: "method_not_allowed"));
+        });
 
     public Task WaitForShutdownAsync() => _app.WaitForShutdownAsync();
 
@@ -123,14 +159,24 @@ public sealed class OpenAiServer : IAsyncDisposable
         var clock = Stopwatch.StartNew();
         GenerationResult? result = null;
         string? gone = null;
+        ServedModel.Admission? admission = null;
         try
         {
             if (!Authorized(ctx)) throw Unauthorized();
-            var request = await ReadRequest(ctx, chat);
+            // Admitted before the body is read: a refused request never holds its body, text or tokens.
+            admission = _model.TryAdmit() ?? throw new ApiException(503,
+                "every session is busy and the queue is full; retry later", code: "server_busy", type: "server_error");
+            var request = await ReadRequest(ctx, chat, _options.MaxBodyBytes);
             if (request.Model != _model.Id)
                 throw new ApiException(404,
                     $"the model '{request.Model}' does not exist; this server has '{_model.Id}'", "model",
                     "model_not_found");
+            // No token decodes to more than MaxTokenBytes bytes, so a longer text cannot fit: refused untokenized.
+            long textBytes = chat ? request.Messages!.Sum(m => (long)Encoding.UTF8.GetByteCount(m.Content))
+                : Encoding.UTF8.GetByteCount(request.Prompt!);
+            if (textBytes > (long)_model.ContextLength * _model.MaxTokenBytes)
+                throw new ApiException(400, $"the prompt has {textBytes} bytes, more than the context of " +
+                    $"{_model.ContextLength} tokens can hold", chat ? "messages" : "prompt", "context_length_exceeded");
             int[] prompt = chat ? _model.ChatTemplate.Encode(request.Messages!)
                 : _model.Tokenizer.Encode(request.Prompt!, addBos: true);
             if (prompt.Length >= _model.ContextLength)
@@ -153,9 +199,7 @@ public sealed class OpenAiServer : IAsyncDisposable
                 StopStrings = chat ? [.. request.Stop, .. _model.ChatTemplate.StopStrings] : request.Stop,
                 EosIds = chat ? [.. _model.EosIds, .. _model.ChatTemplate.EndOfTurnIds] : _model.EosIds,
             };
-            using var lease = await _model.TryLeaseAsync(ctx.RequestAborted)
-                ?? throw new ApiException(503, "every session is busy and the queue is full; retry later",
-                    code: "server_busy", type: "server_error");
+            using var lease = await admission.LeaseAsync(ctx.RequestAborted);
             var reply = new Reply(chat, _model.Id);
             result = request.Stream
                 ? await Stream(ctx, new Generator(lease.Session, _model.Tokenizer), prompt, options, reply,
@@ -168,11 +212,20 @@ public sealed class OpenAiServer : IAsyncDisposable
         }
         catch (ApiException e)
         {
-            if (!ctx.Response.HasStarted) await WriteError(ctx, e);
+            admission?.Dispose(); // the refusal below holds no request memory
+            if (!ctx.Response.HasStarted)
+            {
+                await DrainBody(ctx);
+                await WriteError(ctx, e);
+            }
         }
         catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested)
         {
             gone = "the client closed the connection while queued";
+        }
+        finally
+        {
+            admission?.Dispose();
         }
         Log(ctx, clock.Elapsed, result, gone);
     }
@@ -223,29 +276,77 @@ public sealed class OpenAiServer : IAsyncDisposable
         await ctx.Response.Body.FlushAsync(ctx.RequestAborted);
     }
 
-    private static async Task<OpenAiRequest> ReadRequest(HttpContext ctx, bool chat)
+    private static async Task<OpenAiRequest> ReadRequest(HttpContext ctx, bool chat, long maxBodyBytes)
     {
         if (ctx.Request.ContentType is { } type
             && !type.StartsWith("application/json", StringComparison.OrdinalIgnoreCase))
             throw new ApiException(415, $"the body must be application/json, not {type}");
-        JsonDocument body;
-        try
-        {
-            body = await JsonDocument.ParseAsync(ctx.Request.Body, default, ctx.RequestAborted);
-        }
-        catch (JsonException e)
-        {
-            throw new ApiException(400, $"the body is not valid JSON: {e.Message}");
-        }
-        catch (BadHttpRequestException e) when (e.StatusCode == 413)
-        {
-            throw new ApiException(413, "the body is larger than the server's limit", code: "request_too_large");
-        }
-        using (body) return OpenAiRequest.Parse(body.RootElement, chat);
+        byte[] body = await ReadBody(ctx, maxBodyBytes);
+        using var document = OpenAiRequest.ParseJson(body);
+        return OpenAiRequest.Parse(document.RootElement, chat);
     }
 
-    private bool Authorized(HttpContext ctx) =>
-        _options.ApiKey is null || ctx.Request.Headers.Authorization.ToString() == $"Bearer {_options.ApiKey}";
+    /// <summary>
+    /// The whole body, at most <paramref name="maxBodyBytes"/> (Kestrel enforces the limit as it reads). Every way
+    /// reading can fail, a malformed or overflowing chunk size, a body that stops short of its Content-Length or
+    /// trickles in, becomes an error object with the status Kestrel chose.
+    /// </summary>
+    private static async Task<byte[]> ReadBody(HttpContext ctx, long maxBodyBytes)
+    {
+        if (ctx.Request.ContentLength > maxBodyBytes) throw TooLarge();
+        var buffer = new MemoryStream(ctx.Request.ContentLength is long n ? (int)n : 4096);
+        try
+        {
+            await ctx.Request.Body.CopyToAsync(buffer, ctx.RequestAborted);
+        }
+        catch (BadHttpRequestException e)
+        {
+            throw e.StatusCode switch
+            {
+                413 => TooLarge(),
+                408 => new ApiException(408, "the request body arrived too slowly, or ended before its Content-Length",
+                    code: "request_timeout"),
+                _ => new ApiException(e.StatusCode is >= 400 and < 500 ? e.StatusCode : 400,
+                    $"the request body is malformed: {e.Message}"),
+            };
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !ctx.RequestAborted.IsCancellationRequested)
+        {
+            throw new ApiException(400, $"the request body is malformed or could not be read: {e.Message}");
+        }
+        return buffer.ToArray();
+    }
+
+    private static ApiException TooLarge() =>
+        new(413, "the body is larger than the server's limit", code: "request_too_large");
+
+    /// <summary>
+    /// Reads and discards what is left of the body before an error is sent: a server that answers and closes while the
+    /// client is still sending makes the kernel reset the connection, and the client may lose the answer. Bounded by
+    /// the body limit; a body that cannot be read is left as it is.
+    /// </summary>
+    private static async Task DrainBody(HttpContext ctx)
+    {
+        try
+        {
+            var scratch = new byte[16 * 1024];
+            while (await ctx.Request.Body.ReadAsync(scratch, ctx.RequestAborted) > 0) { }
+        }
+        catch (Exception e) when (e is BadHttpRequestException or IOException or OperationCanceledException
+            or InvalidOperationException)
+        {
+        }
+    }
+
+    // Constant time in the key's bytes: a comparison that stops at the first difference tells an attacker, by timing,
+    // how much of a guess is right.
+    private bool Authorized(HttpContext ctx)
+    {
+        if (_options.ApiKey is null) return true;
+        byte[] expected = Encoding.UTF8.GetBytes("Bearer " + _options.ApiKey);
+        byte[] given = Encoding.UTF8.GetBytes(ctx.Request.Headers.Authorization.ToString());
+        return System.Security.Cryptography.CryptographicOperations.FixedTimeEquals(given, expected);
+    }
 
     private static ApiException Unauthorized() =>
         new(401, "a valid API key is required (Authorization: Bearer KEY)", code: "invalid_api_key");

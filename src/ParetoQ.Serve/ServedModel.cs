@@ -7,8 +7,8 @@ namespace ParetoQ.Serve;
 
 /// <summary>
 /// One memory-mapped model and <c>parallel</c> sessions over it (each with its own KV cache and scratch). A request
-/// leases a session; when all are busy it waits in a queue of bounded length, and beyond that it is refused (503), so
-/// memory and waiting time stay bounded whatever the load.
+/// is admitted before its body is read (at most <c>parallel + queue</c> at once; beyond that it is refused with 503),
+/// then leases a session, waiting while all are busy. Memory and waiting time stay bounded whatever the load.
 /// </summary>
 public sealed class ServedModel : IDisposable
 {
@@ -51,24 +51,40 @@ public sealed class ServedModel : IDisposable
         EosIds = _model.File.Tokenizer.EosIds;
         ChatTemplate = ChatTemplate.For(Tokenizer, _model.File.Tokenizer);
         Created = new DateTimeOffset(File.GetLastWriteTimeUtc(path)).ToUnixTimeSeconds();
+        Span<byte> piece = stackalloc byte[ITokenizer.MaxTokenBytes];
+        for (int id = 0; id < Tokenizer.VocabSize; id++)
+            MaxTokenBytes = Math.Max(MaxTokenBytes, Tokenizer.TokenBytes(id, piece));
+        MaxTokenBytes = Math.Max(1, MaxTokenBytes);
     }
 
-    /// <summary>A session for one request, or null when every session is busy and the queue is full.</summary>
-    public async ValueTask<Lease?> TryLeaseAsync(CancellationToken cancellation)
+    /// <summary>
+    /// Admits one request before its body is read, or returns null when <c>parallel + queue</c> requests are already
+    /// admitted: a request's body, parsed JSON, text and token ids exist only while it holds an admission, so they
+    /// are bounded by the options (docs/RELIABILITY.md).
+    /// </summary>
+    public Admission? TryAdmit()
     {
-        if (Interlocked.Increment(ref _admitted) > _admissionLimit)
+        if (Interlocked.Increment(ref _admitted) <= _admissionLimit) return new Admission(this);
+        Interlocked.Decrement(ref _admitted);
+        return null;
+    }
+
+    /// <summary>The most UTF-8 bytes any one token of this model's vocabulary decodes to: a prompt longer than this
+    /// many bytes per context position cannot fit, and is refused before it is tokenized.</summary>
+    public int MaxTokenBytes { get; }
+
+    /// <summary>One admitted request; disposing it gives the place back.</summary>
+    public sealed class Admission(ServedModel owner) : IDisposable
+    {
+        private int _disposed;
+
+        /// <summary>Waits for an idle session; the lease hands it back.</summary>
+        public async ValueTask<Lease> LeaseAsync(CancellationToken cancellation) =>
+            new(owner, await owner._idle.Reader.ReadAsync(cancellation));
+
+        public void Dispose()
         {
-            Interlocked.Decrement(ref _admitted);
-            return null;
-        }
-        try
-        {
-            return new Lease(this, await _idle.Reader.ReadAsync(cancellation));
-        }
-        catch
-        {
-            Interlocked.Decrement(ref _admitted);
-            throw;
+            if (Interlocked.Exchange(ref _disposed, 1) == 0) Interlocked.Decrement(ref owner._admitted);
         }
     }
 
@@ -81,7 +97,6 @@ public sealed class ServedModel : IDisposable
         {
             Session.Reset();
             owner._idle.Writer.TryWrite(Session);
-            Interlocked.Decrement(ref owner._admitted);
         }
     }
 

@@ -5,7 +5,8 @@ using ParetoQ.Runtime.Kernels;
 // skipped), then the dense float suite on the portable vectors, and prints "N passed, N failed". Exit code 1 on any
 // failure. Used under qemu for the NEON path.
 var paths = KernelDispatch.Supported.Where(p => p != KernelPath.Scalar).ToArray();
-Console.WriteLine($"kernel paths: {string.Join(", ", paths.Select(KernelDispatch.Name))} (widest {KernelDispatch.Name(KernelDispatch.Widest)}, fastest {KernelDispatch.Name(KernelDispatch.Best)})");
+Console.WriteLine($"kernel paths: {string.Join(", ", paths.Select(KernelDispatch.Name))} (widest " +
+    $"{KernelDispatch.Name(KernelDispatch.Widest)}, fastest {KernelDispatch.Name(KernelDispatch.Best)})");
 int passed = 0, failed = 0;
 var cases = KernelSuite.Cases(paths).Select(c => (Name: c.ToString(), Run: (Func<string?>)(() => KernelSuite.Run(c))))
     .Concat(AttentionSuite.Cases(paths).Select(c

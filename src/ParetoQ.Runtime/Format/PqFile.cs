@@ -20,6 +20,8 @@ public sealed unsafe class PqFile : IDisposable
     /// <summary>Metadata larger than this is refused before anything is allocated for it.</summary>
     public const int MaxMetadataBytes = 64 << 20;
     public const int MaxTensors = 1 << 16;
+    /// <summary>The longest chat template a file holds, in characters.</summary>
+    public const int MaxChatTemplateChars = 1 << 20;
     public const int MaxNameLength = 512;
     /// <summary>The largest token id any model may use (<see cref="ModelConfig.MaxVocabSize"/> − 1).</summary>
     public const int MaxTokenId = ModelConfig.MaxVocabSize - 1;
@@ -238,7 +240,7 @@ public sealed unsafe class PqFile : IDisposable
                 throw Error($"special token '{kv.Name}' must map to an integer id in [0, {MaxTokenId}]");
             if (!specials.TryAdd(kv.Name, id)) throw Error($"special token '{kv.Name}' appears twice");
         }
-        string? template = t.OptionalString("chat_template");
+        string? template = t.OptionalString("chat_template", MaxChatTemplateChars);
         t.RejectUnknown();
         return (new PqTokenizerInfo(kind, bos, eos, pad, specials, template), offset, (int)length, hash);
     }

@@ -43,33 +43,49 @@ public sealed class StrictJson
         }
     }
 
-    // A "\ud800" escape is valid JSON syntax and valid UTF-8, but no string: reading it throws
-    // InvalidOperationException wherever that happens. Every name and string is decoded once here instead.
+    // Every name and string is decoded once here, so none can fail later outside the caller's domain.
     private static void CheckStrings(JsonElement e, string what, Func<string, Exception> error)
+    {
+        if (FindUndecodable(e) is { } at)
+            throw error($"{what} holds a string that is not text at {(at.Length == 0 ? "the top" : at)} " +
+                $"(invalid UTF-8 or an unpaired UTF-16 surrogate escape such as \\ud800)");
+    }
+
+    /// <summary>
+    /// The path (<c>messages[0].content</c>; a name's own path for a bad field name) of the first string or field name
+    /// that does not decode to text, or null when all do. A <c>"\ud800"</c> escape is valid JSON syntax and valid
+    /// UTF-8, but no string, and the parser checks UTF-8 only when a string is read: either way reading it throws
+    /// InvalidOperationException wherever that happens.
+    /// </summary>
+    public static string? FindUndecodable(JsonElement e)
     {
         switch (e.ValueKind)
         {
             case JsonValueKind.Object:
                 foreach (var p in e.EnumerateObject())
                 {
-                    CheckStrings(p.Value, what, error);
-                    try { _ = p.Name; }
-                    catch (InvalidOperationException)
-                    {
-                        throw error($"{what} holds a field name with an unpaired UTF-16 surrogate escape");
-                    }
+                    string name;
+                    try { name = p.Name; }
+                    catch (InvalidOperationException) { return "(a field name)"; }
+                    if (FindUndecodable(p.Value) is { } inner)
+                        return inner.Length == 0 ? name : inner[0] == '[' ? name + inner : name + "." + inner;
                 }
-                break;
+                return null;
             case JsonValueKind.Array:
-                foreach (var item in e.EnumerateArray()) CheckStrings(item, what, error);
-                break;
+                int i = 0;
+                foreach (var item in e.EnumerateArray())
+                {
+                    if (FindUndecodable(item) is { } inner)
+                        return $"[{i}]" + (inner.Length == 0 || inner[0] == '[' ? inner : "." + inner);
+                    i++;
+                }
+                return null;
             case JsonValueKind.String:
                 try { _ = e.GetString(); }
-                catch (InvalidOperationException)
-                {
-                    throw error($"{what} holds a string with an unpaired UTF-16 surrogate escape (such as \\ud800)");
-                }
-                break;
+                catch (InvalidOperationException) { return ""; }
+                return null;
+            default:
+                return null;
         }
     }
 

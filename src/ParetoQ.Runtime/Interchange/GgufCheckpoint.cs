@@ -50,7 +50,16 @@ public sealed class GgufCheckpoint : ISourceCheckpoint
         var tensors = new List<SourceTensor>();
         foreach (var t in file.Tensors)
         {
-            string name = HfName(t.Name);
+            // Every tensor must be one llama tensor, named once: an unknown name (a Hugging Face name, lm_head, a
+            // fake-quantizer scale) or a second spelling of a known one (blk.00) would otherwise land on a real
+            // tensor's key or be read for what it is not. llama.cpp refuses them too.
+            string name = HfName(t.Name) ?? throw new CheckpointException(file.Path, t.Name,
+                "is not a tensor of a llama GGUF (token_embd, output_norm, output and blk.N.attn_*/ffn_*.weight)");
+            if (t.Dims.Length > 2)
+                throw new CheckpointException(file.Path, t.Name, $"has {t.Dims.Length} dimensions; llama " +
+                    $"tensors have 1 or 2");
+            if (_byName.TryGetValue(name, out var earlier))
+                throw new CheckpointException(file.Path, t.Name, $"is {name}, as {earlier.Gguf.Name} already is");
             long[] shape = t.Dims.Length == 1 ? [t.Cols] : [t.Rows, t.Cols];
             var dtype = t.Type switch { GgmlType.F16 => SourceDType.F16, GgmlType.BF16 => SourceDType.BF16, _
                 => SourceDType.F32 };
@@ -79,7 +88,7 @@ public sealed class GgufCheckpoint : ISourceCheckpoint
         }
     }
 
-    private static string HfName(string gguf)
+    private static string? HfName(string gguf)
     {
         switch (gguf)
         {
@@ -89,9 +98,10 @@ public sealed class GgufCheckpoint : ISourceCheckpoint
         }
         var parts = gguf.Split('.');
         if (parts is ["blk", var layer, var kind, "weight"] && int.TryParse(layer, NumberStyles.None,
-                CultureInfo.InvariantCulture, out int n) && LayerNames.TryGetValue(kind, out var hf))
+                CultureInfo.InvariantCulture, out int n) && n.ToString(CultureInfo.InvariantCulture) == layer
+            && LayerNames.TryGetValue(kind, out var hf))
             return $"model.layers.{n}.{hf}.weight";
-        return gguf; // not a llama tensor: the converter names it as unused
+        return null;
     }
 
     private static ModelConfig ReadConfig(GgufFile f)
@@ -122,7 +132,7 @@ public sealed class GgufCheckpoint : ISourceCheckpoint
         if ((Int(f, "llama.expert_count") ?? 0) != 0)
             throw Error("is a mixture-of-experts llama model, which is not imported");
         string scaling = Get<string>(f, "llama.rope.scaling.type") ?? "none";
-        double factor = Double(f, "llama.rope.scaling.factor") ?? 1;
+        double factor = Positive(f, "llama.rope.scaling.factor") ?? 1;
         if (!(scaling is "none" || scaling == "linear" && factor == 1))
             throw Error($"has RoPE scaling '{scaling}' (factor {factor}), which is not imported");
         var tokens = Get<string[]>(f, "tokenizer.ggml.tokens") ?? throw Error("has no tokenizer.ggml.tokens (the " +
@@ -135,9 +145,9 @@ public sealed class GgufCheckpoint : ISourceCheckpoint
             Architecture = "mobilellm", VocabSize = tokens.Length, HiddenSize = dim, IntermediateSize = hidden,
             NumLayers = layers, NumHeads = heads, NumKvHeads = kvHeads, HeadDim = headDim,
             MaxPositionEmbeddings = Int(f, "llama.context_length") ?? 2048,
-            RmsNormEps = (float)(Double(f, "llama.attention.layer_norm_rms_epsilon")
+            RmsNormEps = (float)(Positive(f, "llama.attention.layer_norm_rms_epsilon")
                 ?? throw Error("has no llama.attention.layer_norm_rms_epsilon")),
-            RopeTheta = (float)(Double(f, "llama.rope.freq_base") ?? 10000),
+            RopeTheta = (float)(Positive(f, "llama.rope.freq_base") ?? 10000),
             RopeLayout = RopeLayout.RotateHalf,
             TieWordEmbeddings = !f.Tensors.Any(t => t.Name == "output.weight"), LayerRepeat = 1,
             LayerTypes = [.. Enumerable.Repeat(AttentionKind.Global, layers)],
@@ -170,14 +180,27 @@ public sealed class GgufCheckpoint : ISourceCheckpoint
     }
 
     private static CheckpointException WrongType(GgufFile f, string key, object value) =>
-        new(f.Path, null, $"has metadata {key} of the wrong type ({value.GetType().Name})");
+        new(f.Path, null, $"has metadata {key} of the wrong type ({GgufFile.GgufTypeName(value)})");
 
     private static int? Int(GgufFile f, string key)
     {
         if (!f.Metadata.TryGetValue(key, out var value)) return null;
+        if (value is Array)
+            throw new CheckpointException(f.Path, null, $"has metadata {key} as an array (one value per layer), " +
+                $"which is not imported");
         if (value is not long v || v < 0 || v > int.MaxValue)
             throw new CheckpointException(f.Path, null, $"has metadata {key} = {value}, not a count");
         return (int)v;
+    }
+
+    // A float hyperparameter that must be positive and finite: NaN would otherwise reach the config's JSON writer,
+    // whose own error names no key.
+    private static double? Positive(GgufFile f, string key)
+    {
+        if (Double(f, key) is not { } v) return null;
+        if (!double.IsFinite(v) || v <= 0 || v > float.MaxValue)
+            throw new CheckpointException(f.Path, null, $"has metadata {key} = {v}, not a positive finite number");
+        return v;
     }
 
     public bool TryGet(string name, out SourceTensor tensor)
@@ -228,9 +251,9 @@ public sealed class GgufCheckpoint : ISourceCheckpoint
     {
         var f = _file;
         TokenizerException Error(string problem) => new(f.Path, problem);
-        string model = Get<string>(f, "tokenizer.ggml.model") ?? throw Error("has no tokenizer.ggml.model");
-        if (model != "llama")
-            throw Error($"has tokenizer model '{model}', which is not imported (llama, SentencePiece BPE, is)");
+        string kind = Get<string>(f, "tokenizer.ggml.model") ?? throw Error("has no tokenizer.ggml.model");
+        if (kind != "llama")
+            throw Error($"has tokenizer model '{kind}', which is not imported (llama, SentencePiece BPE, is)");
         if (Bool(f, "tokenizer.ggml.add_space_prefix") == false)
             throw Error("has add_space_prefix false, which the SentencePiece tokenizer does not implement");
         var tokens = Get<string[]>(f, "tokenizer.ggml.tokens")!;
@@ -263,12 +286,20 @@ public sealed class GgufCheckpoint : ISourceCheckpoint
             throw Error("has add_eos_token true, which generation does not implement");
         int bosId = addBos && bos is { } b ? b : PqTokenizerInfo.None;
         int[] stops = eos is { } e ? [e] : [];
+        string? template = Get<string>(f, "tokenizer.chat_template");
+        if (template?.Length > PqFile.MaxChatTemplateChars)
+            throw Error($"has a tokenizer.chat_template of {template.Length} characters, more than the " +
+                $"{PqFile.MaxChatTemplateChars} a .pq file holds");
         var info = new PqTokenizerInfo(TokenizerKinds.SentencePiece, bosId, stops, pad ?? PqTokenizerInfo.None,
-            new Dictionary<string, int>(), Get<string>(f, "tokenizer.chat_template"));
+            new Dictionary<string, int>(), template);
         var notes = new List<string> { $"GGUF version {f.Version}, {f.Tensors.Count} tensors" };
         var hf = new HfConfig(SourceFamily.Gguf, Config, null, bosId == PqTokenizerInfo.None ? null : bosId, stops,
             pad, notes);
-        var tokenizer = new HfTokenizer(info, SentencePieceModelWriter.Write(pieces),
+        byte[] model = SentencePieceModelWriter.Write(pieces);
+        // Loaded here as the written file's reader will load it: a vocabulary it would refuse (a duplicate piece, a
+        // piece over 256 bytes, two pieces that read as the same text) is refused now, not written.
+        _ = Tokenizers.Create(info, model, Config.VocabSize, f.Path);
+        var tokenizer = new HfTokenizer(info, model,
             $"GGUF vocabulary as a SentencePiece model, {pieces.Count} pieces, BOS {(addBos ? bos : "off")}, " +
             $"EOS {(eos?.ToString(CultureInfo.InvariantCulture) ?? "none")}", []);
         return (hf, tokenizer);

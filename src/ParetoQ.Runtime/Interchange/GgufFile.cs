@@ -27,7 +27,7 @@ public sealed class GgufFile : IDisposable
     public const int MaxTensors = 1 << 16;
     public const int MaxKeyValues = 1 << 16;
     public const int MaxTensorNameBytes = 63; // ggml's GGML_MAX_NAME, less its terminator
-    public const int MaxKeyBytes = 1 << 10;
+    public const int MaxKeyBytes = ushort.MaxValue; // the GGUF specification's own bound on a key
     public const int MaxStringBytes = 16 << 20;
     private const int DefaultAlignment = 32;
 
@@ -78,8 +78,10 @@ public sealed class GgufFile : IDisposable
         long alignment = DefaultAlignment;
         if (metadata.TryGetValue("general.alignment", out var a))
         {
-            if (a is not long al || al <= 0 || al > 1 << 20 || (al & (al - 1)) != 0)
-                throw r.Error($"general.alignment {a} is not a power of two up to 2^20");
+            if (a is not long al)
+                throw r.Error($"general.alignment is a {GgufTypeName(a)}, not an integer");
+            if (al <= 0 || al > 1 << 20 || (al & (al - 1)) != 0)
+                throw r.Error($"general.alignment {al} is not a power of two up to 2^20");
             alignment = al;
         }
 
@@ -313,4 +315,15 @@ public sealed class GgufFile : IDisposable
             _ => 8, // u64, i64, f64, and a string's length
         };
     }
+
+    /// <summary>A metadata value's kind in words, for messages.</summary>
+    internal static string GgufTypeName(object value) => value switch
+    {
+        string => "string",
+        bool => "bool",
+        long => "integer",
+        double => "float",
+        Array => "array",
+        _ => value.GetType().Name,
+    };
 }

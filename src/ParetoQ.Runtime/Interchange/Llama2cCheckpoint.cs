@@ -242,7 +242,10 @@ public sealed class Llama2cCheckpoint : ISourceCheckpoint
             notes.Add($"version 2 stores int8 matrices with one fp32 scale per {GroupSize} values; each value is read " +
                 "as q·s in fp32, as llama2.c's runq.c dequantizes it");
         var hf = new HfConfig(SourceFamily.Llama2c, Config, null, bos, stops, null, notes);
-        var tokenizer = new HfTokenizer(info, SentencePieceModelWriter.Write(pieces),
+        byte[] model = SentencePieceModelWriter.Write(pieces);
+        // Loaded here as the written file's reader will load it: a vocabulary it would refuse is refused now.
+        _ = Tokenizers.Create(info, model, Config.VocabSize, tokenizerPath);
+        var tokenizer = new HfTokenizer(info, model,
             $"llama2.c tokenizer.bin as a SentencePiece model, {pieces.Count} pieces, BOS {bos}, " +
             $"stop at [{string.Join(", ", stops)}]", []);
         return (hf, tokenizer);

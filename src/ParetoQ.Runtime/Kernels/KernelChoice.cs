@@ -14,8 +14,8 @@ namespace ParetoQ.Runtime.Kernels;
 /// </summary>
 public static class KernelChoice
 {
-    /// <summary>Lines over this length, or a file over <see cref="MaxCacheBytes"/>, are not the cache's own: ignored and
-    /// rewritten.</summary>
+    /// <summary>A file over this size, or one with more entries than <see cref="MaxEntries"/>, is not the cache's own:
+    /// ignored and rewritten.</summary>
     private const int MaxCacheBytes = 64 * 1024;
     private const int MaxEntries = 64;
 
@@ -39,7 +39,8 @@ public static class KernelChoice
     /// <summary>What the choice is keyed by: the CPU model and the paths this process may run (a v3 build offers no
     /// AVX-512 path on the same CPU).</summary>
     public static string MachineKey { get; } =
-        $"{CpuModel()} | {RuntimeInformation.ProcessArchitecture} | {string.Join(",", KernelDispatch.Supported.Select(KernelDispatch.Name))}";
+        $"{CpuModel()} | {RuntimeInformation.ProcessArchitecture} | " +
+            $"{string.Join(",", KernelDispatch.Supported.Select(KernelDispatch.Name))}";
 
     /// <summary>
     /// The fastest supported path: from the cache at <paramref name="cachePath"/> when it names one for

@@ -23,8 +23,8 @@ public enum KernelPath
 }
 
 /// <summary>
-/// Picks the kernel path once per process: the fastest one the CPU supports, as timed on this machine and cached per CPU
-/// model (<see cref="KernelChoice"/>), unless the environment variable <c>PARETOQ_KERNELS</c> (scalar, avx2, avxvnni,
+/// Picks the kernel path once per process: the fastest one the CPU supports, as timed on this machine and cached per
+/// CPU model (<see cref="KernelChoice"/>), unless the environment variable <c>PARETOQ_KERNELS</c> (scalar, avx2, avxvnni,
 /// avx512, avx512gfni, neon) asks for another supported one.
 /// </summary>
 public static class KernelDispatch

@@ -90,7 +90,7 @@ public sealed class MultipleChoiceTests
     [InlineData("{\"context\": \"a\", \"choices\": [\" b\", \" c\"], \"label\": 0}\n{\"context\": ",
         ":2: the line is not valid JSON")]
     [InlineData("{\"context\": \"a\\ud800\", \"choices\": [\" b\", \" c\"], \"label\": 0}",
-        ":1: the line holds a string with an unpaired UTF-16 surrogate")]
+        ":1: the line holds a string that is not text at context (invalid UTF-8 or an unpaired UTF-16 surrogate")]
     [InlineData("\n\n", "holds no questions")]
     public void Bad_question_files_are_refused_naming_the_line(string content, string message)
     {

@@ -213,7 +213,7 @@ public sealed class GgufImportTests
             var run = ProgramRunner.Run("paretoq-convert", "", [], dir.File("bad.gguf"), "-o", dir.File("out.pq"),
                 "--force");
             Assert.Equal(1, run.Exit);
-            Assert.Single(run.Err.Trim().Split('\n'));
+            Assert.True(run.Err.Trim().Split('\n').Length == 1, run.Err);
             Assert.False(File.Exists(dir.File("out.pq")));
             return run.Err;
         }
@@ -244,6 +244,17 @@ public sealed class GgufImportTests
         int blockCount = good.AsSpan().IndexOf("llama.block_count"u8) + "llama.block_count"u8.Length + 4;
         Assert.Contains("llama.block_count 16777216, more than the 4096 layers",
             Refusal(Patched(blockCount, BitConverter.GetBytes(1u << 24))));
+        // Issue 36, G4: a tensor that is no llama tensor is refused by name, not silently carried or shadowed.
+        Assert.Contains("is not a tensor of a llama GGUF",
+            Refusal(Replace(good, "output_norm.weight", "output_norX.weight")));
+        // G5: a NaN hyperparameter is named (it reached System.Text.Json's own message).
+        int epsilon = good.AsSpan().IndexOf("llama.attention.layer_norm_rms_epsilon"u8)
+            + "llama.attention.layer_norm_rms_epsilon"u8.Length + 4;
+        Assert.Contains("layer_norm_rms_epsilon = NaN, not a positive finite number",
+            Refusal(Patched(epsilon, BitConverter.GetBytes(float.NaN))));
+        // G3: a vocabulary the written file's own reader would refuse (here a duplicate piece) is refused before
+        // anything is written.
+        Assert.Contains("<0x42>", Refusal(Replace(good, "<0x41>", "<0x42>")));
     }
 
     private static byte[] Replace(byte[] file, string from, string to, bool latin1 = false)

@@ -67,7 +67,8 @@ public sealed class KernelChoiceTests(ITestOutputHelper output)
         {
             case "garbage": File.WriteAllBytes(cache, [0, 1, 2, 3, 255, 10, 9, 9, 9]); break;
             case "unsupported":
-                File.WriteAllText(cache, $"{key}\t{KernelDispatch.Name(unsupported.FirstOrDefault(KernelPath.Scalar))}\n");
+                string name = KernelDispatch.Name(unsupported.FirstOrDefault(KernelPath.Scalar));
+                File.WriteAllText(cache, $"{key}\t{name}\n");
                 break;
             case "unknown": File.WriteAllText(cache, $"{key}\tavx1024\n"); break;
             case "invalid-utf8": File.WriteAllBytes(cache, [.. "x\t"u8, 0xC3, 0x28, (byte)'\n']); break;
@@ -76,6 +77,7 @@ public sealed class KernelChoiceTests(ITestOutputHelper output)
         }
         var chosen = KernelChoice.Choose(cache);
         Assert.Contains(chosen, VectorPaths.DefaultIfEmpty(KernelPath.Scalar));
-        if (VectorPaths.Length >= 2 && kind != "directory") Assert.Equal(KernelDispatch.Name(chosen), CachedChoice(cache));
+        if (VectorPaths.Length >= 2 && kind != "directory")
+            Assert.Equal(KernelDispatch.Name(chosen), CachedChoice(cache));
     }
 }

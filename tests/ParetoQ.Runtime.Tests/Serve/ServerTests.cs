@@ -191,6 +191,71 @@ public sealed class ServerTests
         await Refused("/v1/embeddings", "{}", HttpStatusCode.NotFound, "no route");
     }
 
+    // Issue 36, S1: a string that is not text, wherever it is, is a 400 naming where (it was an empty 500).
+    [Theory]
+    [InlineData("{M, \"prompt\": \"\\ud800\"}", "/v1/completions", "prompt")]
+    [InlineData("{M, \"prompt\": \"a\", \"stop\": [\"x\", \"\\udc00y\"]}", "/v1/completions", "stop[1]")]
+    [InlineData("{M, \"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"text\", \"text\": \"\\ud83d\"}]}]}",
+        "/v1/chat/completions", "messages[0].content[0].text")]
+    [InlineData("{M, \"prompt\": \"a\", \"\\ud800unknown\": 1}", "/v1/completions", "(a field name)")]
+    [InlineData("{M, \"prompt\": \"INVALID\"}", "/v1/completions", "prompt")]
+    [InlineData("{M, \"messages\": [{\"role\": \"INVALID\", \"content\": \"x\"}]}", "/v1/chat/completions",
+        "messages[0].role")]
+    public async Task Text_that_is_not_text_is_a_400_naming_the_field(string template, string path, string param)
+    {
+        await using var server = await Start();
+        using var http = Http(server);
+        // INVALID stands for raw bytes that are not UTF-8 (a lone continuation byte, then an overlong form).
+        byte[] body = [.. Encoding.UTF8.GetBytes(template.Replace("M", $"\"model\": \"{ModelId}\"")
+            .Split("INVALID")[0]), .. (template.Contains("INVALID") ? new byte[] { 0x80, 0xC0, 0xAF } : []),
+            .. Encoding.UTF8.GetBytes(template.Contains("INVALID") ? template.Split("INVALID")[1] : "")];
+        var content = new ByteArrayContent(body);
+        content.Headers.ContentType = new("application/json");
+        var response = await http.PostAsync(path, content);
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        using var json = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        var error = json.RootElement.GetProperty("error");
+        Assert.Contains("not valid text", error.GetProperty("message").GetString());
+        Assert.Equal(param, error.GetProperty("param").GetString());
+    }
+
+    // Issue 36, S2 and S5: what Kestrel or routing answered bare now carries an error object.
+    [Fact]
+    public async Task Broken_bodies_wrong_methods_and_file_like_paths_get_error_objects()
+    {
+        await using var server = await Start();
+        using var http = Http(server);
+        async Task<JsonElement> Error(HttpResponseMessage response, HttpStatusCode status)
+        {
+            Assert.Equal(status, response.StatusCode);
+            using var json = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+            return json.RootElement.GetProperty("error").Clone();
+        }
+        Assert.Contains("no route", (await Error(await http.GetAsync("/index.html"), HttpStatusCode.NotFound))
+            .GetProperty("message").GetString());
+        await Error(await http.GetAsync("/v1/models.json"), HttpStatusCode.NotFound);
+        var wrongMethod = await http.GetAsync("/v1/completions");
+        Assert.Equal("POST", string.Join(",", wrongMethod.Content.Headers.Allow));
+        Assert.Equal("method_not_allowed",
+            (await Error(wrongMethod, HttpStatusCode.MethodNotAllowed)).GetProperty("code").GetString());
+        await Error(await http.PostAsync("/v1/models", Json("{}")), HttpStatusCode.MethodNotAllowed);
+
+        // Chunked bodies Kestrel cannot read: a chunk size that overflows, one that is not hex.
+        foreach (string chunk in new[] { "FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF", "zz" })
+        {
+            using var tcp = new System.Net.Sockets.TcpClient();
+            await tcp.ConnectAsync(server.BaseAddress.Host, server.BaseAddress.Port);
+            var stream = tcp.GetStream();
+            await stream.WriteAsync(Encoding.ASCII.GetBytes("POST /v1/completions HTTP/1.1\r\nHost: x\r\n" +
+                "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n" +
+                chunk + "\r\n{}\r\n0\r\n\r\n"));
+            string reply = await new StreamReader(stream).ReadToEndAsync();
+            Assert.StartsWith("HTTP/1.1 400", reply);
+            Assert.Contains("\"error\"", reply);
+            Assert.Contains("malformed", reply);
+        }
+    }
+
     [Fact]
     public async Task An_api_key_guards_the_v1_endpoints()
     {
@@ -212,13 +277,15 @@ public sealed class ServerTests
         await using var server = await Start(parallel: 1, queue: 0);
         using var http = Http(server);
         string body = $$"""{"model": "{{ModelId}}", "prompt": "Once", "max_tokens": 4}""";
-        var held = await server.Model.TryLeaseAsync(CancellationToken.None);
-        Assert.NotNull(held);
+        var admitted = server.Model.TryAdmit();
+        Assert.NotNull(admitted);
+        var held = await admitted.LeaseAsync(CancellationToken.None);
         var busy = await http.PostAsync("/v1/completions", Json(body));
         Assert.Equal(HttpStatusCode.ServiceUnavailable, busy.StatusCode);
         Assert.NotNull(busy.Headers.RetryAfter);
         Assert.Contains("busy", await busy.Content.ReadAsStringAsync());
-        held!.Dispose();
+        held.Dispose();
+        admitted.Dispose();
         Assert.Equal(HttpStatusCode.OK, (await http.PostAsync("/v1/completions", Json(body))).StatusCode);
     }
 

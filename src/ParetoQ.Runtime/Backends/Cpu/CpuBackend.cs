@@ -43,9 +43,12 @@ public sealed unsafe class CpuBackend : HostBackend
         }
     }
 
-    public override BackendWeight Upload(PqTensor tensor, int rows, int cols)
+    public override BackendWeight Upload(PqTensor tensor, int rows, int cols, WeightUse use = WeightUse.MatMul)
     {
-        var w = new CpuWeight(tensor, rows, cols);
+        // Matmul weights in private memory take the pair order where the kernels read it; the embedding table is read
+        // a row at a time in file order.
+        bool pairTiles = use == WeightUse.MatMul && LowBitMatMul.ReadsTilePairs(Kernels);
+        var w = new CpuWeight(tensor, rows, cols, pairTiles);
         if (w.IsPacked) LowBitMatMul.CheckShape(w.Packed.Layout);
         return w;
     }
