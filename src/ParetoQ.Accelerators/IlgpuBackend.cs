@@ -99,11 +99,8 @@ public sealed class IlgpuBackend : IComputeBackend
         return Math.Min(lanes, 1 << BitOperations.Log2((uint)accelerator.MaxNumThreadsPerGroup));
     }
 
-    public BackendWeight Upload(PqTensor tensor, int rows, int cols, WeightUse use = WeightUse.MatMul)
+    public BackendWeight Upload(PqTensor tensor, int rows, int cols)
     {
-        if (tensor.TilesPaired)
-            throw new InvalidOperationException($"{tensor.Name}: its codes were reordered for the CPU's AVX-512 " +
-                "kernels by another model on this open file; open the file again for the accelerator");
         var format = tensor.Format;
         var m = new DeviceMatrix { Format = (int)format, Rows = rows, Cols = cols };
         long bytes;

@@ -60,32 +60,27 @@ public static unsafe class BoundBench
                     for (int i = 0; i < xf.Length; i++) xf[i] = (float)(rng.NextDouble() * 2 - 1);
                     x.Quantize(xf, 1, cols);
                     foreach (var path in paths)
-                        foreach (bool pairs in LowBitMatMul.ReadsTilePairs(path) && TilePairs.Supports(layout)
-                            ? new[] { false, true } : [false])
+                    {
+                        // Repeat the slice about as many bytes as the whole matrix holds, at least 64 times.
+                        int repeats = (int)Math.Max(64, layout.TotalBytes / sliceLayout.TotalBytes);
+                        var repeat = new RepeatJob(path, sliceMatrix, x, y, repeats);
+                        double arith = sliceLayout.TotalBytes * (double)repeats / 1e9
+                            / Timing.Median(() => one.Run(repeat, sliceMatrix.Tiles), minSeconds);
+                        double Cold(WorkerPool pool)
                         {
-                            // Tile pairs as a model's resident weights get them. The codes are random, so the views
-                            // only change the order they are read in; the timing is what counts here.
-                            PackedMatrix View(PackedMatrix m) => new(m.Layout, m.Codes, pairs);
-                            // Repeat the slice about as many bytes as the whole matrix holds, at least 64 times.
-                            int repeats = (int)Math.Max(64, layout.TotalBytes / sliceLayout.TotalBytes);
-                            var repeat = new RepeatJob(path, View(sliceMatrix), x, y, repeats);
-                            double arith = sliceLayout.TotalBytes * (double)repeats / 1e9
-                                / Timing.Median(() => one.Run(repeat, sliceMatrix.Tiles), minSeconds);
-                            double Cold(WorkerPool pool)
-                            {
-                                var jobs = matrices.Select(m => new KernelBench.Job(path, View(m), x, y)).ToArray();
-                                int next = 0;
-                                return layout.TotalBytes / 1e9 / Timing.Median(() => pool.Run(jobs[next++ % copies],
-                                    matrices[0].Tiles), minSeconds);
-                            }
-                            double cold1 = Cold(one), coldAll = Cold(all);
-                            progress.Write('.');
-                            report.Row(("shape", name), ("format", WeightFormats.Name(format)),
-                                ("path", KernelDispatch.Name(path)), ("tile_pairs", pairs ? "yes" : "no"),
-                                ("arith_GB/s", arith), ("arith/loads1", arith / loads1), ("cold1_GB/s", cold1),
-                                ("cold1/loads1", cold1 / loads1), ($"cold{all.Threads}_GB/s", coldAll),
-                                ($"cold{all.Threads}/loads{all.Threads}", coldAll / loadsAll));
+                            var jobs = matrices.Select(m => new KernelBench.Job(path, m, x, y)).ToArray();
+                            int next = 0;
+                            return layout.TotalBytes / 1e9 / Timing.Median(() => pool.Run(jobs[next++ % copies],
+                                matrices[0].Tiles), minSeconds);
                         }
+                        double cold1 = Cold(one), coldAll = Cold(all);
+                        progress.Write('.');
+                        report.Row(("shape", name), ("format", WeightFormats.Name(format)),
+                            ("path", KernelDispatch.Name(path)), ("arith_GB/s", arith),
+                            ("arith/loads1", arith / loads1), ("cold1_GB/s", cold1), ("cold1/loads1", cold1 / loads1),
+                            ($"cold{all.Threads}_GB/s", coldAll), ($"cold{all.Threads}/loads{all.Threads}",
+                                coldAll / loadsAll));
+                    }
                 }
                 finally
                 {

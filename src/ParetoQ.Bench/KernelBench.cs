@@ -29,13 +29,6 @@ public static unsafe class KernelBench
     private const long ColdBytes = 512L << 20;
 
     /// <summary>One packed matmul over the pool's share of tiles.</summary>
-    /// <summary>
-    /// The matrix in the order a model's resident weights have for <paramref name="path"/>: tile pairs where the path
-    /// reads them (<see cref="TilePairs"/>). The codes are random, so only the order they are read in changes.
-    /// </summary>
-    internal static PackedMatrix AsModelReads(PackedMatrix m, KernelPath path) =>
-        new(m.Layout, m.Codes, LowBitMatMul.ReadsTilePairs(path) && TilePairs.Supports(m.Layout));
-
     internal sealed class Job(KernelPath path, PackedMatrix w, QuantizedActivations x, float* y) : IParallelJob
     {
         public void Execute(int begin, int end, int worker) => LowBitMatMul.Run(path, w, x, begin, end, y);
@@ -85,7 +78,7 @@ public static unsafe class KernelBench
                         {
                             foreach (var path in paths)
                             {
-                                var jobs = matrices.Select(m => new Job(path, AsModelReads(m, path), x, y)).ToArray();
+                                var jobs = matrices.Select(m => new Job(path, m, x, y)).ToArray();
                                 int next = 0;
                                 double s = Timing.Median(() => pool.Run(jobs[next++ % copies], matrix.Tiles),
                                     minSeconds);

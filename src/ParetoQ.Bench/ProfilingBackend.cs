@@ -28,8 +28,7 @@ public sealed class ProfilingBackend(IComputeBackend inner) : IComputeBackend
             : (elapsed, 1);
     }
 
-    public BackendWeight Upload(PqTensor tensor, int rows, int cols, WeightUse use = WeightUse.MatMul) =>
-        inner.Upload(tensor, rows, cols, use);
+    public BackendWeight Upload(PqTensor tensor, int rows, int cols) => inner.Upload(tensor, rows, cols);
     public BackendBuffer Allocate(int length) => inner.Allocate(length);
     public BackendKvCache CreateKvCache(int capacity, int kvHeads, int headDim, KvCacheType type, bool ring) =>
         inner.CreateKvCache(capacity, kvHeads, headDim, type, ring);

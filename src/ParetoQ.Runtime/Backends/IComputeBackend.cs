@@ -13,17 +13,6 @@ public abstract class BackendWeight(PqTensor tensor, int rows, int cols)
     public int Cols { get; } = cols;
 }
 
-/// <summary>How the forward pass reads a weight.</summary>
-public enum WeightUse
-{
-    /// <summary>As the W of x · Wᵀ (projections and an untied head).</summary>
-    MatMul,
-    /// <summary>Row by row, as the embedding table (a tied head is this table too).</summary>
-    Embedding,
-    /// <summary>A norm's scale vector.</summary>
-    Norm,
-}
-
 /// <summary>One product of a fused <see cref="IComputeBackend.MatMul"/>: the weight and the buffer that receives x ·
 /// Wᵀ.</summary>
 public readonly record struct MatMulOutput(BackendWeight Weight, BackendBuffer Output);
@@ -117,9 +106,8 @@ public interface IComputeBackend : IDisposable
     string Name { get; }
 
     /// <summary>Makes a tensor usable by this backend. The CPU backends keep the memory-mapped view; nothing is
-    /// copied. <paramref name="use"/> says how the forward pass reads it (a backend may reorder a matmul weight for its
-    /// kernels).</summary>
-    BackendWeight Upload(PqTensor tensor, int rows, int cols, WeightUse use = WeightUse.MatMul);
+    /// copied.</summary>
+    BackendWeight Upload(PqTensor tensor, int rows, int cols);
     BackendBuffer Allocate(int length);
     BackendKvCache CreateKvCache(int capacity, int kvHeads, int headDim, KvCacheType type, bool ring);
     /// <summary>One session's working memory, for operands up to <paramref name="shape"/>.</summary>

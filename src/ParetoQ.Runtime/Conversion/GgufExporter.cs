@@ -41,7 +41,7 @@ public static class GgufExporter
         if (Path.GetFullPath(pqPath) == Path.GetFullPath(output)) throw new ArgumentException($"the output {output} is the input file");
         if (!overwrite
             && File.Exists(output)) throw new OutputExistsException(output);
-        // Mapped: the export reads the file's own bytes, which a resident load may reorder for the kernels.
+        // Mapped: the export reads each tensor once, so a resident copy would only slow the open.
         using var model = LanguageModel.Load(pqPath, new CpuBackendOptions { Threads = 1 }, WeightMemory.Mapped);
         var c = model.Config;
         CheckRepresentable(c, pqPath);

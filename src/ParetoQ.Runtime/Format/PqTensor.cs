@@ -41,45 +41,8 @@ public sealed unsafe class PqTensor
         }
     }
 
-    /// <summary>
-    /// The codes were reordered in place into <see cref="Kernels.TilePairs"/> order by a backend whose kernels read it
-    /// (the file's bytes are then no longer file order; only a resident file's private memory is ever reordered).
-    /// </summary>
-    public bool TilesPaired { get; private set; }
-
-    /// <summary>Whether the bytes are this process's own memory (a resident file), which may be reordered.</summary>
-    public bool IsPrivate => _owner.Memory == WeightMemory.Resident;
-
-    /// <summary>Reorders the codes into tile pairs once; later calls find them paired. Private memory only.</summary>
-    internal void PairTiles(in PackedLayout layout)
-    {
-        _owner.ThrowIfDisposed();
-        if (!IsPrivate) throw new InvalidOperationException($"{Name}: a mapped file is read-only; only resident " +
-            $"weights are reordered");
-        lock (this)
-        {
-            if (TilesPaired) return;
-            Kernels.TilePairs.Pair(layout, _data);
-            TilesPaired = true;
-        }
-    }
-
-    /// <summary>The tensor's bytes inside the memory map (64-byte aligned), in file order.</summary>
-    /// <exception cref="InvalidOperationException">A model on this open file reordered the codes
-    /// (<see cref="TilesPaired"/>): reading them as file order would be a silent wrong answer.</exception>
+    /// <summary>The tensor's bytes inside the memory map (64-byte aligned).</summary>
     public ReadOnlySpan<byte> Data
-    {
-        get
-        {
-            if (TilesPaired) throw new InvalidOperationException($"{Name}: a model loaded on this open file " +
-                "reordered its codes for the AVX-512 kernels; open the file again (or map it: WeightMemory.Mapped) " +
-                "to read its bytes");
-            return Bytes;
-        }
-    }
-
-    /// <summary>The bytes as they are now, file order or paired.</summary>
-    internal ReadOnlySpan<byte> Bytes
     {
         get
         {

@@ -25,97 +25,23 @@ internal unsafe struct Avx512TileKernel<TWidth, TUnpack> : ITileKernel
     {
         int unitChunks = CodeUnits.UnitChunks(TWidth.Bits), unitCols = CodeUnits.UnitCols(TWidth.Bits);
         byte* tileCodes = w.Tile(tile);
-        int stride = w.ChunkStride(tile); // 64, or 128 within a tile pair (units of one chunk only)
         for (int g = 0; g < groups; g++)
         {
             int u0 = unitBegin + g * unitsPerGroup;
-            byte* p = tileCodes + (long)u0 * unitChunks * stride;
+            byte* p = tileCodes + (long)u0 * unitChunks * ChunkStride;
             int* s = sums + g * count * 4;
             if (count == 4)
             {
                 sbyte* x0 = x.Wide + ((long)token0 * x.Stride + u0 * unitCols) * Wide;
-                Dot4(p, stride, x0, x.Stride * Wide, unitsPerGroup, s);
+                Dot4(p, x0, x.Stride * Wide, unitsPerGroup, s);
             }
             else
             {
                 for (int t = 0; t < count; t++)
-                    Store(Dot1(p, stride, x.Wide + ((long)(token0 + t) * x.Stride + u0 * unitCols) * Wide,
-                        unitsPerGroup), s + t * 4);
+                    Store(Dot1(p, x.Wide + ((long)(token0 + t) * x.Stride + u0 * unitCols) * Wide, unitsPerGroup),
+                        s + t * 4);
             }
         }
-    }
-
-    /// <summary>
-    /// Both tiles of a pair (<see cref="TilePairs"/>) for one token: each activation block is loaded once for 8 rows.
-    /// Per-row formats of 1, 2 and 4 bits (units of one chunk), which are all that pairs hold.
-    /// </summary>
-    public static bool ReadsTilePairs => true;
-
-    public static void SumsPair(in PackedMatrix w, int tile, QuantizedActivations x, int token, int* sums)
-    {
-        int units = w.Layout.PaddedCols / CodeUnits.UnitCols(TWidth.Bits);
-        byte* p = w.Tile(tile);
-        sbyte* xt = x.Wide + (long)token * x.Stride * Wide;
-        var ones = Vector512.Create((short)1);
-        Vector512<int> accA = default, accB = default;
-        for (int u = 0; u < units;)
-        {
-            int end = Math.Min(units, u + BatchUnits);
-            Vector512<short> a0 = default, a1 = default, b0 = default, b1 = default;
-            for (; u < end; u++, p += 2 * ChunkStride, xt += CodeUnits.UnitCols(TWidth.Bits) * Wide)
-                UnitPair(p, xt, ref a0, ref a1, ref b0, ref b1);
-            accA += Avx512BW.MultiplyAddAdjacent(a0, ones) + Avx512BW.MultiplyAddAdjacent(a1, ones);
-            accB += Avx512BW.MultiplyAddAdjacent(b0, ones) + Avx512BW.MultiplyAddAdjacent(b1, ones);
-        }
-        Store(accA, sums);
-        Store(accB, sums + 4);
-    }
-
-    // One unit of both tiles of a pair (the second tile's chunk follows the first's): the activation blocks are loaded
-    // into registers once and multiplied into both.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void UnitPair(byte* p, sbyte* x, ref Vector512<short> a0, ref Vector512<short> a1,
-        ref Vector512<short> b0, ref Vector512<short> b1)
-    {
-        var v = Vector512.Load(p);
-        var w = Vector512.Load(p + ChunkStride);
-        if (TWidth.Bits == 4)
-        {
-            var x0 = Block(x, 0);
-            var x1 = Block(x, 1);
-            a0 += Avx512BW.MultiplyAddAdjacent(Plane(v, 0), x0);
-            b0 += Avx512BW.MultiplyAddAdjacent(Plane(w, 0), x0);
-            a1 += Avx512BW.MultiplyAddAdjacent(Plane(v, 4), x1);
-            b1 += Avx512BW.MultiplyAddAdjacent(Plane(w, 4), x1);
-            return;
-        }
-        if (TWidth.Bits == 2)
-        {
-            QuadPair(v, w, x, 0, 2, 4, 6, ref a0, ref a1, ref b0, ref b1);
-            return;
-        }
-        QuadPair(v, w, x, 0, 1, 2, 3, ref a0, ref a1, ref b0, ref b1); // 1 bit: eight planes, four at a time
-        QuadPair(v, w, x + 4 * 64, 4, 5, 6, 7, ref a0, ref a1, ref b0, ref b1);
-    }
-
-    // Four planes (bit offsets given as constants) of both tiles against activation blocks 0..3 at x.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void QuadPair(Vector512<byte> v, Vector512<byte> w, sbyte* x, [ConstantExpected] int s0,
-        [ConstantExpected] int s1, [ConstantExpected] int s2, [ConstantExpected] int s3, ref Vector512<short> a0,
-        ref Vector512<short> a1, ref Vector512<short> b0, ref Vector512<short> b1)
-    {
-        var x0 = Block(x, 0);
-        var x1 = Block(x, 1);
-        var x2 = Block(x, 2);
-        var x3 = Block(x, 3);
-        a0 += Avx512BW.MultiplyAddAdjacent(Plane(v, s0), x0);
-        b0 += Avx512BW.MultiplyAddAdjacent(Plane(w, s0), x0);
-        a1 += Avx512BW.MultiplyAddAdjacent(Plane(v, s1), x1);
-        b1 += Avx512BW.MultiplyAddAdjacent(Plane(w, s1), x1);
-        a0 += Avx512BW.MultiplyAddAdjacent(Plane(v, s2), x2);
-        b0 += Avx512BW.MultiplyAddAdjacent(Plane(w, s2), x2);
-        a1 += Avx512BW.MultiplyAddAdjacent(Plane(v, s3), x3);
-        b1 += Avx512BW.MultiplyAddAdjacent(Plane(w, s3), x3);
     }
 
     private const int Wide = QuantizedActivations.WideCopies; // x points into QuantizedActivations.Wide
@@ -281,10 +207,9 @@ internal unsafe struct Avx512TileKernel<TWidth, TUnpack> : ITileKernel
             Vector512.Create((short)16));
     }
 
-    // stride: bytes between a tile's consecutive chunks (ChunkStride, or twice it within a tile pair).
-    private static Vector512<int> Dot1(byte* p, int stride, sbyte* x, int units)
+    private static Vector512<int> Dot1(byte* p, sbyte* x, int units)
     {
-        int unitBytes = CodeUnits.UnitChunks(TWidth.Bits) * stride, unitCols = CodeUnits.UnitCols(TWidth.Bits);
+        int unitBytes = CodeUnits.UnitChunks(TWidth.Bits) * ChunkStride, unitCols = CodeUnits.UnitCols(TWidth.Bits);
         var ones = Vector512.Create((short)1);
         var acc = Vector512<int>.Zero;
         if (TWidth.Bits == 8)
@@ -304,9 +229,9 @@ internal unsafe struct Avx512TileKernel<TWidth, TUnpack> : ITileKernel
     }
 
     // Four tokens share each load of the codes: the weights are read once per 4 dot products.
-    private static void Dot4(byte* p, int chunkStride, sbyte* x, int stride, int units, int* sums)
+    private static void Dot4(byte* p, sbyte* x, int stride, int units, int* sums)
     {
-        int unitBytes = CodeUnits.UnitChunks(TWidth.Bits) * chunkStride, unitCols = CodeUnits.UnitCols(TWidth.Bits);
+        int unitBytes = CodeUnits.UnitChunks(TWidth.Bits) * ChunkStride, unitCols = CodeUnits.UnitCols(TWidth.Bits);
         var ones = Vector512.Create((short)1);
         Vector512<int> a0 = default, a1 = default, a2 = default, a3 = default;
         if (TWidth.Bits == 8)

@@ -20,84 +20,20 @@ public readonly unsafe struct PackedMatrix
     public readonly float Multiplier;
     public readonly bool ClampsScale;
 
-    /// <summary>The codes are in <see cref="TilePairs"/> order: tiles 2i and 2i + 1 alternate chunk by chunk (a last
-    /// odd tile stays as it is).</summary>
-    public readonly bool PairedTiles;
-
-    public PackedMatrix(PackedLayout layout, byte* tensor, bool pairedTiles = false)
+    public PackedMatrix(PackedLayout layout, byte* tensor)
     {
         Layout = layout;
         Codes = tensor;
         Scales = (float*)(tensor + layout.CodeBytes);
         var info = WeightFormats.Of(layout.Format);
         (A, B, Multiplier, ClampsScale) = (info.Affine.A, info.Affine.B, info.Affine.Multiplier, info.IsParetoQ);
-        PairedTiles = pairedTiles;
     }
 
     public int Tiles => Layout.PaddedRows / PackedLayout.TileRows;
     /// <summary>Bytes of one tile's codes.</summary>
     public long TileBytes => (long)Layout.ChunksPerRow * PackedLayout.TileRows * PackedLayout.ChunkBytes;
-    /// <summary>Bytes of one chunk of all 4 rows of a tile.</summary>
-    public const int ChunkGroupBytes = PackedLayout.TileRows * PackedLayout.ChunkBytes;
-
-    /// <summary>The first chunk of <paramref name="tile"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public byte* Tile(int tile) => PairedTiles
-        ? Codes + (tile & ~1) * TileBytes + (tile & 1) * ChunkGroupBytes
-        : Codes + tile * TileBytes;
-
-    /// <summary>Bytes from one chunk of <paramref name="tile"/> to its next: twice a chunk group within a
-    /// pair.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public int ChunkStride(int tile) => IsPaired(tile) ? 2 * ChunkGroupBytes : ChunkGroupBytes;
-
-    /// <summary>Whether <paramref name="tile"/> has a partner it alternates with.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public bool IsPaired(int tile) => PairedTiles && (tile | 1) < Tiles;
-}
-
-/// <summary>
-/// A decode GEMV that reads two tiles at once shares each activation load between them (8 rows per 64-byte activation
-/// block instead of 4). Read from two places 1 tile apart, the two streams halved cold throughput on a Zen 5 VM, so the
-/// codes are reordered once, in place, for the kernels that pair tiles: tiles 2i and 2i + 1 alternate chunk by chunk,
-/// and the pair is one sequential stream (docs/BENCHMARKS.md). Only the AVX-512 kernel reads this order, and only for
-/// per-row formats whose units are one chunk (1, 2 and 4 bits).
-/// </summary>
-public static unsafe class TilePairs
-{
-    /// <summary>Formats whose codes <see cref="Pair"/> may reorder.</summary>
-    public static bool Supports(in PackedLayout layout) =>
-        layout.GroupsPerRow == 1 && layout.CodeBits is 1 or 2 or 4;
-
-    /// <summary>Reorders the codes at <paramref name="codes"/> (file order) into pair order, in place.</summary>
-    public static void Pair(in PackedLayout layout, byte* codes) => Reorder(layout, codes, toPairs: true);
-
-    /// <summary>The inverse of <see cref="Pair"/>.</summary>
-    public static void Unpair(in PackedLayout layout, byte* codes) => Reorder(layout, codes, toPairs: false);
-
-    private static void Reorder(in PackedLayout layout, byte* codes, bool toPairs)
-    {
-        if (!Supports(layout)) throw new ArgumentException($"{WeightFormats.Name(layout.Format)} codes are not " +
-            $"reordered into tile pairs", nameof(layout));
-        int tiles = layout.PaddedRows / PackedLayout.TileRows, chunks = layout.ChunksPerRow;
-        const int group = PackedMatrix.ChunkGroupBytes;
-        long tileBytes = (long)chunks * group;
-        var pair = new byte[2 * tileBytes];
-        fixed (byte* copy = pair)
-            for (int t = 0; t + 1 < tiles; t += 2)
-            {
-                byte* p = codes + t * tileBytes;
-                Buffer.MemoryCopy(p, copy, pair.Length, pair.Length);
-                for (int c = 0; c < chunks; c++)
-                    for (int half = 0; half < 2; half++)
-                    {
-                        byte* fileOrder = half * tileBytes + c * group + (toPairs ? copy : p);
-                        byte* pairOrder = (2 * c + half) * group + (toPairs ? p : copy);
-                        if (toPairs) Buffer.MemoryCopy(fileOrder, pairOrder, group, group);
-                        else Buffer.MemoryCopy(pairOrder, fileOrder, group, group);
-                    }
-            }
-    }
+    public byte* Tile(int tile) => Codes + tile * TileBytes;
 }
 
 /// <summary>Code widths as types, so each kernel path is compiled once per width with the width folded to a
@@ -132,16 +68,6 @@ internal unsafe interface ITileKernel
     /// </summary>
     static abstract void GroupedDot(in PackedMatrix w, int tile, QuantizedActivations x, int token0, int count,
         float* acc);
-
-    /// <summary>
-    /// sums[r] for rows 4·tile + r, r &lt; 8: both tiles of a pair (<see cref="TilePairs"/>; tile even) for token
-    /// <paramref name="token"/>, per-row formats only. Only the paths that read pair order implement it.
-    /// </summary>
-    static virtual void SumsPair(in PackedMatrix w, int tile, QuantizedActivations x, int token, int* sums) =>
-        throw new NotSupportedException("this kernel path does not read tile pairs");
-
-    /// <summary>Whether the path reads <see cref="TilePairs"/> order.</summary>
-    static virtual bool ReadsTilePairs => false;
 }
 
 /// <summary>
@@ -192,13 +118,8 @@ public static unsafe class LowBitMatMul
     {
         if ((uint)path >= (uint)PathCount) throw new ArgumentOutOfRangeException(nameof(path), path,
             "unknown kernel path");
-        if (w.PairedTiles && !ReadsTilePairs(path))
-            throw new NotSupportedException($"the {KernelDispatch.Name(path)} kernels do not read tile pairs");
         s_drivers[(int)path * WidthSlots + w.Layout.CodeBits](w, x, tileBegin, tileEnd, y);
     }
-
-    /// <summary>Whether <paramref name="path"/> reads codes reordered by <see cref="TilePairs"/>.</summary>
-    public static bool ReadsTilePairs(KernelPath path) => path is KernelPath.Avx512 or KernelPath.Avx512Gfni;
 
     private static readonly int PathCount = Enum.GetValues<KernelPath>().Length;
     private const int WidthSlots = 9; // indexed by code width in bits: 1, 2, 3, 4, 8
@@ -250,7 +171,7 @@ public static unsafe class LowBitMatMul
         int units = layout.PaddedCols / CodeUnits.UnitCols(layout.CodeBits);
         bool grouped = layout.GroupsPerRow > 1;
         int tilesPerBlock = x.Tokens <= TokenBlock ? tileEnd - tileBegin : (int)Math.Max(1, BlockBytes / w.TileBytes);
-        int* sums = stackalloc int[TokenBlock * 2 * PackedLayout.TileRows];
+        int* sums = stackalloc int[TokenBlock * PackedLayout.TileRows];
         float* acc = stackalloc float[TokenBlock * PackedLayout.TileRows];
         for (int block = tileBegin; block < tileEnd; block += tilesPerBlock)
         {
@@ -262,16 +183,6 @@ public static unsafe class LowBitMatMul
                 {
                     if (!grouped)
                     {
-                        if (count == 1 && TKernel.ReadsTilePairs && w.IsPaired(tile) && (tile & 1) == 0
-                            && tile + 1 < blockEnd)
-                        {
-                            // Both tiles of a pair in one pass (a share that starts or ends mid-pair takes its tile
-                            // alone below).
-                            TKernel.SumsPair(w, tile, x, t0, sums);
-                            StorePerRow(w, x, y, tile, t0, 1, sums);
-                            StorePerRow(w, x, y, ++tile, t0, 1, sums + PackedLayout.TileRows);
-                            continue;
-                        }
                         TKernel.Sums(w, tile, 0, 1, units, x, t0, count, sums);
                         StorePerRow(w, x, y, tile, t0, count, sums);
                         continue;

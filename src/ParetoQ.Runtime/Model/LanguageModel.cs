@@ -87,7 +87,6 @@ public sealed class LanguageModel : IDisposable
 
         BackendWeight Matrix(TensorRole role, int layer = -1)
         {
-            var use = role == TensorRole.Embedding ? WeightUse.Embedding : WeightUse.MatMul;
             string name = ModelTensors.Name(role, layer);
             var (rows, cols) = ModelTensors.Shape(c, role);
             var t = file[name];
@@ -95,7 +94,7 @@ public sealed class LanguageModel : IDisposable
             if (t.Shape.Count != 2 || t.Shape[0] != rows || t.Shape[1] != cols)
                 throw new PqFormatException(file.Path, name,
                     $"shape {t.ShapeText} does not match the config, which needs [{rows}, {cols}]");
-            return backend.Upload(t, rows, cols, use);
+            return backend.Upload(t, rows, cols);
         }
 
         BackendWeight Norm(TensorRole role, int layer = -1)
@@ -107,7 +106,7 @@ public sealed class LanguageModel : IDisposable
                 $"norm weights must be f32, not {WeightFormats.Name(t.Format)}");
             if (t.Shape.Count != 1 || t.Shape[0] != dim) throw new PqFormatException(file.Path, name,
                 $"shape {t.ShapeText} does not match the config, which needs [{dim}]");
-            return backend.Upload(t, 1, dim, WeightUse.Norm);
+            return backend.Upload(t, 1, dim);
         }
 
         Embedding = Matrix(TensorRole.Embedding);

@@ -2,7 +2,6 @@ using ParetoQ.Runtime.Text;
 using System.Buffers.Binary;
 using System.Text.RegularExpressions;
 using ParetoQ.Runtime.Format;
-using ParetoQ.Runtime.Kernels;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
 using ParetoQ.TestModels;
@@ -188,44 +187,6 @@ public sealed class PqFileTests : IDisposable
         var file = PqFile.Open(_model.Path, memory: WeightMemory.Resident);
         file.Dispose();
         Assert.Throws<ObjectDisposedException>(() => file.TokenizerBytes.Length);
-    }
-
-    [Fact]
-    public void Resident_weights_reordered_into_tile_pairs_stay_correct_for_every_backend_on_the_file()
-    {
-        var pairing = KernelDispatch.Supported.Where(LowBitMatMul.ReadsTilePairs).ToArray();
-        float[] Logits(LanguageModel model)
-        {
-            using var session = new Session(model);
-            return session.Forward([1, 2, 3]).ToArray();
-        }
-        float[] exact, fast;
-        using (var mapped = PqFile.Open(_model.Path))
-        {
-            using (var reference = new Backends.Reference.ReferenceBackend(1))
-            using (var model = new LanguageModel(mapped, reference)) exact = Logits(model);
-            using (var cpu = new Backends.Cpu.CpuBackend(new() { Threads = 2, Kernels = KernelPath.Scalar }))
-            using (var model = new LanguageModel(mapped, cpu)) fast = Logits(model);
-            Assert.DoesNotContain(mapped.Tensors, t => t.TilesPaired); // a map is read-only: never reordered
-        }
-        using var resident = PqFile.Open(_model.Path, memory: WeightMemory.Resident);
-        foreach (var path in pairing)
-        {
-            using var cpu = new Backends.Cpu.CpuBackend(new() { Threads = 2, Kernels = path });
-            using var model = new LanguageModel(resident, cpu);
-            Assert.Equal(fast, Logits(model));
-            var query = resident["model.layers.0.self_attn.q_proj.weight"];
-            Assert.True(query.TilesPaired, "a resident q2_seq projection is reordered for " +
-                "" + KernelDispatch.Name(path));
-            Assert.False(resident["model.embed_tokens.weight"].TilesPaired, "the embedding table is read by rows");
-            Assert.Contains("reordered its " +
-                "codes", Assert.Throws<InvalidOperationException>(() => query.Data.Length).Message);
-        }
-        // Another backend on the same open file reads its own file-order copy of what was reordered.
-        using (var reference = new Backends.Reference.ReferenceBackend(1))
-        using (var model = new LanguageModel(resident, reference)) Assert.Equal(exact, Logits(model));
-        using (var scalar = new Backends.Cpu.CpuBackend(new() { Threads = 2, Kernels = KernelPath.Scalar }))
-        using (var model = new LanguageModel(resident, scalar)) Assert.Equal(fast, Logits(model));
     }
 
     private byte[] Corrupt(string corruption)

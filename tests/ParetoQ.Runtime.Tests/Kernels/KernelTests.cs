@@ -66,38 +66,6 @@ public class KernelTests(ITestOutputHelper output)
         Assert.True(problem is null, $"{name}: {problem}");
     }
 
-    [Theory]
-    [InlineData("q2_seq", 13, 300)]
-    [InlineData("ternary", 16, 1280)]
-    [InlineData("binary", 9, 129)]
-    [InlineData("q4_row", 4, 64)]
-    public unsafe void Tile_pairs_reorder_codes_and_restore_them(string formatName, int rows, int cols)
-    {
-        Assert.True(WeightFormats.TryParse(formatName, out var format));
-        var layout = new PackedLayout(format, rows, cols);
-        var codes = new byte[layout.CodeBytes];
-        new Random(5).NextBytes(codes);
-        var original = (byte[])codes.Clone();
-        fixed (byte* p = codes)
-        {
-            TilePairs.Pair(layout, p);
-            var paired = new PackedMatrix(layout, p, pairedTiles: true);
-            var plain = new PackedMatrix(layout, (byte*)0);
-            // Every chunk of every tile is where Tile and ChunkStride say, in both orders.
-            for (int tile = 0; tile < paired.Tiles; tile++)
-                for (int chunk = 0; chunk < layout.ChunksPerRow; chunk++)
-                {
-                    long at = paired.Tile(tile) - p + (long)chunk * paired.ChunkStride(tile);
-                    long from = (long)plain.Tile(tile) + (long)chunk * plain.ChunkStride(tile);
-                    Assert.True(codes.AsSpan((int)at, 64).SequenceEqual(original.AsSpan((int)from, 64)),
-                        $"tile {tile}, chunk {chunk}");
-                }
-            TilePairs.Unpair(layout, p);
-        }
-        Assert.Equal(original, codes);
-        Assert.Throws<ArgumentException>(() => TilePairs.Pair(new PackedLayout(WeightFormat.Q4G32, 8, 64), null));
-    }
-
     [Fact]
     public void Widening_refuses_a_format_that_is_not_16_bit_float()
     {

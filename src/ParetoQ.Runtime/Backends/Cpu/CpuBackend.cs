@@ -43,12 +43,9 @@ public sealed unsafe class CpuBackend : HostBackend
         }
     }
 
-    public override BackendWeight Upload(PqTensor tensor, int rows, int cols, WeightUse use = WeightUse.MatMul)
+    public override BackendWeight Upload(PqTensor tensor, int rows, int cols)
     {
-        // Matmul weights in private memory take the pair order where the kernels read it; the embedding table is read
-        // a row at a time in file order.
-        bool pairTiles = use == WeightUse.MatMul && LowBitMatMul.ReadsTilePairs(Kernels);
-        var w = new CpuWeight(tensor, rows, cols, pairTiles);
+        var w = new CpuWeight(tensor, rows, cols);
         if (w.IsPacked) LowBitMatMul.CheckShape(w.Packed.Layout);
         return w;
     }

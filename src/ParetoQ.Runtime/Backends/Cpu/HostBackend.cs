@@ -25,8 +25,7 @@ public abstract class HostBackend : IComputeBackend
         Pool = new WorkerPool(threads);
     }
 
-    public virtual BackendWeight Upload(PqTensor tensor, int rows, int cols, WeightUse use = WeightUse.MatMul) =>
-        new CpuWeight(tensor, rows, cols);
+    public virtual BackendWeight Upload(PqTensor tensor, int rows, int cols) => new CpuWeight(tensor, rows, cols);
 
     public BackendBuffer Allocate(int length) => new CpuBuffer(length);
 
@@ -41,7 +40,7 @@ public abstract class HostBackend : IComputeBackend
         var codes = ((CpuScratch)scratch).Workers[0].Codes;
         int dim = table.Cols;
         for (int t = 0; t < tokens.Length; t++)
-            ScalarKernels.DequantizeRow(table.Format, table.Rows, dim, ((CpuWeight)table).Data, tokens[t], codes,
+            ScalarKernels.DequantizeRow(table.Format, table.Rows, dim, table.Tensor.Data, tokens[t], codes,
                 dst.AsSpan(t * dim, dim));
     }
 

@@ -20,7 +20,7 @@ public sealed class ReferenceBackend(int threads = 1) : HostBackend(threads)
         int tileBegin, int tileEnd, CpuBuffer y)
     {
         int rowEnd = Math.Min(w.Rows, tileEnd * PackedLayout.TileRows);
-        ScalarKernels.MatMulRows(w.Format, w.Rows, w.Cols, w.Data, x.Data.AsSpan(0, tokens * w.Cols), tokens,
+        ScalarKernels.MatMulRows(w.Format, w.Rows, w.Cols, w.Tensor.Data, x.Data.AsSpan(0, tokens * w.Cols), tokens,
             tileBegin * PackedLayout.TileRows, rowEnd, worker.Codes, worker.Row, y.Data.AsSpan(0, tokens * w.Rows));
     }
 
