@@ -92,8 +92,11 @@ public static unsafe class LowBitMatMul
 {
     private const int TokenBlock = 4;
     private const int MaxGroupsPerCall = 16;
-    // Weight bytes per cache block in prefill: small enough to stay in L1/L2 while every token block passes over it.
-    private const long BlockBytes = 24 * 1024;
+    // Weight bytes per cache block in prefill: held in L2 while every token block passes over it, the token block's
+    // activations (a column chunk of them) in L1. The activations of all tokens are re-read once per block, so a block
+    // of 24 KB (L1-sized) re-read them 50 times per 1 MB matrix: 256 KB made the 512-token GEMM 1.1-1.4x faster on 2
+    // threads (docs/BENCHMARKS.md).
+    private const long BlockBytes = 256 * 1024;
 
     /// <summary>
     /// Throws unless int32 cannot overflow for this shape, neither in the sums nor in A·S − B·X (every real model is
@@ -230,8 +233,8 @@ public static unsafe class LowBitMatMul
     // A token block's activations per column chunk in prefill: half of a 48 KB L1, beside the codes being read (rows
     // of 1280 columns, 20 KB on x86, stay whole).
     private const int ActivationChunkBytes = 24 * 1024;
-    // Tiles whose sums are kept while the chunks pass (a block of long rows holds few tiles: 24 KB / 4 rows).
-    private const int MaxChunkedTiles = 64;
+    // Tiles whose sums are kept while the chunks pass (a block of rows long enough to chunk holds at most 256 KB / 4 KB).
+    private const int MaxChunkedTiles = 128;
 
     // y = (A·S − B·X) · (α·multiplier) · xScale, per row; the one place per-row results are formed. A·S − B·X is exact
     // in int32 (CheckShape), so the float result has one rounding there, then two multiplies, on every path. Σ value·x
