@@ -28,6 +28,22 @@ public static unsafe class BoundBench
         }
     }
 
+    private sealed class EmptyJob : IParallelJob
+    {
+        public void Execute(int begin, int end, int worker) { }
+    }
+
+    /// <summary>Median nanoseconds of one <see cref="WorkerPool.Run"/> of an empty job, one item per thread.</summary>
+    public static double DispatchNanoseconds(WorkerPool pool)
+    {
+        var job = new EmptyJob();
+        const int Batch = 1000;
+        return Timing.Median(() =>
+        {
+            for (int i = 0; i < Batch; i++) pool.Run(job, pool.Threads);
+        }, 0.2) / Batch * 1e9;
+    }
+
     public static void Run(BenchReport report, WorkerPool one, WorkerPool all, IReadOnlyList<KernelPath> paths,
         IReadOnlyList<WeightFormat> formats, IReadOnlyList<(string Name, int Rows, int Cols)> shapes,
         double minSeconds, TextWriter progress)
@@ -37,6 +53,8 @@ public static unsafe class BoundBench
         double loadsAll = BandwidthBench.MeasureStable(all).Median;
         report.Fact("loads_GB/s_1_thread", Math.Round(loads1, 1));
         report.Fact($"loads_GB/s_{all.Threads}_threads", Math.Round(loadsAll, 1));
+        // What one pool dispatch costs with no work in it: the floor under every parallel operation of a decode step.
+        report.Fact($"pool_dispatch_ns_{all.Threads}_threads", Math.Round(DispatchNanoseconds(all)));
         var rng = new Random(1);
         foreach (var (name, rows, cols) in shapes)
             foreach (var format in formats)

@@ -106,6 +106,11 @@ public static class ModelBench
     {
         var profile = new BenchReport("profile");
         profile.Fact("profile", title);
+        // The empty step: all of a token's work but the matmuls and attention (norms, RoPE, SwiGLU, residual adds,
+        // embedding, logits copy), the per-token overhead a fused step would remove.
+        double empty = profiler.Totals.Where(t => !t.Operation.StartsWith("matmul", StringComparison.Ordinal)
+            && !t.Operation.StartsWith("attention", StringComparison.Ordinal)).Sum(t => t.Seconds);
+        profile.Fact("empty_step_ms/token", $"{empty * 1e3 / tokens:F3} ({empty / seconds:P1} of the time)");
         foreach (var (op, s, calls) in profiler.Totals.OrderByDescending(t => t.Seconds))
             profile.Row(("operation", op), ("ms/token", s * 1e3 / tokens), ("share", s / seconds),
                 ("calls/token", calls / (double)tokens));
