@@ -284,6 +284,9 @@ public sealed class ServerTests
         Assert.Equal(HttpStatusCode.ServiceUnavailable, busy.StatusCode);
         Assert.NotNull(busy.Headers.RetryAfter);
         Assert.Contains("busy", await busy.Content.ReadAsStringAsync());
+        // Admission comes before the body is read: a full server does not even parse what it refuses (S3 of issue 36).
+        var unparsed = await http.PostAsync("/v1/completions", Json("{\"model\": " + new string('[', 500)));
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, unparsed.StatusCode);
         held.Dispose();
         admitted.Dispose();
         Assert.Equal(HttpStatusCode.OK, (await http.PostAsync("/v1/completions", Json(body))).StatusCode);
