@@ -77,7 +77,7 @@ public sealed class Llama2cCheckpoint : ISourceCheckpoint
         bool tied = versioned ? header[36] != 0 : vocabField > 0;
         int vocab = Math.Abs(vocabField == int.MinValue ? 0 : vocabField);
         foreach (var (name, value, max) in new[] { ("dim", dim, MaxDimension), ("hidden_dim", hidden, 4 * MaxDimension),
-            ("n_layers", layers, 1024), ("n_heads", heads, 1024), ("n_kv_heads", kvHeads, 1024),
+            ("n_layers", layers, ModelConfig.MaxLayers), ("n_heads", heads, 1024), ("n_kv_heads", kvHeads, 1024),
             ("vocab_size", vocab, ModelConfig.MaxVocabSize), ("seq_len", seqLen, 1 << 20) })
             if (value < 1 || value > max) throw Error($"header field {name} = {value} is outside 1..{max}");
         if (dim % heads != 0) throw Error($"dim {dim} is not a multiple of n_heads {heads}");
