@@ -60,9 +60,14 @@ public static unsafe class BandwidthBench
     /// <see cref="Measure"/>s over 512 MiB, with the lowest and highest beside it. One best-of-five read 37 to 60 GB/s
     /// from run to run on a shared 2-vCPU VM; the median of five moved a few percent.
     /// </summary>
-    public static (double Median, double Low, double High) MeasureStable(WorkerPool pool, int runs = 5)
+    public static (double Median, double Low, double High) MeasureStable(WorkerPool pool, int runs = 5) =>
+        Stable(() => Measure(pool, StableBytes), runs);
+
+    /// <summary>The median of <paramref name="runs"/> calls of <paramref name="measure"/>, with the lowest and
+    /// highest.</summary>
+    public static (double Median, double Low, double High) Stable(Func<double> measure, int runs = 5)
     {
-        var values = Enumerable.Range(0, runs).Select(_ => Measure(pool, StableBytes)).Order().ToArray();
+        var values = Enumerable.Range(0, runs).Select(_ => measure()).Order().ToArray();
         return (values[values.Length / 2], values[0], values[^1]);
     }
 

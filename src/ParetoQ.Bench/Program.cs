@@ -203,10 +203,7 @@ public static class Program
     {
 #if PARETOQ_ILGPU
         if (backend is ParetoQ.Accelerators.IlgpuBackend gpu)
-        {
-            var passes = Enumerable.Range(0, 5).Select(_ => gpu.MeasureReadBandwidth(1L << 30)).Order().ToArray();
-            return (passes[2], passes[0], passes[^1]);
-        }
+            return BandwidthBench.Stable(() => gpu.MeasureReadBandwidth(1L << 30));
 #endif
         using var pool = new WorkerPool(threads);
         return BandwidthBench.MeasureStable(pool);

@@ -1,12 +1,14 @@
 // gemv-tile-pairs: the AVX-512 2-bit GEMV loop in the engine's layout (a 64-byte line is one 16-byte chunk of 4 rows),
 // streamed cold over 512 MiB by 1 or 2 threads, each its own contiguous half. pairs 0: one tile at a time (the engine);
 // 1: two adjacent tiles read side by side, sharing each activation load (two streams); 2: the same with the two tiles'
-// chunks interleaved in memory (one stream); 4: four tiles interleaved. Prints GB/s of codes (docs/BENCHMARKS.md,
-// "Tried and dropped: tile pairs").
+// chunks interleaved in memory (one stream); 4: four tiles interleaved. With KB, it runs as the engine runs a decode
+// GEMV instead: matrices of KB kilobytes in turn, each split between the threads with a spin barrier between matrices.
+// Prints GB/s of codes (docs/BENCHMARKS.md, "Tried and dropped: tile pairs").
 //   gcc -O2 -pthread -o /tmp/gemv-tile-pairs tools/microbench/gemv-tile-pairs.c
-//   /tmp/gemv-tile-pairs THREADS PAIRS [UNITS-PER-ROW]
+//   /tmp/gemv-tile-pairs THREADS PAIRS [UNITS-PER-ROW [KB]]
 #include <immintrin.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,12 +67,48 @@ T static long run(unsigned char *p, size_t bytes) {
 }
 struct arg { unsigned char *p; size_t n; };
 static void *thr(void *a) { struct arg *g = a; sinkv += run(g->p, g->n); return 0; }
+
+// KB mode: matrix m of `mats` is W[m % (N / mat) · mat …], its second half on the worker, a spin barrier after each.
+static size_t mat; static int mats; static atomic_int gen, done;
+static void *worker(void *a) {
+  (void)a;
+  for (int m = 0; m < mats; m++) {
+    while (atomic_load(&gen) == m) _mm_pause();
+    sinkv += run(W + (size_t)(m % (N / mat)) * mat + mat / 2, mat / 2);
+    atomic_fetch_add(&done, 1);
+  }
+  return 0;
+}
+static double split_barrier(int threads) {
+  pthread_t th; if (threads == 2) pthread_create(&th, 0, worker, 0);
+  double t0 = now();
+  for (int m = 0; m < mats; m++) {
+    unsigned char *p = W + (size_t)(m % (N / mat)) * mat;
+    if (threads == 1) { sinkv += run(p, mat); continue; }
+    atomic_fetch_add(&gen, 1);
+    sinkv += run(p, mat / 2);
+    while (atomic_load(&done) != m + 1) _mm_pause();
+  }
+  double gbs = (double)mats * mat / (now() - t0) / 1e9;
+  if (threads == 2) pthread_join(th, 0);
+  return gbs;
+}
+
 int main(int argc, char **argv) {
-  if (argc < 3) { fprintf(stderr, "usage: gemv-tile-pairs THREADS PAIRS [UNITS-PER-ROW]\n"); return 2; }
+  if (argc < 3) { fprintf(stderr, "usage: gemv-tile-pairs THREADS PAIRS [UNITS-PER-ROW [KB]]\n"); return 2; }
   int threads = atoi(argv[1]); pairs = atoi(argv[2]); units = argc > 3 ? atoi(argv[3]) : 20;
   if (threads < 1 || threads > 2 || units < 1) { fprintf(stderr, "threads 1 or 2, units at least 1\n"); return 2; }
   W = aligned_alloc(2 << 20, N); madvise(W, N, MADV_HUGEPAGE); memset(W, 0x5a, N);
   for (int i = 0; i < (int)sizeof XW; i++) XW[i] = (signed char)(i * 7);
+  if (argc > 4) {
+    size_t quantum = (size_t)2 * 4 * units * 64; // two halves of whole groups of 4 tiles, for every PAIRS
+    mat = (size_t)atoi(argv[4]) * 1024 / quantum * quantum;
+    if (mat == 0 || mat > N) { fprintf(stderr, "KB must hold at least %zu bytes and at most 512 MiB\n", quantum); return 2; }
+    mats = (int)(N / mat) * 3;
+    printf("threads %d pairs %d units %d mat %zu KB: %.1f GB/s\n", threads, pairs, units, mat / 1024,
+           split_barrier(threads));
+    return 0;
+  }
   double best = 0;
   for (int rep = 0; rep < 7; rep++) {
     double t0 = now();

@@ -160,7 +160,7 @@ internal unsafe struct Avx2TileKernel<TWidth, TMultiply> : ITileKernel
             Vector256.Create((short)1));
 
     // Each variant of a loop is its own method: in one method with all three, RyuJIT ran out of inlining budget and
-    // called UnitMaddubs, Widen and Store per unit, which made the maddubs 4-token GEMM 4x slower than the VNNI one
+    // called UnitMaddubs, Widen and Store per unit, which made the maddubs 4-token GEMM 3x slower than it is now
     // (and slower than four GEMVs). The branches fold per type, so these calls cost nothing.
     private static void Dot1(byte* p, sbyte* x, int units, int* sums)
     {

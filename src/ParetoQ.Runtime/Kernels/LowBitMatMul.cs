@@ -181,15 +181,21 @@ public static unsafe class LowBitMatMul
         int unitsPerChunk = x.Tokens <= TokenBlock || grouped ? units
             : Math.Max(1, ActivationChunkBytes / (TokenBlock * CodeUnits.UnitCols(layout.CodeBits)
                 * (QuantizedActivations.HasWide ? QuantizedActivations.WideCopies : 1)));
-        if (unitsPerChunk >= units) unitsPerChunk = units;
-        else
+        bool chunked = unitsPerChunk < units;
+        if (chunked)
         {
-            unitsPerChunk = (units + (units + unitsPerChunk - 1) / unitsPerChunk - 1)
-                / ((units + unitsPerChunk - 1) / unitsPerChunk); // equal chunks, none short
+            int chunks = (units + unitsPerChunk - 1) / unitsPerChunk;
+            unitsPerChunk = (units + chunks - 1) / chunks; // equal chunks, none short
             tilesPerBlock = Math.Min(tilesPerBlock, MaxChunkedTiles);
         }
         int* sums = stackalloc int[TokenBlock * PackedLayout.TileRows];
-        int* blockSums = stackalloc int[MaxChunkedTiles * TokenBlock * PackedLayout.TileRows];
+        // Only chunked calls take (and zero) the per-tile sums: decode calls this once per GEMV share.
+        int* blockSums = null;
+        if (chunked)
+        {
+            int* kept = stackalloc int[MaxChunkedTiles * TokenBlock * PackedLayout.TileRows]; // lives until return
+            blockSums = kept;
+        }
         float* acc = stackalloc float[TokenBlock * PackedLayout.TileRows];
         for (int block = tileBegin; block < tileEnd; block += tilesPerBlock)
         {
@@ -197,7 +203,7 @@ public static unsafe class LowBitMatMul
             for (int t0 = 0; t0 < x.Tokens; t0 += TokenBlock)
             {
                 int count = Math.Min(TokenBlock, x.Tokens - t0);
-                if (unitsPerChunk < units)
+                if (chunked)
                 {
                     const int perTile = TokenBlock * PackedLayout.TileRows;
                     new Span<int>(blockSums, (blockEnd - block) * perTile).Clear();
@@ -233,7 +239,8 @@ public static unsafe class LowBitMatMul
     // A token block's activations per column chunk in prefill: half of a 48 KB L1, beside the codes being read (rows
     // of 1280 columns, 20 KB on x86, stay whole).
     private const int ActivationChunkBytes = 24 * 1024;
-    // Tiles whose sums are kept while the chunks pass (a block of rows long enough to chunk holds at most 256 KB / 4 KB).
+    // Tiles whose sums are kept while the chunks pass: caps a cache block of chunked rows (at 2 bits over 1536 columns
+    // a tile is over 1.5 KB, so 256 KB holds fewer than 171 of them).
     private const int MaxChunkedTiles = 128;
 
     // y = (A·S − B·X) · (α·multiplier) · xScale, per row; the one place per-row results are formed. A·S − B·X is exact
