@@ -21,8 +21,10 @@ public static unsafe class KernelSuite
         [WeightFormat.Binary, WeightFormat.Ternary, WeightFormat.Q2Seq, WeightFormat.Q3Row, WeightFormat.Q4Row,
             WeightFormat.Q4G32, WeightFormat.I8Row];
 
+    // The last two split into halves of 6, 8 and 9 tiles: a decode GEMV takes tiles 4 at a time, then a tail.
     public static readonly (int Rows, int Cols)[] Shapes =
-        [(1, 1), (3, 17), (5, 64), (7, 100), (4, 128), (13, 129), (9, 300), (6, 513), (17, 1000), (2, 2049)];
+        [(1, 1), (3, 17), (5, 64), (7, 100), (4, 128), (13, 129), (9, 300), (6, 513), (17, 1000), (2, 2049),
+            (45, 300), (67, 129)];
 
     public static readonly int[] TokenCounts = [1, 2, 3, 4, 5, 7, 9];
 

@@ -36,6 +36,10 @@ internal unsafe struct Avx2TileKernel<TWidth, TMultiply> : ITileKernel
         float* acc) =>
         LowBitMatMul.GroupedDotFromSums<Avx2TileKernel<TWidth, TMultiply>>(w, tile, x, token0, count, acc);
 
+    public static void DecodeSums(in PackedMatrix w, int tile0, int tiles, QuantizedActivations x, int token,
+        int* sums) =>
+        LowBitMatMul.DecodeSumsPerTile<Avx2TileKernel<TWidth, TMultiply>>(w, tile0, tiles, x, token, sums);
+
     public static void Sums(in PackedMatrix w, int tile, int unitBegin, int groups, int unitsPerGroup,
         QuantizedActivations x, int token0, int count, int* sums)
     {
@@ -183,6 +187,7 @@ internal unsafe struct Avx2TileKernel<TWidth, TMultiply> : ITileKernel
         Vector256<int> b0 = default, b1 = default, b2 = default, b3 = default;
         for (int u = 0; u < units; u++, p += unitBytes, x += unitCols * Wide)
         {
+            LowBitMatMul.PrefetchUnit(p, TWidth.Bits);
             UnitVnni(p, x, ref a0, ref a1, ref a2, ref a3);
             UnitVnni(p + Half, x, ref b0, ref b1, ref b2, ref b3);
         }
@@ -196,6 +201,7 @@ internal unsafe struct Avx2TileKernel<TWidth, TMultiply> : ITileKernel
         Vector256<int> rows01 = default, rows23 = default;
         for (int u = 0; u < units; u++, p += unitBytes, x += unitCols * Wide)
         {
+            LowBitMatMul.PrefetchUnit(p, TWidth.Bits);
             rows01 = Unit8(rows01, p, x);
             rows23 = Unit8(rows23, p + Half, x);
         }
@@ -213,6 +219,7 @@ internal unsafe struct Avx2TileKernel<TWidth, TMultiply> : ITileKernel
             Vector256<short> s0 = default, s1 = default, t0 = default, t1 = default;
             for (; u < end; u++, p += unitBytes, x += unitCols * Wide)
             {
+                LowBitMatMul.PrefetchUnit(p, TWidth.Bits);
                 UnitMaddubs(p, x, ref s0, ref s1);
                 UnitMaddubs(p + Half, x, ref t0, ref t1);
             }

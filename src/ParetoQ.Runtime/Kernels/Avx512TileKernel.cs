@@ -44,6 +44,32 @@ internal unsafe struct Avx512TileKernel<TWidth, TUnpack> : ITileKernel
         }
     }
 
+    /// <summary>
+    /// Four tiles in turn, their row sums reduced together: the per-tile shuffles, the call and the loop constants were
+    /// a third of a 1280-column GEMV's time in L1 (docs/BENCHMARKS.md). One copy of the loop runs every tile: with a
+    /// copy per tile (four load instructions, each seeing every fourth tile) cold GEMV ran at half the rate, as the
+    /// core's per-instruction stride prefetcher lost the stream at every tile.
+    /// </summary>
+    public static void DecodeSums(in PackedMatrix w, int tile0, int tiles, QuantizedActivations x, int token,
+        int* sums)
+    {
+        int units = w.Layout.PaddedCols / CodeUnits.UnitCols(TWidth.Bits);
+        sbyte* xt = x.Wide + (long)token * x.Stride * Wide;
+        byte* p = w.Tile(tile0);
+        long tileBytes = w.TileBytes;
+        Vector512<int> a0 = default, a1 = default, a2 = default, a3 = default;
+        for (int t = 0; t < tiles; t++, p += tileBytes)
+        {
+            var lanes = Dot1(p, xt, units);
+            if (t == 0) a0 = lanes;
+            else if (t == 1) a1 = lanes;
+            else if (t == 2) a2 = lanes;
+            else a3 = lanes;
+        }
+        if (tiles == LowBitMatMul.DecodeTiles) LaneSumsOfFour(a0, a1, a2, a3).Store(sums);
+        else for (int t = 0; t < tiles; t++) Store(t == 0 ? a0 : t == 1 ? a1 : a2, sums + t * 4);
+    }
+
     private const int Wide = QuantizedActivations.WideCopies; // x points into QuantizedActivations.Wide
 
     /// <summary>Activation block <paramref name="k"/> (values 16k..16k+15 from x) in all four 128-bit lanes.</summary>
@@ -63,7 +89,6 @@ internal unsafe struct Avx512TileKernel<TWidth, TUnpack> : ITileKernel
         // (group, row) vector, offset-corrected and scaled in a few instructions instead of 16 scalar epilogues.
         int groups = layout.GroupsPerRow;
         var ones = Vector512.Create((short)1);
-        var toGroupRow = Vector512.Create(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
         var expand = Vector512.Create(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
         int* tail = stackalloc int[4];
         for (int t = 0; t < count; t++)
@@ -80,11 +105,7 @@ internal unsafe struct Avx512TileKernel<TWidth, TUnpack> : ITileKernel
                 var a1 = GroupLanes(p + ChunkStride, xt + 32 * Wide, ones);
                 var a2 = GroupLanes(p + 2 * ChunkStride, xt + 64 * Wide, ones);
                 var a3 = GroupLanes(p + 3 * ChunkStride, xt + 96 * Wide, ones);
-                var ab = Avx512F.UnpackLow(a0, a1) + Avx512F.UnpackHigh(a0, a1);
-                var cd = Avx512F.UnpackLow(a2, a3) + Avx512F.UnpackHigh(a2, a3);
-                var rowGroup = Avx512F.UnpackLow(ab.AsInt64(),
-                    cd.AsInt64()).AsInt32() + Avx512F.UnpackHigh(ab.AsInt64(), cd.AsInt64()).AsInt32();
-                var s = Avx512F.PermuteVar16x32(rowGroup, toGroupRow);
+                var s = LaneSumsOfFour(a0, a1, a2, a3);
                 var xs = Avx512F.PermuteVar16x32(Avx512F.BroadcastVector128ToVector512(xg + g), expand);
                 var terms = Vector512.Load(scales + g * 4) * Vector512.ConvertToSingle(s - (xs << 3));
                 sum += terms.GetLower().GetLower();
@@ -207,6 +228,7 @@ internal unsafe struct Avx512TileKernel<TWidth, TUnpack> : ITileKernel
             Vector512.Create((short)16));
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<int> Dot1(byte* p, sbyte* x, int units)
     {
         int unitBytes = CodeUnits.UnitChunks(TWidth.Bits) * ChunkStride, unitCols = CodeUnits.UnitCols(TWidth.Bits);
@@ -215,14 +237,21 @@ internal unsafe struct Avx512TileKernel<TWidth, TUnpack> : ITileKernel
         if (TWidth.Bits == 8)
         {
             for (int u = 0; u < units; u++, p += unitBytes, x += unitCols * Wide)
+            {
+                LowBitMatMul.PrefetchUnit(p, TWidth.Bits);
                 acc = Unit8(acc, Vector512.Load(p), x);
+            }
             return acc;
         }
         for (int u = 0; u < units;)
         {
             int end = Math.Min(units, u + BatchUnits);
             Vector512<short> s0 = default, s1 = default;
-            for (; u < end; u++, p += unitBytes, x += unitCols * Wide) Unit(p, x, ref s0, ref s1);
+            for (; u < end; u++, p += unitBytes, x += unitCols * Wide)
+            {
+                LowBitMatMul.PrefetchUnit(p, TWidth.Bits);
+                Unit(p, x, ref s0, ref s1);
+            }
             acc += Avx512BW.MultiplyAddAdjacent(s0, ones) + Avx512BW.MultiplyAddAdjacent(s1, ones);
         }
         return acc;
@@ -269,6 +298,20 @@ internal unsafe struct Avx512TileKernel<TWidth, TUnpack> : ITileKernel
         Store(a1, sums + 4);
         Store(a2, sums + 8);
         Store(a3, sums + 12);
+    }
+
+    // Lane sums of four vectors: element 4k + r = Σ 128-bit lane r of a_k. The unpacks leave lane r holding
+    // (a0, a1, a2, a3) lane r; the permute orders them by vector.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> LaneSumsOfFour(Vector512<int> a0, Vector512<int> a1, Vector512<int> a2,
+        Vector512<int> a3)
+    {
+        var ab = Avx512F.UnpackLow(a0, a1) + Avx512F.UnpackHigh(a0, a1);
+        var cd = Avx512F.UnpackLow(a2, a3) + Avx512F.UnpackHigh(a2, a3);
+        var laneVector = Avx512F.UnpackLow(ab.AsInt64(), cd.AsInt64()).AsInt32()
+            + Avx512F.UnpackHigh(ab.AsInt64(), cd.AsInt64()).AsInt32();
+        return Avx512F.PermuteVar16x32(laneVector,
+            Vector512.Create(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
     }
 
     // Sums each 128-bit lane (one row) and writes the 4 row sums.

@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using ParetoQ.Runtime.Quantization;
 
 namespace ParetoQ.Runtime.Kernels;
@@ -68,6 +69,14 @@ internal unsafe interface ITileKernel
     /// </summary>
     static abstract void GroupedDot(in PackedMatrix w, int tile, QuantizedActivations x, int token0, int count,
         float* acc);
+
+    /// <summary>
+    /// A decode GEMV's sums over whole rows of <paramref name="tiles"/> tiles from <paramref name="tile0"/> (at most
+    /// <see cref="LowBitMatMul.DecodeTiles"/>), one token: sums[t·4 + r] for row 4·(tile0 + t) + r. A path may take the
+    /// tiles together to pay the per-tile reduction once per several tiles.
+    /// </summary>
+    static abstract void DecodeSums(in PackedMatrix w, int tile0, int tiles, QuantizedActivations x, int token,
+        int* sums);
 }
 
 /// <summary>
@@ -91,6 +100,26 @@ public static class CodeUnits
 public static unsafe class LowBitMatMul
 {
     private const int TokenBlock = 4;
+    /// <summary>
+    /// How far ahead of its loads a decode GEMV prefetches the codes. One core's share of the bandwidth times the
+    /// memory latency (about 33 GB/s × 180 ns): the prefetchers alone kept too few lines in flight, and the GEMV
+    /// streamed 0.7 of one core's read bandwidth; 6 KB ahead took it to 0.82-0.92 (docs/BENCHMARKS.md). Prefetches
+    /// past a matrix's end are harmless: they do not fault.
+    /// </summary>
+    internal const int DecodePrefetchBytes = 6 * 1024;
+    /// <summary>Prefetches the code unit <see cref="DecodePrefetchBytes"/> ahead of p (x86 paths' decode loops), one
+    /// prefetch per 64-byte line.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void PrefetchUnit(byte* p, int bits)
+    {
+        Sse.Prefetch0(p + DecodePrefetchBytes);
+        if (CodeUnits.UnitChunks(bits) == 1) return;
+        Sse.Prefetch0(p + DecodePrefetchBytes + PackedLayout.ChunkBytes * PackedLayout.TileRows);
+        Sse.Prefetch0(p + DecodePrefetchBytes + 2 * PackedLayout.ChunkBytes * PackedLayout.TileRows);
+    }
+
+    /// <summary>Tiles a decode GEMV hands a path at once (<see cref="ITileKernel.DecodeSums"/>).</summary>
+    internal const int DecodeTiles = 4;
     private const int MaxGroupsPerCall = 16;
     // Weight bytes per cache block in prefill: held in L2 while every token block passes over it, the token block's
     // activations (a column chunk of them) in L1. The activations of all tokens are re-read once per block, so a block
@@ -189,6 +218,7 @@ public static unsafe class LowBitMatMul
             tilesPerBlock = Math.Min(tilesPerBlock, MaxChunkedTiles);
         }
         int* sums = stackalloc int[TokenBlock * PackedLayout.TileRows];
+        int* decodeSums = stackalloc int[DecodeTiles * PackedLayout.TileRows];
         // Only chunked calls take (and zero) the per-tile sums: decode calls this once per GEMV share.
         int* blockSums = null;
         if (chunked)
@@ -219,6 +249,17 @@ public static unsafe class LowBitMatMul
                     }
                     for (int tile = block; tile < blockEnd; tile++)
                         StorePerRow(w, x, y, tile, t0, count, blockSums + (tile - block) * perTile);
+                    continue;
+                }
+                if (count == 1 && !grouped)
+                {
+                    for (int tile = block; tile < blockEnd; tile += DecodeTiles)
+                    {
+                        int tiles = Math.Min(DecodeTiles, blockEnd - tile);
+                        TKernel.DecodeSums(w, tile, tiles, x, t0, decodeSums);
+                        for (int t = 0; t < tiles; t++)
+                            StorePerRow(w, x, y, tile + t, t0, 1, decodeSums + t * PackedLayout.TileRows);
+                    }
                     continue;
                 }
                 for (int tile = block; tile < blockEnd; tile++)
@@ -264,6 +305,16 @@ public static unsafe class LowBitMatMul
             if (full) result.Store(yt);
             else for (int r = 0; r < layout.Rows - row0; r++) yt[r] = result[r];
         }
+    }
+
+    /// <summary><see cref="ITileKernel.DecodeSums"/> one tile at a time, for paths without a joined reduction.</summary>
+    internal static void DecodeSumsPerTile<TKernel>(in PackedMatrix w, int tile0, int tiles, QuantizedActivations x,
+        int token, int* sums)
+        where TKernel : ITileKernel
+    {
+        int units = w.Layout.PaddedCols / CodeUnits.UnitCols(w.Layout.CodeBits);
+        for (int t = 0; t < tiles; t++)
+            TKernel.Sums(w, tile0 + t, 0, 1, units, x, token, 1, sums + t * PackedLayout.TileRows);
     }
 
     /// <summary>

@@ -18,6 +18,10 @@ internal unsafe struct NeonTileKernel<TWidth> : ITileKernel where TWidth : struc
         float* acc) =>
         LowBitMatMul.GroupedDotFromSums<NeonTileKernel<TWidth>>(w, tile, x, token0, count, acc);
 
+    public static void DecodeSums(in PackedMatrix w, int tile0, int tiles, QuantizedActivations x, int token,
+        int* sums) =>
+        LowBitMatMul.DecodeSumsPerTile<NeonTileKernel<TWidth>>(w, tile0, tiles, x, token, sums);
+
     public static void Sums(in PackedMatrix w, int tile, int unitBegin, int groups, int unitsPerGroup,
         QuantizedActivations x, int token0, int count, int* sums)
     {

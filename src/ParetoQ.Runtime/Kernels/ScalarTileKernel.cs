@@ -12,6 +12,10 @@ internal unsafe struct ScalarTileKernel : ITileKernel
         float* acc) =>
         LowBitMatMul.GroupedDotFromSums<ScalarTileKernel>(w, tile, x, token0, count, acc);
 
+    public static void DecodeSums(in PackedMatrix w, int tile0, int tiles, QuantizedActivations x, int token,
+        int* sums) =>
+        LowBitMatMul.DecodeSumsPerTile<ScalarTileKernel>(w, tile0, tiles, x, token, sums);
+
     public static void Sums(in PackedMatrix w, int tile, int unitBegin, int groups, int unitsPerGroup,
         QuantizedActivations x, int token0, int count, int* sums)
     {
