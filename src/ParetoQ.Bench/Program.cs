@@ -21,6 +21,7 @@ public static class Program
     {
         var root = new RootCommand("paretoq-bench: measure ParetoQ.Runtime kernels, memory bandwidth and model speed");
         root.Subcommands.Add(KernelsCommand());
+        root.Subcommands.Add(AttentionCommand());
         root.Subcommands.Add(BandwidthCommand());
         root.Subcommands.Add(ModelCommand());
         root.Subcommands.Add(MultipleChoiceCommand());
@@ -79,6 +80,38 @@ public static class Program
         });
         return cmd;
     }
+
+    private static Command AttentionCommand()
+    {
+        var json = Json();
+        var minTime = MinTime();
+        var paths = new Option<string>("--paths") { Description = "Kernel paths: best, all, or a comma-separated list", DefaultValueFactory = _ => "best" };
+        var contexts = new Option<string>("--contexts") { Description = "Comma-separated cached positions", DefaultValueFactory = _ => "128,512,2048" };
+        var kvHeads = new Option<int>("--kv-heads") { Description = "KV heads (MobileLLM-1B: 5)", DefaultValueFactory = _ => 5 };
+        var group = new Option<int>("--group") { Description = "Query heads per KV head (MobileLLM-1B: 4)", DefaultValueFactory = _ => 4 };
+        var headDim = new Option<int>("--head-dim") { Description = "Head size (MobileLLM-1B: 64)", DefaultValueFactory = _ => 64 };
+        var footprint = new Option<int>("--footprint-mb") { Description = "MiB of caches visited in turn: 256 streams them from memory, 1 keeps them in L2", DefaultValueFactory = _ => 256 };
+        var cmd = new Command("attention",
+            "Time one decode token's attention over an int8 KV cache streaming from memory, per path and context, 1 thread")
+        {
+            json, minTime, paths, contexts, kvHeads, group, headDim, footprint,
+        };
+        cmd.SetAction(parse =>
+        {
+            var report = new BenchReport("attention");
+            AttentionBench.Run(report, ParsePaths(parse.GetValue(paths)!),
+                Split(parse.GetValue(contexts)!).Select(ParsePositive).ToList(), Positive(parse.GetValue(kvHeads),
+                    "--kv-heads"), Positive(parse.GetValue(group), "--group"), Positive(parse.GetValue(headDim),
+                    "--head-dim"), (long)Positive(parse.GetValue(footprint), "--footprint-mb") << 20,
+                parse.GetValue(minTime), Console.Error);
+            report.Print(parse.GetValue(json), Console.Out);
+            return 0;
+        });
+        return cmd;
+    }
+
+    private static int Positive(int value, string option) => value is > 0 and <= 4096 ? value
+        : throw new UsageException($"{option} must be between 1 and 4096, not {value}");
 
     private static Command BandwidthCommand()
     {
