@@ -85,30 +85,46 @@ public static class Program
     {
         var json = Json();
         var minTime = MinTime();
-        var paths = new Option<string>("--paths") { Description = "Kernel paths: best, all, or a comma-separated list", DefaultValueFactory = _ => "best" };
-        var contexts = new Option<string>("--contexts") { Description = "Comma-separated cached positions", DefaultValueFactory = _ => "128,512,2048" };
-        var kvHeads = new Option<int>("--kv-heads") { Description = "KV heads (MobileLLM-1B: 5)", DefaultValueFactory = _ => 5 };
-        var group = new Option<int>("--group") { Description = "Query heads per KV head (MobileLLM-1B: 4)", DefaultValueFactory = _ => 4 };
-        var headDim = new Option<int>("--head-dim") { Description = "Head size (MobileLLM-1B: 64)", DefaultValueFactory = _ => 64 };
-        var footprint = new Option<int>("--footprint-mb") { Description = "MiB of caches visited in turn: 256 streams them from memory, 1 keeps them in L2", DefaultValueFactory = _ => 256 };
+        var paths = new Option<string>("--paths")
+            { Description = "Kernel paths: best, all, or a comma-separated list", DefaultValueFactory = _ => "best" };
+        var contexts = new Option<string>("--contexts")
+            { Description = "Comma-separated cached positions", DefaultValueFactory = _ => "128,512,2048" };
+        var kvHeads = new Option<int>("--kv-heads")
+            { Description = "KV heads (MobileLLM-1B: 5)", DefaultValueFactory = _ => 5 };
+        var group = new Option<int>("--group")
+            { Description = "Query heads per KV head (MobileLLM-1B: 4)", DefaultValueFactory = _ => 4 };
+        var headDim = new Option<int>("--head-dim")
+            { Description = "Head size (MobileLLM-1B: 64)", DefaultValueFactory = _ => 64 };
+        var footprint = new Option<int>("--footprint-mb")
+        {
+            Description = "MiB of caches visited in turn: 256 streams them from memory, 1 keeps them in L2",
+            DefaultValueFactory = _ => 256,
+        };
         var cmd = new Command("attention",
-            "Time one decode token's attention over an int8 KV cache streaming from memory, per path and context, 1 thread")
+            "Time one decode token's attention over an int8 KV cache, per path and context, on 1 thread")
         {
             json, minTime, paths, contexts, kvHeads, group, headDim, footprint,
         };
         cmd.SetAction(parse =>
         {
             var report = new BenchReport("attention");
-            AttentionBench.Run(report, ParsePaths(parse.GetValue(paths)!),
-                Split(parse.GetValue(contexts)!).Select(ParsePositive).ToList(), Positive(parse.GetValue(kvHeads),
-                    "--kv-heads"), Positive(parse.GetValue(group), "--group"), Positive(parse.GetValue(headDim),
-                    "--head-dim"), (long)Positive(parse.GetValue(footprint), "--footprint-mb") << 20,
-                parse.GetValue(minTime), Console.Error);
+            var contextList = Split(parse.GetValue(contexts)!).Select(ParsePositive).ToList();
+            int heads = Positive(parse.GetValue(kvHeads), "--kv-heads"), dim = Positive(parse.GetValue(headDim),
+                "--head-dim");
+            // One layer's cache must fit the bench's buffers (and the machine): 1 GiB at most.
+            if (contextList.FirstOrDefault(c => 2L * heads * c * (dim + 5) > MaxLayerCacheBytes) is > 0 and var big)
+                throw new UsageException($"a cache of {big} positions × {heads} KV heads × {dim} is over 1 GiB");
+            AttentionBench.Run(report, ParsePaths(parse.GetValue(paths)!), contextList, heads,
+                Positive(parse.GetValue(group), "--group"), dim,
+                (long)Positive(parse.GetValue(footprint), "--footprint-mb") << 20, parse.GetValue(minTime),
+                Console.Error);
             report.Print(parse.GetValue(json), Console.Out);
             return 0;
         });
         return cmd;
     }
+
+    private const long MaxLayerCacheBytes = 1L << 30;
 
     private static int Positive(int value, string option) => value is > 0 and <= 4096 ? value
         : throw new UsageException($"{option} must be between 1 and 4096, not {value}");

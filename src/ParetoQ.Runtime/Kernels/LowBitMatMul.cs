@@ -71,9 +71,9 @@ internal unsafe interface ITileKernel
         float* acc);
 
     /// <summary>
-    /// A decode GEMV's sums over whole rows of <paramref name="tiles"/> tiles from <paramref name="tile0"/> (at most
-    /// <see cref="LowBitMatMul.DecodeTiles"/>), one token: sums[t·4 + r] for row 4·(tile0 + t) + r. A path may take the
-    /// tiles together to pay the per-tile reduction once per several tiles.
+    /// A decode GEMV's sums over whole rows of <paramref name="tiles"/> tiles from <paramref name="tile0"/> (at
+    /// most <see cref="LowBitMatMul.DecodeTiles"/>), one token: sums[t·4 + r] for row 4·(tile0 + t) + r. A path may
+    /// take the tiles together to pay the per-tile reduction once per several tiles.
     /// </summary>
     static abstract void DecodeSums(in PackedMatrix w, int tile0, int tiles, QuantizedActivations x, int token,
         int* sums);
@@ -307,7 +307,8 @@ public static unsafe class LowBitMatMul
         }
     }
 
-    /// <summary><see cref="ITileKernel.DecodeSums"/> one tile at a time, for paths without a joined reduction.</summary>
+    /// <summary><see cref="ITileKernel.DecodeSums"/> one tile at a time, for paths without a joined
+    /// reduction.</summary>
     internal static void DecodeSumsPerTile<TKernel>(in PackedMatrix w, int tile0, int tiles, QuantizedActivations x,
         int token, int* sums)
         where TKernel : ITileKernel

@@ -255,6 +255,32 @@ public sealed class GgufImportTests
         // G3: a vocabulary the written file's own reader would refuse (here a duplicate piece) is refused before
         // anything is written.
         Assert.Contains("<0x42>", Refusal(Replace(good, "<0x41>", "<0x42>")));
+
+        // G5: the alignment's type is named (a float32 here, where the writer put a uint32).
+        int alignmentType = good.AsSpan().IndexOf("general.alignment"u8) + "general.alignment"u8.Length;
+        Assert.Contains("general.alignment is a float, not an integer",
+            Refusal(Patched(alignmentType, BitConverter.GetBytes(6u))));
+
+        // Rewritten through the runtime's own writer: what a byte patch cannot express.
+        byte[] Rewritten(Func<GgufTensor, (string Name, long[] Dims)>? tensor = null,
+            Action<GgufWriter>? metadata = null, string? dropKey = null)
+        {
+            GgufRewriter.Rewrite(dir.File("good.gguf"), dir.File("rewritten.gguf"), (t, data) => (t.Type, data),
+                tensor, metadata, dropKey);
+            return File.ReadAllBytes(dir.File("rewritten.gguf"));
+        }
+        // G4: a second spelling of a layer index, and a tensor of more than two dimensions.
+        Assert.Contains("'blk.00.attn_q.weight': is not a tensor of a llama GGUF", Refusal(Rewritten(t
+            => (t.Name == "blk.0.attn_q.weight" ? "blk.00.attn_q.weight" : t.Name, t.Dims))));
+        Assert.Contains("has 3 dimensions; llama tensors have 1 or 2", Refusal(Rewritten(t
+            => (t.Name, t.Name == "blk.0.attn_q.weight" ? [.. t.Dims, 1] : t.Dims))));
+        // G5: per-layer arrays are named, and a chat template larger than a .pq holds is refused, not truncated.
+        Assert.Contains("has metadata llama.attention.head_count_kv as an array (one value per layer)",
+            Refusal(Rewritten(metadata: w => w.Add("llama.attention.head_count_kv", [2, 2]),
+                dropKey: "llama.attention.head_count_kv")));
+        Assert.Contains($"more than the {PqFile.MaxChatTemplateChars} a .pq file holds",
+            Refusal(Rewritten(metadata: w => w.Add("tokenizer.chat_template",
+                new string('x', PqFile.MaxChatTemplateChars + 1)), dropKey: "tokenizer.chat_template")));
     }
 
     private static byte[] Replace(byte[] file, string from, string to, bool latin1 = false)
@@ -283,12 +309,19 @@ public sealed class GgufImportTests
 /// <summary>Copies a GGUF file through the runtime's reader and writer, replacing tensors on the way.</summary>
 internal static class GgufRewriter
 {
-    public static void Rewrite(string input, string output, Func<GgufTensor, byte[], (GgmlType, byte[])> tensor)
+    /// <summary>
+    /// <paramref name="tensor"/> gives each tensor's type and data; <paramref name="rename"/>
+    /// its name and dims; <paramref name="metadata"/> adds keys after <paramref name="dropKey"/> is left out.
+    /// </summary>
+    public static void Rewrite(string input, string output, Func<GgufTensor, byte[], (GgmlType, byte[])> tensor,
+        Func<GgufTensor, (string Name, long[] Dims)>? rename = null, Action<GgufWriter>? metadata = null,
+        string? dropKey = null)
     {
         using var file = GgufFile.Open(input);
         var writer = new GgufWriter();
         foreach (var (key, value) in file.Metadata)
         {
+            if (key == dropKey) continue;
             switch (value)
             {
                 case string s: writer.Add(key, s); break;
@@ -300,12 +333,14 @@ internal static class GgufRewriter
                 case long[] a: writer.Add(key, a.Select(v => checked((int)v)).ToArray()); break;
             }
         }
+        metadata?.Invoke(writer);
         foreach (var t in file.Tensors)
         {
             var bytes = new byte[t.Bytes];
             file.ReadBytes(t, 0, bytes);
             var (type, data) = tensor(t, bytes);
-            writer.AddTensor(t.Name, type, t.Dims, () => data);
+            var (name, dims) = rename?.Invoke(t) ?? (t.Name, t.Dims);
+            writer.AddTensor(name, type, dims, () => data);
         }
         writer.Write(output, overwrite: true);
     }
