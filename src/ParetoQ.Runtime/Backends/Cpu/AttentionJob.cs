@@ -41,6 +41,13 @@ internal sealed unsafe class AttentionJob : IParallelJob
         return _layer.KvHeads * _segments;
     }
 
+    /// <summary>Bytes of int8 keys and values that token <paramref name="token"/>'s attention reads.</summary>
+    public long TokenKvBytes(int token)
+    {
+        int pos = _startPos + token;
+        return 2L * _layer.KvHeads * (pos - _layer.FirstVisible(pos)) * _layer.HeadDim;
+    }
+
     public void Execute(int begin, int end, int worker)
     {
         var layer = _layer;

@@ -95,7 +95,7 @@ public sealed unsafe class CpuBackend : HostBackend
                 vData.AsSpan(t * kvWidth, kvWidth));
             if (tokens == 1)
             {
-                Pool.Run(job, job.ForToken(0));
+                RunToken(job, 0);
                 job.MergeSegments();
             }
             else Pool.Run(job, job.ForChunk(tokens), balance: true);
@@ -104,9 +104,18 @@ public sealed unsafe class CpuBackend : HostBackend
         for (int t = 0; t < tokens; t++)
         {
             cache.Write(startPos + t, kData.AsSpan(t * kvWidth, kvWidth), vData.AsSpan(t * kvWidth, kvWidth));
-            Pool.Run(job, job.ForToken(t));
+            RunToken(job, t);
             job.MergeSegments();
         }
+    }
+
+    // One token's attention: on the caller alone while its K/V are a few KiB (as small matmuls are: handing half to
+    // another thread took longer than the work, and 2 threads ran decode attention at context 16 slower than 1).
+    private void RunToken(AttentionJob job, int token)
+    {
+        int items = job.ForToken(token);
+        if (job.TokenKvBytes(token) < InlineBytes) job.Execute(0, items, 0);
+        else Pool.Run(job, items);
     }
 
     public override void SwiGlu(BackendBuffer up, int count, BackendBuffer gate) =>

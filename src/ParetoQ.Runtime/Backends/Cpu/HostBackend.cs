@@ -14,7 +14,8 @@ public abstract class HostBackend : IComputeBackend
     /// <summary>The worker pool every parallel operation runs on.</summary>
     internal WorkerPool Pool { get; }
 
-    /// <summary>Decode matmuls over fewer weight bytes than this run on the calling thread alone.</summary>
+    /// <summary>Decode matmuls over fewer weight bytes than this, and decode attention over fewer K/V bytes, run on the
+    /// calling thread alone.</summary>
     internal const long InlineBytes = 48 * 1024;
 
     public abstract string Name { get; }
