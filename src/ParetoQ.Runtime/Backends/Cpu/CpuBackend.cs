@@ -50,10 +50,17 @@ public sealed unsafe class CpuBackend : HostBackend
         return w;
     }
 
+    // Prefill's int8 input is quantized by every thread, token rows each: on the caller alone, quantizing (and copying
+    // into the wide layout) 512 tokens of 3584 values took a fifth of the down projection's time.
     internal override void PrepareMatMulInput(CpuScratch scratch, CpuBuffer x, int tokens, int cols, bool packedWeights)
     {
-        if (packedWeights) scratch.Activations.Quantize(x.Data.AsSpan(0, tokens * cols), tokens, cols);
+        if (!packedWeights) return;
+        scratch.Activations.SetShape(x.Data.Length, tokens, cols);
+        if (tokens < ParallelQuantizeTokens) scratch.Activations.QuantizeRows(x.Data, 0, tokens);
+        else Pool.Run(scratch.Quantize.Set(x, scratch.Activations), tokens, balance: true);
     }
+
+    private const int ParallelQuantizeTokens = 8;
 
     internal override void MatMulTiles(CpuScratch scratch, WorkerScratch worker, CpuWeight w, CpuBuffer x, int tokens,
         int tileBegin, int tileEnd, CpuBuffer y)

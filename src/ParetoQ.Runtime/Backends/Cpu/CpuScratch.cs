@@ -18,6 +18,7 @@ internal sealed class CpuScratch : BackendScratch
     // The parallel jobs' per-call state, so a call allocates nothing.
     public readonly MatMulJob MatMul = new();
     public readonly AttentionJob Attention = new();
+    public readonly QuantizeJob Quantize = new();
     // (segments of the longest span, KV heads' partial results) one token's attention segments, for the merge
     public readonly float[] AttentionPartials;
 

@@ -52,3 +52,20 @@ internal sealed class MatMulJob : IParallelJob
         }
     }
 }
+
+/// <summary>A matmul input quantized to int8 over the pool, token rows per item.</summary>
+internal sealed class QuantizeJob : IParallelJob
+{
+    private CpuBuffer _x = null!;
+    private QuantizedActivations _into = null!;
+
+    /// <summary>Takes x, whose shape <paramref name="into"/> already holds (<see
+    /// cref="QuantizedActivations.SetShape"/>).</summary>
+    public QuantizeJob Set(CpuBuffer x, QuantizedActivations into)
+    {
+        (_x, _into) = (x, into);
+        return this;
+    }
+
+    public void Execute(int begin, int end, int worker) => _into.QuantizeRows(_x.Data, begin, end);
+}
