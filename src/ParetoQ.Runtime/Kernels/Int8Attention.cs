@@ -151,7 +151,8 @@ public static unsafe class Int8Attention
         foreach (var path in paths)
             table[(int)path] = path switch
             {
-                KernelPath.Avx2 or KernelPath.AvxVnni => &HeadGroup<Avx2AttentionKernel>,
+                KernelPath.Avx2 => &HeadGroup<Avx2AttentionKernel>,
+                KernelPath.AvxVnni => &HeadGroup<VnniAttentionKernel>,
                 KernelPath.Avx512 or KernelPath.Avx512Gfni => &HeadGroup<Avx512AttentionKernel>,
                 KernelPath.Neon => &HeadGroup<NeonAttentionKernel>,
                 _ => &HeadGroup<ScalarAttentionKernel>,
