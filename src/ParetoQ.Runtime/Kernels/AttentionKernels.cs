@@ -65,11 +65,13 @@ internal unsafe struct Avx2AttentionKernel : IAttentionKernel
         else ScalarAttentionKernel.AccumulateInt8x4(acc, v, stride, count, hd, w);
     }
 
-    // 16 values a step: the key row widens to int16 once; vpmaddwd against each head's q, then one horizontal-add tree
-    // turns the four accumulators into the four dots.
+    // 16 values a step: the key row widens to int16 once; vpmaddwd against each head's q (widened once per call), then
+    // one horizontal-add tree turns the four accumulators into the four dots.
     public static void DotInt8x4(sbyte* q, sbyte* k, long stride, int count, int hd, int* dots)
     {
-        sbyte* q1 = q + hd, q2 = q + 2 * hd, q3 = q + 3 * hd;
+        short* q16 = stackalloc short[Heads * hd]; // (4, hd): q as int16
+        for (int i = 0; i < Heads * hd; i += 16) Avx2.ConvertToVector256Int16(q + i).Store(q16 + i);
+        short* q1 = q16 + hd, q2 = q16 + 2 * hd, q3 = q16 + 3 * hd;
         for (int j = 0; j < count; j++)
         {
             sbyte* row = k + j * stride;
@@ -77,10 +79,10 @@ internal unsafe struct Avx2AttentionKernel : IAttentionKernel
             for (int i = 0; i < hd; i += 16)
             {
                 var x = Avx2.ConvertToVector256Int16(row + i);
-                a0 += Avx2.MultiplyAddAdjacent(x, Avx2.ConvertToVector256Int16(q + i));
-                a1 += Avx2.MultiplyAddAdjacent(x, Avx2.ConvertToVector256Int16(q1 + i));
-                a2 += Avx2.MultiplyAddAdjacent(x, Avx2.ConvertToVector256Int16(q2 + i));
-                a3 += Avx2.MultiplyAddAdjacent(x, Avx2.ConvertToVector256Int16(q3 + i));
+                a0 += Avx2.MultiplyAddAdjacent(x, Vector256.Load(q16 + i));
+                a1 += Avx2.MultiplyAddAdjacent(x, Vector256.Load(q1 + i));
+                a2 += Avx2.MultiplyAddAdjacent(x, Vector256.Load(q2 + i));
+                a3 += Avx2.MultiplyAddAdjacent(x, Vector256.Load(q3 + i));
             }
             var s = Avx2.HorizontalAdd(Avx2.HorizontalAdd(a0, a1), Avx2.HorizontalAdd(a2, a3));
             (s.GetLower() + s.GetUpper()).Store(dots + j * Heads);
