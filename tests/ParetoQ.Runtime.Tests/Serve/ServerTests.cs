@@ -191,6 +191,42 @@ public sealed class ServerTests
         await Refused("/v1/embeddings", "{}", HttpStatusCode.NotFound, "no route");
     }
 
+    // Issue 36, item 4: numeric fields modelled on llama-server's CVEs and advisories. Fields this server does not take
+    // (llama-server's own) change nothing and the request is answered; fields it takes are range-checked, and a value
+    // out of range, or too large for its type, is a 400 naming the field.
+    [Theory]
+    [InlineData("\"n_discard\": -1", null)] // CVE-2026-21869: a negative n_discard overflowed the context shift
+    [InlineData("\"dry_allowed_length\": -1", null)] // llama.cpp PR 24017: underflow in the DRY sampler
+    [InlineData("\"n_probs\": -2147483649", null)]
+    [InlineData("\"n_keep\": -9223372036854775809", null)]
+    [InlineData("\"max_tokens\": 2147483648", "max_tokens")]
+    [InlineData("\"max_tokens\": -9223372036854775808", "max_tokens")]
+    [InlineData("\"max_tokens\": 1e300", "max_tokens")]
+    [InlineData("\"n\": 4294967297", "n")]
+    [InlineData("\"temperature\": 1e309", "temperature")]
+    [InlineData("\"temperature\": -1e-45", "temperature")]
+    [InlineData("\"top_p\": -0.0", "top_p")]
+    [InlineData("\"seed\": 18446744073709551616", "seed")]
+    public async Task Numeric_fields_from_llama_server_advisories_are_answered_or_refused_by_name(string field,
+        string? refusedParam)
+    {
+        await using var server = await Start();
+        using var http = Http(server);
+        var response = await http.PostAsync("/v1/completions",
+            Json($"{{\"model\": \"{ModelId}\", \"prompt\": \"Once\", \"max_tokens\": 4, {field}}}"
+                .Replace("\"max_tokens\": 4, \"max_tokens\"", "\"max_tokens\"")));
+        using var json = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        if (refusedParam is null)
+        {
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            Assert.False(string.IsNullOrEmpty(json.RootElement.GetProperty("choices")[0].GetProperty("text")
+                .GetString()));
+            return;
+        }
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal(refusedParam, json.RootElement.GetProperty("error").GetProperty("param").GetString());
+    }
+
     // Issue 36, S1: a string that is not text, wherever it is, is a 400 naming where (it was an empty 500).
     [Theory]
     [InlineData("{M, \"prompt\": \"\\ud800\"}", "/v1/completions", "prompt")]
