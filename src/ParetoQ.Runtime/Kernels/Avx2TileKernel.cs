@@ -36,7 +36,7 @@ internal unsafe struct Avx2TileKernel<TWidth, TMultiply> : ITileKernel
         float* acc)
     {
         var layout = w.Layout;
-        if (TWidth.Bits != 4 || layout.GroupSize != QuantizedActivations.SumGroup || w.B != 8)
+        if (TWidth.Bits != 4 || !LowBitMatMul.IsNibbleGroup32(w))
         {
             LowBitMatMul.GroupedDotFromSums<Avx2TileKernel<TWidth, TMultiply>>(w, tile, x, token0, count, acc);
             return;

@@ -80,7 +80,7 @@ internal unsafe struct Avx512TileKernel<TWidth, TUnpack> : ITileKernel
         float* acc)
     {
         var layout = w.Layout;
-        if (TWidth.Bits != 4 || layout.GroupSize != QuantizedActivations.SumGroup || w.B != 8)
+        if (TWidth.Bits != 4 || !LowBitMatMul.IsNibbleGroup32(w))
         {
             LowBitMatMul.GroupedDotFromSums<Avx512TileKernel<TWidth, TUnpack>>(w, tile, x, token0, count, acc);
             return;

@@ -307,6 +307,12 @@ public static unsafe class LowBitMatMul
         }
     }
 
+    /// <summary>Whether a tile's groups are what the vector <see cref="ITileKernel.GroupedDot"/> loops take: 4-bit codes
+    /// with zero point 8, one group per 32-weight unit (the activations' group sums). Other layouts go through
+    /// <see cref="GroupedDotFromSums{TKernel}"/>.</summary>
+    internal static bool IsNibbleGroup32(in PackedMatrix w) =>
+        w.Layout.CodeBits == 4 && w.Layout.GroupSize == QuantizedActivations.SumGroup && w.B == 8;
+
     /// <summary><see cref="ITileKernel.DecodeSums"/> one tile at a time, for paths without a joined
     /// reduction.</summary>
     internal static void DecodeSumsPerTile<TKernel>(in PackedMatrix w, int tile0, int tiles, QuantizedActivations x,

@@ -125,13 +125,8 @@ public sealed unsafe class CpuBackend : HostBackend
         else Pool.Run(job, items);
     }
 
-    public override void SwiGlu(BackendBuffer up, int count, BackendBuffer gate)
-    {
-        if (count >= ParallelTokens * ElementwiseJob.Block)
-            Pool.Run(ElementwiseJob.Values(Data(up), Data(gate), count, SwiGluRange), ElementwiseJob.Items(count),
-                balance: true);
-        else SwiGluRange(Data(up), Data(gate), 0, count);
-    }
+    public override void SwiGlu(BackendBuffer up, int count, BackendBuffer gate) =>
+        ForValues(Data(up), Data(gate), count, SwiGluRange);
 
     private static void SwiGluRange(float[] up, float[] gate, int begin, int end) =>
         ActivationKernels.SwiGlu(up.AsSpan(begin, end - begin), gate.AsSpan(begin, end - begin));

@@ -65,10 +65,20 @@ public abstract class HostBackend : IComputeBackend
     }
 
     /// <summary>
-    /// Prefill chunks of at least this many tokens run their norms, SwiGLU and residual adds over the pool: on the
-    /// caller alone they were a tenth of a 512-token prefill while the other threads waited.
+    /// Norms over at least this many tokens, and SwiGLU and residual adds over at least this many blocks of
+    /// <see cref="ElementwiseJob.Block"/> values (13 tokens of a 1280-wide model), run over the pool: on the caller
+    /// alone they were a tenth of a 512-token prefill while the other threads waited.
     /// </summary>
     private protected const int ParallelTokens = 16;
+
+    /// <summary>op(a, b) over values [0, count): over the pool in blocks from <see cref="ParallelTokens"/> blocks on,
+    /// otherwise on the caller (decode).</summary>
+    private protected void ForValues(float[] a, float[] b, int count, Action<float[], float[], int, int> op)
+    {
+        if (count >= ParallelTokens * ElementwiseJob.Block)
+            Pool.Run(ElementwiseJob.Values(a, b, count, op), ElementwiseJob.Items(count), balance: true);
+        else op(a, b, 0, count);
+    }
 
     /// <summary>
     /// An elementwise operation of a prefill chunk over the pool. Items are token rows (a norm) or blocks of
@@ -167,13 +177,7 @@ public abstract class HostBackend : IComputeBackend
 
     public abstract void SwiGlu(BackendBuffer up, int count, BackendBuffer gate);
 
-    public void Add(BackendBuffer y, int count, BackendBuffer x)
-    {
-        if (count >= ParallelTokens * ElementwiseJob.Block)
-            Pool.Run(ElementwiseJob.Values(Data(y), Data(x), count, AddRange), ElementwiseJob.Items(count),
-                balance: true);
-        else AddRange(Data(y), Data(x), 0, count);
-    }
+    public void Add(BackendBuffer y, int count, BackendBuffer x) => ForValues(Data(y), Data(x), count, AddRange);
 
     private static void AddRange(float[] y, float[] x, int begin, int end) =>
         ScalarKernels.Add(y.AsSpan(begin, end - begin), x.AsSpan(begin, end - begin));
