@@ -51,6 +51,35 @@ public sealed class WorkerPoolTests
         Assert.True(job.RunByOthers >= 300, $"{job.RunByOthers} of 399 items ran on the thread that was free");
     }
 
+    [Fact]
+    public void A_static_split_moves_items_to_the_caller_while_a_worker_is_slower()
+    {
+        using var pool = new WorkerPool(2);
+        if (pool.Threads < 2) return;
+        var job = new SlowWorker();
+        for (int run = 0; run < 200; run++)
+        {
+            job.Items = job.ByCaller = 0;
+            pool.Run(job, 1000);
+            Assert.Equal(1000, job.Items);
+        }
+        // An even split gives the caller 500 items; its share stops at 1.5 times that.
+        Assert.True(job.ByCaller >= 650, $"the caller ran {job.ByCaller} of 1000 items after 200 runs");
+    }
+
+    // An item takes five times as long on a worker as on the caller.
+    private sealed class SlowWorker : IParallelJob
+    {
+        public int Items, ByCaller;
+
+        public void Execute(int begin, int end, int worker)
+        {
+            Interlocked.Add(ref Items, end - begin);
+            if (worker == 0) ByCaller = end - begin;
+            for (int i = begin; i < end; i++) Thread.SpinWait(worker == 0 ? 20 : 100);
+        }
+    }
+
     private sealed class SlowFirstItem : IParallelJob
     {
         private int _slowWorker = -1;
