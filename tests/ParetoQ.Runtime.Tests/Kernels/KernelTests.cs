@@ -98,6 +98,28 @@ public class KernelTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Vector_rms_norm_sums_as_its_reference_and_stays_within_rounding_of_the_scalar_norm()
+    {
+        var rng = new Random(11);
+        foreach (int n in new[] { 1, 3, 15, 16, 17, 31, 33, 64, 127, 1280, 1283, 3584 })
+        {
+            var x = Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 8 - 4)).ToArray();
+            var weight = Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2)).ToArray();
+            Assert.Equal(ActivationKernels.SumOfSquaresReference(x), ActivationKernels.SumOfSquares(x));
+            foreach (var w in new[] { weight, [] })
+            {
+                var expected = new float[n];
+                var actual = new float[n];
+                ScalarKernels.RmsNorm(x, w, 1e-5f, expected);
+                ActivationKernels.RmsNorm(x, w, 1e-5f, actual);
+                for (int i = 0; i < n; i++)
+                    Assert.True(Math.Abs(actual[i] - expected[i]) <= 2e-6f * Math.Abs(expected[i]) + 1e-30f,
+                        $"n {n}, element {i}: {actual[i]:R}, scalar {expected[i]:R}");
+            }
+        }
+    }
+
+    [Fact]
     public void Scalar_integer_path_is_within_the_quantization_bound_of_exact_mode()
     {
         var failures = KernelSuite.Cases([KernelPath.Scalar]).Select(c => (c, problem: KernelSuite.Run(c)))

@@ -125,6 +125,9 @@ public sealed unsafe class CpuBackend : HostBackend
         else Pool.Run(job, items);
     }
 
+    private protected override void NormRow(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, float eps,
+        Span<float> y) => ActivationKernels.RmsNorm(x, weight, eps, y);
+
     public override void SwiGlu(BackendBuffer up, int count, BackendBuffer gate) =>
         ForValues(Data(up), Data(gate), count, SwiGluRange);
 

@@ -49,20 +49,24 @@ public abstract class HostBackend : IComputeBackend
     {
         if (tokens >= ParallelTokens)
         {
-            Pool.Run(ElementwiseJob.Norm(Data(x), weight, firstToken, eps, Data(y)), tokens, balance: true);
+            Pool.Run(ElementwiseJob.Norm(this, Data(x), weight, firstToken, eps, Data(y)), tokens, balance: true);
             return;
         }
         RmsNormRows(Data(x), weight, firstToken, eps, Data(y), 0, tokens);
     }
 
-    private static void RmsNormRows(float[] src, BackendWeight weight, int firstToken, float eps, float[] dst,
-        int begin, int end)
+    private void RmsNormRows(float[] src, BackendWeight weight, int firstToken, float eps, float[] dst, int begin,
+        int end)
     {
         int dim = weight.Cols;
         var w = weight.Tensor.AsFloats();
         for (int t = begin; t < end; t++)
-            ScalarKernels.RmsNorm(src.AsSpan((firstToken + t) * dim, dim), w, eps, dst.AsSpan(t * dim, dim));
+            NormRow(src.AsSpan((firstToken + t) * dim, dim), w, eps, dst.AsSpan(t * dim, dim));
     }
+
+    /// <summary>One row of RmsNorm: the scalar reference here, a vector sum on the fast backend.</summary>
+    private protected virtual void NormRow(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, float eps,
+        Span<float> y) => ScalarKernels.RmsNorm(x, weight, eps, y);
 
     /// <summary>
     /// Norms over at least this many tokens, and SwiGLU and residual adds over at least this many blocks of
@@ -93,8 +97,9 @@ public abstract class HostBackend : IComputeBackend
 
         private ElementwiseJob(Action<int, int> run) => _run = run;
 
-        public static ElementwiseJob Norm(float[] src, BackendWeight weight, int firstToken, float eps, float[] dst)
-            => new((begin, end) => RmsNormRows(src, weight, firstToken, eps, dst, begin, end));
+        public static ElementwiseJob Norm(HostBackend backend, float[] src, BackendWeight weight, int firstToken,
+            float eps, float[] dst) => new((begin, end) => backend.RmsNormRows(src, weight, firstToken, eps, dst,
+            begin, end));
 
         /// <summary>op(a, b) over values [begin, end) of a count-long operation, Block values per item.</summary>
         public static ElementwiseJob Values(float[] a, float[] b, int count, Action<float[], float[], int, int> op)
