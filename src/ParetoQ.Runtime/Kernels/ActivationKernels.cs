@@ -77,6 +77,30 @@ public static class ActivationKernels
         return sum;
     }
 
+    /// <summary>
+    /// <see cref="ScalarKernels.Rope"/>, with vectors for the rotate-half layout: the same products and differences in
+    /// the same order, so the same result.
+    /// </summary>
+    public static void Rope(ReadOnlySpan<float> cos, ReadOnlySpan<float> sin, bool interleaved, Span<float> head)
+    {
+        int half = head.Length / 2, i = 0;
+        if (!interleaved && Vector128.IsHardwareAccelerated)
+        {
+            if (cos.Length < half || sin.Length < half) throw new ArgumentException("fewer angles than head_dim / 2",
+                nameof(cos));
+            var lo = head[..half];
+            var hi = head.Slice(half, half);
+            for (; i + 4 <= half; i += 4)
+            {
+                var (x0, x1) = (Vector128.Create(lo.Slice(i, 4)), Vector128.Create(hi.Slice(i, 4)));
+                var (c, s) = (Vector128.Create(cos.Slice(i, 4)), Vector128.Create(sin.Slice(i, 4)));
+                (x0 * c - x1 * s).CopyTo(lo.Slice(i, 4));
+                (x1 * c + x0 * s).CopyTo(hi.Slice(i, 4));
+            }
+        }
+        ScalarKernels.Rope(cos[i..], sin[i..], interleaved, head, i);
+    }
+
     /// <summary>gate[i] = silu(gate[i]) · up[i], silu(g) = g / (1 + e^−g).</summary>
     public static void SwiGlu(ReadOnlySpan<float> up, Span<float> gate)
     {

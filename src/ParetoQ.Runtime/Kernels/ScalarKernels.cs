@@ -73,17 +73,19 @@ public static class ScalarKernels
             for (int i = 0; i < x.Length; i++) y[i] = x[i] * inv * weight[i];
     }
 
-    /// <summary>Rotates one head vector (head_dim) by the angles whose cos/sin are given (head_dim / 2 each).</summary>
-    public static void Rope(ReadOnlySpan<float> cos, ReadOnlySpan<float> sin, bool interleaved, Span<float> head)
+    /// <summary>Rotates one head vector (head_dim) by the angles whose cos/sin are given (head_dim / 2 each), from
+    /// pair <paramref name="firstPair"/> on (cos[0] is that pair's).</summary>
+    public static void Rope(ReadOnlySpan<float> cos, ReadOnlySpan<float> sin, bool interleaved, Span<float> head,
+        int firstPair = 0)
     {
         int half = head.Length / 2;
-        for (int i = 0; i < half; i++)
+        for (int i = firstPair; i < half; i++)
         {
             int a = interleaved ? 2 * i : i;
             int b = interleaved ? 2 * i + 1 : i + half;
             float x0 = head[a], x1 = head[b];
-            head[a] = x0 * cos[i] - x1 * sin[i];
-            head[b] = x1 * cos[i] + x0 * sin[i];
+            head[a] = x0 * cos[i - firstPair] - x1 * sin[i - firstPair];
+            head[b] = x1 * cos[i - firstPair] + x0 * sin[i - firstPair];
         }
     }
 

@@ -120,6 +120,24 @@ public class KernelTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Vector_rope_equals_the_scalar_rope_in_both_layouts()
+    {
+        var rng = new Random(5);
+        foreach (int hd in new[] { 2, 6, 8, 10, 14, 64, 66, 128 })
+            foreach (bool interleaved in new[] { false, true })
+            {
+                var angles = Enumerable.Range(0, hd / 2).Select(_ => rng.NextDouble() * 100).ToArray();
+                var cos = angles.Select(a => (float)Math.Cos(a)).ToArray();
+                var sin = angles.Select(a => (float)Math.Sin(a)).ToArray();
+                var head = Enumerable.Range(0, hd).Select(_ => (float)(rng.NextDouble() * 6 - 3)).ToArray();
+                var expected = (float[])head.Clone();
+                ScalarKernels.Rope(cos, sin, interleaved, expected);
+                ActivationKernels.Rope(cos, sin, interleaved, head);
+                Assert.Equal(expected, head);
+            }
+    }
+
+    [Fact]
     public void Scalar_integer_path_is_within_the_quantization_bound_of_exact_mode()
     {
         var failures = KernelSuite.Cases([KernelPath.Scalar]).Select(c => (c, problem: KernelSuite.Run(c)))

@@ -105,6 +105,10 @@ public abstract class HostBackend : IComputeBackend
         public static ElementwiseJob Values(float[] a, float[] b, int count, Action<float[], float[], int, int> op)
             => new((begin, end) => op(a, b, begin * Block, Math.Min(count, end * Block)));
 
+        /// <summary>Rotary encoding of q and k, token rows per item.</summary>
+        public static ElementwiseJob Positions(float[] q, float[] k, int startPos, LayerAttention layer)
+            => new((begin, end) => PositionEncodeRows(q, k, startPos, layer, begin, end));
+
         public static int Items(int count) => (count + Block - 1) / Block;
 
         public void Execute(int begin, int end, int worker) => _run(begin, end);
@@ -139,28 +143,30 @@ public abstract class HostBackend : IComputeBackend
 
     public void PositionEncode(int tokens, int startPos, LayerAttention layer, BackendBuffer qBuf, BackendBuffer kBuf)
     {
-        var q = Data(qBuf);
-        var k = Data(kBuf);
-        int hd = layer.HeadDim, half = hd / 2;
+        var (q, k) = (Data(qBuf), Data(kBuf));
+        if (tokens >= ParallelTokens)
+            Pool.Run(ElementwiseJob.Positions(q, k, startPos, layer), tokens, balance: true);
+        else PositionEncodeRows(q, k, startPos, layer, 0, tokens);
+    }
+
+    // Tokens [begin, end) of a chunk that starts at startPos.
+    private static void PositionEncodeRows(float[] q, float[] k, int startPos, LayerAttention layer, int begin, int end)
+    {
+        int hd = layer.HeadDim;
         int qWidth = layer.Heads * hd, kWidth = layer.KvHeads * hd;
-        // Positions are encoded on the calling thread; cos and sin of one position at a time.
-        Span<float> cos = stackalloc float[half], sin = stackalloc float[half];
-        for (int t = 0; t < tokens; t++)
+        for (int t = begin; t < end; t++)
         {
             int pos = startPos + t;
             var qt = q.AsSpan(t * qWidth, qWidth);
             var kt = k.AsSpan(t * kWidth, kWidth);
             if (layer.UseRope)
             {
-                for (int i = 0; i < half; i++)
-                {
-                    float angle = pos * layer.RopeInvFreq[i];
-                    cos[i] = MathF.Cos(angle);
-                    sin[i] = MathF.Sin(angle);
-                }
+                var angles = RopeAngles.Of(layer.RopeInvFreq, pos);
                 bool interleaved = layer.RopeLayout == Model.RopeLayout.Interleaved;
-                for (int h = 0; h < layer.Heads; h++) ScalarKernels.Rope(cos, sin, interleaved, qt.Slice(h * hd, hd));
-                for (int h = 0; h < layer.KvHeads; h++) ScalarKernels.Rope(cos, sin, interleaved, kt.Slice(h * hd, hd));
+                for (int h = 0; h < layer.Heads; h++) ActivationKernels.Rope(angles.Cos, angles.Sin, interleaved,
+                    qt.Slice(h * hd, hd));
+                for (int h = 0; h < layer.KvHeads; h++) ActivationKernels.Rope(angles.Cos, angles.Sin, interleaved,
+                    kt.Slice(h * hd, hd));
                 if (layer.QkNorm)
                 {
                     for (int h = 0; h < layer.Heads; h++) ScalarKernels.RmsNorm(qt.Slice(h * hd, hd), default,
@@ -174,6 +180,33 @@ public abstract class HostBackend : IComputeBackend
                 float s = tune.Factor(pos);
                 foreach (ref float v in qt) v *= s;
             }
+        }
+    }
+
+    /// <summary>
+    /// cos and sin of one position's angles, kept per thread: every layer of a decode step encodes the same position
+    /// with the same frequencies, and 64 MathF.Cos/Sin calls per layer were half of the encoding's time.
+    /// </summary>
+    private sealed class RopeAngles
+    {
+        [ThreadStatic] private static RopeAngles? t_last;
+        private float[]? _invFreq;
+        private int _pos = -1;
+        public float[] Cos = [], Sin = [];
+
+        public static RopeAngles Of(float[] invFreq, int pos)
+        {
+            var a = t_last ??= new RopeAngles();
+            if (ReferenceEquals(a._invFreq, invFreq) && a._pos == pos) return a;
+            if (a.Cos.Length != invFreq.Length) (a.Cos, a.Sin) = (new float[invFreq.Length], new float[invFreq.Length]);
+            for (int i = 0; i < invFreq.Length; i++)
+            {
+                float angle = pos * invFreq[i];
+                a.Cos[i] = MathF.Cos(angle);
+                a.Sin[i] = MathF.Sin(angle);
+            }
+            (a._invFreq, a._pos) = (invFreq, pos);
+            return a;
         }
     }
 
