@@ -38,9 +38,36 @@ public static class ModelBench
         return path;
     }
 
+    /// <summary>
+    /// Prompt and decode lengths that fit a context of <paramref name="context"/> positions: a prompt that leaves no
+    /// room for the decoded tokens is shortened to leave it (decode to half the context where it alone would not fit),
+    /// repeated lengths are dropped, and each change is described in <paramref name="notes"/>.
+    /// </summary>
+    public static (List<int> Prompts, int Decode) FitContext(IReadOnlyList<int> prompts, int decode, int context,
+        List<string> notes)
+    {
+        int fitDecode = Math.Min(decode, Math.Max(1, context / 2));
+        if (fitDecode != decode)
+            notes.Add($"decode {decode} shortened to {fitDecode}: the context is {context} positions");
+        var fitted = new List<int>();
+        foreach (int p in prompts)
+        {
+            int fit = Math.Min(p, context - fitDecode);
+            if (fit != p) notes.Add($"prompt {p} shortened to {fit}: the context is {context} positions and " +
+                $"{fitDecode} are decoded");
+            if (!fitted.Contains(fit)) fitted.Add(fit);
+        }
+        return (fitted, fitDecode);
+    }
+
+    /// <summary>
+    /// One row per prompt length: prefill and decode tokens/s as mean ± sd over <paramref name="repetitions"/> runs,
+    /// each a fresh prefill followed by the decode. Rows go into the report as soon as they are measured, so a later
+    /// failure still leaves them to print.
+    /// </summary>
     public static void Run(BenchReport report, string path, string label, IComputeBackend backend,
-        IReadOnlyList<int> prompts, int decodeTokens, double? bandwidthGBs, TextWriter progress, bool profile = false,
-        WeightMemory weights = WeightMemory.Auto)
+        IReadOnlyList<int> prompts, int decodeTokens, int repetitions, double? bandwidthGBs, TextWriter progress,
+        bool profile = false, WeightMemory weights = WeightMemory.Auto)
     {
         // --profile: time every backend operation of the prefill and of the decode steps, and print where a token's
         // time goes. An accelerator runs its kernels asynchronously, so there the time lands on the operation that
@@ -53,50 +80,61 @@ public static class ModelBench
         // Decode reads every weight once per token except the embedding table (one row); a tied head reads it whole.
         long bytesPerToken = weightBytes - model.Embedding.Tensor.Length + (c.TieWordEmbeddings
             ? model.Head.Tensor.Length : 0);
-        foreach (int p in prompts)
+        var notes = new List<string>();
+        (var fitted, decodeTokens) = FitContext(prompts, decodeTokens, c.MaxPositionEmbeddings, notes);
+        foreach (string note in notes) progress.WriteLine($"note: {label}: {note}");
+        foreach (int p in fitted)
         {
-            int context = p + decodeTokens + 1;
             using var session = new Session(model,
-                new SessionOptions { ContextLength = Math.Min(context, c.MaxPositionEmbeddings),
+                new SessionOptions { ContextLength = Math.Min(p + decodeTokens, c.MaxPositionEmbeddings),
                 MaxBatch = Math.Min(p, 512) });
             var prompt = Enumerable.Range(0, p).Select(_ => rng.Next(c.VocabSize)).ToArray();
-            // Warm-up: touch every page of the map and JIT the paths, outside the timing.
+            // Warm-up: touch every page of the map and compile the prefill and decode paths, outside the timing.
             session.Forward(prompt.AsSpan(0, Math.Min(p, 16)));
-            session.Reset();
-            profiler?.Clear();
-            double prefill = Timing.Seconds(() => session.Forward(prompt));
-            if (profiler is not null) PrintProfile(profiler, $"{label}, prefill of {p}", p, prefill, progress);
             var next = new int[1];
-            profiler?.Clear();
-            double decode = Timing.Seconds(() =>
+            session.Forward(next);
+            var prefillRates = new List<double>();
+            var decodeRates = new List<double>();
+            for (int r = 0; r < repetitions; r++)
             {
-                for (int i = 0; i < decodeTokens; i++)
+                session.Reset();
+                profiler?.Clear();
+                double prefill = Timing.Seconds(() => session.Forward(prompt));
+                prefillRates.Add(p / prefill);
+                if (profiler is not null && r == 0)
+                    PrintProfile(profiler, $"{label}, prefill of {p}", p, prefill, progress);
+                profiler?.Clear();
+                double decode = Timing.Seconds(() =>
                 {
-                    next[0] = rng.Next(c.VocabSize);
-                    session.Forward(next);
-                }
-            });
-            double decodeTps = decodeTokens / decode;
+                    for (int i = 0; i < decodeTokens; i++)
+                    {
+                        next[0] = rng.Next(c.VocabSize);
+                        session.Forward(next);
+                    }
+                });
+                decodeRates.Add(decodeTokens / decode);
+                if (profiler is not null && r == 0) PrintProfile(profiler, $"{label}, decode at context {p}",
+                    decodeTokens, decode, progress);
+                progress.Write('.');
+            }
+            var decodeSpread = Spread.Of(decodeRates);
             // KV read per decoded token, approximately: the filled fraction of the caches.
             long kvBytes = session.KvCacheBytes * (p + decodeTokens / 2) / Math.Max(1, session.ContextLength);
-            progress.Write('.');
             var row = new List<(string, object)>
             {
                 ("model", label), ("weights_MB", weightBytes / 1e6),
                 ("weights", model.File.Memory == WeightMemory.Resident ? "resident" : "mapped"), ("prompt", p),
-                ("prefill_tok/s", p / prefill),
-                ("decode_ctx", p), ("decode_tok/s", decodeTps), ("read_MB/token", (bytesPerToken + kvBytes) / 1e6),
+                ("prefill_tok/s", Spread.Of(prefillRates)),
+                ("decode", decodeTokens), ("decode_tok/s", decodeSpread),
+                ("read_MB/token", (bytesPerToken + kvBytes) / 1e6),
             };
             if (bandwidthGBs is { } bw)
             {
                 double bound = bw * 1e9 / (bytesPerToken + kvBytes);
-                row.Add(("read_GB/s", bw));
                 row.Add(("roofline_tok/s", bound));
-                row.Add(("roofline_frac", decodeTps / bound));
+                row.Add(("roofline_frac", decodeSpread.Mean / bound));
             }
             report.Row([.. row]);
-            if (profiler is not null) PrintProfile(profiler, $"{label}, decode at context {p}", decodeTokens, decode,
-                progress);
         }
         progress.WriteLine();
     }

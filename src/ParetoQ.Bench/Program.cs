@@ -167,6 +167,10 @@ public static class Program
         var prompts = new Option<string>("--prompts") { Description = "Prompt lengths to prefill; decode is timed right after each", DefaultValueFactory = _ => "128,512,2048" };
         var decode = new Option<int>("--decode") { Description = "Tokens decoded after each prefill",
             DefaultValueFactory = _ => 32 };
+        var repetitions = new Option<int>("--repetitions", "-r") { Description = "Runs of each prefill and decode; " +
+            "rows give the mean ± standard deviation", DefaultValueFactory = _ => 3 };
+        var output = new Option<string>("--output", "-o") { Description = "Output format: md, csv, json, jsonl or " +
+            "table", DefaultValueFactory = _ => "md" };
         var kernels = new Option<string?>("--kernels") { Description = "Kernel path (default: the best one)" };
         var exact = new Option<bool>("--exact") { Description = "Exact mode: fp32 activations, scalar kernels" };
         var dir = new Option<string>("--dir") { Description = "Where generated models are cached",
@@ -184,8 +188,8 @@ public static class Program
         var weights = new WeightMemoryOptions();
         var cmd = new Command("model", "Prefill and decode tokens/s of whole models")
         {
-            threads, json, modelFile, presets, formats, head, prompts, decode, kernels, exact, dir, bandwidth, profile,
-                tokenizer, device, weights.Mmap, weights.NoMmap,
+            threads, json, modelFile, presets, formats, head, prompts, decode, repetitions, output, kernels, exact, dir,
+                bandwidth, profile, tokenizer, device, weights.Mmap, weights.NoMmap,
         };
         cmd.SetAction(parse =>
         {
@@ -194,6 +198,9 @@ public static class Program
                 Threads = ThreadCount(parse.GetValue(threads)), Exact = parse.GetValue(exact),
                 Kernels = parse.GetValue(kernels) is { } k ? KernelDispatch.Parse(k) : null,
             };
+            var format = parse.GetValue(json) ? ReportFormat.Json : BenchReport.ParseFormat(parse.GetValue(output)!);
+            int reps = parse.GetValue(repetitions);
+            if (reps < 1) throw new UsageException($"--repetitions {reps} must be at least 1");
             var report = new BenchReport("model");
             // One backend for every model of the run (an accelerator compiles its kernels once); models load onto it in
             // turn.
@@ -210,15 +217,22 @@ public static class Program
             {
                 var (median, low, high) = ReadBandwidth(backend, options.Threads);
                 bw = median;
-                report.Fact("read_GB/s", $"{median:F1} (median of 5; {low:F1}-{high:F1})");
+                report.Footer("read_GB/s", $"{median:F1} (median of 5; {low:F1}-{high:F1})");
             }
-            else report.Fact("read_GB/s", $"{bw:F1} (--bandwidth)");
+            else report.Footer("read_GB/s", $"{bw:F1} (--bandwidth)");
+            report.Footer("build", typeof(Program).Assembly.GetCustomAttributes(typeof(
+                System.Reflection.AssemblyInformationalVersionAttribute), false) is [System.Reflection.
+                AssemblyInformationalVersionAttribute v, ..] ? v.InformationalVersion : "unknown");
+            report.Footer("cpu", KernelChoice.CpuModel());
             var promptLengths = Split(parse.GetValue(prompts)!).Select(ParsePositive).ToList();
             int decodeTokens = parse.GetValue(decode);
             if (decodeTokens < 1) throw new UsageException("--decode must be at least 1");
+            // Rows measured before a failure are printed before its message.
+            try
+            {
             if (parse.GetValue(modelFile) is { } file)
             {
-                ModelBench.Run(report, file, Path.GetFileName(file), backend, promptLengths, decodeTokens, bw,
+                ModelBench.Run(report, file, Path.GetFileName(file), backend, promptLengths, decodeTokens, reps, bw,
                     Console.Error, parse.GetValue(profile), weights.Get(parse));
             }
             else
@@ -237,10 +251,15 @@ public static class Program
                         parse.GetValue(tokenizer), Console.Error);
                     ModelBench.Run(report, path,
                         $"{preset} {WeightFormats.Name(projections)} ({Path.GetFileName(path)})", backend,
-                        promptLengths, decodeTokens, bw, Console.Error, parse.GetValue(profile), weights.Get(parse));
+                        promptLengths, decodeTokens, reps, bw, Console.Error, parse.GetValue(profile),
+                        weights.Get(parse));
                 }
             }
-            report.Print(parse.GetValue(json), Console.Out);
+            }
+            finally
+            {
+                report.Print(format, Console.Out);
+            }
             return 0;
         });
         return cmd;

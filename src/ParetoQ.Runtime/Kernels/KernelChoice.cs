@@ -150,7 +150,7 @@ public static class KernelChoice
 
     // The model name from /proc/cpuinfo on Linux (vendor, family and model where the name is missing); elsewhere the
     // architecture and core count.
-    private static string CpuModel()
+    public static string CpuModel()
     {
         try
         {
