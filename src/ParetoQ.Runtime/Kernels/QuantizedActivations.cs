@@ -112,8 +112,16 @@ public sealed unsafe class QuantizedActivations : IDisposable
                 sbyte* wide = _wide + (long)t * stride * WideCopies;
                 for (int b = 0; b < stride; b += 16)
                 {
+                    // One 64-byte store of the broadcast block where the vectors are that wide: four 16-byte stores
+                    // per block were half of quantizing a prefill chunk.
                     var block = Vector128.Load(_values + (long)t * stride + b);
-                    for (int c = 0; c < WideCopies; c++) block.Store(wide + (long)b * WideCopies + c * 16);
+                    if (Vector512.IsHardwareAccelerated)
+                    {
+                        var pair = Vector256.Create(block, block);
+                        Vector512.Create(pair, pair).Store(wide + (long)b * WideCopies);
+                    }
+                    else
+                        for (int c = 0; c < WideCopies; c++) block.Store(wide + (long)b * WideCopies + c * 16);
                 }
             }
             int* sums = _groupSums + (long)t * (stride / SumGroup);
@@ -152,7 +160,20 @@ public sealed unsafe class QuantizedActivations : IDisposable
     {
         float absMax = 0;
         int k = 0;
-        if (Vector128.IsHardwareAccelerated)
+        if (Vector256.IsHardwareAccelerated)
+        {
+            // Two chains: max is exact in any order.
+            Vector256<float> m0 = default, m1 = default;
+            for (; k + 16 <= x.Length; k += 16)
+            {
+                m0 = Vector256.Max(m0, Vector256.Abs(Vector256.Create(x.Slice(k, 8))));
+                m1 = Vector256.Max(m1, Vector256.Abs(Vector256.Create(x.Slice(k + 8, 8))));
+            }
+            var m = Vector256.Max(m0, m1);
+            var h = Vector128.Max(m.GetLower(), m.GetUpper());
+            absMax = MathF.Max(MathF.Max(h[0], h[1]), MathF.Max(h[2], h[3]));
+        }
+        else if (Vector128.IsHardwareAccelerated)
         {
             var m = Vector128<float>.Zero;
             for (; k + 4 <= x.Length; k += 4) m = Vector128.Max(m, Vector128.Abs(Vector128.Create(x.Slice(k, 4))));
@@ -164,6 +185,18 @@ public sealed unsafe class QuantizedActivations : IDisposable
         if (absMax == 0) return 0;
         float inv = 127f / absMax;
         k = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var vInv = Vector256.Create(inv);
+            for (; k + 32 <= x.Length; k += 32)
+            {
+                var q0 = Vector256.ConvertToInt32(Vector256.Round(Vector256.Create(x.Slice(k, 8)) * vInv));
+                var q1 = Vector256.ConvertToInt32(Vector256.Round(Vector256.Create(x.Slice(k + 8, 8)) * vInv));
+                var q2 = Vector256.ConvertToInt32(Vector256.Round(Vector256.Create(x.Slice(k + 16, 8)) * vInv));
+                var q3 = Vector256.ConvertToInt32(Vector256.Round(Vector256.Create(x.Slice(k + 24, 8)) * vInv));
+                Vector256.Narrow(Vector256.Narrow(q0, q1), Vector256.Narrow(q2, q3)).CopyTo(dst.Slice(k, 32));
+            }
+        }
         if (Vector128.IsHardwareAccelerated)
         {
             var vInv = Vector128.Create(inv);

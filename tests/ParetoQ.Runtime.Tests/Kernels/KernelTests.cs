@@ -204,6 +204,24 @@ public class KernelTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void Vector_activation_quantization_equals_the_scalar_formula_on_every_length()
+    {
+        var rng = new Random(3);
+        foreach (int n in new[] { 1, 7, 15, 16, 17, 31, 32, 33, 47, 63, 64, 65, 100, 1280, 1283, 3584 })
+        {
+            // Halves scaled by 1 (the maximum is 127) put rounding ties in the vector body as well as the tail.
+            var x = Enumerable.Range(0, n).Select(_ => rng.Next(-254, 255) / 2f).ToArray();
+            x[rng.Next(n)] = -127f;
+            float absMax = x.Max(MathF.Abs), inv = 127f / absMax;
+            var expected = x.Select(v => (sbyte)(int)MathF.Round(v * inv)).ToArray();
+            var dst = new sbyte[n + 5];
+            Assert.Equal(absMax / 127f, QuantizedActivations.QuantizeRow(x, dst));
+            Assert.Equal(expected, dst[..n]);
+            Assert.All(dst[n..], v => Assert.Equal(0, v));
+        }
+    }
+
+    [Fact]
     public void Unknown_or_unsupported_path_names_are_refused_with_the_supported_list()
     {
         var e = Assert.Throws<ArgumentException>(() => KernelDispatch.Parse("sse9"));
