@@ -29,7 +29,12 @@ internal static class Perplexity
     /// <summary>The largest text scored: about 16M tokens, hours of prefill on a laptop.</summary>
     public const long MaxTextBytes = 64 << 20;
 
-    public static int Run(Session session, ITokenizer tokenizer, string path, PerplexityMode mode)
+    /// <summary>
+    /// Scores the text and prints, as llama-perplexity does, the running perplexity after each chunk or window on
+    /// stderr and the final estimate with its uncertainty: PPL ± PPL · sd(−log p) / √(n − 1) over the n scored tokens
+    /// (llama-perplexity's formula, so the two ± compare). <paramref name="json"/>: one JSON object on stdout instead.
+    /// </summary>
+    public static int Run(Session session, ITokenizer tokenizer, string path, PerplexityMode mode, bool json)
     {
         byte[] bytes = InputFile.ReadAll(path, MaxTextBytes, problem => new InvalidDataException($"{path}: {problem}"));
         string text;
@@ -41,8 +46,14 @@ internal static class Perplexity
         if (session.ContextLength < 2) throw new UsageException("perplexity needs a context of at least 2 tokens");
         int window = session.ContextLength, stride = Math.Max(1, window / 2);
         var logits = new float[session.MaxBatch * session.Config.VocabSize];
-        double nll = 0;
-        long scored = 0;
+        var nlls = new List<double>();
+        var running = new List<double>(); // perplexity after each chunk or window
+        void Progress()
+        {
+            running.Add(Math.Exp(nlls.Average()));
+            Console.Error.Write($"[{running.Count}]{running[^1]:F4},");
+        }
+        string protocol;
         if (mode == PerplexityMode.Chunks)
         {
             if (tokens.Length < 2 * window)
@@ -53,22 +64,50 @@ internal static class Perplexity
             {
                 tokens.AsSpan(begin, window).CopyTo(chunk);
                 if (tokenizer.BosId >= 0) chunk[0] = tokenizer.BosId;
-                nll -= TokenScoring.LogLikelihood(session, chunk, first + 1, logits); // targets first+1 … window−1
-                scored += window - first - 1;
+                TokenScoring.LogLikelihood(session, chunk, first + 1, logits, nlls); // targets first+1 … window−1
+                Progress();
             }
-            Console.WriteLine($"perplexity {Math.Exp(nll / scored):F4} over {scored} tokens of {path} ({tokens.Length / window} chunks of {window}, second halves scored as llama-perplexity does)");
+            protocol = $"{tokens.Length / window} chunks of {window}, second halves scored as llama-perplexity does";
+        }
+        else
+        {
+            for (int begin = 0, scoredEnd = 1; scoredEnd < tokens.Length; begin += stride)
+            {
+                int end = Math.Min(begin + window, tokens.Length);
+                // targets scoredEnd … end−1
+                TokenScoring.LogLikelihood(session, tokens.AsSpan(begin, end - begin), scoredEnd - begin, logits,
+                    nlls);
+                scoredEnd = end;
+                Progress();
+            }
+            protocol = $"window {window}, stride {stride}";
+        }
+        Console.Error.WriteLine();
+        double mean = nlls.Average(), ppl = Math.Exp(mean);
+        double sd = nlls.Count < 2 ? 0 : Math.Sqrt(nlls.Sum(v => (v - mean) * (v - mean)) / nlls.Count);
+        double uncertainty = nlls.Count < 2 ? 0 : ppl * sd / Math.Sqrt(nlls.Count - 1);
+        if (!json)
+        {
+            Console.WriteLine(
+                $"perplexity {ppl:F4} ± {uncertainty:F4} over {nlls.Count} tokens of {path} ({protocol})");
             return 0;
         }
-        for (int begin = 0, scoredEnd = 1; scoredEnd < tokens.Length; begin += stride)
+        using var stdout = Console.OpenStandardOutput();
+        using (var w = new System.Text.Json.Utf8JsonWriter(stdout))
         {
-            int end = Math.Min(begin + window, tokens.Length);
-            // targets scoredEnd … end−1
-            nll -= TokenScoring.LogLikelihood(session, tokens.AsSpan(begin, end - begin), scoredEnd - begin, logits);
-            scored += end - scoredEnd;
-            scoredEnd = end;
+            w.WriteStartObject();
+            w.WriteString("file", path);
+            w.WriteString("mode", mode == PerplexityMode.Chunks ? "chunks" : "windows");
+            w.WriteNumber("context", window);
+            w.WriteNumber("tokens", nlls.Count);
+            w.WriteNumber("perplexity", ppl);
+            w.WriteNumber("uncertainty", uncertainty);
+            w.WriteStartArray(mode == PerplexityMode.Chunks ? "running_by_chunk" : "running_by_window");
+            foreach (double r in running) w.WriteNumberValue(r);
+            w.WriteEndArray();
+            w.WriteEndObject();
         }
-        double ppl = Math.Exp(nll / scored);
-        Console.WriteLine($"perplexity {ppl:F4} over {scored} tokens of {path} (window {window}, stride {stride})");
+        stdout.WriteByte((byte)'\n');
         return 0;
     }
 }

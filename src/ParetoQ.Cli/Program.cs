@@ -140,7 +140,7 @@ public static class Program
         using var session = new Session(model,
             new SessionOptions { ContextLength = s.Context, KvCache = s.KvCache,
             AllLogits = s.Perplexity is not null });
-        if (s.Perplexity is not null) return Perplexity.Run(session, tokenizer, s.Perplexity, s.PerplexityMode);
+        if (s.Perplexity is not null) return Perplexity.Run(session, tokenizer, s.Perplexity, s.PerplexityMode, s.Json);
         return s.Chat ? Chat(session, tokenizer, model.File, s) : Complete(session, tokenizer, model.File, s);
     }
 

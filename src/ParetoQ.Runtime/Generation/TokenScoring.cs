@@ -18,9 +18,11 @@ public static class TokenScoring
     /// <summary>
     /// Σ log p(tokens[i] | tokens[..i]) over i in [<paramref name="from"/>, tokens.Length), running
     /// <paramref name="session"/> (opened with <see cref="SessionOptions.AllLogits"/>) from a reset over all of
-    /// <paramref name="tokens"/>. <paramref name="logits"/> holds MaxBatch × vocab floats.
+    /// <paramref name="tokens"/>. <paramref name="logits"/> holds MaxBatch × vocab floats. Each scored token's
+    /// −log p is also added to <paramref name="tokenNlls"/> when given (for the spread of a perplexity).
     /// </summary>
-    public static double LogLikelihood(Session session, ReadOnlySpan<int> tokens, int from, float[] logits)
+    public static double LogLikelihood(Session session, ReadOnlySpan<int> tokens, int from, float[] logits,
+        List<double>? tokenNlls = null)
     {
         if (from < 1 || from > tokens.Length) throw new ArgumentOutOfRangeException(nameof(from), from,
             $"scored tokens must start within 1..{tokens.Length}");
@@ -32,8 +34,12 @@ public static class TokenScoring
             int n = Math.Min(session.MaxBatch, tokens.Length - 1 - start); // the last token predicts nothing we score
             session.Forward(tokens.Slice(start, n), logits);
             for (int i = 0; i < n; i++)
-                if (start + i + 1 >= from) sum -= NegativeLogLikelihood(logits.AsSpan(i * vocab, vocab),
-                    tokens[start + i + 1]);
+            {
+                if (start + i + 1 < from) continue;
+                double nll = NegativeLogLikelihood(logits.AsSpan(i * vocab, vocab), tokens[start + i + 1]);
+                sum -= nll;
+                tokenNlls?.Add(nll);
+            }
         }
         return sum;
     }

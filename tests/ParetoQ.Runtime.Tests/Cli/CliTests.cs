@@ -219,7 +219,8 @@ public sealed class CliTests : IDisposable
             nll += Math.Log(sum) - (row[tokens[t + 1]] - max);
         }
         double expected = Math.Exp(nll / (tokens.Length - 1));
-        var m = System.Text.RegularExpressions.Regex.Match(cli.Out, @"^perplexity ([\d.]+) over (\d+) tokens");
+        var m = System.Text.RegularExpressions.Regex.Match(cli.Out,
+            @"^perplexity ([\d.]+) ± [\d.]+ over (\d+) tokens");
         Assert.True(m.Success, cli.Out);
         Assert.Equal(tokens.Length - 1, int.Parse(m.Groups[2].Value));
         Assert.Equal(expected, double.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture),
@@ -246,7 +247,7 @@ public sealed class CliTests : IDisposable
         int vocab = model.Config.VocabSize, chunks = tokens.Length / 64;
         Assert.True(chunks >= 3);
         var logits = new float[64 * vocab];
-        double nll = 0;
+        var nlls = new List<double>();
         for (int c = 0; c < chunks; c++)
         {
             int[] chunk = tokens[(c * 64)..((c + 1) * 64)];
@@ -257,16 +258,34 @@ public sealed class CliTests : IDisposable
             {
                 var row = logits.AsSpan(t * vocab, vocab).ToArray();
                 double max = row.Max();
-                nll += Math.Log(row.Sum(l => Math.Exp(l - max))) - (row[chunk[t + 1]] - max);
+                nlls.Add(Math.Log(row.Sum(l => Math.Exp(l - max))) - (row[chunk[t + 1]] - max));
             }
         }
-        double expected = Math.Exp(nll / (chunks * 31));
+        double expected = Math.Exp(nlls.Average());
+        // llama-perplexity's uncertainty: PPL · sqrt((mean(nll²) − mean(nll)²) / (n − 1)).
+        double meanSquare = nlls.Average(v => v * v), mean = nlls.Average();
+        double expectedSpread = expected * Math.Sqrt((meanSquare - mean * mean) / (nlls.Count - 1));
         var m = System.Text.RegularExpressions.Regex.Match(cli.Out,
-            @"^perplexity ([\d.]+) over (\d+) tokens .*\((\d+) chunks of 64");
+            @"^perplexity ([\d.]+) ± ([\d.]+) over (\d+) tokens .*\((\d+) chunks of 64");
         Assert.True(m.Success, cli.Out);
-        Assert.Equal(chunks * 31, int.Parse(m.Groups[2].Value));
-        Assert.Equal(expected, double.Parse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture),
-            expected * 1e-3);
+        Assert.Equal(chunks * 31, int.Parse(m.Groups[3].Value));
+        var invariant = System.Globalization.CultureInfo.InvariantCulture;
+        Assert.Equal(expected, double.Parse(m.Groups[1].Value, invariant), expected * 1e-3);
+        Assert.Equal(expectedSpread, double.Parse(m.Groups[2].Value, invariant), expectedSpread * 1e-2 + 1e-4);
+        // Progress as llama-perplexity prints it: the running perplexity after each chunk, the last one the result.
+        var progress = System.Text.RegularExpressions.Regex.Matches(cli.Err, @"\[(\d+)\]([\d.]+),");
+        Assert.Equal(chunks, progress.Count);
+        Assert.Equal(double.Parse(m.Groups[1].Value, invariant),
+            double.Parse(progress[^1].Groups[2].Value, invariant), 1e-3);
+
+        var json = Run("--model", _model, "--perplexity", file, "--perplexity-mode", "chunks", "--context", "64",
+            "--kv-cache", "f32", "--json");
+        Assert.True(json.Exit == 0, json.Err);
+        using var doc = System.Text.Json.JsonDocument.Parse(json.Out);
+        Assert.Equal(expected, doc.RootElement.GetProperty("perplexity").GetDouble(), expected * 1e-3);
+        Assert.Equal(expectedSpread, doc.RootElement.GetProperty("uncertainty").GetDouble(), expectedSpread * 1e-2);
+        Assert.Equal(chunks * 31, doc.RootElement.GetProperty("tokens").GetInt32());
+        Assert.Equal(chunks, doc.RootElement.GetProperty("running_by_chunk").GetArrayLength());
 
         var shortText = Run("--model", _model, "--perplexity", file, "--perplexity-mode", "chunks", "--context", "512");
         Assert.Equal(1, shortText.Exit);

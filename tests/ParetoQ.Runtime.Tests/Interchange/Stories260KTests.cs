@@ -69,7 +69,7 @@ public sealed class Stories260KTests(ITestOutputHelper output)
         var run = ProgramRunner.Run("paretoq-run", "", [], "--model", pq, "--perplexity", dir.File("story.txt"),
             "--context", "256");
         Assert.True(run.Exit == 0, run.Err);
-        var m = Regex.Match(run.Out, @"^perplexity ([\d.]+) over (\d+) tokens");
+        var m = Regex.Match(run.Out, @"^perplexity ([\d.]+) ± [\d.]+ over (\d+) tokens");
         Assert.True(m.Success, run.Out);
         double perplexity = double.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
         output.WriteLine(run.Out.Trim());
@@ -199,7 +199,7 @@ public sealed class Stories260KTests(ITestOutputHelper output)
         var run = ProgramRunner.Run("paretoq-run", "", [], "--model", pq, "--perplexity", text, "--perplexity-mode",
             "chunks", "--context", "256", "--kv-cache", "f32");
         Assert.True(run.Exit == 0, run.Err);
-        var m = Regex.Match(run.Out, @"^perplexity ([\d.]+) over");
+        var m = Regex.Match(run.Out, @"^perplexity ([\d.]+) ± [\d.]+ over");
         Assert.True(m.Success, run.Out);
         return double.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
     }
