@@ -31,17 +31,17 @@ public static class Program
             "-p") { Description = "The prompt; with --chat, the first user message" };
         var file = new Option<string?>("--file", "-f")
             { Description = "Read the prompt from this UTF-8 file; - reads standard input" };
-        var maxTokens = new Option<int>("--max-tokens", "-n")
+        var maxTokens = new Option<int>("--max-tokens", "-n", "--n-predict")
         {
             Description = "Most tokens to generate; -1 runs until EOS or the context is full",
             DefaultValueFactory = _ => 256,
         };
-        var stop = new Option<string[]>("--stop")
+        var stop = new Option<string[]>("--stop", "-r", "--reverse-prompt")
             { Description = "Stop before this text (repeatable); it is not printed" };
-        var noEcho = new Option<bool>("--no-echo") { Description = "Do not print the prompt before the completion" };
+        var noEcho = new Option<bool>("--no-echo", "--no-display-prompt") { Description = "Do not print the prompt before the completion" };
         var json = new Option<bool>("--json")
             { Description = "Print one JSON object with the text and the statistics instead of streaming" };
-        var temperature = new Option<float>("--temperature") { Description = "Sampling temperature; 0 is greedy",
+        var temperature = new Option<float>("--temperature", "--temp") { Description = "Sampling temperature; 0 is greedy",
             DefaultValueFactory = _ => 0.8f };
         var topK = new Option<int>("--top-k") { Description = "Keep the k most likely tokens; 0 keeps all",
             DefaultValueFactory = _ => 40 };
@@ -49,19 +49,25 @@ public static class Program
             DefaultValueFactory = _ => 0.95f };
         var minP = new Option<float>("--min-p") { Description = "Drop tokens below this fraction of the best one's probability; 0 is off", DefaultValueFactory = _ => 0.05f };
         var repeatPenalty = new Option<float>("--repeat-penalty") { Description = "Penalty on tokens of the last 64; 1 (the default) is off, so --temperature 0 is argmax", DefaultValueFactory = _ => 1f };
-        var seed = new Option<ulong?>("--seed") { Description = "Random seed; the same seed gives the same text (default: random)" };
+        var seed = new Option<string?>("--seed", "-s")
+            { Description = "Random seed; the same seed gives the same text (default, or -1: random)" };
+        seed.Check(v => Seed(v));
         var context = new Option<int>("--context",
-            "-c") { Description = "Context length in tokens (default: min(model maximum, 4096))" };
+            "-c", "--ctx-size") { Description = "Context length in tokens (default: min(model maximum, 4096))" };
         var kvCache = new Option<string>("--kv-cache") { Description = "KV cache type", DefaultValueFactory = _
             => "int8" };
         kvCache.AcceptOnlyFromAmong("int8", "f32");
-        var chat = new Option<bool>("--chat") { Description = "Use the model's chat template; without --prompt, chat interactively" };
-        var system = new Option<string?>("--system") { Description = "System message for --chat" };
+        var chat = new Option<bool>("--chat", "-cnv", "--conversation") { Description = "Use the model's chat template; without --prompt, chat interactively" };
+        var system = new Option<string?>("--system", "-sys", "--system-prompt") { Description = "System message for --chat" };
         var threads = new Option<int>("--threads",
             "-t") { Description = "Worker threads, 1 up to the cores this process may use (default: one per core)" };
         var exact = new Option<bool>("--exact") { Description = "Exact mode: fp32 activations through the scalar reference kernels (slow; for accuracy checks)" };
         var device = new Option<string>("--device") { Description = "cpu, or through ILGPU (JIT-hosted build only): cuda, opencl, ilgpu-cpu (a simulator, for tests), auto (cuda, then opencl, then cpu)", DefaultValueFactory = _ => "cpu" };
         device.AcceptOnlyFromAmong(ComputeDevice.Names);
+        // llama.cpp's layer offload count: accepted so its command lines run; this program places the whole model on
+        // --device.
+        var gpuLayers = new Option<int?>("--n-gpu-layers", "-ngl", "--gpu-layers")
+            { Description = "Accepted for llama.cpp's command lines and ignored: the whole model runs on --device" };
         var perplexity = new Option<string?>("--perplexity") { Description = "Print the model's perplexity over this UTF-8 text file instead of generating" };
         var perplexityMode = new Option<string>("--perplexity-mode") { Description = "windows: sliding windows with half-context overlap, every token scored once; chunks: llama-perplexity's protocol (chunks of --context tokens starting with BOS, second halves scored), comparable with llama-perplexity -c N", DefaultValueFactory = _ => "windows" };
         perplexityMode.AcceptOnlyFromAmong("windows", "chunks");
@@ -84,9 +90,13 @@ public static class Program
         {
             model, prompt, file, maxTokens, stop, noEcho, json, temperature, topK, topP, minP, repeatPenalty, seed,
                 context, kvCache, chat,
-                system, perplexity, perplexityMode, threads, exact, device, weights.Mmap, weights.NoMmap,
+                system, perplexity, perplexityMode, threads, exact, device, gpuLayers, weights.Mmap, weights.NoMmap,
         };
-        root.SetAction(parse => Run(new Settings(
+        root.SetAction(parse =>
+        {
+            if (parse.GetValue(gpuLayers) is not null)
+                Console.Error.WriteLine("note: -ngl is ignored: the whole model runs on --device (cpu unless given)");
+            return Run(new Settings(
             parse.GetValue(model), parse.GetValue(prompt), parse.GetValue(file),
             parse.GetValue(maxTokens) == -1 ? int.MaxValue : parse.GetValue(maxTokens),
             parse.GetValue(stop) ?? [], parse.GetValue(noEcho), parse.GetValue(json),
@@ -94,16 +104,23 @@ public static class Program
             {
                 Temperature = parse.GetValue(temperature), TopK = parse.GetValue(topK), TopP = parse.GetValue(topP),
                     MinP = parse.GetValue(minP),
-                RepeatPenalty = parse.GetValue(repeatPenalty), Seed = parse.GetValue(seed)
+                RepeatPenalty = parse.GetValue(repeatPenalty), Seed = Seed(parse.GetValue(seed))
                     ?? (ulong)Stopwatch.GetTimestamp(),
             },
             parse.GetValue(context), parse.GetValue(kvCache) == "f32" ? KvCacheType.F32 : KvCacheType.Int8,
             parse.GetValue(chat), parse.GetValue(system), parse.GetValue(perplexity),
             parse.GetValue(perplexityMode) == "chunks" ? PerplexityMode.Chunks : PerplexityMode.Windows,
-                parse.GetValue(threads), parse.GetValue(exact), parse.GetValue(device)!, weights.Get(parse))));
+                parse.GetValue(threads), parse.GetValue(exact), parse.GetValue(device)!, weights.Get(parse)));
+        });
 
         return ProgramErrors.Invoke(root, args, "paretoq-run");
     }
+
+    /// <summary>A --seed value: a whole number ≥ 0, or -1 (llama.cpp's) or none for a random seed.</summary>
+    private static ulong? Seed(string? text) =>
+        text is null or "-1" ? null
+        : ulong.TryParse(text, System.Globalization.NumberStyles.None, null, out ulong value) ? value
+        : throw new ArgumentException($"--seed '{text}' is not a whole number ≥ 0 (or -1 for a random seed)");
 
     private const string Help = """
         paretoq-run: run a ParetoQ low-bit language model (.pq)

@@ -34,11 +34,75 @@ internal static partial class ProgramErrors
     public static bool ReportUsage(ParseResult parsed, string program)
     {
         if (parsed.Errors.Count == 0) return false;
-        // All of them: "Required command was not provided." alone would hide the misspelt command.
-        string messages = string.Join(' ', parsed.Errors.Select(e => e.Message).Distinct());
-        Console.Error.WriteLine($"{program}: {OneLine(messages)} (see --help)");
+        // All of them: "Required command was not provided." alone would hide the misspelt command. The value after an
+        // unknown option is not reported again.
+        var names = OptionNames(parsed.CommandResult.Command);
+        var messages = new List<string>();
+        string? previous = null;
+        foreach (var error in parsed.Errors)
+        {
+            var unknown = Unrecognized().Match(error.Message);
+            if (unknown.Success && !unknown.Groups[1].Value.StartsWith('-') && previous?.StartsWith('-') == true)
+                continue;
+            previous = unknown.Success ? unknown.Groups[1].Value : null;
+            messages.Add(unknown.Success ? UnknownArgument(unknown.Groups[1].Value, names) : Reword(error.Message));
+        }
+        Console.Error.WriteLine($"{program}: {OneLine(string.Join(' ', messages.Distinct()))} (see --help)");
         return true;
     }
+
+    [GeneratedRegex(@"^Unrecognized command or argument '(.*)'\.$")]
+    private static partial Regex Unrecognized();
+
+    [GeneratedRegex(@" as expected type '([^']*)'")]
+    private static partial Regex ExpectedType();
+
+    private static List<string> OptionNames(Command command)
+    {
+        var names = new List<string>();
+        for (Command? c = command; c is not null; c = c.Parents.OfType<Command>().FirstOrDefault())
+            foreach (var o in c.Options.Where(o => !o.Hidden)) names.AddRange([o.Name, .. o.Aliases]);
+        foreach (var sub in command.Subcommands) names.Add(sub.Name);
+        return names;
+    }
+
+    // "unknown option '--tempreature' (did you mean --temperature?)": the known name nearest by edit distance, when
+    // it is near enough to be a slip.
+    private static string UnknownArgument(string argument, List<string> names)
+    {
+        string kind = argument.StartsWith('-') ? "option" : "argument";
+        var (best, distance) = names.Select(n => (n, Distance(argument, n))).MinBy(p => p.Item2);
+        return best is not null && distance <= Math.Max(2, argument.Length / 3)
+            ? $"unknown {kind} '{argument}' (did you mean {best}?)." : $"unknown {kind} '{argument}'.";
+    }
+
+    private static int Distance(string a, string b)
+    {
+        var row = new int[b.Length + 1];
+        for (int j = 0; j <= b.Length; j++) row[j] = j;
+        for (int i = 1; i <= a.Length; i++)
+        {
+            int diagonal = row[0];
+            row[0] = i;
+            for (int j = 1; j <= b.Length; j++)
+            {
+                int above = row[j];
+                row[j] = Math.Min(Math.Min(row[j] + 1, row[j - 1] + 1), diagonal + (a[i - 1] == b[j - 1] ? 0 : 1));
+                diagonal = above;
+            }
+        }
+        return row[b.Length];
+    }
+
+    // The parser names .NET types ("as expected type 'System.Single'"); users see what kind of value is wanted.
+    private static string Reword(string message) => ExpectedType().Replace(message, m => m.Groups[1].Value switch
+    {
+        var t when t.Contains("Single") || t.Contains("Double") => " as a number",
+        var t when t.Contains("UInt") => " as a whole number ≥ 0",
+        var t when t.Contains("Int") => " as a whole number",
+        var t when t.Contains("Boolean") => " as true or false",
+        _ => "",
+    });
 
     /// <summary>Prints <paramref name="e"/> as the program's one error line and returns its exit code.</summary>
     public static int Report(string program, Exception e)

@@ -319,7 +319,11 @@ public sealed class CliTests : IDisposable
     public static TheoryData<string[], int, string> Errors() => new()
     {
         { ["--model", "/nonexistent/m.pq", "--prompt", "x"], 1, "/nonexistent/m.pq: does not exist" },
-        { ["--prompt", "x", "--bogus"], 2, "Unrecognized command or argument '--bogus'" },
+        { ["--prompt", "x", "--bogus"], 2, "unknown option '--bogus'" },
+        { ["--prompt", "x", "--tempreature", "1"], 2, "unknown option '--tempreature' (did you mean --temperature?)" },
+        { ["--prompt", "x", "--threads", "two"], 2, "Cannot parse argument 'two' for option '--threads' as a whole number" },
+        { ["--prompt", "x", "--temp", "hot"], 2, "as a number" },
+        { ["--prompt", "x", "--seed", "-5"], 2, "--seed '-5' is not a whole number ≥ 0 (or -1 for a random seed)" },
         { ["--model", "MODEL", "--prompt", "   "], 2, "the prompt is empty" },
         { ["--model", "MODEL"], 2, "give --prompt TEXT, --chat or --perplexity FILE" },
         { ["--model", "MODEL", "--prompt", "a long prompt that does not fit", "--context", "8"], 1,
@@ -336,6 +340,24 @@ public sealed class CliTests : IDisposable
         { ["--model", "MODEL", "--prompt", "x", "--device", "ilgpu-cpu", "--exact"], 1,
             "--exact is a mode of the CPU backend" },
     };
+
+    [Fact]
+    public void Llama_cli_flags_run_as_aliases_of_ours()
+    {
+        // llama-cli -m … -p hi --temp 0 -n 8 -c 256 -s 1 runs here as written, and gives our spelling's greedy text.
+        var llama = Run("-m", _model, "-p", "hi", "--temp", "0", "-n", "8", "-c", "256", "-s", "1", "-ngl", "99",
+            "--no-display-prompt");
+        Assert.True(llama.Exit == 0, llama.Err);
+        Assert.Contains("note: -ngl is ignored", llama.Err);
+        var ours = Run("--model", _model, "--prompt", "hi", "--temperature", "0", "--max-tokens", "8", "--context",
+            "256", "--seed", "1", "--no-echo");
+        Assert.Equal(ours.Out, llama.Out);
+        Assert.NotEmpty(ours.Out);
+        // --seed -1 is llama.cpp's random seed.
+        var random = Run("-m", _model, "-p", "hi", "--seed", "-1", "--ctx-size", "64", "--n-predict", "2");
+        Assert.True(random.Exit == 0, random.Err);
+        Assert.DoesNotContain(Errors(), e => e[2] is string s && s.Contains("System."));
+    }
 
     [Theory]
     [MemberData(nameof(Errors))]
@@ -355,5 +377,6 @@ public sealed class CliTests : IDisposable
         Assert.StartsWith("paretoq-run: ", line);
         Assert.Contains(expected, line);
         Assert.DoesNotContain("   at ", r.Err);
+        Assert.DoesNotContain("System.", line); // no .NET type names
     }
 }
