@@ -31,8 +31,9 @@ internal static class Perplexity
 
     /// <summary>
     /// Scores the text and prints, as llama-perplexity does, the running perplexity after each chunk or window on
-    /// stderr and the final estimate with its uncertainty: PPL ± PPL · sd(−log p) / √(n − 1) over the n scored tokens
-    /// (llama-perplexity's formula, so the two ± compare). <paramref name="json"/>: one JSON object on stdout instead.
+    /// stderr and the final estimate with its uncertainty: PPL ± PPL · sd(−log p) / √(n − 1) over the n scored
+    /// tokens (llama-perplexity's formula, so the two ± compare). <paramref name="json"/>: one JSON object on stdout
+    /// instead.
     /// </summary>
     public static int Run(Session session, ITokenizer tokenizer, string path, PerplexityMode mode, bool json)
     {

@@ -38,10 +38,12 @@ public static class Program
         };
         var stop = new Option<string[]>("--stop", "-r", "--reverse-prompt")
             { Description = "Stop before this text (repeatable); it is not printed" };
-        var noEcho = new Option<bool>("--no-echo", "--no-display-prompt") { Description = "Do not print the prompt before the completion" };
+        var noEcho = new Option<bool>("--no-echo", "--no-display-prompt")
+            { Description = "Do not print the prompt before the completion" };
         var json = new Option<bool>("--json")
             { Description = "Print one JSON object with the text and the statistics instead of streaming" };
-        var temperature = new Option<float>("--temperature", "--temp") { Description = "Sampling temperature; 0 is greedy",
+        var temperature = new Option<float>("--temperature", "--temp")
+            { Description = "Sampling temperature; 0 is greedy",
             DefaultValueFactory = _ => 0.8f };
         var topK = new Option<int>("--top-k") { Description = "Keep the k most likely tokens; 0 keeps all",
             DefaultValueFactory = _ => 40 };
@@ -57,8 +59,10 @@ public static class Program
         var kvCache = new Option<string>("--kv-cache") { Description = "KV cache type", DefaultValueFactory = _
             => "int8" };
         kvCache.AcceptOnlyFromAmong("int8", "f32");
-        var chat = new Option<bool>("--chat", "-cnv", "--conversation") { Description = "Use the model's chat template; without --prompt, chat interactively" };
-        var system = new Option<string?>("--system", "-sys", "--system-prompt") { Description = "System message for --chat" };
+        var chat = new Option<bool>("--chat", "-cnv", "--conversation")
+            { Description = "Use the model's chat template; without --prompt, chat interactively" };
+        var system = new Option<string?>("--system", "-sys", "--system-prompt")
+            { Description = "System message for --chat" };
         var threads = new Option<int>("--threads",
             "-t") { Description = "Worker threads, 1 up to the cores this process may use (default: one per core)" };
         var exact = new Option<bool>("--exact") { Description = "Exact mode: fp32 activations through the scalar reference kernels (slow; for accuracy checks)" };
@@ -221,6 +225,16 @@ public static class Program
         return result.Reason == StopReason.Cancelled ? ProgramErrors.Interrupted : 0;
     }
 
+    private const string ChatHelp = """
+        /help         this list
+        /clear        forget the conversation (the system message stays)
+        /regen        answer the last message again
+        /save FILE    write the conversation to a new JSON file ({"messages": [{"role", "content"}]})
+        /load FILE    continue a conversation from such a file
+        /exit, /quit  leave (so does end of input)
+        When the conversation outgrows the context, the oldest turns are dropped (the system message stays).
+        """;
+
     private static int Chat(Session session, ITokenizer tokenizer, PqFile file, Settings s)
     {
         var template = ChatTemplate.For(tokenizer, file.Tokenizer);
@@ -231,23 +245,54 @@ public static class Program
         if (s.System is not null) conversation.Add(new("system", s.System));
         bool interactive = s.Prompt is null;
         if (interactive && s.Json) throw new UsageException("--json needs --prompt (one answer, not a conversation)");
-        string? user = s.Prompt;
+        // Room kept for each reply when the conversation is fitted into the context.
+        int replyRoom = Math.Max(1, Math.Min(s.MaxTokens, session.ContextLength / 4));
+        // The session holds the conversation so far with the last reply closed, so a turn feeds only itself, until a
+        // command or a full context makes it re-read the (fitted) conversation from the start.
+        bool reread = true;
         while (true)
         {
             if (interactive)
             {
                 Console.Error.Write("> ");
-                user = Console.ReadLine();
-                if (user is null || user.Trim() is "/exit" or "/quit") return 0;
-                if (user.Trim().Length == 0) continue;
+                string? line = Console.ReadLine();
+                if (line is null) return 0;
+                string input = line.Trim();
+                if (input.Length == 0) continue;
+                if (input.StartsWith('/'))
+                {
+                    if (input is "/exit" or "/quit") return 0;
+                    reread |= ChatCommand(input, conversation, s.System);
+                    if (!(input == "/regen" && conversation.Count > 0 && conversation[^1].Role == "user")) continue;
+                }
+                else conversation.Add(new("user", line));
             }
-            conversation.Add(new("user", user!));
-            // The session holds the conversation so far with the last reply closed: only the new turn is fed. The
-            // plain template cannot close a reply, so its conversation is read again from the start.
-            bool continuation = session.Position > 0 && template.CloseReply is not null;
-            if (!continuation) session.Reset();
-            int[] ids = continuation ? template.Encode([conversation[^1]], continuation: true)
-                : template.Encode(conversation);
+            else conversation.Add(new("user", s.Prompt!));
+            int[] ids = [];
+            reread |= template.CloseReply is null || session.Position == 0;
+            if (!reread)
+            {
+                ids = template.Encode([conversation[^1]], continuation: true);
+                reread = session.Position + ids.Length + replyRoom > session.ContextLength;
+            }
+            if (reread)
+            {
+                try
+                {
+                    (ids, int dropped) = ChatHistory.Fit(template, conversation, session.ContextLength - replyRoom);
+                    if (dropped > 0)
+                        Console.Error.WriteLine("note: the conversation outgrew the context of " +
+                            $"{session.ContextLength} tokens; the oldest {dropped} messages were dropped");
+                }
+                catch (ContextLengthExceededException e) when (interactive)
+                {
+                    Console.Error.WriteLine($"paretoq-run: {e.Message}; the message was not sent");
+                    conversation.RemoveAt(conversation.Count - 1);
+                    continue;
+                }
+                session.Reset();
+                reread = false;
+            }
             var result = Generate(session, tokenizer, file, s, ids, template);
             if (s.Json)
             {
@@ -256,13 +301,64 @@ public static class Program
             }
             Console.WriteLine();
             PrintStats(result);
-            if (!interactive) return 0;
+            if (!interactive) return result.Reason == StopReason.Cancelled ? ProgramErrors.Interrupted : 0;
             conversation.Add(new("assistant", result.Text.Trim()));
-            if (template.CloseReply is not { } close) continue;
-            if (session.Position + close.Length >= session.ContextLength)
-                throw new ContextLengthExceededException(
-                    $"the conversation filled the context of {session.ContextLength} tokens");
-            session.Forward(close);
+            if (template.CloseReply is { } close && session.Position + close.Length < session.ContextLength)
+                session.Forward(close);
+            else reread = true;
+        }
+    }
+
+    // A chat command other than /exit; true when the session must re-read the conversation.
+    private static bool ChatCommand(string input, List<ChatTemplate.Message> conversation, string? system)
+    {
+        int space = input.IndexOf(' ');
+        string command = space < 0 ? input : input[..space], argument = space < 0 ? "" : input[(space + 1)..].Trim();
+        try
+        {
+            switch (command)
+            {
+                case "/help":
+                    Console.Error.WriteLine(ChatHelp);
+                    return false;
+                case "/clear":
+                    conversation.Clear();
+                    if (system is not null) conversation.Add(new("system", system));
+                    Console.Error.WriteLine("note: the conversation is cleared");
+                    return true;
+                case "/regen":
+                    if (conversation.Count > 0 && conversation[^1].Role == "assistant")
+                        conversation.RemoveAt(conversation.Count - 1);
+                    if (conversation.Count == 0 || conversation[^1].Role != "user")
+                        Console.Error.WriteLine("note: there is no message to answer again");
+                    return true;
+                case "/save" when argument.Length > 0:
+                    ChatHistory.Save(argument, conversation);
+                    Console.Error.WriteLine($"note: {conversation.Count} messages saved to {argument}");
+                    return false;
+                case "/load" when argument.Length > 0:
+                    var loaded = ChatHistory.Load(argument);
+                    conversation.Clear();
+                    conversation.AddRange(loaded);
+                    Console.Error.WriteLine($"note: {loaded.Count} messages loaded from {argument}");
+                    return true;
+                case "/save" or "/load":
+                    Console.Error.WriteLine($"paretoq-run: {command} needs a file name");
+                    return false;
+                default:
+                    Console.Error.WriteLine($"paretoq-run: unknown command {command} (/help lists them)");
+                    return false;
+            }
+        }
+        catch (OutputExistsException e)
+        {
+            Console.Error.WriteLine($"paretoq-run: {e.OutputPath} already exists; /save writes only new files");
+            return false;
+        }
+        catch (Exception e) when (e is IOException or InvalidDataException or UnauthorizedAccessException)
+        {
+            Console.Error.WriteLine($"paretoq-run: {ProgramErrors.OneLine(ProgramErrors.Describe(e))}");
+            return false;
         }
     }
 

@@ -316,12 +316,38 @@ public sealed class CliTests : IDisposable
         Assert.Equal(1 + 4 + 1 + 2 + 12 + 1 + 1 + 9 + 1 + 2, second);
     }
 
+    [Fact]
+    public void A_scripted_chat_runs_past_the_context_dropping_the_oldest_turns()
+    {
+        string shipped = Path.Combine(TestData.RepoRoot(), "models", "stories260K-2bit.pq");
+        string saved = _dir.File("chat.json");
+        var turns = Enumerable.Range(1, 10).Select(i => $"Turn {i}: Tom and Lily went to the park to play with a ball.")
+            .ToList();
+        turns.Insert(2, "/help");
+        turns.Insert(4, $"/save {saved}");
+        turns.Insert(5, "/regen");
+        turns.Insert(6, "/bogus");
+        string script = string.Join("\n", turns) + "\n";
+        var chat = RunWithInput(script, "--model", shipped, "--chat", "-n", "64", "--temperature", "0");
+        Assert.True(chat.Exit == 0, chat.Err);
+        // Ten turns and one regenerated answer, each with its statistics line.
+        Assert.Equal(11, chat.Err.Split('\n').Count(l => l.Contains("tok/s")));
+        Assert.Contains("the oldest 2 messages were dropped", chat.Err);
+        Assert.Contains("/regen        answer the last message again", chat.Err);
+        Assert.Contains("unknown command /bogus", chat.Err);
+        var history = ChatHistory.Load(saved);
+        // Saved after three turns.
+        Assert.Equal(["user", "assistant", "user", "assistant", "user", "assistant"], history.Select(m => m.Role));
+        Assert.StartsWith("Turn 3:", history[4].Content);
+    }
+
     public static TheoryData<string[], int, string> Errors() => new()
     {
         { ["--model", "/nonexistent/m.pq", "--prompt", "x"], 1, "/nonexistent/m.pq: does not exist" },
         { ["--prompt", "x", "--bogus"], 2, "unknown option '--bogus'" },
         { ["--prompt", "x", "--tempreature", "1"], 2, "unknown option '--tempreature' (did you mean --temperature?)" },
-        { ["--prompt", "x", "--threads", "two"], 2, "Cannot parse argument 'two' for option '--threads' as a whole number" },
+        { ["--prompt", "x", "--threads", "two"], 2,
+            "Cannot parse argument 'two' for option '--threads' as a whole number" },
         { ["--prompt", "x", "--temp", "hot"], 2, "as a number" },
         { ["--prompt", "x", "--seed", "-5"], 2, "--seed '-5' is not a whole number ≥ 0 (or -1 for a random seed)" },
         { ["--model", "MODEL", "--prompt", "   "], 2, "the prompt is empty" },
