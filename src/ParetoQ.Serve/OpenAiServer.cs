@@ -278,9 +278,11 @@ public sealed class OpenAiServer : IAsyncDisposable
 
     private static async Task<OpenAiRequest> ReadRequest(HttpContext ctx, bool chat, long maxBodyBytes)
     {
+        // The body is read as JSON whatever the header says it is, as llama-server does: `curl -d` labels it a form
+        // (application/x-www-form-urlencoded) unless told otherwise. Only a multipart upload is refused by type.
         if (ctx.Request.ContentType is { } type
-            && !type.StartsWith("application/json", StringComparison.OrdinalIgnoreCase))
-            throw new ApiException(415, $"the body must be application/json, not {type}");
+            && type.StartsWith("multipart/", StringComparison.OrdinalIgnoreCase))
+            throw new ApiException(415, $"the body must be JSON (application/json), not {type}");
         byte[] body = await ReadBody(ctx, maxBodyBytes);
         using var document = OpenAiRequest.ParseJson(body);
         return OpenAiRequest.Parse(document.RootElement, chat);

@@ -11,7 +11,9 @@ public sealed record SamplerOptions
     /// <summary>CTRL-style penalty on tokens seen in the last <see cref="RepeatWindow"/> tokens; 1 = off.</summary>
     public float RepeatPenalty { get; init; } = 1f;
     public int RepeatWindow { get; init; } = 64;
-    public ulong Seed { get; init; } = 0x5EED;
+    /// <summary>The draw's seed: the same seed gives the same text. Unset, each options object gets a random one, as
+    /// the CLI and llama.cpp do, so a library caller does not get the same text on every call.</summary>
+    public ulong Seed { get; init; } = (ulong)Random.Shared.NextInt64();
 
     public static SamplerOptions Greedy => new() { Temperature = 0, TopK = 0, TopP = 1, MinP = 0, RepeatPenalty = 1 };
 

@@ -47,6 +47,20 @@ public sealed class ChatClientTests
     }
 
     [Fact]
+    public async Task TextModel_samples_with_a_random_seed_unless_one_is_given()
+    {
+        using var text = TextModel.Load(ModelPath, new TextModelOptions { Threads = 1 });
+        var unseeded = new List<string>();
+        for (int i = 0; i < 3; i++)
+            unseeded.Add((await text.GenerateAsync("Once upon a time", new GenerationOptions { MaxTokens = 40 })).Text);
+        Assert.True(unseeded.Distinct().Count() > 1, "three unseeded calls gave the same text");
+
+        var seeded = new GenerationOptions { MaxTokens = 40, Sampler = new SamplerOptions { Seed = 42 } };
+        Assert.Equal((await text.GenerateAsync("Once upon a time", seeded)).Text,
+            (await text.GenerateAsync("Once upon a time", seeded)).Text);
+    }
+
+    [Fact]
     public async Task The_chat_client_answers_whole_and_streamed_with_usage_and_finish_reasons()
     {
         using var client = ParetoQChatClient.Load(ModelPath, new TextModelOptions { Threads = 1 });

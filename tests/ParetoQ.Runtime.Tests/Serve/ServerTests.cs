@@ -93,6 +93,26 @@ public sealed class ServerTests
     }
 
     [Fact]
+    public async Task A_body_labelled_as_curl_labels_it_is_read_as_json_and_a_multipart_upload_is_a_415()
+    {
+        await using var server = await Start();
+        using var http = Http(server);
+        string body = $$"""{"model": "{{ModelId}}", "prompt": "Once", "max_tokens": 3, "temperature": 0}""";
+        foreach (string? type in new[] { "application/x-www-form-urlencoded", "text/plain", null })
+        {
+            var content = new ByteArrayContent(Encoding.UTF8.GetBytes(body));
+            if (type is not null) content.Headers.ContentType = new(type);
+            var response = await http.PostAsync("/v1/completions", content);
+            Assert.True(response.StatusCode == HttpStatusCode.OK, $"{type ?? "no type"}: {response.StatusCode}");
+        }
+        var upload = new ByteArrayContent(Encoding.UTF8.GetBytes(body));
+        upload.Headers.ContentType = new("multipart/form-data");
+        var refused = await http.PostAsync("/v1/completions", upload);
+        Assert.Equal(HttpStatusCode.UnsupportedMediaType, refused.StatusCode);
+        Assert.Contains("multipart/form-data", await refused.Content.ReadAsStringAsync());
+    }
+
+    [Fact]
     public async Task Completions_match_the_engine_whole_streamed_and_with_stop_strings()
     {
         await using var server = await Start();
