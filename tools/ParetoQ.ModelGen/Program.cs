@@ -2,11 +2,15 @@ using ParetoQ.Runtime.Format;
 using ParetoQ.Runtime.Quantization;
 using ParetoQ.TestModels;
 
-// paretoq-modelgen: writes a deterministic random-weight test model of either architecture at any weight format. Usage:
-//   paretoq-modelgen [--arch mobilellm|mobilellm-pro] [--format 1|1.58|2|3|4|binary|ternary|q2_seq|q3_row|q4_row|q4_g32|
-//                    i8_row|f32] [--head i8_row|q4_g32|f16|bf16|f32] [--seed N] [-o FILE.pq] [--force]
-// --head sets the embedding/head format (default f32); int8 or 4-bit shrinks the largest per-token read at low bits.
-// An existing output file is replaced only with --force.
+const string Usage = """
+    paretoq-modelgen: writes a deterministic random-weight test model of either architecture at any weight format.
+    Usage:
+      paretoq-modelgen [--arch mobilellm|mobilellm-pro] [--format 1|1.58|2|3|4|binary|ternary|q2_seq|q3_row|q4_row|
+                       q4_g32|i8_row|f32] [--head i8_row|q4_g32|f16|bf16|f32] [--seed N] [-o FILE.pq] [--force]
+    --arch     architecture (default mobilellm-pro)
+    --head     the embedding/head format (default f32); int8 or 4-bit shrinks the largest per-token read at low bits
+    -o         output file (default test-model.pq); an existing file is replaced only with --force
+    """;
 string arch = "mobilellm-pro", formatName = "q2_seq", headName = "f32", output = "test-model.pq";
 int seed = 1;
 bool force = false;
@@ -21,8 +25,11 @@ for (int i = 0; i < args.Length; i++)
         case "--seed": seed = int.Parse(Next()); break;
         case "-o": output = Next(); break;
         case "--force": force = true; break;
+        case "--help" or "-h":
+            Console.WriteLine(Usage);
+            return 0;
         default:
-            Console.Error.WriteLine($"error: unknown option '{args[i]}'");
+            Console.Error.WriteLine($"error: unknown option '{args[i]}' (--help lists them)");
             return 2;
     }
 }
