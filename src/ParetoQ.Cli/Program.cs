@@ -73,6 +73,8 @@ public static class Program
         var gpuLayers = new Option<int?>("--n-gpu-layers", "-ngl", "--gpu-layers")
             { Description = "Accepted for llama.cpp's command lines and ignored: the whole model runs on --device" };
         var perplexity = new Option<string?>("--perplexity") { Description = "Print the model's perplexity over this UTF-8 text file instead of generating" };
+        var list = new Option<bool>("--list")
+            { Description = "List the models found in models/ of the current directory and beside the program" };
         var perplexityMode = new Option<string>("--perplexity-mode") { Description = "windows: sliding windows with half-context overlap, every token scored once; chunks: llama-perplexity's protocol (chunks of --context tokens starting with BOS, second halves scored), comparable with llama-perplexity -c N", DefaultValueFactory = _ => "windows" };
         perplexityMode.AcceptOnlyFromAmong("windows", "chunks");
 
@@ -94,10 +96,12 @@ public static class Program
         {
             model, prompt, file, maxTokens, stop, noEcho, json, temperature, topK, topP, minP, repeatPenalty, seed,
                 context, kvCache, chat,
-                system, perplexity, perplexityMode, threads, exact, device, gpuLayers, weights.Mmap, weights.NoMmap,
+                system, perplexity, perplexityMode, threads, exact, device, gpuLayers, list, weights.Mmap,
+                weights.NoMmap,
         };
         root.SetAction(parse =>
         {
+            if (parse.GetValue(list)) return ListModels();
             if (parse.GetValue(gpuLayers) is not null)
                 Console.Error.WriteLine("note: -ngl is ignored: the whole model runs on --device (cpu unless given)");
             return Run(new Settings(
@@ -207,6 +211,34 @@ public static class Program
             for (var d = new DirectoryInfo(dir); d is not null; d = d.Parent)
                 if (File.Exists(Path.Combine(d.FullName, DefaultModel))) return Path.Combine(d.FullName, DefaultModel);
         throw new FileNotFoundException($"no --model given and the default model {DefaultModel} was not found (it ships in the repository; see models/README.md)");
+    }
+
+    // The .pq files in models/ of the current directory and beside the program, with the one used without -m marked.
+    private static int ListModels()
+    {
+        string? chosen = null;
+        try { chosen = ResolveModel(null); }
+        catch (FileNotFoundException) { }
+        var dirs = new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory }
+            .Select(d => Path.GetFullPath(Path.Combine(d, "models"))).Distinct().Where(Directory.Exists);
+        int found = 0;
+        foreach (string path in dirs.SelectMany(d => Directory.EnumerateFiles(d, "*.pq").Order()))
+        {
+            found++;
+            string mark = chosen is not null && Path.GetFullPath(chosen) == path ? "  (default: used without -m)" : "";
+            try
+            {
+                using var file = PqFile.Open(path, verifyChecksums: false);
+                string arch = file.Config.TryGetProperty("architecture", out var a) ? a.ToString() : "?";
+                Console.WriteLine($"{path}  {file.FileLength / 1024.0:F0} KiB  {arch}  {file.Provenance.Bits} bits{mark}");
+            }
+            catch (Exception e) when (e is PqFormatException or IOException or UnauthorizedAccessException)
+            {
+                Console.WriteLine($"{path}  unreadable: {ProgramErrors.OneLine(ProgramErrors.Describe(e))}");
+            }
+        }
+        if (found == 0) Console.Error.WriteLine("no models found in models/ here or beside the program");
+        return 0;
     }
 
     private static int Complete(Session session, ITokenizer tokenizer, PqFile file, Settings s)

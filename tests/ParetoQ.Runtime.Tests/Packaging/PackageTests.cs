@@ -120,5 +120,11 @@ public sealed class PackageTests
         string text = Run(app, Path.Combine(tools, "paretoq-run"), "--model", ModelPath, "--prompt",
             "Once upon a time", "-n", "16", "--temperature", "0", "--no-echo");
         Assert.Equal(Greedy(16), text.TrimEnd('\n'));
+        // The tool carries the default model: no -m, from a folder that has none, and --list names it.
+        string bare = Run(app, Path.Combine(tools, "paretoq-run"), "--prompt", "Once upon a time", "-n", "16",
+            "--temperature", "0", "--no-echo");
+        Assert.Equal(Greedy(16), bare.TrimEnd('\n'));
+        Assert.Contains("stories260K-2bit.pq  124 KiB  mobilellm  2 bits  (default: used without -m)",
+            Run(app, Path.Combine(tools, "paretoq-run"), "--list"));
     }
 }
