@@ -37,12 +37,18 @@ internal static class LibraryVariant
 
     private static nint Resolve(string name, Assembly assembly, DllImportSearchPath? searchPath)
     {
-        if (name != "paretoq" || !WantsAvx512()) return 0; // 0: the default probing (libparetoq.so beside the app)
-        foreach (string location in Avx512Locations)
-        {
-            string path = Path.Combine(AppContext.BaseDirectory, location, "libparetoq.so");
-            if (File.Exists(path)) return NativeLibrary.Load(path);
-        }
-        return 0;
+        if (name != "paretoq") return 0; // 0: the default probing
+        if (WantsAvx512())
+            foreach (string location in Avx512Locations)
+            {
+                string path = Path.Combine(AppContext.BaseDirectory, location, "libparetoq.so");
+                if (File.Exists(path)) return NativeLibrary.Load(path);
+            }
+        // The default probing: libparetoq.so beside the app, or in the ParetoQ.Native package's runtimes/ folder.
+        if (NativeLibrary.TryLoad(name, assembly, searchPath, out nint handle)) return handle;
+        throw new DllNotFoundException("libparetoq.so was not found beside the app or in a runtimes/RID/native " +
+            "folder: reference the ParetoQ.Native package too (tools/publish-native.sh for linux-x64 and " +
+            "linux-arm64, then tools/pack.sh, pack it with a ParetoQ.Interop that depends on it), or copy " +
+            "libparetoq.so beside the app");
     }
 }

@@ -60,6 +60,9 @@ public sealed class PackageTests
         foreach (string project in new[] { "ParetoQ.Runtime", "ParetoQ.Extensions.AI", "ParetoQ.Cli" })
             Run(Repo, "dotnet", "pack", $"src/{project}/{project}.csproj", "-c", Configuration, "--no-build",
                 "-o", feed, $"-p:Version={version}");
+        // The binding is no dependency of the tests, so it is built here.
+        Run(Repo, "dotnet", "pack", "src/ParetoQ.Interop/ParetoQ.Interop.csproj", "-c", Configuration, "-o", feed,
+            $"-p:Version={version}");
 
         // Real metadata, one version for all, the README and the licence inside.
         using (var package = ZipFile.OpenRead(Path.Combine(feed, $"ParetoQ.Runtime.{version}.nupkg")))
@@ -126,5 +129,29 @@ public sealed class PackageTests
         Assert.Equal(Greedy(16), bare.TrimEnd('\n'));
         Assert.Contains("stories260K-2bit.pq  124 KiB  mobilellm  2 bits  (default: used without -m)",
             Run(app, Path.Combine(tools, "paretoq-run"), "--list"));
+
+        // The binding packed alone, as dotnet pack makes it, says which package brings the native library
+        // (tools/package-check.sh installs it with ParetoQ.Native and generates text).
+        string binding = Directory.CreateDirectory(dir.File("binding")).FullName;
+        File.Copy(Path.Combine(app, "nuget.config"), Path.Combine(binding, "nuget.config"));
+        File.WriteAllText(Path.Combine(binding, "binding.csproj"), File.ReadAllText(Path.Combine(app, "app.csproj"))
+            .Replace("ParetoQ.Extensions.AI", "ParetoQ.Interop"));
+        File.WriteAllText(Path.Combine(binding, "Program.cs"),
+            "using var model = ParetoQ.Interop.ParetoQModel.Load(args[0]);\n");
+        var missing = Assert.Throws<InvalidOperationException>(() =>
+            Run(binding, "dotnet", "run", "-c", "Release", "--", ModelPath));
+        Assert.Contains("reference the ParetoQ.Native package too", missing.Message);
+
+        // The README's .NET snippet, compiled and run as written, from a folder that holds models/.
+        string readme = File.ReadAllText(Path.Combine(Repo, "README.md"));
+        int start = readme.IndexOf("```csharp\n", readme.IndexOf("### From .NET", StringComparison.Ordinal),
+            StringComparison.Ordinal) + "```csharp\n".Length;
+        File.WriteAllText(Path.Combine(app, "Program.cs"), readme[start..readme.IndexOf("```", start,
+            StringComparison.Ordinal)]);
+        File.Copy(ModelPath, Path.Combine(Directory.CreateDirectory(Path.Combine(app, "models")).FullName,
+            "stories260K-2bit.pq"));
+        string snippet = Run(app, "dotnet", "run", "-c", "Release");
+        Assert.Matches(@"tok/s, stopped by (MaxTokens|EndOfSequence)\)", snippet);
+        Assert.Matches(@"\n\[\d+ tokens\]\n", snippet);
     }
 }
