@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using System.Net;
 using System.Text;
 using System.Text.Json;
@@ -21,6 +22,9 @@ public sealed record ServerOptions
     public int Threads { get; init; }
     public string? ApiKey { get; init; }
     public long MaxBodyBytes { get; init; } = 1 << 20;
+    /// <summary>A chat longer than the context: refused (400 context_length_exceeded, as OpenAI answers), or its
+    /// oldest turns dropped (<see cref="ChatHistory.Fit"/>, the CLI's policy; the system message stays).</summary>
+    public bool TruncateChats { get; init; }
     public TextWriter Log { get; init; } = Console.Error;
 }
 
@@ -174,10 +178,12 @@ public sealed class OpenAiServer : IAsyncDisposable
             // No token decodes to more than MaxTokenBytes bytes, so a longer text cannot fit: refused untokenized.
             long textBytes = chat ? request.Messages!.Sum(m => (long)Encoding.UTF8.GetByteCount(m.Content))
                 : Encoding.UTF8.GetByteCount(request.Prompt!);
-            if (textBytes > (long)_model.ContextLength * _model.MaxTokenBytes)
+            bool truncate = chat && _options.TruncateChats;
+            if (!truncate && textBytes > (long)_model.ContextLength * _model.MaxTokenBytes)
                 throw new ApiException(400, $"the prompt has {textBytes} bytes, more than the context of " +
                     $"{_model.ContextLength} tokens can hold", chat ? "messages" : "prompt", "context_length_exceeded");
-            int[] prompt = chat ? _model.ChatTemplate.Encode(request.Messages!)
+            int[] prompt = truncate ? FitChat(ctx, request)
+                : chat ? _model.ChatTemplate.Encode(request.Messages!)
                 : _model.Tokenizer.Encode(request.Prompt!, addBos: true);
             if (prompt.Length >= _model.ContextLength)
                 throw new ApiException(400,
@@ -274,6 +280,24 @@ public sealed class OpenAiServer : IAsyncDisposable
         System.Buffers.BuffersExtensions.Write(buffer, "\n\n"u8);
         await ctx.Response.Body.WriteAsync(buffer.WrittenMemory, ctx.RequestAborted);
         await ctx.Response.Body.FlushAsync(ctx.RequestAborted);
+    }
+
+    // --chat-overflow truncate: the oldest turns leave until the prompt and the reply's room (max_tokens, or a quarter
+    // of the context) fit; the response says how many went in X-Dropped-Messages.
+    private int[] FitChat(HttpContext ctx, OpenAiRequest request)
+    {
+        var kept = request.Messages!.ToList();
+        int room = request.MaxTokens ?? Math.Max(1, _model.ContextLength / 4);
+        try
+        {
+            var (ids, dropped) = ChatHistory.Fit(_model.ChatTemplate, kept, _model.ContextLength - room);
+            if (dropped > 0) ctx.Response.Headers["X-Dropped-Messages"] = dropped.ToString(CultureInfo.InvariantCulture);
+            return ids;
+        }
+        catch (Runtime.Model.ContextLengthExceededException e)
+        {
+            throw new ApiException(400, e.Message, "messages", "context_length_exceeded");
+        }
     }
 
     private static async Task<OpenAiRequest> ReadRequest(HttpContext ctx, bool chat, long maxBodyBytes)

@@ -27,6 +27,13 @@ public static class Program
         var context = new Option<int>("--context", "-c")
             { Description = "Context length per session (default: min(model maximum, 4096))" };
         var threads = new Option<int>("--threads", "-t") { Description = "Worker threads (default: one per core)" };
+        var chatOverflow = new Option<string>("--chat-overflow")
+        {
+            Description = "A chat longer than the context: refuse (400 context_length_exceeded, as OpenAI does) or " +
+                "truncate (drop the oldest turns, the system message stays; X-Dropped-Messages says how many)",
+            DefaultValueFactory = _ => "refuse",
+        };
+        chatOverflow.AcceptOnlyFromAmong("refuse", "truncate");
         var apiKey = new Option<string?>("--api-key")
             { Description = "Require 'Authorization: Bearer KEY' on /v1 (default: PARETOQ_API_KEY, else none)" };
         host.Check(v =>
@@ -52,13 +59,13 @@ public static class Program
                 -d '{"model": "stories260K-2bit", "prompt": "Once upon a time", "max_tokens": 64}'
             """)
         {
-            model, host, port, parallel, queue, context, threads, apiKey,
+            model, host, port, parallel, queue, context, threads, chatOverflow, apiKey,
         };
         root.SetAction(parse => Run(new ServerOptions
         {
             Model = parse.GetValue(model)!, Host = parse.GetValue(host)!, Port = parse.GetValue(port),
             Parallel = parse.GetValue(parallel), Queue = parse.GetValue(queue), Context = parse.GetValue(context),
-            Threads = parse.GetValue(threads),
+            Threads = parse.GetValue(threads), TruncateChats = parse.GetValue(chatOverflow) == "truncate",
             ApiKey = parse.GetValue(apiKey) ?? Environment.GetEnvironmentVariable("PARETOQ_API_KEY"),
         }));
         return ProgramErrors.Invoke(root, args, "paretoq-serve");

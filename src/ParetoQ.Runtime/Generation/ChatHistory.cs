@@ -19,29 +19,38 @@ public static class ChatHistory
 
     /// <summary>
     /// The prompt of <paramref name="messages"/> in <paramref name="template"/>, after dropping the oldest messages
-    /// (a user turn with the reply that follows it) until it fits <paramref name="budget"/> tokens. A leading system
-    /// message and the last message always stay. Returns the prompt and how many messages were dropped from the list.
+    /// (whole turns: the kept part never starts with a reply) until it fits <paramref name="budget"/> tokens. A leading
+    /// system message and the last message always stay. Returns the prompt and how many messages were dropped from
+    /// the list. The cut is found by bisection, so a long history costs a few encodings, not one per message.
     /// </summary>
     /// <exception cref="ContextLengthExceededException">The kept messages alone need more than the budget.</exception>
     public static (int[] Ids, int Dropped) Fit(ChatTemplate template, List<ChatTemplate.Message> messages, int budget)
     {
-        int dropped = 0;
-        while (true)
+        int[] whole = template.Encode(messages);
+        if (whole.Length <= budget) return (whole, 0);
+        int first = messages.Count > 0 && messages[0].Role == "system" ? 1 : 0;
+        // Drop messages [first, first + k): k from 1 up to all but the last; a kept part that would start with a
+        // reply drops it too.
+        int Cut(int k)
         {
-            int[] ids = template.Encode(messages);
-            if (ids.Length <= budget) return (ids, dropped);
-            int first = messages.Count > 0 && messages[0].Role == "system" ? 1 : 0;
-            if (messages.Count - first <= 1)
-                throw new ContextLengthExceededException($"the last message needs {ids.Length} tokens in the " +
-                    $"template, more than the {budget} that the context leaves for it");
-            messages.RemoveAt(first);
-            dropped++;
-            if (first < messages.Count - 1 && messages[first].Role == "assistant")
-            {
-                messages.RemoveAt(first);
-                dropped++;
-            }
+            while (first + k < messages.Count - 1 && messages[first + k].Role == "assistant") k++;
+            return k;
         }
+        int[] Encode(int k) => template.Encode([.. messages.Take(first), .. messages.Skip(first + k)]);
+        int low = 1, high = messages.Count - 1 - first; // the answer is in [low, high]
+        if (high < low || Encode(Cut(high)).Length > budget)
+            throw new ContextLengthExceededException($"the last message needs {Encode(Math.Max(0, high)).Length} " +
+                $"tokens in the template, more than the {budget} that the context leaves for it");
+        while (low < high)
+        {
+            int mid = (low + high) / 2;
+            if (Encode(Cut(mid)).Length <= budget) high = mid;
+            else low = mid + 1;
+        }
+        int dropped = Cut(low);
+        int[] ids = Encode(dropped);
+        messages.RemoveRange(first, dropped);
+        return (ids, dropped);
     }
 
     /// <summary>Writes the conversation to a new file; an existing file is never replaced.</summary>

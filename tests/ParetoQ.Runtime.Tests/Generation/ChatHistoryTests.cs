@@ -48,6 +48,8 @@ public sealed class ChatHistoryTests : IDisposable
         Assert.Equal(all[0], fitted[0]);
         Assert.Equal(all[^(fitted.Count - 1)..], fitted[1..]); // the newest messages, in order
         Assert.Equal("user", fitted[1].Role);
+        // The fewest whole turns went: keeping one more would not fit.
+        Assert.True(template.Encode([all[0], .. all[^(fitted.Count + 1)..]]).Length > whole / 2);
 
         // What fits already is left alone.
         var untouched = new List<ChatTemplate.Message>(all);

@@ -113,6 +113,36 @@ public sealed class ServerTests
     }
 
     [Fact]
+    public async Task A_chat_past_the_context_is_refused_or_has_its_oldest_turns_dropped_as_configured()
+    {
+        var messages = new List<string> { """{"role": "system", "content": "You tell stories."}""" };
+        for (int i = 0; i < 30; i++)
+            messages.Add($$"""{"role": "user", "content": "Turn {{i}}: Tom and Lily went to the park to play."}, """ +
+                $$"""{"role": "assistant", "content": "Reply {{i}}: they played with a red ball all day long."}""");
+        messages.Add("""{"role": "user", "content": "And then?"}""");
+        string body = $$"""{"model": "{{ModelId}}", "max_tokens": 16, "temperature": 0, "messages": [{{string.Join(", ",
+            messages)}}]}""";
+
+        await using (var refusing = await Start())
+        {
+            using var http = Http(refusing);
+            var refused = await http.PostAsync("/v1/chat/completions", Json(body));
+            Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
+            Assert.Contains("context_length_exceeded", await refused.Content.ReadAsStringAsync());
+        }
+        await using var server = await OpenAiServer.StartAsync(new ServerOptions
+            { Model = ModelPath, Port = 0, Threads = 1, Log = TextWriter.Null, TruncateChats = true });
+        using var client = Http(server);
+        var answered = await client.PostAsync("/v1/chat/completions", Json(body));
+        Assert.Equal(HttpStatusCode.OK, answered.StatusCode);
+        int dropped = int.Parse(answered.Headers.GetValues("X-Dropped-Messages").Single());
+        Assert.True(dropped > 0 && dropped % 2 == 0, $"{dropped} messages dropped");
+        using var reply = JsonDocument.Parse(await answered.Content.ReadAsStringAsync());
+        int promptTokens = reply.RootElement.GetProperty("usage").GetProperty("prompt_tokens").GetInt32();
+        Assert.InRange(promptTokens, 1, 512 - 16);
+    }
+
+    [Fact]
     public async Task Completions_match_the_engine_whole_streamed_and_with_stop_strings()
     {
         await using var server = await Start();
