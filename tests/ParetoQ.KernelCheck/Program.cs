@@ -2,7 +2,7 @@ using ParetoQ.KernelCheck;
 using ParetoQ.Runtime.Kernels;
 
 // Runs the kernel suite and the attention suite on every path this CPU supports (the Scalar reference against itself is
-// skipped), then the dense float suite on the portable vectors, and prints "N passed, N failed". Exit code 1 on any
+// skipped), then the dense float suite and the per-token activation work on the portable vectors, and prints "N passed, N failed". Exit code 1 on any
 // failure. Used under qemu for the NEON path.
 var paths = KernelDispatch.Supported.Where(p => p != KernelPath.Scalar).ToArray();
 Console.WriteLine($"kernel paths: {string.Join(", ", paths.Select(KernelDispatch.Name))} (widest " +
@@ -11,7 +11,8 @@ int passed = 0, failed = 0;
 var cases = KernelSuite.Cases(paths).Select(c => (Name: c.ToString(), Run: (Func<string?>)(() => KernelSuite.Run(c))))
     .Concat(AttentionSuite.Cases(paths).Select(c
         => (Name: c.ToString(), Run: (Func<string?>)(() => AttentionSuite.Run(c)))))
-    .Concat(FloatSuite.Cases());
+    .Concat(FloatSuite.Cases())
+    .Concat(ActivationSuite.Cases());
 foreach (var c in cases)
 {
     string? problem;
