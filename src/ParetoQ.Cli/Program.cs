@@ -113,7 +113,7 @@ public static class Program
                 Temperature = parse.GetValue(temperature), TopK = parse.GetValue(topK), TopP = parse.GetValue(topP),
                     MinP = parse.GetValue(minP),
                 RepeatPenalty = parse.GetValue(repeatPenalty), Seed = Seed(parse.GetValue(seed))
-                    ?? (ulong)Stopwatch.GetTimestamp(),
+                    ?? SamplerOptions.RandomSeed(),
             },
             parse.GetValue(context), parse.GetValue(kvCache) == "f32" ? KvCacheType.F32 : KvCacheType.Int8,
             parse.GetValue(chat), parse.GetValue(system), parse.GetValue(perplexity),

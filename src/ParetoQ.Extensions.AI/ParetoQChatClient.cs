@@ -100,7 +100,7 @@ public sealed class ParetoQChatClient : IChatClient
         if (options.Temperature is { } temperature) sampler = sampler with { Temperature = temperature };
         if (options.TopP is { } topP) sampler = sampler with { TopP = topP };
         if (options.TopK is { } topK) sampler = sampler with { TopK = topK };
-        sampler = sampler with { Seed = options.Seed is { } seed ? (ulong)seed : (ulong)Environment.TickCount64 };
+        if (options.Seed is { } seed) sampler = sampler with { Seed = (ulong)seed };
         sampler.Validate();
         if (options.MaxOutputTokens is < 1)
             throw new ArgumentException($"MaxOutputTokens {options.MaxOutputTokens} must be at least 1");

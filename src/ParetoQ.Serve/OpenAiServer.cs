@@ -200,7 +200,7 @@ public sealed class OpenAiServer : IAsyncDisposable
                 Sampler = new SamplerOptions
                 {
                     Temperature = request.Temperature, TopP = request.TopP, TopK = 0, MinP = 0,
-                    Seed = request.Seed ?? (ulong)Stopwatch.GetTimestamp(),
+                    Seed = request.Seed ?? SamplerOptions.RandomSeed(),
                 },
                 StopStrings = chat ? [.. request.Stop, .. _model.ChatTemplate.StopStrings] : request.Stop,
                 EosIds = chat ? [.. _model.EosIds, .. _model.ChatTemplate.EndOfTurnIds] : _model.EosIds,

@@ -13,7 +13,11 @@ public sealed record SamplerOptions
     public int RepeatWindow { get; init; } = 64;
     /// <summary>The draw's seed: the same seed gives the same text. Unset, each options object gets a random one, as
     /// the CLI and llama.cpp do, so a library caller does not get the same text on every call.</summary>
-    public ulong Seed { get; init; } = (ulong)Random.Shared.NextInt64();
+    public ulong Seed { get; init; } = RandomSeed();
+
+    /// <summary>A seed for a caller that was given none: the one source of random seeds (CLI, server, chat
+    /// client).</summary>
+    public static ulong RandomSeed() => (ulong)Random.Shared.NextInt64();
 
     public static SamplerOptions Greedy => new() { Temperature = 0, TopK = 0, TopP = 1, MinP = 0, RepeatPenalty = 1 };
 
