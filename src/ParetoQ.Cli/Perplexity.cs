@@ -48,10 +48,11 @@ internal static class Perplexity
         int window = session.ContextLength, stride = Math.Max(1, window / 2);
         var logits = new float[session.MaxBatch * session.Config.VocabSize];
         var nlls = new List<double>();
+        double nllSum = 0; // Σ nlls, kept as they come: the running value must not re-add every token per chunk
         var running = new List<double>(); // perplexity after each chunk or window
         void Progress()
         {
-            running.Add(Math.Exp(nlls.Average()));
+            running.Add(Math.Exp(nllSum / nlls.Count));
             Console.Error.Write($"[{running.Count}]{running[^1]:F4},");
         }
         string protocol;
@@ -65,7 +66,7 @@ internal static class Perplexity
             {
                 tokens.AsSpan(begin, window).CopyTo(chunk);
                 if (tokenizer.BosId >= 0) chunk[0] = tokenizer.BosId;
-                TokenScoring.LogLikelihood(session, chunk, first + 1, logits, nlls); // targets first+1 … window−1
+                nllSum -= TokenScoring.LogLikelihood(session, chunk, first + 1, logits, nlls); // first+1 … window−1
                 Progress();
             }
             protocol = $"{tokens.Length / window} chunks of {window}, second halves scored as llama-perplexity does";
@@ -76,15 +77,15 @@ internal static class Perplexity
             {
                 int end = Math.Min(begin + window, tokens.Length);
                 // targets scoredEnd … end−1
-                TokenScoring.LogLikelihood(session, tokens.AsSpan(begin, end - begin), scoredEnd - begin, logits,
-                    nlls);
+                nllSum -= TokenScoring.LogLikelihood(session, tokens.AsSpan(begin, end - begin), scoredEnd - begin,
+                    logits, nlls);
                 scoredEnd = end;
                 Progress();
             }
             protocol = $"window {window}, stride {stride}";
         }
         Console.Error.WriteLine();
-        double mean = nlls.Average(), ppl = Math.Exp(mean);
+        double mean = nllSum / nlls.Count, ppl = Math.Exp(mean);
         double sd = nlls.Count < 2 ? 0 : Math.Sqrt(nlls.Sum(v => (v - mean) * (v - mean)) / nlls.Count);
         double uncertainty = nlls.Count < 2 ? 0 : ppl * sd / Math.Sqrt(nlls.Count - 1);
         if (!json)
