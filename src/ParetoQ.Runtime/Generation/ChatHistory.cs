@@ -38,9 +38,10 @@ public static class ChatHistory
         }
         int[] Encode(int k) => template.Encode([.. messages.Take(first), .. messages.Skip(first + k)]);
         int low = 1, high = messages.Count - 1 - first; // the answer is in [low, high]
-        if (high < low || Encode(Cut(high)).Length > budget)
-            throw new ContextLengthExceededException($"the last message needs {Encode(Math.Max(0, high)).Length} " +
-                $"tokens in the template, more than the {budget} that the context leaves for it");
+        int shortest = high < low ? whole.Length : Encode(Cut(high)).Length; // all but the kept messages dropped
+        if (shortest > budget)
+            throw new ContextLengthExceededException($"the last message needs {shortest} tokens in the template, " +
+                $"more than the {budget} that the context leaves for it");
         while (low < high)
         {
             int mid = (low + high) / 2;
