@@ -100,34 +100,33 @@ public sealed class BenchReport(string mode)
         [.. row.SelectMany(c => c.Value is Spread s
             ? new (string, object)[] { (c.Key, s.Mean), (c.Key + "_sd", s.Sd) } : [c])];
 
-    private void PrintJson(TextWriter output)
+    private void PrintJson(TextWriter output) => output.WriteLine(JsonText(indented: true, w =>
     {
-        using var buffer = new MemoryStream();
-        using (var w = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true }))
+        w.WriteString("mode", mode);
+        foreach (var (k, v) in _facts.Concat(_footer)) Write(w, k, v);
+        w.WriteStartArray("results");
+        foreach (var row in _rows)
         {
             w.WriteStartObject();
-            w.WriteString("mode", mode);
-            foreach (var (k, v) in _facts.Concat(_footer)) Write(w, k, v);
-            w.WriteStartArray("results");
-            foreach (var row in _rows)
-            {
-                w.WriteStartObject();
-                foreach (var (k, v) in row) Write(w, k, v);
-                w.WriteEndObject();
-            }
-            w.WriteEndArray();
+            foreach (var (k, v) in row) Write(w, k, v);
             w.WriteEndObject();
         }
-        output.WriteLine(System.Text.Encoding.UTF8.GetString(buffer.ToArray()));
-    }
+        w.WriteEndArray();
+    }));
 
-    private static string JsonObject(List<(string Key, object Value)> values)
+    private static string JsonObject(List<(string Key, object Value)> values) => JsonText(indented: false, w =>
+    {
+        foreach (var (k, v) in values) Write(w, k, v);
+    });
+
+    // One JSON object as text, its fields written by writeFields.
+    private static string JsonText(bool indented, Action<Utf8JsonWriter> writeFields)
     {
         using var buffer = new MemoryStream();
-        using (var w = new Utf8JsonWriter(buffer, new JsonWriterOptions()))
+        using (var w = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = indented }))
         {
             w.WriteStartObject();
-            foreach (var (k, v) in values) Write(w, k, v);
+            writeFields(w);
             w.WriteEndObject();
         }
         return System.Text.Encoding.UTF8.GetString(buffer.ToArray());
