@@ -23,12 +23,12 @@ public static unsafe class AttentionBench
         foreach (ref float v in own.AsSpan()) v = (float)(rng.NextDouble() * 2 - 1);
         foreach (int context in contexts)
         {
-            long rows = (long)kvHeads * context;
-            long layerBytes = 2 * rows * (headDim + sizeof(float) + 1);
+            long rows = (long)kvHeads * context, keyBytes = Int8KvView.KeyBytes(context, kvHeads, headDim);
+            long layerBytes = keyBytes + rows * headDim + 2 * rows * (sizeof(float) + 1);
             int layers = (int)Math.Max(1, footprintBytes / layerBytes);
             byte* memory = (byte*)NativeMemory.AlignedAlloc((nuint)(layerBytes * layers), 64);
             float* weights = (float*)NativeMemory.AlignedAlloc((nuint)(context * Int8Attention.Heads * 4), 64);
-            int* dots = (int*)NativeMemory.AlignedAlloc((nuint)(context * Int8Attention.Heads * 4), 64);
+            int* dots = (int*)NativeMemory.AlignedAlloc(Int8Attention.DotInts * sizeof(int), 64);
             float* partials = (float*)NativeMemory.AlignedAlloc((nuint)(Int8Attention.Segments(context)
                 * Int8Attention.PartialFloats(group, headDim) * 4), 64);
             float* output = (float*)NativeMemory.AlignedAlloc((nuint)(qWidth * 4), 64);
@@ -38,10 +38,10 @@ public static unsafe class AttentionBench
                 for (int l = 0; l < layers; l++)
                 {
                     byte* b = memory + l * layerBytes;
-                    sbyte* k = (sbyte*)b, v = k + rows * headDim;
+                    sbyte* k = (sbyte*)b, v = k + keyBytes;
                     float* kScale = (float*)(v + rows * headDim), vScale = kScale + rows;
                     sbyte* kZero = (sbyte*)(vScale + rows), vZero = kZero + rows;
-                    rng.NextBytes(new Span<byte>(b, (int)(2 * rows * headDim)));
+                    rng.NextBytes(new Span<byte>(b, (int)(keyBytes + rows * headDim)));
                     for (long r = 0; r < rows; r++)
                     {
                         kScale[r] = vScale[r] = 0.01f;

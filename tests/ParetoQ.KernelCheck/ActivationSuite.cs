@@ -5,7 +5,8 @@ namespace ParetoQ.KernelCheck;
 /// <summary>
 /// The fast path's per-token vector work against its scalar references, on lengths around every vector width: the
 /// RmsNorm sum of squares (bit for bit with its reference) and norm (to rounding), the rotary encoding in both layouts
-/// (bit for bit), and the int8 activation quantization with rounding ties in the vector body (bit for bit).
+/// (bit for bit), the int8 activation quantization with rounding ties in the vector body (bit for bit), and the
+/// attention softmax's exp against <see cref="MathF.Exp"/>.
 /// </summary>
 public static class ActivationSuite
 {
@@ -16,7 +17,33 @@ public static class ActivationSuite
         ("rms norm", RmsNorm),
         ("rope", Rope),
         ("activation quantization", Quantization),
+        ("softmax exp", SoftmaxExp),
     ];
+
+    /// <summary>Int8Attention.SoftmaxExp over x ≤ 0: within 2 ulp of MathF.Exp where that is a normal float, 0 (or
+    /// the smallest normals) below, exactly 1 at 0.</summary>
+    public static string? SoftmaxExp()
+    {
+        var xs = new List<float> { 0f, -0f, float.NegativeInfinity, -87.3f, -87.29f, -87.31f, -88f, -1e-30f, -1e-7f };
+        for (int i = 0; i <= 400_000; i++) xs.Add(-100f * i / 400_000);
+        while (xs.Count % 8 != 0) xs.Add(-1f);
+        var x = xs.ToArray();
+        const float MinNormal = 1.17549435e-38f;
+        for (int i = 0; i < x.Length; i += 8)
+        {
+            var actual = Int8Attention.SoftmaxExp(System.Runtime.Intrinsics.Vector256.Create(x.AsSpan(i, 8)));
+            for (int k = 0; k < 8; k++)
+            {
+                float e = MathF.Exp(x[i + k]), a = actual[k];
+                bool normal = e >= MinNormal * 2;
+                float ulp = MathF.BitIncrement(e) - e;
+                if (normal ? !(MathF.Abs(a - e) <= 2 * ulp) : !(a >= 0 && a <= MinNormal * 2))
+                    return $"exp({x[i + k]:R}) = {a:R}, MathF.Exp {e:R}";
+            }
+        }
+        return Int8Attention.SoftmaxExp(System.Runtime.Intrinsics.Vector256<float>.Zero)[0] == 1f ? null
+            : "exp(0) is not 1";
+    }
 
     public static string? RmsNorm()
     {

@@ -67,15 +67,19 @@ public static unsafe class AttentionSuite
         var reference = new float[actual.Length];
         int segments = Int8Attention.Segments(n, c.SegmentPositions);
         var weights = new float[Math.Max(1, Math.Min(n, c.SegmentPositions)) * Int8Attention.Heads];
-        var dots = new int[weights.Length];
+        var dots = new int[Int8Attention.DotInts];
+        var keyStore = new sbyte[Int8KvView.KeyBytes(capacity, KvHeads, hd)];
         var partials = new float[segments * Int8Attention.PartialFloats(c.Group, hd)];
-        fixed (sbyte* k = keys, v = values, z = zeros)
+        fixed (sbyte* k = keyStore, v = values, z = zeros)
         fixed (float* s = scales, qp = q, ko = kOwn, vo = vOwn, a = actual, sc = scalar, r = reference, w = weights,
             p = partials)
         fixed (int* d = dots)
         {
             int rows = capacity * KvHeads;
             var cache = new Int8KvView(k, v, s, z, s + rows, z + rows, capacity, KvHeads, hd, c.Ring);
+            for (int head = 0; head < KvHeads; head++)
+                for (int slot = 0; slot < capacity; slot++)
+                    cache.StoreKey(head, slot, keys.AsSpan((head * capacity + slot) * hd, hd));
             Int8Attention.HeadGroup(c.Path, qp, ko, vo, cache, G, c.Group, first, pos, w, d, p, a,
                 c.SegmentPositions);
             Int8Attention.HeadGroup(KernelPath.Scalar, qp, ko, vo, cache, G, c.Group, first, pos, w, d, p, sc,

@@ -1,22 +1,46 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace ParetoQ.Runtime.Kernels;
 
 /// <summary>
-/// An int8 KV cache as the attention kernels read it: (kvHeads, capacity, headDim) int8 keys and values with one scale
-/// and zero point per (head, slot). Head-major: one KV head's positions are consecutive rows, so a pass over them
-/// streams sequential memory (slot-major interleaved the heads, and each pass read a fifth of every line it
-/// fetched). Position p lives in slot p, or p mod capacity in a ring (local layers).
+/// An int8 KV cache as the attention kernels read it: int8 keys and values of kvHeads heads, capacity slots and headDim
+/// values, with one scale and zero point per (head, slot). Head-major: one KV head's positions are consecutive, so a
+/// pass over them streams sequential memory. Position p lives in slot p, or p mod capacity in a ring (local layers).
+/// Values are rows, (kvHeads, capacity, headDim). Keys are stored position-major in blocks of <see cref="KeyBlock"/>
+/// slots: a block holds, for each quad of 4 head values, the 8 slots' 4 bytes side by side (32 bytes). One vector of a
+/// quad row is then 8 positions, and a 4-byte dot product instruction (vpdpbusd, sdot by element) against the query's
+/// quad broadcast leaves one score per lane: no per-position reduction (row-major keys spent a third of decode
+/// attention on one). Values past headDim in the last quad are zero.
 /// </summary>
 public readonly unsafe struct Int8KvView(sbyte* keys, sbyte* values, float* keyScales, sbyte* keyZeros,
     float* valueScales, sbyte* valueZeros, int capacity, int kvHeads, int headDim, bool ring)
 {
+    /// <summary>Slots per key block.</summary>
+    public const int KeyBlock = 8;
+
     public readonly sbyte* Keys = keys, Values = values;
     public readonly float* KeyScales = keyScales, ValueScales = valueScales;
     public readonly sbyte* KeyZeros = keyZeros, ValueZeros = valueZeros;
     public readonly int Capacity = capacity, KvHeads = kvHeads, HeadDim = headDim;
     public readonly bool Ring = ring;
+
+    /// <summary>Quads of 4 head values in a key (the last one padded with zeros).</summary>
+    public int Quads => QuadsOf(HeadDim);
+
+    public static int QuadsOf(int headDim) => (headDim + 3) / 4;
+
+    /// <summary>Bytes of one key block: <see cref="KeyBlock"/> slots of every quad.</summary>
+    public static int KeyBlockBytes(int headDim) => KeyBlock * 4 * QuadsOf(headDim);
+
+    /// <summary>Bytes of one KV head's keys: whole blocks covering the capacity.</summary>
+    public static long KeyHeadBytes(int capacity, int headDim) =>
+        (long)(capacity + KeyBlock - 1) / KeyBlock * KeyBlockBytes(headDim);
+
+    /// <summary>Bytes of the whole key store.</summary>
+    public static long KeyBytes(int capacity, int kvHeads, int headDim) =>
+        kvHeads * KeyHeadBytes(capacity, headDim);
 
     public int Slot(int pos) => Ring ? pos % Capacity : pos;
 
@@ -24,16 +48,35 @@ public readonly unsafe struct Int8KvView(sbyte* keys, sbyte* values, float* keyS
     /// per window).</summary>
     public int ContiguousRun(int pos, int end) => Math.Min(end - pos, Capacity - Slot(pos));
 
-    /// <summary>Index of (position, head) among the cached vectors: its int8 data starts at index · HeadDim.</summary>
+    /// <summary>Index of (position, head) among the cached vectors: its value row starts at index · HeadDim, and its
+    /// scales and zero points are at index.</summary>
     public int Row(int pos, int head) => head * Capacity + Slot(pos);
+
+    /// <summary>The first byte of key block <paramref name="block"/> of KV head <paramref name="head"/>.</summary>
+    public sbyte* KeyBlockAt(int head, int block) =>
+        Keys + head * KeyHeadBytes(Capacity, HeadDim) + (long)block * KeyBlockBytes(HeadDim);
+
+    /// <summary>Where value <paramref name="i"/> of the key in <paramref name="slot"/> of <paramref name="head"/> is
+    /// stored.</summary>
+    public sbyte* KeyAt(int head, int slot, int i) =>
+        KeyBlockAt(head, slot / KeyBlock) + (i / 4) * (KeyBlock * 4) + slot % KeyBlock * 4 + i % 4;
+
+    /// <summary>Stores one key (HeadDim int8 values) into its slot.</summary>
+    public void StoreKey(int head, int slot, ReadOnlySpan<sbyte> key)
+    {
+        sbyte* quad = KeyAt(head, slot, 0);
+        for (int i = 0; i < key.Length; i += 4, quad += KeyBlock * 4)
+            for (int e = 0; e < 4 && i + e < key.Length; e++) quad[e] = key[i + e];
+    }
 }
 
 /// <summary>
 /// Attention of one token's query heads over an int8 KV cache, four heads (sharing one KV head) at a time: q is
 /// quantized to int8 per head so q·k is an integer dot product, fixed up with the key's zero point and scales; the
-/// softmax is taken with vector exp; a second pass accumulates the int8 values weighted by it. The token's own K/V are
-/// used at full precision. The inner loops come from the kernel path (<see cref="IAttentionKernel"/>), picked once per
-/// call from a table; <see cref="Reference"/> is the same algorithm in plain loops, one head at a time.
+/// scores and the softmax run with positions in the vector lanes (8 at a time, the same on every path, with
+/// <see cref="SoftmaxExp"/>); a second pass accumulates the int8 values weighted by it. The token's own K/V are used at
+/// full precision. The inner loops come from the kernel path (<see cref="IAttentionKernel"/>), picked once per call
+/// from a table; <see cref="Reference"/> is the same algorithm in plain loops, one head at a time, with MathF.Exp.
 /// </summary>
 public static unsafe class Int8Attention
 {
@@ -59,7 +102,8 @@ public static unsafe class Int8Attention
     /// <summary>
     /// Attention output (group heads, hd) for the query heads q (group, hd) that share KV head <paramref name="g"/>, at
     /// position <paramref name="pos"/> over cached positions [first, pos) plus its own kOwn, vOwn (hd).
-    /// <paramref name="weights"/> and <paramref name="dots"/> hold (min(pos − first, segmentPositions), 4) each;
+    /// <paramref name="weights"/> holds (4, min(pos − first, segmentPositions)), <paramref name="dots"/>
+    /// <see cref="DotInts"/>;
     /// <paramref name="partials"/> holds <see cref="Segments"/> × <see cref="PartialFloats"/>.
     /// </summary>
     public static void HeadGroup(KernelPath path, float* q, float* kOwn, float* vOwn, in Int8KvView cache, int g,
@@ -162,104 +206,69 @@ public static unsafe class Int8Attention
 
     // Positions [first, pos) of the cache, plus the token's own K/V when withOwn is set. Normalized: output (group,
     // hd) is the attention result. Partial: output is a PartialFloats block (unnormalized outputs, maxima,
-    // denominators) for Merge.
+    // denominators) for Merge. weights holds (4, pos − first): the scores, then the value weights, head by head.
     private static void HeadGroup<TKernel>(float* q, float* kOwn, float* vOwn, in Int8KvView cache, int g, int group,
         int first, int pos, bool withOwn, float* weights, int* dots, float* output, bool partial)
         where TKernel : IAttentionKernel
     {
-        const int H = Heads;
-        int hd = cache.HeadDim;
-        long stride = hd; // bytes between consecutive positions of one head
+        const int H = Heads, B = Int8KvView.KeyBlock;
+        int hd = cache.HeadDim, quads = cache.Quads, qStride = (4 * quads + 15) & ~15, count = pos - first;
+        long stride = hd; // bytes between consecutive value rows of one head
         float invSqrt = 1f / MathF.Sqrt(hd);
-        sbyte* q8 = stackalloc sbyte[H * hd];
+        sbyte* q8 = stackalloc sbyte[H * qStride];
         float* acc = stackalloc float[H * hd];
         for (int h0 = 0; h0 < group; h0 += H)
         {
             int heads = Math.Min(H, group - h0);
             // Quantize the block's query heads; missing heads of a short block are zero and their results unused.
-            new Span<sbyte>(q8, H * hd).Clear();
+            new Span<sbyte>(q8, H * qStride).Clear();
             Vector128<float> qScale = default, qSum = default, own = default;
             for (int h = 0; h < heads; h++)
             {
                 float* qh = q + (h0 + h) * hd;
                 qScale = qScale.WithElement(h,
                     QuantizedActivations.QuantizeRow(new ReadOnlySpan<float>(qh, hd),
-                    new Span<sbyte>(q8 + h * hd, hd)) * invSqrt);
-                qSum = qSum.WithElement(h, Sum(q8 + h * hd, hd));
+                    new Span<sbyte>(q8 + h * qStride, hd)) * invSqrt);
+                qSum = qSum.WithElement(h, Sum(q8 + h * qStride, hd));
                 if (withOwn)
                     own = own.WithElement(h, ScalarKernels.Dot(new ReadOnlySpan<float>(qh, hd),
                         new ReadOnlySpan<float>(kOwn, hd)) * invSqrt);
             }
 
-            // Pass 1: scores of the cached positions, a run of contiguous slots at a time (a ring wraps at most once);
-            // within a run the rows' scales and zero points are consecutive too.
+            // Pass 1: scores of the cached positions, a run of contiguous slots at a time (a ring wraps at most once),
+            // from the dots of up to DotChunk slots' key blocks at a time. Within a run the rows' scales and zero
+            // points are consecutive too.
             var max = withOwn ? own : Vector128.Create(float.NegativeInfinity);
             for (int j = first, run; j < pos; j += run)
             {
                 run = cache.ContiguousRun(j, pos);
-                int row = cache.Row(j, g);
-                int* d = dots + (j - first) * H;
-                float* wr = weights + (j - first) * H, keyScales = cache.KeyScales + row;
-                sbyte* keyZeros = cache.KeyZeros + row;
-                TKernel.DotInt8x4(q8, cache.Keys + (long)row * hd, stride, run, hd, d);
-                // Two positions a step with two running maxima: max is exact in any order, and one chain of
-                // Vector128.Max (three dependent instructions) per position was the loop's bound.
-                int i = 0;
-                Vector256<float> qSum2 = Vector256.Create(qSum, qSum), qScale2 = Vector256.Create(qScale, qScale);
-                Vector256<float> maxA = Vector256.Create(max, max), maxB = maxA;
-                for (; i + 4 <= run; i += 4)
+                int slot = cache.Slot(j), row = cache.Row(j, g);
+                for (int done = 0, n; done < run; done += n)
                 {
-                    var a = Scores(d + i * H, keyZeros + i, keyScales + i, qSum2, qScale2);
-                    var b = Scores(d + (i + 2) * H, keyZeros + i + 2, keyScales + i + 2, qSum2, qScale2);
-                    a.Store(wr + i * H);
-                    b.Store(wr + (i + 2) * H);
-                    maxA = Vector256.Max(maxA, a);
-                    maxB = Vector256.Max(maxB, b);
-                }
-                maxA = Vector256.Max(maxA, maxB);
-                max = Vector128.Max(maxA.GetLower(), maxA.GetUpper());
-                for (; i < run; i++)
-                {
-                    var dot = Vector128.ConvertToSingle(Vector128.Load(d + i * H)) - keyZeros[i] * qSum;
-                    var score = dot * qScale * keyScales[i];
-                    score.Store(wr + i * H);
-                    max = Vector128.Max(max, score);
+                    int lead = (slot + done) % B;
+                    n = Math.Min(run - done, DotChunk - lead);
+                    TKernel.BlockDots(q8, qStride, cache.KeyBlockAt(g, (slot + done) / B), (lead + n + B - 1) / B,
+                        quads, dots, DotChunk);
+                    max = Vector128.Max(max, Scores(dots + lead, n, cache.KeyZeros + row + done,
+                        cache.KeyScales + row + done, qSum, qScale, weights + (j - first) + done, count));
                 }
             }
 
-            // Softmax numerators; the weights fold in each value row's scale, and its zero point goes in zeroTerm. exp
-            // runs on two positions at once (the same per-lane result as one at a time); the sums stay in order.
-            Vector128<float> denom = withOwn ? Vector128.Exp(own - max) : default, pOwn = denom, zeroTerm = default;
-            var max2 = Vector256.Create(max, max);
-            for (int j = first, run; j < pos; j += run)
+            // Softmax numerators; the weights fold in each value row's scale, and its zero point goes in zeroTerm.
+            Vector128<float> denom = default, zeroTerm = default;
+            var pOwn = withOwn ? SoftmaxExp((own - max).ToVector256()).GetLower() : default;
+            for (int h = 0; h < heads; h++)
             {
-                run = cache.ContiguousRun(j, pos);
-                int row = cache.Row(j, g);
-                float* wr = weights + (j - first) * H, valueScales = cache.ValueScales + row;
-                sbyte* valueZeros = cache.ValueZeros + row;
-                int i = 0;
-                for (; i + 2 <= run; i += 2)
+                Vector256<float> numerators = default, zeros = default;
+                for (int j = first, run; j < pos; j += run)
                 {
-                    var p2 = Vector256.Exp(Vector256.Load(wr + i * H) - max2);
-                    var p = p2.GetLower();
-                    denom += p;
-                    var w = p * valueScales[i];
-                    zeroTerm += w * valueZeros[i];
-                    w.Store(wr + i * H);
-                    p = p2.GetUpper();
-                    denom += p;
-                    w = p * valueScales[i + 1];
-                    zeroTerm += w * valueZeros[i + 1];
-                    w.Store(wr + (i + 1) * H);
+                    run = cache.ContiguousRun(j, pos);
+                    int row = cache.Row(j, g);
+                    Numerators(weights + h * count + (j - first), run, cache.ValueScales + row,
+                        cache.ValueZeros + row, max[h], ref numerators, ref zeros);
                 }
-                if (i < run)
-                {
-                    var p = Vector128.Exp(Vector128.Load(wr + i * H) - max);
-                    denom += p;
-                    var w = p * valueScales[i];
-                    zeroTerm += w * valueZeros[i];
-                    w.Store(wr + i * H);
-                }
+                denom = denom.WithElement(h, Vector256.Sum(numerators) + pOwn[h]);
+                zeroTerm = zeroTerm.WithElement(h, Vector256.Sum(zeros));
             }
 
             // Pass 2: Σ weight · int8 value.
@@ -268,7 +277,7 @@ public static unsafe class Int8Attention
             {
                 run = cache.ContiguousRun(j, pos);
                 TKernel.AccumulateInt8x4(acc, cache.Values + (long)cache.Row(j, g) * hd, stride, run, hd,
-                    weights + (j - first) * H);
+                    weights + (j - first), count);
             }
             for (int h = 0; h < heads; h++)
             {
@@ -282,6 +291,139 @@ public static unsafe class Int8Attention
                 output[group * hd + group + h0 + h] = denom[h];
             }
         }
+    }
+
+    /// <summary>How far ahead the x86 loops prefetch keys and values: the hardware prefetchers alone left a cold
+    /// pass at half its in-cache rate.</summary>
+    internal const int PrefetchBytes = 4096;
+
+    /// <summary>Key slots whose dots one <see cref="IAttentionKernel.BlockDots"/> call gives: a multiple of the key
+    /// block, small enough that the dots stay in L1.</summary>
+    public const int DotChunk = 256;
+
+    /// <summary>Ints of the dot scratch that <see cref="HeadGroup"/> takes.</summary>
+    public const int DotInts = Heads * DotChunk;
+
+    // The scores of n consecutive positions for the four heads, (dot − zero·Σq) · qScale · keyScale, to
+    // scores[h·stride + i] from dots[h·DotChunk + i]; returns each head's maximum. Eight positions a step; the tail
+    // takes the same operations per element.
+    private static Vector128<float> Scores(int* dots, int n, sbyte* zeros, float* scales, Vector128<float> qSum,
+        Vector128<float> qScale, float* scores, int stride)
+    {
+        const int D = DotChunk;
+        Vector256<float> sum0 = Vector256.Create(qSum[0]), sum1 = Vector256.Create(qSum[1]),
+            sum2 = Vector256.Create(qSum[2]), sum3 = Vector256.Create(qSum[3]);
+        Vector256<float> scale0 = Vector256.Create(qScale[0]), scale1 = Vector256.Create(qScale[1]),
+            scale2 = Vector256.Create(qScale[2]), scale3 = Vector256.Create(qScale[3]);
+        Vector256<float> m0 = Vector256.Create(float.NegativeInfinity), m1 = m0, m2 = m0, m3 = m0;
+        float* s1 = scores + stride, s2 = s1 + stride, s3 = s2 + stride;
+        int i = 0;
+        for (; i + 8 <= n; i += 8)
+        {
+            var zero = Widen8(zeros + i);
+            var keyScale = Vector256.Load(scales + i);
+            var a = (Vector256.ConvertToSingle(Vector256.Load(dots + i)) - zero * sum0) * scale0 * keyScale;
+            var b = (Vector256.ConvertToSingle(Vector256.Load(dots + D + i)) - zero * sum1) * scale1 * keyScale;
+            var c = (Vector256.ConvertToSingle(Vector256.Load(dots + 2 * D + i)) - zero * sum2) * scale2 * keyScale;
+            var d = (Vector256.ConvertToSingle(Vector256.Load(dots + 3 * D + i)) - zero * sum3) * scale3 * keyScale;
+            a.Store(scores + i);
+            b.Store(s1 + i);
+            c.Store(s2 + i);
+            d.Store(s3 + i);
+            m0 = Vector256.Max(m0, a);
+            m1 = Vector256.Max(m1, b);
+            m2 = Vector256.Max(m2, c);
+            m3 = Vector256.Max(m3, d);
+        }
+        var max = Vector128.Create(Max(m0), Max(m1), Max(m2), Max(m3));
+        for (; i < n; i++)
+        {
+            var dot = Vector128.Create(dots[i], dots[D + i], dots[2 * D + i], dots[3 * D + i]);
+            var score = (Vector128.ConvertToSingle(dot) - Vector128.Create((float)zeros[i]) * qSum) * qScale
+                * Vector128.Create(scales[i]);
+            (scores[i], s1[i], s2[i], s3[i]) = (score[0], score[1], score[2], score[3]);
+            max = Vector128.Max(max, score);
+        }
+        return max;
+    }
+
+    // Softmax numerators of n positions of one head, in place: w = exp(score − max) · valueScale; numerators and zeros
+    // gain exp(score − max) and w · valueZero in 8 running partial sums. The tail goes through one padded vector, its
+    // missing lanes scored −∞ (so they add 0): the same exp everywhere.
+    private static void Numerators(float* w, int n, float* valueScales, sbyte* valueZeros, float max,
+        ref Vector256<float> numerators, ref Vector256<float> zeros)
+    {
+        var m = Vector256.Create(max);
+        Vector256<float> sum = numerators, zeroSum = zeros; // in registers: the refs would chain through memory
+        int i = 0;
+        for (; i + 8 <= n; i += 8)
+        {
+            var p = SoftmaxExp(Vector256.Load(w + i) - m);
+            sum += p;
+            var x = p * Vector256.Load(valueScales + i);
+            zeroSum += x * Widen8(valueZeros + i);
+            x.Store(w + i);
+        }
+        numerators = sum;
+        zeros = zeroSum;
+        if (i == n) return;
+        float* tail = stackalloc float[3 * 8];
+        float* scale = tail + 8, zero = tail + 16;
+        for (int k = 0; k < 8; k++)
+        {
+            bool inside = i + k < n;
+            tail[k] = inside ? w[i + k] : float.NegativeInfinity;
+            scale[k] = inside ? valueScales[i + k] : 0;
+            zero[k] = inside ? valueZeros[i + k] : 0;
+        }
+        var pt = SoftmaxExp(Vector256.Load(tail) - m);
+        numerators += pt;
+        var xt = pt * Vector256.Load(scale);
+        zeros += xt * Vector256.Load(zero);
+        xt.Store(tail);
+        for (int k = 0; i + k < n; k++) w[i + k] = tail[k];
+    }
+
+    /// <summary>
+    /// e^x for x ≤ 0, in float arithmetic: x = n·ln 2 + r with ln 2 in two parts, Cephes' degree-5 polynomial for e^r,
+    /// and 2^n from the exponent bits; 0 below −87.3 (and at −∞). Within 2 ulp of <see cref="MathF.Exp"/>;
+    /// <see cref="Vector256.Exp(Vector256{float})"/> widens to double and was a quarter of decode attention.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> SoftmaxExp(Vector256<float> x)
+    {
+        var low = Vector256.Create(-87.3f);
+        var underflow = Vector256.LessThan(x, low);
+        x = Vector256.Max(x, low);
+        var n = Vector256.Round(x * Vector256.Create(1.44269504f));
+        var r = Vector256.FusedMultiplyAdd(n, Vector256.Create(-0.693359375f), x);
+        r = Vector256.FusedMultiplyAdd(n, Vector256.Create(2.12194440e-4f), r);
+        var p = Vector256.FusedMultiplyAdd(Vector256.Create(1.9875691500e-4f), r, Vector256.Create(1.3981999507e-3f));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(8.3334519073e-3f));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(4.1665795894e-2f));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(1.6666665459e-1f));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(5.0000001201e-1f));
+        var y = Vector256.FusedMultiplyAdd(p, r * r, r) + Vector256<float>.One;
+        var twoToN = ((Vector256.ConvertToInt32Native(n) + Vector256.Create(127)) << 23).AsSingle();
+        return Vector256.AndNot(y * twoToN, underflow);
+    }
+
+    // Eight int8 values as floats.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Widen8(sbyte* p)
+    {
+        if (Avx2.IsSupported) return Vector256.ConvertToSingle(Avx2.ConvertToVector256Int32(p));
+        var (lo, hi) = Vector128.Widen(Vector128.WidenLower(Vector128.CreateScalar(*(long*)p).AsSByte()));
+        return Vector256.ConvertToSingle(Vector256.Create(lo, hi));
+    }
+
+    // The largest lane (exact in any order).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Max(Vector256<float> v)
+    {
+        var m = Vector128.Max(v.GetLower(), v.GetUpper());
+        m = Vector128.Max(m, Vector128.Shuffle(m, Vector128.Create(2, 3, 0, 1)));
+        return MathF.Max(m[0], m[1]);
     }
 
     // Σ of n int8 values (exact in any order).
@@ -316,17 +458,6 @@ public static unsafe class Int8Attention
         for (; i < n; i++) output[i] = (acc[i] - zero + pOwn * vOwn[i]) * inv;
     }
 
-    // The scores of two consecutive positions: (dot − zero·Σq) · qScale · keyScale per lane, as the one-position loop
-    // forms them.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> Scores(int* dots, sbyte* zeros, float* scales, Vector256<float> qSum,
-        Vector256<float> qScale)
-    {
-        var zero = Vector256.Create(Vector128.Create((float)zeros[0]), Vector128.Create((float)zeros[1]));
-        var scale = Vector256.Create(Vector128.Create(scales[0]), Vector128.Create(scales[1]));
-        return (Vector256.ConvertToSingle(Vector256.Load(dots)) - zero * qSum) * qScale * scale;
-    }
-
     /// <summary>
     /// The reference: <see cref="HeadGroup"/>'s algorithm in plain loops, one head at a time, with scalar exp. Vector
     /// exp rounds differently, so the paths agree with it to rounding rather than bit for bit.
@@ -350,7 +481,7 @@ public static unsafe class Int8Attention
             {
                 int row = cache.Row(first + j, g);
                 int dot = 0;
-                for (int i = 0; i < hd; i++) dot += q8[i] * cache.Keys[(long)row * hd + i];
+                for (int i = 0; i < hd; i++) dot += q8[i] * *cache.KeyAt(g, cache.Slot(first + j), i);
                 scores[j] = (dot - cache.KeyZeros[row] * (float)qSum) * qScale * cache.KeyScales[row];
                 max = MathF.Max(max, scores[j]);
             }

@@ -6,14 +6,16 @@ using ParetoQ.Runtime.Quantization;
 namespace ParetoQ.Runtime.Backends.Cpu;
 
 /// <summary>
-/// KV cache in host memory: (kvHeads, capacity, headDim) keys and values, int8 with a scale and zero point per
-/// (head, position), or fp32. Head-major, so the attention over one KV head streams one contiguous block. Position p
-/// lives in slot p for global layers and p mod capacity for ring (local) layers.
+/// KV cache in host memory: keys and values of kvHeads heads, capacity slots and headDim values, int8 with a scale and
+/// zero point per (head, position), or fp32. Head-major, so the attention over one KV head streams one contiguous
+/// block; int8 keys are in <see cref="Int8KvView"/>'s blocks of 8 positions, everything else (kvHeads, capacity,
+/// headDim) rows. Position p lives in slot p for global layers and p mod capacity for ring (local) layers.
 /// The int8 arrays are pinned, so the attention kernels read them through <see cref="View"/>.
 /// </summary>
 public sealed class CpuKvCache : BackendKvCache
 {
-    private readonly sbyte[] _k8 = [], _v8 = [];         // (kvHeads, capacity, hd) int8
+    private readonly sbyte[] _k8 = [];                   // (kvHeads, key blocks) int8, Int8KvView's layout
+    private readonly sbyte[] _v8 = [];                   // (kvHeads, capacity, hd) int8
     private readonly float[] _kScale = [], _vScale = [];  // (kvHeads, capacity)
     private readonly sbyte[] _kZero = [], _vZero = [];    // (kvHeads, capacity)
     private readonly float[] _k32 = [], _v32 = [];        // (kvHeads, capacity, hd) fp32
@@ -25,7 +27,7 @@ public sealed class CpuKvCache : BackendKvCache
         if (type == KvCacheType.Int8)
         {
             int rows = checked(capacity * kvHeads);
-            _k8 = GC.AllocateArray<sbyte>(checked((int)n), pinned: true);
+            _k8 = GC.AllocateArray<sbyte>(checked((int)Int8KvView.KeyBytes(capacity, kvHeads, headDim)), pinned: true);
             _v8 = GC.AllocateArray<sbyte>(checked((int)n), pinned: true);
             _kScale = GC.AllocateArray<float>(rows, pinned: true);
             _vScale = GC.AllocateArray<float>(rows, pinned: true);
@@ -40,7 +42,7 @@ public sealed class CpuKvCache : BackendKvCache
     }
 
     public override long Bytes => Type == KvCacheType.Int8
-        ? 2L * (_k8.Length + _kScale.Length * sizeof(float) + _kZero.Length)
+        ? _k8.Length + _v8.Length + 2L * (_kScale.Length * sizeof(float) + _kZero.Length)
         : 2L * _k32.Length * sizeof(float);
 
     private int Slot(int pos) => Ring ? pos % Capacity : pos;
@@ -62,12 +64,14 @@ public sealed class CpuKvCache : BackendKvCache
         if (!Ring
             && pos >= Capacity) throw new InvalidOperationException($"position {pos} is past the KV cache capacity {Capacity}");
         int hd = HeadDim;
+        Span<sbyte> key = Type == KvCacheType.Int8 ? stackalloc sbyte[hd] : default;
         for (int h = 0; h < KvHeads; h++)
         {
             int row = Row(pos, h);
             if (Type == KvCacheType.Int8)
             {
-                (_kScale[row], _kZero[row]) = KvQuantizer.Quantize(k.Slice(h * hd, hd), _k8.AsSpan(row * hd, hd));
+                (_kScale[row], _kZero[row]) = KvQuantizer.Quantize(k.Slice(h * hd, hd), key);
+                View.StoreKey(h, Slot(pos), key);
                 (_vScale[row], _vZero[row]) = KvQuantizer.Quantize(v.Slice(h * hd, hd), _v8.AsSpan(row * hd, hd));
             }
             else
@@ -83,11 +87,15 @@ public sealed class CpuKvCache : BackendKvCache
     {
         int row = Row(pos, head), hd = HeadDim;
         if (Type == KvCacheType.F32) return ScalarKernels.Dot(q, _k32.AsSpan(row * hd, hd));
-        var k8 = _k8.AsSpan(row * hd, hd);
+        var view = View;
         float scale = _kScale[row];
         sbyte zero = _kZero[row];
         float sum = 0;
-        for (int i = 0; i < hd; i++) sum += q[i] * KvQuantizer.Dequantize(k8[i], scale, zero);
+        unsafe
+        {
+            for (int i = 0; i < hd; i++)
+                sum += q[i] * KvQuantizer.Dequantize(*view.KeyAt(head, Slot(pos), i), scale, zero);
+        }
         return sum;
     }
 

@@ -45,12 +45,11 @@ internal sealed class WorkerScratch(ScratchShape shape)
     public static int PartialFloats(ScratchShape shape) =>
         Int8Attention.Segments(shape.KvPositions) * (shape.Width + 2 * shape.Heads);
 
-    // (positions of a segment, 4)
+    // (4, positions of a segment)
     public readonly float[] AttentionWeights = GC.AllocateArray<float>(SegmentPositions(shape) * Int8Attention.Heads,
         pinned: true);
-    // (positions of a segment, 4)
-    public readonly int[] AttentionDots = GC.AllocateArray<int>(SegmentPositions(shape) * Int8Attention.Heads,
-        pinned: true);
+    // (4, key slots of a dot chunk)
+    public readonly int[] AttentionDots = GC.AllocateArray<int>(Int8Attention.DotInts, pinned: true);
     // (segments of the longest span, one KV head's partial results) a token's segments, merged by the same worker
     public readonly float[] AttentionPartials = GC.AllocateArray<float>(PartialFloats(shape), pinned: true);
     // (width) one weight row as fp32
