@@ -9,6 +9,7 @@ using ParetoQ.Runtime.Interchange;
 using ParetoQ.Runtime.Model;
 using ParetoQ.Runtime.Quantization;
 using ParetoQ.Runtime.Text;
+using ParetoQ.Serve;
 using ParetoQ.TestModels;
 
 namespace ParetoQ.Fuzz;
@@ -19,6 +20,48 @@ public sealed record FuzzFinding(string Format, int Case, string Problem, string
 
 public sealed record FuzzReport(string Format, int Cases, int Accepted, int Refused, long MaxAllocatedBytes,
     int SeedBytes, double Seconds, IReadOnlyList<FuzzFinding> Findings);
+
+/// <summary>An input that broke the contract under the coverage-guided harness: AFL++ records it as a crash.</summary>
+public sealed class FuzzContractException(string problem) : Exception(problem);
+
+/// <summary>One corpus file's replay: null <see cref="Problem"/> when it passed.</summary>
+public sealed record ReplayResult(string Format, string File, string? Problem);
+
+/// <summary>
+/// Replays corpora: each directory holds one subdirectory per format (tests/fuzz-corpus: the minimized corpus of the
+/// coverage-guided runs; tests/fuzz-findings: every input that once broke the contract), and every file in it goes
+/// through <see cref="Fuzzer.Checker"/>.
+/// </summary>
+public static class CorpusReplay
+{
+    public static IReadOnlyList<ReplayResult> Run(IEnumerable<string> corpusDirectories, FuzzLimits limits)
+    {
+        var results = new List<ReplayResult>();
+        string work = Directory.CreateTempSubdirectory("paretoq-replay-").FullName;
+        try
+        {
+            foreach (string corpus in corpusDirectories)
+                foreach (string dir in Directory.EnumerateDirectories(corpus).Order(StringComparer.Ordinal))
+                {
+                    string format = Path.GetFileName(dir);
+                    if (!Fuzzer.Formats.Contains(format))
+                    {
+                        results.Add(new(format, dir,
+                            $"'{format}' is not a format ({string.Join(", ", Fuzzer.Formats)})"));
+                        continue;
+                    }
+                    var check = Fuzzer.Checker(format, Path.Combine(work, format), limits);
+                    foreach (string file in Directory.EnumerateFiles(dir).Order(StringComparer.Ordinal))
+                        results.Add(new(format, file, check(File.ReadAllBytes(file))));
+                }
+        }
+        finally
+        {
+            Directory.Delete(work, recursive: true);
+        }
+        return results;
+    }
+}
 
 /// <summary>The limits each case runs under.</summary>
 public sealed record FuzzLimits(TimeSpan PerCase, double MemoryMultiple, long MemoryAllowance);
@@ -35,7 +78,8 @@ public sealed record FuzzLimits(TimeSpan PerCase, double MemoryMultiple, long Me
 /// </summary>
 public static class Fuzzer
 {
-    public static readonly string[] Formats = ["pq", "safetensors", "torch", "config", "tokenizer", "gguf", "llama2c"];
+    public static readonly string[] Formats =
+        ["pq", "safetensors", "torch", "config", "tokenizer", "gguf", "llama2c", "http"];
 
     public static readonly FuzzLimits DefaultLimits = new(TimeSpan.FromSeconds(10), 16, 16 << 20);
 
@@ -87,6 +131,25 @@ public static class Fuzzer
             clock.Elapsed.TotalSeconds, findings);
     }
 
+    /// <summary>
+    /// One format's reader as a function of an input: null when the input passes the contract (accepted, or refused
+    /// with the reader's own format error, within the limits), else what broke it. The corpus replay and the
+    /// coverage-guided harness both judge inputs with it. Files the reader needs beside the input (llama2c's
+    /// tokenizer.bin) are the seed's.
+    /// </summary>
+    public static Func<byte[], string?> Checker(string format, string workDirectory, FuzzLimits limits)
+    {
+        var target = Target(format, workDirectory);
+        return input =>
+        {
+            File.WriteAllBytes(target.InputPath, input);
+            return RunCase(target, input.Length, limits).Problem;
+        };
+    }
+
+    /// <summary>The valid file each format's cases start from, as our own writers make it.</summary>
+    public static byte[] Seed(string format, string workDirectory) => Target(format, workDirectory).Seed;
+
     private sealed record Outcome(bool Accepted, string? Problem, long Allocated, bool TimedOut = false);
 
     private static Outcome RunCase(FuzzTarget target, int inputBytes, FuzzLimits limits)
@@ -128,7 +191,7 @@ public static class Fuzzer
 
     // The exceptions each reader documents for bad input; anything else is a defect.
     private static bool IsFormatError(Exception e) => e is PqFormatException or ModelConfigException
-        or TokenizerException or CheckpointException;
+        or TokenizerException or CheckpointException or ApiException { Status: 400 };
 
     private static string FirstFrame(Exception e) =>
         e.StackTrace?.Split('\n').Select(l => l.Trim())
@@ -273,6 +336,36 @@ public static class Fuzzer
                     using var file = Llama2cCheckpoint.Open(path);
                     file.Describe(tokenizerPath);
                     foreach (var t in file.Tensors) file.ReadAll(t);
+                });
+            }
+            case "http":
+            {
+                // A chat request body as clients send it; read as the server reads one, as a chat and as a
+                // completion request.
+                string path = Path.Combine(dir, "request.json");
+                string valid = """
+                    {"model":"stories260K","messages":[{"role":"system","content":"Be brief."},
+                    {"role":"user","content":"Tell me a story about a cat."},{"role":"assistant","content":"Once"},
+                    {"role":"user","content":"Go on \u00e9\ud83d\ude00"}],"max_tokens":16,"max_completion_tokens":8,
+                    "temperature":0.7,"top_p":0.9,"seed":42,"n":1,"stop":["\n\n","The end"],"stream":true,
+                    "stream_options":{"include_usage":true},"prompt":"Once upon a time","user":"u1"}
+                    """;
+                return new FuzzTarget(path, Encoding.UTF8.GetBytes(valid), rng => rng.Next(4) == 0
+                    ? Mutations.Bytes(Encoding.UTF8.GetBytes(valid), rng)
+                    : Encoding.UTF8.GetBytes(Mutations.Json(valid, rng)), () =>
+                {
+                    using var document = OpenAiRequest.ParseJson(File.ReadAllBytes(path));
+                    ApiException? refused = null;
+                    foreach (bool chat in (bool[])[true, false])
+                        try
+                        {
+                            OpenAiRequest.Parse(document.RootElement, chat);
+                        }
+                        catch (ApiException e)
+                        {
+                            refused ??= e;
+                        }
+                    if (refused is not null) throw refused;
                 });
             }
             default:

@@ -22,8 +22,8 @@ internal unsafe interface IAttentionKernel
     static abstract void BlockDots(sbyte* q, int qStride, sbyte* keyBlocks, int blocks, int quads, int* dots,
         int dotStride);
 
-    /// <summary>acc[h·hd + i] = fma(w[h·wStride + j], v[j·stride + i], acc[h·hd + i]) over j = 0..count−1 in order,
-    /// for h &lt; 4.</summary>
+    /// <summary>acc[h·hd + i] = fma(w[h·wStride + j], v[j·stride + i], acc[h·hd + i]) over j = 0..count−1 in
+    /// order, for h &lt; 4.</summary>
     static abstract void AccumulateInt8x4(float* acc, sbyte* v, long stride, int count, int hd, float* w,
         int wStride);
 }
@@ -135,7 +135,7 @@ internal unsafe struct Avx2AttentionKernel : IAttentionKernel
             for (int j = 0; j < count; j++)
             {
                 var x = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(v + j * stride + i));
-                                a0 = Fma.MultiplyAdd(Vector256.Create(w[j]), x, a0);
+                a0 = Fma.MultiplyAdd(Vector256.Create(w[j]), x, a0);
                 a1 = Fma.MultiplyAdd(Vector256.Create(w1[j]), x, a1);
                 a2 = Fma.MultiplyAdd(Vector256.Create(w2[j]), x, a2);
                 a3 = Fma.MultiplyAdd(Vector256.Create(w3[j]), x, a3);
@@ -286,7 +286,7 @@ internal unsafe struct Avx512AttentionKernel : IAttentionKernel
             sbyte* row = v + j * stride;
             Sse.Prefetch0(row + Int8Attention.PrefetchBytes);
             Vector512<float> x0 = Widen(row), x1 = Widen(row + 16), x2 = Widen(row + 32), x3 = Widen(row + 48);
-                        var s0 = Vector512.Create(w[j]);
+            var s0 = Vector512.Create(w[j]);
             a00 = Avx512F.FusedMultiplyAdd(s0, x0, a00);
             a01 = Avx512F.FusedMultiplyAdd(s0, x1, a01);
             a02 = Avx512F.FusedMultiplyAdd(s0, x2, a02);
@@ -322,7 +322,7 @@ internal unsafe struct Avx512AttentionKernel : IAttentionKernel
         for (int j = 0; j < count; j++)
         {
             var x = Widen(v + j * stride);
-                        a0 = Avx512F.FusedMultiplyAdd(Vector512.Create(w[j]), x, a0);
+            a0 = Avx512F.FusedMultiplyAdd(Vector512.Create(w[j]), x, a0);
             a1 = Avx512F.FusedMultiplyAdd(Vector512.Create(w1[j]), x, a1);
             a2 = Avx512F.FusedMultiplyAdd(Vector512.Create(w2[j]), x, a2);
             a3 = Avx512F.FusedMultiplyAdd(Vector512.Create(w3[j]), x, a3);
@@ -408,7 +408,7 @@ internal unsafe struct NeonAttentionKernel : IAttentionKernel
                 var x16 = AdvSimd.SignExtendWideningLower(Vector64.Load(v + j * stride + i));
                 var xl = AdvSimd.ConvertToSingle(AdvSimd.SignExtendWideningLower(x16.GetLower()));
                 var xh = AdvSimd.ConvertToSingle(AdvSimd.SignExtendWideningUpper(x16));
-                                lo0 = Fma128(lo0, w[j], xl); hi0 = Fma128(hi0, w[j], xh);
+                lo0 = Fma128(lo0, w[j], xl); hi0 = Fma128(hi0, w[j], xh);
                 lo1 = Fma128(lo1, w1[j], xl); hi1 = Fma128(hi1, w1[j], xh);
                 lo2 = Fma128(lo2, w2[j], xl); hi2 = Fma128(hi2, w2[j], xh);
                 lo3 = Fma128(lo3, w3[j], xl); hi3 = Fma128(hi3, w3[j], xh);
@@ -461,7 +461,7 @@ internal unsafe struct Narrow8AttentionKernel : IAttentionKernel
                 var (lo16, _) = Vector128.Widen(Vector128.CreateScalar(*(long*)(v + j * stride + i)).AsSByte());
                 var (lo32, hi32) = Vector128.Widen(lo16);
                 Vector128<float> lo = Vector128.ConvertToSingle(lo32), hi = Vector128.ConvertToSingle(hi32);
-                                a0 = Vector128.FusedMultiplyAdd(Vector128.Create(w[j]), lo, a0);
+                a0 = Vector128.FusedMultiplyAdd(Vector128.Create(w[j]), lo, a0);
                 b0 = Vector128.FusedMultiplyAdd(Vector128.Create(w[j]), hi, b0);
                 a1 = Vector128.FusedMultiplyAdd(Vector128.Create(w1[j]), lo, a1);
                 b1 = Vector128.FusedMultiplyAdd(Vector128.Create(w1[j]), hi, b1);

@@ -347,9 +347,9 @@ public static unsafe class Int8Attention
         return max;
     }
 
-    // Softmax numerators of n positions of one head, in place: w = exp(score − max) · valueScale; numerators and zeros
-    // gain exp(score − max) and w · valueZero in 8 running partial sums. The tail goes through one padded vector, its
-    // missing lanes scored −∞ (so they add 0): the same exp everywhere.
+    // Softmax numerators of n positions of one head, in place: w = exp(score − max) · valueScale; numerators and
+    // zeros gain exp(score − max) and w · valueZero in 8 running partial sums. The tail goes through one padded
+    // vector, its missing lanes scored −∞ (so they add 0): the same exp everywhere.
     private static void Numerators(float* w, int n, float* valueScales, sbyte* valueZeros, float max,
         ref Vector256<float> numerators, ref Vector256<float> zeros)
     {
@@ -385,8 +385,8 @@ public static unsafe class Int8Attention
     }
 
     /// <summary>
-    /// e^x for x ≤ 0, in float arithmetic: x = n·ln 2 + r with ln 2 in two parts, Cephes' degree-5 polynomial for e^r,
-    /// and 2^n from the exponent bits; 0 below −87.3 (and at −∞). Within 2 ulp of <see cref="MathF.Exp"/>;
+    /// e^x for x ≤ 0, in float arithmetic: x = n·ln 2 + r with ln 2 in two parts, Cephes' degree-5 polynomial for
+    /// e^r, and 2^n from the exponent bits; 0 below −87.3 (and at −∞). Within 2 ulp of <see cref="MathF.Exp"/>;
     /// <see cref="Vector256.Exp(Vector256{float})"/> widens to double and was a quarter of decode attention.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
