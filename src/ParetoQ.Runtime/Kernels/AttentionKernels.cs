@@ -226,18 +226,9 @@ internal unsafe struct VnniAttentionKernel : IAttentionKernel
         }
     }
 
-    // 128·Σq over one head's quads, in every lane: what the flipped sign bits of the keys added. vpdpbusd of 0x80
-    // bytes against each quad is that sum.
-    private static Vector256<int> Offset(sbyte* qh, int quads)
-    {
-        var sum = Vector256<int>.Zero;
-        var half = Vector256.Create((byte)0x80);
-        int r = 0;
-        for (; r + 8 <= quads; r += 8) sum = AvxVnni.MultiplyWideningAndAdd(sum, half, Vector256.Load(qh + 4 * r));
-        for (; r < quads; r++)
-            sum = AvxVnni.MultiplyWideningAndAdd(sum, half, Vector256.CreateScalar(*(int*)(qh + 4 * r)).AsSByte());
-        return Vector256.Create(Vector256.Sum(sum));
-    }
+    // 128·Σq over one head's quads, in every lane: what the flipped sign bits of the keys added.
+    private static Vector256<int> Offset(sbyte* qh, int quads) =>
+        Vector256.Create(128 * Int8Attention.Sum(qh, 4 * quads));
 }
 
 /// <summary>

@@ -173,7 +173,7 @@ public static unsafe class Int8Attention
         }
     }
 
-    /// <summary>The vector paths' head-size step: 16 int8 lanes per load.</summary>
+    /// <summary>The vector value passes' head-size step: 16 values per load (the dots take any head size).</summary>
     private const int VectorHeadDim = 16;
 
     private static delegate*<float*, float*, float*, in Int8KvView, int, int, int, int, bool, float*, int*, float*,
@@ -427,7 +427,7 @@ public static unsafe class Int8Attention
     }
 
     // Σ of n int8 values (exact in any order).
-    private static int Sum(sbyte* x, int n)
+    internal static int Sum(sbyte* x, int n)
     {
         int i = 0, sum = 0;
         if (Vector128.IsHardwareAccelerated)
